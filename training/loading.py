@@ -1,0 +1,84 @@
+"""One entry point to load any of the six dataset types, and the conversion to a `datasets.Dataset`.
+
+    from training.loading import load_dataset, to_hf_dataset
+    data = load_dataset("pairs.csv", columns="anchor=question1,positive=question2")
+    train = to_hf_dataset(data)          # columns in the order sentence-transformers losses expect
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from training.beir import IRDataset, load_beir
+from training.columns import map_columns, parse_column_overrides
+from training.errors import DataFormatError
+from training.formats import DatasetType, negative_columns, parse_type
+from training.readers import read_table
+
+
+@dataclass
+class TableDataset:
+    """A table dataset (every type but IR) with canonical columns; index = 1-based source row numbers."""
+
+    dataset_type: DatasetType
+    frame: object
+    source: Path
+    column_map: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def load_dataset(path: str | Path, dataset_type: str | DatasetType | None = None,
+                 columns: str | dict[str, str] | None = None) -> TableDataset | IRDataset:
+    path = Path(path)
+    dataset_type = parse_type(dataset_type)
+    if dataset_type is DatasetType.IR or (dataset_type is None and path.is_dir()):
+        if columns:
+            raise DataFormatError("--columns applies to table files; an IR dataset uses the BEIR layout "
+                                  "(corpus.jsonl: _id,title,text; queries.jsonl: _id,text; qrels/<split>.tsv)")
+        return load_beir(path)
+    frame = read_table(path)
+    mapped = map_columns(frame, dataset_type, parse_column_overrides(columns), source=str(path))
+    return TableDataset(mapped.dataset_type, mapped.frame, path, mapped.column_map, mapped.notes)
+
+
+def dataset_type_of(data: TableDataset | IRDataset) -> DatasetType:
+    return DatasetType.IR if isinstance(data, IRDataset) else data.dataset_type
+
+
+def to_hf_dataset(data: TableDataset | IRDataset, split: str = "train", min_grade: int = 1):
+    """Training rows for sentence-transformers, in loss column order.
+
+    pairs -> (anchor, positive) [rows with a binary label of 0 dropped]; triplets -> (anchor, positive, negative);
+    sts -> (sentence1, sentence2, score as float); nli -> (premise, hypothesis, label as int);
+    hard_negatives -> (anchor, positive, negative_1..n); ir -> (anchor=query, positive=relevant doc) pairs.
+    """
+    import datasets
+
+    if isinstance(data, IRDataset):
+        view = data.split(split)
+        rows = {"anchor": [], "positive": []}
+        for qid, docs in sorted(view.relevant(min_grade).items()):
+            for did in sorted(docs):
+                rows["anchor"].append(view.queries[qid])
+                rows["positive"].append(view.corpus[did])
+        return datasets.Dataset.from_dict(rows)
+    frame = data.frame
+    kind = data.dataset_type
+    if kind is DatasetType.PAIRS and "label" in frame.columns:
+        frame = frame[frame["label"].astype(str).str.strip().isin({"1", "1.0", "True", "true"})]
+        frame = frame.drop(columns="label")
+    frame = frame.copy()
+    if kind is DatasetType.STS:
+        frame["score"] = frame["score"].astype(float)
+    if kind is DatasetType.NLI:
+        frame["label"] = frame["label"].astype(float).astype(int)
+    if kind is DatasetType.HARD_NEGATIVES:
+        negs = negative_columns(frame.columns)
+        # Rows with fewer negatives than the widest row: repeat their last negative so every row has n
+        # (losses need a rectangular batch); the data gate already reported rows with no negative at all.
+        frame[negs] = frame[negs].ffill(axis=1)
+    return datasets.Dataset.from_pandas(frame.reset_index(drop=True), preserve_index=False)
