@@ -1,0 +1,15 @@
+"""Package data: the embedded default dataset used by `make demo`.
+
+`DEFAULT_DATASET` is a BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv, qrels/test.tsv) of lay-language
+legal questions against passages written in professional legal jargon; see legal_lay/README.md.
+
+    from training.data import DEFAULT_DATASET
+    from training.loading import load_dataset
+    data = load_dataset(DEFAULT_DATASET)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEFAULT_DATASET = Path(__file__).parent / "legal_lay"
