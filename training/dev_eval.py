@@ -1,0 +1,54 @@
+"""Evaluation during training: a held-out dev set scored at every Matryoshka dim from ONE encoding.
+
+sentence-transformers' InformationRetrievalEvaluator encodes once per `truncate_dim`, which costs 4x on CPU for
+4 dims; slicing and re-normalising one full-dim encoding gives the same vectors. The primary metric is the mean
+NDCG@10 over dims, so best-checkpoint selection protects the small dims as well as the full one. (The gate's
+metrics live in `gates/`; `training` may not import them, and this needs only binary NDCG@10.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+
+def binary_ndcg_at_k(scores: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
+    """Mean binary NDCG@k over queries; `scores` is [queries, docs]; ties broken by doc index."""
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    total = 0.0
+    for row, rel in zip(order, relevant, strict=True):
+        gains = np.fromiter((1.0 if d in rel else 0.0 for d in row), dtype=float, count=k)
+        ideal = discounts[: min(len(rel), k)].sum()
+        total += float(gains @ discounts) / ideal if ideal else 0.0
+    return total / max(len(relevant), 1)
+
+
+class MatryoshkaRetrievalEvaluator(BaseEvaluator):
+    """NDCG@10 of dev queries against a dev corpus at each dim; primary metric `ndcg@10_mean`."""
+
+    def __init__(self, queries: list[str], corpus: list[str], relevant: list[set[int]], dims: list[int],
+                 name: str = "dev", batch_size: int = 64):
+        super().__init__()
+        self.queries, self.corpus, self.relevant = queries, corpus, relevant
+        self.dims = sorted(dims, reverse=True)
+        self.name = name
+        self.batch_size = batch_size
+        self.primary_metric = "ndcg@10_mean"
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        q = model.encode(self.queries, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        d = model.encode(self.corpus, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        metrics = {}
+        for dim in self.dims:
+            qs, ds = _unit(q[:, :dim]), _unit(d[:, :dim])
+            metrics[f"ndcg@10_d{dim}"] = binary_ndcg_at_k(qs @ ds.T, self.relevant)
+        metrics["ndcg@10_mean"] = float(np.mean([metrics[f"ndcg@10_d{dim}"] for dim in self.dims]))
+        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,256 @@
+"""Fine-tune a SentenceTransformer from a TrainConfig into a run directory.
+
+    embedgate train configs/demo.yaml            # or: python -c "from training.finetune import train; ..."
+    embedgate train configs/demo.yaml --resume artifacts/runs/<run_id>
+
+Runs unchanged under `torchrun --nproc_per_node N` / `accelerate launch` (the Trainer does data-parallel; only
+rank 0 writes the run directory's files).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from training.config import TrainConfig, load_config
+from training.defaults import resolve
+from training.errors import ConfigError
+from training.loading import load_dataset
+from training.losses import build_loss, choose_loss
+from training.models import is_main_process, load_sentence_transformer
+from training.prepare import TrainingData, prepare_training_data
+from training.run_dir import RunPaths, create_run_dir, new_run_id, open_run_dir, write_json_atomic
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    config: dict
+    reasons: dict[str, str]
+    loss: str
+    loss_reason: str
+    train_rows: int
+    steps: int
+    train_seconds: float
+    examples_per_second: float
+    best_checkpoint: str | None
+    best_metric: float | None
+    dev_metrics: dict[str, float] = field(default_factory=dict)
+    mining: dict | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["run_dir"] = str(self.run_dir)
+        return out
+
+
+def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, run_dir: Path | None = None,
+          progress: bool = True, callbacks: list | None = None) -> TrainResult:
+    """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config."""
+    if resume is not None:
+        paths = open_run_dir(resume)
+        config = load_config(paths.config)
+    elif config is None:
+        raise ConfigError("train() needs a config (or resume=RUN_DIR)")
+    elif run_dir is not None:
+        paths = RunPaths(Path(run_dir))
+        paths.root.mkdir(parents=True, exist_ok=True)
+    else:
+        run_id = config.run_id or new_run_id(config.to_yaml_dict())
+        paths = create_run_dir(config.output_dir, run_id, shared=_distributed())
+
+    from transformers import set_seed
+
+    set_seed(config.seed)
+    model = load_sentence_transformer(config.base_model, config.max_seq_length)
+    data = load_dataset(config.data.path, config.data.type, config.data.columns)
+    prepared = prepare_training_data(data, config.data.split, config.dev_fraction, config.seed)
+    resolved = resolve(config, len(prepared.train), model.get_embedding_dimension())
+    config = resolved.config
+    if is_main_process() and resume is None:
+        _write_config(paths, config, resolved.reasons)
+
+    train_rows, stages, mining = _training_rows(config, prepared, model, paths, resume is not None)
+    choice = choose_loss(prepared.dataset_type, config.loss, config.cached, len(train_rows))
+    loss = build_loss(model, choice, config.matryoshka_dims if config.matryoshka else None,
+                      config.matryoshka_weights, config.mini_batch_size or 32)
+    evaluator = _dev_evaluator(prepared, config)
+    args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress)
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    from training.train_log import JsonlLogCallback, plot_loss_curve, truncate_log_after_checkpoint
+
+    checkpoint = _last_checkpoint(paths) if resume is not None else None
+    if checkpoint is not None and is_main_process():
+        truncate_log_after_checkpoint(paths.train_log, checkpoint)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
+                                         evaluator=evaluator,
+                                         callbacks=[JsonlLogCallback(paths.train_log), *(callbacks or [])])
+    started = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    dev_metrics = evaluator(model) if evaluator is not None and is_main_process() else {}
+    if is_main_process():
+        model.save(str(paths.model), safe_serialization=True)
+        plot_loss_curve(paths.train_log, paths.loss_curve)
+    result = TrainResult(
+        run_dir=paths.root, config=config.to_yaml_dict(), reasons=resolved.reasons, loss=choice.name,
+        loss_reason=choice.reason, train_rows=len(train_rows), steps=int(output.global_step),
+        train_seconds=round(seconds, 2), examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 2),
+        best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
+        dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()}, mining=mining,
+        notes=[*data_notes(data), *prepared.notes])
+    if is_main_process():
+        write_json_atomic(paths.train / "summary.json", result.to_dict())
+    return result
+
+
+def data_notes(data) -> list[str]:
+    return list(getattr(data, "notes", []))
+
+
+def _distributed() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _write_config(paths: RunPaths, config: TrainConfig, reasons: dict[str, str]) -> None:
+    import yaml
+
+    paths.train.mkdir(parents=True, exist_ok=True)
+    tmp = paths.config.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_yaml_dict(), sort_keys=False), encoding="utf-8")
+    tmp.replace(paths.config)
+    write_json_atomic(paths.train / "defaults.json", reasons)
+
+
+def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool):
+    """Mined rows when mining is on (re-used verbatim on resume, so a resumed run sees identical data)."""
+    strategy = config.mining.strategy
+    if strategy in ("none", "contradiction", "auto") or not prepared.pair_like:
+        return prepared.train, None, None
+    from training.mining import MinedSet, mine
+
+    saved = paths.mined / "hard_negatives.jsonl"
+    if resuming and saved.is_file():
+        mined = _load_mined(paths)
+    else:
+        domain = None
+        if strategy == "domain_confusion":
+            from training.readers import read_text
+
+            domain = [t for t in read_text(config.mining.domain_confusion_path).splitlines() if t.strip()]
+        mined: MinedSet = mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus,
+                               config.mining, model=model, labelled=prepared.labelled, seed=config.seed,
+                               domain_texts=domain)
+        if is_main_process():
+            mined.save(paths.mined)
+    return mined.to_hf_dataset(), mined.stages or None, mined.summary()
+
+
+def _load_mined(paths: RunPaths):
+    from training.mining import MinedSet
+
+    rows = [json.loads(line) for line in paths.mined.joinpath("hard_negatives.jsonl").read_text().splitlines()]
+    summary = json.loads(paths.mined.joinpath("mining.json").read_text())
+    negs = sorted((k for k in rows[0] if k.startswith("negative_")), key=lambda k: int(k.split("_")[1]))
+    return MinedSet([r["anchor"] for r in rows], [r["positive"] for r in rows], [[r[k] for k in negs] for r in rows],
+                    summary["strategy"], [(s["name"], s["start"], s["end"]) for s in summary["stages"]],
+                    {k: v for k, v in summary.items() if k not in ("strategy", "rows", "num_negatives", "stages")})
+
+
+def _dev_evaluator(prepared: TrainingData, config: TrainConfig):
+    dev = prepared.dev
+    if dev is None:
+        return None
+    if dev["kind"] == "sts":
+        from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
+
+        rows = dev["rows"]
+        return EmbeddingSimilarityEvaluator(list(rows["sentence1"]), list(rows["sentence2"]), [s / 5.0 for s in list(rows["score"])],
+                                            name="dev")
+    from training.dev_eval import MatryoshkaRetrievalEvaluator
+
+    dims = config.matryoshka_dims if config.matryoshka else config.matryoshka_dims[:1]
+    return MatryoshkaRetrievalEvaluator(dev["queries"], dev["corpus"], dev["relevant"], dims)
+
+
+def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, evaluator, n_rows: int,
+                        progress: bool):
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    steps_per_epoch = max(1, -(-n_rows // config.batch_size))
+    total_steps = config.max_steps or int(steps_per_epoch * config.epochs)
+    eval_steps = config.eval_steps or max(1, min(steps_per_epoch // 2 or 1, total_steps // 4 or 1))
+    if stages:
+        from training.curriculum import CurriculumBatchSampler
+
+        sampler = functools.partial(CurriculumBatchSampler, stages=stages)
+    elif choice.uses_in_batch_negatives:
+        sampler = BatchSamplers.NO_DUPLICATES  # a duplicate in the batch would be a false in-batch negative
+    else:
+        sampler = BatchSamplers.BATCH_SAMPLER
+    has_eval = evaluator is not None
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(paths.checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_ratio=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        batch_sampler=sampler,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model=_best_metric_name(evaluator) if has_eval else None,
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not progress,
+        save_safetensors=True,
+        dataloader_drop_last=False,
+        ddp_backend="gloo" if _distributed() and not _cuda() else None,
+        ddp_find_unused_parameters=False if _distributed() else None,
+    )
+
+
+def _best_metric_name(evaluator) -> str:
+    """The Trainer's key for the evaluator's primary metric: evaluators prefix their name on first call."""
+    primary = evaluator.primary_metric
+    name = getattr(evaluator, "name", "")
+    if name and not primary.startswith(f"{name}_"):
+        primary = f"{name}_{primary}"
+    return f"eval_{primary}"
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _last_checkpoint(paths: RunPaths) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not paths.checkpoints.is_dir():
+        raise ConfigError(f"nothing to resume in {paths.root}: no checkpoints were saved "
+                          f"(train/checkpoints is missing); start a new run instead")
+    last = get_last_checkpoint(str(paths.checkpoints))
+    if last is None:
+        raise ConfigError(f"nothing to resume in {paths.root}: train/checkpoints holds no checkpoint-<step> folder")
+    return Path(last)
