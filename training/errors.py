@@ -13,3 +13,7 @@ class DataFormatError(EmbedgateTrainingError):
 
 class ConfigError(EmbedgateTrainingError):
     """A training or export configuration value is invalid."""
+
+
+class ExportError(EmbedgateTrainingError):
+    """A model cannot be exported faithfully to ONNX (unsupported modules, or the graph fails its parity check)."""
