@@ -1,0 +1,345 @@
+"""Export a SentenceTransformer to one ONNX graph per Matryoshka dim (fp32 + int8), each checked against the model.
+
+    from training.export import export_run
+    result = export_run(Path("artifacts/runs/r1/model"), Path("artifacts/runs/r1/onnx"))
+
+Layout written (all or nothing: built in a temp dir beside `out_dir`, then moved into place with os.replace):
+
+    out_dir/d{dim}/model.onnx        fp32 graph: input_ids, attention_mask -> sentence_embedding [batch, dim]
+    out_dir/d{dim}/model_int8.onnx   its dynamically quantised int8 twin (unless int8=False)
+    out_dir/tokenizer/               tokenizer.json (+ configs) loadable by `tokenizers` alone
+    out_dir/embedder.json            what the runtime (service.embedder) reads
+    out_dir/export.json              per graph: sha256, size, opset, parity against the PyTorch model
+
+Parity is measured on `training.probe_texts` through the exported tokenizer.json, so it covers the tokenizer export
+too: reference = SentenceTransformer.encode -> first `dim` values -> L2 normalise. An fp32 graph below
+`min_fp32_cosine` (0.9999) or an int8 graph below `min_int8_cosine` (0.90: catches broken quantisation, e.g.
+per-tensor scales gave 0.75 on a long text; the quality decision for int8 belongs to the retrieval gates) fails
+the export, and nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from training.errors import ConfigError, ExportError
+from training.onnx_graph import (
+    INPUT_NAMES,
+    MAX_OPSET,
+    MIN_OPSET,
+    OUTPUT_NAME,
+    ModelSpec,
+    export_graph,
+    inspect_model,
+)
+from training.probe_texts import PROBE_TEXTS
+from training.quantize import Int8Settings, quantize_int8
+
+FORMAT_VERSION = 1
+MIN_DEFAULT_DIM = 64  # default dims halve the model dim down to this
+PRECISION_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Agreement of one graph with the PyTorch model on the probe set (both unit vectors, so cosine = dot)."""
+
+    texts: int
+    max_abs_diff: float
+    min_cosine: float
+    mean_cosine: float
+    worst_text_index: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GraphRecord:
+    """One exported graph file; `path` is relative to the export directory."""
+
+    path: str
+    dim: int
+    precision: str
+    sha256: str
+    size_bytes: int
+    opset: int
+    parity: Parity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "parity": self.parity.to_dict()}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    out_dir: Path
+    model_dir: Path
+    dims: tuple[int, ...]
+    spec: ModelSpec
+    graphs: tuple[GraphRecord, ...]
+    int8: Int8Settings | None
+    seconds: float
+
+    def graph(self, dim: int, precision: str = "fp32") -> GraphRecord:
+        for record in self.graphs:
+            if record.dim == dim and record.precision == precision:
+                return record
+        have = sorted({(record.dim, record.precision) for record in self.graphs})
+        raise KeyError(f"no {precision} graph for dim {dim}; exported: {have}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out_dir": str(self.out_dir),
+            "model_dir": str(self.model_dir),
+            "dims": list(self.dims),
+            "model": self.spec.to_dict(),
+            "graphs": [record.to_dict() for record in self.graphs],
+            "int8": self.int8.to_dict() if self.int8 else None,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def default_dims(full_dim: int) -> tuple[int, ...]:
+    """The model dim, then powers of two below it down to 64: 384 -> (384, 256, 128, 64), 768 -> (768, 512, ...,
+    64). The usual Matryoshka training dims; a model of 64 or fewer dims keeps only its own."""
+    dims = [full_dim]
+    step = 1 << ((full_dim - 1).bit_length() - 1)  # the largest power of two below full_dim
+    while step >= MIN_DEFAULT_DIM:
+        dims.append(step)
+        step //= 2
+    return tuple(dims)
+
+
+def validate_dims(dims: Sequence[int], full_dim: int) -> tuple[int, ...]:
+    """Dims as given, checked and sorted largest first. The model dim must be among them: the runtime serves every
+    dim from the full graph by slicing."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
+        raise ConfigError(f"dims: expected a non-empty list of integers in 1..{full_dim}, got {dims!r}")
+    bad = [dim for dim in dims if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= full_dim]
+    if bad:
+        raise ConfigError(f"dims: {bad} outside the allowed range 1..{full_dim} (the model dim); "
+                          f"got {list(dims)}, e.g. use {list(default_dims(full_dim))}")
+    if len(set(dims)) != len(dims):
+        raise ConfigError(f"dims: duplicates in {list(dims)}; list each dim once")
+    if full_dim not in dims:
+        raise ConfigError(f"dims: {list(dims)} must include the model dim {full_dim} (the served graph; smaller "
+                          f"dims are sliced from it); add {full_dim}")
+    return tuple(sorted(dims, reverse=True))
+
+
+def export_run(
+    model_dir: Path,
+    out_dir: Path,
+    dims: Sequence[int] | None = None,
+    int8: bool = True,
+    opset: int = 17,
+    probe_texts: Sequence[str] | None = None,
+    overwrite: bool = False,
+    min_fp32_cosine: float = 0.9999,
+    min_int8_cosine: float = 0.90,
+) -> ExportResult:
+    """Export the SentenceTransformer saved in `model_dir` to `out_dir` (layout in the module docstring)."""
+    started = time.perf_counter()
+    model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
+    texts = _check_inputs(model_dir, out_dir, opset, probe_texts, overwrite)
+    model = _load_model(model_dir)
+    spec = inspect_model(model, model_dir)
+    dims = validate_dims(dims, spec.full_dim) if dims is not None else default_dims(spec.full_dim)
+    settings = Int8Settings() if int8 else None
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        tokenizer_file = _write_tokenizer(model, spec, staging / "tokenizer")
+        reference = _reference_embeddings(model, texts)
+        feeds = _probe_feeds(tokenizer_file, texts)
+        graphs: list[GraphRecord] = []
+        for dim in dims:
+            folder = staging / f"d{dim}"
+            folder.mkdir()
+            fp32_path = folder / PRECISION_FILES["fp32"]
+            export_graph(model, spec, dim, fp32_path, opset)
+            graphs.append(_check_graph(staging, fp32_path, dim, "fp32", opset, feeds, reference, min_fp32_cosine))
+            if settings is not None:
+                int8_path = folder / PRECISION_FILES["int8"]
+                quantize_int8(fp32_path, int8_path, settings)
+                graphs.append(_check_graph(staging, int8_path, dim, "int8", opset, feeds, reference,
+                                           min_int8_cosine))
+        result = ExportResult(out_dir=out_dir, model_dir=model_dir, dims=dims, spec=spec, graphs=tuple(graphs),
+                              int8=settings, seconds=time.perf_counter() - started)
+        _write_json(staging / "embedder.json", _embedder_config(result, model_dir, texts))
+        _write_json(staging / "export.json", result.to_dict())
+        _move_into_place(staging, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return result
+
+
+def _check_inputs(model_dir: Path, out_dir: Path, opset: int, probe_texts: Sequence[str] | None,
+                  overwrite: bool) -> tuple[str, ...]:
+    if not (model_dir / "modules.json").is_file():
+        raise ConfigError(f"model_dir {model_dir}: expected a SentenceTransformer save (a folder with "
+                          f"modules.json), found {'no such folder' if not model_dir.is_dir() else 'no modules.json'}; "
+                          f"pass the run's model/ folder")
+    if out_dir.exists() and not overwrite:
+        raise ConfigError(f"out_dir {out_dir} already exists; exports are immutable: choose another folder, "
+                          f"or pass overwrite=True (--overwrite) to replace it")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"opset: expected an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
+    texts = PROBE_TEXTS if probe_texts is None else probe_texts
+    if isinstance(texts, str) or not texts or not all(isinstance(text, str) for text in texts):
+        raise ConfigError(f"probe_texts: expected a non-empty list of strings, got {texts!r:.200}")
+    return tuple(texts)
+
+
+def _load_model(model_dir: Path) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    except Exception as err:  # any loader failure means the folder is not a usable model
+        raise ExportError(f"{model_dir}: cannot load as a SentenceTransformer: {type(err).__name__}: {err}") from err
+    model.truncate_dim = None  # dims are the export's business; the reference must be the full embedding
+    return model.eval()
+
+
+def _write_tokenizer(model: Any, spec: ModelSpec, folder: Path) -> Path:
+    """Save the model's tokenizer, with tokenizer.json set to truncate at max_seq_length and not pad: the model's
+    own tokenizer.json may carry other settings (all-MiniLM-L6-v2's says truncate and pad to 128), and ST applies
+    any do_lower_case to the in-memory backend, so the backend is what gets saved."""
+    from tokenizers import Tokenizer
+
+    hf_tokenizer = model[0].tokenizer
+    hf_tokenizer.save_pretrained(str(folder))
+    backend = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.enable_truncation(max_length=spec.max_seq_length)
+    path = folder / "tokenizer.json"
+    backend.save(str(path))
+    return path
+
+
+def _reference_embeddings(model: Any, texts: tuple[str, ...]) -> Any:
+    import numpy as np
+
+    embeddings = model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+    return np.asarray(embeddings, dtype=np.float64)
+
+
+def _probe_feeds(tokenizer_file: Path, texts: tuple[str, ...]) -> dict[str, Any]:
+    """All probe texts in one right-padded batch: short texts then run next to the long one's padding."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.enable_padding()
+    encodings = tokenizer.encode_batch(list(texts))
+    return {
+        "input_ids": np.array([encoding.ids for encoding in encodings], dtype=np.int64),
+        "attention_mask": np.array([encoding.attention_mask for encoding in encodings], dtype=np.int64),
+    }
+
+
+def _check_graph(root: Path, path: Path, dim: int, precision: str, opset: int, feeds: dict[str, Any],
+                 reference: Any, min_cosine: float) -> GraphRecord:
+    import numpy as np
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    output = session.run([OUTPUT_NAME], {name: feeds[name] for name in INPUT_NAMES})[0].astype(np.float64)
+    expected = reference[:, :dim] / np.linalg.norm(reference[:, :dim], axis=1, keepdims=True)
+    if output.shape != expected.shape:
+        raise ExportError(f"{path.name} (dim {dim}): output shape {output.shape}, expected {expected.shape}")
+    cosines = (output * expected).sum(axis=1) / np.linalg.norm(output, axis=1)
+    parity = Parity(
+        texts=len(cosines),
+        max_abs_diff=float(np.abs(output - expected).max()),
+        min_cosine=float(cosines.min()),
+        mean_cosine=float(cosines.mean()),
+        worst_text_index=int(cosines.argmin()),
+    )
+    if not np.isfinite(output).all() or parity.min_cosine < min_cosine:
+        raise ExportError(
+            f"{precision} graph for dim {dim} does not reproduce the model: min cosine {parity.min_cosine:.6f} "
+            f"(probe text {parity.worst_text_index}), expected >= {min_cosine}; mean {parity.mean_cosine:.6f}. "
+            f"Nothing was written. Check the model's modules, or report this model as unsupported."
+        )
+    return GraphRecord(path=path.relative_to(root).as_posix(), dim=dim, precision=precision,
+                       sha256=_sha256(path), size_bytes=path.stat().st_size, opset=opset, parity=parity)
+
+
+def _embedder_config(result: ExportResult, model_dir: Path, texts: tuple[str, ...]) -> dict[str, Any]:
+    graphs: dict[str, dict[str, Any]] = {}
+    for record in result.graphs:
+        graphs.setdefault(str(record.dim), {})[record.precision] = {"path": record.path, "sha256": record.sha256}
+    identity = hashlib.sha256("".join(record.sha256 for record in result.graphs).encode()).hexdigest()
+    spec = result.spec
+    return {
+        "format_version": FORMAT_VERSION,
+        "export_id": identity[:16],
+        "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "source_model": {"path": str(model_dir), "sha256": _tree_sha256(model_dir)},
+        "architecture": spec.architecture,
+        "modules": list(spec.modules),
+        "full_dim": spec.full_dim,
+        "dims": list(result.dims),
+        "max_seq_length": spec.max_seq_length,
+        "pooling": list(spec.pooling),
+        "normalize": True,  # every graph ends in L2 normalisation, whatever the model's own modules
+        "inputs": list(INPUT_NAMES),
+        "output": OUTPUT_NAME,
+        "opset": result.graphs[0].opset,
+        "tokenizer": "tokenizer/tokenizer.json",
+        "precisions": sorted({record.precision for record in result.graphs}),
+        "graphs": graphs,
+        "probe_texts": len(texts),
+    }
+
+
+def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
+    """Rename the finished export into place; an existing export is swapped out first and restored on failure."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    if not overwrite:  # appeared while we were exporting
+        raise ConfigError(f"out_dir {out_dir} appeared during the export; pass overwrite=True to replace it")
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, retired / "export")
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(retired / "export", out_dir)
+        retired.rmdir()
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _tree_sha256(folder: Path) -> str:
+    """One digest over every file's relative path and content: the source model's identity."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + _sha256(path).encode())
+    return digest.hexdigest()
