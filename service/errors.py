@@ -13,3 +13,11 @@ class ModelLoadError(EmbedgateServiceError):
 
 class RegistryError(EmbedgateServiceError):
     """The registry is missing, corrupt, or an operation on it is not allowed."""
+
+
+class EmbedRequestError(EmbedgateServiceError):
+    """Texts or options that cannot be embedded as asked (not strings, `dimensions` not served): HTTP 422."""
+
+
+class TextTooLongError(EmbedRequestError):
+    """A text exceeds the model's max_seq_length while truncation is off: HTTP 422."""
