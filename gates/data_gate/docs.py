@@ -1,0 +1,106 @@
+"""Great Expectations Data Docs for a data-gate report, and `write_report` (report.json + docs/, atomically).
+
+Data Docs are rendered from an ephemeral GX context: a fresh one gets a filesystem `SiteBuilder` site whose
+`base_directory` is a temp folder; the gate's suites and validation results are put in its stores and
+`build_data_docs` renders the static site. No file-backed context (great_expectations.yml) is needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gates.data_gate.errors import DataGateError
+from gates.data_gate.report import DataGateReport
+
+SITE = "embedgate_data_gate"
+
+
+@dataclass(frozen=True)
+class WrittenReport:
+    report_json: Path
+    docs_index: Path | None  # None when the report carries no GX results (e.g. built by hand)
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"report_json": str(self.report_json), "docs_index": None if self.docs_index is None
+                else str(self.docs_index)}
+
+
+def build_data_docs(report: DataGateReport, target: Path) -> Path:
+    """Render the report's GX suites and validation results as a static site in `target`; returns index.html."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    from gates.data_gate.runner import quiet_context
+
+    context = quiet_context()
+    context.add_data_docs_site(SITE, {
+        "class_name": "SiteBuilder",
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
+        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+    })
+    for run in report.gx_runs:
+        suite = gx.ExpectationSuite(name=run.suite.name, expectations=[
+            copy.copy(e) for e in run.suite.expectations])  # copies: an expectation belongs to one suite
+        context.suites.add(suite)
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=run.suite.name),
+            run_id=run.result.meta["run_id"], batch_identifier=run.table.name.replace("/", "_"))
+        context.validation_results_store.set(key, run.result)
+    context.build_data_docs(site_names=[SITE])
+    index = target / "index.html"
+    if not index.is_file():
+        raise DataGateError(f"{target}: Great Expectations wrote no index.html; Data Docs were not built")
+    return index
+
+
+def write_report(report: DataGateReport, out_dir: str | Path) -> WrittenReport:
+    """Write `out_dir/report.json` and `out_dir/docs/` (Data Docs).
+
+    Everything is built in a temp folder beside `out_dir` first, then moved in with `os.replace`; report.json
+    goes last, so a reader that finds it also finds the docs it describes. On failure nothing is changed.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataGateError(f"--out {out_dir}: expected a folder for report.json and docs/, got a file; "
+                            f"pass a folder path")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        docs_index = build_data_docs(report, staging / "docs") if report.gx_runs else None
+        payload = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)
+        with open(staging / "report.json", "w", encoding="utf-8") as handle:
+            handle.write(payload + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if not out_dir.exists():
+            os.replace(staging, out_dir)
+        else:
+            _swap_in(staging, out_dir, has_docs=docs_index is not None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return WrittenReport(out_dir / "report.json", out_dir / "docs" / "index.html" if docs_index else None)
+
+
+def _swap_in(staging: Path, out_dir: Path, has_docs: bool) -> None:
+    """Replace docs/ (a non-empty folder cannot be os.replace'd onto: move the old one aside first)."""
+    if has_docs:
+        old = out_dir / "docs"
+        trash = staging / "old-docs"
+        if old.exists():
+            os.replace(old, trash)
+        try:
+            os.replace(staging / "docs", old)
+        except OSError:
+            if trash.exists():
+                os.replace(trash, old)  # put the previous docs back: never leave the folder without docs
+            raise
+    os.replace(staging / "report.json", out_dir / "report.json")
