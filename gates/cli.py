@@ -28,6 +28,13 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Turn a general sentence-embedding model into a gated, served domain model."""
+    # An explicit callback keeps `embedgate validate ...` a subcommand: with one registered command and no
+    # callback, Typer would run that command as the whole program and reject the word "validate".
+
+
 def _register_commands() -> None:
     for name in COMMAND_MODULES:
         importlib.import_module(f"gates.commands.{name}").register(app)
@@ -57,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
-    except Exception as err:  # click usage errors arrive as ClickException subclasses
+    except Exception as err:  # usage errors arrive as ClickException subclasses
         import click
 
-        if isinstance(err, click.ClickException):
+        # Typer 0.29 vendors click as typer._click: its ClickException is a TyperException, not click's.
+        if isinstance(err, (click.ClickException, typer.TyperException)) and callable(getattr(err, "show", None)):
             err.show()
             return 2
         raise
