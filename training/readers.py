@@ -80,11 +80,22 @@ def read_delimited(path: Path, sep: str):
         frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""],
                             quoting=csv.QUOTE_MINIMAL, engine="c")
     except pd.errors.ParserError as err:
-        # pandas says "Expected 3 fields in line 5, saw 4": keep that, it names the line.
-        msg = str(err).strip().splitlines()[-1]
-        raise DataFormatError(f"{path}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: {msg}; check quoting "
-                              f"and the delimiter (CSV uses ',', TSV uses tabs)") from None
+        msg = str(err).strip().splitlines()[-1].removeprefix("Error tokenizing data. C error: ")
+        raise DataFormatError(f"{path}{_parser_error_line(msg)}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: "
+                              f"{msg}; check quoting and the delimiter (CSV uses ',', TSV uses tabs)") from None
     return frame
+
+
+def _parser_error_line(message: str) -> str:
+    """":<line>" from pandas' parser message: "Expected 3 fields in line 5, saw 4" names the 1-based file line;
+    "EOF inside string starting at row 2" counts lines from 0 (the header is row 0)."""
+    import re
+
+    if match := re.search(r"in line (\d+)", message):
+        return f":{match.group(1)}"
+    if match := re.search(r"starting at row (\d+)", message):
+        return f":{int(match.group(1)) + 1}"
+    return ""
 
 
 def read_table(path: str | Path):
