@@ -49,14 +49,22 @@ class IRDataset:
             )
         return self.qrels[split]
 
+    def _require(self, frame, name: str) -> None:
+        missing = [c for c in ("_id", "text") if c not in frame.columns]
+        if missing:
+            raise DataFormatError(f"{self.root / name}: no {' or '.join(missing)} key in any line; expected "
+                                  f'objects like {{"_id": "d1", "text": "..."}} (run `embedgate validate` on it)')
+
     def doc_texts(self) -> dict[str, str]:
         """Title and text joined, as BEIR evaluates; empty titles are skipped."""
+        self._require(self.corpus, "corpus.jsonl")
         titles = self.corpus["title"].fillna("").astype(str).str.strip()
         texts = self.corpus["text"].fillna("").astype(str).str.strip()
         joined = [f"{t}. {x}" if t and x else (t or x) for t, x in zip(titles, texts, strict=True)]
         return dict(zip(self.corpus["_id"].astype(str), joined, strict=True))
 
     def query_texts(self) -> dict[str, str]:
+        self._require(self.queries, "queries.jsonl")
         return dict(zip(self.queries["_id"].astype(str), self.queries["text"].fillna("").astype(str), strict=True))
 
     def split(self, name: str) -> IRSplit:
@@ -68,15 +76,21 @@ class IRDataset:
         return IRSplit({q: queries[q] for q in qrels if q in queries}, self.doc_texts(), qrels)
 
 
-def _read_jsonl_frame(path: Path, required: tuple[str, ...]):
+def _read_jsonl_frame(path: Path, optional: tuple[str, ...] = ()):
+    """A BEIR jsonl file as a frame (index: 1-based object number). A missing `_id` or `text` key is left
+    missing, so the data gate reports the column as absent; optional keys (a corpus `title`) default to ""."""
     import pandas as pd
 
     rows = read_jsonl(path)
+    if not rows:
+        raise DataFormatError(f"{path}: the file holds no JSON objects; expected one object per line, "
+                              f'e.g. {{"_id": "1", "text": "..."}}')
     frame = pd.DataFrame(rows)
-    for col in required:
+    for col in optional:
         if col not in frame.columns:
-            frame[col] = None  # reported by the data gate as a missing column
-    frame["_id"] = frame["_id"].map(lambda v: None if v is None else str(v))
+            frame[col] = ""
+    if "_id" in frame.columns:
+        frame["_id"] = frame["_id"].map(lambda v: None if v is None else str(v))
     frame.index = range(1, len(frame) + 1)
     return frame
 
@@ -127,8 +141,8 @@ def load_beir(root: str | Path) -> IRDataset:
         if not (root / name).is_file():
             raise DataFormatError(f"{root / name}: file not found; a BEIR folder holds corpus.jsonl, "
                                   f"queries.jsonl and qrels/<split>.tsv")
-    corpus = _read_jsonl_frame(root / "corpus.jsonl", ("_id", "title", "text"))
-    queries = _read_jsonl_frame(root / "queries.jsonl", ("_id", "text"))
+    corpus = _read_jsonl_frame(root / "corpus.jsonl", optional=("title",))
+    queries = _read_jsonl_frame(root / "queries.jsonl")
     qrels_dir = root / "qrels"
     files = sorted(p for p in qrels_dir.glob("*") if p.suffix in QRELS_SUFFIXES) if qrels_dir.is_dir() else []
     if not files:
