@@ -9,6 +9,7 @@ document (grade > 0); train queries do not reappear in test/dev; at least 100 ju
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,8 +69,10 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
         frame["document__tokens"] = _document_tokens(frame, tokenizer)
         token_column = "document__tokens"
     for check in c.text_checks("text", max_chars_limit=limits.max_chars, max_seq_length=limits.max_seq_length):
-        if check.key == "text.max_tokens":
-            check = c.max_tokens("text", limits.max_seq_length, token_column)
+        if check.key == "text.max_tokens" and joined:
+            check = replace(c.max_tokens("text", limits.max_seq_length, token_column), columns=("title", "text"),
+                            description=f"a document (**title**. **text**, as BEIR encodes it) fits in "
+                                        f"{limits.max_seq_length} tokens; longer documents are truncated")
         table.add(check)
     text_columns = ["title", "text"] if token_column == "document__tokens" else ["text"]
     frame["duplicate_of_row"] = duplicate_of_row(frame, text_columns, table.rows)
