@@ -1,0 +1,256 @@
+"""The served embedder: tokenize -> one ONNX graph -> unit vectors, with onnxruntime, tokenizers and numpy only.
+
+    from service.embedder import OnnxEmbedder
+    embedder = OnnxEmbedder.from_export_dir(Path("artifacts/runs/r1/onnx"), precision="int8")
+    vectors = embedder.embed(["What is the dose?"], dimensions=128)     # float32 [1, 128], unit length
+
+`from_export_dir` loads the full-dim graph and serves every exported dim from it: the first `dimensions` values,
+L2-normalised again, equal the per-dim graph's output (the per-dim graph computes exactly that). `from_graph`
+loads any single graph file, so the gates can evaluate each exported artifact as it is.
+
+Texts are sorted by token count into batches, so a batch pads to similar lengths, and returned in input order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from service.errors import EmbedRequestError, ModelLoadError
+from service.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizedBatch
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMAT_VERSION = 1  # of embedder.json, as written by training.export
+PRECISIONS = ("fp32", "int8")
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "sentence_embedding"
+CONTRACT = ("inputs input_ids and attention_mask (int64 [batch, sequence]), one output sentence_embedding "
+            "(float32 [batch, dim])")
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What is loaded, for /info, logs and eval records. Export fields are None for a bare graph file."""
+
+    graph_path: str
+    graph_sha256: str | None
+    precision: str | None
+    graph_dim: int
+    dims: tuple[int, ...]
+    full_dim: int
+    max_seq_length: int
+    threads: int | None
+    optimization_level: str
+    export_id: str | None = None
+    created_at: str | None = None
+    source_model_sha256: str | None = None
+    pooling: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class OnnxEmbedder:
+    """Embeds texts with one exported graph. Build it with `from_export_dir` or `from_graph`."""
+
+    def __init__(self, session: Any, tokenizer: TextTokenizer, info: EmbedderInfo) -> None:
+        self._session = session
+        self._tokenizer = tokenizer
+        self.info = info
+
+    @classmethod
+    def from_export_dir(cls, onnx_dir: Path, precision: str = "fp32", threads: int | None = None,
+                        dim: int | None = None, verify_sha256: bool = True) -> OnnxEmbedder:
+        """Load the export written by `embedgate export`: the full-dim graph, or the per-dim graph for `dim`
+        (which serves the exported dims up to `dim`)."""
+        onnx_dir = Path(onnx_dir)
+        config = _read_embedder_config(onnx_dir)
+        if precision not in config["precisions"]:
+            raise ModelLoadError(f"precision {precision!r} is not in the export {onnx_dir}; available: "
+                                 f"{config['precisions']} (int8 is missing if it was exported with --no-int8)")
+        dim = config["full_dim"] if dim is None else dim
+        if dim not in config["dims"]:
+            raise ModelLoadError(f"dim {dim!r} has no graph in the export {onnx_dir}; exported dims: "
+                                 f"{config['dims']}")
+        entry = config["graphs"][str(dim)][precision]
+        graph_path = onnx_dir / entry["path"]
+        if verify_sha256:
+            _verify_sha256(graph_path, entry["sha256"])
+        session, graph_dim = _open_session(graph_path, threads)
+        if graph_dim != dim:
+            raise ModelLoadError(f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
+                                 f"dim {dim}; the export is inconsistent: export the model again")
+        tokenizer = TextTokenizer(onnx_dir / "tokenizer" / TOKENIZER_FILE, config["max_seq_length"])
+        info = EmbedderInfo(
+            graph_path=str(graph_path), graph_sha256=entry["sha256"], precision=precision, graph_dim=graph_dim,
+            dims=tuple(d for d in config["dims"] if d <= graph_dim), full_dim=config["full_dim"],
+            max_seq_length=tokenizer.max_seq_length, threads=threads, optimization_level=_OPTIMIZATION_LEVEL,
+            export_id=config.get("export_id"), created_at=config.get("created_at"),
+            source_model_sha256=config.get("source_model", {}).get("sha256"),
+            pooling=tuple(config.get("pooling", ())) or None,
+        )
+        return cls(session, tokenizer, info)
+
+    @classmethod
+    def from_graph(cls, graph_path: Path, tokenizer_dir: Path, dims: Sequence[int] | None = None,
+                   max_seq_length: int | None = None, threads: int | None = None) -> OnnxEmbedder:
+        """Load one graph file with the tokenizer in `tokenizer_dir`. `dims` (default: the graph's dim) are the
+        dims it serves; `max_seq_length` defaults to the truncation written into tokenizer.json."""
+        graph_path = Path(graph_path)
+        session, graph_dim = _open_session(graph_path, threads)
+        served = (graph_dim,) if dims is None else tuple(sorted(set(dims), reverse=True))
+        bad = [d for d in served if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= graph_dim]
+        if bad or not served:
+            raise ModelLoadError(f"dims {list(dims or [])}: each must be an integer in 1..{graph_dim} (the "
+                                 f"graph's output size); bad: {bad}")
+        tokenizer = TextTokenizer(Path(tokenizer_dir) / TOKENIZER_FILE, max_seq_length)
+        info = EmbedderInfo(
+            graph_path=str(graph_path), graph_sha256=None, precision=None, graph_dim=graph_dim, dims=served,
+            full_dim=graph_dim, max_seq_length=tokenizer.max_seq_length, threads=threads,
+            optimization_level=_OPTIMIZATION_LEVEL,
+        )
+        return cls(session, tokenizer, info)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        """The `dimensions` this embedder serves, largest first."""
+        return self.info.dims
+
+    @property
+    def full_dim(self) -> int:
+        return self.info.full_dim
+
+    @property
+    def graph_dim(self) -> int:
+        return self.info.graph_dim
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.info.max_seq_length
+
+    def tokenize(self, texts: Sequence[str], truncate: bool = True) -> TokenizedBatch:
+        """Padded ids and mask for `texts`, with token counts before truncation and which texts were cut."""
+        return self._tokenizer.tokenize(texts, truncate=truncate)
+
+    def count_tokens(self, texts: Sequence[str]) -> tuple[int, ...]:
+        """Tokens per text before truncation, special tokens included."""
+        return self._tokenizer.count_tokens(texts)
+
+    def embed(self, texts: Sequence[str], dimensions: int | None = None, batch_size: int = 32,
+              truncate: bool = True) -> np.ndarray:
+        """Unit-length float32 vectors [len(texts), dimensions] in input order (default: the largest dim)."""
+        import numpy as np
+
+        dimensions = self._check_dimensions(dimensions)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise EmbedRequestError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        encoded = self._tokenizer.encode(texts, truncate=truncate)
+        vectors = np.empty((len(encoded.ids), self.graph_dim), dtype=np.float32)
+        by_length = sorted(range(len(encoded.ids)), key=lambda index: len(encoded.ids[index]))
+        for start in range(0, len(by_length), batch_size):
+            rows = by_length[start : start + batch_size]
+            input_ids, attention_mask = self._tokenizer.pad([encoded.ids[row] for row in rows])
+            feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+            vectors[rows] = self._session.run([OUTPUT_NAME], feeds)[0]
+        if dimensions < self.graph_dim:
+            vectors = vectors[:, :dimensions]
+            # Re-normalise after truncation (infinity's known bug is skipping this); same floor as torch's F.normalize.
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if not np.isfinite(vectors).all():
+            bad = sorted({int(row) for row in np.argwhere(~np.isfinite(vectors))[:, 0]})
+            raise RuntimeError(f"{self.info.graph_path} produced non-finite values for texts {bad[:10]}: the "
+                               f"graph is broken; re-export the model")
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _check_dimensions(self, dimensions: int | None) -> int:
+        if dimensions is None:
+            return self.dims[0]
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions not in self.dims:
+            raise EmbedRequestError(f"dimensions {dimensions!r} is not served by this model; allowed: "
+                                    f"{list(self.dims)} (or omit it for {self.dims[0]})")
+        return dimensions
+
+
+# ONNX Runtime's default (all graph optimisations). Measured on all-MiniLM-L6-v2, batch 32, 2 threads: see
+# benchmarks/encode_speed.py and the commit message; offline-optimised graphs (O2/O3) were no faster (GUIDE 6).
+_OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
+
+
+def _open_session(graph_path: Path, threads: int | None) -> tuple[Any, int]:
+    """An onnxruntime session for `graph_path`, checked against the contract; returns it and its output dim."""
+    import onnxruntime as ort
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ModelLoadError(f"threads: expected an integer >= 1 (or None for onnxruntime's default), "
+                             f"got {threads!r}")
+    if not graph_path.is_file():
+        raise ModelLoadError(f"{graph_path}: graph file not found")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION_LEVEL)
+    options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (one per physical core)
+    options.inter_op_num_threads = 1  # one graph, run sequentially: parallelism is inside each operator
+    try:
+        session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise ModelLoadError(f"{graph_path}: not a loadable ONNX graph: {type(err).__name__}: {err}") from err
+    return session, _check_contract(session, graph_path)
+
+
+def _check_contract(session: Any, graph_path: Path) -> int:
+    inputs = {node.name: node for node in session.get_inputs()}
+    outputs = session.get_outputs()
+    found = (f"inputs {[(n.name, n.type, n.shape) for n in inputs.values()]}, "
+             f"outputs {[(n.name, n.type, n.shape) for n in outputs]}")
+    problem = None
+    if set(inputs) != set(INPUT_NAMES):
+        problem = "wrong input names"
+    elif any(inputs[name].type != "tensor(int64)" or len(inputs[name].shape) != 2 for name in INPUT_NAMES):
+        problem = "inputs must be int64 and 2-d"
+    elif len(outputs) != 1 or outputs[0].name != OUTPUT_NAME:
+        problem = f"expected exactly one output named {OUTPUT_NAME!r}"
+    elif outputs[0].type != "tensor(float)" or len(outputs[0].shape) != 2:
+        problem = "the output must be float32 and 2-d"
+    elif not isinstance(outputs[0].shape[1], int) or outputs[0].shape[1] < 1:
+        problem = "the output's second axis must have a fixed size (the embedding dim)"
+    if problem:
+        raise ModelLoadError(f"{graph_path}: graph does not match the embedder contract ({problem}): expected "
+                             f"{CONTRACT}; found {found}. Export the model with `embedgate export`.")
+    return int(outputs[0].shape[1])
+
+
+def _read_embedder_config(onnx_dir: Path) -> dict[str, Any]:
+    path = onnx_dir / "embedder.json"
+    if not path.is_file():
+        raise ModelLoadError(f"{path} not found: {onnx_dir} is not an embedgate export; create one with "
+                             f"`embedgate export RUN_DIR` (it writes RUN_DIR/onnx)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ModelLoadError(f"{path}: not valid JSON ({err}); the export is damaged: export again") from err
+    if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
+        version = config.get("format_version") if isinstance(config, dict) else None
+        raise ModelLoadError(f"{path}: format_version {version!r}, this runtime reads {FORMAT_VERSION}; "
+                             f"export the model again with this version of embedgate")
+    missing = [key for key in ("full_dim", "dims", "max_seq_length", "precisions", "graphs") if key not in config]
+    if missing:
+        raise ModelLoadError(f"{path}: missing keys {missing}; the export is damaged: export again")
+    return config
+
+
+def _verify_sha256(path: Path, expected: str) -> None:
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: graph file listed in embedder.json is missing; export the model again")
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != expected:
+        raise ModelLoadError(f"{path}: sha256 {digest.hexdigest()[:16]}... does not match embedder.json's "
+                             f"{expected[:16]}...: the file changed after export; export the model again")
+
