@@ -106,7 +106,7 @@ def read_qrels(path: Path):
         if not line.strip():
             continue
         parts = line.split("\t") if "\t" in line else line.split()
-        if not header_seen and number == 1 and parts and not _is_number(parts[-1]):
+        if not header_seen and number == 1 and len(parts) == 3 and not _is_number(parts[-1]):
             header_seen = True  # "query-id corpus-id score"
             continue
         if len(parts) == 4:  # TREC: qid iteration docid grade

@@ -89,8 +89,11 @@ def map_columns(frame, dataset_type: DatasetType | None = None, overrides: dict[
     out = frame[list(column_map.values())].copy()
     out.columns = list(column_map.keys())
     notes: list[str] = []
+    unmapped = [str(col) for col in frame.columns if col not in used]
+    if unmapped:
+        notes.append(f"ignored columns with no canonical name: {', '.join(unmapped)} (map one with --columns)")
     out = _expand_lists(out, notes)
-    detected = dataset_type or detect_type(out.columns, out, source)
+    detected = dataset_type or detect_type(out.columns, out, source, found=frame.columns)
     out = _conform(out, detected, column_map, notes)
     return MappedTable(detected, out, column_map, notes)
 
@@ -112,7 +115,8 @@ def _expand_lists(frame, notes: list[str]):
     return frame
 
 
-def detect_type(columns, frame=None, source: str = "") -> DatasetType:
+def detect_type(columns, frame=None, source: str = "", found=None) -> DatasetType:
+    """The type from canonical `columns`; `found` (the file's own column names) is what an error shows."""
     cols = set(columns)
     negs = negative_columns(cols)
     if {"premise", "hypothesis", "label"} <= cols:
@@ -130,7 +134,8 @@ def detect_type(columns, frame=None, source: str = "") -> DatasetType:
         return DatasetType.PAIRS
     expected = "; ".join(f"{t.value}: {', '.join(c)}" for t, c in REQUIRED_COLUMNS.items())
     raise DataFormatError(
-        f"{source}: cannot tell the dataset type from columns {sorted(map(str, columns))}; expected one of "
+        f"{source}: cannot tell the dataset type from columns "
+        f"{sorted(map(str, columns if found is None else found))}; expected one of "
         f"[{expected}] (hard_negatives: anchor, positive, negative_1..n). Pass --type, and --columns "
         f"canonical=source to map your names (e.g. --columns anchor=question1,positive=question2)"
     )
