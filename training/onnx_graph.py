@@ -142,6 +142,19 @@ def export_graph(model: Any, spec: ModelSpec, dim: int, path: Path, opset: int) 
             do_constant_folding=True,
             dynamo=False,
         )
+    _declare_output_dim(path, dim)
+
+
+def _declare_output_dim(path: Path, dim: int) -> None:
+    """Write the embedding size into the graph's output shape. The tracer leaves it symbolic (e.g.
+    'Divsentence_embedding_dim_1') for sliced dims, and the runtime reads the served dim from this shape."""
+    import onnx
+
+    model = onnx.load(str(path))
+    (output,) = model.graph.output
+    output.type.tensor_type.shape.dim[1].dim_value = dim  # setting the value clears the symbolic name
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 def _build_wrapper(model: Any, spec: ModelSpec, dim: int) -> Any:
