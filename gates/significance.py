@@ -175,8 +175,9 @@ def _paired_query_ids(candidate: Mapping[str, float], baseline: Mapping[str, flo
     if only_candidate or only_baseline:
         raise SignificanceInputError(
             "a paired test needs scores for the same queries on both sides; "
-            f"{len(only_baseline)} baseline queries are missing from the candidate ({_first(only_baseline)}) and "
-            f"{len(only_candidate)} candidate queries are missing from the baseline ({_first(only_candidate)}). "
+            f"{len(only_baseline)} baseline queries are missing from the candidate "
+            f"({_first(only_baseline)}) and {len(only_candidate)} candidate queries are missing from the "
+            f"baseline ({_first(only_candidate)}). "
             "Evaluate both models on the same qrels and split"
         )
     if len(candidate) < 2:

@@ -1,0 +1,223 @@
+"""The quality gate's policy: a declarative YAML spec loaded into validated pydantic models.
+
+    from gates.policy import default_policy, load_policy
+    policy = default_policy()                      # gates/policies/default.yaml
+    policy = load_policy("my_policy.yaml")         # errors name the file, the field and the bad value
+
+A policy names the primary metric, how to pick the serving dim, and a list of checks. Every check has a
+`name`, a `kind`, a `severity` (critical checks block promotion, warnings are reported and never block),
+and reads one backend (onnx-fp32 | onnx-int8 | torch) at one dim (an int, or "serving"). Kinds:
+- improvement: candidate - baseline must be > 0, >= min_absolute and >= min_relative x baseline, and, with
+  `significance`, better beyond noise: one-sided p < alpha and the bootstrap CI of the delta above 0.
+- no_regression: candidate >= baseline - tolerance, for each metric listed (one decision row per metric).
+- parity: every selected ONNX graph reproduces the PyTorch model with min cosine >= threshold (parity record).
+- retention: int8 keeps >= fraction of the candidate's fp32 metric. severity `auto` is critical only when the
+  policy's serve_precision is int8 (a warning while int8 is not what ships).
+- general_domain: a general-domain STS correlation may not drop more than `tolerance` below the baseline's;
+  skipped, with the reason recorded, when the evaluation produced no STS results.
+`serving_dim: auto` picks the smallest dim whose primary metric (candidate, onnx-fp32) is within
+`serving_dim_fraction` of the largest dim's. gates.decision applies a policy to evaluation results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gates.errors import EmbedgateGateError
+from gates.metrics import parse_metric_key
+from gates.results import Backend, StsMetric, validation_error_text
+from gates.significance import SignificanceTest
+
+DEFAULT_POLICY_FILE = "policies/default.yaml"  # inside the gates package
+Severity = Literal["critical", "warning"]
+
+
+class PolicyError(EmbedgateGateError):
+    """A gate policy file cannot be read or does not validate."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+
+class Significance(_Spec):
+    """Require the improvement to be beyond noise (see gates.significance)."""
+
+    test: SignificanceTest = "randomization"
+    alpha: float = Field(0.05, gt=0, lt=1)  # one-sided p must be below this
+    confidence: float = Field(0.95, gt=0, lt=1)  # of the bootstrap CI whose lower bound must be > 0
+    n_resamples: int = Field(10_000, ge=100)
+    seed: int = Field(0, ge=0)
+
+
+class _Check(_Spec):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    severity: Severity = "critical"
+    dim: int | Literal["serving"] = "serving"
+    backend: Backend = "onnx-fp32"
+
+    @field_validator("dim")
+    @classmethod
+    def _positive_dim(cls, dim: int | str) -> int | str:
+        if isinstance(dim, int) and dim <= 0:
+            raise ValueError(f"dim must be a positive int or 'serving', got {dim}")
+        return dim
+
+
+def _retrieval_metric(key: str) -> str:
+    parse_metric_key(key)  # raises MetricInputError (a ValueError) with the expected form
+    return key
+
+
+class ImprovementCheck(_Check):
+    kind: Literal["improvement"]
+    metric: str
+    min_absolute: float = Field(0.0, ge=0)
+    min_relative: float = Field(0.0, ge=0)  # fraction of the baseline value, 0.01 = 1%
+    significance: Significance | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, key: str) -> str:
+        return _retrieval_metric(key)
+
+
+class NoRegressionCheck(_Check):
+    kind: Literal["no_regression"]
+    metric: tuple[str, ...] = Field(min_length=1)  # one metric or a list of them
+    tolerance: float = Field(0.0, ge=0)  # absolute drop allowed
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _one_or_many(cls, metric: Any) -> Any:
+        return (metric,) if isinstance(metric, str) else metric
+
+    @field_validator("metric")
+    @classmethod
+    def _metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(metrics)) != len(metrics):
+            raise ValueError(f"metric lists a key twice: {list(metrics)}")
+        return tuple(_retrieval_metric(key) for key in metrics)
+
+
+class ParityCheck(_Check):
+    kind: Literal["parity"]
+    backend: Literal["onnx-fp32", "onnx-int8"] = "onnx-fp32"
+    dim: int | Literal["serving", "all"] = "all"  # all: every exported graph of that backend
+    threshold: float = Field(0.9999, gt=0, le=1)
+
+
+class RetentionCheck(_Check):
+    kind: Literal["retention"]
+    metric: str | None = None  # None: the policy's primary metric
+    backend: Backend = "onnx-int8"
+    reference_backend: Backend = "onnx-fp32"
+    fraction: float = Field(0.99, gt=0, le=1)
+    severity: Severity | Literal["auto"] = "auto"
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, key: str | None) -> str | None:
+        return None if key is None else _retrieval_metric(key)
+
+
+class GeneralDomainCheck(_Check):
+    kind: Literal["general_domain"]
+    metric: StsMetric = "spearman"
+    tolerance: float = Field(0.02, ge=0)
+    severity: Severity = "warning"
+
+
+Check = Annotated[
+    ImprovementCheck | NoRegressionCheck | ParityCheck | RetentionCheck | GeneralDomainCheck,
+    Field(discriminator="kind"),
+]
+
+
+class GatePolicy(_Spec):
+    """What a candidate must show to replace the baseline. Validated at construction."""
+
+    name: str = "custom"
+    primary_metric: str = "ndcg@10"
+    serving_dim: int | Literal["auto"] = "auto"
+    serving_dim_fraction: float = Field(0.99, gt=0, le=1)
+    serve_precision: Literal["fp32", "int8"] = "fp32"
+    checks: tuple[Check, ...] = Field(min_length=1)
+
+    @field_validator("primary_metric")
+    @classmethod
+    def _primary(cls, key: str) -> str:
+        return _retrieval_metric(key)
+
+    @field_validator("serving_dim")
+    @classmethod
+    def _serving_dim(cls, dim: int | str) -> int | str:
+        if isinstance(dim, int) and dim <= 0:
+            raise ValueError(f"serving_dim must be a positive int or 'auto', got {dim}")
+        return dim
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GatePolicy:
+        names = [check.name for check in self.checks]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"check names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+def load_policy(path: str | Path) -> GatePolicy:
+    """Read and validate a policy YAML file; errors name the file, the line or field, and the bad value."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise PolicyError(f"{path}: cannot read the gate policy ({err.strerror}); check the path") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise PolicyError(f"{path}:{where}: not valid YAML: {problem}") from None
+    return policy_from_dict(data, source=str(path))
+
+
+def policy_from_dict(data: Any, source: str = "gate policy") -> GatePolicy:
+    if not isinstance(data, Mapping):
+        raise PolicyError(
+            f"{source}: expected a mapping with primary_metric, serving_dim and checks, "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return GatePolicy.model_validate(data)
+    except ValidationError as err:
+        raise PolicyError(
+            f"{source}: invalid gate policy{_check_names(err, data)}:\n{validation_error_text(err)}"
+        ) from None
+
+
+def default_policy() -> GatePolicy:
+    """The policy shipped with embedgate (gates/policies/default.yaml)."""
+    from importlib.resources import files
+
+    resource = files("gates").joinpath(DEFAULT_POLICY_FILE)
+    return load_policy(Path(str(resource)))
+
+
+def _check_names(err: ValidationError, data: Mapping[str, Any]) -> str:
+    """Name the checks the errors point into: 'checks[2]' alone is hard to find in a long file."""
+    checks = data.get("checks")
+    named = []
+    for problem in err.errors():
+        loc = problem["loc"]
+        if len(loc) > 1 and loc[0] == "checks" and isinstance(loc[1], int) and isinstance(checks, list):
+            entry = checks[loc[1]] if loc[1] < len(checks) else None
+            if isinstance(entry, Mapping) and "name" in entry:
+                named.append(f"checks[{loc[1]}] is {entry['name']!r}")
+    return f" ({'; '.join(dict.fromkeys(named))})" if named else ""

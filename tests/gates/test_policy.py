@@ -1,0 +1,361 @@
+"""gates.policy: the default policy, every check kind passing and failing, serving-dim choice, missing evidence,
+and policy files that do not validate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gates.decision import decide
+from gates.errors import MissingMetricError
+from gates.policy import GatePolicy, PolicyError, default_policy, load_policy, policy_from_dict
+from gates.results import EvalResults, EvalResultsError, ParityRecord
+
+DIMS = (64, 128, 256, 384)
+METRICS = ("ndcg@10", "mrr@10", "recall@10", "map@100")
+N_QUERIES = 200
+# Share of the full dim's quality each dim keeps: d256 is the smallest within 99%.
+DIM_QUALITY = {64: 0.90, 128: 0.985, 256: 0.995, 384: 1.0}
+
+
+def _baseline_per_query(seed: int = 0) -> dict[str, dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    return {f"q{i}": {m: float(rng.uniform(0.2, 0.7)) for m in METRICS} for i in range(N_QUERIES)}
+
+
+def _results(
+    label: str,
+    per_query: dict[str, dict[str, float]],
+    int8_share: float = 0.995,
+    sts: float | None = None,
+) -> EvalResults:
+    """Results at every dim for onnx-fp32 and onnx-int8, scaled by DIM_QUALITY (and int8_share for int8)."""
+    retrieval = []
+    for backend, share in (("onnx-fp32", 1.0), ("onnx-int8", int8_share)):
+        for dim in DIMS:
+            scaled = {
+                q: {m: v * DIM_QUALITY[dim] * share for m, v in values.items()}
+                for q, values in per_query.items()
+            }
+            mean = {m: float(np.mean([values[m] for values in scaled.values()])) for m in METRICS}
+            retrieval.append(
+                {"backend": backend, "dim": dim, "n_queries": N_QUERIES, "mean": mean, "per_query": scaled}
+            )
+    sts_entries = (
+        [
+            {"backend": "onnx-fp32", "dim": dim, "spearman": sts, "pearson": sts, "n_pairs": 100}
+            for dim in DIMS
+        ]
+        if sts is not None
+        else []
+    )
+    return EvalResults.from_dict(
+        {"model": {"label": label, "name": f"{label}-model"}, "retrieval": retrieval, "sts": sts_entries}
+    )
+
+
+def _shifted(per_query: dict[str, dict[str, float]], shift: dict[str, float], noise_seed: int = 1) -> dict:
+    """Every query moved by `shift[metric]` plus small noise: a consistent, significant change."""
+    rng = np.random.default_rng(noise_seed)
+    return {
+        q: {m: v + shift.get(m, 0.0) + rng.normal(0, 0.01) for m, v in values.items()}
+        for q, values in per_query.items()
+    }
+
+
+GOOD_PARITY = ParityRecord.from_export_json(
+    {
+        "graphs": [
+            {"path": f"d{d}/model.onnx", "dim": d, "precision": "fp32", "parity": {"min_cosine": 0.999999}}
+            for d in DIMS
+        ]
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def baseline_per_query() -> dict[str, dict[str, float]]:
+    return _baseline_per_query()
+
+
+@pytest.fixture(scope="module")
+def baseline(baseline_per_query) -> EvalResults:
+    return _results("baseline", baseline_per_query)
+
+
+@pytest.fixture(scope="module")
+def better(baseline_per_query) -> EvalResults:
+    return _results("candidate", _shifted(baseline_per_query, {m: 0.05 for m in METRICS}))
+
+
+def test_clearly_better_candidate_passes_every_check(better, baseline) -> None:
+    decision = decide(default_policy(), better, baseline, parity=GOOD_PARITY)
+    assert decision.passed
+    assert decision.serving_dim == 256
+    by_check = {}
+    for row in decision.rows:
+        by_check.setdefault(row.check, []).append(row)
+    assert [r.metric for r in by_check["no_regression_core"]] == ["mrr@10", "recall@10"]
+    assert [r.dim for r in by_check["onnx_fp32_parity"]] == list(DIMS)
+    primary = by_check["primary_improves"][0]
+    assert (primary.status, primary.dim, primary.backend) == ("pass", 256, "onnx-fp32")
+    assert primary.delta == pytest.approx(primary.candidate - primary.baseline)
+    assert primary.delta > 0.04
+    assert primary.p_value < 0.001 and primary.ci_low > 0
+    assert by_check["general_domain_sts"][0].status == "skip"  # no STS results: recorded, not a silent pass
+    assert "no general-domain STS results" in by_check["general_domain_sts"][0].reason
+
+
+def test_no_improvement_fails(baseline_per_query, baseline) -> None:
+    same = _results("candidate", baseline_per_query)
+    decision = decide(default_policy(), same, baseline, parity=GOOD_PARITY)
+    assert not decision.passed
+    [failure] = decision.failures
+    assert failure.check == "primary_improves"
+    assert "no improvement: delta +0.0000" in failure.reason
+
+
+def test_improvement_within_noise_fails(baseline_per_query, baseline) -> None:
+    # Identical but for three queries, each 0.5 better: the mean clears min_absolute (0.0075 >= 0.005 at full
+    # dim) yet three lucky queries out of 200 are not evidence.
+    lucky = {q: dict(v) for q, v in baseline_per_query.items()}
+    for qid in ("q0", "q1", "q2"):
+        lucky[qid]["ndcg@10"] += 0.5
+    decision = decide(default_policy(), _results("candidate", lucky), baseline, parity=GOOD_PARITY)
+    primary = decision.rows[0]
+    assert primary.delta >= 0.005
+    assert primary.status == "fail"
+    assert primary.p_value > 0.05
+    assert "not significant" in primary.reason
+    assert not decision.passed
+
+
+def test_significance_is_what_fails_when_margins_are_zero(baseline_per_query, baseline) -> None:
+    # Four of 200 queries 0.01 better, the rest identical. Every difference is >= 0, so the percentile bootstrap
+    # interval sits just above 0; the randomization test is what sees four queries as too few.
+    data = default_policy().model_dump()
+    data["checks"][0]["min_absolute"] = 0.0
+    slightly = {q: dict(v) for q, v in baseline_per_query.items()}
+    for qid in ("q5", "q6", "q7", "q8"):
+        slightly[qid]["ndcg@10"] += 0.01
+    decision = decide(policy_from_dict(data), _results("candidate", slightly), baseline, parity=GOOD_PARITY)
+    primary = decision.rows[0]
+    assert 0 < primary.delta < 0.001
+    assert primary.status == "fail"
+    assert primary.p_value > 0.05 and primary.ci_low > 0
+    assert primary.reason == f"not significant: p {primary.p_value:.4f} >= alpha 0.05"
+
+
+def test_parity_failure_blocks(better, baseline) -> None:
+    graphs = [g.model_dump() for g in GOOD_PARITY.graphs]
+    graphs[1]["min_cosine"] = 0.9990
+    decision = decide(default_policy(), better, baseline, parity=ParityRecord(graphs=graphs))
+    assert not decision.passed
+    [failure] = decision.failures
+    assert (failure.check, failure.dim, failure.candidate) == ("onnx_fp32_parity", 128, 0.9990)
+    assert "0.999000 (d128/model.onnx) < 0.9999" in failure.reason
+    [table_line] = [line for line in decision.table().splitlines() if line.startswith("FAIL")]
+    assert "   128 onnx-fp32  0.999000" in table_line  # parity is shown to 6 digits, not rounded to 0.9990
+
+
+def test_warning_failures_do_not_block_unless_int8_ships(baseline_per_query, baseline) -> None:
+    # map@100 drops by 0.05 (warning check); int8 keeps only 95% (retention: warning while fp32 ships).
+    shifted = _shifted(
+        baseline_per_query, {"ndcg@10": 0.05, "mrr@10": 0.05, "recall@10": 0.05, "map@100": -0.05}
+    )
+    candidate = _results("candidate", shifted, int8_share=0.95)
+    decision = decide(default_policy(), candidate, baseline, parity=GOOD_PARITY)
+    assert decision.passed
+    assert sorted(row.check for row in decision.warnings) == ["int8_retention", "no_regression_deep"]
+    retention = next(row for row in decision.rows if row.check == "int8_retention")
+    assert retention.candidate == pytest.approx(0.95 * retention.baseline)
+
+    int8_policy = policy_from_dict({**default_policy().model_dump(), "serve_precision": "int8"})
+    shipped = decide(int8_policy, candidate, baseline, parity=GOOD_PARITY)
+    assert not shipped.passed
+    assert [(row.check, row.severity) for row in shipped.failures] == [("int8_retention", "critical")]
+
+
+def test_general_domain_check_applies_when_sts_exists(baseline_per_query) -> None:
+    shifted = _shifted(baseline_per_query, {m: 0.05 for m in METRICS})
+    candidate = _results("candidate", shifted, sts=0.75)
+    baseline = _results("baseline", baseline_per_query, sts=0.80)
+    decision = decide(default_policy(), candidate, baseline, parity=GOOD_PARITY)
+    sts_row = next(row for row in decision.rows if row.check == "general_domain_sts")
+    assert (sts_row.status, sts_row.severity) == ("fail", "warning")
+    assert sts_row.delta == pytest.approx(-0.05)
+    assert decision.passed  # a warning
+
+
+@pytest.mark.parametrize(
+    ("fraction", "expected"),
+    [(0.99, 256), (0.98, 128), (0.5, 64), (1.0, 384)],
+)
+def test_auto_serving_dim_is_the_smallest_within_the_fraction(better, baseline, fraction, expected) -> None:
+    policy = policy_from_dict({**default_policy().model_dump(), "serving_dim_fraction": fraction})
+    decision = decide(policy, better, baseline, parity=GOOD_PARITY)
+    assert decision.serving_dim == expected
+    assert decision.rows[0].dim == expected
+
+
+def test_fixed_serving_dim_must_have_been_evaluated(better, baseline) -> None:
+    policy = policy_from_dict({**default_policy().model_dump(), "serving_dim": 128})
+    assert decide(policy, better, baseline, parity=GOOD_PARITY).serving_dim == 128
+    missing = policy_from_dict({**default_policy().model_dump(), "serving_dim": 512})
+    with pytest.raises(
+        MissingMetricError, match=r"not evaluated at onnx-fp32 d512; available: onnx-fp32 d64, d128"
+    ):
+        decide(missing, better, baseline, parity=GOOD_PARITY)
+
+
+def _one_check_policy(**check) -> GatePolicy:
+    return policy_from_dict({"checks": [{"name": "only", "severity": "critical", **check}]})
+
+
+@pytest.mark.parametrize(
+    ("check", "message"),
+    [
+        (
+            {"kind": "improvement", "metric": "ndcg@5"},
+            r"check 'only' \(improvement\): .*has no ndcg@5 at "
+            r"onnx-fp32 d256; available there: ndcg@10, mrr@10, recall@10, map@100",
+        ),
+        (
+            {"kind": "no_regression", "metric": "mrr@10", "dim": 512},
+            r"not evaluated at onnx-fp32 d512; "
+            r"available: onnx-fp32 d64, d128, d256, d384; onnx-int8 d64, d128, d256, d384",
+        ),
+        ({"kind": "no_regression", "metric": "mrr@10", "backend": "torch"}, r"not evaluated at torch d256"),
+        ({"kind": "parity", "dim": 100}, r"parity record has no onnx-fp32 d100 graph; it has onnx-fp32 d64"),
+        ({"kind": "parity", "backend": "onnx-int8"}, r"parity record has no onnx-int8 graph"),
+    ],
+)
+def test_missing_evidence_raises_listing_what_exists(better, baseline, check, message) -> None:
+    with pytest.raises(MissingMetricError, match=message):
+        decide(_one_check_policy(**check), better, baseline, parity=GOOD_PARITY)
+
+
+def test_parity_check_without_a_parity_record_raises(better, baseline) -> None:
+    with pytest.raises(MissingMetricError, match=r"onnx_fp32_parity.*needs the export's parity record"):
+        decide(default_policy(), better, baseline)
+
+
+def test_significance_needs_per_query_scores(better, baseline) -> None:
+    data = baseline.to_dict()
+    for entry in data["retrieval"]:
+        entry["per_query"] = {}
+    means_only = EvalResults.from_dict(data)
+    with pytest.raises(MissingMetricError, match=r"baseline \(baseline-model\) has no per-query scores"):
+        decide(default_policy(), better, means_only, parity=GOOD_PARITY)
+
+
+def test_swapped_arguments_are_caught(better, baseline) -> None:
+    with pytest.raises(EvalResultsError, match=r"candidate argument holds results labelled 'baseline'"):
+        decide(default_policy(), baseline, better, parity=GOOD_PARITY)
+
+
+def test_decision_serialises_and_renders(better, baseline) -> None:
+    decision = decide(default_policy(), better, baseline, parity=GOOD_PARITY)
+    data = json.loads(decision.to_json())
+    assert data["passed"] is True and data["serving_dim"] == 256
+    assert data["checks"][0]["threshold_fields"]["min_absolute"] == 0.005
+    assert data["checks"][-1]["passed"] is None  # skipped
+    assert data["policy"]["name"] == "default"
+    table = decision.table().splitlines()
+    assert table[0].startswith("gate PASSED: candidate-model vs baseline-model")
+    assert len([line for line in table if line.startswith(("PASS", "FAIL", "SKIP"))]) == len(decision.rows)
+    with pytest.raises(AttributeError):
+        decision.passed = False  # type: ignore[misc]
+
+
+def test_default_policy_matches_the_documented_rules() -> None:
+    policy = default_policy()
+    checks = {check.name: check for check in policy.checks}
+    assert (policy.primary_metric, policy.serving_dim, policy.serve_precision) == ("ndcg@10", "auto", "fp32")
+    improvement = checks["primary_improves"]
+    assert (improvement.min_absolute, improvement.significance.test, improvement.significance.alpha) == (
+        0.005,
+        "randomization",
+        0.05,
+    )
+    assert checks["no_regression_core"].metric == ("mrr@10", "recall@10")
+    assert checks["no_regression_deep"].severity == "warning"
+    assert checks["onnx_fp32_parity"].threshold == 0.9999
+    assert (checks["int8_retention"].fraction, checks["int8_retention"].severity) == (0.99, "auto")
+    assert (checks["general_domain_sts"].tolerance, checks["general_domain_sts"].severity) == (
+        0.02,
+        "warning",
+    )
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    return path
+
+
+POLICY_HEAD = "primary_metric: ndcg@10\nchecks:\n  - {name: ok, kind: improvement, metric: ndcg@10}\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "  - {name: drop, kind: no_regression, metric: mrr@10, tolerance: -0.1}\n",
+            r"checks\[1\] is 'drop'\):\n  checks\[1\]\.no_regression\.tolerance: Input should be greater than or "
+            r"equal to 0 \(got -0.1\)",
+        ),
+        (
+            "  - {name: typo, kind: improvment, metric: ndcg@10}\n",
+            r"checks\[1\]: Input tag 'improvment' found using 'kind' does not match any of the expected tags",
+        ),
+        (
+            "  - {name: upper, kind: no_regression, metric: [NDCG@10]}\n",
+            r"checks\[1\]\.no_regression\.metric: expected a metric key .* got 'NDCG@10'; use lowercase 'ndcg@10'",
+        ),
+        (
+            "  - {name: extra, kind: no_regression, metric: mrr@10, tolerence: 0.01}\n",
+            r"checks\[1\]\.no_regression\.tolerence: Extra inputs are not permitted \(got 0.01\)",
+        ),
+        (
+            "  - {name: ok, kind: no_regression, metric: mrr@10}\n",
+            r"check names must be unique; repeated: ok",
+        ),
+        (
+            "  - {name: sev, kind: parity, severity: blocker}\n",
+            r"checks\[1\]\.parity\.severity: Input should be 'critical' or 'warning' \(got 'blocker'\)",
+        ),
+        ("  - {name: dims, kind: retention, dim: 0}\n", r"dim must be a positive int or 'serving', got 0"),
+        (
+            "  - {name: sig, kind: improvement, metric: ndcg@10, significance: {test: ttest}}\n",
+            r"significance\.test: Input should be 'randomization' or 'bootstrap' \(got 'ttest'\)",
+        ),
+    ],
+)
+def test_invalid_policy_files_name_the_field_and_value(tmp_path, body, message) -> None:
+    path = _write(tmp_path, POLICY_HEAD + body)
+    with pytest.raises(PolicyError, match=message) as caught:
+        load_policy(path)
+    assert str(caught.value).startswith(f"{path}: invalid gate policy")
+
+
+def test_policy_file_problems_outside_the_schema(tmp_path) -> None:
+    with pytest.raises(PolicyError, match=r"line 3, column \d+: not valid YAML"):
+        load_policy(_write(tmp_path, "checks:\n  - name: a\n   kind: parity\n"))
+    with pytest.raises(
+        PolicyError, match=r"expected a mapping with primary_metric, serving_dim and checks, got list"
+    ):
+        load_policy(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(
+        PolicyError, match=r"checks: Tuple should have at least 1 item after validation, not 0 \(got \[\]\)"
+    ):
+        load_policy(_write(tmp_path, "checks: []\n"))
+    with pytest.raises(PolicyError, match=r"missing\.yaml: cannot read the gate policy"):
+        load_policy(tmp_path / "missing.yaml")
+    with pytest.raises(
+        PolicyError, match=r"serving_dim_fraction: Input should be less than or equal to 1 \(got 1.5\)"
+    ):
+        policy_from_dict({"serving_dim_fraction": 1.5, "checks": [{"name": "p", "kind": "parity"}]})
