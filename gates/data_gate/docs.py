@@ -44,7 +44,7 @@ def build_data_docs(report: DataGateReport, target: Path) -> Path:
     context = quiet_context()
     context.add_data_docs_site(SITE, {
         "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target)},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target.resolve())},
         "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
     })
     for run in report.gx_runs:

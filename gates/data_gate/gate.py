@@ -50,7 +50,9 @@ def validate_dataset(data: TableDataset | IRDataset, *, eval_data: TableDataset 
     if eval_data is not None:
         _require_dataset(eval_data, "eval_data")
     tok, tokenizer_label, model_limit = _resolve_tokenizer(tokenizer)
-    limits = Limits(_positive(max_seq_length or model_limit or DEFAULT_MAX_SEQ_LENGTH, "max_seq_length"),
+    if max_seq_length is None:
+        max_seq_length = model_limit or DEFAULT_MAX_SEQ_LENGTH
+    limits = Limits(_positive(max_seq_length, "max_seq_length"),
                     _positive(max_chars, "max_chars"))
     eval_side = query_side(eval_data, "eval") if eval_data is not None else None
     if isinstance(data, IRDataset):
