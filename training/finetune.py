@@ -224,6 +224,7 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
         disable_tqdm=not progress,
         save_safetensors=True,
         dataloader_drop_last=False,
+        dataloader_pin_memory=_cuda(),  # pinning only helps host->GPU copies
         ddp_backend="gloo" if _distributed() and not _cuda() else None,
         ddp_find_unused_parameters=False if _distributed() else None,
     )

@@ -113,8 +113,11 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
                                                    n_needed, rng, domain_texts, model, batch_size)
         start = len(out_a)
         for j, r in enumerate(rows):
-            own = forbidden[r] if candidates_pool is pool else set()
-            scores = pool_emb @ q_emb[r] if q_emb is not None else None
+            in_domain = candidates_pool is pool
+            own = forbidden[r] if in_domain else set()
+            # Texts from another domain cannot be unlabelled positives: the false-negative filter is for in-domain
+            # candidates only.
+            scores = pool_emb @ q_emb[r] if q_emb is not None and in_domain else None
             pos_score = float(c_emb[index[positives[r]]] @ q_emb[r]) if q_emb is not None else None
             chosen = pick_negatives(
                 rankings[j], forbidden=own, anchor_scores=scores, positive_score=pos_score,

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import TrainerCallback
+
+from training.config import load_config
+from training.errors import ConfigError
+from training.finetune import train
+from training.train_log import read_log
+
+
+def _config(tmp_path, model_dir, data, **extra):
+    base = {"base_model": str(model_dir), "data.path": str(data), "output_dir": str(tmp_path / "runs"),
+            "batch_size": 16, "learning_rate": 5e-4, "logging_steps": 1, "seed": 7}
+    return load_config(None, {**base, **extra})
+
+
+def _weights(run_dir):
+    from safetensors.numpy import load_file
+
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+class _Crash(TrainerCallback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at_step:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+def test_run_directory_layout_and_dev_evaluation(tmp_path, tiny_model_dir, tiny_ir_dir):
+    cfg = _config(tmp_path, tiny_model_dir, tiny_ir_dir, epochs=2, dev_fraction=0.2,
+                  **{"mining.strategy": "curriculum", "mining.num_negatives": 1})
+    result = train(cfg, progress=False)
+    run = result.run_dir
+    for rel in ("config.yaml", "model/model.safetensors", "model/README.md", "train/train_log.jsonl",
+                "train/loss_curve.png", "train/summary.json", "train/defaults.json", "mined/hard_negatives.jsonl"):
+        assert (run / rel).is_file(), rel
+    log = read_log(run / "train" / "train_log.jsonl")
+    assert any("loss" in r for r in log) and any("eval_dev_ndcg@10_mean" in r for r in log)
+    assert result.best_checkpoint is not None and result.best_metric is not None
+    assert 0.0 <= result.dev_metrics["dev_ndcg@10_mean"] <= 1.0
+    assert result.mining["strategy"] == "curriculum"
+    recorded = load_config(run / "config.yaml")  # the resolved config: no nulls left for data-driven fields
+    assert recorded.epochs == 2 and recorded.batch_size == 16 and recorded.matryoshka_dims == [32]
+
+
+def test_runs_are_immutable(tmp_path, tiny_model_dir, pairs_csv):
+    cfg = _config(tmp_path, tiny_model_dir, pairs_csv, run_id="fixed", max_steps=2, dev_fraction=0.0)
+    train(cfg, progress=False)
+    with pytest.raises(ConfigError, match=r"runs/fixed already exists and runs are immutable"):
+        train(cfg, progress=False)
+
+
+def test_same_seed_same_weights(tmp_path, tiny_model_dir, pairs_csv):
+    a = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="a", max_steps=6, dev_fraction=0.0), progress=False)
+    b = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="b", max_steps=6, dev_fraction=0.0), progress=False)
+    wa, wb = _weights(a.run_dir), _weights(b.run_dir)
+    assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, pairs_csv):
+    import numpy as np
+
+    common = {"max_steps": 12, "eval_steps": 3, "dev_fraction": 0.0}
+    full = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="full", **common), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="cut", **common), progress=False,
+              callbacks=[_Crash(at_step=7)])
+    cut = tmp_path / "runs" / "cut"
+    assert not (cut / "model").exists()  # no half-finished model
+    resumed = train(resume=cut, progress=False)
+    assert resumed.steps == 12
+    steps = [r["step"] for r in read_log(cut / "train" / "train_log.jsonl") if "loss" in r]
+    assert steps == sorted(set(steps)), "resume must not duplicate log lines"
+    wf, wr = _weights(full.run_dir), _weights(cut)
+    assert all(np.allclose(wf[k], wr[k], atol=1e-5) for k in wf)
+
+
+def test_resume_errors(tmp_path, tiny_model_dir, pairs_csv):
+    with pytest.raises(ConfigError, match="is not an embedgate run directory"):
+        train(resume=tmp_path)
+    cfg = _config(tmp_path, tiny_model_dir, pairs_csv, run_id="nock", max_steps=1, dev_fraction=0.0)
+    result = train(cfg, progress=False)
+    import shutil
+
+    shutil.rmtree(result.run_dir / "train" / "checkpoints")
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train(resume=result.run_dir)
+
+
+def test_nli_trains_on_contradiction_triplets(tmp_path, tiny_model_dir):
+    rows = []
+    for i in range(40):
+        rows += [{"premise": f"the patient {i} has heart pain", "hypothesis": f"heart pain {i}", "label": 0},
+                 {"premise": f"the patient {i} has heart pain", "hypothesis": f"kidney dose {i}", "label": 1},
+                 {"premise": f"the patient {i} has heart pain", "hypothesis": f"no pain at all {i}", "label": 2}]
+    data = tmp_path / "nli.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = train(_config(tmp_path, tiny_model_dir, data, max_steps=3, dev_fraction=0.0), progress=False)
+    assert result.loss == "mnrl" and result.train_rows == 40
+    assert any("NLI -> 40 (premise, entailment, contradiction) triplets" in n for n in result.notes)
+
+
+def test_unknown_base_model_is_a_clear_error(tmp_path, pairs_csv):
+    cfg = load_config(None, {"base_model": "org/not-here", "data.path": str(pairs_csv),
+                             "output_dir": str(tmp_path / "runs")})
+    with pytest.raises(ConfigError, match="neither a local folder nor the bundled all-MiniLM-L6-v2"):
+        train(cfg, progress=False)
