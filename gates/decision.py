@@ -198,9 +198,8 @@ def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int
             f"{candidate.available()}"
         )
     if policy.serving_dim != "auto":
-        candidate.retrieval_at(
-            "onnx-fp32", policy.serving_dim
-        )  # raises, listing dims, if it was not evaluated
+        # raises, listing the evaluated dims, if the fixed dim was not evaluated
+        candidate.retrieval_at("onnx-fp32", policy.serving_dim)
         return policy.serving_dim, "fixed by the policy"
     metric, full_dim = policy.primary_metric, dims[-1]
     full = candidate.mean_metric(metric, "onnx-fp32", full_dim)
@@ -269,18 +268,17 @@ def _improvement(check: ImprovementCheck, ctx: _Context) -> list[GateRow]:
     )
     reason = "; ".join(problems) if problems else f"improves by {delta:+.4f} ({relative:+.1%}){evidence}"
     return [
-        _row(
+        _compared_row(
             check,
-            check.metric,
-            dim,
-            check.backend,
-            new,
-            old,
-            rule,
-            fields,
-            not problems,
-            reason,
-            check.severity,
+            metric=check.metric,
+            dim=dim,
+            candidate=new,
+            baseline=old,
+            threshold=rule,
+            threshold_fields=fields,
+            ok=not problems,
+            reason=reason,
+            severity=check.severity,
             comparison=comparison,
         )
     ]
@@ -296,18 +294,17 @@ def _no_regression(check: NoRegressionCheck, ctx: _Context) -> list[GateRow]:
         verb = "within" if ok else "beyond"
         reason = f"delta {new - old:+.4f} is {verb} the allowed drop of {check.tolerance:g}"
         rows.append(
-            _row(
+            _compared_row(
                 check,
-                metric,
-                dim,
-                check.backend,
-                new,
-                old,
-                f"delta >= -{check.tolerance:g}",
-                {"tolerance": check.tolerance},
-                ok,
-                reason,
-                check.severity,
+                metric=metric,
+                dim=dim,
+                candidate=new,
+                baseline=old,
+                threshold=f"delta >= -{check.tolerance:g}",
+                threshold_fields={"tolerance": check.tolerance},
+                ok=ok,
+                reason=reason,
+                severity=check.severity,
             )
         )
     return rows
@@ -369,7 +366,20 @@ def _retention(check: RetentionCheck, ctx: _Context) -> list[GateRow]:
     )
     rule = f"{check.backend} >= {check.fraction:g} x {check.reference_backend} ({floor:.4f})"
     fields = {"fraction": check.fraction, "reference_backend": check.reference_backend}
-    return [_row(check, metric, dim, check.backend, kept, reference, rule, fields, ok, reason, severity)]
+    return [
+        _compared_row(
+            check,
+            metric=metric,
+            dim=dim,
+            candidate=kept,
+            baseline=reference,
+            threshold=rule,
+            threshold_fields=fields,
+            ok=ok,
+            reason=reason,
+            severity=severity,
+        )
+    ]
 
 
 def _general_domain(check: GeneralDomainCheck, ctx: _Context) -> list[GateRow]:
@@ -406,27 +416,26 @@ def _general_domain(check: GeneralDomainCheck, ctx: _Context) -> list[GateRow]:
         f"STS {check.metric} {new:.4f} vs {old:.4f}: delta {new - old:+.4f} {verdict} {check.tolerance:g}"
     )
     return [
-        _row(
+        _compared_row(
             check,
-            f"sts_{check.metric}",
-            dim,
-            check.backend,
-            new,
-            old,
-            rule,
-            fields,
-            ok,
-            reason,
-            check.severity,
+            metric=f"sts_{check.metric}",
+            dim=dim,
+            candidate=new,
+            baseline=old,
+            threshold=rule,
+            threshold_fields=fields,
+            ok=ok,
+            reason=reason,
+            severity=check.severity,
         )
     ]
 
 
-def _row(
+def _compared_row(
     check: ImprovementCheck | NoRegressionCheck | RetentionCheck | GeneralDomainCheck,
+    *,
     metric: str,
     dim: int,
-    backend: str,
     candidate: float,
     baseline: float,
     threshold: str,
@@ -436,12 +445,13 @@ def _row(
     severity: Severity,
     comparison: PairedComparison | None = None,
 ) -> GateRow:
+    """A row that compares a candidate value with a baseline (or reference) value on the check's backend."""
     return GateRow(
         check=check.name,
         kind=check.kind,
         metric=metric,
         dim=dim,
-        backend=backend,
+        backend=check.backend,
         candidate=candidate,
         baseline=baseline,
         delta=candidate - baseline,
