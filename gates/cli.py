@@ -16,6 +16,7 @@ import typer
 # Each module in gates/commands registers its commands; the order here is the order in `--help`.
 COMMAND_MODULES = (
     "validate",
+    "export",
 )
 
 app = typer.Typer(
