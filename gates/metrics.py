@@ -35,6 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real  # numpy's int64 / float32 count too (pandas-loaded qrels)
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -229,7 +230,7 @@ def _rank(qid: str, scored_docs: Mapping[str, float], depth: int) -> list[str]:
     """Doc ids of the top `depth` documents: score descending, then doc id ascending, so that equal scores
     rank the same way on every machine and every run."""
     for doc, score in scored_docs.items():
-        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+        if isinstance(score, bool) or not isinstance(score, Real) or not math.isfinite(score):
             raise MetricInputError(
                 f"run[{qid!r}][{doc!r}] is {score!r}; expected a finite number (higher = more relevant). "
                 "Replace NaN/inf scores, e.g. from a zero-norm embedding, before evaluating"
@@ -255,7 +256,7 @@ def top_k_run(
             f"expected a score matrix of shape (len(query_ids), len(doc_ids)) = ({len(query_ids)}, "
             f"{len(doc_ids)}), got shape {scores.shape}; pass query_embeddings @ doc_embeddings.T"
         )
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k <= 0:
+    if isinstance(k, bool) or not isinstance(k, Integral) or k <= 0:
         raise MetricInputError(f"k must be a positive integer (documents per query), got {k!r}")
     _check_unique("query_ids", query_ids)
     _check_unique("doc_ids", doc_ids)
@@ -341,15 +342,15 @@ def _check_metric_names(metrics: Iterable[str]) -> tuple[str, ...]:
 
 
 def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
-    cutoffs = tuple(dict.fromkeys([ks] if isinstance(ks, int) else ks))
+    cutoffs = tuple(dict.fromkeys([ks] if isinstance(ks, Integral) else ks))
     if not cutoffs:
         raise MetricInputError("no cut-offs requested; pass ks such as (1, 5, 10, 100)")
     for k in cutoffs:
-        if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        if isinstance(k, bool) or not isinstance(k, Integral) or k <= 0:
             raise MetricInputError(
                 f"every K must be a positive integer (rank cut-off), got {k!r} in ks={cutoffs}"
             )
-    return cutoffs
+    return tuple(int(k) for k in cutoffs)
 
 
 def _check_qrels(qrels: Qrels) -> dict[str, dict[str, int]]:
@@ -361,12 +362,7 @@ def _check_qrels(qrels: Qrels) -> dict[str, dict[str, int]]:
     for qid, judged in qrels.items():
         grades: dict[str, int] = {}
         for doc, grade in judged.items():
-            if (
-                isinstance(grade, bool)
-                or not isinstance(grade, int | float)
-                or grade != int(grade)
-                or grade < 0
-            ):
+            if isinstance(grade, bool) or not isinstance(grade, Real) or grade != int(grade) or grade < 0:
                 raise MetricInputError(
                     f"qrels[{qid!r}][{doc!r}] is {grade!r}; expected a relevance grade, an integer >= 0 "
                     "(0 = judged not relevant). Map negative or fractional judgements to 0, 1, 2, ..."

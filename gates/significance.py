@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from numbers import Integral
 from typing import TYPE_CHECKING, Any, Literal
 
 from gates.errors import EmbedgateGateError
@@ -76,6 +77,7 @@ def compare_paired(
     import numpy as np
 
     _check_settings(method, confidence, n_resamples, seed)
+    n_resamples, seed = int(n_resamples), int(seed)  # numpy integers would not survive json.dumps
     query_ids = _paired_query_ids(candidate, baseline)
     candidate_scores = _as_finite_array("candidate", candidate, query_ids)
     baseline_scores = _as_finite_array("baseline", baseline, query_ids)
@@ -204,11 +206,11 @@ def _check_settings(method: str, confidence: float, n_resamples: int, seed: int)
         raise SignificanceInputError(f"unknown test {method!r}; expected one of {', '.join(TESTS)}")
     if not 0 < confidence < 1:
         raise SignificanceInputError(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, Integral) or n_resamples < 100:
         raise SignificanceInputError(
             f"n_resamples must be an integer >= 100 (10,000 is typical), got {n_resamples!r}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise SignificanceInputError(f"seed must be a non-negative integer, got {seed!r}")
 
 

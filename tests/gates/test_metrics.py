@@ -82,6 +82,15 @@ def test_queries_without_relevant_docs_are_excluded_and_reported() -> None:
     assert scores.mean["recall@5"] == pytest.approx((2 / 3 + 0) / 2)
 
 
+def test_numpy_typed_grades_scores_and_ks_are_accepted() -> None:
+    # qrels read with pandas carry numpy integers; scores from a matrix carry numpy floats
+    qrels = {q: {d: np.int64(g) for d, g in docs.items()} for q, docs in GRADED_QRELS.items()}
+    run = {q: {d: np.float32(s) for d, s in docs.items()} for q, docs in GRADED_RUN.items()}
+    scores = evaluate_run(qrels, run, ks=(np.int64(5),))
+    assert scores.mean == evaluate_run(GRADED_QRELS, GRADED_RUN, ks=(5,)).mean
+    assert "ndcg@5" in scores.mean
+
+
 def test_results_are_immutable_and_serialisable() -> None:
     scores = evaluate_run(GRADED_QRELS, GRADED_RUN, metrics=("ndcg",), ks=(3,))
     with pytest.raises(TypeError):
