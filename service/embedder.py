@@ -30,6 +30,10 @@ FORMAT_VERSION = 1  # of embedder.json, as written by training.export
 PRECISIONS = ("fp32", "int8")
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
+# onnxruntime's session-level graph optimisations, applied when a graph loads (nothing is rewritten on disk).
+OPTIMIZATION_LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                       "all": "ORT_ENABLE_ALL"}
+DEFAULT_OPTIMIZATION = "all"  # onnxruntime's default; see benchmarks/encode_speed.py --optimizations
 CONTRACT = ("inputs input_ids and attention_mask (int64 [batch, sequence]), one output sentence_embedding "
             "(float32 [batch, dim])")
 
@@ -46,7 +50,7 @@ class EmbedderInfo:
     full_dim: int
     max_seq_length: int
     threads: int | None
-    optimization_level: str
+    optimization: str
     export_id: str | None = None
     created_at: str | None = None
     source_model_sha256: str | None = None
@@ -66,7 +70,8 @@ class OnnxEmbedder:
 
     @classmethod
     def from_export_dir(cls, onnx_dir: Path, precision: str = "fp32", threads: int | None = None,
-                        dim: int | None = None, verify_sha256: bool = True) -> OnnxEmbedder:
+                        dim: int | None = None, verify_sha256: bool = True,
+                        optimization: str = DEFAULT_OPTIMIZATION) -> OnnxEmbedder:
         """Load the export written by `embedgate export`: the full-dim graph, or the per-dim graph for `dim`
         (which serves the exported dims up to `dim`)."""
         onnx_dir = Path(onnx_dir)
@@ -82,7 +87,7 @@ class OnnxEmbedder:
         graph_path = onnx_dir / entry["path"]
         if verify_sha256:
             _verify_sha256(graph_path, entry["sha256"])
-        session, graph_dim = _open_session(graph_path, threads)
+        session, graph_dim = _open_session(graph_path, threads, optimization)
         if graph_dim != dim:
             raise ModelLoadError(f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
                                  f"dim {dim}; the export is inconsistent: export the model again")
@@ -90,7 +95,7 @@ class OnnxEmbedder:
         info = EmbedderInfo(
             graph_path=str(graph_path), graph_sha256=entry["sha256"], precision=precision, graph_dim=graph_dim,
             dims=tuple(d for d in config["dims"] if d <= graph_dim), full_dim=config["full_dim"],
-            max_seq_length=tokenizer.max_seq_length, threads=threads, optimization_level=_OPTIMIZATION_LEVEL,
+            max_seq_length=tokenizer.max_seq_length, threads=threads, optimization=optimization,
             export_id=config.get("export_id"), created_at=config.get("created_at"),
             source_model_sha256=config.get("source_model", {}).get("sha256"),
             pooling=tuple(config.get("pooling", ())) or None,
@@ -99,11 +104,12 @@ class OnnxEmbedder:
 
     @classmethod
     def from_graph(cls, graph_path: Path, tokenizer_dir: Path, dims: Sequence[int] | None = None,
-                   max_seq_length: int | None = None, threads: int | None = None) -> OnnxEmbedder:
+                   max_seq_length: int | None = None, threads: int | None = None,
+                   optimization: str = DEFAULT_OPTIMIZATION) -> OnnxEmbedder:
         """Load one graph file with the tokenizer in `tokenizer_dir`. `dims` (default: the graph's dim) are the
         dims it serves; `max_seq_length` defaults to the truncation written into tokenizer.json."""
         graph_path = Path(graph_path)
-        session, graph_dim = _open_session(graph_path, threads)
+        session, graph_dim = _open_session(graph_path, threads, optimization)
         served = (graph_dim,) if dims is None else tuple(sorted(set(dims), reverse=True))
         bad = [d for d in served if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= graph_dim]
         if bad or not served:
@@ -113,7 +119,7 @@ class OnnxEmbedder:
         info = EmbedderInfo(
             graph_path=str(graph_path), graph_sha256=None, precision=None, graph_dim=graph_dim, dims=served,
             full_dim=graph_dim, max_seq_length=tokenizer.max_seq_length, threads=threads,
-            optimization_level=_OPTIMIZATION_LEVEL,
+            optimization=optimization,
         )
         return cls(session, tokenizer, info)
 
@@ -177,22 +183,21 @@ class OnnxEmbedder:
         return dimensions
 
 
-# ONNX Runtime's default (all graph optimisations). Measured on all-MiniLM-L6-v2, batch 32, 2 threads: see
-# benchmarks/encode_speed.py and the commit message; offline-optimised graphs (O2/O3) were no faster (GUIDE 6).
-_OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
 
 
-def _open_session(graph_path: Path, threads: int | None) -> tuple[Any, int]:
+def _open_session(graph_path: Path, threads: int | None, optimization: str) -> tuple[Any, int]:
     """An onnxruntime session for `graph_path`, checked against the contract; returns it and its output dim."""
     import onnxruntime as ort
 
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ModelLoadError(f"threads: expected an integer >= 1 (or None for onnxruntime's default), "
                              f"got {threads!r}")
+    if not isinstance(optimization, str) or optimization not in OPTIMIZATION_LEVELS:
+        raise ModelLoadError(f"optimization: expected one of {list(OPTIMIZATION_LEVELS)}, got {optimization!r}")
     if not graph_path.is_file():
         raise ModelLoadError(f"{graph_path}: graph file not found")
     options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPTIMIZATION_LEVEL)
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (one per physical core)
     options.inter_op_num_threads = 1  # one graph, run sequentially: parallelism is inside each operator
     try:

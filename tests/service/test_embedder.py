@@ -71,6 +71,12 @@ def test_slicing_the_full_graph_equals_the_per_dim_graph(export_dir, precision, 
     assert np.abs(np.linalg.norm(raw_slice, axis=1) - 1).max() > 1e-3
 
 
+@pytest.mark.parametrize("optimization", ["none", "basic", "extended"])
+def test_every_optimization_level_gives_the_same_vectors(embedder, export_dir, optimization):
+    other = OnnxEmbedder.from_export_dir(export_dir, optimization=optimization)
+    np.testing.assert_allclose(other.embed(TEXTS), embedder.embed(TEXTS), atol=1e-5)
+
+
 def test_per_dim_graph_serves_the_exported_dims_it_covers(export_dir):
     embedder = OnnxEmbedder.from_export_dir(export_dir, dim=16)
     assert embedder.dims == (16, 8) and embedder.full_dim == TINY_DIM
@@ -157,6 +163,7 @@ def test_info_carries_the_export_identity(embedder, export_dir):
     assert info["graph_sha256"] == config["graphs"]["32"]["fp32"]["sha256"]
     assert info["source_model_sha256"] == config["source_model"]["sha256"]
     assert (info["precision"], info["dims"], info["max_seq_length"], info["threads"]) == ("fp32", (32, 16, 8), 64, 1)
+    assert info["optimization"] == "all"
 
 
 def test_export_dir_errors(export_dir, tmp_path):
@@ -168,6 +175,9 @@ def test_export_dir_errors(export_dir, tmp_path):
         OnnxEmbedder.from_export_dir(export_dir, dim=12)
     with pytest.raises(ModelLoadError, match=r"threads: expected an integer >= 1 .* got 0"):
         OnnxEmbedder.from_export_dir(export_dir, threads=0)
+    with pytest.raises(ModelLoadError, match=r"optimization: expected one of \['none', 'basic', 'extended', "
+                                             r"'all'\], got 'O3'"):
+        OnnxEmbedder.from_export_dir(export_dir, optimization="O3")
 
 
 def test_fp32_only_export_has_no_int8(tiny_model_dir, tmp_path):
