@@ -1,0 +1,291 @@
+"""The model registry: immutable versions, an atomic champion pointer, and an append-only history.
+
+    registry/
+      versions/v0001/          a promoted version: onnx/ (graphs, tokenizer, embedder.json, export.json),
+                               decision.json, reference/ (drift reference), manifest.json (sha256 of every file)
+      champion.json            {"version": "v0002", "previous": "v0001", "updated_at": ...}  (os.replace'd)
+      history.jsonl            one JSON line per promote / rollback / refusal, never rewritten
+      .lock                    writers hold an exclusive flock; readers never block
+
+Why these choices: a version is built in `versions/.tmp-*` and renamed into place only when complete, and the
+champion pointer is replaced atomically afterwards, so a crash at any point leaves the old champion serving and no
+half version visible. Readers verify a version's manifest before loading it, so a tampered or truncated file is
+refused rather than served. Lives in `service` (not `gates`) because the service reads it; `gates` writes through
+the same class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import RegistryError
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Champion:
+    version: str
+    previous: str | None
+    updated_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "previous": self.previous, "updated_at": self.updated_at}
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    time: str
+    action: str  # promote | rollback | refused
+    version: str | None
+    from_version: str | None
+    who: str
+    reason: str
+    forced: bool = False
+    run_id: str | None = None
+    metrics: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(root: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        rel = path.relative_to(root).as_posix()
+        files[rel] = {"sha256": sha256_of(path), "size": path.stat().st_size}
+    return {**(extra or {}), "files": files}
+
+
+def verify_manifest(root: Path) -> dict[str, Any]:
+    """Recompute every file's sha256; any missing, extra, resized or changed file -> RegistryError."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise RegistryError(f"{root}: no {MANIFEST}; a registry version must carry its manifest (refusing to load)")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        listed = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RegistryError(f"{manifest_path}: unreadable manifest ({err}); refusing to load") from None
+    present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST}
+    missing = sorted(set(listed) - present)
+    extra = sorted(present - set(listed))
+    if missing or extra:
+        raise RegistryError(f"{root}: files do not match the manifest (missing: {missing[:5]}, unexpected: "
+                            f"{extra[:5]}); refusing to load")
+    for rel, meta in listed.items():
+        path = root / rel
+        if path.stat().st_size != meta["size"] or sha256_of(path) != meta["sha256"]:
+            raise RegistryError(f"{path}: sha256 does not match the manifest (file changed after promotion); "
+                                f"refusing to load")
+    return manifest
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_json_atomic(path: Path, payload: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _copy_tree_synced(src: Path, dst: Path) -> None:
+    for path in sorted(src.rglob("*")):
+        target = dst / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        elif path.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            with open(target, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+class Registry:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ---- reading (the service) ----
+    @property
+    def champion_path(self) -> Path:
+        return self.root / "champion.json"
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / "history.jsonl"
+
+    def champion(self) -> Champion | None:
+        if not self.champion_path.is_file():
+            return None
+        try:
+            data = json.loads(self.champion_path.read_text(encoding="utf-8"))
+            return Champion(data["version"], data.get("previous"), data["updated_at"])
+        except (json.JSONDecodeError, KeyError) as err:
+            raise RegistryError(f"{self.champion_path}: unreadable champion pointer ({err})") from None
+
+    def version_dir(self, version: str) -> Path:
+        if not VERSION_PATTERN.match(version or ""):
+            raise RegistryError(f"invalid version {version!r}: expected v0001-style ids")
+        path = self.root / "versions" / version
+        if not path.is_dir():
+            known = ", ".join(self.versions()) or "none"
+            raise RegistryError(f"version {version} not found in {self.root} (versions: {known})")
+        return path
+
+    def versions(self) -> list[str]:
+        folder = self.root / "versions"
+        if not folder.is_dir():
+            return []
+        return sorted((p.name for p in folder.iterdir() if VERSION_PATTERN.match(p.name)),
+                      key=lambda v: int(v[1:]))
+
+    def verify(self, version: str) -> dict[str, Any]:
+        return verify_manifest(self.version_dir(version))
+
+    def history(self) -> list[HistoryEntry]:
+        if not self.history_path.is_file():
+            return []
+        entries = []
+        for line in self.history_path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                entries.append(HistoryEntry(**json.loads(line)))
+        return entries
+
+    # ---- writing (gates: promotion and rollback) ----
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "versions").mkdir(exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _append_history(self, entry: HistoryEntry) -> None:
+        with open(self.history_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry.to_dict(), sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _next_version(self) -> str:
+        existing = [int(v[1:]) for v in self.versions()]
+        return f"v{(max(existing) + 1) if existing else 1:04d}"
+
+    def _cleanup_partial(self) -> None:
+        """Remove half-built versions left by a crash (never visible: their names do not match v\\d+)."""
+        for path in (self.root / "versions").glob(".tmp-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def add_version(self, sources: dict[str, Path], *, metadata: dict[str, Any], who: str | None = None,
+                    reason: str = "", forced: bool = False, run_id: str | None = None,
+                    metrics: dict | None = None, make_champion: bool = True) -> str:
+        """Copy `sources` ({name in version: file or folder}) into a new immutable version; optionally switch the
+        champion to it. Returns the version id."""
+        who = who or _user()
+        for name, src in sources.items():
+            if not Path(src).exists():
+                raise RegistryError(f"cannot promote: {src} ({name}) does not exist")
+        with self._locked():
+            self._cleanup_partial()
+            version = self._next_version()
+            staging = self.root / "versions" / f".tmp-{version}-{os.getpid()}"
+            staging.mkdir()
+            for name, src in sources.items():
+                src = Path(src)
+                if src.is_dir():
+                    _copy_tree_synced(src, staging / name)
+                else:
+                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, staging / name)
+            manifest = build_manifest(staging, {"version": version, "created_at": _now(), "run_id": run_id,
+                                                **metadata})
+            _write_json_atomic(staging / MANIFEST, manifest)
+            final = self.root / "versions" / version
+            os.rename(staging, final)  # atomic: the version appears complete or not at all
+            _fsync_dir(final.parent)
+            previous = self.champion()
+            if make_champion:
+                self._switch(version, previous.version if previous else None)
+            self._append_history(HistoryEntry(_now(), "promote", version, previous.version if previous else None,
+                                              who, reason, forced, run_id, metrics))
+            return version
+
+    def _switch(self, version: str, previous: str | None) -> None:
+        _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
+
+    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None) -> Champion:
+        """Make the previous champion (or `to`) the champion again; verified before the switch."""
+        who = who or _user()
+        with self._locked():
+            current = self.champion()
+            if current is None:
+                raise RegistryError(f"nothing to roll back: {self.root} has no champion yet")
+            target = to or current.previous
+            if target is None:
+                raise RegistryError(f"cannot roll back: {current.version} is the first champion (no previous "
+                                    f"version); promote another version instead")
+            if target == current.version:
+                raise RegistryError(f"{target} is already the champion")
+            self.verify(target)  # never switch to a version that would be refused at load
+            before = self._previous_of(target)
+            self._switch(target, before)
+            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason))
+            return self.champion()
+
+    def _previous_of(self, version: str) -> str | None:
+        """The champion that `version` replaced when it was last promoted (so repeated rollbacks walk back)."""
+        for entry in reversed(self.history()):
+            if entry.version == version and entry.action == "promote":
+                return entry.from_version
+        return None
+
+    def record_refusal(self, *, run_id: str | None, who: str | None, reason: str, metrics: dict | None = None):
+        with self._locked():
+            current = self.champion()
+            self._append_history(HistoryEntry(_now(), "refused", None, current.version if current else None,
+                                              who or _user(), reason, False, run_id, metrics))
+
+
+def _user() -> str:
+    try:
+        return os.environ.get("EMBEDGATE_USER") or getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        return f"uid-{os.getuid()}"
