@@ -156,13 +156,14 @@ def export_run(
     spec = inspect_model(model, model_dir)
     dims = validate_dims(dims, spec.full_dim) if dims is not None else default_dims(spec.full_dim)
     settings = Int8Settings() if int8 else None
+    source_sha256 = _tree_sha256(model_dir)  # before staging exists, in case out_dir lies inside model_dir
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         tokenizer_file = _write_tokenizer(model, spec, staging / "tokenizer")
         reference = _reference_embeddings(model, texts)
-        feeds = _probe_feeds(tokenizer_file, texts)
+        feeds = _probe_feeds(tokenizer_file, texts, model[0].tokenizer.pad_token_id or 0)
         graphs: list[GraphRecord] = []
         for dim in dims:
             folder = staging / f"d{dim}"
@@ -177,12 +178,14 @@ def export_run(
                                            min_int8_cosine))
         result = ExportResult(out_dir=out_dir, model_dir=model_dir, dims=dims, spec=spec, graphs=tuple(graphs),
                               int8=settings, seconds=time.perf_counter() - started)
-        _write_json(staging / "embedder.json", _embedder_config(result, model_dir, texts))
+        _write_json(staging / "embedder.json", _embedder_config(result, source_sha256, texts))
         _write_json(staging / "export.json", result.to_dict())
+        _fsync_tree(staging)
         _move_into_place(staging, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    _fsync_tree(out_dir.parent, recursive=False)  # persist the rename itself
     return result
 
 
@@ -237,13 +240,13 @@ def _reference_embeddings(model: Any, texts: tuple[str, ...]) -> Any:
     return np.asarray(embeddings, dtype=np.float64)
 
 
-def _probe_feeds(tokenizer_file: Path, texts: tuple[str, ...]) -> dict[str, Any]:
+def _probe_feeds(tokenizer_file: Path, texts: tuple[str, ...], pad_id: int) -> dict[str, Any]:
     """All probe texts in one right-padded batch: short texts then run next to the long one's padding."""
     import numpy as np
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(tokenizer_file))
-    tokenizer.enable_padding()
+    tokenizer.enable_padding(pad_id=pad_id)
     encodings = tokenizer.encode_batch(list(texts))
     return {
         "input_ids": np.array([encoding.ids for encoding in encodings], dtype=np.int64),
@@ -279,7 +282,7 @@ def _check_graph(root: Path, path: Path, dim: int, precision: str, opset: int, f
                        sha256=_sha256(path), size_bytes=path.stat().st_size, opset=opset, parity=parity)
 
 
-def _embedder_config(result: ExportResult, model_dir: Path, texts: tuple[str, ...]) -> dict[str, Any]:
+def _embedder_config(result: ExportResult, source_sha256: str, texts: tuple[str, ...]) -> dict[str, Any]:
     graphs: dict[str, dict[str, Any]] = {}
     for record in result.graphs:
         graphs.setdefault(str(record.dim), {})[record.precision] = {"path": record.path, "sha256": record.sha256}
@@ -289,7 +292,7 @@ def _embedder_config(result: ExportResult, model_dir: Path, texts: tuple[str, ..
         "format_version": FORMAT_VERSION,
         "export_id": identity[:16],
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "source_model": {"path": str(model_dir), "sha256": _tree_sha256(model_dir)},
+        "source_model": {"path": str(result.model_dir), "sha256": source_sha256},
         "architecture": spec.architecture,
         "modules": list(spec.modules),
         "full_dim": spec.full_dim,
@@ -323,6 +326,18 @@ def _move_into_place(staging: Path, out_dir: Path, overwrite: bool) -> None:
         retired.rmdir()
         raise
     shutil.rmtree(retired, ignore_errors=True)
+
+
+def _fsync_tree(folder: Path, recursive: bool = True) -> None:
+    """Flush files and folders to disk before a rename publishes them: a crash must not leave a complete-looking
+    export with empty files."""
+    paths = [*folder.rglob("*"), folder] if recursive else [folder]
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
