@@ -6,6 +6,7 @@ check is `expect_column_values_to_be_null`, or a plain value (token count, parse
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -18,9 +19,11 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def add_text_columns(frame: pd.DataFrame, column: str, tokenizer: Tokenizer | None) -> None:
+def add_text_columns(frame: pd.DataFrame, column: str, tokenizer: Tokenizer | None,
+                     token_limit: int | None = None) -> None:
     """`<col>__type` (type name of non-strings), `<col>__text` (strings only), and `<col>__tokens` (token
-    count) unless `tokenizer` is None (a column whose tokens are counted in a joined text instead)."""
+    count; see tokens.count_tokens for `token_limit`) unless `tokenizer` is None (a column whose tokens are
+    counted in a joined text instead)."""
     from gates.data_gate.tokens import count_tokens
 
     values = frame[column]
@@ -29,7 +32,7 @@ def add_text_columns(frame: pd.DataFrame, column: str, tokenizer: Tokenizer | No
                                           else type(v).__name__).astype(object)
     frame[f"{column}__text"] = values.where(is_text, None).astype(object)
     if tokenizer is not None:
-        frame[f"{column}__tokens"] = count_tokens(values, tokenizer)
+        frame[f"{column}__tokens"] = count_tokens(values, tokenizer, token_limit)
 
 
 def duplicate_of_row(frame: pd.DataFrame, columns: list[str], rows: np.ndarray) -> pd.Series:
@@ -93,14 +96,22 @@ def bad_grade(values: pd.Series) -> pd.Series:
     return values.where(values.notna() & ~good, None).astype(object)
 
 
+_EDGES = re.compile(r"^[\W_]+|[\W_]+$")
+
+
+def _normalise_one(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.lower().split())
+    if text and not (text[0].isalnum() and text[-1].isalnum()):  # fast path: most texts end in "?" or "."
+        text = _EDGES.sub("", text)
+    return text or None
+
+
 def normalise_text(values: pd.Series) -> pd.Series:
     """Lowercase, collapse whitespace, strip punctuation and symbols at both ends; non-strings become None.
 
     "What is  a lease?" and "what is a lease" are the same question to a model: this is the identity used for
     anchor != positive and for train/eval leakage. An empty result (e.g. "???") is None: it matches nothing.
     """
-    text = values.where(values.map(lambda v: isinstance(v, str)), None).astype(object)
-    out = (text.str.lower()
-           .str.replace(r"\s+", " ", regex=True)
-           .str.replace(r"^[\W_]+|[\W_]+$", "", regex=True))
-    return out.where(out.notna() & (out != ""), None).astype(object)
+    return values.map(_normalise_one).astype(object)

@@ -61,12 +61,12 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
     if "text" not in frame.columns:
         return table
     joined = name == "corpus" and "title" in frame.columns  # documents are encoded as "title. text"
-    add_text_columns(frame, "text", None if joined else tokenizer)
+    add_text_columns(frame, "text", None if joined else tokenizer, limits.max_seq_length)
     token_column = "text__tokens"
     if joined:
         add_text_columns(frame, "title", None)
         table.add(c.is_string("title"))
-        frame["document__tokens"] = _document_tokens(frame, tokenizer)
+        frame["document__tokens"] = _document_tokens(frame, tokenizer, limits.max_seq_length)
         token_column = "document__tokens"
     for check in c.text_checks("text", max_chars_limit=limits.max_chars, max_seq_length=limits.max_seq_length):
         if check.key == "text.max_tokens" and joined:
@@ -83,7 +83,7 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
     return table
 
 
-def _document_tokens(frame: pd.DataFrame, tokenizer: Tokenizer) -> pd.Series:
+def _document_tokens(frame: pd.DataFrame, tokenizer: Tokenizer, limit: int) -> pd.Series:
     """Title and text joined as `IRDataset.doc_texts` does (what the model encodes for a document)."""
     from gates.data_gate.tokens import count_tokens
 
@@ -92,7 +92,7 @@ def _document_tokens(frame: pd.DataFrame, tokenizer: Tokenizer) -> pd.Series:
     joined = [f"{t}. {x}" if t and x else (t or x) for t, x in zip(titles, texts, strict=True)]
     import pandas as pd
 
-    return count_tokens(pd.Series(joined, index=frame.index), tokenizer)
+    return count_tokens(pd.Series(joined, index=frame.index), tokenizer, limit)
 
 
 def _qrels_table(data: IRDataset, split: str) -> c.CheckTable:

@@ -48,7 +48,7 @@ def build_table(data: TableDataset, limits: Limits, tokenizer: Tokenizer,
 
     negatives = negative_columns(frame.columns)
     for column in [col for col in text_columns(kind, frame.columns) if col in frame.columns]:
-        add_text_columns(frame, column, tokenizer)
+        add_text_columns(frame, column, tokenizer, limits.max_seq_length)
         ragged = column in negatives  # rows may have fewer hard negatives than the widest row
         for check in c.text_checks(column, max_chars_limit=limits.max_chars,
                                    max_seq_length=limits.max_seq_length, required=not ragged):
@@ -95,10 +95,10 @@ def _pair_identity_checks(table: c.CheckTable, kind: DatasetType, negatives: lis
     if kind not in (DatasetType.PAIRS, DatasetType.TRIPLETS, DatasetType.HARD_NEGATIVES):
         return
     if {"anchor", "positive"} <= set(frame.columns):
-        frame["anchor__norm"] = normalise_text(frame["anchor"])
-        frame["positive__norm"] = normalise_text(frame["positive"])
-        table.add(c.Check("anchor_positive.differ", "ExpectSelectColumnValuesToBeUniqueWithinRecord",
-                          {"column_list": ["anchor__norm", "positive__norm"], "ignore_row_if": "any_value_is_missing"},
+        # A derived column rather than GX's ExpectSelectColumnValuesToBeUniqueWithinRecord: that one runs a
+        # row-wise pandas `nunique(axis=1)`, about 5 s per 100k rows here, this is one vectorised comparison.
+        frame["anchor__same_as"] = _first_equal_column(frame, "anchor", ["positive"])
+        table.add(c.Check("anchor_positive.differ", "ExpectColumnValuesToBeNull", {"column": "anchor__same_as"},
                           "error", ("anchor", "positive"),
                           "**anchor** and **positive** differ (ignoring case, whitespace and end punctuation): "
                           "a pair of identical texts teaches nothing", show=("anchor", "positive")))
@@ -120,6 +120,7 @@ def _pair_identity_checks(table: c.CheckTable, kind: DatasetType, negatives: lis
 
 
 def _first_equal_column(frame: pd.DataFrame, column: str, others: list[str]) -> pd.Series:
+    """Per row, the first of `others` whose normalised text equals `column`'s, else None."""
     import pandas as pd
 
     base = normalise_text(frame[column])

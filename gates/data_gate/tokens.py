@@ -8,6 +8,7 @@ stored in tokenizer.json are switched off: MiniLM's file truncates at 128, which
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,15 +83,56 @@ def model_max_seq_length(model_dir: str | Path) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
-def count_tokens(texts: pd.Series, tokenizer: Tokenizer) -> pd.Series:
-    """Token count (special tokens included) per string; NaN for missing or non-string values.
+# Normalizers that never lengthen ASCII text (ASCII is invariant under NFC/NFD/NFKC/NFKD and lowercasing).
+# A `Replace` normalizer could, so a tokenizer that has one gets every text encoded.
+ASCII_SAFE_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Strip"}
 
-    Each distinct text is encoded once (anchors often repeat: SNLI has each premise three times).
+
+def _ascii_safe(node: dict | None) -> bool:
+    if node is None:
+        return True
+    if node.get("type") == "Sequence":
+        return all(_ascii_safe(child) for child in node.get("normalizers", []))
+    return node.get("type") in ASCII_SAFE_NORMALIZERS
+
+
+def token_upper_bound(tokenizer: Tokenizer) -> Callable[[str], int | None]:
+    """A cheap upper bound on a text's token count, or None where only encoding can tell.
+
+    Every model (WordPiece, BPE, byte-level BPE, Unigram with byte fallback) spends at least one byte of the
+    normalised text per token; a prefix space or metaspace can add one; the post-processor adds its special
+    tokens. For ASCII text under an ASCII-safe normalizer the normalised text is no longer than the input,
+    so tokens <= len(text) + 1 + specials.
+    """
+    spec = json.loads(tokenizer.to_str())
+    specials = tokenizer.post_processor.num_special_tokens_to_add(False) if tokenizer.post_processor else 0
+    if not _ascii_safe(spec.get("normalizer")):
+        return lambda text: None
+    return lambda text: len(text) + 1 + specials if text.isascii() else None
+
+
+def count_tokens(texts: pd.Series, tokenizer: Tokenizer, limit: int | None = None) -> pd.Series:
+    """Token count per string (special tokens included); NaN for missing or non-string values.
+
+    With `limit`, a text whose upper bound (see `token_upper_bound`) is within the limit is not encoded and
+    gets the bound instead: it cannot be truncated, and on short-sentence data this skips almost all
+    encoding (the slowest step of the gate). Counts above the limit are always exact. Each distinct text
+    is encoded once (SNLI repeats each premise three times).
     """
     import pandas as pd
 
     is_text = texts.map(lambda v: isinstance(v, str))
     unique = pd.unique(texts[is_text])
-    encodings = tokenizer.encode_batch(list(unique), add_special_tokens=True) if len(unique) else []
-    lengths = dict(zip(unique, (len(e.ids) for e in encodings), strict=True))
+    bound = token_upper_bound(tokenizer) if limit is not None else (lambda text: None)
+    lengths: dict[str, int] = {}
+    to_encode = []
+    for text in unique:
+        upper = bound(text)
+        if upper is not None and upper <= limit:
+            lengths[text] = upper
+        else:
+            to_encode.append(text)
+    if to_encode:
+        encodings = tokenizer.encode_batch(to_encode, add_special_tokens=True)
+        lengths.update(zip(to_encode, (len(e.ids) for e in encodings), strict=True))
     return texts.where(is_text).map(lengths).astype(float)

@@ -205,3 +205,58 @@ def test_bad_arguments(tmp_path):
 )
 def test_normalise_text(text, expected):
     assert normalise_text(pd.Series([text], dtype=object)).iloc[0] == expected
+
+
+def byte_level_bpe():
+    """A small byte-level BPE (GPT-2 style) tokenizer trained on the spot."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(["the tenant pays the rent", "the landlord repairs the roof"] * 50, trainer)
+    return tokenizer
+
+
+BOUND_TEXTS = ["a", "What is a lease?", "x" * 300, "tenant " * 40, "a  b\t\tc", "rent!!!???...", "İSTANBUL café",
+               "日本語のテキスト", "\ufdfa", "naïve", ""]
+
+
+@pytest.mark.parametrize("make", ["minilm", "byte_level_bpe", "word_level"])
+def test_the_token_bound_never_undercounts(make, minilm_dir):
+    from gates.data_gate.tokens import load_tokenizer, token_upper_bound, untruncated
+
+    tokenizer = {"minilm": lambda: load_tokenizer(minilm_dir), "byte_level_bpe": byte_level_bpe,
+                 "word_level": word_tokenizer}[make]()
+    tokenizer = untruncated(tokenizer)
+    bound = token_upper_bound(tokenizer)
+    checked = 0
+    for text in BOUND_TEXTS:
+        upper = bound(text)
+        if upper is not None:
+            assert upper >= len(tokenizer.encode(text).ids), text
+            checked += 1
+    assert checked == sum(t.isascii() for t in BOUND_TEXTS)  # non-ASCII texts are always encoded
+
+
+def test_count_tokens_is_exact_above_the_limit_and_bounded_below(minilm_dir):
+    from gates.data_gate.tokens import count_tokens, load_tokenizer
+
+    tokenizer = load_tokenizer(minilm_dir)
+    texts = pd.Series(["what is a lease", "lease " * 60, "ﬁ" * 40, None, 7], dtype=object)
+    counts = count_tokens(texts, tokenizer, limit=20)
+    exact = [len(tokenizer.encode(t).ids) for t in texts[:3]]
+    assert counts[1] == exact[1] == 62 and counts[2] == exact[2]  # over the limit, or not ASCII: encoded
+    assert exact[0] <= counts[0] <= 20  # "what is a lease": 15 chars + 1 + 2 specials, never encoded
+    assert counts[3:].isna().all()
+
+
+def test_a_replace_normalizer_turns_the_bound_off():
+    from tokenizers import normalizers
+
+    from gates.data_gate.tokens import token_upper_bound
+
+    tokenizer = word_tokenizer()
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Replace("a", "a a a"), normalizers.Lowercase()])
+    assert token_upper_bound(tokenizer)("a") is None
