@@ -61,31 +61,31 @@ class CheckTable:
 
 def column_exists(column: str, why: str = "required") -> Check:
     return Check(f"{column}.exists", "ExpectColumnToExist", {"column": column}, "error", (column,),
-                 f"column **{column}** is present ({why})")
+                 f"column {column} is present ({why})")
 
 
 def not_null(column: str) -> Check:
     return Check(f"{column}.not_null", "ExpectColumnValuesToNotBeNull", {"column": column}, "error", (column,),
-                 f"**{column}** has a value in every row", show=(column,))
+                 f"{column} has a value in every row", show=(column,))
 
 
 def is_string(column: str) -> Check:
     # derived `<col>__type`: the Python type name of a non-string value, None for strings and missing values
     return Check(f"{column}.is_text", "ExpectColumnValuesToBeNull", {"column": f"{column}__type"}, "error",
-                 (column,), f"**{column}** holds text (a string), not a number, list or object",
+                 (column,), f"{column} holds text (a string), not a number, list or object",
                  show=(column, f"{column}__type"))
 
 
 def not_blank(column: str) -> Check:
     return Check(f"{column}.not_blank", "ExpectColumnValuesToNotMatchRegex",
                  {"column": f"{column}__text", "regex": BLANK}, "error", (column,),
-                 f"**{column}** is not empty or whitespace-only", show=(column,))
+                 f"{column} is not empty or whitespace-only", show=(column,))
 
 
 def max_chars(column: str, limit: int) -> Check:
     return Check(f"{column}.max_chars", "ExpectColumnValueLengthsToBeBetween",
                  {"column": f"{column}__text", "min_value": 0, "max_value": limit}, "error", (column,),
-                 f"**{column}** is at most {limit:,} characters (longer is almost surely a parsing or "
+                 f"{column} is at most {limit:,} characters (longer is almost surely a parsing or "
                  f"concatenation error)", show=(column,))
 
 
@@ -93,7 +93,7 @@ def max_tokens(column: str, limit: int, token_column: str | None = None) -> Chec
     token_column = token_column or f"{column}__tokens"
     return Check(f"{column}.max_tokens", "ExpectColumnValuesToBeBetween",
                  {"column": token_column, "min_value": 0, "max_value": limit}, "warning", (column,),
-                 f"**{column}** fits in {limit} tokens (max_seq_length, special tokens included); longer "
+                 f"{column} fits in {limit} tokens (max_seq_length, special tokens included); longer "
                  f"texts are truncated by the model", show=(column, token_column))
 
 

@@ -54,9 +54,9 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
         table.add(c.not_null("_id"))
         table.add(c.Check("_id.not_blank", "ExpectColumnValuesToNotMatchRegex",
                           {"column": "_id__text", "regex": c.BLANK}, "error", ("_id",),
-                          "**_id** is not empty or whitespace-only", show=("_id",)))
+                          "_id is not empty or whitespace-only", show=("_id",)))
         table.add(c.Check("_id.unique", "ExpectColumnValuesToBeUnique", {"column": "_id"}, "error", ("_id",),
-                          f"every {name} **_id** is unique (qrels could not tell the copies apart)",
+                          f"every {name} _id is unique (qrels could not tell the copies apart)",
                           show=("_id",)))
     if "text" not in frame.columns:
         return table
@@ -71,7 +71,7 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
     for check in c.text_checks("text", max_chars_limit=limits.max_chars, max_seq_length=limits.max_seq_length):
         if check.key == "text.max_tokens" and joined:
             check = replace(c.max_tokens("text", limits.max_seq_length, token_column), columns=("title", "text"),
-                            description=f"a document (**title**. **text**, as BEIR encodes it) fits in "
+                            description=f"a document (title. text, as BEIR encodes it) fits in "
                                         f"{limits.max_seq_length} tokens; longer documents are truncated")
         table.add(check)
     text_columns = ["title", "text"] if token_column == "document__tokens" else ["text"]
@@ -108,12 +108,12 @@ def _qrels_table(data: IRDataset, split: str) -> c.CheckTable:
     frame["duplicate_of_row"] = duplicate_of_row(frame, ["query_id", "corpus_id"], table.rows)
     table.add(c.Check("query_id.known", "ExpectColumnValuesToBeInSet",
                       {"column": "query_id__in_queries", "value_set": [True]}, "error", ("query_id",),
-                      "every **query-id** exists in queries.jsonl", show=("query_id",)))
+                      "every query-id exists in queries.jsonl", show=("query_id",)))
     table.add(c.Check("corpus_id.known", "ExpectColumnValuesToBeInSet",
                       {"column": "corpus_id__in_corpus", "value_set": [True]}, "error", ("corpus_id",),
-                      "every **corpus-id** exists in corpus.jsonl", show=("corpus_id",)))
+                      "every corpus-id exists in corpus.jsonl", show=("corpus_id",)))
     table.add(c.Check("score.grade", "ExpectColumnValuesToBeNull", {"column": "score__bad_grade"}, "error",
-                      ("score",), "every **score** (relevance grade) is a non-negative integer", show=("score",)))
+                      ("score",), "every score (relevance grade) is a non-negative integer", show=("score",)))
     table.add(c.Check("rows.no_duplicates", "ExpectColumnValuesToBeNull", {"column": "duplicate_of_row"}, "error",
                       ("query_id", "corpus_id"), "each (query-id, corpus-id) pair is judged once (value shown: "
                       "the line of the first judgement)", show=("query_id", "corpus_id", "duplicate_of_row")))

@@ -146,7 +146,7 @@ def _result(check: Check, run: TableRun, gx_result: Any) -> ExpectationResult:
         severity=check.severity, passed=bool(gx_result.success) and not raised, description=check.description,
         element_count=result.get("element_count"), unexpected_count=result.get("unexpected_count"),
         unexpected_percent=_rounded(result.get("unexpected_percent")),
-        observed_value=result.get("observed_value"), examples=examples,
+        observed_value=jsonable(result.get("observed_value"), integral=True), examples=examples,
         exception=info.get("exception_message") if raised else None,
     )
 

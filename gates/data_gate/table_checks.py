@@ -72,11 +72,11 @@ def _label_checks(table: c.CheckTable, kind: DatasetType) -> None:
         frame["score__number"] = as_number(frame["score"])
         table.add(c.not_null("score"))
         table.add(c.Check("score.is_number", "ExpectColumnValuesToBeNull", {"column": "score__not_a_number"},
-                          "error", ("score",), "**score** is a finite number (not text, NaN or inf)",
+                          "error", ("score",), "score is a finite number (not text, NaN or inf)",
                           show=("score",)))
         table.add(c.Check("score.range", "ExpectColumnValuesToBeBetween",
                           {"column": "score__number", "min_value": 0, "max_value": 5}, "error", ("score",),
-                          "**score** is within 0-5 (the STS-B scale; rescale other scales to it)",
+                          "score is within 0-5 (the STS-B scale; rescale other scales to it)",
                           show=("score",)))
     label_sets = {DatasetType.NLI: [0, 1, 2], DatasetType.PAIRS: [0, 1]}
     if kind in label_sets and "label" in frame.columns:
@@ -87,7 +87,7 @@ def _label_checks(table: c.CheckTable, kind: DatasetType) -> None:
         table.add(c.not_null("label"))
         table.add(c.Check("label.in_set", "ExpectColumnValuesToBeInSet",
                           {"column": "label__value", "value_set": allowed}, "error", ("label",),
-                          f"**label** is one of {allowed} ({meaning})", show=("label",)))
+                          f"label is one of {allowed} ({meaning})", show=("label",)))
 
 
 def _pair_identity_checks(table: c.CheckTable, kind: DatasetType, negatives: list[str]) -> None:
@@ -100,7 +100,7 @@ def _pair_identity_checks(table: c.CheckTable, kind: DatasetType, negatives: lis
         frame["anchor__same_as"] = _first_equal_column(frame, "anchor", ["positive"])
         table.add(c.Check("anchor_positive.differ", "ExpectColumnValuesToBeNull", {"column": "anchor__same_as"},
                           "error", ("anchor", "positive"),
-                          "**anchor** and **positive** differ (ignoring case, whitespace and end punctuation): "
+                          "anchor and positive differ (ignoring case, whitespace and end punctuation): "
                           "a pair of identical texts teaches nothing", show=("anchor", "positive")))
     compared = ["negative"] if kind is DatasetType.TRIPLETS else negatives
     compared = [col for col in compared if col in frame.columns]
@@ -108,7 +108,7 @@ def _pair_identity_checks(table: c.CheckTable, kind: DatasetType, negatives: lis
         frame["positive__same_as"] = _first_equal_column(frame, "positive", compared)
         table.add(c.Check("positive_negative.differ", "ExpectColumnValuesToBeNull",
                           {"column": "positive__same_as"}, "error", ("positive", *compared),
-                          "**positive** differs from every negative (value shown: the negative column that "
+                          "positive differs from every negative (value shown: the negative column that "
                           "repeats it); a negative equal to the positive contradicts the loss",
                           show=("positive", "positive__same_as")))
     if kind is DatasetType.HARD_NEGATIVES and negatives:
@@ -138,7 +138,7 @@ def _leak_check(table: c.CheckTable, kind: DatasetType, leak: pd.Series) -> None
     table.frame[f"{column}__in_eval"] = leak.to_numpy()
     table.add(c.Check(f"{column}.not_in_eval", "ExpectColumnValuesToBeNull", {"column": f"{column}__in_eval"},
                       "error", (column,),
-                      f"no **{column}** text also appears in the eval set (after lowercasing, collapsing "
+                      f"no {column} text also appears in the eval set (after lowercasing, collapsing "
                       f"whitespace and stripping end punctuation): a leak inflates every eval metric "
                       f"(value shown: where the copy is)", show=(column, f"{column}__in_eval")))
 
