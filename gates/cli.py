@@ -19,6 +19,9 @@ COMMAND_MODULES = (
     "mine",
     "train",
     "export",
+    "evaluate",
+    "registry",
+    "pipeline",
 )
 
 app = typer.Typer(

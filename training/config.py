@@ -113,7 +113,7 @@ class TrainConfig(_Strict):
         return self.model_dump(mode="json")
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, root: type[BaseModel] | None = None) -> str:
     """pydantic's report -> "field 'epochs': got -1; Input should be greater than 0" lines."""
     lines = []
     for e in err.errors():
@@ -121,7 +121,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         got = e.get("input")
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            allowed = _allowed_fields(e["loc"])
+            allowed = _allowed_fields(e["loc"], root or TrainConfig)
             lines.append(f"unknown field '{where}' (allowed: {allowed})")
         elif e["type"] == "missing":
             lines.append(f"field '{where}' is required")
@@ -130,8 +130,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"invalid config {source}: " + "; ".join(lines)
 
 
-def _allowed_fields(loc) -> str:
-    model: type[BaseModel] = TrainConfig
+def _allowed_fields(loc, root: type[BaseModel]) -> str:
+    model = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
@@ -151,33 +151,38 @@ def set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """YAML file (optional) + dotted overrides -> TrainConfig, or ConfigError naming field, value and range."""
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; errors name the file and line."""
     import yaml
 
-    raw: dict[str, Any] = {}
-    source = "(flags)"
-    if path is not None:
-        path = Path(path)
-        source = str(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a YAML mapping of config fields, got {type(raw).__name__}")
-        # Relative data paths in a config file are relative to the file, so configs can travel with data.
-        data = raw.get("data")
-        if isinstance(data, dict):
-            for key in ("path", "eval_path"):
-                if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
-                    candidate = path.parent / data[key]
-                    if candidate.exists() and not Path(data[key]).exists():
-                        data[key] = str(candidate)
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a YAML mapping of config fields, got {type(raw).__name__}")
+    return raw
+
+
+def config_from_mapping(raw: dict[str, Any], source: str = "(flags)", base_dir: Path | None = None,
+                        overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A mapping (+ dotted overrides) -> TrainConfig. Relative data paths resolve against `base_dir` (the config
+    file's folder) when they exist there, so configs can travel with their data."""
+    raw = dict(raw)
+    data = raw.get("data")
+    if isinstance(data, dict) and base_dir is not None:
+        data = dict(data)
+        for key in ("path", "eval_path"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                candidate = base_dir / data[key]
+                if candidate.exists() and not Path(data[key]).exists():
+                    data[key] = str(candidate)
+        raw["data"] = data
     for dotted, value in (overrides or {}).items():
         if value is not None:
             set_dotted(raw, dotted, value)
@@ -185,3 +190,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         return TrainConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """YAML file (optional) + dotted overrides -> TrainConfig, or ConfigError naming field, value and range."""
+    if path is None:
+        return config_from_mapping({}, "(flags)", None, overrides)
+    return config_from_mapping(read_yaml_mapping(path), str(path), Path(path).parent, overrides)

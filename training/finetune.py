@@ -49,8 +49,13 @@ class TrainResult:
 
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, run_dir: Path | None = None,
-          progress: bool = True, callbacks: list | None = None) -> TrainResult:
-    """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config."""
+          progress: bool = True, callbacks: list | None = None, check_mined=None,
+          keep_checkpoints: bool = True) -> TrainResult:
+    """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config.
+
+    check_mined: called with the mined hard_negatives.jsonl before training (the pipeline passes the data gate
+    here; it raises to stop). keep_checkpoints=False deletes train/checkpoints once the model is saved.
+    """
     if resume is not None:
         paths = open_run_dir(resume)
         config = load_config(paths.config)
@@ -75,6 +80,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         _write_config(paths, config, resolved.reasons)
 
     train_rows, stages, mining = _training_rows(config, prepared, model, paths, resume is not None)
+    if mining is not None and check_mined is not None and is_main_process():
+        check_mined(paths.mined / "hard_negatives.jsonl")
     choice = choose_loss(prepared.dataset_type, config.loss, config.cached, len(train_rows))
     loss = build_loss(model, choice, config.matryoshka_dims if config.matryoshka else None,
                       config.matryoshka_weights, config.mini_batch_size or 32)
@@ -98,6 +105,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if is_main_process():
         model.save(str(paths.model), safe_serialization=True)
         plot_loss_curve(paths.train_log, paths.loss_curve)
+        if not keep_checkpoints:
+            import shutil
+
+            shutil.rmtree(paths.checkpoints, ignore_errors=True)  # only needed to resume; ~3x the model each
     result = TrainResult(
         run_dir=paths.root, config=config.to_yaml_dict(), reasons=resolved.reasons, loss=choice.name,
         loss_reason=choice.reason, train_rows=len(train_rows), steps=int(output.global_step),

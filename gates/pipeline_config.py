@@ -1,0 +1,92 @@
+"""The pipeline's config: the training config (flat, as for `embedgate train`) plus one section per later stage.
+
+    base_model: all-MiniLM-L6-v2
+    data: {path: ../shared/datasets/scifact, split: train, eval_split: test}
+    export: {int8: true}
+    evaluation: {split: test, backends: [onnx-fp32, onnx-int8, torch]}
+    gate: {policy: null}                  # null = the packaged default policy
+    promotion: {registry: registry, enabled: true}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from training.config import TrainConfig, config_from_mapping, format_validation_error, read_yaml_mapping
+from training.errors import ConfigError
+
+Backend = Literal["onnx-fp32", "onnx-int8", "torch"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ExportSection(_Section):
+    dims: list[int] | None = None  # null = the training Matryoshka dims
+    int8: bool = True
+
+
+class EvaluationSection(_Section):
+    data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder
+    split: str = "test"
+    backends: list[Backend] = ["onnx-fp32", "onnx-int8", "torch"]
+    general_sts: Path | None = None  # optional general-domain STS table (sentence1, sentence2, score)
+    sts_limit: int | None = Field(1500, ge=10)
+
+
+class GateSection(_Section):
+    policy: Path | None = None
+
+
+class PromotionSection(_Section):
+    enabled: bool = True
+    registry: Path = Path("registry")
+    reference_queries: int = Field(500, ge=10)  # drift reference sample size
+    reference_corpus: int = Field(1000, ge=10)
+
+
+class PipelineConfig(_Section):
+    train: TrainConfig
+    export: ExportSection = ExportSection()
+    evaluation: EvaluationSection = EvaluationSection()
+    gate: GateSection = GateSection()
+    promotion: PromotionSection = PromotionSection()
+
+    def evaluation_data(self) -> Path:
+        if self.evaluation.data is not None:
+            return self.evaluation.data
+        if Path(self.train.data.path).is_dir():
+            return Path(self.train.data.path)
+        raise ConfigError("evaluation.data is required: a BEIR folder with the eval split (the training data "
+                          f"{self.train.data.path} is a table, not a BEIR folder)")
+
+
+SECTIONS = {"export": ExportSection, "evaluation": EvaluationSection, "gate": GateSection,
+            "promotion": PromotionSection}
+
+
+def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """Split the stage sections off the YAML; the rest is the training config (validated by training)."""
+    raw = read_yaml_mapping(path) if path is not None else {}
+    overrides = dict(overrides or {})
+    sections = {name: dict(raw.pop(name, None) or {}) for name in SECTIONS}
+    for key in list(overrides):
+        head, _, rest = key.partition(".")
+        if head in SECTIONS and rest:
+            sections[head][rest] = overrides.pop(key)
+    base = Path(path).parent if path is not None else Path.cwd()
+    for section in sections.values():
+        for key, value in section.items():  # relative paths in a config file are relative to the file
+            if key in {"data", "general_sts", "policy"} and isinstance(value, str) and not Path(value).is_absolute():
+                candidate = base / value
+                section[key] = str(candidate) if candidate.exists() and not Path(value).exists() else value
+    source = str(path or "(flags)")
+    train = config_from_mapping(raw, source, base if path is not None else None, overrides)
+    try:
+        return PipelineConfig(train=train, **sections)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, PipelineConfig)) from None

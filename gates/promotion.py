@@ -1,0 +1,106 @@
+"""Promotion: copy a gated run's served artifacts into the registry as a new immutable version and make it the
+champion (atomically), record who/when/why and the metrics; refuse a run whose gate did not pass unless forced
+with a recorded reason. Also saves the version to the BentoML model store (`embedgate-embedder:<version>`) so
+`bentoml build` packages the champion.
+
+    embedgate promote artifacts/runs/<run_id>        # exit 0 promoted, 1 refused
+    embedgate rollback                               # previous champion back, one command
+    embedgate history
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from gates.errors import EmbedgateGateError
+from gates.gating import read_decision
+from service.registry import Registry
+from training.run_dir import RunPaths
+
+BENTO_MODEL_NAME = "embedgate-embedder"
+
+
+class PromotionRefused(EmbedgateGateError):
+    """The run's gate did not pass (or it was never gated) and promotion was not forced."""
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    version: str
+    previous: str | None
+    run_id: str
+    forced: bool
+    serving_dim: int
+    bento_tag: str | None
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def served_metrics(decision: dict) -> dict:
+    """The numbers worth keeping in history: each check's candidate/baseline/delta."""
+    return {row["check"] + (f"[{row['metric']}]" if row.get("metric") else ""): {
+        k: row.get(k) for k in ("candidate", "baseline", "delta", "p_value", "status")} for row in decision["checks"]}
+
+
+def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reason: str = "",
+                who: str | None = None, serve_precision: str | None = None, reference_dir: Path | None = None,
+                bento_store: bool = True) -> PromotionResult:
+    registry = Registry(registry_root)
+    decision = read_decision(run)
+    if force and not reason.strip():
+        raise PromotionRefused("--force needs --reason: say why a run that failed its gate should serve "
+                               "(the reason is recorded in the registry history)")
+    if not decision["passed"] and not force:
+        failed = [f"{r['check']} ({r.get('metric') or r['kind']}): {r['reason']}" for r in decision["checks"]
+                  if r["status"] == "fail" and r["severity"] == "critical"]
+        registry.record_refusal(run_id=run.run_id, who=who, reason="gate failed: " + "; ".join(failed),
+                                metrics=served_metrics(decision))
+        raise PromotionRefused(f"run {run.run_id} did not pass its gate, promotion refused:\n  - " +
+                               "\n  - ".join(failed) + "\nuse --force --reason '...' to override (recorded)")
+    precision = serve_precision or decision["policy"].get("serve_precision", "fp32")
+    sources = {"onnx": run.onnx, "decision.json": run.gate / "decision.json"}
+    for name in ("candidate.json", "baseline.json", "summary.md"):
+        if (run.eval / name).is_file():
+            sources[f"eval/{name}"] = run.eval / name
+    if reference_dir is not None and reference_dir.is_dir():
+        sources["reference"] = reference_dir
+    previous = registry.champion()
+    metadata = {"serving_dim": decision["serving_dim"], "serve_precision": precision,
+                "baseline": decision["baseline"], "gate_passed": decision["passed"]}
+    version = registry.add_version(sources, metadata=metadata, who=who,
+                                   reason=reason or "gate passed", forced=force and not decision["passed"],
+                                   run_id=run.run_id, metrics=served_metrics(decision))
+    tag = save_to_bento_store(registry, version) if bento_store else None
+    return PromotionResult(version, previous.version if previous else None, run.run_id,
+                           force and not decision["passed"], decision["serving_dim"], tag)
+
+
+def save_to_bento_store(registry: Registry, version: str) -> str:
+    """The version folder, as is, into BentoML's model store: `bentoml build` then packages the champion."""
+    import bentoml
+
+    manifest = registry.verify(version)
+    labels = {"registry_version": version, "run_id": str(manifest.get("run_id")),
+              "serving_dim": str(manifest.get("serving_dim")), "serve_precision": str(manifest.get("serve_precision"))}
+    with bentoml.models.create(f"{BENTO_MODEL_NAME}:{version}", labels=labels,
+                               metadata={"manifest_files": len(manifest["files"])}) as model_ref:
+        source = registry.version_dir(version)
+        for path in source.rglob("*"):
+            if path.is_file():
+                target = Path(model_ref.path) / path.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+    return f"{BENTO_MODEL_NAME}:{version}"
+
+
+def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", to: str | None = None):
+    return Registry(registry_root).rollback(who=who, reason=reason, to=to)
+
+
+def history(registry_root: Path) -> list[dict]:
+    return [entry.to_dict() for entry in Registry(registry_root).history()]
+
+
