@@ -74,6 +74,7 @@ def write_report(report: DataGateReport, out_dir: str | Path) -> WrittenReport:
                             f"pass a folder path")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; it becomes out_dir, which others read
     try:
         docs_index = build_data_docs(report, staging / "docs") if report.gx_runs else None
         payload = json.dumps(report.to_dict(), indent=2, ensure_ascii=False, allow_nan=False)

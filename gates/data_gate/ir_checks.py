@@ -106,6 +106,8 @@ def _qrels_table(data: IRDataset, split: str) -> c.CheckTable:
     frame["corpus_id__in_corpus"] = frame["corpus_id"].isin(corpus_ids)
     frame["score__bad_grade"] = bad_grade(frame["score"])
     frame["duplicate_of_row"] = duplicate_of_row(frame, ["query_id", "corpus_id"], table.rows)
+    table.add(c.Check("rows.not_empty", "ExpectTableRowCountToBeBetween", {"min_value": 1}, "error", (),
+                      f"qrels/{split} holds at least one judgement (an empty split cannot train or evaluate)"))
     table.add(c.Check("query_id.known", "ExpectColumnValuesToBeInSet",
                       {"column": "query_id__in_queries", "value_set": [True]}, "error", ("query_id",),
                       "every query-id exists in queries.jsonl", show=("query_id",)))

@@ -133,3 +133,11 @@ def test_no_split_leak_check_without_a_train_split(tmp_path):
     report = validate_dataset(load_dataset(root), max_seq_length=SEQ)
     assert "text.not_in_test" not in {r.check for r in report.results}
     assert report.passed
+
+
+def test_an_empty_qrels_split_is_an_error(tmp_path):
+    root = write_beir(tmp_path / "ir", [{"_id": "d1", "text": "x"}], [{"_id": "q1", "text": "q"}],
+                      {"test.tsv": "query-id\tcorpus-id\tscore\n", "train.tsv": "q1\td1\t1\n"})
+    report = validate_dataset(load_dataset(root), max_seq_length=SEQ)
+    assert failing(report) == {("qrels/test", "rows.not_empty"): [], ("queries", "judged.minimum"): []}
+    assert report.result("rows.not_empty", "qrels/test").observed_value == 0

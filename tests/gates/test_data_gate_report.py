@@ -57,6 +57,7 @@ def test_write_report_writes_json_and_data_docs(tmp_path, blank_report):
     html = pages[0].read_text()
     assert "is not empty or whitespace-only" in html and "[ERROR]" in html
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
 
 
 def test_rewriting_replaces_the_report_and_a_failed_write_changes_nothing(
