@@ -83,7 +83,7 @@ def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = N
         for key, value in section.items():  # relative paths in a config file are relative to the file
             if key in {"data", "general_sts", "policy"} and isinstance(value, str) and not Path(value).is_absolute():
                 candidate = base / value
-                section[key] = str(candidate) if candidate.exists() and not Path(value).exists() else value
+                section[key] = str(candidate.resolve()) if candidate.exists() and not Path(value).exists() else value
     source = str(path or "(flags)")
     train = config_from_mapping(raw, source, base if path is not None else None, overrides)
     try:

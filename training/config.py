@@ -181,7 +181,7 @@ def config_from_mapping(raw: dict[str, Any], source: str = "(flags)", base_dir: 
             if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
                 candidate = base_dir / data[key]
                 if candidate.exists() and not Path(data[key]).exists():
-                    data[key] = str(candidate)
+                    data[key] = str(candidate.resolve())
         raw["data"] = data
     for dotted, value in (overrides or {}).items():
         if value is not None:
