@@ -16,6 +16,12 @@ BLANK = r"^\s*$"
 
 
 @dataclass(frozen=True)
+class Limits:
+    max_seq_length: int  # tokens, special tokens included; longer texts are truncated (warning)
+    max_chars: int  # characters; longer is treated as broken data (error)
+
+
+@dataclass(frozen=True)
 class Check:
     key: str  # unique within its table, e.g. "anchor.not_blank"; stored in the expectation's meta
     expectation: str  # a class in great_expectations.expectations, e.g. "ExpectColumnValuesToNotBeNull"

@@ -12,9 +12,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from gates.data_gate.checks import Limits
 from gates.data_gate.errors import DataGateError
 from gates.data_gate.report import DataGateReport, DatasetSummary, TableSummary, results_from_runs
-from gates.data_gate.table_checks import Limits
 from gates.data_gate.tokens import (
     DEFAULT_MAX_SEQ_LENGTH,
     default_model_dir,
@@ -52,8 +52,7 @@ def validate_dataset(data: TableDataset | IRDataset, *, eval_data: TableDataset 
     tok, tokenizer_label, model_limit = _resolve_tokenizer(tokenizer)
     if max_seq_length is None:
         max_seq_length = model_limit or DEFAULT_MAX_SEQ_LENGTH
-    limits = Limits(_positive(max_seq_length, "max_seq_length"),
-                    _positive(max_chars, "max_chars"))
+    limits = Limits(_positive(max_seq_length, "max_seq_length"), _positive(max_chars, "max_chars"))
     eval_side = query_side(eval_data, "eval") if eval_data is not None else None
     if isinstance(data, IRDataset):
         tables = build_ir_tables(data, limits, tok, eval_side)

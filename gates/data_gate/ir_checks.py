@@ -23,7 +23,6 @@ from gates.data_gate.leakage import (
     judged_splits,
     leaked_to,
 )
-from gates.data_gate.table_checks import Limits
 from training.formats import MINIMUM_SIZES, DatasetType
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ if TYPE_CHECKING:
     from training.beir import IRDataset
 
 
-def build_ir_tables(data: IRDataset, limits: Limits, tokenizer: Tokenizer,
+def build_ir_tables(data: IRDataset, limits: c.Limits, tokenizer: Tokenizer,
                     eval_side: QuerySide | None = None) -> list[c.CheckTable]:
     """`eval_side`: query texts of a separate eval set (--eval), checked against the training queries."""
     corpus = _id_table("corpus", data.root / "corpus.jsonl", data.corpus, limits, tokenizer)
@@ -44,7 +43,7 @@ def build_ir_tables(data: IRDataset, limits: Limits, tokenizer: Tokenizer,
     return [corpus, queries, *qrels]
 
 
-def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, tokenizer: Tokenizer) -> c.CheckTable:
+def _id_table(name: str, path: Path, source: pd.DataFrame, limits: c.Limits, tokenizer: Tokenizer) -> c.CheckTable:
     frame = source.reset_index(drop=True).copy()
     table = c.CheckTable(name, str(path), frame, source.index.to_numpy(), "JSON object, 1-based, blank lines skipped")
     for column in ("_id", "text"):
@@ -74,7 +73,7 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
                             description=f"a document (title. text, as BEIR encodes it) fits in "
                                         f"{limits.max_seq_length} tokens; longer documents are truncated")
         table.add(check)
-    text_columns = ["title", "text"] if token_column == "document__tokens" else ["text"]
+    text_columns = ["title", "text"] if joined else ["text"]
     frame["duplicate_of_row"] = duplicate_of_row(frame, text_columns, table.rows)
     table.add(c.Check("text.no_duplicates", "ExpectColumnValuesToBeNull", {"column": "duplicate_of_row"}, "warning",
                       tuple(text_columns), f"no two {name} ids hold the same {' + '.join(text_columns)} (value "
@@ -85,13 +84,13 @@ def _id_table(name: str, path: Path, source: pd.DataFrame, limits: Limits, token
 
 def _document_tokens(frame: pd.DataFrame, tokenizer: Tokenizer, limit: int) -> pd.Series:
     """Title and text joined as `IRDataset.doc_texts` does (what the model encodes for a document)."""
+    import pandas as pd
+
     from gates.data_gate.tokens import count_tokens
 
     titles = frame["title__text"].fillna("").str.strip()
     texts = frame["text__text"].fillna("").str.strip()
     joined = [f"{t}. {x}" if t and x else (t or x) for t, x in zip(titles, texts, strict=True)]
-    import pandas as pd
-
     return count_tokens(pd.Series(joined, index=frame.index), tokenizer, limit)
 
 

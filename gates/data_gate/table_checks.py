@@ -8,7 +8,6 @@ negative per hard-negative row, no exact duplicate rows, no train/eval leakage, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gates.data_gate import checks as c
@@ -29,13 +28,7 @@ if TYPE_CHECKING:
     from training.loading import TableDataset
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_seq_length: int  # tokens, special tokens included; longer texts are truncated (warning)
-    max_chars: int  # characters; longer is treated as broken data (error)
-
-
-def build_table(data: TableDataset, limits: Limits, tokenizer: Tokenizer,
+def build_table(data: TableDataset, limits: c.Limits, tokenizer: Tokenizer,
                 leak: pd.Series | None = None) -> c.CheckTable:
     """`leak`: per row, where the same query-side text appears in the eval set (see leakage.py), or None."""
     kind = data.dataset_type
