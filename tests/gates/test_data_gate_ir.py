@@ -39,6 +39,7 @@ def broken_folder(root: Path) -> Path:
         {"_id": "d6", "title": "Long", "text": LONG},  # 6 longer than max_seq_length (warning)
         {"_id": "d7", "title": "", "text": "Rent is income for the landlord."},  # 7 same document as row 2 (warning)
         {"_id": "  ", "title": "", "text": "blank id"},  # 8 blank id
+        {"_id": "d9", "title": 5, "text": "a number as title"},  # 9 title not text
     ]
     queries = [
         {"_id": "q1", "text": "what is a lease"},  # 1 judged in train; same text as q3 judged in test: leak
@@ -68,6 +69,7 @@ def test_ir_every_check_fails_at_its_rows(tmp_path):
         ("corpus", "text.max_tokens"): [6],
         ("corpus", "text.no_duplicates"): [7],
         ("corpus", "_id.not_blank"): [8],
+        ("corpus", "title.is_text"): [9],
         ("queries", "_id.unique"): [2, 5],
         ("queries", "judged_test.has_relevant"): [4],
         ("queries", "text.not_in_test"): [1],
@@ -85,7 +87,7 @@ def test_ir_every_check_fails_at_its_rows(tmp_path):
     assert report.result("text.max_tokens", "corpus").columns == ("title", "text")
     tables = {t.name: (t.rows, t.row_numbers) for t in report.dataset.tables}
     assert tables["qrels/test"] == (2, "line number in the file")
-    assert tables["corpus"][0] == 8
+    assert tables["corpus"][0] == 9
 
 
 def clean_folder(root: Path, n_train: int = 100) -> Path:
