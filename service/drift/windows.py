@@ -1,0 +1,239 @@
+"""Rolling window files of captured rows: N rows per file, the last K files kept, one writer per process.
+
+    drift/windows/20260101T120000.123456Z-p4242-v0003.jsonl.part   being filled by process 4242 (model v0003)
+    drift/windows/20260101T115512.000001Z-p4242-v0003.jsonl        sealed: full, or cut short by a model swap
+                                                                   or a shutdown
+
+One JSON line per captured text: time, model_version, dim, the descriptors, and the embedding as base64 float32
+(exact, and 3x smaller than a JSON list). No text is stored: drift needs descriptors and vectors, and captured
+traffic may hold personal data. Each process writes its own files (the pid is in the name), so several BentoML
+workers never interleave lines; names start with the UTC start time, so sorting them sorts windows in time. A
+window is sealed by an atomic rename, so readers only ever see complete files. A window never mixes model
+versions: a hot swap seals the current one, because each version is compared to its own reference.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SEALED_SUFFIX = ".jsonl"
+PART_SUFFIX = ".jsonl.part"
+WINDOW_NAME = re.compile(r"^(?P<started>\d{8}T\d{6}\.\d{6}Z)-p(?P<pid>\d+)-(?P<version>[A-Za-z0-9_.:-]+)$")
+
+
+@dataclass(frozen=True)
+class CapturedRow:
+    """One captured text, ready to write: its descriptors and its embedding at the served dim."""
+
+    time: float
+    model_version: str
+    dim: int
+    descriptors: dict[str, float]
+    embedding: np.ndarray  # float32 [dim], unit length as served
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"time": self.time, "model_version": self.model_version, "dim": self.dim, **self.descriptors,
+                "embedding_b64": base64.b64encode(np.asarray(self.embedding, "<f4").tobytes()).decode("ascii")}
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """A sealed window file, described by its name."""
+
+    window_id: str
+    path: Path
+    model_version: str
+    started_at: str  # UTC, ISO 8601
+    pid: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window_id": self.window_id, "path": str(self.path), "model_version": self.model_version,
+                "started_at": self.started_at, "pid": self.pid}
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """The rows of one window: descriptor columns, served dims, and vectors (rows may differ in dim)."""
+
+    info: WindowInfo
+    times: np.ndarray  # float64 [rows], unix seconds
+    dims: np.ndarray  # int64 [rows]
+    descriptors: dict[str, np.ndarray] = field(repr=False)  # name -> float64 [rows]
+    vectors: tuple[np.ndarray, ...] = field(repr=False)
+    bad_lines: int = 0
+
+    @property
+    def rows(self) -> int:
+        return len(self.dims)
+
+    def embeddings_at(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows served at `dim` or more, cut to `dim` and re-normalised (exactly what serving `dim` returns, since
+        a smaller Matryoshka dim is the prefix of a larger one, normalised), and the mask of rows used."""
+        mask = self.dims >= dim
+        if not mask.any():
+            return np.zeros((0, dim), dtype=np.float32), mask
+        matrix = np.stack([vector[:dim] for vector, keep in zip(self.vectors, mask, strict=True) if keep]).astype(np.float32)
+        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+        return matrix, mask
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.info.to_dict(), "rows": self.rows, "bad_lines": self.bad_lines,
+                "dims": sorted({int(d) for d in self.dims})}
+
+
+class WindowWriter:
+    """Appends captured rows to this process's current window; seals it at `window_rows`, keeps `keep_windows`.
+
+    Not thread-safe: the capture's single writer thread owns it."""
+
+    def __init__(self, windows_dir: Path, window_rows: int, keep_windows: int, pid: int | None = None) -> None:
+        for name, value, low in (("window_rows", window_rows, 1), ("keep_windows", keep_windows, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+        self.windows_dir = Path(windows_dir)
+        self.window_rows = window_rows
+        self.keep_windows = keep_windows
+        self.pid = os.getpid() if pid is None else pid
+        self.windows_dir.mkdir(parents=True, exist_ok=True)
+        self.sealed_count = 0
+        self.deleted_count = 0
+        self._handle: Any = None
+        self._part: Path | None = None
+        self._version: str | None = None
+        self._rows = 0
+        seal_orphaned_parts(self.windows_dir, own_pid=self.pid)
+
+    @property
+    def current_rows(self) -> int:
+        return self._rows
+
+    def append(self, rows: Sequence[CapturedRow]) -> None:
+        for row in rows:
+            if self._handle is not None and row.model_version != self._version:
+                self.seal()  # a hot swap: the new version's rows go to a window of their own
+            if self._handle is None:
+                self._open(row.model_version)
+            self._handle.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+            self._rows += 1
+            if self._rows >= self.window_rows:
+                self.seal()
+        if self._handle is not None:
+            self._handle.flush()  # a crash loses at most the rows still in the capture queue
+
+    def seal(self) -> Path | None:
+        """Close the current window (if it has rows) and make it visible to readers; returns its sealed path."""
+        if self._handle is None:
+            return None
+        handle, part = self._handle, self._part
+        self._handle, self._part, self._rows = None, None, 0
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        if part.stat().st_size == 0:
+            part.unlink()
+            return None
+        final = part.with_name(part.name[: -len(PART_SUFFIX)] + SEALED_SUFFIX)
+        os.replace(part, final)
+        self.sealed_count += 1
+        self.deleted_count += rotate(self.windows_dir, self.keep_windows)
+        return final
+
+    def close(self) -> None:
+        self.seal()
+
+    def _open(self, version: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", version):
+            raise ValueError(f"model_version {version!r} cannot be part of a file name; expected letters, digits "
+                             f"and . _ : - (e.g. v0003)")
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        self._part = self.windows_dir / f"{started}-p{self.pid}-{version}{PART_SUFFIX}"
+        self._handle = open(self._part, "a", encoding="utf-8")
+        self._version = version
+
+
+def list_windows(windows_dir: Path) -> list[WindowInfo]:
+    """Sealed windows, oldest first (files being written are not listed)."""
+    windows_dir = Path(windows_dir)
+    if not windows_dir.is_dir():
+        return []
+    found = []
+    for path in windows_dir.glob(f"*{SEALED_SUFFIX}"):
+        match = WINDOW_NAME.match(path.name[: -len(SEALED_SUFFIX)])
+        if match:
+            started = datetime.datetime.strptime(match["started"], "%Y%m%dT%H%M%S.%fZ")
+            found.append(WindowInfo(path.name[: -len(SEALED_SUFFIX)], path, match["version"],
+                                    started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), int(match["pid"])))
+    return sorted(found, key=lambda info: info.window_id)
+
+
+def read_window(info: WindowInfo, descriptor_names: Sequence[str]) -> WindowData:
+    """Load a sealed window. A line that does not parse (a torn write) is skipped and counted in `bad_lines`."""
+    times, dims, vectors, bad = [], [], [], 0
+    columns: dict[str, list[float]] = {name: [] for name in descriptor_names}
+    with open(info.path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+                vector = np.frombuffer(base64.b64decode(record["embedding_b64"]), dtype="<f4")
+                values = [float(record[name]) for name in descriptor_names]
+                if len(vector) != int(record["dim"]) or record["model_version"] != info.model_version:
+                    raise ValueError("row does not match its window")
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+                continue
+            times.append(float(record["time"]))
+            dims.append(len(vector))
+            vectors.append(vector)
+            for name, value in zip(descriptor_names, values, strict=True):
+                columns[name].append(value)
+    return WindowData(info, np.asarray(times, dtype=np.float64), np.asarray(dims, dtype=np.int64),
+                      {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()},
+                      tuple(vectors), bad)
+
+
+def rotate(windows_dir: Path, keep_windows: int) -> int:
+    """Delete the oldest sealed windows beyond `keep_windows`; returns how many were deleted."""
+    windows = list_windows(windows_dir)
+    stale = windows[: max(len(windows) - keep_windows, 0)]
+    for info in stale:
+        with contextlib.suppress(FileNotFoundError):  # another process's writer rotated it first
+            info.path.unlink()
+    return len(stale)
+
+
+def seal_orphaned_parts(windows_dir: Path, own_pid: int) -> list[Path]:
+    """Seal `.part` files left by processes that are gone (a crash or a kill), so their rows are not lost."""
+    sealed = []
+    for part in Path(windows_dir).glob(f"*{PART_SUFFIX}"):
+        match = WINDOW_NAME.match(part.name[: -len(PART_SUFFIX)])
+        if not match or int(match["pid"]) == own_pid or _pid_alive(int(match["pid"])):
+            continue
+        if part.stat().st_size == 0:
+            part.unlink(missing_ok=True)
+            continue
+        final = part.with_name(part.name[: -len(PART_SUFFIX)] + SEALED_SUFFIX)
+        with contextlib.suppress(FileNotFoundError):  # another worker sealed it at the same moment
+            os.replace(part, final)
+            sealed.append(final)
+    return sealed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
