@@ -1,0 +1,61 @@
+"""The BentoML service: the champion's ONNX graph behind an OpenAI-compatible and a TEI-style embedding API.
+
+    EMBEDGATE_REGISTRY=registry bentoml serve service.app:EmbedgateService --port 3000
+    embedgate serve --registry registry --port 3000            # the same, with flags
+
+Settings are EMBEDGATE_* variables (service/settings.py, docs/serving.md). This module is what `bentoml serve` and
+`bentoml build` import, so it only defines the service; the model loads in `__init__`, in the worker process.
+The routes are a Starlette app (service/routes.py) mounted at "/", so every answer, errors included, has our JSON
+shape; BentoML adds process management, /metrics (ours appear there beside its own), /livez, /readyz and Bentos.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+
+from service.routes import VERSION_HEADER, create_http_app
+from service.settings import MAX_REQUEST_TIMEOUT_S
+
+
+def _current_runtime():
+    return bentoml.get_current_service().runtime
+
+
+http_app = create_http_app(_current_runtime)
+
+
+@bentoml.asgi_app(http_app, path="/")
+@bentoml.service(
+    name="embedgate",
+    # BentoML's own timer is only a backstop: EMBEDGATE_REQUEST_TIMEOUT_S (at most this) answers first, in JSON.
+    traffic={"timeout": MAX_REQUEST_TIMEOUT_S},
+    # One process by default; scale with `embedgate serve --workers N` or replicas (docs/serving.md).
+    workers=1,
+    labels={"project": "embedgate", "model_version_header": VERSION_HEADER},
+)
+class EmbedgateService:
+    """Loads the champion (registry) or the packed model (BentoML model store) and serves it."""
+
+    def __init__(self) -> None:
+        from service.runtime import ServingRuntime
+        from service.settings import ServeSettings
+
+        # BentoML's server logging passes only warnings from other loggers; swaps and refusals are worth INFO.
+        service_logger = logging.getLogger("embedgate")
+        service_logger.setLevel(logging.INFO)
+        service_logger.disabled = False
+        self.runtime = ServingRuntime.create(ServeSettings.from_env())
+
+    @bentoml.on_startup
+    async def start_background_work(self) -> None:
+        await self.runtime.start()
+
+    @bentoml.on_shutdown
+    async def stop_background_work(self) -> None:
+        await self.runtime.stop()
+
+    def __is_ready__(self) -> bool:
+        # BentoML's /readyz agrees with our /ready: ready only after a model passed its warm-up embed.
+        return self.runtime.model is not None

@@ -1,0 +1,121 @@
+"""Hot swap: follow the registry's champion pointer and switch the served model without dropping a request.
+
+    holder = ModelHolder()
+    watcher = ChampionWatcher(Registry("registry"), holder, load=lambda d: load_version(d, ...), metrics=metrics)
+    watcher.check()                          # once at start-up (synchronously)
+    await watcher.watch(poll_interval_s=5)   # then in the background
+
+Every `check` reads champion.json (replaced atomically by promote/rollback, so it is never half-written). A new
+version is loaded beside the serving one: manifest verified (every sha256), graph loaded, warm-up embed checked;
+only then is `holder.current` replaced, one reference assignment. A request takes the reference once, when it
+starts, and keeps it, so in-flight requests finish on the model they started with. A version that fails any step
+is refused: logged, counted in embedgate_model_swap_failures_total, shown in /info, and the old one keeps serving.
+It is tried again only when champion.json changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.registry import Champion, Registry
+from service.serving_model import ServingModel
+
+logger = logging.getLogger("embedgate.service")
+
+
+class ModelHolder:
+    """The one reference requests read. `swap` replaces it whole; nothing else mutates what it points to."""
+
+    def __init__(self, not_ready_reason: str = "the service is starting: no model loaded yet") -> None:
+        self.current: ServingModel | None = None
+        self.not_ready_reason = not_ready_reason
+        self.last_refusal: dict[str, Any] | None = None
+
+    def swap(self, new: ServingModel) -> ServingModel | None:
+        old, self.current = self.current, new  # readers see the old or the new object, never a mix
+        return old
+
+
+@dataclass(frozen=True)
+class SwapOutcome:
+    action: str  # swapped | unchanged | refused | no_champion
+    version: str | None
+    detail: str = ""
+
+
+class ChampionWatcher:
+    """Loads the registry's champion into `holder` when it changes; refuses versions that fail to load."""
+
+    def __init__(self, registry: Registry, holder: ModelHolder, load: Callable[[Path], ServingModel],
+                 metrics: Any | None = None) -> None:
+        self.registry = registry
+        self.holder = holder
+        self._load = load
+        self._metrics = metrics
+        self._last_seen: Champion | None = None
+
+    def check(self) -> SwapOutcome:
+        """Look at the champion pointer once; load and switch to a new champion. Never raises."""
+        try:
+            champion = self.registry.champion()
+        except Exception as err:  # an unreadable pointer must not stop the serving model
+            logger.error("cannot read the champion pointer in %s: %s; still serving %s", self.registry.root, err,
+                         self._serving())
+            return SwapOutcome("refused", None, str(err))
+        if champion is None:
+            if self.holder.current is None:
+                self.holder.not_ready_reason = (
+                    f"no champion in the registry {self.registry.root.resolve()} yet: promote a model "
+                    f"(`embedgate promote RUN_DIR`); model routes answer 503 until one is loaded")
+            return SwapOutcome("no_champion", None)
+        if champion == self._last_seen:
+            return SwapOutcome("unchanged", champion.version)
+        self._last_seen = champion
+        current = self.holder.current
+        if current is not None and current.version == champion.version:
+            return SwapOutcome("unchanged", champion.version)
+        return self._switch_to(champion.version)
+
+    def _switch_to(self, version: str) -> SwapOutcome:
+        try:
+            model = self._load(self.registry.version_dir(version))
+        except Exception as err:  # any failure to load (bad manifest, bad graph, I/O) refuses the version
+            return self._refuse(version, err)
+        old = self.holder.swap(model)
+        self.holder.last_refusal = None
+        if self._metrics is not None:
+            self._metrics.swaps.labels(model.version).inc()
+            self._metrics.record_model(model, old)
+        logger.info("now serving %s (%s, %s, dim %d; warm-up %.0f ms)%s", model.version, model.source,
+                    model.precision, model.serving_dim, model.warm_up_ms,
+                    f"; {old.version} finishes its in-flight requests" if old else "")
+        return SwapOutcome("swapped", model.version, f"from {old.version if old else 'nothing'}")
+
+    def _refuse(self, version: str, err: Exception) -> SwapOutcome:
+        reason = type(err).__name__
+        detail = f"{reason}: {err}"
+        self.holder.last_refusal = {"version": version, "reason": detail}
+        if self.holder.current is None:
+            self.holder.not_ready_reason = (f"the champion {version} could not be loaded ({detail}); fix or roll "
+                                            f"back the registry (`embedgate rollback`)")
+        if self._metrics is not None:
+            self._metrics.swap_failures.labels(version, reason).inc()
+        logger.error("refused champion %s from %s: %s; still serving %s", version, self.registry.root, detail,
+                     self._serving())
+        return SwapOutcome("refused", version, detail)
+
+    def _serving(self) -> str:
+        current = self.holder.current
+        return current.version if current else "nothing (not ready)"
+
+    async def watch(self, poll_interval_s: float) -> None:
+        """`check` every `poll_interval_s` seconds, in a worker thread (loading a graph takes a while)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(poll_interval_s)
+            await loop.run_in_executor(None, self.check)

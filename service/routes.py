@@ -1,0 +1,266 @@
+"""The HTTP API, a Starlette app that the BentoML service mounts at "/" (BentoML keeps /metrics, /livez, /readyz).
+
+    GET  /health          200 while the process runs (liveness)
+    GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
+    GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
+    GET  /v1/models       OpenAI's model list (the served model)
+    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
+    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
+
+A model request goes: API key (401) -> in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
+JSON object (400) -> field values (422; unknown model 404) -> token limit when truncation is off (422) -> batched
+embed, all within the request timeout (504). It takes the served model once, at its start, and answers with that
+model's vectors and its version in the `x-embedgate-model-version` header, even if a hot swap happens meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from service.api_errors import ApiError
+from service.api_models import (
+    EmbeddingRequest,
+    RequestLimits,
+    check_model_name,
+    parse_native_request,
+    parse_openai_request,
+    resolve_dimensions,
+)
+from service.api_responses import dumps, native_body, openai_body
+from service.auth import check_api_key
+from service.limits import parse_json_object, read_body
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from service.runtime import ServingRuntime
+    from service.serving_model import ServingModel
+
+logger = logging.getLogger("embedgate.service")
+
+VERSION_HEADER = "x-embedgate-model-version"
+NO_MODEL = "none"
+# Below this many characters, counting tokens on the event loop is cheaper than handing it to a thread.
+INLINE_TOKENIZE_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: np.ndarray  # [texts, dimensions], unit length
+    dimensions: int
+    token_counts: tuple[int, ...]  # before truncation
+    truncated: tuple[bool, ...]
+    processed_tokens: int  # what the model read: after truncation, special tokens included
+
+
+def create_http_app(get_runtime: Callable[[], ServingRuntime]) -> Starlette:
+    api = EmbeddingApi(get_runtime)
+    routes = [
+        Route("/health", api.health, methods=["GET"]),
+        Route("/ready", api.ready, methods=["GET"]),
+        Route("/info", api.info, methods=["GET"]),
+        Route("/v1/models", api.list_models, methods=["GET"]),
+        Route("/v1/embeddings", api.openai_embeddings, methods=["POST"]),
+        Route("/embed", api.native_embed, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: api.http_error})
+
+
+class EmbeddingApi:
+    def __init__(self, get_runtime: Callable[[], ServingRuntime]) -> None:
+        self._runtime = get_runtime
+
+    # ---- open routes: health, readiness, info ----
+    async def health(self, request: Request) -> Response:
+        return self._json({"status": "ok"}, 200, self._current_version())
+
+    async def ready(self, request: Request) -> Response:
+        runtime = self._runtime()
+        model = runtime.model
+        if model is None:
+            return self._error(ApiError(503, "model_not_ready", runtime.holder.not_ready_reason), NO_MODEL, "/ready")
+        return self._json({"status": "ready", "model_version": model.version}, 200, model.version)
+
+    async def info(self, request: Request) -> Response:
+        runtime = self._runtime()
+        model = runtime.model
+        settings = runtime.settings
+        payload = {
+            "model_name": settings.model_name,
+            "ready": model is not None,
+            "not_ready_reason": None if model else runtime.holder.not_ready_reason,
+            "model": model.to_dict() if model else None,
+            "source": runtime.source,
+            "last_refused_version": runtime.holder.last_refusal,
+            "limits": {
+                "max_inputs_per_request": settings.max_inputs_per_request,
+                "max_input_chars": settings.max_input_chars,
+                "max_payload_bytes": settings.max_payload_bytes,
+                "max_concurrent_requests": settings.max_concurrent_requests,
+                "request_timeout_s": settings.request_timeout_s,
+                "max_tokens": model.embedder.max_seq_length if model else None,
+                "truncate": settings.truncate,
+            },
+            "batching": {"max_batch_size": settings.max_batch_size,
+                         "max_batch_delay_ms": settings.max_batch_delay_ms},
+            "api_key_required": settings.api_key is not None,
+            "version_header": VERSION_HEADER,
+            "settings": settings.describe(),
+        }
+        return self._json(payload, 200, model.version if model else NO_MODEL)
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's own 404/405 inside our routes, in our error shape."""
+        status = getattr(exc, "status_code", 500)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        allowed = getattr(exc, "headers", None) or {}
+        hint = f"; allowed: {allowed['Allow']}" if "Allow" in allowed else ""
+        error = ApiError(status, code, f"{request.method} {request.url.path}: {getattr(exc, 'detail', '')}{hint}",
+                         headers=dict(allowed))
+        return self._error(error, self._current_version(), "unmatched")
+
+    # ---- model routes ----
+    async def list_models(self, request: Request) -> Response:
+        return await self._model_route(request, "/v1/models", self._list_models)
+
+    async def openai_embeddings(self, request: Request) -> Response:
+        return await self._model_route(request, "/v1/embeddings", self._openai_embeddings)
+
+    async def native_embed(self, request: Request) -> Response:
+        return await self._model_route(request, "/embed", self._native_embed)
+
+    async def _model_route(self, request: Request, route: str,
+                           handle: Callable[[Request, ServingRuntime, ServingModel], Awaitable[Response]]) -> Response:
+        runtime = self._runtime()
+        metrics = runtime.metrics
+        started = time.perf_counter()
+        model = runtime.model
+        version = model.version if model else NO_MODEL
+        metrics.in_flight.inc()
+        try:
+            check_api_key(request.headers.get("authorization"), runtime.settings.api_key)
+            with runtime.concurrency.admit():
+                if model is None:
+                    raise ApiError(503, "model_not_ready", runtime.holder.not_ready_reason)
+                response = await asyncio.wait_for(handle(request, runtime, model),
+                                                  runtime.settings.request_timeout_s)
+        except ApiError as err:
+            response = self._error(err, version, route)
+        except TimeoutError:
+            response = self._error(ApiError(504, "timeout", f"no answer within {runtime.settings.request_timeout_s} "
+                                            f"s (EMBEDGATE_REQUEST_TIMEOUT_S); send fewer texts per request or "
+                                            f"retry when the server is less busy"), version, route)
+        except Exception:  # a bug, not the client's fault: log it here, never send the traceback
+            logger.exception("%s failed", route)
+            response = self._error(ApiError(500, "internal_error", "the server failed to answer this request; "
+                                            "the error is in its log"), version, route)
+        finally:
+            metrics.in_flight.dec()
+        metrics.requests.labels(route, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    async def _list_models(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
+        created = calendar.timegm(time.strptime(model.loaded_at, "%Y-%m-%dT%H:%M:%SZ"))
+        data = [{"id": runtime.settings.model_name, "object": "model", "created": created, "owned_by": "embedgate"}]
+        return self._json({"object": "list", "data": data}, 200, model.version)
+
+    async def _openai_embeddings(self, request: Request, runtime: ServingRuntime,
+                                 model: ServingModel) -> Response:
+        body = await self._read_json(request, runtime)
+        parsed = parse_openai_request(body, _limits(runtime))
+        name = runtime.settings.model_name
+        check_model_name(parsed.model, (name, f"{name}:{model.version}", model.version))
+        embedded = await self._embed(runtime, model, parsed, "/v1/embeddings")
+        payload = openai_body(embedded.vectors, embedded.processed_tokens, f"{name}:{model.version}",
+                              parsed.encoding_format)
+        return self._embedded_response(payload, runtime, model, parsed, embedded)
+
+    async def _native_embed(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
+        body = await self._read_json(request, runtime)
+        parsed = parse_native_request(body, _limits(runtime))
+        embedded = await self._embed(runtime, model, parsed, "/embed")
+        return self._embedded_response(native_body(embedded.vectors), runtime, model, parsed, embedded)
+
+    async def _read_json(self, request: Request, runtime: ServingRuntime) -> dict[str, Any]:
+        return parse_json_object(await read_body(request, runtime.settings.max_payload_bytes))
+
+    async def _embed(self, runtime: ServingRuntime, model: ServingModel, parsed: EmbeddingRequest,
+                     route: str) -> Embedded:
+        import numpy as np
+
+        dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
+        counts = await _count_tokens(model, parsed.texts)
+        max_tokens = model.embedder.max_seq_length
+        truncated = tuple(count > max_tokens for count in counts)
+        if any(truncated) and not parsed.truncate:
+            over = [(index, count) for index, count in enumerate(counts) if count > max_tokens]
+            listed = ", ".join(f"text {index} has {count}" for index, count in over[:5])
+            raise ApiError(422, "too_many_tokens", f"{listed} tokens; the model reads at most {max_tokens} (special "
+                           f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
+                           f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
+        vectors = await runtime.batcher.embed(model, parsed.texts)
+        if dimensions < vectors.shape[1]:
+            vectors = vectors[:, :dimensions]
+            # Matryoshka truncation: the first `dimensions` values, re-normalised (a slice of a unit vector is not).
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        processed = sum(min(count, max_tokens) for count in counts)
+        metrics = runtime.metrics
+        metrics.inputs.labels(route).inc(len(counts))
+        metrics.tokens.labels(route).inc(processed)
+        if any(truncated):
+            metrics.truncated.labels(route).inc(sum(truncated))
+        return Embedded(vectors, dimensions, counts, truncated, processed)
+
+    def _embedded_response(self, payload: bytes, runtime: ServingRuntime, model: ServingModel,
+                           parsed: EmbeddingRequest, embedded: Embedded) -> Response:
+        background = None
+        if runtime.drift is not None:  # after the response is sent: capture never delays an answer
+            background = BackgroundTask(_record_drift, runtime.drift, parsed.texts, embedded, model.version)
+        return Response(payload, 200, media_type="application/json", headers={VERSION_HEADER: model.version},
+                        background=background)
+
+    # ---- helpers ----
+    def _current_version(self) -> str:
+        model = self._runtime().model
+        return model.version if model else NO_MODEL
+
+    def _json(self, payload: Any, status: int, version: str) -> Response:
+        return Response(dumps(payload), status, media_type="application/json", headers={VERSION_HEADER: version})
+
+    def _error(self, error: ApiError, version: str, route: str) -> Response:
+        self._runtime().metrics.errors.labels(route, error.code).inc()
+        return Response(dumps(error.body()), error.status, media_type="application/json",
+                        headers={**error.headers, VERSION_HEADER: version})
+
+
+def _limits(runtime: ServingRuntime) -> RequestLimits:
+    settings = runtime.settings
+    return RequestLimits(settings.max_inputs_per_request, settings.max_input_chars, settings.truncate)
+
+
+async def _count_tokens(model: ServingModel, texts: tuple[str, ...]) -> tuple[int, ...]:
+    if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
+        return model.embedder.count_tokens(texts)
+    return await asyncio.get_running_loop().run_in_executor(None, model.embedder.count_tokens, texts)
+
+
+def _record_drift(capture: Any, texts: tuple[str, ...], embedded: Embedded, version: str) -> None:
+    try:
+        capture.record(list(texts), embedded.vectors, embedded.token_counts, embedded.truncated, version,
+                       embedded.dimensions)
+    except Exception:  # the capture promises not to raise; serving must not depend on that promise
+        logger.exception("drift capture failed; serving continues")

@@ -1,0 +1,119 @@
+"""Everything one serving process holds: settings, the served model (hot-swapped), the batcher, limits, metrics,
+and the drift capture. The BentoML service builds one in `__init__`; tests build one directly.
+
+    runtime = ServingRuntime.create(ServeSettings.from_env())   # loads the champion (or records why not)
+    await runtime.start()                                       # batcher + champion watcher
+    ...
+    await runtime.stop()
+
+Where the model comes from: the registry at EMBEDGATE_REGISTRY (hot-swapped on promote/rollback) when that variable
+is set or the folder exists; otherwise the BentoML model store's EMBEDGATE_MODEL_TAG (what a built Bento carries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import Any
+
+from service.batcher import MicroBatcher
+from service.errors import EmbedgateServiceError
+from service.hot_swap import ChampionWatcher, ModelHolder
+from service.limits import ConcurrencyLimit
+from service.metrics import ServiceMetrics
+from service.registry import Registry
+from service.serving_model import ServingModel, load_version
+from service.settings import ServeSettings
+
+logger = logging.getLogger("embedgate.service")
+FROM_ENV: Any = object()  # create()'s default for `drift`: ask the drift module (None switches capture off)
+
+
+class ServingRuntime:
+    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics, holder: ModelHolder,
+                 watcher: ChampionWatcher | None, source: str, drift: Any | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.holder = holder
+        self.watcher = watcher
+        self.source = source
+        self.drift = drift
+        self.batcher = MicroBatcher(settings.max_batch_size, settings.max_batch_delay_ms / 1000, metrics)
+        self.concurrency = ConcurrencyLimit(settings.max_concurrent_requests)
+        self._watch_task: asyncio.Task | None = None
+
+    @classmethod
+    def create(cls, settings: ServeSettings, metrics: ServiceMetrics | None = None,
+               drift: Any = FROM_ENV, registry_chosen: bool | None = None) -> ServingRuntime:
+        """Build the runtime and load the first model synchronously (so /ready is true as soon as it can be).
+        `drift`: a DriftCapture, None for none, or FROM_ENV: `DriftCapture.from_env()` if that module is installed."""
+        metrics = metrics or ServiceMetrics()
+        holder = ModelHolder()
+        if registry_chosen is None:
+            registry_chosen = settings.registry_was_chosen()
+        drift = _drift_capture_from_env() if drift is FROM_ENV else drift
+        if registry_chosen or settings.registry.is_dir() or not _store_has(settings.model_tag):
+            registry = Registry(settings.registry)
+            load = functools.partial(load_version, precision=settings.precision, threads=settings.threads)
+            watcher = ChampionWatcher(registry, holder, load=load, metrics=metrics)
+            watcher.check()
+            return cls(settings, metrics, holder, watcher, f"registry:{settings.registry.resolve()}", drift)
+        runtime = cls(settings, metrics, holder, None, f"bentoml-model-store:{settings.model_tag}", drift)
+        runtime._load_from_store()
+        return runtime
+
+    def _load_from_store(self) -> None:
+        from service.model_store import load_from_store
+
+        try:
+            model = load_from_store(self.settings.model_tag, precision=self.settings.precision,
+                                    threads=self.settings.threads)
+        except EmbedgateServiceError as err:
+            self.holder.not_ready_reason = f"{self.settings.model_tag} could not be loaded: {err}"
+            self.metrics.swap_failures.labels(self.settings.model_tag, type(err).__name__).inc()
+            logger.error("not ready: %s", self.holder.not_ready_reason)
+            return
+        self.holder.swap(model)
+        self.metrics.swaps.labels(model.version).inc()
+        self.metrics.record_model(model, None)
+        logger.info("serving %s from %s", model.version, model.source)
+
+    @property
+    def model(self) -> ServingModel | None:
+        return self.holder.current
+
+    async def start(self) -> None:
+        self.batcher.start()
+        if self.watcher is not None:
+            self._watch_task = asyncio.get_running_loop().create_task(
+                self.watcher.watch(self.settings.poll_interval_s), name="embedgate-champion-watcher")
+
+    async def stop(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        await self.batcher.stop()
+        if self.drift is not None:
+            self.drift.close()
+
+
+def _store_has(tag: str) -> bool:
+    from service.model_store import store_model_dir
+
+    try:
+        store_model_dir(tag)
+    except EmbedgateServiceError:
+        return False
+    return True
+
+
+def _drift_capture_from_env() -> Any | None:
+    """The drift monitor's capture, or None when it is switched off or not installed (serving works without)."""
+    try:
+        from service.drift.capture import DriftCapture
+    except ImportError:
+        return None
+    return DriftCapture.from_env()

@@ -1,0 +1,87 @@
+"""A registry version made ready to serve: manifest verified, ONNX graph loaded, warm-up embed checked.
+
+    model = load_version(Path("registry/versions/v0002"), precision=None, threads=None)
+    model.version, model.serving_dim, model.embedder.embed(["text"], dimensions=model.serving_dim)
+
+The same loader serves a registry version folder and a BentoML model store folder (a copy of one, plus the
+model.yaml BentoML writes beside it). Only JSON, tokenizer.json and ONNX files are read: nothing is unpickled and
+no model code is executed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.embedder import OnnxEmbedder
+from service.errors import ModelLoadError
+from service.registry import verify_manifest
+
+WARM_UP_TEXT = "embedgate warm-up: a short sentence to run the graph once before serving."
+# BentoML's model store keeps its own record beside the files it was given.
+BENTO_STORE_FILES = frozenset({"model.yaml"})
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """One loaded version. Immutable: a hot swap replaces the whole object, never its parts."""
+
+    version: str
+    embedder: OnnxEmbedder
+    serving_dim: int
+    precision: str
+    source: str
+    run_id: str | None
+    loaded_at: str
+    warm_up_ms: float
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return self.embedder.dims
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "source": self.source, "run_id": self.run_id,
+                "serving_dim": self.serving_dim, "dims": list(self.dims), "precision": self.precision,
+                "max_tokens": self.embedder.max_seq_length, "full_dim": self.embedder.full_dim,
+                "loaded_at": self.loaded_at, "warm_up_ms": round(self.warm_up_ms, 2),
+                "graph_sha256": self.embedder.info.graph_sha256}
+
+
+def load_version(version_dir: Path, *, precision: str | None, threads: int | None, source: str | None = None,
+                 ignore_files: frozenset[str] = frozenset()) -> ServingModel:
+    """Verify every file against manifest.json (RegistryError), load the graph and warm it up (ModelLoadError)."""
+    version_dir = Path(version_dir)
+    manifest = verify_manifest(version_dir, ignore=ignore_files)
+    precision = precision or manifest.get("serve_precision") or "fp32"
+    # The manifest just verified every graph's sha256, so the embedder need not hash them a second time.
+    embedder = OnnxEmbedder.from_export_dir(version_dir / "onnx", precision=precision, threads=threads,
+                                            verify_sha256=False)
+    serving_dim = manifest.get("serving_dim") or embedder.dims[0]
+    if serving_dim not in embedder.dims:
+        raise ModelLoadError(f"{version_dir}: manifest serving_dim {serving_dim!r} is not among the exported dims "
+                             f"{list(embedder.dims)}; promote the version again with a served dim")
+    warm_up_ms = warm_up(embedder, serving_dim)
+    return ServingModel(
+        version=str(manifest.get("version") or version_dir.name), embedder=embedder, serving_dim=serving_dim,
+        precision=precision, source=source or str(version_dir), run_id=manifest.get("run_id"),
+        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), warm_up_ms=warm_up_ms,
+    )
+
+
+def warm_up(embedder: OnnxEmbedder, serving_dim: int) -> float:
+    """Embed once at every served dim and check the vectors; returns the first run's milliseconds."""
+    import numpy as np
+
+    started = time.perf_counter()
+    full = embedder.embed([WARM_UP_TEXT])
+    elapsed_ms = (time.perf_counter() - started) * 1e3
+    norm = float(np.linalg.norm(full[0]))
+    if full.shape != (1, embedder.dims[0]) or not np.isfinite(full).all() or abs(norm - 1.0) > 1e-3:
+        raise ModelLoadError(f"{embedder.info.graph_path}: warm-up embed gave shape {full.shape}, norm {norm:.4f}; "
+                             f"expected (1, {embedder.dims[0]}) with unit norm: the graph is broken, re-export")
+    served = embedder.embed([WARM_UP_TEXT], dimensions=serving_dim)
+    if served.shape != (1, serving_dim):
+        raise ModelLoadError(f"warm-up at serving_dim {serving_dim} gave shape {served.shape}")
+    return elapsed_ms

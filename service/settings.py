@@ -1,0 +1,105 @@
+"""Serving settings: every knob is an `EMBEDGATE_<FIELD>` environment variable, validated once at start-up.
+
+    EMBEDGATE_REGISTRY=registry EMBEDGATE_MAX_INPUTS_PER_REQUEST=64 bentoml serve service.app:EmbedgateService
+
+`ServeSettings.from_env()` reads them; a bad value stops the service with a message naming the variable, the value
+and what is expected. `describe()` is what /info and docs/serving.md list: variable, value, meaning.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from service.errors import EmbedgateServiceError
+
+ENV_PREFIX = "EMBEDGATE_"
+# BentoML's own per-request timer is set to this ceiling, so our timeout (with its JSON 504) always fires first.
+MAX_REQUEST_TIMEOUT_S = 3600.0
+
+
+class SettingsError(EmbedgateServiceError):
+    """An EMBEDGATE_* variable holds a value the service cannot run with."""
+
+
+class ServeSettings(BaseModel):
+    """What the served process needs to know. Field `x` is read from `EMBEDGATE_X`; units are in the names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    registry: Path = Field(Path("registry"), description=(
+        "registry root to serve the champion from (hot-swapped on promote/rollback); when this folder does not "
+        "exist and EMBEDGATE_REGISTRY is unset, the BentoML model store's EMBEDGATE_MODEL_TAG is served"))
+    model_tag: str = Field("embedgate-embedder:latest", min_length=1, description=(
+        "BentoML model store tag served when there is no registry (what a built Bento carries)"))
+    model_name: str = Field("embedgate-embedder", min_length=1, description=(
+        "the name clients pass as `model`; `<name>:<version>` and the bare version are accepted too"))
+    precision: Literal["fp32", "int8"] | None = Field(None, description=(
+        "graph precision to serve; unset: the version's serve_precision (manifest), else fp32"))
+    threads: int | None = Field(None, ge=1, description=(
+        "onnxruntime intra-op threads; unset: one per physical core"))
+    api_key: SecretStr | None = Field(None, description=(
+        "when set, every model route needs `Authorization: Bearer <key>`; health routes stay open"))
+    max_inputs_per_request: int = Field(256, ge=1, description=(
+        "texts per request (422 above); 256 lets OpenAI-style clients send their usual chunks"))
+    max_input_chars: int = Field(32_768, ge=1, description=(
+        "characters per text (422 above): bounds tokenisation work before truncation"))
+    max_payload_bytes: int = Field(2_000_000, ge=1, description=(
+        "request body size (413 above), checked from Content-Length and while streaming, before parsing"))
+    max_concurrent_requests: int = Field(128, ge=1, description=(
+        "model requests in flight per worker process (429 above)"))
+    request_timeout_s: float = Field(30.0, gt=0, le=MAX_REQUEST_TIMEOUT_S, description=(
+        "seconds from accepting a model request to its answer (504 after)"))
+    truncate: bool = Field(True, description=(
+        "cut texts over the model's max tokens (true) or answer 422 (false); /embed's `truncate` overrides it"))
+    max_batch_size: int = Field(32, ge=1, description=(
+        "texts per model run; concurrent requests are batched together up to this"))
+    max_batch_delay_ms: float = Field(2.0, ge=0, le=1000, description=(
+        "how long the first queued request waits for others to join its batch"))
+    poll_interval_s: float = Field(5.0, gt=0, description=(
+        "how often the registry's champion pointer is checked for a promotion or rollback"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
+        """Settings from `EMBEDGATE_*` variables (default: the process environment); empty values mean unset."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for name in cls.model_fields:
+            raw = environ.get(env_var(name), "").strip()
+            if raw:
+                values[name] = raw
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{env_var(str(e['loc'][0]))}={values.get(str(e['loc'][0]))!r}: {e['msg']}" for e in err.errors()
+            )
+            raise SettingsError(f"invalid serving settings: {problems}. Fix or unset the variable "
+                                f"(defaults and meanings: docs/serving.md)") from None
+
+    def registry_was_chosen(self, environ: Mapping[str, str] | None = None) -> bool:
+        """True when EMBEDGATE_REGISTRY was set explicitly (then we wait for it rather than use the model store)."""
+        environ = os.environ if environ is None else environ
+        return bool(environ.get(env_var("registry"), "").strip())
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every setting as {env, value, default, description}, the API key redacted (for /info and the docs)."""
+        rows = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "(set)"
+            elif isinstance(value, Path):
+                value = str(value)
+            default = str(field.default) if isinstance(field.default, Path) else field.default
+            rows.append({"env": env_var(name), "value": value, "default": default,
+                         "description": field.description})
+        return rows
+
+
+def env_var(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
