@@ -78,8 +78,9 @@ def build_manifest(root: Path, extra: dict[str, Any] | None = None) -> dict[str,
     return {**(extra or {}), "files": files}
 
 
-def verify_manifest(root: Path) -> dict[str, Any]:
-    """Recompute every file's sha256; any missing, extra, resized or changed file -> RegistryError."""
+def verify_manifest(root: Path, ignore: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Recompute every file's sha256; any missing, extra, resized or changed file -> RegistryError.
+    `ignore`: root-relative files another tool adds beside the version (BentoML's model store writes model.yaml)."""
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise RegistryError(f"{root}: no {MANIFEST}; a registry version must carry its manifest (refusing to load)")
@@ -89,6 +90,7 @@ def verify_manifest(root: Path) -> dict[str, Any]:
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise RegistryError(f"{manifest_path}: unreadable manifest ({err}); refusing to load") from None
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST}
+    present -= ignore
     missing = sorted(set(listed) - present)
     extra = sorted(present - set(listed))
     if missing or extra:
