@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "evaluate",
     "registry",
     "pipeline",
+    "serve",
 )
 
 app = typer.Typer(
