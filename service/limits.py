@@ -25,12 +25,18 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
                            f"let your HTTP client set it")
         if int(declared) > max_bytes:
             raise _too_large(f"{int(declared)} bytes", max_bytes)
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(f"over {max_bytes} bytes (counted while streaming)", max_bytes)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(f"over {max_bytes} bytes (counted while streaming)", max_bytes)
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer; counted, not logged as a server failure
+        raise ApiError(400, "client_disconnected", f"the client closed the connection after {size} bytes of "
+                       f"the body") from None
     return b"".join(chunks)
 
 
