@@ -14,9 +14,11 @@ export writes nothing.
 
 Examples:
 
-    embedgate export artifacts/runs/r1
-    embedgate export artifacts/runs/r1 --dims 384,128 --no-int8
-    embedgate export --model path/to/st-model --out path/to/onnx
+```
+embedgate export artifacts/runs/r1
+embedgate export artifacts/runs/r1 --dims 384,128 --no-int8
+embedgate export --model path/to/st-model --out path/to/onnx
+```
 """
 
 
@@ -33,7 +35,7 @@ def export(
         help="Comma-separated dims, e.g. 384,256,128,64 (default: the model dim and its halvings down to 64).")] = None,
     int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also write a dynamically quantised int8 graph.")] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset (14-20).")] = 17,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing export instead of refusing.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export instead of refusing.")] = False,
 ) -> None:
     from training.export import export_run
 
