@@ -110,11 +110,12 @@ class OnnxEmbedder:
         dims it serves; `max_seq_length` defaults to the truncation written into tokenizer.json."""
         graph_path = Path(graph_path)
         session, graph_dim = _open_session(graph_path, threads, optimization)
-        served = (graph_dim,) if dims is None else tuple(sorted(set(dims), reverse=True))
-        bad = [d for d in served if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= graph_dim]
-        if bad or not served:
-            raise ModelLoadError(f"dims {list(dims or [])}: each must be an integer in 1..{graph_dim} (the "
-                                 f"graph's output size); bad: {bad}")
+        requested = [graph_dim] if dims is None else list(dims)
+        bad = [d for d in requested if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= graph_dim]
+        if bad or not requested:
+            raise ModelLoadError(f"dims {requested}: each must be an integer in 1..{graph_dim} (the graph's "
+                                 f"output size); bad: {bad}")
+        served = tuple(sorted(set(requested), reverse=True))
         tokenizer = TextTokenizer(Path(tokenizer_dir) / TOKENIZER_FILE, max_seq_length)
         info = EmbedderInfo(
             graph_path=str(graph_path), graph_sha256=None, precision=None, graph_dim=graph_dim, dims=served,

@@ -264,6 +264,8 @@ def test_a_file_that_is_not_onnx_is_refused(export_dir, tmp_path):
 def test_from_graph_rejects_dims_larger_than_the_graph(export_dir):
     with pytest.raises(ModelLoadError, match=r"each must be an integer in 1\.\.16 .* bad: \[32\]"):
         OnnxEmbedder.from_graph(export_dir / "d16" / "model.onnx", export_dir / "tokenizer", dims=[32, 16])
+    with pytest.raises(ModelLoadError, match=r"dims \[16, '8'\]: each must be .* bad: \['8'\]"):
+        OnnxEmbedder.from_graph(export_dir / "d16" / "model.onnx", export_dir / "tokenizer", dims=[16, "8"])
 
 
 def test_the_runtime_imports_no_torch_or_transformers():
