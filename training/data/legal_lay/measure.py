@@ -5,8 +5,8 @@
 
 Exact cosine search over the whole corpus (title + text, as BEIR evaluates); NDCG@10 with linear gains (grade 2 or 1),
 Recall@10 and MRR@10 count grades >= 1; ties broken by doc id. Rerun it after editing the dataset and update the
-numbers in README.md. This is a maintenance script kept next to the data: it is not package data and not the
-project's evaluation code (that lives in `gates`).
+numbers in README.md. A maintenance script kept next to the data (it is installed with it, but nothing imports
+it); the project's evaluation code lives in `gates`.
 """
 
 from __future__ import annotations
