@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "registry",
     "pipeline",
     "serve",
+    "drift",
+    "dashboard",
 )
 
 app = typer.Typer(
