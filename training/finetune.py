@@ -98,6 +98,14 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
                                          evaluator=evaluator,
                                          callbacks=[JsonlLogCallback(paths.train_log), *(callbacks or [])])
+    if not progress:  # no bars and no printed log dicts: the pipeline reports stages itself
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
+        import datasets
+
+        datasets.disable_progress_bars()
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
