@@ -64,16 +64,19 @@ class DriftMonitor:
         result = run_drift(self.settings, self.registry_root, references=self._references)
         self.last_result = result
         gauges = self._gauges_or_default()
+        latest = {}
         for window in result.computed:
-            state = result.alert_for(window.model_version)
-            consecutive = state.consecutive if state else 0
-            alerting = bool(state and state.alerting)
-            if not window.skipped:
-                gauges.publish(window, consecutive, alerting)
             logger.info(json.dumps({"event": WINDOW_EVENT, "window_id": window.window_id,
                                     "model_version": window.model_version, "rows": window.rows,
                                     "drifted": window.drifted, "skipped_reason": window.skipped_reason,
                                     "scores": {s.name: s.score for s in window.signals}}))
+            if not window.skipped:
+                latest[window.model_version] = window
+        # One gauge update and at most one alert line per version and pass, from its newest judged window.
+        for version, window in latest.items():
+            state = result.alert_for(version)
+            consecutive, alerting = (state.consecutive, state.alerting) if state else (0, False)
+            gauges.publish(window, consecutive, alerting)
             if alerting and window.drifted:
                 logger.warning(json.dumps(alert_record(window, consecutive, self.settings.alert_windows)))
         if result.served_version:

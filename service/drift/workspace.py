@@ -64,6 +64,11 @@ class DriftWorkspace:
         found = self._workspace.search_project(project_name(model_version))
         return [str(s) for s in self._workspace.list_runs(found[0].id)] if found else []
 
+    def dashboard(self, model_version: str) -> Any:
+        """The version's Evidently DashboardModel (tabs and panels), or None without a project."""
+        found = self._workspace.search_project(project_name(model_version))
+        return self._workspace.get_dashboard(found[0].id) if found else None
+
     def ensure_dashboards(self) -> int:
         """Give every drift project the current dashboard layout (for workspaces written by older versions)."""
         with self._locked():
