@@ -1,0 +1,151 @@
+"""Drift with the tiny model end to end: build_reference embeds through the served runtime, held-out traffic of
+the reference's domain replayed through the capture never alarms, another domain does, and `embedgate drift`
+exits 0 / 1 / 2 on that."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from gates.cli import main
+from gates.drift_reference import build_reference
+from service.drift.capture import DriftCapture
+from service.drift.errors import DriftInputError
+from service.drift.reference import load_reference
+from service.drift.runner import run_drift
+from service.drift.settings import DriftSettings
+from service.embedder import OnnxEmbedder
+from service.registry import Registry
+from tests.synthetic import FILLER, TOPICS
+from training.export import export_run
+
+LEGAL = [word for topic in ("lease", "contract", "court", "insurance") for word in TOPICS[topic]]
+MEDICAL = [word for topic in ("heart", "kidney", "child") for word in TOPICS[topic]]
+WINDOW = 20
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def sentences(words: list[str], count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.sample(words, 3) + rng.sample(FILLER, 2) + rng.sample(words, 2)) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("drift-export") / "onnx"
+    export_run(tiny_model_dir, out, dims=[32, 16], int8=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def promoted(onnx_dir, tmp_path_factory):
+    """A registry whose champion carries a reference built from legal queries, as promotion builds it."""
+    root = tmp_path_factory.mktemp("drift-promoted")
+    summary = build_reference(onnx_dir, sentences(LEGAL, 80, seed=1), sentences(LEGAL, 40, seed=2),
+                              root / "stage" / "reference", dim=16, window_rows=WINDOW, splits=10)
+    registry = Registry(root / "registry")
+    registry.add_version({"onnx": onnx_dir, "reference": root / "stage" / "reference"}, metadata={})
+    return registry, summary
+
+
+def serve(embedder: OnnxEmbedder, capture: DriftCapture, texts: list[str], dim: int = 16) -> None:
+    """What the service's route does per request of 10 texts: embed, then hand the result to the capture."""
+    for start in range(0, len(texts), 10):
+        batch = texts[start : start + 10]
+        counts = embedder.count_tokens(batch)
+        capture.record(batch, embedder.embed(batch, dimensions=dim), counts,
+                       [count > embedder.max_seq_length for count in counts], "v0001", dim)
+    assert capture.wait_idle()
+
+
+def test_build_reference_writes_the_served_embeddings_descriptors_and_calibration(onnx_dir, promoted):
+    registry, summary = promoted
+    assert summary.files == ("queries.npy", "corpus.npy", "descriptors.jsonl", "reference.json")
+    assert (summary.dim, summary.query_count, summary.corpus_count, summary.window_rows) == (16, 80, 40, WINDOW)
+    assert summary.alarm_signals == ("embedding", "retrieval") and summary.thresholds["embedding"] >= 0.55
+    reference = load_reference(registry.version_dir("v0001") / "reference")
+    expected = OnnxEmbedder.from_export_dir(onnx_dir).embed(sentences(LEGAL, 80, seed=1), dimensions=16)
+    np.testing.assert_allclose(reference.queries, expected, atol=1e-6)  # the served path, at the served dim
+    assert reference.spec.calibration.current_rows == WINDOW and reference.spec.calibration.splits == 10
+    assert reference.query_descriptors["tokens"].min() > 2 and len(reference.corpus_descriptors["tokens"]) == 40
+    registry.verify("v0001")  # the reference is covered by the version's manifest
+
+
+def test_held_out_domain_traffic_never_alarms_and_another_domain_does(onnx_dir, promoted, tmp_path):
+    registry, _ = promoted
+    settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=WINDOW)
+    embedder, capture = OnnxEmbedder.from_export_dir(onnx_dir), DriftCapture(settings)
+    serve(embedder, capture, sentences(LEGAL, 10 * WINDOW, seed=3))  # held out: not the reference sentences
+    same = run_drift(settings, registry.root)
+    assert len(same.computed) == 10 and [w.window_id for w in same.computed if w.drifted] == []
+    serve(embedder, capture, sentences(MEDICAL, 3 * WINDOW, seed=4))
+    capture.close()
+    shifted = run_drift(settings, registry.root)
+    assert [w.drifted for w in shifted.computed] == [True, True, True] and shifted.alerting
+
+
+def test_rows_served_at_the_full_dim_are_compared_at_the_reference_dim(onnx_dir, promoted, tmp_path):
+    registry, _ = promoted
+    settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=WINDOW)
+    embedder, capture = OnnxEmbedder.from_export_dir(onnx_dir), DriftCapture(settings)
+    serve(embedder, capture, sentences(LEGAL, WINDOW, seed=5), dim=32)
+    capture.close()
+    (window,) = run_drift(settings, registry.root).computed
+    assert window.embedding_rows == WINDOW and not window.drifted
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"queries": ["only", "five", "short", "texts", "here"]}, r"queries: expected a list of at least 20 strings, "
+                                                              r"got list of 5"),
+    ({"corpus_sample": ["fine", "  "]}, r"corpus_sample: entries \[1\] are not non-empty strings"),
+    ({"dim": 24}, r"dim 24 is not served by the export .* served dims: \[32, 16\]"),
+    ({"precision": "int8"}, r"precision 'int8' is not in the export"),
+])
+def test_build_reference_refuses_bad_inputs(onnx_dir, tmp_path, change, message):
+    from service.errors import EmbedgateServiceError
+
+    arguments = {"onnx_dir": onnx_dir, "queries": sentences(LEGAL, 30, seed=1),
+                 "corpus_sample": sentences(LEGAL, 5, seed=2), "out_dir": tmp_path / "ref", "dim": 16, **change}
+    with pytest.raises(EmbedgateServiceError, match=message):
+        build_reference(**arguments)
+
+
+def test_build_reference_never_writes_into_a_used_folder(onnx_dir, tmp_path):
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "old.txt").write_text("x")
+    with pytest.raises(DriftInputError, match=r"out_dir .*ref is not empty; build the reference into a new folder"):
+        build_reference(onnx_dir, sentences(LEGAL, 30, 1), sentences(LEGAL, 5, 2), tmp_path / "ref", dim=16)
+
+
+# ---- embedgate drift ----
+def test_embedgate_drift_exits_0_then_1_when_the_served_version_alerts(onnx_dir, promoted, tmp_path, capsys):
+    registry, _ = promoted
+    drift_dir = tmp_path / "drift"
+    args = ["drift", "--registry", str(registry.root), "--drift-dir", str(drift_dir)]
+    settings = DriftSettings(dir=drift_dir, sample_rate=1.0, window_rows=WINDOW)
+    embedder, capture = OnnxEmbedder.from_export_dir(onnx_dir), DriftCapture(settings)
+    assert main(args) == 0 and "no judged windows" in capsys.readouterr().out
+    serve(embedder, capture, sentences(LEGAL, 2 * WINDOW, seed=6))
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("  ok\n") == 2 and "v0001 (served): 0 drifted window(s) in a row, alert at 3: ok" in printed
+    serve(embedder, capture, sentences(MEDICAL, 3 * WINDOW, seed=7))
+    capture.close()
+    assert main([*args, "--json", "--no-snapshots"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["alerting"] and [w["drifted"] for w in result["computed"]] == [True, True, True]
+    assert main([*args, "--list"]) == 1 and "DRIFT" in capsys.readouterr().out  # nothing recomputed, still alerting
+    assert main([*args, "--alert-windows", "4", "--list"]) == 0
+
+
+def test_embedgate_drift_bad_inputs_exit_2_with_one_line(promoted, tmp_path, capsys):
+    registry, _ = promoted
+    args = ["drift", "--registry", str(registry.root), "--drift-dir", str(tmp_path / "drift")]
+    assert main([*args, "--window", "w1", "--all"]) == 2
+    assert "--window ['w1'] and --all both choose windows" in capsys.readouterr().err
+    assert main([*args, "--window", "w1"]) == 2
+    assert "windows ['w1'] are not on disk" in capsys.readouterr().err
+    assert main([*args, "--alert-windows", "0"]) == 2
