@@ -12,19 +12,21 @@ from service.errors import ModelLoadError
 from service.serving_model import BENTO_STORE_FILES, ServingModel, load_version
 
 
-def store_model_dir(tag: str) -> Path:
-    """The folder of `tag` in BentoML's model store, or ModelLoadError saying how to put one there."""
+def store_model_dir(tag: str) -> tuple[Path, str]:
+    """The folder of `tag` in BentoML's model store and its resolved tag ("latest" -> "embedgate-embedder:v0003"),
+    or ModelLoadError saying how to put a model there."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     try:
-        return Path(bentoml.models.get(tag).path)
+        model = bentoml.models.get(tag)
     except NotFound:
         raise ModelLoadError(f"no model {tag!r} in the BentoML model store; promote a run (`embedgate promote` "
                              f"saves each version there) or set EMBEDGATE_REGISTRY to a registry") from None
+    return Path(model.path), str(model.tag)
 
 
 def load_from_store(tag: str, *, precision: str | None, threads: int | None) -> ServingModel:
-    folder = store_model_dir(tag)
-    return load_version(folder, precision=precision, threads=threads, source=f"bentoml-model-store:{tag}",
+    folder, resolved = store_model_dir(tag)
+    return load_version(folder, precision=precision, threads=threads, source=f"bentoml-model-store:{resolved}",
                         ignore_files=BENTO_STORE_FILES)

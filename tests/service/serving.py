@@ -67,7 +67,7 @@ class ServerProcess:
     Used as a context manager: waits until /health answers, stops the process group it started on exit."""
 
     def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
-                 argv: list[str] | None = None, startup_timeout_s: float = 120.0) -> None:
+                 argv: list[str] | None = None, startup_timeout_s: float = 120.0, cwd: Path = REPO_ROOT) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -75,12 +75,13 @@ class ServerProcess:
                              "--port", str(self.port)]
         self.env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false", **env}
         self.startup_timeout_s = startup_timeout_s
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> ServerProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__ with the process
         self._log = log
-        self.process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env, stdout=log,
+        self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
