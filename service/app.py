@@ -15,12 +15,19 @@ import logging
 
 import bentoml
 
-from service.routes import VERSION_HEADER, create_http_app
+from service.routes import create_http_app
 from service.settings import MAX_REQUEST_TIMEOUT_S
+from service.version_header import NO_MODEL, VERSION_HEADER, ModelVersionHeader
 
 
 def _current_runtime():
     return bentoml.get_current_service().runtime
+
+
+def _current_version() -> str:
+    service = bentoml.get_current_service()
+    model = service.runtime.model if service is not None else None
+    return model.version if model is not None else NO_MODEL
 
 
 http_app = create_http_app(_current_runtime)
@@ -59,3 +66,6 @@ class EmbedgateService:
     def __is_ready__(self) -> bool:
         # BentoML's /readyz agrees with our /ready: ready only after a model passed its warm-up embed.
         return self.runtime.model is not None
+
+
+EmbedgateService.add_asgi_middleware(ModelVersionHeader, current_version=_current_version)

@@ -6,6 +6,7 @@
     GET  /v1/models       OpenAI's model list (the served model)
     POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
     POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
+    anything else         404, in the same JSON error shape
 
 A model request goes: API key (401) -> in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
 JSON object (400) -> field values (422; unknown model 404) -> token limit when truncation is off (422) -> batched
@@ -25,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -42,6 +42,7 @@ from service.api_models import (
 from service.api_responses import dumps, native_body, openai_body
 from service.auth import check_api_key
 from service.limits import parse_json_object, read_body
+from service.version_header import NO_MODEL, VERSION_HEADER
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("embedgate.service")
 
-VERSION_HEADER = "x-embedgate-model-version"
-NO_MODEL = "none"
 # Below this many characters, counting tokens on the event loop is cheaper than handing it to a thread.
 INLINE_TOKENIZE_CHARS = 4096
 
@@ -75,13 +74,17 @@ def create_http_app(get_runtime: Callable[[], ServingRuntime]) -> Starlette:
         Route("/v1/models", api.list_models, methods=["GET"]),
         Route("/v1/embeddings", api.openai_embeddings, methods=["POST"]),
         Route("/embed", api.native_embed, methods=["POST"]),
+        # Last: any other path gets a JSON 404 naming the routes (BentoML's own routes are matched before ours).
+        Route("/{path:path}", api.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
     ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: api.http_error})
+    api.methods = {route.path: route.methods - {"HEAD"} for route in routes[:-1]}
+    return Starlette(routes=routes)
 
 
 class EmbeddingApi:
     def __init__(self, get_runtime: Callable[[], ServingRuntime]) -> None:
         self._runtime = get_runtime
+        self.methods: dict[str, set[str]] = {}  # path -> allowed methods, for 405s
 
     # ---- open routes: health, readiness, info ----
     async def health(self, request: Request) -> Response:
@@ -122,14 +125,17 @@ class EmbeddingApi:
         }
         return self._json(payload, 200, model.version if model else NO_MODEL)
 
-    async def http_error(self, request: Request, exc: Exception) -> Response:
-        """Starlette's own 404/405 inside our routes, in our error shape."""
-        status = getattr(exc, "status_code", 500)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-        allowed = getattr(exc, "headers", None) or {}
-        hint = f"; allowed: {allowed['Allow']}" if "Allow" in allowed else ""
-        error = ApiError(status, code, f"{request.method} {request.url.path}: {getattr(exc, 'detail', '')}{hint}",
-                         headers=dict(allowed))
+    async def not_found(self, request: Request) -> Response:
+        """Any other path (404), or a known path with the wrong method (405): the catch-all route matches
+        before Starlette would answer 405 itself."""
+        path = request.url.path
+        allowed = self.methods.get(path)
+        if allowed:
+            error = ApiError(405, "method_not_allowed", f"{request.method} {path}: method not allowed; allowed: "
+                             f"{', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
+        else:
+            error = ApiError(404, "not_found", f"no route {request.method} {path}; routes: POST /v1/embeddings, "
+                             f"POST /embed, GET /v1/models, /health, /ready, /info, /metrics")
         return self._error(error, self._current_version(), "unmatched")
 
     # ---- model routes ----

@@ -147,6 +147,17 @@ def test_native_endpoint_errors(guarded):
     _assert_error(_post(guarded, "/embed", {"inputs": "a", "dimensions": 7}, AUTH), 422, "unsupported_dimensions")
 
 
+def test_every_response_names_the_model_version_even_bentomls_own_routes(guarded):
+    for path in ("/metrics", "/livez", "/readyz", "/health", "/info"):
+        assert httpx.get(f"{guarded.base_url}{path}").headers.get_list(HEADER) == ["v0001"], path
+
+
+def test_unknown_path_is_a_json_404(guarded):
+    error = _assert_error(httpx.post(f"{guarded.base_url}/v1/embedding", headers=AUTH), 404, "not_found",
+                          "no route POST /v1/embedding; routes: POST /v1/embeddings")
+    assert error["type"] == "invalid_request_error"
+
+
 def test_wrong_method_is_a_json_405(guarded):
     response = httpx.get(f"{guarded.base_url}/v1/embeddings", headers=AUTH)
     error = _assert_error(response, 405, "method_not_allowed", "allowed: POST")
