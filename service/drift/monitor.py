@@ -61,7 +61,7 @@ class DriftMonitor:
 
     def run_once(self) -> DriftRunResult:
         """Judge pending windows, update the gauges, log each window and any alert; returns the pass result."""
-        result = run_drift(self.settings, self.registry_root, references=self._references)
+        result = run_drift(self.settings, self.registry_root, references=self._references, wait=False)
         self.last_result = result
         gauges = self._gauges_or_default()
         latest = {}

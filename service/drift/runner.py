@@ -9,6 +9,7 @@ and the alert streak per model version. Used by the service's monitor and by `em
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from service.drift.reference import REFERENCE_DIR, DriftReference, load_referenc
 from service.drift.settings import DriftSettings
 from service.drift.windows import WindowInfo, list_windows, read_window
 from service.errors import RegistryError
+
+RUN_LOCK = ".run.lock"
 
 
 @dataclass(frozen=True)
@@ -114,10 +117,28 @@ class ReferenceCache:
 
 
 def run_drift(settings: DriftSettings, registry_root: Path, *, window_ids: Sequence[str] | None = None,
-              recompute: bool = False, write_snapshots: bool = True,
-              references: ReferenceCache | None = None) -> DriftRunResult:
-    """Judge pending windows (no summary yet), or `window_ids`, or every kept window with `recompute`."""
-    references = references or ReferenceCache(registry_root)
+              recompute: bool = False, write_snapshots: bool = True, references: ReferenceCache | None = None,
+              wait: bool = True) -> DriftRunResult:
+    """Judge pending windows (no summary yet), or `window_ids`, or every kept window with `recompute`.
+
+    One pass at a time per drift folder (a file lock): several service workers, each with a monitor, and a
+    scheduled `embedgate drift` never judge a window twice. With `wait=False` a busy folder skips this pass."""
+    settings.dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.dir / RUN_LOCK, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return DriftRunResult((), (), alert_states(settings.summaries_dir, settings.alert_windows),
+                                  served_version(registry_root, list_windows(settings.windows_dir)))
+        try:
+            return _run_locked(settings, registry_root, window_ids, recompute, write_snapshots,
+                               references or ReferenceCache(registry_root))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_locked(settings: DriftSettings, registry_root: Path, window_ids: Sequence[str] | None, recompute: bool,
+                write_snapshots: bool, references: ReferenceCache) -> DriftRunResult:
     windows = list_windows(settings.windows_dir)
     chosen = _choose(windows, settings.summaries_dir, window_ids, recompute)
     workspace = None

@@ -326,3 +326,19 @@ def test_signal_functions_refuse_mismatched_arrays():
 def test_run_drift_names_unknown_window_ids(tmp_path, registry):
     with pytest.raises(DriftInputError, match=r"windows \['nope'\] are not on disk .*embedgate drift --list"):
         run_drift(settings_for(tmp_path), registry.root, window_ids=["nope"])
+
+
+def test_a_pass_never_overlaps_another_and_a_busy_monitor_skips_its_turn(tmp_path, registry):
+    import fcntl
+
+    from service.drift.runner import RUN_LOCK
+
+    settings = settings_for(tmp_path)
+    capture = DriftCapture(settings)
+    Traffic(capture).serve(LEGAL_DOMAIN, WINDOW)
+    capture.close()
+    with open(settings.dir / RUN_LOCK, "a+") as other_pass:  # another worker's monitor is judging
+        fcntl.flock(other_pass, fcntl.LOCK_EX)
+        assert run_drift(settings, registry.root, wait=False).computed == ()
+        fcntl.flock(other_pass, fcntl.LOCK_UN)
+    assert len(run_drift(settings, registry.root, wait=False).computed) == 1
