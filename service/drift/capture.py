@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from service.drift.descriptors import describe_texts
-from service.drift.settings import DriftSettings
+from service.drift.settings import DriftSettings, DriftSettingsError
 from service.drift.windows import CapturedRow, WindowWriter
 
 logger = logging.getLogger("embedgate.drift")
@@ -68,7 +68,12 @@ class DriftCapture:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(("offered", "sampled", "written", "dropped", "errors"), 0)
         self._closed = False
-        self._writer = WindowWriter(settings.windows_dir, settings.window_rows, settings.keep_windows)
+        try:
+            self._writer = WindowWriter(settings.windows_dir, settings.window_rows, settings.keep_windows)
+        except OSError as err:
+            raise DriftSettingsError(f"EMBEDGATE_DRIFT_DIR={settings.dir}: cannot create {settings.windows_dir} "
+                                     f"({err.strerror or err}); point it at a writable folder, or set "
+                                     f"EMBEDGATE_DRIFT_SAMPLE_RATE=0 to serve without drift capture") from None
         self._counters = _capture_counters()
         self._thread = threading.Thread(target=self._run, name="embedgate-drift-writer", daemon=True)
         self._thread.start()

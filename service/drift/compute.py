@@ -210,6 +210,8 @@ def _vector_columns(dim: int) -> list[str]:
 
 def _detail(name: str, values: dict[str, Any], current: Any, reference: DriftReference, report: Any) -> dict:
     """What a reader needs to see why a signal moved (also in the JSON summary)."""
+    from evidently.metrics import ValueDrift
+
     from service.drift.descriptors import DESCRIPTOR_NAMES
 
     if name == "embedding":
@@ -220,7 +222,7 @@ def _detail(name: str, values: dict[str, Any], current: Any, reference: DriftRef
     by_column = {}
     for metric in report.metrics:
         column = getattr(metric, "column", None)
-        if column in DESCRIPTOR_NAMES and type(metric).__name__ == "ValueDrift":
+        if isinstance(metric, ValueDrift) and column in DESCRIPTOR_NAMES:
             by_column[column] = {"p_value": float(values[metric.metric_id]),
                                  "window_mean": float(np.mean(current[column])),
                                  "reference_mean": float(np.mean(reference.query_descriptors[column]))}

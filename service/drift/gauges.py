@@ -59,7 +59,9 @@ class DriftGauges:
         """Drop the series of versions no longer served (after a swap), so dashboards do not show stale values."""
         for gauge in (self.score, self.threshold, self.detected, self.consecutive, self.alert, self.window_rows,
                       self.last_computed):
-            for labels in list(gauge._metrics):  # prometheus_client keeps children keyed by label values
+            # Sample labels come in the gauge's label-name order, which is what remove() takes.
+            label_sets = {tuple(sample.labels.values()) for family in gauge.collect() for sample in family.samples}
+            for labels in label_sets:
                 if labels[0] not in keep:
                     gauge.remove(*labels)
 

@@ -193,3 +193,43 @@ def test_record_after_close_is_a_no_op(tmp_path):
     capture.close()
     capture.record(["a"], unit_rows(1, 4), [3], [False], "v0001", 4)
     assert capture.stats().offered == 0 and capture.close().errors == 0
+
+
+def test_an_unwritable_drift_dir_stops_start_up_with_the_fix(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(DriftSettingsError, match=r"EMBEDGATE_DRIFT_DIR=.*cannot create .*EMBEDGATE_DRIFT_SAMPLE_RATE=0"):
+        DriftCapture(DriftSettings(dir=tmp_path / "file" / "drift", sample_rate=0.1))
+
+
+def test_importing_and_capturing_loads_no_heavy_modules(tmp_path):
+    """The capture runs in the served process: no torch, no Evidently or pandas until a drift is judged."""
+    code = ("import sys, numpy as np\n"
+            "from service.drift.capture import DriftCapture\n"
+            "from service.drift.settings import DriftSettings\n"
+            "import service.drift.monitor, service.drift.runner, service.drift.gauges\n"
+            f"c = DriftCapture(DriftSettings(dir={str(tmp_path)!r}, sample_rate=1.0, window_rows=10))\n"
+            "c.record(['a b c'], np.ones((1, 4), np.float32), [5], [False], 'v0001', 4)\n"
+            "assert c.close().written == 1\n"
+            "heavy = sorted(m for m in ('torch', 'transformers', 'evidently', 'pandas', 'sklearn') if m in sys.modules)\n"
+            "print(heavy)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_gauges_of_a_retired_version_are_dropped():
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from service.drift.gauges import drift_gauges
+
+    registry = CollectorRegistry()
+    gauges = drift_gauges(registry)
+    for version in ("v0001", "v0002"):
+        signal = SimpleNamespace(name="embedding", score=0.6, threshold=0.7)
+        gauges.publish(SimpleNamespace(model_version=version, signals=[signal], drifted=False, rows=500,
+                                       computed_at_unix=1.8e9), consecutive=0, alerting=False)
+    gauges.forget_versions_except({"v0002"})
+    assert registry.get_sample_value("embedgate_drift_score", {"model_version": "v0001", "signal": "embedding"}) is None
+    assert registry.get_sample_value("embedgate_drift_window_rows", {"model_version": "v0002"}) == 500
