@@ -238,3 +238,11 @@ def test_settings_from_env_with_defaults_and_types():
 def test_bad_settings_name_the_variable_and_the_value(env, message):
     with pytest.raises(SettingsError, match=message):
         ServeSettings.from_env(env)
+
+
+def test_docs_list_every_setting():
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
+    missing = [row["env"] for row in ServeSettings().describe() if f"`{row['env']}`" not in docs]
+    assert missing == [], f"docs/serving.md does not document {missing}"
