@@ -18,8 +18,10 @@ is an EMBEDGATE_* environment variable (docs/serving.md). Exit 2 on a bad settin
 
 Examples:
 
-    embedgate serve --registry registry --port 3000
-    MY_KEY=s3cret embedgate serve --api-key-env MY_KEY --workers 2 --precision int8
+```
+embedgate serve --registry registry --port 3000
+MY_KEY=s3cret embedgate serve --api-key-env MY_KEY --workers 2 --precision int8
+```
 """
 
 
