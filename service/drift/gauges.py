@@ -10,7 +10,9 @@
     embedgate_drift_last_computed_timestamp_seconds{model_version}
     embedgate_drift_capture_{offered,sampled,written,dropped,errors}_total   capture counters (texts)
 
-Created on first use, not at import, and once per registry, so importing this module has no side effects.
+Created on first use, not at import, and once per registry, so importing this module has no side effects. With
+several BentoML workers (prometheus multiprocess mode) each gauge shows the most recently set value: the worker
+whose monitor judged the last window.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def drift_gauges(registry: Any = None) -> DriftGauges:
         key = (id(registry), "gauges")
         if key not in _CACHE:
             def gauge(name: str, doc: str, labels: tuple[str, ...] = ("model_version",)) -> Any:
-                return Gauge(f"embedgate_drift_{name}", doc, labels, registry=registry)
+                # Under BentoML's multiprocess metrics, the worker whose monitor judged last has the value.
+                return Gauge(f"embedgate_drift_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
 
             _CACHE[key] = DriftGauges(
                 score=gauge("score", "drift score of the last computed window, per signal",

@@ -46,8 +46,12 @@ class DriftMonitor:
         settings = DriftSettings.from_env(environ)
         return cls(settings, registry_root) if settings.sample_rate > 0 else None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self.running:
             return
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="embedgate-drift-monitor", daemon=True)

@@ -149,3 +149,32 @@ def test_embedgate_drift_bad_inputs_exit_2_with_one_line(promoted, tmp_path, cap
     assert main([*args, "--window", "w1"]) == 2
     assert "windows ['w1'] are not on disk" in capsys.readouterr().err
     assert main([*args, "--alert-windows", "0"]) == 2
+
+
+def test_the_serving_runtime_runs_the_drift_monitor_beside_the_capture(onnx_dir, promoted, tmp_path):
+    """The wiring in service.runtime: start() starts the monitor on the capture's settings, stop() stops it."""
+    import asyncio
+
+    from service.runtime import ServingRuntime
+    from service.settings import ServeSettings
+
+    registry, _ = promoted
+    settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=WINDOW, interval_s=0.05)
+    capture = DriftCapture(settings)
+    runtime = ServingRuntime.create(ServeSettings(registry=registry.root), drift=capture, registry_chosen=True)
+
+    async def serve_and_wait():
+        await runtime.start()
+        try:
+            serve(runtime.model.embedder, capture, sentences(MEDICAL, WINDOW, seed=8))
+            for _ in range(600):
+                if runtime.drift_monitor.last_result is not None and runtime.drift_monitor.last_result.computed:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await runtime.stop()
+
+    asyncio.run(serve_and_wait())
+    (window,) = runtime.drift_monitor.last_result.computed
+    assert window.drifted and window.model_version == "v0001"
+    assert not runtime.drift_monitor.running

@@ -269,6 +269,7 @@ def test_the_monitor_thread_runs_passes_until_stopped(tmp_path, registry):
     capture.close()
     monitor = DriftMonitor(settings, registry.root)
     monitor.start()
+    assert monitor.running
     try:
         for _ in range(400):
             if monitor.last_result is not None and monitor.last_result.computed:
@@ -276,6 +277,7 @@ def test_the_monitor_thread_runs_passes_until_stopped(tmp_path, registry):
             time.sleep(0.05)
     finally:
         monitor.stop()
+    assert not monitor.running
     assert monitor.last_result is not None and not monitor.last_result.computed[0].drifted
     assert DriftMonitor.from_env(registry.root, {"EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}) is None
 
