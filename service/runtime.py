@@ -40,6 +40,7 @@ class ServingRuntime:
         self.watcher = watcher
         self.source = source
         self.drift = drift
+        self.drift_monitor: Any = None  # judges the captured windows; started with the runtime (registry mode)
         self.batcher = MicroBatcher(settings.max_batch_size, settings.max_batch_delay_ms / 1000, metrics)
         self.concurrency = ConcurrencyLimit(settings.max_concurrent_requests)
         self._watch_task: asyncio.Task | None = None
@@ -86,6 +87,8 @@ class ServingRuntime:
 
     async def start(self) -> None:
         self.batcher.start()
+        if self.drift is not None and self.watcher is not None:
+            self.drift_monitor = _start_drift_monitor(self.drift.settings, self.settings.registry)
         if self.watcher is not None:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self.watcher.watch(self.settings.poll_interval_s), name="embedgate-champion-watcher")
@@ -96,6 +99,8 @@ class ServingRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         await self.batcher.stop()
+        if self.drift_monitor is not None:
+            await asyncio.to_thread(self.drift_monitor.stop)
         if self.drift is not None:
             self.drift.close()
 
@@ -108,6 +113,15 @@ def _store_has(tag: str) -> bool:
     except EmbedgateServiceError:
         return False
     return True
+
+
+def _start_drift_monitor(drift_settings: Any, registry_root: Any) -> Any:
+    """The drift monitor's background thread, with the capture's settings (service.drift.monitor, docs/drift.md)."""
+    from service.drift.monitor import DriftMonitor
+
+    monitor = DriftMonitor(drift_settings, registry_root)
+    monitor.start()
+    return monitor
 
 
 def _drift_capture_from_env() -> Any | None:
