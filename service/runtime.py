@@ -116,9 +116,12 @@ def _store_has(tag: str) -> bool:
 
 
 def _start_drift_monitor(drift_settings: Any, registry_root: Any) -> Any:
-    """The drift monitor's background thread, with the capture's settings (service.drift.monitor, docs/drift.md)."""
+    """The drift monitor's background thread, with the capture's settings (service.drift.monitor, docs/drift.md);
+    None with EMBEDGATE_DRIFT_MONITOR=false (windows are then judged by a scheduled `embedgate drift`)."""
     from service.drift.monitor import DriftMonitor
 
+    if not drift_settings.monitor:
+        return None
     monitor = DriftMonitor(drift_settings, registry_root)
     monitor.start()
     return monitor

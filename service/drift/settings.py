@@ -43,6 +43,9 @@ class DriftSettings(BaseModel):
     alert_windows: int = Field(3, ge=1, le=1000, description=(
         "consecutive drifted windows that raise the alert (JSON warning log, `embedgate drift` exit 1)"))
     interval_s: float = Field(60.0, gt=0, description="how often the service's monitor looks for full windows")
+    monitor: bool = Field(True, description=(
+        "judge full windows inside the service (a background thread); false: capture only, and judge them with a "
+        "scheduled `embedgate drift`"))
     keep_snapshots: int = Field(500, ge=1, description=(
         "Evidently snapshots kept per model version in the workspace (oldest deleted first)"))
 

@@ -155,13 +155,17 @@ def test_the_serving_runtime_runs_the_drift_monitor_beside_the_capture(onnx_dir,
     """The wiring in service.runtime: start() starts the monitor on the capture's settings, stop() stops it."""
     import asyncio
 
+    from prometheus_client import CollectorRegistry
+
+    from service.metrics import ServiceMetrics
     from service.runtime import ServingRuntime
     from service.settings import ServeSettings
 
     registry, _ = promoted
     settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=WINDOW, interval_s=0.05)
     capture = DriftCapture(settings)
-    runtime = ServingRuntime.create(ServeSettings(registry=registry.root), drift=capture, registry_chosen=True)
+    runtime = ServingRuntime.create(ServeSettings(registry=registry.root), ServiceMetrics(CollectorRegistry()),
+                                    drift=capture, registry_chosen=True)
 
     async def serve_and_wait():
         await runtime.start()
@@ -178,3 +182,13 @@ def test_the_serving_runtime_runs_the_drift_monitor_beside_the_capture(onnx_dir,
     (window,) = runtime.drift_monitor.last_result.computed
     assert window.drifted and window.model_version == "v0001"
     assert not runtime.drift_monitor.running
+    capture_only = DriftCapture(settings.model_copy(update={"monitor": False}))
+    quiet = ServingRuntime.create(ServeSettings(registry=registry.root), ServiceMetrics(CollectorRegistry()),
+                                  drift=capture_only, registry_chosen=True)
+
+    async def start_and_stop():
+        await quiet.start()
+        await quiet.stop()
+
+    asyncio.run(start_and_stop())
+    assert quiet.drift_monitor is None  # EMBEDGATE_DRIFT_MONITOR=false: a scheduled `embedgate drift` judges

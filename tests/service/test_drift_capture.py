@@ -34,8 +34,10 @@ def captured(count: int, version: str = "v0001", dim: int = 8) -> list[CapturedR
 # ---- settings ----
 def test_settings_come_from_embedgate_drift_variables(tmp_path):
     settings = DriftSettings.from_env({"EMBEDGATE_DRIFT_SAMPLE_RATE": "0.25", "EMBEDGATE_DRIFT_DIR": str(tmp_path),
-                                       "EMBEDGATE_DRIFT_WINDOW_ROWS": "100", "EMBEDGATE_DRIFT_ALERT_WINDOWS": " "})
+                                       "EMBEDGATE_DRIFT_WINDOW_ROWS": "100", "EMBEDGATE_DRIFT_ALERT_WINDOWS": " ",
+                                       "EMBEDGATE_DRIFT_MONITOR": "false"})
     assert (settings.sample_rate, settings.dir, settings.window_rows) == (0.25, tmp_path, 100)
+    assert settings.monitor is False
     assert settings.alert_windows == 3  # blank means unset
     assert settings.windows_dir == tmp_path / "windows"
 
