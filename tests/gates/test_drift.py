@@ -192,3 +192,8 @@ def test_the_serving_runtime_runs_the_drift_monitor_beside_the_capture(onnx_dir,
 
     asyncio.run(start_and_stop())
     assert quiet.drift_monitor is None  # EMBEDGATE_DRIFT_MONITOR=false: a scheduled `embedgate drift` judges
+
+
+def test_embedgate_dashboard_without_a_workspace_exits_2_with_the_fix(tmp_path, capsys):
+    assert main(["dashboard", "--workspace", str(tmp_path / "nope")]) == 2
+    assert "does not exist; it is created when the first drift window is judged" in capsys.readouterr().err
