@@ -43,7 +43,7 @@ class DataConfig(_Strict):
 class MiningConfig(_Strict):
     """Hard-negative mining. Names follow sentence_transformers.util.mine_hard_negatives."""
 
-    strategy: MiningStrategy = "none"
+    strategy: MiningStrategy = "auto"  # auto: model-mined negatives for pairs / IR data, none otherwise
     num_negatives: int = Field(1, ge=1, le=32)
     range_min: int = Field(0, ge=0, le=1000)  # skip this many top-ranked candidates (likely unlabelled positives)
     range_max: int = Field(50, ge=1, le=1000)  # consider candidates up to this rank
@@ -70,6 +70,7 @@ class TrainConfig(_Strict):
     matryoshka: bool = True
     matryoshka_dims: list[int] | None = None  # null = model dim and halvings down to 64
     matryoshka_weights: list[float] | None = None  # null = chosen in defaults.py
+    rotation: Literal["auto", "on", "off"] = "auto"  # PCA rotation before truncation; auto = if dev improves
     epochs: float | None = Field(None, gt=0, le=100)
     batch_size: int | None = Field(None, ge=2, le=65536)  # in-batch negatives need >= 2
     learning_rate: float | None = Field(None, gt=0, le=1e-2)

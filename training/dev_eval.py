@@ -37,15 +37,22 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.batch_size = batch_size
         self.primary_metric = "ndcg@10_mean"
 
-    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+    def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
         q = model.encode(self.queries, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         d = model.encode(self.corpus, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return q, d
+
+    def scores(self, q: np.ndarray, d: np.ndarray) -> dict[str, float]:
+        """NDCG@10 per dim (and their mean) from full-dim query and corpus embeddings."""
         metrics = {}
         for dim in self.dims:
             qs, ds = _unit(q[:, :dim]), _unit(d[:, :dim])
             metrics[f"ndcg@10_d{dim}"] = binary_ndcg_at_k(qs @ ds.T, self.relevant)
         metrics["ndcg@10_mean"] = float(np.mean([metrics[f"ndcg@10_d{dim}"] for dim in self.dims]))
-        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        return metrics
+
+    def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        metrics = self.prefix_name_to_metrics(self.scores(*self.encode(model)), self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
 

@@ -40,6 +40,7 @@ class TrainResult:
     best_metric: float | None
     dev_metrics: dict[str, float] = field(default_factory=dict)
     mining: dict | None = None
+    rotation: dict | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -109,6 +110,13 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
+    rotation = None
+    if is_main_process():
+        from training.rotation import choose_rotation
+
+        retrieval_dev = evaluator if hasattr(evaluator, "scores") else None
+        model, rotation = choose_rotation(model, retrieval_dev, _rotation_texts(prepared), config.rotation,
+                                          seed=config.seed)
     dev_metrics = evaluator(model) if evaluator is not None and is_main_process() else {}
     if is_main_process():
         model.save(str(paths.model), safe_serialization=True)
@@ -123,6 +131,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         train_seconds=round(seconds, 2), examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 2),
         best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
         dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()}, mining=mining,
+        rotation=rotation.to_dict() if rotation else None,
         notes=[*data_notes(data), *prepared.notes])
     if is_main_process():
         write_json_atomic(paths.train / "summary.json", result.to_dict())
@@ -152,8 +161,11 @@ def _write_config(paths: RunPaths, config: TrainConfig, reasons: dict[str, str])
 def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool):
     """Mined rows when mining is on (re-used verbatim on resume, so a resumed run sees identical data)."""
     strategy = config.mining.strategy
-    if strategy in ("none", "contradiction", "auto") or not prepared.pair_like:
+    if strategy == "auto":  # rows without negatives get model-mined ones; rows that bring their own keep them
+        strategy = "model" if prepared.needs_negatives else "none"
+    if strategy in ("none", "contradiction") or not prepared.pair_like:
         return prepared.train, None, None
+    mining_config = config.mining.model_copy(update={"strategy": strategy})
     from training.mining import MinedSet, mine
 
     saved = paths.mined / "hard_negatives.jsonl"
@@ -166,11 +178,21 @@ def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: Ru
 
             domain = [t for t in read_text(config.mining.domain_confusion_path).splitlines() if t.strip()]
         mined: MinedSet = mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus,
-                               config.mining, model=model, labelled=prepared.labelled, seed=config.seed,
+                               mining_config, model=model, labelled=prepared.labelled, seed=config.seed,
                                domain_texts=domain)
         if is_main_process():
             mined.save(paths.mined)
     return mined.to_hf_dataset(), mined.stages or None, mined.summary()
+
+
+def _rotation_texts(prepared: TrainingData) -> list[str]:
+    """What the rotation is fitted on: the domain's texts as training saw them (never the dev or test side)."""
+    columns = prepared.train.column_names
+    texts = list(prepared.corpus)
+    for column in ("anchor", "sentence1", "sentence2", "premise"):
+        if column in columns:
+            texts += list(prepared.train[column])
+    return texts
 
 
 def _load_mined(paths: RunPaths):
@@ -207,7 +229,9 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
 
     steps_per_epoch = max(1, -(-n_rows // config.batch_size))
     total_steps = config.max_steps or int(steps_per_epoch * config.epochs)
-    eval_steps = config.eval_steps or max(1, min(steps_per_epoch // 2 or 1, total_steps // 4 or 1))
+    # Once per epoch (twice for a single epoch): each evaluation encodes the dev corpus, seconds on CPU.
+    per_epoch = steps_per_epoch if config.epochs >= 2 else max(1, steps_per_epoch // 2)
+    eval_steps = config.eval_steps or max(1, min(per_epoch, total_steps))
     if stages:
         from training.curriculum import CurriculumBatchSampler
 

@@ -7,19 +7,16 @@ then negatives; label/score last), so a loaded table can be handed to a loss as 
 from __future__ import annotations
 
 import re
-from enum import Enum
+from enum import StrEnum
 
 
-class DatasetType(str, Enum):
+class DatasetType(StrEnum):
     PAIRS = "pairs"  # (anchor, positive)
     TRIPLETS = "triplets"  # (anchor, positive, negative)
     STS = "sts"  # (sentence1, sentence2, score 0-5)
     NLI = "nli"  # (premise, hypothesis, label 0 entailment / 1 neutral / 2 contradiction)
     IR = "ir"  # BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (graded)
     HARD_NEGATIVES = "hard_negatives"  # (anchor, positive, negative_1, ..., negative_n)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 TABLE_TYPES = (

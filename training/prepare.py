@@ -36,6 +36,11 @@ class TrainingData:
     def pair_like(self) -> bool:
         return {"anchor", "positive"} <= set(self.train.column_names)
 
+    @property
+    def needs_negatives(self) -> bool:
+        """(anchor, positive) rows only: in-batch negatives alone, so mining adds hard ones."""
+        return set(self.train.column_names) == {"anchor", "positive"}
+
 
 def prepare_training_data(data: TableDataset | IRDataset, split: str = "train", dev_fraction: float = 0.1,
                           seed: int = 42) -> TrainingData:

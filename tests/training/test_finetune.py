@@ -66,7 +66,7 @@ def test_same_seed_same_weights(tmp_path, tiny_model_dir, pairs_csv):
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, pairs_csv):
     import numpy as np
 
-    common = {"max_steps": 12, "eval_steps": 3, "dev_fraction": 0.0}
+    common = {"max_steps": 12, "eval_steps": 3, "dev_fraction": 0.0, "mining.strategy": "none"}
     full = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="full", **common), progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="cut", **common), progress=False,
@@ -79,6 +79,24 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_m
     assert steps == sorted(set(steps)), "resume must not duplicate log lines"
     wf, wr = _weights(full.run_dir), _weights(cut)
     assert all(np.allclose(wf[k], wr[k], atol=1e-5) for k in wf)
+
+
+def test_resume_with_mined_negatives_reuses_the_saved_set(tmp_path, tiny_model_dir, pairs_csv):
+    """Resume never re-mines: the interrupted run's mined file is what the resumed run trains on.
+
+    Not bit-identical to an uninterrupted run here: sentence-transformers' no-duplicates sampler defers rows whose
+    texts repeat in a batch, so with mined negatives on this tiny, repetitive set an epoch can hold a different
+    number of batches than the Trainer's resume arithmetic assumes (measured: steps up to the epoch boundary
+    match exactly, the next epoch's order differs)."""
+    common = {"max_steps": 12, "eval_steps": 3, "dev_fraction": 0.0, "mining.strategy": "model"}
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="cutm", **common), progress=False,
+              callbacks=[_Crash(at_step=7)])
+    cut = tmp_path / "runs" / "cutm"
+    mined = (cut / "mined" / "hard_negatives.jsonl").read_bytes()
+    resumed = train(resume=cut, progress=False)
+    assert resumed.steps == 12 and resumed.mining["strategy"] == "model"
+    assert (cut / "mined" / "hard_negatives.jsonl").read_bytes() == mined
 
 
 def test_resume_errors(tmp_path, tiny_model_dir, pairs_csv):

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.dev_eval import MatryoshkaRetrievalEvaluator
+from training.rotation import add_rotation, choose_rotation, fit_rotation
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(tiny_model_dir), device="cpu")
+
+
+def test_rotation_is_orthogonal_and_orders_variance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 8)) * np.array([0.1, 5, 0.2, 3, 0.1, 0.1, 1, 0.1])
+    r = fit_rotation(x)
+    assert np.allclose(r @ r.T, np.eye(8), atol=1e-5)
+    variance = ((x @ r.T) ** 2).mean(axis=0)
+    assert np.all(np.diff(variance) <= 1e-6)  # first axes carry the most energy
+    a, b = x[:3], x[3:6]
+    cos = lambda u, v: (u * v).sum(1) / np.linalg.norm(u, axis=1) / np.linalg.norm(v, axis=1)  # noqa: E731
+    assert np.allclose(cos(a, b), cos(a @ r.T, b @ r.T), atol=1e-5)
+
+
+def test_too_few_texts_is_an_error():
+    with pytest.raises(ValueError, match="need at least 8 texts to fit a rotation, got 3"):
+        fit_rotation(np.ones((3, 8)))
+
+
+def test_rotated_model_outputs_rotated_unit_vectors_and_survives_save(tmp_path, tiny_model):
+    texts = [f"the patient {i} has heart pain and a fever" for i in range(40)] + ["lease deposit rent"]
+    r = fit_rotation(tiny_model.encode(texts))
+    rotated = add_rotation(tiny_model, r)
+    names = [type(m).__name__ for m in rotated._modules.values()]
+    assert names == ["Transformer", "Pooling", "Dense", "Normalize"]
+    before, after = tiny_model.encode(texts[:5]), rotated.encode(texts[:5])
+    assert np.allclose(after, before @ r.T, atol=1e-5)
+    assert np.allclose(np.linalg.norm(after, axis=1), 1, atol=1e-5)
+    rotated.save(str(tmp_path / "m"), safe_serialization=True)
+    from sentence_transformers import SentenceTransformer
+
+    reloaded = SentenceTransformer(str(tmp_path / "m"), device="cpu")
+    assert np.allclose(reloaded.encode(texts[:5]), after, atol=1e-5)
+    assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pkl"))
+
+
+def test_choose_rotation_modes(tiny_model):
+    texts = [f"heart pain doctor {i}" for i in range(30)] + [f"lease tenant rent {i}" for i in range(30)]
+    evaluator = MatryoshkaRetrievalEvaluator(texts[:10], texts[10:], [{i} for i in range(10)], dims=[32, 8])
+    same, decision = choose_rotation(tiny_model, evaluator, texts, mode="off")
+    assert same is tiny_model and not decision.applied
+    forced, decision = choose_rotation(tiny_model, evaluator, texts, mode="on")
+    assert decision.applied and len(forced._modules) == 4
+    chosen, decision = choose_rotation(tiny_model, evaluator, texts, mode="auto")
+    gain = decision.dev_after["ndcg@10_mean"] - decision.dev_before["ndcg@10_mean"]
+    assert decision.applied == (gain > 0)
+    assert (len(chosen._modules) == 4) == decision.applied
+    _, decision = choose_rotation(tiny_model, evaluator, texts[:5], mode="auto")
+    assert not decision.applied and "only 5 texts to fit a 32-dim rotation" in decision.reason
+
+
+def test_rotated_model_exports_with_parity(tmp_path, tiny_model):
+    from training.export import export_run
+
+    texts = [f"the patient {i} has heart pain and a fever" for i in range(40)]
+    rotated = add_rotation(tiny_model, fit_rotation(tiny_model.encode(texts)))
+    rotated.save(str(tmp_path / "m"), safe_serialization=True)
+    result = export_run(tmp_path / "m", tmp_path / "onnx", dims=[32, 16], int8=False)
+    assert all(g.parity.min_cosine >= 0.9999 for g in result.graphs)
