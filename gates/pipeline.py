@@ -124,7 +124,11 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
                          check_mined=check_mined, keep_checkpoints=False)
     stages.note(loss=trained.loss, rows=trained.train_rows, steps=trained.steps,
                 examples_per_second=trained.examples_per_second, best_dev=trained.best_metric,
-                mining=(trained.mining or {}).get("strategy"))
+                mining=(trained.mining or {}).get("strategy"), rotation=(trained.rotation or {}).get("reason"),
+                advice=[tip["message"] for tip in trained.advice])
+    for line in [f"rotation: {(trained.rotation or {}).get('reason', 'n/a')}",
+                 *(f"advice: {tip['message']}" for tip in trained.advice)]:
+        progress(line)
 
     from training.export import export_run
 

@@ -41,6 +41,7 @@ class TrainResult:
     dev_metrics: dict[str, float] = field(default_factory=dict)
     mining: dict | None = None
     rotation: dict | None = None
+    advice: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -91,7 +92,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
     from sentence_transformers import SentenceTransformerTrainer
 
-    from training.train_log import JsonlLogCallback, plot_loss_curve, truncate_log_after_checkpoint
+    from training.advisor import advise
+    from training.train_log import JsonlLogCallback, plot_loss_curve, read_log, truncate_log_after_checkpoint
 
     checkpoint = _last_checkpoint(paths) if resume is not None else None
     if checkpoint is not None and is_main_process():
@@ -132,6 +134,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
         dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()}, mining=mining,
         rotation=rotation.to_dict() if rotation else None,
+        advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))],
         notes=[*data_notes(data), *prepared.notes])
     if is_main_process():
         write_json_atomic(paths.train / "summary.json", result.to_dict())

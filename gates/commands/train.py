@@ -88,4 +88,6 @@ def train(
     if is_main_process():
         typer.echo(json.dumps({k: result.to_dict()[k] for k in (
             "run_dir", "loss", "train_rows", "steps", "train_seconds", "examples_per_second", "best_metric",
-            "dev_metrics")}, indent=2))
+            "dev_metrics", "rotation")}, indent=2))
+        for tip in result.advice:
+            typer.echo(f"advice: {tip['message']}")

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import numpy as np
+
+from training.advisor import advise
+
+
+def _log(losses, dev=None, steps_per_epoch=10):
+    records = [{"step": i + 1, "epoch": (i + 1) / steps_per_epoch, "loss": float(v)} for i, v in enumerate(losses)]
+    for epoch, value in enumerate(dev or [], start=1):
+        records.append({"step": epoch * steps_per_epoch, "epoch": float(epoch), "eval_dev_ndcg@10_mean": value})
+    return records
+
+
+def _kinds(records):
+    return [tip.kind for tip in advise(records)]
+
+
+def test_healthy_run_gets_no_advice():
+    steps = np.arange(100)
+    losses = 3.0 * np.exp(-steps / 60) + 0.5 + np.random.default_rng(0).normal(0, 0.02, 100)
+    assert _kinds(_log(losses, dev=[0.60, 0.65, 0.68, 0.70])) == []
+
+
+def test_early_plateau_suggests_a_higher_learning_rate():
+    steps = np.arange(100)
+    losses = 2.0 * np.exp(-steps / 6) + 1.0 + np.random.default_rng(1).normal(0, 0.01, 100)
+    tips = advise(_log(losses))
+    assert [t.kind for t in tips] == ["plateau"]
+    assert "higher learning_rate" in tips[0].message and tips[0].evidence["early_share"] > 0.85
+
+
+def test_oscillation_suggests_lower_rate_or_longer_warmup():
+    steps = np.arange(100)
+    losses = 3.0 * np.exp(-steps / 60) + 0.5 + 0.8 * np.sign(np.sin(steps * 1.7))
+    tips = advise(_log(losses))
+    assert "oscillation" in [t.kind for t in tips]
+    assert "warmup_ratio to 0.15-0.2" in next(t for t in tips if t.kind == "oscillation").message
+
+
+def test_overfitting_when_dev_falls_while_loss_falls():
+    steps = np.arange(100)
+    losses = 3.0 * np.exp(-steps / 30) + 0.2
+    tips = advise(_log(losses, dev=[0.60, 0.70, 0.69, 0.66, 0.64, 0.62, 0.61, 0.60, 0.59, 0.58]))
+    overfit = [t for t in tips if t.kind == "overfitting"]
+    assert overfit and overfit[0].evidence["peak_epoch"] == 2.0 and "epochs: 2" in overfit[0].message
+
+
+def test_dev_dip_with_rising_loss_is_not_called_overfitting():
+    losses = np.linspace(1.0, 2.0, 100)  # loss rising: a different problem, not overfitting
+    assert "overfitting" not in _kinds(_log(losses, dev=[0.6, 0.7, 0.6, 0.5]))
+
+
+def test_short_logs_are_left_alone():
+    assert advise(_log([3.0, 2.0, 1.0])) == []

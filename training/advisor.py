@@ -1,0 +1,83 @@
+"""The hyperparameter advisor: reads a run's training log and says what to change, in the seed guide's terms.
+
+    from training.advisor import advise
+    for tip in advise(read_log("artifacts/runs/<run>/train/train_log.jsonl")): print(tip.message)
+
+Three patterns, each with the evidence that triggered it:
+- plateau: the loss fell early and then stopped falling -> the learning rate is likely too low for the data
+  (or the task is learned: compare with the dev metric);
+- oscillation: the loss jumps around its own trend -> learning rate too high, or too short a warmup
+  (15-20% of steps);
+- overfitting: the dev metric fell from its peak while the training loss kept falling -> fewer epochs (the best
+  checkpoint is already kept; set epochs to about the peak's epoch to save time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_LOSS_POINTS = 12
+PLATEAU_EARLY_SHARE = 0.85  # > 85% of the whole run's loss reduction happened in its first 30% of steps
+OSCILLATION_CV = 0.15  # residual around the moving trend / trend level
+OVERFIT_DROP = 0.01  # dev metric this far (absolute) below its peak at the end
+
+
+@dataclass(frozen=True)
+class Advice:
+    kind: str  # plateau | oscillation | overfitting
+    message: str
+    evidence: dict
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+    window = max(1, min(window, len(values)))
+    kernel = np.ones(window) / window
+    padded = np.concatenate([np.full(window - 1, values[0]), values])
+    return np.convolve(padded, kernel, mode="valid")
+
+
+def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> list[Advice]:
+    losses = np.array([r["loss"] for r in records if "loss" in r], dtype=float)
+    steps = [r["step"] for r in records if "loss" in r]
+    tips: list[Advice] = []
+    if len(losses) >= MIN_LOSS_POINTS:
+        window = max(3, len(losses) // 10)
+        trend = _moving_average(losses, window)
+        cut = int(len(trend) * 0.3)
+        start, early, end = trend[window - 1], trend[cut], trend[-1]
+        total_drop = start - end
+        early_share = (start - early) / total_drop if total_drop > 0 else 0.0
+        if total_drop > 0 and early_share > PLATEAU_EARLY_SHARE:
+            tips.append(Advice("plateau", (
+                f"loss plateaued early: {early_share:.0%} of its fall happened in the first 30% of steps "
+                f"({start:.3f} -> {early:.3f}, then {end:.3f} at the end); try a higher learning_rate (e.g. 2x), "
+                f"or check the dev metric: the task may be learned already"),
+                {"early_share": round(early_share, 4), "loss": [round(start, 4), round(early, 4), round(end, 4)],
+                 "steps": [steps[0], steps[cut], steps[-1]]}))
+        residual = losses[window:] - trend[window:]
+        level = np.abs(trend[window:]).mean()
+        cv = float(residual.std() / level) if level else 0.0
+        if cv > OSCILLATION_CV:
+            tips.append(Advice("oscillation", (
+                f"loss oscillates: step-to-step swings are {cv:.0%} of its trend; lower the learning_rate "
+                f"(e.g. 0.5x) or lengthen warmup_ratio to 0.15-0.2"), {"residual_cv": round(cv, 4)}))
+    dev = [(r["epoch"], r[dev_metric]) for r in records if dev_metric in r]
+    if len(dev) >= 3 and len(losses) >= 2:
+        values = np.array([v for _, v in dev])
+        peak = int(values.argmax())
+        drop = float(values[peak] - values[-1])
+        loss_after_peak = [r["loss"] for r in records if "loss" in r and r["epoch"] >= dev[peak][0]]
+        loss_falling = len(loss_after_peak) >= 2 and loss_after_peak[-1] < loss_after_peak[0]
+        if peak < len(values) - 1 and drop > OVERFIT_DROP and loss_falling:
+            tips.append(Advice("overfitting", (
+                f"overfitting: the dev metric peaked at {values[peak]:.4f} (epoch {dev[peak][0]:g}) and fell to "
+                f"{values[-1]:.4f} while the training loss kept falling; the best checkpoint was kept, and "
+                f"epochs: {max(1, round(dev[peak][0]))} would reach it in less time"),
+                {"peak_epoch": dev[peak][0], "peak": round(float(values[peak]), 5),
+                 "last": round(float(values[-1]), 5)}))
+    return tips
