@@ -1,0 +1,177 @@
+"""Quality benchmark (issue 7): base model vs the plain and tuned recipes vs `embedgate pipeline` defaults.
+
+    python benchmarks/quality.py --data scifact=../shared/datasets/scifact \
+        --data medical=artifacts/datasets/medical-qp --out benchmarks/results
+
+(`artifacts/datasets/medical-qp` comes from `python benchmarks/medical_ir.py`.) For each dataset, in one run:
+- base: all-MiniLM-L6-v2 as shipped;
+- plain recipe: MNRL, 1 epoch, batch 32, lr 2e-5, warmup 10%, no hard negatives, no Matryoshka;
+- tuned recipe: MatryoshkaLoss over MNRL, 3 epochs, lr 5e-5, batch 32, warmup 10%;
+- embedgate: `embedgate pipeline` with default settings (data gate, mining, training, export, evaluation, gate).
+Every model is exported to ONNX and scored through the service's embedder (fp32 and int8) on the test qrels:
+NDCG@10, MRR@10, Recall@10 at 384/256/128/64, with the gain over base and over the plain recipe and wall times.
+Writes quality_<name>.json, quality.md (tables) and quality_<name>.png. Development only: needs ../shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+METRICS = ("ndcg@10", "mrr@10", "recall@10")
+RECIPES = {
+    "plain": {"epochs": 1, "learning_rate": 2e-5, "batch_size": 32, "warmup_ratio": 0.1, "matryoshka": False,
+              "mining.strategy": "none", "rotation": "off", "dev_fraction": 0.0},
+    "tuned": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "warmup_ratio": 0.1, "matryoshka": True,
+              "mining.strategy": "none", "rotation": "off", "dev_fraction": 0.0},
+}
+
+
+def evaluate_onnx(onnx_dir: Path, data_dir: Path, label: str, name: str, timings: dict):
+    from gates.encoders import onnx_encoder
+    from gates.evaluate import evaluate_model
+    from training.loading import load_dataset
+
+    view = load_dataset(data_dir, "ir").split("test")
+    encoders = tuple(onnx_encoder(onnx_dir, p) for p in ("fp32", "int8"))
+    return evaluate_model(label, name, str(onnx_dir), encoders, view, encoders[0].dims, None, timings)
+
+
+def train_recipe(name: str, data_dir: Path, work: Path) -> tuple[Path, float]:
+    from training.config import load_config
+    from training.export import export_run
+    from training.finetune import train
+
+    started = time.perf_counter()
+    config = load_config(None, {"data.path": str(data_dir), "data.type": "ir", "output_dir": str(work),
+                                "run_id": name, **RECIPES[name]})
+    result = train(config, progress=False, keep_checkpoints=False)
+    export_run(result.run_dir / "model", result.run_dir / "onnx")
+    return result.run_dir / "onnx", time.perf_counter() - started
+
+
+def run_embedgate(data_dir: Path, work: Path) -> tuple[Path, float, dict]:
+    from gates.pipeline import run_pipeline
+    from gates.pipeline_config import load_pipeline_config
+
+    started = time.perf_counter()
+    config = load_pipeline_config(None, {"data.path": str(data_dir), "data.type": "ir",
+                                         "output_dir": str(work / "runs"), "run_id": "embedgate",
+                                         "promotion.registry": str(work / "registry")})
+    outcome = run_pipeline(config, progress=lambda line: print(f"    {line}", flush=True))
+    seconds = time.perf_counter() - started
+    return outcome.run_dir / "onnx", seconds, outcome.to_dict()
+
+
+def table(results: dict, dims) -> dict:
+    """{system: {backend: {dim: {metric: value}}}}"""
+    out = {}
+    for system, res in results.items():
+        for entry in res.retrieval:
+            out.setdefault(system, {}).setdefault(entry.backend, {})[entry.dim] = {m: entry.mean[m] for m in METRICS}
+    return out
+
+
+def markdown(name: str, scores: dict, walls: dict, dims) -> str:
+    lines = [f"### {name}", "", "| system | backend | " + " | ".join(f"NDCG@10 d{d}" for d in dims) +
+             " | MRR@10 d384 | Recall@10 d384 | d64 / d384 | wall |", "|---|---|" + "---:|" * (len(dims) + 4)]
+    for system, backends in scores.items():
+        for backend, by_dim in backends.items():
+            full = by_dim[max(dims)]
+            cells = " | ".join(f"{by_dim[d]['ndcg@10']:.4f}" for d in dims)
+            lines.append(f"| {system} | {backend} | {cells} | {full['mrr@10']:.4f} | {full['recall@10']:.4f} | "
+                         f"{by_dim[min(dims)]['ndcg@10'] / full['ndcg@10']:.1%} | {walls.get(system, 0):.0f}s |")
+    base = scores["base"]["onnx-fp32"]
+    plain = scores["plain"]["onnx-fp32"]
+    ours = scores["embedgate"]["onnx-fp32"]
+    lines += ["", "embedgate (onnx-fp32) NDCG@10 gain: " + ", ".join(
+        f"d{d} {ours[d]['ndcg@10'] - base[d]['ndcg@10']:+.4f} vs base / "
+        f"{ours[d]['ndcg@10'] - plain[d]['ndcg@10']:+.4f} vs plain" for d in dims)]
+    int8 = scores["embedgate"]["onnx-int8"]
+    lines.append("embedgate int8 / fp32 NDCG@10: " + ", ".join(
+        f"d{d} {int8[d]['ndcg@10'] / ours[d]['ndcg@10']:.1%}" for d in dims))
+    return "\n".join(lines) + "\n"
+
+
+def plot(name: str, scores: dict, dims, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for system, color in zip(("base", "plain", "tuned", "embedgate"),
+                             ("tab:gray", "tab:orange", "tab:green", "tab:blue"), strict=True):
+        for backend, style in (("onnx-fp32", "-"), ("onnx-int8", "--")):
+            ys = [scores[system][backend][d]["ndcg@10"] for d in sorted(dims)]
+            ax.plot(sorted(dims), ys, style, marker="o", color=color, label=f"{system} {backend}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(dims), [str(d) for d in sorted(dims)])
+    ax.set_xlabel("embedding dimension")
+    ax.set_ylabel("NDCG@10 (test)")
+    ax.set_title(f"{name}: NDCG@10 vs dimension")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", action="append", required=True, help="name=BEIR_DIR (train + test qrels)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work_root = args.work or Path(tempfile.mkdtemp(prefix="embedgate-quality-"))
+    report = [f"Machine load at start: {os.getloadavg()}", ""]
+    for spec in args.data:
+        name, data_dir = spec.split("=", 1)
+        data_dir = Path(data_dir).resolve()
+        work = work_root / name
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        timings: dict = {}
+        walls: dict = {}
+        results = {}
+        print(f"[{name}] base", flush=True)
+        from training.export import export_run
+        from training.models import resolve_model_path
+
+        started = time.perf_counter()
+        export_run(resolve_model_path("all-MiniLM-L6-v2"), work / "base-onnx")
+        walls["base"] = 0.0
+        results["base"] = evaluate_onnx(work / "base-onnx", data_dir, "baseline", "base", timings)
+        for recipe in RECIPES:
+            print(f"[{name}] {recipe} recipe", flush=True)
+            onnx_dir, walls[recipe] = train_recipe(recipe, data_dir, work)
+            results[recipe] = evaluate_onnx(onnx_dir, data_dir, "candidate", recipe, timings)
+        print(f"[{name}] embedgate pipeline (defaults)", flush=True)
+        onnx_dir, walls["embedgate"], outcome = run_embedgate(data_dir, work)
+        results["embedgate"] = evaluate_onnx(onnx_dir, data_dir, "candidate", "embedgate", timings)
+        dims = sorted(results["base"].dims("onnx-fp32"), reverse=True)
+        scores = table(results, dims)
+        payload = {"data": str(data_dir), "scores": scores, "wall_seconds": walls, "pipeline": outcome,
+                   "encode_timings": timings, "load_end": os.getloadavg(),
+                   "total_seconds": round(time.perf_counter() - started, 1)}
+        (args.out / f"quality_{name}.json").write_text(json.dumps(payload, indent=2, default=str))
+        plot(name, scores, dims, args.out / f"quality_{name}.png")
+        report.append(markdown(name, scores, walls, dims))
+        report.append(f"pipeline: {outcome['status']} ({outcome['reason']})\n")
+        print(report[-2], flush=True)
+    report.append(f"Machine load at end: {os.getloadavg()}")
+    (args.out / "quality.md").write_text("\n".join(report) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
