@@ -1,18 +1,19 @@
 """Served throughput of all-MiniLM-L6-v2: our service (ONNX fp32, int8; micro-batching on and off) vs the same model
 in PyTorch (sentence-transformers) behind the same HTTP layer, on the same cores, in one run.
 
-    python benchmarks/serve_throughput.py                         # ~6 min on 2 cores; exports MiniLM once
-    python benchmarks/serve_throughput.py --seconds 10 --servers onnx-fp32,torch
+    python benchmarks/serve_throughput.py                         # ~5 min on 2 cores; exports MiniLM once
+    python benchmarks/serve_throughput.py --rounds 1 --seconds 10 --servers onnx-fp32,torch
 
-Workloads, each `--warmup` s unmeasured then `--seconds` s measured, from an aiohttp client in this process:
+Workloads, each `--warmup` s unmeasured then `--seconds` s measured, from an aiohttp client in this process, in
+`--rounds` interleaved rounds (medians reported):
   single:  1-sentence requests, 16 concurrent clients (where batching across requests matters)
   batch32: 32-sentence requests, 4 concurrent clients
-Sentences are 12-17 words (benchmarks/encode_speed.py's generator). Servers, started one at a time on loopback:
+Sentences are 12-17 words (benchmarks/encode_speed.py's generator). Servers, all started at once on loopback ports:
   onnx-fp32, onnx-int8    `bentoml serve service.app:EmbedgateService` on a registry holding the MiniLM export
   onnx-fp32-nobatch       the same with EMBEDGATE_MAX_BATCH_SIZE=1: what the micro-batcher is worth
   torch                   benchmarks/torch_embed_server.py: one model.encode per request
 Every server gets 2 intra-op threads. Beside each figure: the 1-minute load average and the CPU (in cores) that
-*other* processes used during the measurement (/proc/stat minus this process and the server's process tree).
+*other* processes used during the measurement (/proc/stat minus this process and the servers' process trees).
 Other helpers share these 2 cores: when that figure is high, rerun and report both runs. Results also go to
 WORKDIR/results-<time>.json.
 """
@@ -21,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +45,7 @@ SERVERS = ("onnx-fp32", "onnx-int8", "onnx-fp32-nobatch", "torch")
 WORKLOADS = {"single": (1, 16), "batch32": (32, 4)}  # name: (sentences per request, concurrent clients)
 THREADS = 2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+QUIET_CORES = 0.25  # a measurement is "quiet" when other processes used less CPU than this meanwhile
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,14 @@ class Measurement:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per workload (default 20)")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first (default 3)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per workload and round "
+                        "(default 8)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported (default 3)")
     parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "artifacts" / "bench" / "serve-throughput",
                         help="keeps the MiniLM export and registry between runs")
-    parser.add_argument("--port", type=int, default=3977)
+    parser.add_argument("--port", type=int, default=3977, help="first of len(servers) consecutive ports")
     args = parser.parse_args()
     servers = [name.strip() for name in args.servers.split(",")]
     unknown = set(servers) - set(SERVERS)
@@ -77,19 +83,28 @@ def main() -> None:
     import torch
 
     print(f"{cpu_name()}, {os.cpu_count()} cores; onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
-          f"{THREADS} threads per server; {args.warmup:.0f} s warm-up + {args.seconds:.0f} s per workload")
+          f"{THREADS} threads per server; {args.rounds} rounds of {args.warmup:.0f} s warm-up + {args.seconds:.0f} s "
+          f"per workload")
     sentences = short_sentences(512)
     results = []
-    for server in servers:
-        argv, env = server_command(server, model_dir, registry, args.port)
-        with Server(argv, env, args.port, args.workdir / f"{server}.log") as process:
-            for workload, (per_request, clients) in WORKLOADS.items():
-                if server == "onnx-fp32-nobatch" and workload != "single":
-                    continue  # without cross-request batching a 32-sentence request is batched anyway
-                result = measure(process, server, workload, sentences, per_request, clients, args)
-                results.append(result)
-                print(row(result), flush=True)
-    print_ratios(results)
+    with contextlib.ExitStack() as stack:
+        # All servers up at once (idle ones cost nothing), then measured in interleaved rounds, so that a
+        # neighbour's load falls on every configuration alike instead of on whichever ran when it started.
+        running = {}
+        for offset, server in enumerate(servers):
+            argv, env = server_command(server, model_dir, registry, args.port + offset)
+            running[server] = stack.enter_context(Server(argv, env, args.port + offset,
+                                                         args.workdir / f"{server}.log"))
+        for round_index in range(args.rounds):
+            for server, process in running.items():
+                for workload, (per_request, clients) in WORKLOADS.items():
+                    if server == "onnx-fp32-nobatch" and workload != "single":
+                        continue  # a 32-sentence request is one batch either way
+                    ours = {other.process.pid for other in running.values()}
+                    result = measure(process, server, workload, sentences, per_request, clients, args, ours)
+                    results.append(result)
+                    print(f"round {round_index + 1}: {row(result)}", flush=True)
+    print_summary(results)
     out = args.workdir / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps([asdict(result) for result in results], indent=2))
     print(f"written {out}")
@@ -167,12 +182,12 @@ class Server:
 
 
 def measure(server: Server, name: str, workload: str, sentences: list[str], per_request: int, clients: int,
-            args: argparse.Namespace) -> Measurement:
+            args: argparse.Namespace, server_pids: set[int]) -> Measurement:
     asyncio.run(_drive(server.url, sentences, per_request, clients, args.warmup))
-    own_before, busy_before, started = _own_ticks(server.process.pid), _busy_ticks(), time.monotonic()
+    own_before, busy_before, started = _own_ticks(server_pids), _busy_ticks(), time.monotonic()
     latencies, errors = asyncio.run(_drive(server.url, sentences, per_request, clients, args.seconds))
     elapsed = time.monotonic() - started
-    others = ((_busy_ticks() - busy_before) - (_own_ticks(server.process.pid) - own_before)) / CLOCK_TICKS / elapsed
+    others = ((_busy_ticks() - busy_before) - (_own_ticks(server_pids) - own_before)) / CLOCK_TICKS / elapsed
     import numpy as np
 
     ms = np.array(latencies) * 1e3 if latencies else np.array([float("nan")])
@@ -214,9 +229,9 @@ def _busy_ticks() -> int:
     return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
 
 
-def _own_ticks(server_pid: int) -> int:
-    """CPU ticks of this process and of the server with all its descendants (BentoML's workers run in sessions of
-    their own, so the process group would miss them)."""
+def _own_ticks(server_pids: set[int]) -> int:
+    """CPU ticks of this process and of the servers with all their descendants (BentoML's workers run in sessions
+    of their own, so a process group would miss them)."""
     stats = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -224,7 +239,7 @@ def _own_ticks(server_pid: int) -> int:
         except (OSError, IndexError):
             continue  # exited meanwhile
         stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime+stime
-    ours = {os.getpid(), server_pid}
+    ours = {os.getpid(), *server_pids}
     grew = True
     while grew:
         children = {pid for pid, (ppid, _) in stats.items() if ppid in ours} - ours
@@ -241,13 +256,36 @@ def row(result: Measurement) -> str:
             f"others' CPU {result.others_cpu_cores:4.2f} cores")
 
 
-def print_ratios(results: list[Measurement]) -> None:
-    by = {(r.server, r.workload): r.sentences_per_s for r in results}
-    print("throughput ratios (sentences/s):")
-    for workload in WORKLOADS:
-        for ours, base in (("onnx-fp32", "torch"), ("onnx-int8", "torch"), ("onnx-fp32", "onnx-fp32-nobatch")):
-            if (ours, workload) in by and (base, workload) in by:
-                print(f"  {workload:<8} {ours} / {base}: {by[ours, workload] / by[base, workload]:5.2f}x")
+def print_summary(results: list[Measurement]) -> None:
+    """Medians over all rounds and over the quiet rounds only (others used < QUIET_CORES), then ratios of each."""
+    groups: dict[tuple[str, str], list[Measurement]] = {}
+    for result in results:
+        groups.setdefault((result.server, result.workload), []).append(result)
+    medians: dict[str, dict[tuple[str, str], float]] = {"all rounds": {}, "quiet rounds": {}}
+    print(f"medians (quiet: rounds in which other processes used < {QUIET_CORES} cores):")
+    for key, group in groups.items():
+        quiet = [r for r in group if r.others_cpu_cores < QUIET_CORES]
+        median = _median(group)
+        medians["all rounds"][key] = median.sentences_per_s
+        if quiet:
+            medians["quiet rounds"][key] = _median(quiet).sentences_per_s
+        quiet_text = f"{medians['quiet rounds'][key]:.1f} sent/s in {len(quiet)}" if quiet else "none quiet"
+        spread = ", ".join(f"{r.sentences_per_s:.0f}@{r.others_cpu_cores:.2f}" for r in group)
+        print(f"  {row(median)}\n      quiet: {quiet_text}; rounds (sent/s@others' cores): {spread}")
+    for label, figures in medians.items():
+        print(f"throughput ratios, {label} (sentences/s):")
+        for workload in WORKLOADS:
+            for ours, base in (("onnx-fp32", "torch"), ("onnx-int8", "torch"), ("onnx-fp32", "onnx-fp32-nobatch")):
+                if (ours, workload) in figures and (base, workload) in figures:
+                    ratio = figures[ours, workload] / figures[base, workload]
+                    print(f"  {workload:<8} {ours} / {base}: {ratio:5.2f}x")
+
+
+def _median(group: list[Measurement]) -> Measurement:
+    fields = ("sentences_per_s", "requests_per_s", "p50_ms", "p99_ms", "load_1m", "others_cpu_cores")
+    return Measurement(server=group[0].server, workload=group[0].workload, requests=sum(r.requests for r in group),
+                       errors=sum(r.errors for r in group),
+                       **{name: statistics.median(getattr(r, name) for r in group) for name in fields})
 
 
 if __name__ == "__main__":
