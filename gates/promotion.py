@@ -34,6 +34,7 @@ class PromotionResult:
     forced: bool
     serving_dim: int
     bento_tag: str | None
+    bento_error: str | None = None
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -73,27 +74,46 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
     version = registry.add_version(sources, metadata=metadata, who=who,
                                    reason=reason or "gate passed", forced=force and not decision["passed"],
                                    run_id=run.run_id, metrics=served_metrics(decision))
-    tag = save_to_bento_store(registry, version) if bento_store else None
+    tag, bento_error = None, None
+    if bento_store:
+        # The registry is the source of truth and the promotion has happened; the BentoML store copy only
+        # serves `bentoml build`, so its failure is reported, not fatal.
+        try:
+            tag = save_to_bento_store(registry, version)
+        except Exception as err:  # BentoML raises several types (store permissions, disk)
+            bento_error = f"{type(err).__name__}: {err}"
     return PromotionResult(version, previous.version if previous else None, run.run_id,
-                           force and not decision["passed"], decision["serving_dim"], tag)
+                           force and not decision["passed"], decision["serving_dim"], tag, bento_error)
 
 
 def save_to_bento_store(registry: Registry, version: str) -> str:
-    """The version folder, as is, into BentoML's model store: `bentoml build` then packages the champion."""
+    """The version folder, as is, into BentoML's model store: `bentoml build` then packages the champion.
+
+    The tag's version is the registry version plus a hash of its manifest, because the BentoML store is shared by
+    every registry on the machine (two registries both have a v0001); saving the same content twice reuses it."""
+    import hashlib
+
     import bentoml
+    from bentoml.exceptions import NotFound
 
     manifest = registry.verify(version)
+    digest = hashlib.sha256((registry.version_dir(version) / "manifest.json").read_bytes()).hexdigest()[:10]
+    tag = f"{BENTO_MODEL_NAME}:{version}-{digest}"
+    try:
+        bentoml.models.get(tag)
+        return tag
+    except NotFound:
+        pass
     labels = {"registry_version": version, "run_id": str(manifest.get("run_id")),
               "serving_dim": str(manifest.get("serving_dim")), "serve_precision": str(manifest.get("serve_precision"))}
-    with bentoml.models.create(f"{BENTO_MODEL_NAME}:{version}", labels=labels,
-                               metadata={"manifest_files": len(manifest["files"])}) as model_ref:
+    with bentoml.models.create(tag, labels=labels, metadata={"manifest_files": len(manifest["files"])}) as model_ref:
         source = registry.version_dir(version)
         for path in source.rglob("*"):
             if path.is_file():
                 target = Path(model_ref.path) / path.relative_to(source)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-    return f"{BENTO_MODEL_NAME}:{version}"
+    return tag
 
 
 def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", to: str | None = None):

@@ -1,6 +1,6 @@
 """Serve a version from BentoML's model store: how a built Bento (which has no registry) carries its model.
 
-`gates.promotion.save_to_bento_store` copies each promoted registry version, as is, to `embedgate-embedder:<version>`;
+`gates.promotion.save_to_bento_store` copies each promoted registry version, as is, to `embedgate-embedder:<version>-<manifest hash>`;
 `bentofile.yaml` lists `embedgate-embedder:latest`, so `bentoml build` packs it into the Bento.
 """
 
@@ -13,7 +13,7 @@ from service.serving_model import BENTO_STORE_FILES, ServingModel, load_version
 
 
 def store_model_dir(tag: str) -> tuple[Path, str]:
-    """The folder of `tag` in BentoML's model store and its resolved tag ("latest" -> "embedgate-embedder:v0003"),
+    """The folder of `tag` in BentoML's model store and its resolved tag ("latest" -> "embedgate-embedder:v0003-1a2b3c4d5e"),
     or ModelLoadError saying how to put a model there."""
     import bentoml
     from bentoml.exceptions import NotFound

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import string
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+# Tests never write into the user's ~/bentoml model store (promotion saves every version there).
+os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="embedgate-tests-bentoml-"))
 
 TINY_DIM = 32
 # Small vocabulary: enough words for fixtures to tokenise into real tokens, plus single letters as word pieces.

@@ -39,3 +39,53 @@ def write_csv(path: Path, header: list[str], rows) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
+
+
+# Lay words in queries, jargon in documents: the tiny model starts with no link between them (vocabulary
+# mismatch, as in the demo set), so fine-tuning has something clear to learn.
+LAY_JARGON = {
+    "heart": ("heart pain doctor", "blood pressure hospital"),
+    "kidney": ("kidney tablet drug", "liver dose medicine"),
+    "lease": ("rent landlord deposit", "lease tenant notice"),
+    "contract": ("agreement party breach", "contract clause liability"),
+    "insurance": ("insurance cover claim", "policy coverage damages"),
+    "court": ("court law legal", "indemnify hold harmless"),
+    "child": ("child fever cough", "cold flu nurse"),
+    "money": ("money pay fee", "cost year month"),
+}
+
+
+def write_lay_jargon_beir(root: Path, train_queries: int = 160, test_queries: int = 48, seed: int = 3) -> Path:
+    """A BEIR folder: 5 jargon documents per topic; lay queries judged against 2 of them (grades 2 and 1)."""
+    import json
+
+    rng = random.Random(seed)
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    docs = []
+    for topic, (_, jargon) in LAY_JARGON.items():
+        for j in range(5):
+            words = jargon.split() * 2
+            rng.shuffle(words)
+            docs.append({"_id": f"{topic}-{j}", "title": "", "text": " ".join(words + rng.sample(FILLER, 3))})
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    queries, qrels, seen = [], {"train": [], "test": []}, set()
+    topics = list(LAY_JARGON)
+    i = 0
+    while len(queries) < train_queries + test_queries:
+        topic = topics[i % len(topics)]
+        lay = LAY_JARGON[topic][0].split()
+        text = " ".join(rng.sample(lay, 2) + rng.sample(FILLER, 3))
+        i += 1
+        if text in seen:
+            continue
+        seen.add(text)
+        qid = f"q{len(queries)}"
+        queries.append({"_id": qid, "text": text})
+        split = "train" if len(queries) <= train_queries else "test"
+        first = rng.randrange(5)
+        qrels[split] += [(qid, f"{topic}-{first}", 2), (qid, f"{topic}-{(first + 1) % 5}", 1)]
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    for split, rows in qrels.items():
+        (root / "qrels" / f"{split}.tsv").write_text(
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+    return root

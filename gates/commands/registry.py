@@ -57,6 +57,9 @@ def promote(
         raise typer.Exit(code=1) from None
     typer.echo(f"promoted {result.run_id} as {result.version} (previous champion: {result.previous or 'none'}; "
                f"serving dim {result.serving_dim}; bento model {result.bento_tag or 'not saved'})")
+    if result.bento_error:
+        typer.echo(f"warning: not saved to the BentoML model store ({result.bento_error}); the registry "
+                   f"promotion stands, but `bentoml build` will not package this version", err=True)
 
 
 def rollback(

@@ -79,6 +79,8 @@ def test_promoted_version_lands_in_the_bentoml_model_store(tmp_path, monkeypatch
         registry = tmp_path / "registry"
         promote_run(_gated_run(tmp_path, "good", True), registry, bento_store=False)
         tag = save_to_bento_store(Registry(registry), "v0001")
+        assert tag.startswith("embedgate-embedder:v0001-")
+        assert save_to_bento_store(Registry(registry), "v0001") == tag  # same content: reused, no error
         model = bentoml.models.get(tag)
         assert model.info.labels["registry_version"] == "v0001" and model.info.labels["serving_dim"] == "32"
         assert (Path(model.path) / "onnx" / "d32" / "model.onnx").read_bytes() == b"graph of good"

@@ -52,7 +52,7 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     bento_dir = tmp_path / "bentoml" / "bentos" / "embedgate" / tag.split(":")[1]
     requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and not HEAVY.findall(requirements)
-    assert "embedgate-embedder:v0001" in (bento_dir / "bento.yaml").read_text()
+    assert "embedgate-embedder:v0001-" in (bento_dir / "bento.yaml").read_text()  # tag: version + manifest hash
     packed = {path.name for path in (bento_dir / "src" / "service").rglob("*.py")}
     assert {"app.py", "routes.py", "embedder.py", "capture.py"} <= packed
 
@@ -66,7 +66,7 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     with server:
         info = httpx.get(f"{server.base_url}/info").json()
         assert info["source"] == "bentoml-model-store:embedgate-embedder:latest"
-        assert info["model"]["source"] == "bentoml-model-store:embedgate-embedder:v0001"
+        assert info["model"]["source"].startswith("bentoml-model-store:embedgate-embedder:v0001-")
         response = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": ["heart", "the lease"]})
         assert response.status_code == 200 and response.headers["x-embedgate-model-version"] == "v0001"
         vectors = np.array([row["embedding"] for row in response.json()["data"]], dtype=np.float32)
