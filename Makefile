@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean browser
 
 venv: $(STAMP)
 
@@ -27,8 +27,17 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/embedgate demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The drift dashboard test screenshots the Evidently UI with headless Chromium (Debian's package). As root (CI,
+# fresh machines here) it is installed; otherwise the test is skipped locally and says how to install it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the dashboard screenshot test ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium is not installed (apt-get install chromium); the dashboard screenshot test will be skipped"; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check training gates service tests benchmarks

@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
     app.command("demo", help=DEMO_HELP)(demo)
 
 
+DEMO_QUERIES = ["my landlord won't give back my deposit after I moved out",
+                "can I be fired for refusing to sign a non-compete?"]
+
+
 def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = None) -> int:
     from gates.commands.train import parse_set
     from gates.pipeline import run_pipeline
@@ -62,9 +66,15 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for runs and the demo registry.")] = Path("artifacts/demo"),
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override any field: key=value.")] = None,
 ) -> None:
-    code = _run(DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(out / "registry")})
+    registry = out / "registry"
+    code = _run(DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(registry)})
     if code == 2:
         raise typer.Exit(code=2)
     if code == 1:
         typer.echo("(the demo's candidate did not beat the current demo champion: that is the gate working; "
                    f"delete {out} to start the demo from the base model again)")
+    from gates.served_call import call_served_champion
+
+    typer.echo("\n[serve] starting the service on the champion and calling it with the openai client ...")
+    call = call_served_champion(registry, DEMO_QUERIES, log_path=out / "serve.log")
+    typer.echo(f"[serve] {call.summary()}")
