@@ -12,7 +12,8 @@ Sentences are 12-17 words (benchmarks/encode_speed.py's generator). Servers, all
   onnx-fp32, onnx-int8    `bentoml serve service.app:EmbedgateService` on a registry holding the MiniLM export
   onnx-fp32-nobatch       the same with EMBEDGATE_MAX_BATCH_SIZE=1: what the micro-batcher is worth
   torch                   benchmarks/torch_embed_server.py: one model.encode per request
-Every server gets 2 intra-op threads. Beside each figure: the 1-minute load average and the CPU (in cores) that
+Every server gets 2 intra-op threads whose idle threads sleep instead of spinning (onnxruntime allow_spinning=0,
+OMP_WAIT_POLICY=PASSIVE for torch). Beside each figure: the 1-minute load average and the CPU (in cores) that
 *other* processes used during the measurement (/proc/stat minus this process and the servers' process trees).
 Other helpers share these 2 cores: when that figure is high, rerun and report both runs. Results also go to
 WORKDIR/results-<time>.json.
@@ -134,7 +135,9 @@ def server_command(server: str, model_dir: Path, registry: Path, port: int) -> t
            "HF_HUB_OFFLINE": "1", "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
     common = ["--host", "127.0.0.1", "--port", str(port)]
     if server == "torch":
-        env.update(EMBEDGATE_BENCH_MODEL=str(model_dir), EMBEDGATE_BENCH_THREADS=str(THREADS))
+        # Passive OpenMP waits: the same courtesy our service gets from onnxruntime's allow_spinning=0.
+        env.update(EMBEDGATE_BENCH_MODEL=str(model_dir), EMBEDGATE_BENCH_THREADS=str(THREADS),
+                   OMP_WAIT_POLICY="PASSIVE")
         return [sys.executable, "-m", "bentoml", "serve", "torch_embed_server:TorchEmbedder", "--working-dir",
                 str(BENCH_DIR), *common], env
     env.update(EMBEDGATE_REGISTRY=str(registry), EMBEDGATE_THREADS=str(THREADS),

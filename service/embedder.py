@@ -73,9 +73,10 @@ class OnnxEmbedder:
     @classmethod
     def from_export_dir(cls, onnx_dir: Path, precision: str = "fp32", threads: int | None = None,
                         dim: int | None = None, verify_sha256: bool = True,
-                        optimization: str = DEFAULT_OPTIMIZATION) -> OnnxEmbedder:
+                        optimization: str = DEFAULT_OPTIMIZATION, allow_spinning: bool = True) -> OnnxEmbedder:
         """Load the export written by `embedgate export`: the full-dim graph, or the per-dim graph for `dim`
-        (which serves the exported dims up to `dim`)."""
+        (which serves the exported dims up to `dim`). `allow_spinning=False` lets idle intra-op threads sleep
+        instead of busy-waiting (onnxruntime's default), which the HTTP service needs: see _open_session."""
         onnx_dir = Path(onnx_dir)
         config = _read_embedder_config(onnx_dir)
         if precision not in config["precisions"]:
@@ -89,7 +90,7 @@ class OnnxEmbedder:
         graph_path = onnx_dir / entry["path"]
         if verify_sha256:
             _verify_sha256(graph_path, entry["sha256"])
-        session, graph_dim = _open_session(graph_path, threads, optimization)
+        session, graph_dim = _open_session(graph_path, threads, optimization, allow_spinning)
         if graph_dim != dim:
             raise ModelLoadError(f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
                                  f"dim {dim}; the export is inconsistent: export the model again")
@@ -188,7 +189,8 @@ class OnnxEmbedder:
 
 
 
-def _open_session(graph_path: Path, threads: int | None, optimization: str) -> tuple[Any, int]:
+def _open_session(graph_path: Path, threads: int | None, optimization: str,
+                  allow_spinning: bool = True) -> tuple[Any, int]:
     """An onnxruntime session for `graph_path`, checked against the contract; returns it and its output dim."""
     import onnxruntime as ort
 
@@ -203,6 +205,10 @@ def _open_session(graph_path: Path, threads: int | None, optimization: str) -> t
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
     options.intra_op_num_threads = threads or 0  # 0: onnxruntime picks (one per physical core)
     options.inter_op_num_threads = 1  # one graph, run sequentially: parallelism is inside each operator
+    if not allow_spinning:
+        # Spinning threads burn the cores between runs that a server's request handling (and any neighbour)
+        # needs: benchmarks/serve_throughput.py served 1.6x more single sentences with it off on 2 shared cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/... types

@@ -55,9 +55,10 @@ def load_version(version_dir: Path, *, precision: str | None, threads: int | Non
     version_dir = Path(version_dir)
     manifest = verify_manifest(version_dir, ignore=ignore_files)
     precision = precision or manifest.get("serve_precision") or "fp32"
-    # The manifest just verified every graph's sha256, so the embedder need not hash them a second time.
+    # The manifest just verified every graph's sha256, so the embedder need not hash them a second time. Idle
+    # onnxruntime threads sleep rather than spin: the event loop serving HTTP needs those cores between batches.
     embedder = OnnxEmbedder.from_export_dir(version_dir / "onnx", precision=precision, threads=threads,
-                                            verify_sha256=False)
+                                            verify_sha256=False, allow_spinning=False)
     serving_dim = manifest.get("serving_dim") or embedder.dims[0]
     if serving_dim not in embedder.dims:
         raise ModelLoadError(f"{version_dir}: manifest serving_dim {serving_dim!r} is not among the exported dims "
