@@ -35,7 +35,12 @@ def gx_name(text: str) -> str:
 def quiet_context():
     """An ephemeral GX context with analytics and progress bars off (they write to stderr on every run)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import logging
+
     import great_expectations as gx
+
+    # GX logs every temporary docs folder at INFO; a pipeline that set INFO for its own logs would show them all.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
