@@ -52,7 +52,7 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
     registry = Registry(registry_root)
     decision = read_decision(run)
     if force and not reason.strip():
-        raise PromotionRefused("--force needs --reason: say why a run that failed its gate should serve "
+        raise EmbedgateGateError("--force needs --reason: say why a run that failed its gate should serve "
                                "(the reason is recorded in the registry history)")
     if not decision["passed"] and not force:
         failed = [f"{r['check']} ({r.get('metric') or r['kind']}): {r['reason']}" for r in decision["checks"]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gates.errors import RunDirectoryError
+from gates.errors import EmbedgateGateError, RunDirectoryError
 from gates.promotion import PromotionRefused, promote_run, save_to_bento_store
 from service.registry import Registry
 from training.run_dir import RunPaths
@@ -54,7 +54,7 @@ def test_failing_run_is_refused_and_the_refusal_recorded(tmp_path):
 def test_force_needs_a_reason_and_is_recorded(tmp_path):
     registry = tmp_path / "registry"
     bad = _gated_run(tmp_path, "bad", False)
-    with pytest.raises(PromotionRefused, match="--force needs --reason"):
+    with pytest.raises(EmbedgateGateError, match="--force needs --reason"):
         promote_run(bad, registry, force=True, bento_store=False)
     result = promote_run(bad, registry, force=True, reason="incident 42: hotfix", bento_store=False)
     entry = Registry(registry).history()[-1]

@@ -1,0 +1,83 @@
+"""`embedgate evaluate`, `gate`, `promote`, `rollback`, `history` from the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from gates.cli import main
+from tests.synthetic import write_lay_jargon_beir
+
+
+@pytest.fixture(scope="module")
+def untrained_run(tmp_path_factory, tiny_model_dir):
+    """A run whose 'fine-tuned' model is the base model itself: evaluation must find no improvement."""
+    from training.export import export_run
+
+    root = tmp_path_factory.mktemp("cli-eval")
+    data = write_lay_jargon_beir(root / "data", train_queries=40, test_queries=40)
+    run = root / "runs" / "same-as-base"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "data": {"path": str(data)}}))
+    shutil.copytree(tiny_model_dir, run / "model")
+    export_run(run / "model", run / "onnx", dims=[32, 16])
+    return root, run, data
+
+
+def test_evaluate_then_gate_blocks_a_model_no_better_than_base(untrained_run, capsys):
+    root, run, data = untrained_run
+    assert main(["evaluate", str(run), "--data", str(data), "--registry", str(root / "registry")]) == 0
+    out = capsys.readouterr().out
+    assert "| candidate | onnx-fp32 | 32 |" in out and "| baseline | onnx-fp32 | 32 |" in out
+    candidate = json.loads((run / "eval" / "candidate.json").read_text())
+    baseline = json.loads((run / "eval" / "baseline.json").read_text())
+    fp32 = lambda r, d: next(e for e in r["retrieval"] if e["backend"] == "onnx-fp32" and e["dim"] == d)  # noqa: E731
+    assert fp32(candidate, 32)["mean"]["ndcg@10"] == pytest.approx(fp32(baseline, 32)["mean"]["ndcg@10"], abs=1e-6)
+    assert len(fp32(candidate, 32)["per_query"]) == 40  # per-query scores kept for the paired test
+    assert {e["backend"] for e in candidate["retrieval"]} == {"onnx-fp32", "onnx-int8", "torch"}
+    assert (run / "eval" / "metrics_vs_dim.png").stat().st_size > 10_000
+    assert main(["gate", str(run)]) == 1
+    out = capsys.readouterr().out
+    assert "gate FAILED" in out and "primary_improves" in out
+    decision = json.loads((run / "gate" / "decision.json").read_text())
+    assert decision["passed"] is False
+    # Refused at promotion too, and the refusal is in the history.
+    assert main(["promote", str(run), "--registry", str(root / "registry"), "--no-bento-store"]) == 1
+    assert "did not pass its gate" in capsys.readouterr().err
+    assert main(["history", "--registry", str(root / "registry"), "--json"]) == 0
+    entries = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["action"] for e in entries] == ["refused"]
+
+
+def test_forced_promotion_then_rollback_and_history(untrained_run, capsys):
+    root, run, _ = untrained_run
+    registry = root / "registry-forced"
+    assert main(["promote", str(run), "--registry", str(registry), "--force", "--no-bento-store"]) == 2
+    assert "--force needs --reason" in capsys.readouterr().err
+    for _ in range(2):
+        assert main(["promote", str(run), "--registry", str(registry), "--force", "--reason", "drill",
+                     "--no-bento-store"]) == 0
+    assert "promoted same-as-base as v0002 (previous champion: v0001" in capsys.readouterr().out
+    assert main(["rollback", "--registry", str(registry), "--reason", "drill over"]) == 0
+    assert "v0001 is the champion" in capsys.readouterr().out
+    assert main(["rollback", "--registry", str(registry)]) == 2
+    assert "v0001 is the first champion" in capsys.readouterr().err
+    assert main(["history", "--registry", str(registry)]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("champion: v0001") and table.count("promote") == 2 and "drill over" in table
+
+
+def test_evaluate_and_gate_errors_exit_2(tmp_path, untrained_run, capsys):
+    _, run, data = untrained_run
+    assert main(["evaluate", str(tmp_path), "--data", str(data)]) == 2
+    assert "is not an embedgate run directory" in capsys.readouterr().err
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.yaml").write_text("data: {path: x}\n")
+    assert main(["gate", str(bare)]) == 2
+    assert "candidate.json is missing: evaluate the run first" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(data), "--split", "dev"]) == 2
+    assert "no qrels for split 'dev'; available splits: test, train" in capsys.readouterr().err
