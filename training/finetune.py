@@ -98,6 +98,10 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     checkpoint = _last_checkpoint(paths) if resume is not None else None
     if checkpoint is not None and is_main_process():
         truncate_log_after_checkpoint(paths.train_log, checkpoint)
+    if not progress:  # the model card's "Computing widget examples" bar runs in the Trainer's constructor
+        import datasets
+
+        datasets.disable_progress_bars()
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
                                          evaluator=evaluator,
                                          callbacks=[JsonlLogCallback(paths.train_log), *(callbacks or [])])
@@ -106,9 +110,6 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-        import datasets
-
-        datasets.disable_progress_bars()
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
