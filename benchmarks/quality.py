@@ -133,6 +133,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     work_root = args.work or Path(tempfile.mkdtemp(prefix="embedgate-quality-"))
+    # Promotion also saves to BentoML's model store: keep the benchmark's versions out of the user's ~/bentoml.
+    os.environ.setdefault("BENTOML_HOME", str(work_root / "bentoml"))
     report = [f"Machine load at start: {os.getloadavg()}", ""]
     for spec in args.data:
         name, data_dir = spec.split("=", 1)
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
         report.append(markdown(name, scores, walls, dims))
         report.append(f"pipeline: {outcome['status']} ({outcome['reason']})\n")
         print(report[-2], flush=True)
+        (args.out / "quality.md").write_text("\n".join(report) + "\n")  # after each dataset: nothing lost
     report.append(f"Machine load at end: {os.getloadavg()}")
     (args.out / "quality.md").write_text("\n".join(report) + "\n")
     return 0

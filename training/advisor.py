@@ -20,7 +20,7 @@ import numpy as np
 
 MIN_LOSS_POINTS = 12
 PLATEAU_EARLY_SHARE = 0.85  # > 85% of the whole run's loss reduction happened in its first 30% of steps
-OSCILLATION_CV = 0.15  # residual around the moving trend / trend level
+OSCILLATION_SWING = 0.25  # residual std around the moving trend / the trend's whole fall
 OVERFIT_DROP = 0.01  # dev metric this far (absolute) below its peak at the end
 
 
@@ -59,13 +59,17 @@ def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> li
                 f"or check the dev metric: the task may be learned already"),
                 {"early_share": round(early_share, 4), "loss": [round(start, 4), round(early, 4), round(end, 4)],
                  "steps": [steps[0], steps[cut], steps[-1]]}))
+        # Swings are measured against how far the loss fell, not its level: a converged MNRL loss is small and
+        # each logged value is a few batches' mean, so it is noisy relative to itself in every healthy run.
         residual = losses[window:] - trend[window:]
-        level = np.abs(trend[window:]).mean()
-        cv = float(residual.std() / level) if level else 0.0
-        if cv > OSCILLATION_CV:
+        fall = max(float(trend[window - 1] - trend.min()), 1e-9)
+        swing = float(residual.std() / fall)
+        if swing > OSCILLATION_SWING:
             tips.append(Advice("oscillation", (
-                f"loss oscillates: step-to-step swings are {cv:.0%} of its trend; lower the learning_rate "
-                f"(e.g. 0.5x) or lengthen warmup_ratio to 0.15-0.2"), {"residual_cv": round(cv, 4)}))
+                f"loss oscillates: its swings around the trend (std {residual.std():.3f}) are {swing:.0%} of how "
+                f"far it fell ({fall:.3f}); lower the learning_rate (e.g. 0.5x) or lengthen warmup_ratio to "
+                f"0.15-0.2"), {"swing": round(swing, 4), "residual_std": round(float(residual.std()), 4),
+                               "fall": round(fall, 4)}))
     dev = [(r["epoch"], r[dev_metric]) for r in records if dev_metric in r]
     if len(dev) >= 3 and len(losses) >= 2:
         values = np.array([v for _, v in dev])
