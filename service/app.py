@@ -11,6 +11,7 @@ shape; BentoML adds process management, /metrics (ours appear there beside its o
 
 from __future__ import annotations
 
+import gc
 import logging
 
 import bentoml
@@ -58,6 +59,10 @@ class EmbedgateService:
     @bentoml.on_startup
     async def start_background_work(self) -> None:
         await self.runtime.start()
+        # What exists now (bentoml, onnxruntime, the drift stack, the first model) lives as long as the process:
+        # keep it out of every full garbage collection. Under 32 saturating clients p99 fell ~20% (240-268 ms
+        # to 197-208 ms, tiny model, 2 cores); reference counting still frees a swapped-out model.
+        gc.freeze()
 
     @bentoml.on_shutdown
     async def stop_background_work(self) -> None:
