@@ -188,22 +188,28 @@ def _tokenizer(config: PipelineConfig):
 
 
 def _build_reference(config: PipelineConfig, run: RunPaths, serving_dim: int) -> Path | None:
-    """The drift reference for this version: its eval queries and a corpus sample, embedded as served."""
+    """The drift reference for this version: the domain's queries (train and eval: more queries calibrate tighter
+    thresholds) and a random corpus sample, embedded through the served runtime at the smallest exported dim, to
+    which every served request can be cut exactly."""
     try:
         from gates.drift_reference import build_reference
     except ImportError:  # drift monitoring not installed in this build
         return None
+    import json
     import random
 
     from training.loading import load_dataset
 
     data = load_dataset(config.evaluation_data(), "ir")
-    view = data.split(config.evaluation.split)
-    queries = list(view.queries.values())[: config.promotion.reference_queries]
-    docs = list(view.corpus.values())
-    corpus = random.Random(0).sample(docs, min(len(docs), config.promotion.reference_corpus))
+    texts = data.query_texts()
+    judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
+    rng = random.Random(0)
+    queries = [texts[q] for q in rng.sample(judged, min(len(judged), config.promotion.reference_queries))]
+    docs = list(data.doc_texts().values())
+    corpus = rng.sample(docs, min(len(docs), config.promotion.reference_corpus))
+    dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
     out = run.root / "reference"
-    build_reference(run.onnx, queries, corpus, out, dim=serving_dim)
+    build_reference(run.onnx, queries, corpus, out, dim=min(dims))
     return out
 
 

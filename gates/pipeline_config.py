@@ -45,7 +45,7 @@ class GateSection(_Section):
 class PromotionSection(_Section):
     enabled: bool = True
     registry: Path = Path("registry")
-    reference_queries: int = Field(500, ge=10)  # drift reference sample size
+    reference_queries: int = Field(5000, ge=10)  # drift reference: up to this many of the domain's queries
     reference_corpus: int = Field(1000, ge=10)
 
 
