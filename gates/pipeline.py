@@ -168,7 +168,7 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
 
     from gates.promotion import promote_run
 
-    reference = _build_reference(config, run, decision.serving_dim)
+    reference = _build_reference(config, run)
     promoted = stages.run("promote", promote_run, run, registry, reason="pipeline: gate passed",
                           reference_dir=reference)
     stages.note(**promoted.to_dict())
@@ -187,7 +187,7 @@ def _tokenizer(config: PipelineConfig):
     return resolve_model_path(config.train.base_model)
 
 
-def _build_reference(config: PipelineConfig, run: RunPaths, serving_dim: int) -> Path | None:
+def _build_reference(config: PipelineConfig, run: RunPaths) -> Path | None:
     """The drift reference for this version: the domain's queries (train and eval: more queries calibrate tighter
     thresholds) and a random corpus sample, embedded through the served runtime at the smallest exported dim, to
     which every served request can be cut exactly."""
