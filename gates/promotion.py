@@ -86,11 +86,13 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
                            force and not decision["passed"], decision["serving_dim"], tag, bento_error)
 
 
-def save_to_bento_store(registry: Registry, version: str) -> str:
+def save_to_bento_store(registry: Registry, version: str, make_latest: bool = False) -> str:
     """The version folder, as is, into BentoML's model store: `bentoml build` then packages the champion.
 
     The tag's version is the registry version plus a hash of its manifest, because the BentoML store is shared by
-    every registry on the machine (two registries both have a v0001); saving the same content twice reuses it."""
+    every registry on the machine (two registries both have a v0001); saving the same content twice reuses it,
+    unless `make_latest` (after a rollback): then it is saved again so that `:latest`, which `bentofile.yaml`
+    packs, is the champion again."""
     import hashlib
 
     import bentoml
@@ -101,7 +103,9 @@ def save_to_bento_store(registry: Registry, version: str) -> str:
     tag = f"{BENTO_MODEL_NAME}:{version}-{digest}"
     try:
         bentoml.models.get(tag)
-        return tag
+        if not make_latest:
+            return tag
+        bentoml.models.delete(tag)
     except NotFound:
         pass
     labels = {"registry_version": version, "run_id": str(manifest.get("run_id")),
@@ -116,8 +120,25 @@ def save_to_bento_store(registry: Registry, version: str) -> str:
     return tag
 
 
-def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", to: str | None = None):
-    return Registry(registry_root).rollback(who=who, reason=reason, to=to)
+@dataclass(frozen=True)
+class RollbackResult:
+    version: str
+    previous: str | None
+    bento_tag: str | None
+    bento_error: str | None = None
+
+
+def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", to: str | None = None,
+             bento_store: bool = True) -> RollbackResult:
+    registry = Registry(registry_root)
+    champion = registry.rollback(who=who, reason=reason, to=to)
+    tag, error = None, None
+    if bento_store:
+        try:
+            tag = save_to_bento_store(registry, champion.version, make_latest=True)
+        except Exception as err:  # reported, not fatal: the registry rollback stands
+            error = f"{type(err).__name__}: {err}"
+    return RollbackResult(champion.version, champion.previous, tag, error)
 
 
 def history(registry_root: Path) -> list[dict]:

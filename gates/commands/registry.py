@@ -66,11 +66,16 @@ def rollback(
     registry: Registry = Path("registry"),
     reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
     to: Annotated[str | None, typer.Option(help="A specific version (default: the previous champion).")] = None,
+    no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
 ) -> None:
     from gates.promotion import rollback as do_rollback
 
-    champion = do_rollback(registry, reason=reason, to=to)
-    typer.echo(f"rolled back: {champion.version} is the champion (previous: {champion.previous or 'none'})")
+    result = do_rollback(registry, reason=reason, to=to, bento_store=not no_bento_store)
+    typer.echo(f"rolled back: {result.version} is the champion (previous: {result.previous or 'none'}; "
+               f"bento model {result.bento_tag or 'not saved'} is :latest)")
+    if result.bento_error:
+        typer.echo(f"warning: BentoML's model store not updated ({result.bento_error}); a Bento built now would "
+                   f"pack the last promoted version", err=True)
 
 
 def history(
