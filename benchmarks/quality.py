@@ -1,9 +1,11 @@
 """Quality benchmark (issue 7): base model vs the plain and tuned recipes vs `embedgate pipeline` defaults.
 
-    python benchmarks/quality.py --data scifact=../shared/datasets/scifact \
-        --data medical=artifacts/datasets/medical-qp --out benchmarks/results
+    python benchmarks/quality.py --data scifact=artifacts/datasets/scifact-clean \
+        --data medical=artifacts/datasets/medical-qp --out benchmarks/results --work artifacts/quality
 
-(`artifacts/datasets/medical-qp` comes from `python benchmarks/medical_ir.py`.) For each dataset, in one run:
+(`scifact-clean` is SciFact without the train copies of two test claims, made by benchmarks/drop_leaked_queries.py
+because the data gate stops SciFact as shipped; `medical-qp` comes from benchmarks/medical_ir.py.) Each system's
+scores are kept in the work folder, so an interrupted run resumes where it stopped. For each dataset:
 - base: all-MiniLM-L6-v2 as shipped;
 - plain recipe: MNRL, 1 epoch, batch 32, lr 2e-5, warmup 10%, no hard negatives, no Matryoshka;
 - tuned recipe: MatryoshkaLoss over MNRL, 3 epochs, lr 5e-5, batch 32, warmup 10%;
@@ -16,6 +18,7 @@ Writes quality_<name>.json, quality.md (tables) and quality_<name>.png. Developm
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -69,6 +72,39 @@ def run_embedgate(data_dir: Path, work: Path) -> tuple[Path, float, dict]:
     outcome = run_pipeline(config, progress=lambda line: print(f"    {line}", flush=True))
     seconds = time.perf_counter() - started
     return outcome.run_dir / "onnx", seconds, outcome.to_dict()
+
+
+def compute_system(system: str, data_dir: Path, work: Path, timings: dict):
+    """Train (or not) and score one system -> (EvalResults, wall seconds of training/pipeline, extra)."""
+    if system == "base":
+        from training.export import export_run
+        from training.models import resolve_model_path
+
+        shutil.rmtree(work / "base-onnx", ignore_errors=True)
+        export_run(resolve_model_path("all-MiniLM-L6-v2"), work / "base-onnx")
+        return evaluate_onnx(work / "base-onnx", data_dir, "baseline", "base", timings), 0.0, {}
+    if system in RECIPES:
+        shutil.rmtree(work / system, ignore_errors=True)
+        onnx_dir, wall = train_recipe(system, data_dir, work)
+        return evaluate_onnx(onnx_dir, data_dir, "candidate", system, timings), wall, {}
+    shutil.rmtree(work / "runs", ignore_errors=True)
+    shutil.rmtree(work / "registry", ignore_errors=True)
+    onnx_dir, wall, outcome = run_embedgate(data_dir, work)
+    return evaluate_onnx(onnx_dir, data_dir, "candidate", "embedgate", timings), wall, outcome
+
+
+def cached(path: Path, compute):
+    """(EvalResults, wall seconds, extra) from `path` if an earlier run finished this system, else computed."""
+    from gates.results import EvalResults
+
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        return EvalResults.from_dict(saved["results"]), saved["wall"], saved.get("extra", {})
+    results, wall, extra = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"results": results.to_dict(), "wall": wall, "extra": extra}, default=str))
+    tmp.replace(path)
+    return results, wall, extra
 
 
 def table(results: dict, dims) -> dict:
@@ -140,26 +176,18 @@ def main(argv=None) -> int:
         name, data_dir = spec.split("=", 1)
         data_dir = Path(data_dir).resolve()
         work = work_root / name
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        work.mkdir(parents=True, exist_ok=True)
         timings: dict = {}
         walls: dict = {}
         results = {}
-        print(f"[{name}] base", flush=True)
-        from training.export import export_run
-        from training.models import resolve_model_path
-
         started = time.perf_counter()
-        export_run(resolve_model_path("all-MiniLM-L6-v2"), work / "base-onnx")
-        walls["base"] = 0.0
-        results["base"] = evaluate_onnx(work / "base-onnx", data_dir, "baseline", "base", timings)
-        for recipe in RECIPES:
-            print(f"[{name}] {recipe} recipe", flush=True)
-            onnx_dir, walls[recipe] = train_recipe(recipe, data_dir, work)
-            results[recipe] = evaluate_onnx(onnx_dir, data_dir, "candidate", recipe, timings)
-        print(f"[{name}] embedgate pipeline (defaults)", flush=True)
-        onnx_dir, walls["embedgate"], outcome = run_embedgate(data_dir, work)
-        results["embedgate"] = evaluate_onnx(onnx_dir, data_dir, "candidate", "embedgate", timings)
+
+        outcome = {}
+        for system in ("base", "plain", "tuned", "embedgate"):
+            print(f"[{name}] {system}", flush=True)
+            results[system], walls[system], extra = cached(
+                work / f"{system}.json", functools.partial(compute_system, system, data_dir, work, timings))
+            outcome = extra or outcome
         dims = sorted(results["base"].dims("onnx-fp32"), reverse=True)
         scores = table(results, dims)
         payload = {"data": str(data_dir), "scores": scores, "wall_seconds": walls, "pipeline": outcome,
