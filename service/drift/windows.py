@@ -187,12 +187,13 @@ def read_window(info: WindowInfo, descriptor_names: Sequence[str]) -> WindowData
                 record = json.loads(line)
                 vector = np.frombuffer(base64.b64decode(record["embedding_b64"]), dtype="<f4")
                 values = [float(record[name]) for name in descriptor_names]
+                when = float(record["time"])
                 if len(vector) != int(record["dim"]) or record["model_version"] != info.model_version:
                     raise ValueError("row does not match its window")
             except (ValueError, KeyError, TypeError):
                 bad += 1
                 continue
-            times.append(float(record["time"]))
+            times.append(when)
             dims.append(len(vector))
             vectors.append(vector)
             for name, value in zip(descriptor_names, values, strict=True):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -116,6 +117,18 @@ def test_a_torn_line_is_skipped_and_counted(tmp_path):
         handle.write('{"time": 1.0, "model_version": "v0001", "dim": 8, "embedding_b64": "AAAA')
     data = read_window(info, DESCRIPTOR_NAMES)
     assert (data.rows, data.bad_lines) == (3, 1)
+
+
+def test_a_line_without_a_time_is_skipped_and_counted(tmp_path):
+    writer = WindowWriter(tmp_path, window_rows=3, keep_windows=3)
+    writer.append(captured(3))
+    info = list_windows(tmp_path)[0]
+    lines = info.path.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[0])
+    del record["time"]
+    info.path.write_text("\n".join([json.dumps(record), *lines[1:]]) + "\n", encoding="utf-8")
+    data = read_window(info, DESCRIPTOR_NAMES)
+    assert (data.rows, data.bad_lines) == (2, 1)
 
 
 def test_a_dead_processs_open_window_is_sealed_by_the_next_writer(tmp_path):
