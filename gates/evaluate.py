@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gates.encoders import Encoder, onnx_encoder, torch_encoder, truncate
-from gates.errors import RunDirectoryError
+from gates.errors import EmbedgateGateError, RunDirectoryError
 from gates.metrics import evaluate_run, sts_correlations, top_k_run
-from gates.results import EvalResults, ModelIdentity, RetrievalResult, StsResult
+from gates.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
 from training.run_dir import RunPaths, write_json_atomic
 
 KS = (1, 5, 10, 100)
@@ -95,6 +95,10 @@ def evaluate_model(label: str, name: str, path: str, encoders: tuple[Encoder, ..
 
 
 def candidate_encoders(run: RunPaths, backends: tuple[str, ...]) -> tuple[Encoder, ...]:
+    unknown = [backend for backend in backends if backend not in BACKENDS]
+    if unknown or not backends:
+        raise EmbedgateGateError(f"backends: expected one or more of {', '.join(BACKENDS)}, got "
+                                 f"{list(backends)}; e.g. --backends onnx-fp32,onnx-int8,torch")
     if not (run.onnx / "embedder.json").is_file():
         raise RunDirectoryError(f"{run.root} has no ONNX export (onnx/embedder.json missing); run "
                                 f"`embedgate export {run.root}` first")
@@ -146,7 +150,9 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     if not view.queries:
         raise RunDirectoryError(f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl")
     encoders = candidate_encoders(run, backends)
-    dims = tuple(sorted(set().union(*(e.dims for e in encoders if e.backend != "torch")), reverse=True))
+    # Every backend reads the export's dims (torch takes them from embedder.json), so `--backends torch` alone
+    # still has dims to score.
+    dims = tuple(sorted(set().union(*(e.dims for e in encoders)), reverse=True))
     base_model = base_model or load_config(run.config).base_model
     baseline = resolve_baseline(run, base_model, registry_root, baseline_backends)
     timings: dict[str, float] = {}

@@ -81,3 +81,17 @@ def test_evaluate_and_gate_errors_exit_2(tmp_path, untrained_run, capsys):
     assert "candidate.json is missing: evaluate the run first" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--data", str(data), "--split", "dev"]) == 2
     assert "no qrels for split 'dev'; available splits: test, train" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--data", str(data), "--backends", "onnx-fp16"]) == 2
+    assert "backends: expected one or more of onnx-fp32, onnx-int8, torch, got ['onnx-fp16']" in \
+        capsys.readouterr().err
+
+
+def test_evaluate_the_torch_backend_alone(tmp_path, untrained_run, capsys):
+    _, run, data = untrained_run
+    copy = tmp_path / "torch-only"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval", "gate"))
+    assert main(["evaluate", str(copy), "--data", str(data), "--registry", str(tmp_path / "registry"),
+                 "--backends", "torch"]) == 0
+    assert "| candidate | torch | 32 |" in capsys.readouterr().out
+    candidate = json.loads((copy / "eval" / "candidate.json").read_text())
+    assert {(e["backend"], e["dim"]) for e in candidate["retrieval"]} == {("torch", 32), ("torch", 16)}
