@@ -1,6 +1,6 @@
 """The gated path, end to end: data gate -> mine -> train -> export -> evaluate -> gate -> promote-on-pass.
 
-    embedgate pipeline configs/demo.yaml        # exit 0 promoted, 1 blocked (reason printed), 2 error
+    embedgate pipeline gates/demo.yaml          # exit 0 promoted, 1 blocked (reason printed), 2 error
 
 Every stage writes into the run directory, so a blocked run can be inspected; `pipeline.json` records each
 stage's status and wall time, and `manifest.json` the sha256 of every file the run produced.

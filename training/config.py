@@ -158,7 +158,8 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found; pass a YAML file such as configs/demo.yaml")
+        raise ConfigError(f"config file {path} not found (relative paths are from {Path.cwd()}); pass an existing "
+                          f"YAML file (gates/demo.yaml is a pipeline config to start from)")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as err:

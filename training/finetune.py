@@ -1,7 +1,7 @@
 """Fine-tune a SentenceTransformer from a TrainConfig into a run directory.
 
-    embedgate train configs/demo.yaml            # or: python -c "from training.finetune import train; ..."
-    embedgate train configs/demo.yaml --resume artifacts/runs/<run_id>
+    embedgate train my_config.yaml               # or: python -c "from training.finetune import train; ..."
+    embedgate train --resume artifacts/runs/<run_id>
 
 Runs unchanged under `torchrun --nproc_per_node N` / `accelerate launch` (the Trainer does data-parallel; only
 rank 0 writes the run directory's files).

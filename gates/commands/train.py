@@ -12,10 +12,10 @@ sentence-transformers training with the loss, Matryoshka dims and hyperparameter
 
 Examples:
 
-    embedgate train configs/demo.yaml
+    embedgate train my_config.yaml                # training fields only (base_model, data, loss, ...)
     embedgate train --data ../shared/datasets/scifact --epochs 3 --set mining.strategy=model
     embedgate train --resume artifacts/runs/20261126-120000-ab12cd34
-    torchrun --nproc_per_node 2 -m gates.cli train configs/demo.yaml      # data-parallel, unchanged
+    torchrun --nproc_per_node 2 -m gates.cli train my_config.yaml        # data-parallel, unchanged
 """
 
 
@@ -51,7 +51,7 @@ def config_from_options(config: Path | None, data: Path | None, sets: list[str] 
 
 
 def train(
-    config: Annotated[Path | None, typer.Argument(help="YAML config (see configs/demo.yaml).")] = None,
+    config: Annotated[Path | None, typer.Argument(help="YAML config of training fields: base_model, data, loss, epochs, ... (the fields of training/config.py TrainConfig).")] = None,
     data: Annotated[Path | None, typer.Option(help="Training data: a table file or a BEIR folder.")] = None,
     dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
     loss: Annotated[str | None, typer.Option(help="auto, mnrl, cached_mnrl, cosent or triplet.")] = None,
