@@ -15,8 +15,10 @@ signal's score against its alarm threshold over time and for the text descriptor
 
 Examples:
 
-    embedgate dashboard                                  # EMBEDGATE_DRIFT_DIR/workspace on http://127.0.0.1:8000
-    embedgate dashboard --workspace drift/workspace --port 8001
+```
+embedgate dashboard                                  # EMBEDGATE_DRIFT_DIR/workspace on http://127.0.0.1:8000
+embedgate dashboard --workspace drift/workspace --port 8001
+```
 """
 
 

@@ -16,9 +16,11 @@ its last ALERT_WINDOWS judged windows, 2 an error.
 
 Examples:
 
-    embedgate drift                                  # EMBEDGATE_DRIFT_DIR (default drift), registry/
-    embedgate drift --registry registry --all --json
-    embedgate drift --list                           # verdicts so far, nothing computed
+```
+embedgate drift                                  # EMBEDGATE_DRIFT_DIR (default drift), registry/
+embedgate drift --registry registry --all --json
+embedgate drift --list                           # verdicts so far, nothing computed
+```
 """
 
 

@@ -13,7 +13,9 @@ data. Writes eval/candidate.json, eval/baseline.json, eval/summary.md and eval/m
 
 Example:
 
-    embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data ../shared/datasets/scifact --split test
+```
+embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data ../shared/datasets/scifact --split test
+```
 """
 
 GATE_HELP = """Apply the gate policy to an evaluated run: exit 0 if every critical check passes, 1 if not.
@@ -21,8 +23,10 @@ Writes gate/decision.json (one row per check: metric, candidate, baseline, delta
 
 Examples:
 
-    embedgate gate artifacts/runs/20261126-120000-ab12cd34
-    embedgate gate artifacts/runs/20261126-120000-ab12cd34 --policy my_policy.yaml
+```
+embedgate gate artifacts/runs/20261126-120000-ab12cd34
+embedgate gate artifacts/runs/20261126-120000-ab12cd34 --policy my_policy.yaml
+```
 """
 
 

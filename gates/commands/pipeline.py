@@ -12,15 +12,19 @@ Exit 0 promoted, 1 blocked (the reason is printed), 2 error. Every stage's outpu
 
 Examples:
 
-    embedgate pipeline gates/demo.yaml
-    embedgate pipeline gates/demo.yaml --set epochs=3 --set promotion.registry=/srv/embedgate/registry
+```
+embedgate pipeline gates/demo.yaml
+embedgate pipeline gates/demo.yaml --set epochs=3 --set promotion.registry=/srv/embedgate/registry
+```
 """
 DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (about 10 minutes on 2 CPU cores),
 ending with the gate decision table.
 
 Example:
 
-    embedgate demo
+```
+embedgate demo
+```
 """
 
 DEMO_CONFIG = Path(__file__).resolve().parent.parent / "demo.yaml"

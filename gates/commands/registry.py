@@ -13,21 +13,27 @@ pass, unless --force with a --reason.
 
 Examples:
 
-    embedgate promote artifacts/runs/20261126-120000-ab12cd34
-    embedgate promote artifacts/runs/20261126-120000-ab12cd34 --force --reason "hotfix approved by on-call"
+```
+embedgate promote artifacts/runs/20261126-120000-ab12cd34
+embedgate promote artifacts/runs/20261126-120000-ab12cd34 --force --reason "hotfix approved by on-call"
+```
 """
 ROLLBACK_HELP = """Make the previous champion the champion again (verified first). One command, recorded.
 
 Examples:
 
-    embedgate rollback --reason "p99 latency regression"
-    embedgate rollback --to v0003
+```
+embedgate rollback --reason "p99 latency regression"
+embedgate rollback --to v0003
+```
 """
 HISTORY_HELP = """Show the registry's append-only history: every promotion, rollback and refusal.
 
 Example:
 
-    embedgate history --registry registry
+```
+embedgate history --registry registry
+```
 """
 
 Registry = Annotated[Path, typer.Option(help="Registry folder.", envvar="EMBEDGATE_REGISTRY")]

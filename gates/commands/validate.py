@@ -14,7 +14,9 @@ Writes `report.json` (every expectation with offending row numbers) and Data Doc
 
 Example:
 
-    embedgate validate pairs.csv --columns anchor=question1,positive=question2 --eval eval.csv
+```
+embedgate validate pairs.csv --columns anchor=question1,positive=question2 --eval eval.csv
+```
 """
 
 
