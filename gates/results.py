@@ -1,12 +1,12 @@
 """What the quality gate reads: evaluation results per model, backend and dim, and the export's parity record.
 
     from gates.results import EvalResults, ParityRecord
-    results = EvalResults.from_json(Path("artifacts/runs/r1/eval/metrics.json").read_text())
+    results = EvalResults.from_json(Path("artifacts/runs/r1/eval/candidate.json").read_text())
     results.mean_metric("ndcg@10", backend="onnx-fp32", dim=256)
     parity = ParityRecord.from_export_json(json.loads(Path("artifacts/runs/r1/onnx/export.json").read_text()))
 
-The evaluation stage writes `EvalResults.to_json()` to eval/metrics.json; the gate reads it back with
-`from_json`, so every field is validated on the way in. Backends: onnx-fp32, onnx-int8 (the served graphs) and
+The evaluation stage writes `EvalResults.to_json()` to eval/candidate.json and eval/baseline.json; the gate
+reads them back with `from_json`, so every field is validated on the way in. Backends: onnx-fp32, onnx-int8 (the served graphs) and
 torch (the SentenceTransformer itself, for reference). A lookup of a backend, dim or metric that the
 evaluation did not produce raises MissingMetricError listing what it did produce.
 """
