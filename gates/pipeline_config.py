@@ -73,7 +73,14 @@ def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = N
     """Split the stage sections off the YAML; the rest is the training config (validated by training)."""
     raw = read_yaml_mapping(path) if path is not None else {}
     overrides = dict(overrides or {})
-    sections = {name: dict(raw.pop(name, None) or {}) for name in SECTIONS}
+    sections = {}
+    for name in SECTIONS:
+        section = raw.pop(name, None) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"invalid config {path or '(flags)'}: section '{name}' must be a mapping of "
+                              f"{', '.join(SECTIONS[name].model_fields)}, got {type(section).__name__} "
+                              f"{section!r:.60}")
+        sections[name] = dict(section)
     for key in list(overrides):
         head, _, rest = key.partition(".")
         if head in SECTIONS and rest:
