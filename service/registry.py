@@ -87,7 +87,10 @@ def verify_manifest(root: Path, ignore: frozenset[str] = frozenset()) -> dict[st
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         listed = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        if not isinstance(listed, dict) or not all(isinstance(m, dict) and {"sha256", "size"} <= set(m)
+                                                   for m in listed.values()):
+            raise TypeError("'files' must map each path to {sha256, size}")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise RegistryError(f"{manifest_path}: unreadable manifest ({err}); refusing to load") from None
     present = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST}
     present -= ignore
@@ -127,16 +130,20 @@ def _write_json_atomic(path: Path, payload: Any) -> None:
     _fsync_dir(path.parent)
 
 
+def _copy_file_synced(src: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, target)
+    with open(target, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def _copy_tree_synced(src: Path, dst: Path) -> None:
     for path in sorted(src.rglob("*")):
         target = dst / path.relative_to(src)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)
         elif path.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            with open(target, "rb") as handle:
-                os.fsync(handle.fileno())
+            _copy_file_synced(path, target)
 
 
 class Registry:
@@ -158,8 +165,10 @@ class Registry:
         try:
             data = json.loads(self.champion_path.read_text(encoding="utf-8"))
             return Champion(data["version"], data.get("previous"), data["updated_at"])
-        except (json.JSONDecodeError, KeyError) as err:
-            raise RegistryError(f"{self.champion_path}: unreadable champion pointer ({err})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise RegistryError(f"{self.champion_path}: unreadable champion pointer ({type(err).__name__}: {err}); "
+                                f"expected {{\"version\", \"previous\", \"updated_at\"}}: rewrite it by hand "
+                                f"(history.jsonl records which version was the champion last)") from None
 
     def version_dir(self, version: str) -> Path:
         if not VERSION_PATTERN.match(version or ""):
@@ -184,9 +193,14 @@ class Registry:
         if not self.history_path.is_file():
             return []
         entries = []
-        for line in self.history_path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(self.history_path.read_text(encoding="utf-8").splitlines(), start=1):
             if line.strip():
-                entries.append(HistoryEntry(**json.loads(line)))
+                try:
+                    entries.append(HistoryEntry(**json.loads(line)))
+                except (json.JSONDecodeError, TypeError) as err:
+                    raise RegistryError(f"{self.history_path}:{number}: not a history entry ({type(err).__name__}: "
+                                        f"{err}); expected one JSON object per line with the fields of "
+                                        f"HistoryEntry: {line[:80]!r}") from None
         return entries
 
     # ---- writing (gates: promotion and rollback) ----
@@ -235,8 +249,7 @@ class Registry:
                 if src.is_dir():
                     _copy_tree_synced(src, staging / name)
                 else:
-                    (staging / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(src, staging / name)
+                    _copy_file_synced(src, staging / name)
             manifest = build_manifest(staging, {"version": version, "created_at": _now(), "run_id": run_id,
                                                 **metadata})
             _write_json_atomic(staging / MANIFEST, manifest)

@@ -159,3 +159,33 @@ def test_crash_between_copy_and_switch_leaves_the_old_champion(tmp_path):
     assert _promote(reg, big) == "v0002"
     assert not list((root / "versions").glob(".tmp-*"))
     reg.verify("v0002")
+
+
+def test_damaged_pointer_history_and_manifest_are_registry_errors(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    version = _promote(reg, _artifact(tmp_path, "a"))
+    history = reg.history_path.read_text()
+    reg.history_path.write_text(history + '{"time": "t", "action": "promote"\n')
+    with pytest.raises(RegistryError, match=r"history.jsonl:2: not a history entry \(JSONDecodeError"):
+        reg.history()
+    reg.history_path.write_text(history + '{"time": "t"}\n')
+    with pytest.raises(RegistryError, match=r"history.jsonl:2: not a history entry \(TypeError"):
+        reg.history()
+    reg.champion_path.write_text('["v0001"]')
+    with pytest.raises(RegistryError, match=r"champion.json: unreadable champion pointer \(TypeError"):
+        reg.champion()
+    manifest_path = reg.version_dir(version) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"]["onnx/embedder.json"] = {"sha256": "0" * 64}  # no size
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RegistryError, match=r"unreadable manifest .*'files' must map each path"):
+        reg.verify(version)
+
+
+def test_a_single_file_source_is_copied_into_the_version(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    decision = tmp_path / "decision.json"
+    decision.write_text('{"passed": true}')
+    version = reg.add_version({"onnx": _artifact(tmp_path, "a"), "gate/decision.json": decision}, metadata={},
+                              who="t", reason="t")
+    assert reg.verify(version)["files"]["gate/decision.json"]["size"] == len('{"passed": true}')
