@@ -13,7 +13,6 @@ Texts are sorted by token count into batches, so a batch pads to similar lengths
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.errors import EmbedRequestError, ModelLoadError
+from service.registry import sha256_of
 from service.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizedBatch
 
 if TYPE_CHECKING:
@@ -187,8 +187,6 @@ class OnnxEmbedder:
         return dimensions
 
 
-
-
 def _open_session(graph_path: Path, threads: int | None, optimization: str,
                   allow_spinning: bool = True) -> tuple[Any, int]:
     """An onnxruntime session for `graph_path`, checked against the contract; returns it and its output dim."""
@@ -260,11 +258,8 @@ def _read_embedder_config(onnx_dir: Path) -> dict[str, Any]:
 def _verify_sha256(path: Path, expected: str) -> None:
     if not path.is_file():
         raise ModelLoadError(f"{path}: graph file listed in embedder.json is missing; export the model again")
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != expected:
-        raise ModelLoadError(f"{path}: sha256 {digest.hexdigest()[:16]}... does not match embedder.json's "
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelLoadError(f"{path}: sha256 {actual[:16]}... does not match embedder.json's "
                              f"{expected[:16]}...: the file changed after export; export the model again")
 

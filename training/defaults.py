@@ -26,7 +26,8 @@ class Resolved:
 
 
 def matryoshka_dims_for(model_dim: int) -> list[int]:
-    """Model dim and its halvings down to 64 (384 -> 384/256/128/64 as 384 is not a power of two: use 2/3 steps)."""
+    """The model dim, then the powers of two below it down to 64: 384 -> [384, 256, 128, 64], 512 -> [512, 256,
+    128, 64]; a model of 64 or fewer dims keeps only its own. The export's default dims too."""
     dims = [model_dim]
     candidate = 1 << (model_dim.bit_length() - 1)  # largest power of two <= model_dim
     if candidate == model_dim:

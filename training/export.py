@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from training.defaults import matryoshka_dims_for
 from training.errors import ConfigError, ExportError
 from training.onnx_graph import (
     INPUT_NAMES,
@@ -44,9 +45,9 @@ from training.onnx_graph import (
 )
 from training.probe_texts import PROBE_TEXTS
 from training.quantize import Int8Settings, quantize_int8
+from training.run_dir import sha256_file
 
 FORMAT_VERSION = 1
-MIN_DEFAULT_DIM = 64  # default dims halve the model dim down to this
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
 
 
@@ -111,13 +112,8 @@ class ExportResult:
 
 def default_dims(full_dim: int) -> tuple[int, ...]:
     """The model dim, then powers of two below it down to 64: 384 -> (384, 256, 128, 64), 768 -> (768, 512, ...,
-    64). The usual Matryoshka training dims; a model of 64 or fewer dims keeps only its own."""
-    dims = [full_dim]
-    step = 1 << ((full_dim - 1).bit_length() - 1)  # the largest power of two below full_dim
-    while step >= MIN_DEFAULT_DIM:
-        dims.append(step)
-        step //= 2
-    return tuple(dims)
+    64). The training defaults' Matryoshka dims (one rule for both); a model of 64 or fewer dims keeps its own."""
+    return tuple(matryoshka_dims_for(full_dim))
 
 
 def validate_dims(dims: Sequence[int], full_dim: int) -> tuple[int, ...]:
@@ -279,7 +275,7 @@ def _check_graph(root: Path, path: Path, dim: int, precision: str, opset: int, f
             f"Nothing was written. Check the model's modules, or report this model as unsupported."
         )
     return GraphRecord(path=path.relative_to(root).as_posix(), dim=dim, precision=precision,
-                       sha256=_sha256(path), size_bytes=path.stat().st_size, opset=opset, parity=parity)
+                       sha256=sha256_file(path), size_bytes=path.stat().st_size, opset=opset, parity=parity)
 
 
 def _embedder_config(result: ExportResult, source_sha256: str, texts: tuple[str, ...]) -> dict[str, Any]:
@@ -344,17 +340,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _tree_sha256(folder: Path) -> str:
     """One digest over every file's relative path and content: the source model's identity."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + _sha256(path).encode())
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + sha256_file(path).encode())
     return digest.hexdigest()
