@@ -6,6 +6,7 @@ gets back (shape, unit norm, the model version header).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -53,7 +54,12 @@ def call_served_champion(registry: Path, texts: list[str], dimensions: int | Non
                               precision=None, threads=None, poll_interval=None)
     env["EMBEDGATE_DRIFT_SAMPLE_RATE"] = env.get("EMBEDGATE_DRIFT_SAMPLE_RATE", "0")
     log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
-    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except BaseException:
+        if log_path:
+            log.close()
+        raise
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     try:
@@ -82,10 +88,14 @@ def call_served_champion(registry: Path, texts: list[str], dimensions: int | Non
                           vectors.shape[1], tuple(float(n) for n in np.linalg.norm(vectors, axis=1)),
                           result.usage.prompt_tokens, ready)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        # The group may be gone already (the service exited before it was ready): that error must not replace
+        # the one being raised.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
         if log_path:
             log.close()
