@@ -15,6 +15,8 @@ from pathlib import Path
 
 from gates.errors import EmbedgateGateError
 from gates.pipeline_config import PipelineConfig
+from service.errors import EmbedgateServiceError
+from training.errors import EmbedgateTrainingError
 from training.run_dir import RunPaths, sha256_file, write_json_atomic
 
 Progress = Callable[[str], None]
@@ -93,7 +95,8 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None) ->
         _run_stages(config, run, stages, outcome, progress)
     except StageBlocked as blocked:
         outcome.status, outcome.reason = "blocked", str(blocked)
-    except EmbedgateGateError as err:
+    except (EmbedgateGateError, EmbedgateTrainingError, EmbedgateServiceError) as err:
+        # Every user-facing error ends the run the same way: recorded in pipeline.json, exit code 2.
         outcome.status, outcome.reason = "error", str(err)
     finally:
         write_json_atomic(run.root / "pipeline.json", outcome.to_dict())

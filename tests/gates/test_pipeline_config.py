@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gates.pipeline_config import load_pipeline_config
@@ -21,3 +23,14 @@ def test_sections_and_overrides(tmp_path):
     config.write_text("data: {path: data}\nexport: {int8: false}\n", encoding="utf-8")
     loaded = load_pipeline_config(config, {"evaluation.split": "dev", "epochs": 2})
     assert loaded.export.int8 is False and loaded.evaluation.split == "dev" and loaded.train.epochs == 2
+
+
+def test_a_training_side_error_is_recorded_like_any_other(tmp_path):
+    from gates.pipeline import run_pipeline
+
+    config = load_pipeline_config(None, {"data.path": str(tmp_path / "missing.csv"),
+                                         "output_dir": str(tmp_path / "runs"), "run_id": "r1"})
+    outcome = run_pipeline(config)
+    assert (outcome.status, outcome.exit_code) == ("error", 2) and "missing.csv: file not found" in outcome.reason
+    recorded = json.loads((tmp_path / "runs" / "r1" / "pipeline.json").read_text())
+    assert recorded["reason"] == outcome.reason and recorded["stages"][0]["status"] == "error"
