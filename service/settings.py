@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -66,20 +66,7 @@ class ServeSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
         """Settings from `EMBEDGATE_*` variables (default: the process environment); empty values mean unset."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for name in cls.model_fields:
-            raw = environ.get(env_var(name), "").strip()
-            if raw:
-                values[name] = raw
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            problems = "; ".join(
-                f"{env_var(str(e['loc'][0]))}={values.get(str(e['loc'][0]))!r}: {e['msg']}" for e in err.errors()
-            )
-            raise SettingsError(f"invalid serving settings: {problems}. Fix or unset the variable "
-                                f"(defaults and meanings: docs/serving.md)") from None
+        return settings_from_env(cls, ENV_PREFIX, environ, SettingsError, "serving settings", "docs/serving.md")
 
     def registry_was_chosen(self, environ: Mapping[str, str] | None = None) -> bool:
         """True when EMBEDGATE_REGISTRY was set explicitly (then we wait for it rather than use the model store)."""
@@ -88,18 +75,42 @@ class ServeSettings(BaseModel):
 
     def describe(self) -> list[dict[str, Any]]:
         """Every setting as {env, value, default, description}, the API key redacted (for /info and the docs)."""
-        rows = []
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = "(set)"
-            elif isinstance(value, Path):
-                value = str(value)
-            default = str(field.default) if isinstance(field.default, Path) else field.default
-            rows.append({"env": env_var(name), "value": value, "default": default,
-                         "description": field.description})
-        return rows
+        return describe_settings(self, ENV_PREFIX)
 
 
-def env_var(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
+def env_var(field_name: str, prefix: str = ENV_PREFIX) -> str:
+    return prefix + field_name.upper()
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def settings_from_env(cls: type[SettingsT], prefix: str, environ: Mapping[str, str] | None,
+                      error: type[EmbedgateServiceError], what: str, docs: str) -> SettingsT:
+    """`cls` from `<prefix><FIELD>` variables (default: the process environment; empty values mean unset), or
+    `error` naming each bad variable, its value and what is expected."""
+    environ = os.environ if environ is None else environ
+    values = {name: environ[env_var(name, prefix)].strip() for name in cls.model_fields
+              if environ.get(env_var(name, prefix), "").strip()}
+    try:
+        return cls(**values)
+    except ValidationError as err:
+        problems = "; ".join(f"{env_var(str(e['loc'][0]), prefix)}={values.get(str(e['loc'][0]))!r}: {e['msg']}"
+                             for e in err.errors())
+        raise error(f"invalid {what}: {problems}. Fix or unset the variable (defaults and meanings: "
+                    f"{docs})") from None
+
+
+def describe_settings(settings: BaseModel, prefix: str) -> list[dict[str, Any]]:
+    """Every field as {env, value, default, description}; secrets redacted, paths as text."""
+    rows = []
+    for name, field in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            value = "(set)"
+        elif isinstance(value, Path):
+            value = str(value)
+        default = str(field.default) if isinstance(field.default, Path) else field.default
+        rows.append({"env": env_var(name, prefix), "value": value, "default": default,
+                     "description": field.description})
+    return rows

@@ -7,14 +7,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import EmbedgateServiceError
+from service.settings import describe_settings, settings_from_env
 
 ENV_PREFIX = "EMBEDGATE_DRIFT_"
 # The windows a reference is calibrated for by default (`build_reference(window_rows=...)`): keep the two equal.
@@ -52,16 +52,7 @@ class DriftSettings(BaseModel):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DriftSettings:
         """Settings from `EMBEDGATE_DRIFT_*` variables (default: the process environment); empty means unset."""
-        environ = os.environ if environ is None else environ
-        values = {name: environ[env_var(name)].strip() for name in cls.model_fields
-                  if environ.get(env_var(name), "").strip()}
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            problems = "; ".join(f"{env_var(str(e['loc'][0]))}={values.get(str(e['loc'][0]))!r}: {e['msg']}"
-                                 for e in err.errors())
-            raise DriftSettingsError(f"invalid drift settings: {problems}. Fix or unset the variable (defaults "
-                                     f"and meanings: docs/drift.md)") from None
+        return settings_from_env(cls, ENV_PREFIX, environ, DriftSettingsError, "drift settings", "docs/drift.md")
 
     @property
     def windows_dir(self) -> Path:
@@ -77,11 +68,4 @@ class DriftSettings(BaseModel):
 
     def describe(self) -> list[dict[str, Any]]:
         """Every setting as {env, value, default, description} (for /info and docs/drift.md)."""
-        return [{"env": env_var(name), "value": str(getattr(self, name)) if name == "dir" else getattr(self, name),
-                 "default": str(field.default) if name == "dir" else field.default,
-                 "description": field.description}
-                for name, field in type(self).model_fields.items()]
-
-
-def env_var(field_name: str) -> str:
-    return ENV_PREFIX + field_name.upper()
+        return describe_settings(self, ENV_PREFIX)
