@@ -355,6 +355,9 @@ def test_policy_file_problems_outside_the_schema(tmp_path) -> None:
         load_policy(_write(tmp_path, "checks: []\n"))
     with pytest.raises(PolicyError, match=r"missing\.yaml: cannot read the gate policy"):
         load_policy(tmp_path / "missing.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(PolicyError, match=r"latin1\.yaml: not UTF-8 text \(byte 9\)"):
+        load_policy(tmp_path / "latin1.yaml")
     with pytest.raises(
         PolicyError, match=r"serving_dim_fraction: Input should be less than or equal to 1 \(got 1.5\)"
     ):

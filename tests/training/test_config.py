@@ -50,6 +50,10 @@ def test_yaml_file_errors(tmp_path):
         load_config(listing)
     with pytest.raises(ConfigError, match=r"config file .*missing.yaml not found"):
         load_config(tmp_path / "missing.yaml")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("run_id: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 11\)"):
+        load_config(latin1)
 
 
 def test_yaml_relative_data_path_resolves_next_to_the_file(tmp_path):
