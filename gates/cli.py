@@ -45,6 +45,8 @@ def _root() -> None:
 
 
 def _register_commands() -> None:
+    if app.registered_commands:  # once per process: main() runs many times in one test session
+        return
     for name in COMMAND_MODULES:
         importlib.import_module(f"gates.commands.{name}").register(app)
 
