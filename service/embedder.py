@@ -86,17 +86,22 @@ class OnnxEmbedder:
         if dim not in config["dims"]:
             raise ModelLoadError(f"dim {dim!r} has no graph in the export {onnx_dir}; exported dims: "
                                  f"{config['dims']}")
-        entry = config["graphs"][str(dim)][precision]
-        graph_path = onnx_dir / entry["path"]
+        try:
+            entry = config["graphs"][str(dim)][precision]
+            graph_path = onnx_dir / entry["path"]
+            expected_sha256 = entry["sha256"]
+        except (KeyError, TypeError) as err:
+            raise ModelLoadError(f"{onnx_dir / 'embedder.json'}: no usable graphs entry for dim {dim} {precision} "
+                                 f"(missing {err}); the export is damaged: export again") from None
         if verify_sha256:
-            _verify_sha256(graph_path, entry["sha256"])
+            _verify_sha256(graph_path, expected_sha256)
         session, graph_dim = _open_session(graph_path, threads, optimization, allow_spinning)
         if graph_dim != dim:
             raise ModelLoadError(f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
                                  f"dim {dim}; the export is inconsistent: export the model again")
         tokenizer = TextTokenizer(onnx_dir / "tokenizer" / TOKENIZER_FILE, config["max_seq_length"])
         info = EmbedderInfo(
-            graph_path=str(graph_path), graph_sha256=entry["sha256"], precision=precision, graph_dim=graph_dim,
+            graph_path=str(graph_path), graph_sha256=expected_sha256, precision=precision, graph_dim=graph_dim,
             dims=tuple(d for d in config["dims"] if d <= graph_dim), full_dim=config["full_dim"],
             max_seq_length=tokenizer.max_seq_length, threads=threads, optimization=optimization,
             export_id=config.get("export_id"), created_at=config.get("created_at"),

@@ -204,6 +204,16 @@ def test_unknown_format_version_is_refused(export_dir, tmp_path):
         OnnxEmbedder.from_export_dir(copy)
 
 
+def test_an_embedder_json_without_the_graph_entry_is_refused(export_dir, tmp_path):
+    copy = tmp_path / "onnx"
+    shutil.copytree(export_dir, copy)
+    config = json.loads((copy / "embedder.json").read_text())
+    del config["graphs"]["32"]["int8"]
+    (copy / "embedder.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=r"embedder.json: no usable graphs entry for dim 32 int8 \(missing 'int8'\)"):
+        OnnxEmbedder.from_export_dir(copy, precision="int8")
+
+
 def _toy_graph(path: Path, inputs=(("input_ids", "int64"), ("attention_mask", "int64")),
                outputs=(("sentence_embedding", 4),)) -> Path:
     """A tiny valid ONNX graph: every output = (number of real tokens) * ones(dim); a dim given as a name makes
