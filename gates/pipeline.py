@@ -171,7 +171,10 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
 
     from gates.promotion import promote_run
 
-    reference = _build_reference(config, run)
+    reference, note = stages.run("drift reference", _build_reference, config, run)
+    stages.note(reference=str(reference) if reference else None, note=note)
+    if note:
+        progress(f"drift reference: {note}")
     promoted = stages.run("promote", promote_run, run, registry, reason="pipeline: gate passed",
                           reference_dir=reference)
     stages.note(**promoted.to_dict())
@@ -190,14 +193,15 @@ def _tokenizer(config: PipelineConfig):
     return resolve_model_path(config.train.base_model)
 
 
-def _build_reference(config: PipelineConfig, run: RunPaths) -> Path | None:
+def _build_reference(config: PipelineConfig, run: RunPaths) -> tuple[Path | None, str]:
     """The drift reference for this version: the domain's queries (train and eval: more queries calibrate tighter
     thresholds) and a random corpus sample, embedded through the served runtime at the smallest exported dim, to
-    which every served request can be cut exactly."""
+    which every served request can be cut exactly. -> (folder, "") or (None, why there is none)."""
     try:
         from gates.drift_reference import build_reference
+        from service.drift.calibration import MIN_REFERENCE_QUERIES
     except ImportError:  # drift monitoring not installed in this build
-        return None
+        return None, "drift monitoring is not installed; promoted without a drift reference"
     import json
     import random
 
@@ -206,6 +210,10 @@ def _build_reference(config: PipelineConfig, run: RunPaths) -> Path | None:
     data = load_dataset(config.evaluation_data(), "ir")
     texts = data.query_texts()
     judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
+    if len(judged) < MIN_REFERENCE_QUERIES:
+        # Too few queries to calibrate a drift threshold; quality is what the gate judged, so promote anyway.
+        return None, (f"only {len(judged)} judged queries (calibration needs {MIN_REFERENCE_QUERIES}): promoted "
+                      f"without a drift reference, so this version is not drift-monitored")
     rng = random.Random(0)
     queries = [texts[q] for q in rng.sample(judged, min(len(judged), config.promotion.reference_queries))]
     docs = list(data.doc_texts().values())
@@ -213,7 +221,7 @@ def _build_reference(config: PipelineConfig, run: RunPaths) -> Path | None:
     dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
     out = run.root / "reference"
     build_reference(run.onnx, queries, corpus, out, dim=min(dims))
-    return out
+    return out, ""
 
 
 def write_manifest(run: RunPaths) -> None:

@@ -269,6 +269,9 @@ class Registry:
     def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
+        if not self.champion_path.is_file():  # checked before the lock, which would create the folder
+            raise RegistryError(f"nothing to roll back: {self.root} has no champion yet (is --registry / "
+                                f"EMBEDGATE_REGISTRY the right folder?)")
         with self._locked():
             current = self.champion()
             if current is None:

@@ -202,7 +202,11 @@ def _rotation_texts(prepared: TrainingData) -> list[str]:
 def _load_mined(paths: RunPaths):
     from training.mining import MinedSet
 
-    rows = [json.loads(line) for line in paths.mined.joinpath("hard_negatives.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in paths.mined.joinpath("hard_negatives.jsonl").read_text().splitlines()
+            if line.strip()]
+    if not rows:
+        raise ConfigError(f"{paths.mined / 'hard_negatives.jsonl'} is empty: the interrupted run's mining did not "
+                          f"finish; start a new run instead of resuming this one")
     summary = json.loads(paths.mined.joinpath("mining.json").read_text())
     negs = sorted((k for k in rows[0] if k.startswith("negative_")), key=lambda k: int(k.split("_")[1]))
     return MinedSet([r["anchor"] for r in rows], [r["positive"] for r in rows], [[r[k] for k in negs] for r in rows],

@@ -53,6 +53,9 @@ def choose_loss(dataset_type: DatasetType, requested: str = "auto", cached: bool
             )
         if cached and requested == "mnrl":
             return LossChoice("cached_mnrl", "cached: true")
+        if cached and requested not in IN_BATCH_LOSSES:
+            raise ConfigError(f"cached: true needs an in-batch-negatives loss (mnrl or cached_mnrl), got loss "
+                              f"{requested!r}; drop cached, or use loss: mnrl")
         return LossChoice(requested, "set in config")
     if dataset_type is DatasetType.STS:
         return LossChoice("cosent", "STS scores: CoSENT learns the ranking of similarity scores")

@@ -78,7 +78,8 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def write_json_atomic(path: Path, payload) -> None:
-    """Write JSON through a temp file in the same folder + fsync + os.replace: readers never see half a file."""
+    """Write JSON through a temp file in the same folder + fsync + os.replace (+ fsync of the folder): readers never
+    see half a file, and a crash after return keeps the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -87,3 +88,8 @@ def write_json_atomic(path: Path, payload) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -46,7 +46,9 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     assert decision["baseline"].startswith("base model")
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert [s["name"] for s in pipeline["stages"]] == ["data gate", "mine + train", "export", "evaluate", "gate",
-                                                       "promote"]
+                                                       "drift reference", "promote"]
+    assert "reference/reference.json" in json.loads((run / "manifest.json").read_text())["files"]
+    assert "reference/reference.json" in Registry(root / "registry").verify("v0001")["files"]
     assert all(s["status"] == "passed" and s["seconds"] >= 0 for s in pipeline["stages"])
     manifest = json.loads((run / "manifest.json").read_text())["files"]
     for rel in ("config.yaml", "data/report.json", "model/model.safetensors", "onnx/export.json",

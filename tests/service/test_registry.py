@@ -189,3 +189,9 @@ def test_a_single_file_source_is_copied_into_the_version(tmp_path):
     version = reg.add_version({"onnx": _artifact(tmp_path, "a"), "gate/decision.json": decision}, metadata={},
                               who="t", reason="t")
     assert reg.verify(version)["files"]["gate/decision.json"]["size"] == len('{"passed": true}')
+
+
+def test_rollback_on_a_missing_registry_creates_nothing(tmp_path):
+    with pytest.raises(RegistryError, match="has no champion yet .*EMBEDGATE_REGISTRY the right folder"):
+        Registry(tmp_path / "typo").rollback()
+    assert not (tmp_path / "typo").exists()

@@ -91,3 +91,8 @@ def test_each_loss_trains_and_its_loss_decreases(tmp_path, tiny_model_dir, name,
     assert last < 0.9 * first, f"{name}: loss did not decrease ({first:.3f} -> {last:.3f})"
     assert (result.run_dir / "model" / "model.safetensors").is_file()
     assert not list((result.run_dir / "model").glob("*.bin"))
+
+
+def test_cached_needs_an_in_batch_loss():
+    with pytest.raises(ConfigError, match=r"cached: true needs an in-batch-negatives loss .* got loss 'triplet'"):
+        choose_loss(DatasetType.TRIPLETS, "triplet", cached=True)
