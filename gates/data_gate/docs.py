@@ -59,7 +59,40 @@ def build_data_docs(report: DataGateReport, target: Path) -> Path:
     index = target / "index.html"
     if not index.is_file():
         raise DataGateError(f"{target}: Great Expectations wrote no index.html; Data Docs were not built")
+    write_summary_page(report, target)
     return index
+
+
+def write_summary_page(report: DataGateReport, docs: Path) -> Path:
+    """docs/summary.html: every check in one self-contained page (inline CSS, no JavaScript), linking to GX's
+    pages. GX's index.html lists validations with JavaScript and styles fetched from public CDNs, so on an
+    offline machine it shows an empty list; this page works anywhere."""
+    import html
+
+    pages = {p.stem: p.relative_to(docs).as_posix() for p in sorted((docs / "validations").rglob("*.html"))}
+    rows = []
+    for r in sorted(report.results, key=lambda r: (r.passed, r.severity != "error", r.table, r.check)):
+        status = "pass" if r.passed else ("FAIL" if r.severity == "error" else "warn")
+        first = ", ".join(str(e.row) for e in r.examples) or ""
+        offending = "" if r.unexpected_count is None else f"{r.unexpected_count:,}"
+        link = pages.get(r.table.replace("/", "_"))
+        table = f'<a href="{html.escape(link)}">{html.escape(r.table)}</a>' if link else html.escape(r.table)
+        rows.append(f'<tr class="{status}"><td>{status}</td><td>{r.severity}</td><td>{table}</td>'
+                    f"<td>{html.escape(r.check)}</td><td>{html.escape(', '.join(r.columns))}</td>"
+                    f"<td>{offending}</td><td>{html.escape(first)}</td><td>{html.escape(r.description)}</td></tr>")
+    verdict = "PASSED" if report.passed else "FAILED"
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>embedgate data gate: {verdict}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
+padding:4px 8px;font-size:13px;text-align:left}}tr.FAIL td{{background:#fdd}}tr.warn td{{background:#ffd}}</style>
+</head><body><h1>Data gate {verdict}: {html.escape(str(report.dataset.source))}</h1>
+<p>{len(report.results)} checks, {len(report.failures)} failed errors, {len(report.warnings)} warnings.
+Full Great Expectations pages: <a href="index.html">index.html</a> (needs internet for styles).</p>
+<table><tr><th>status</th><th>severity</th><th>table</th><th>check</th><th>columns</th><th>offending</th>
+<th>first rows</th><th>what it checks</th></tr>{''.join(rows)}</table></body></html>
+"""
+    out = docs / "summary.html"
+    out.write_text(page, encoding="utf-8")
+    return out
 
 
 def write_report(report: DataGateReport, out_dir: str | Path) -> WrittenReport:

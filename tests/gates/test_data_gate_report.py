@@ -56,6 +56,10 @@ def test_write_report_writes_json_and_data_docs(tmp_path, blank_report):
     assert len(pages) == 1
     html = pages[0].read_text()
     assert "is not empty or whitespace-only" in html and "[ERROR]" in html
+    summary = (tmp_path / "out" / "docs" / "summary.html").read_text()
+    assert '<tr class="FAIL"><td>FAIL</td><td>error</td>' in summary and "anchor.not_blank" in summary
+    assert "2, 3, 4, 5, 6" in summary and "<script" not in summary  # offline: no JavaScript, no CDN
+    assert f'href="{pages[0].relative_to(tmp_path / "out" / "docs").as_posix()}"' in summary
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder left behind
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
 
