@@ -25,8 +25,8 @@ def summary_text(report: DataGateReport, written: WrittenReport | None = None) -
     if written is not None:
         lines.append(f"report: {written.report_json}")
         if written.docs_index is not None:
-            lines.append(f"docs:   {written.docs_index.parent / 'summary.html'} (every check, works offline); "
-                         f"{written.docs_index} (Great Expectations Data Docs)")
+            lines.append(f"docs:   {written.docs_index.parent / 'summary.html'} (every check; works offline)")
+            lines.append(f"        {written.docs_index} (Great Expectations Data Docs)")
     return "\n".join(lines)
 
 

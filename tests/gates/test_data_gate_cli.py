@@ -25,7 +25,7 @@ def test_a_clean_file_exits_0_and_says_where_the_report_is(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("PASSED")
     assert "warning   pairs  rows.minimum" in printed
-    assert f"report: {out / 'report.json'}" in printed and f"docs:   {out / 'docs' / 'index.html'}" in printed
+    assert f"report: {out / 'report.json'}" in printed and f"docs:   {out / 'docs' / 'summary.html'}" in printed and str(out / 'docs' / 'index.html') in printed
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True
     assert report["dataset"]["column_map"] == {"anchor": "question1", "positive": "question2"}

@@ -103,7 +103,7 @@ def test_summary_text_lists_failures_warnings_and_paths(tmp_path, blank_report):
     assert "1 failed errors, 1 warnings" in text
     line = next(line for line in text.splitlines() if "anchor.not_blank" in line)
     assert "8 (80.00%)" in line and "2, 3, 4, 5, 6" in line
-    assert f"report: {written.report_json}" in text and f"docs:   {written.docs_index}" in text
+    assert f"report: {written.report_json}" in text and f"docs:   {written.docs_index.parent / 'summary.html'}" in text and f"        {written.docs_index}" in text
 
 
 # --- tokenizers -------------------------------------------------------------------------------------------
