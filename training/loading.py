@@ -61,10 +61,17 @@ def to_hf_dataset(data: TableDataset | IRDataset, split: str = "train", min_grad
     if isinstance(data, IRDataset):
         view = data.split(split)
         rows = {"anchor": [], "positive": []}
+        seen: set[tuple[str, str]] = set()
         for qid, docs in sorted(view.relevant(min_grade).items()):
             for did in sorted(docs):
-                rows["anchor"].append(view.queries[qid])
-                rows["positive"].append(view.corpus[did])
+                pair = (view.queries[qid], view.corpus[did])
+                # Two query ids with one text judging the same doc (SciFact has 4 such texts) would be the
+                # same row twice: double weight for nothing, and a duplicate row the data gate refuses once mined.
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                rows["anchor"].append(pair[0])
+                rows["positive"].append(pair[1])
         return datasets.Dataset.from_dict(rows)
     frame = data.frame
     kind = data.dataset_type

@@ -262,3 +262,20 @@ def test_missing_file_and_directory_given_as_a_table(tmp_path):
         load_dataset(tmp_path / "nope.csv")
     with pytest.raises(DataFormatError, match=r"expected a file, got a directory"):
         load_dataset(tmp_path, "pairs")
+
+
+def test_ir_training_rows_drop_pairs_repeated_under_another_query_id(tmp_path):
+    import json
+
+    from training.loading import load_dataset, to_hf_dataset
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "rent deposit"}) + "\n"
+                                           + json.dumps({"_id": "d2", "title": "", "text": "lease notice"}) + "\n")
+    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in
+                                                    [("q1", "same text"), ("q2", "same text"), ("q3", "other")]))
+    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td1\t1\nq2\td2\t1\n"
+                                                  "q3\td1\t1\n")
+    rows = to_hf_dataset(load_dataset(tmp_path))
+    assert sorted(zip(rows["anchor"], rows["positive"], strict=True)) == [
+        ("other", "rent deposit"), ("same text", "lease notice"), ("same text", "rent deposit")]
