@@ -45,6 +45,10 @@ CONFIGS = {
     "hn_10ep": dict(negatives="model", epochs=10),
     "hn_pca_head_5ep": dict(negatives="model", pca_head=True, epochs=5),
     "curriculum_5ep": dict(negatives="curriculum", epochs=5),
+    # The seed guide's two other strategies (training/mining does the same): BM25 queried with the *positive*
+    # (shares its key terms, not its meaning), and the nearest texts of a related domain (--domain-texts).
+    "hn_partial": dict(negatives="partial_match"),
+    "hn_domain": dict(negatives="domain_confusion"),
 }
 
 
@@ -103,8 +107,9 @@ def evaluate(model, corpus, queries, qrels, rotation_texts, batch=128):
     return out, vt
 
 
-def training_rows(cfg, corpus, queries, qrels, base_emb, rng):
-    """(anchor, positive[, negatives]) rows and curriculum stages."""
+def training_rows(cfg, corpus, queries, qrels, base_emb, rng, domain=None):
+    """(anchor, positive[, negatives]) rows and curriculum stages. `domain`: (texts, embeddings) of a related
+    domain, for domain_confusion."""
     doc_ids = sorted(corpus)
     index = {d: i for i, d in enumerate(doc_ids)}
     pairs = [(q, d) for q in sorted(qrels["train"]) for d in sorted(qrels["train"][q])]
@@ -126,7 +131,7 @@ def training_rows(cfg, corpus, queries, qrels, base_emb, rng):
     negs = [None] * len(pairs)
     new_order = []
     for stage, idx in plan:
-        if stage == "bm25" and bm25 is None:
+        if stage in ("bm25", "partial_match") and bm25 is None:
             import bm25s
 
             bm25 = bm25s.BM25()
@@ -139,8 +144,17 @@ def training_rows(cfg, corpus, queries, qrels, base_emb, rng):
             qv = q_emb[qid]
             scores = d_emb @ qv
             limit = scores[index[pos]] * (1 - cfg["margin"])
+            if stage == "domain_confusion":  # another domain's texts cannot be unlabelled positives: no filter
+                top = np.argsort(-(domain[1] @ qv))[cfg["range_min"]: cfg["range_min"] + cfg["num_negatives"]]
+                negs[i] = [domain[0][j] for j in top]
+                new_order.append(i)
+                continue
             if stage == "random":
                 cand = rng.sample(range(len(doc_ids)), min(200, len(doc_ids)))
+            elif stage == "partial_match":
+                cand = bm25.retrieve(bm25s.tokenize([corpus[pos]], stopwords="en", return_ids=False,
+                                                    show_progress=False), k=cfg["range_max"],
+                                     show_progress=False)[0][0].tolist()
             elif stage == "bm25":
                 cand = bm25.retrieve(bm25s.tokenize([queries[qid]], stopwords="en", return_ids=False,
                                                     show_progress=False), k=cfg["range_max"],
@@ -193,7 +207,7 @@ def make_sampler(stages):
     return Curriculum
 
 
-def run_config(name, cfg, model_dir, data, base_emb, rotation_texts, device, seed=42):
+def run_config(name, cfg, model_dir, data, base_emb, rotation_texts, device, seed=42, domain=None):
     import datasets
     import torch
     from sentence_transformers import (
@@ -220,7 +234,7 @@ def run_config(name, cfg, model_dir, data, base_emb, rotation_texts, device, see
         dense.linear.weight.data = torch.tensor(vt, dtype=torch.float32)
         mods = list(model._modules.values())
         model = SentenceTransformer(modules=[mods[0], mods[1], dense, *mods[2:]], device=device)
-    rows, stages = training_rows(cfg, corpus, queries, qrels, base_emb, rng)
+    rows, stages = training_rows(cfg, corpus, queries, qrels, base_emb, rng, domain)
     train = datasets.Dataset.from_dict(rows)
     kwargs = {"directions": ("query_to_doc", "doc_to_query")} if cfg["symmetric"] else {}
     inner = losses.MultipleNegativesRankingLoss(model, scale=cfg["scale"], **kwargs)
@@ -236,7 +250,7 @@ def run_config(name, cfg, model_dir, data, base_emb, rotation_texts, device, see
     SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss).train()
     seconds = time.perf_counter() - started
     scores, _ = evaluate(model, corpus, queries, qrels, rotation_texts)
-    return scores | {"train_s": round(seconds, 1), "rows": len(train)}
+    return scores | {"train_s": round(seconds, 1), "rows": len(train), "seed": seed}
 
 
 def main(argv=None):
@@ -246,6 +260,9 @@ def main(argv=None):
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--budget-minutes", type=float, default=1e9)
+    parser.add_argument("--seeds", default="42", help="comma-separated training seeds; each config runs once per seed")
+    parser.add_argument("--domain-texts", type=Path, default=None,
+                        help="one text per line from a related domain (for hn_domain)")
     args = parser.parse_args(argv)
     import sentence_transformers
     import torch
@@ -267,18 +284,25 @@ def main(argv=None):
         q_emb = dict(zip(train_q, base.encode([queries[q] for q in train_q], batch_size=128,
                                               normalize_embeddings=True), strict=True))
         rotation_texts = [queries[q] for q in train_q]
+        domain = None
+        if args.domain_texts:
+            texts = [t for t in dict.fromkeys(args.domain_texts.read_text(encoding="utf-8").splitlines()) if t.strip()]
+            domain = (texts, base.encode(texts, batch_size=128, normalize_embeddings=True))
         scores, _ = evaluate(base, corpus, queries, qrels, rotation_texts)
         record = {"data": name, "config": "base", **scores}
         print(json.dumps(record), flush=True)
         with open(args.out, "a") as out:
             out.write(json.dumps(record) + "\n")
-        for cname in args.configs.split(","):
+        for cname, seed in [(c, int(s)) for c in args.configs.split(",") for s in args.seeds.split(",")]:
             if time.time() > deadline:
                 print(json.dumps({"stopped": "budget", "before": cname}), flush=True)
                 return
             cfg = BASE | CONFIGS[cname]
+            if cfg["negatives"] == "domain_confusion" and domain is None:
+                continue  # needs --domain-texts
             try:
-                result = run_config(cname, cfg, args.model, data, (d_emb, q_emb), rotation_texts, device)
+                result = run_config(cname, cfg, args.model, data, (d_emb, q_emb), rotation_texts, device, seed,
+                                    domain)
             except Exception as err:  # one broken config must not cost the rest of a borrowed GPU's time
                 result = {"error": f"{type(err).__name__}: {err}"[:500]}
             record = {"data": name, "config": cname, **result}

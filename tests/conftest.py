@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -19,8 +21,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
-# Tests never write into the user's ~/bentoml model store (promotion saves every version there).
-os.environ.setdefault("BENTOML_HOME", tempfile.mkdtemp(prefix="embedgate-tests-bentoml-"))
+# Tests never write into the user's ~/bentoml model store (promotion saves every version there); the scratch store
+# is removed when the test process exits.
+if "BENTOML_HOME" not in os.environ:
+    os.environ["BENTOML_HOME"] = tempfile.mkdtemp(prefix="embedgate-tests-bentoml-")
+    atexit.register(shutil.rmtree, os.environ["BENTOML_HOME"], ignore_errors=True)
 
 TINY_DIM = 32
 # Small vocabulary: enough words for fixtures to tokenise into real tokens, plus single letters as word pieces.
