@@ -1,6 +1,7 @@
 """The hyperparameter advisor: reads a run's training log and says what to change, in the seed guide's terms.
 
     from training.advisor import advise
+    from training.train_log import read_log
     for tip in advise(read_log("artifacts/runs/<run>/train/train_log.jsonl")): print(tip.message)
 
 Three patterns, each with the evidence that triggered it:

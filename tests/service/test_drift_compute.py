@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -344,3 +345,19 @@ def test_a_pass_never_overlaps_another_and_a_busy_monitor_skips_its_turn(tmp_pat
         assert run_drift(settings, registry.root, wait=False).computed == ()
         fcntl.flock(other_pass, fcntl.LOCK_UN)
     assert len(run_drift(settings, registry.root, wait=False).computed) == 1
+
+
+def test_a_descriptor_constant_in_a_window_raises_no_numpy_warnings():
+    # Evidently correlates descriptor columns; a constant one made numpy warn 0/0 once per window (hundreds of
+    # lines in a pipeline's calibration output).
+    from service.drift.compute import descriptor_drift_share
+    from service.drift.descriptors import DESCRIPTOR_NAMES
+
+    rng = np.random.default_rng(0)
+    current = {name: rng.normal(size=200) for name in DESCRIPTOR_NAMES}
+    reference = {name: rng.normal(size=400) for name in DESCRIPTOR_NAMES}
+    current[DESCRIPTOR_NAMES[0]] = np.zeros(200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        share = descriptor_drift_share(current, reference)
+    assert 0.0 < share <= 1.0
