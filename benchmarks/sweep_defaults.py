@@ -49,6 +49,9 @@ CONFIGS = {
     # (shares its key terms, not its meaning), and the nearest texts of a related domain (--domain-texts).
     "hn_partial": dict(negatives="partial_match"),
     "hn_domain": dict(negatives="domain_confusion"),
+    # Small-dim protection at the default's length (64d retention target: >= 95% of 384d).
+    "hn_10ep_w_small": dict(negatives="model", epochs=10, weights=(1, 1, 1, 2)),
+    "hn_10ep_w_small4": dict(negatives="model", epochs=10, weights=(1, 1, 2, 4)),
 }
 
 
