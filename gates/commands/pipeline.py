@@ -17,7 +17,7 @@ embedgate pipeline gates/demo.yaml
 embedgate pipeline gates/demo.yaml --set epochs=3 --set promotion.registry=/srv/embedgate/registry
 ```
 """
-DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (about 10 minutes on 2 CPU cores),
+DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (about 20 minutes on 2 CPU cores),
 ending with the gate decision table.
 
 Example:
@@ -49,7 +49,7 @@ def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = Non
     typer.echo("")
     typer.echo(f"run: {outcome.run_dir}")
     for stage in outcome.stages:
-        typer.echo(f"  {stage.name:<14} {stage.status:<8} {stage.seconds:8.1f}s")
+        typer.echo(f"  {stage.name:<16} {stage.status:<8} {stage.seconds:8.1f}s")
     verdict = {"promoted": "PROMOTED", "passed": "PASSED (not promoted)", "blocked": "BLOCKED"}.get(
         outcome.status, "ERROR")
     typer.echo(f"{verdict}: {outcome.reason}", err=outcome.exit_code != 0)
