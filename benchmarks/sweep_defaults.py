@@ -143,25 +143,21 @@ def training_rows(cfg, corpus, queries, qrels, base_emb, rng, domain=None):
         start = len(new_order)
         for i in idx:
             qid, pos = pairs[i]
-            forbidden = {index[d] for d in qrels["train"][qid]}
             qv = q_emb[qid]
-            scores = d_emb @ qv
-            limit = scores[index[pos]] * (1 - cfg["margin"])
             if stage == "domain_confusion":  # another domain's texts cannot be unlabelled positives: no filter
                 top = np.argsort(-(domain[1] @ qv))[cfg["range_min"]: cfg["range_min"] + cfg["num_negatives"]]
                 negs[i] = [domain[0][j] for j in top]
                 new_order.append(i)
                 continue
+            forbidden = {index[d] for d in qrels["train"][qid]}
+            scores = d_emb @ qv
+            limit = scores[index[pos]] * (1 - cfg["margin"])
             if stage == "random":
                 cand = rng.sample(range(len(doc_ids)), min(200, len(doc_ids)))
-            elif stage == "partial_match":
-                cand = bm25.retrieve(bm25s.tokenize([corpus[pos]], stopwords="en", return_ids=False,
-                                                    show_progress=False), k=cfg["range_max"],
-                                     show_progress=False)[0][0].tolist()
-            elif stage == "bm25":
-                cand = bm25.retrieve(bm25s.tokenize([queries[qid]], stopwords="en", return_ids=False,
-                                                    show_progress=False), k=cfg["range_max"],
-                                     show_progress=False)[0][0].tolist()
+            elif stage in ("bm25", "partial_match"):  # partial match queries BM25 with the positive, not the query
+                text = corpus[pos] if stage == "partial_match" else queries[qid]
+                cand = bm25.retrieve(bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False),
+                                     k=cfg["range_max"], show_progress=False)[0][0].tolist()
             else:
                 cand = np.argsort(-scores)[: cfg["range_max"]].tolist()
             cand = cand[cfg["range_min"]:] if stage != "random" else cand
@@ -276,6 +272,12 @@ def main(argv=None):
     print(json.dumps({"torch": torch.__version__, "st": sentence_transformers.__version__,
                       "transformers": transformers.__version__, "device": device}), flush=True)
     deadline = time.time() + args.budget_minutes * 60
+    configs = args.configs.split(",")
+    # Read once, and only when a config mines from it (encoded below with each dataset's base model).
+    domain_texts = None
+    if args.domain_texts and any(CONFIGS[c].get("negatives") == "domain_confusion" for c in configs):
+        domain_texts = [t for t in dict.fromkeys(args.domain_texts.read_text(encoding="utf-8").splitlines())
+                        if t.strip()]
     for spec in args.data:
         name, path = spec.split("=", 1)
         data = load_beir(Path(path))
@@ -287,16 +289,14 @@ def main(argv=None):
         q_emb = dict(zip(train_q, base.encode([queries[q] for q in train_q], batch_size=128,
                                               normalize_embeddings=True), strict=True))
         rotation_texts = [queries[q] for q in train_q]
-        domain = None
-        if args.domain_texts:
-            texts = [t for t in dict.fromkeys(args.domain_texts.read_text(encoding="utf-8").splitlines()) if t.strip()]
-            domain = (texts, base.encode(texts, batch_size=128, normalize_embeddings=True))
+        domain = (domain_texts, base.encode(domain_texts, batch_size=128, normalize_embeddings=True)) \
+            if domain_texts else None
         scores, _ = evaluate(base, corpus, queries, qrels, rotation_texts)
         record = {"data": name, "config": "base", **scores}
         print(json.dumps(record), flush=True)
         with open(args.out, "a") as out:
             out.write(json.dumps(record) + "\n")
-        for cname, seed in [(c, int(s)) for c in args.configs.split(",") for s in args.seeds.split(",")]:
+        for cname, seed in [(c, int(s)) for c in configs for s in args.seeds.split(",")]:
             if time.time() > deadline:
                 print(json.dumps({"stopped": "budget", "before": cname}), flush=True)
                 return
