@@ -117,8 +117,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if is_main_process():
         from training.rotation import choose_rotation
 
-        retrieval_dev = evaluator if hasattr(evaluator, "scores") else None
-        model, rotation = choose_rotation(model, retrieval_dev, _rotation_texts(prepared), config.rotation,
+        model, rotation = choose_rotation(model, _rotation_data(prepared), _dev_dims(config), config.rotation,
                                           seed=config.seed)
     dev_metrics = evaluator(model) if evaluator is not None and is_main_process() else {}
     if is_main_process():
@@ -189,14 +188,23 @@ def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: Ru
     return mined.to_hf_dataset(), mined.stages or None, mined.summary()
 
 
-def _rotation_texts(prepared: TrainingData) -> list[str]:
-    """What the rotation is fitted on: the domain's texts as training saw them (never the dev or test side)."""
+def _rotation_data(prepared: TrainingData):
+    """What the rotation is fitted on: the domain's texts as training saw them, and the dev anchors to decide."""
+    from training.rotation import RotationData
+
     columns = prepared.train.column_names
     texts = list(prepared.corpus)
-    for column in ("anchor", "sentence1", "sentence2", "premise"):
+    for column in ("sentence1", "sentence2", "premise"):  # texts without a pair: PCA sample only
         if column in columns:
             texts += list(prepared.train[column])
-    return texts
+    pairs = list(zip(prepared.train["anchor"], prepared.train["positive"], strict=True)) if prepared.pair_like else []
+    dev = prepared.dev or {}
+    dev_queries = list(dev["queries"]) if dev.get("kind") == "retrieval" else []
+    return RotationData(texts, pairs, prepared.labelled, dev_queries)
+
+
+def _dev_dims(config: TrainConfig) -> list[int]:
+    return list(config.matryoshka_dims if config.matryoshka else config.matryoshka_dims[:1])
 
 
 def _load_mined(paths: RunPaths):
@@ -226,8 +234,7 @@ def _dev_evaluator(prepared: TrainingData, config: TrainConfig):
                                             name="dev")
     from training.dev_eval import MatryoshkaRetrievalEvaluator
 
-    dims = config.matryoshka_dims if config.matryoshka else config.matryoshka_dims[:1]
-    return MatryoshkaRetrievalEvaluator(dev["queries"], dev["corpus"], dev["relevant"], dims)
+    return MatryoshkaRetrievalEvaluator(dev["queries"], dev["corpus"], dev["relevant"], _dev_dims(config))
 
 
 def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, evaluator, n_rows: int,

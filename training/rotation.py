@@ -5,8 +5,9 @@ Why: truncating to the first k dims keeps whatever those dims hold; after this r
 directions of largest variance of the domain's embeddings. A rotation changes no cosine similarity at the full
 dim, so full-dim quality is untouched, while small dims gain a lot (measured on SciFact: NDCG@10 at 64d from 92%
 to 96% of 384d after MatryoshkaLoss training; benchmarks/results/sweep_h100_scifact.jsonl). It is fitted without
-labels (texts only) and kept only when it improves the held-out dev set's mean NDCG@10 over the Matryoshka dims,
-so a domain where it does not help does not get it. Stored as a bias-free linear `Dense` layer before
+labels (texts only), then refined on the training pairs (training/rotation_learning.py: still orthogonal), and
+kept only when it improves the held-out dev queries' mean NDCG@10 over the Matryoshka dims, so a domain where it
+does not help does not get it. Stored as a bias-free linear `Dense` layer before
 `Normalize`, so it is part of the saved model and of every exported ONNX graph.
 """
 
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_FIT_TEXTS = 4000  # PCA of a 384-dim space is well determined by a few thousand samples
+MAX_FIT_TEXTS = 10000  # training pairs used (their anchors join the PCA's sample)
+MAX_CORPUS_TEXTS = 10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
+MIN_DEV_QUERIES = 5
 
 
 @dataclass(frozen=True)
@@ -55,33 +58,91 @@ def add_rotation(model, rotation: np.ndarray):
     return SentenceTransformer(modules=modules, device=str(model.device))
 
 
-def choose_rotation(model, evaluator, fit_texts: list[str], mode: str = "auto", seed: int = 0,
+@dataclass(frozen=True)
+class RotationData:
+    """What the rotation is fitted and checked on: the training side only (never the test split)."""
+
+    corpus: list[str]  # texts retrieved from (and the PCA's sample of the domain)
+    pairs: list[tuple[str, str]] = ()  # training (anchor, positive): what the learned refinement ranks
+    labelled: dict[str, set[str]] | None = None  # anchor -> every labelled positive (dev relevance, masking)
+    dev_queries: list[str] = ()  # held-out anchors, ranked against the whole corpus to decide
+
+
+def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0,
                     batch_size: int = 64) -> tuple[object, RotationDecision]:
-    """Fit on `fit_texts`; apply if mode == "on", or if mode == "auto" and the dev mean NDCG@10 improves."""
+    """PCA rotation, refined on the training pairs when there are any; kept if mode == "on", or if mode == "auto"
+    and it raises the dev queries' mean NDCG@10 over `dims` against the whole corpus.
+
+    Why the whole corpus: the dev set used during training ranks against a few hundred distractors (cheap at
+    every epoch), where small dims look fine; against the full corpus they lose what the test split loses."""
     if mode == "off":
         return model, RotationDecision(False, "rotation: off", {}, {}, 0)
     rng = np.random.default_rng(seed)
-    texts = list(dict.fromkeys(fit_texts))
-    if len(texts) > MAX_FIT_TEXTS:
-        texts = [texts[i] for i in sorted(rng.choice(len(texts), MAX_FIT_TEXTS, replace=False))]
+    labelled = data.labelled or {}
+    pairs = list(dict.fromkeys(data.pairs))
+    if len(pairs) > MAX_FIT_TEXTS:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_FIT_TEXTS, replace=False))]
+    needed = {p for _, p in pairs} | {t for q in data.dev_queries for t in labelled.get(q, ())}
+    corpus = _sample_corpus(data.corpus, needed, rng)
+    anchors = list(dict.fromkeys(a for a, _ in pairs))
     dim = model.get_embedding_dimension()
-    if len(texts) < dim:
-        return model, RotationDecision(False, f"only {len(texts)} texts to fit a {dim}-dim rotation", {}, {},
-                                       len(texts))
-    embeddings = model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-    rotation = fit_rotation(embeddings)
-    if evaluator is None:
+    if len(corpus) + len(anchors) < dim:
+        return model, RotationDecision(False, f"only {len(corpus) + len(anchors)} texts to fit a {dim}-dim rotation",
+                                       {}, {}, len(corpus) + len(anchors))
+    encode = lambda texts: model.encode(texts, batch_size=batch_size, convert_to_numpy=True,  # noqa: E731
+                                        show_progress_bar=False) if texts else np.zeros((0, dim), np.float32)
+    corpus_emb, anchor_emb = encode(corpus), encode(anchors)
+    pca = fit_rotation(np.vstack([corpus_emb, anchor_emb]))
+    fitted = len(corpus) + len(anchors)
+    dev = _whole_corpus_dev(data.dev_queries, corpus, labelled, dims, encode, corpus_emb)
+    if dev is None:
         applied = mode == "on"
-        why = "rotation: on" if applied else "no dev set to confirm the rotation helps: not applied"
-        return (add_rotation(model, rotation) if applied else model), RotationDecision(applied, why, {}, {},
-                                                                                       len(texts))
-    q, d = evaluator.encode(model)
-    before = evaluator.scores(q, d)
-    after = evaluator.scores(q @ rotation.T, d @ rotation.T)
+        why = "rotation (PCA): on" if applied else "no dev set to confirm the rotation helps: not applied"
+        return (add_rotation(model, pca) if applied else model), RotationDecision(applied, why, {}, {}, fitted)
+    before = dev(np.eye(dim, dtype=np.float32))
+    chosen, how = pca, "PCA"
+    if pairs and min(dims) < dim:  # without a truncated dim there is nothing to refine for
+        from training.rotation_learning import learn_rotation
+
+        position = {t: i for i, t in enumerate(corpus)}
+        anchor_row = {a: i for i, a in enumerate(anchors)}
+        learned = learn_rotation(
+            pca, anchor_emb[[anchor_row[a] for a, _ in pairs]], np.array([position[p] for _, p in pairs]),
+            corpus_emb, [{position[t] for t in labelled.get(a, ()) if t in position and t != p} for a, p in pairs],
+            dims, lambda r: dev(r)["ndcg@10_mean"], seed=seed)
+        if learned.step:
+            chosen, how = learned.rotation, f"PCA refined on {len(pairs)} training pairs for {learned.step} steps"
+    after = dev(chosen)
     gain = after["ndcg@10_mean"] - before["ndcg@10_mean"]
     applied = mode == "on" or gain > 0
-    reason = (f"dev mean NDCG@10 over dims {before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f} "
-              f"({gain:+.4f}): {'applied' if applied else 'not applied'}")
+    reason = (f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
+              f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f} ({gain:+.4f}): "
+              f"{'applied' if applied else 'not applied'}")
     rounded = lambda m: {k: round(v, 5) for k, v in m.items()}  # noqa: E731
-    return (add_rotation(model, rotation) if applied else model), RotationDecision(
-        applied, reason, rounded(before), rounded(after), len(texts))
+    return (add_rotation(model, chosen) if applied else model), RotationDecision(
+        applied, reason, rounded(before), rounded(after), fitted)
+
+
+def _sample_corpus(corpus: list[str], needed: set[str], rng) -> list[str]:
+    """Every text a pair or dev query needs, plus the others up to MAX_CORPUS_TEXTS (a sample, in order)."""
+    texts = list(dict.fromkeys([*corpus, *sorted(needed - set(corpus))]))
+    others = [i for i, t in enumerate(texts) if t not in needed]
+    room = max(0, MAX_CORPUS_TEXTS - (len(texts) - len(others)))
+    if len(others) > room:
+        dropped = set(np.asarray(others)[rng.choice(len(others), len(others) - room, replace=False)].tolist())
+        texts = [t for i, t in enumerate(texts) if i not in dropped]
+    return texts
+
+
+def _whole_corpus_dev(queries, corpus, labelled, dims, encode, corpus_emb):
+    """rotation -> dev metrics of `queries` against all of `corpus`; None without enough dev queries."""
+    from training.dev_eval import MatryoshkaRetrievalEvaluator
+
+    position = {t: i for i, t in enumerate(corpus)}
+    kept = [(q, {position[t] for t in labelled.get(q, ()) if t in position}) for q in queries]
+    kept = [(q, rel) for q, rel in kept if rel]
+    if len(kept) < MIN_DEV_QUERIES:
+        return None
+    evaluator = MatryoshkaRetrievalEvaluator([q for q, _ in kept], corpus, [rel for _, rel in kept], dims)
+    query_emb = encode([q for q, _ in kept])
+    return lambda r: evaluator.scores(query_emb @ r.T, corpus_emb @ r.T)

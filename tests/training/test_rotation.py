@@ -3,8 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.dev_eval import MatryoshkaRetrievalEvaluator
-from training.rotation import add_rotation, choose_rotation, fit_rotation
+from training.rotation import RotationData, add_rotation, choose_rotation, fit_rotation
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +47,61 @@ def test_rotated_model_outputs_rotated_unit_vectors_and_survives_save(tmp_path, 
     assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pkl"))
 
 
+def _rotation_data(n: int = 30, dev: int = 6) -> RotationData:
+    """Anchors whose positive is its own paraphrase; the last `dev` anchors are held out for the decision."""
+    anchors = [f"heart pain doctor visit {i}" for i in range(n)] + [f"lease tenant rent deposit {i}" for i in range(n)]
+    positives = [f"{a} again" for a in anchors]
+    labelled = {a: {p} for a, p in zip(anchors, positives)}
+    corpus = positives + [f"unrelated filler text {i}" for i in range(20)]
+    pairs = list(zip(anchors[:-dev], positives[:-dev]))
+    return RotationData(corpus, pairs, labelled, anchors[-dev:])
+
+
 def test_choose_rotation_modes(tiny_model):
-    texts = [f"heart pain doctor {i}" for i in range(30)] + [f"lease tenant rent {i}" for i in range(30)]
-    evaluator = MatryoshkaRetrievalEvaluator(texts[:10], texts[10:], [{i} for i in range(10)], dims=[32, 8])
-    same, decision = choose_rotation(tiny_model, evaluator, texts, mode="off")
+    data = _rotation_data()
+    same, decision = choose_rotation(tiny_model, data, [32, 8], mode="off")
     assert same is tiny_model and not decision.applied
-    forced, decision = choose_rotation(tiny_model, evaluator, texts, mode="on")
+    forced, decision = choose_rotation(tiny_model, data, [32, 8], mode="on")
     assert decision.applied and len(forced._modules) == 4
-    chosen, decision = choose_rotation(tiny_model, evaluator, texts, mode="auto")
+    chosen, decision = choose_rotation(tiny_model, data, [32, 8], mode="auto")
     gain = decision.dev_after["ndcg@10_mean"] - decision.dev_before["ndcg@10_mean"]
     assert decision.applied == (gain > 0)
     assert (len(chosen._modules) == 4) == decision.applied
-    _, decision = choose_rotation(tiny_model, evaluator, texts[:5], mode="auto")
-    assert not decision.applied and "only 5 texts to fit a 32-dim rotation" in decision.reason
+    assert "against the whole 80-text corpus" in decision.reason
+    assert decision.fit_texts == 80 + 54  # the corpus and the training anchors
+
+
+def test_choose_rotation_without_a_decision_or_enough_texts(tiny_model):
+    data = _rotation_data()
+    no_dev = RotationData(data.corpus, data.pairs, data.labelled, [])
+    same, decision = choose_rotation(tiny_model, no_dev, [32, 8], mode="auto")
+    assert same is tiny_model and decision.reason == "no dev set to confirm the rotation helps: not applied"
+    tiny = RotationData(data.corpus[:3], [], {}, [])
+    same, decision = choose_rotation(tiny_model, tiny, [32, 8], mode="auto")
+    assert same is tiny_model and "only 3 texts to fit a 32-dim rotation" in decision.reason
+
+
+@pytest.mark.parametrize("step", [0, 7])
+def test_the_refined_rotation_is_used_only_when_it_beat_pca_on_dev(tiny_model, monkeypatch, step):
+    import training.rotation_learning as learning
+
+    permutation = np.eye(32, dtype=np.float32)[::-1].copy()
+    seen = {}
+
+    def fake_learn(init, anchors, positives, corpus, also_positive, dims, dev_score, seed=0):
+        seen.update(init=init, anchors=anchors.shape, positives=positives, also=also_positive)
+        return learning.LearnedRotation(permutation if step else init, step, dev_score(init), [])
+
+    monkeypatch.setattr(learning, "learn_rotation", fake_learn)
+    data = _rotation_data()
+    model, decision = choose_rotation(tiny_model, data, [32, 8], mode="on")
+    weight = list(model._modules.values())[2].linear.weight.detach().numpy()
+    expected = permutation if step else seen["init"]
+    assert np.allclose(weight, expected)
+    assert ("refined on 54 training pairs for 7 steps" in decision.reason) == bool(step)
+    assert seen["anchors"] == (54, 32)
+    assert [data.corpus[i] for i in seen["positives"][:2]] == [p for _, p in data.pairs[:2]]
+    assert all(not extra for extra in seen["also"])  # each anchor's only positive is its target
 
 
 def test_rotated_model_exports_with_parity(tmp_path, tiny_model):
