@@ -10,7 +10,9 @@ Three patterns, each with the evidence that triggered it:
 - oscillation: the loss jumps around its own trend -> learning rate too high, or too short a warmup
   (15-20% of steps);
 - overfitting: the dev metric fell from its peak while the training loss kept falling -> fewer epochs (the best
-  checkpoint is already kept; set epochs to about the peak's epoch to save time).
+  checkpoint is already kept; set epochs to about the peak's epoch to save time);
+- saturation: the dev metric peaked in the first half of the epochs and the rest stayed within noise of it ->
+  fewer epochs in a fraction of the time (the task was learned early).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ OVERFIT_DROP = 0.01  # dev metric this far (absolute) below its peak at the end
 
 @dataclass(frozen=True)
 class Advice:
-    kind: str  # plateau | oscillation | overfitting
+    kind: str  # plateau | oscillation | overfitting | saturation
     message: str
     evidence: dict
 
@@ -85,4 +87,12 @@ def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> li
                 f"epochs: {max(1, round(dev[peak][0]))} would reach it in less time"),
                 {"peak_epoch": dev[peak][0], "peak": round(float(values[peak]), 5),
                  "last": round(float(values[-1]), 5)}))
+        elif len(values) >= 4 and dev[peak][0] <= dev[-1][0] / 2 and drop <= OVERFIT_DROP:
+            peak_epoch, last_epoch = dev[peak][0], dev[-1][0]
+            tips.append(Advice("saturation", (
+                f"the dev metric peaked at {values[peak]:.4f} in epoch {peak_epoch:g} of {last_epoch:g} and the "
+                f"later epochs stayed within {OVERFIT_DROP} of it: they bought nothing; epochs: "
+                f"{max(1, round(peak_epoch))} would likely score as well in about {peak_epoch / last_epoch:.0%} of the "
+                f"training time"), {"peak_epoch": peak_epoch, "epochs": last_epoch,
+                                    "peak": round(float(values[peak]), 5), "last": round(float(values[-1]), 5)}))
     return tips

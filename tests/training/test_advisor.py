@@ -58,5 +58,24 @@ def test_dev_dip_with_rising_loss_is_not_called_overfitting():
     assert "overfitting" not in _kinds(_log(losses, dev=[0.6, 0.7, 0.6, 0.5]))
 
 
+def test_early_saturation_suggests_fewer_epochs():
+    """Like the medical run: dev at its best after epoch 1 of 9, the rest within noise, loss still falling."""
+    steps = np.arange(90)
+    losses = 1.0 * np.exp(-steps / 20) + 0.05 + np.random.default_rng(3).normal(0, 0.01, 90)
+    dev = [0.978, 0.975, 0.977, 0.976, 0.974, 0.977, 0.975, 0.976, 0.975]
+    tips = advise(_log(losses, dev=dev))
+    assert [t.kind for t in tips] == ["saturation"]
+    assert "epoch 1 of 9" in tips[0].message and "epochs: 1 would likely score as well" in tips[0].message
+
+
+def test_late_peak_or_a_real_fall_is_not_saturation():
+    steps = np.arange(100)
+    losses = 3.0 * np.exp(-steps / 60) + 0.5 + np.random.default_rng(0).normal(0, 0.02, 100)
+    late_peak = [0.80, 0.84, 0.85, 0.87, 0.868, 0.863, 0.891, 0.886, 0.884, 0.882]  # SciFact: epoch 7 of 10
+    assert "saturation" not in _kinds(_log(losses, dev=late_peak))
+    early_fall = [0.90, 0.85, 0.84, 0.83]  # a fall beyond noise is overfitting, said once
+    assert _kinds(_log(losses, dev=early_fall)) == ["overfitting"]
+
+
 def test_short_logs_are_left_alone():
     assert advise(_log([3.0, 2.0, 1.0])) == []
