@@ -12,7 +12,7 @@ Three patterns, each with the evidence that triggered it:
 - overfitting: the dev metric fell from its peak while the training loss kept falling -> fewer epochs (the best
   checkpoint is already kept; set epochs to about the peak's epoch to save time);
 - saturation: the dev metric peaked in the first half of the epochs and the rest stayed within noise of it ->
-  fewer epochs in a fraction of the time (the task was learned early).
+  fewer epochs score as well in a fraction of the time (the task was learned early).
 """
 
 from __future__ import annotations
