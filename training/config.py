@@ -70,7 +70,9 @@ class TrainConfig(_Strict):
     matryoshka: bool = True
     matryoshka_dims: list[int] | None = None  # null = model dim and halvings down to 64
     matryoshka_weights: list[float] | None = None  # null = chosen in defaults.py
-    rotation: Literal["auto", "on", "off"] = "auto"  # PCA rotation before truncation; auto = if dev improves
+    # Matryoshka rotation before truncation: PCA refined on the training pairs (training/rotation.py). auto = kept
+    # if dev improves; pca = the same without the refinement; on = always kept; off = none.
+    rotation: Literal["auto", "pca", "on", "off"] = "auto"
     epochs: float | None = Field(None, gt=0, le=100)
     batch_size: int | None = Field(None, ge=2, le=65536)  # in-batch negatives need >= 2
     learning_rate: float | None = Field(None, gt=0, le=1e-2)

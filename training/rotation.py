@@ -70,8 +70,8 @@ class RotationData:
 
 def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0,
                     batch_size: int = 64) -> tuple[object, RotationDecision]:
-    """PCA rotation, refined on the training pairs when there are any; kept if mode == "on", or if mode == "auto"
-    and it raises the dev queries' mean NDCG@10 over `dims` against the whole corpus.
+    """PCA rotation, refined on the training pairs when there are any (not with mode == "pca"); kept if
+    mode == "on", or if it raises the dev queries' mean NDCG@10 over `dims` against the whole corpus.
 
     Why the whole corpus: the dev set used during training ranks against a few hundred distractors (cheap at
     every epoch), where small dims look fine; against the full corpus they lose what the test split loses."""
@@ -101,7 +101,7 @@ def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "aut
         return (add_rotation(model, pca) if applied else model), RotationDecision(applied, why, {}, {}, fitted)
     before = dev(np.eye(dim, dtype=np.float32))
     chosen, how = pca, "PCA"
-    if pairs and min(dims) < dim:  # without a truncated dim there is nothing to refine for
+    if pairs and min(dims) < dim and mode != "pca":  # without a truncated dim nothing to refine for
         from training.rotation_learning import learn_rotation
 
         position = {t: i for i, t in enumerate(corpus)}

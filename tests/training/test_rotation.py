@@ -71,6 +71,18 @@ def test_choose_rotation_modes(tiny_model):
     assert decision.fit_texts == 80 + 54  # the corpus and the training anchors
 
 
+def test_pca_mode_skips_the_refinement(tiny_model, monkeypatch):
+    import training.rotation_learning as learning
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rotation: pca must not refine")
+
+    monkeypatch.setattr(learning, "learn_rotation", refuse)
+    model, decision = choose_rotation(tiny_model, _rotation_data(), [32, 8], mode="pca")
+    assert decision.reason.startswith("rotation (PCA):")
+    assert (len(model._modules) == 4) == decision.applied
+
+
 def test_choose_rotation_without_a_decision_or_enough_texts(tiny_model):
     data = _rotation_data()
     no_dev = RotationData(data.corpus, data.pairs, data.labelled, [])
