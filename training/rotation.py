@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_FIT_TEXTS = 10000  # training pairs used (their anchors join the PCA's sample)
+MAX_PAIRS = 10000  # training pairs used (their anchors join the PCA's sample)
 MAX_CORPUS_TEXTS = 10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
 MIN_DEV_QUERIES = 5
 
@@ -80,20 +80,19 @@ def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "aut
     rng = np.random.default_rng(seed)
     labelled = data.labelled or {}
     pairs = list(dict.fromkeys(data.pairs))
-    if len(pairs) > MAX_FIT_TEXTS:
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_FIT_TEXTS, replace=False))]
+    if len(pairs) > MAX_PAIRS:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_PAIRS, replace=False))]
     needed = {p for _, p in pairs} | {t for q in data.dev_queries for t in labelled.get(q, ())}
     corpus = _sample_corpus(data.corpus, needed, rng)
     anchors = list(dict.fromkeys(a for a, _ in pairs))
     dim = model.get_embedding_dimension()
-    if len(corpus) + len(anchors) < dim:
-        return model, RotationDecision(False, f"only {len(corpus) + len(anchors)} texts to fit a {dim}-dim rotation",
-                                       {}, {}, len(corpus) + len(anchors))
+    fitted = len(corpus) + len(anchors)
+    if fitted < dim:
+        return model, RotationDecision(False, f"only {fitted} texts to fit a {dim}-dim rotation", {}, {}, fitted)
     encode = lambda texts: model.encode(texts, batch_size=batch_size, convert_to_numpy=True,  # noqa: E731
                                         show_progress_bar=False) if texts else np.zeros((0, dim), np.float32)
     corpus_emb, anchor_emb = encode(corpus), encode(anchors)
     pca = fit_rotation(np.vstack([corpus_emb, anchor_emb]))
-    fitted = len(corpus) + len(anchors)
     dev = _whole_corpus_dev(data.dev_queries, corpus, labelled, dims, encode, corpus_emb)
     if dev is None:
         applied = mode == "on"
