@@ -125,7 +125,7 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
         if not (export_dir / "embedder.json").is_file():
             print(f"exporting {model_dir} to {export_dir} (once) ...", flush=True)
             export_run(model_dir, export_dir)
-        registry.add_version({"onnx": export_dir}, metadata={"serving_dim": 384, "serve_precision": "fp32"},
+        registry.add_version({"onnx": export_dir}, metadata={"serving_dim": 128, "serve_precision": "fp32"},
                              who="benchmark", reason="serve_throughput", run_id="minilm-export")
     return model_dir, registry.root
 

@@ -1,57 +1,86 @@
-"""Adaptive micro-batching: texts from concurrent requests share one model run.
+"""Continuous token-budget batching: texts from concurrent requests share model runs, grouped by length.
 
-    batcher = MicroBatcher(max_batch_size=32, max_delay_s=0.002)
-    vectors = await batcher.embed(model, texts)      # full-dim unit vectors, one row per text, in order
+    batcher = MicroBatcher(max_batch_size=32, max_delay_s=0.0, max_batch_tokens=2048)
+    vectors = await batcher.embed_tokens(model, encoded.ids)   # full-dim unit vectors, one row per text, in order
+    vectors = await batcher.embed(model, texts)                # the same, tokenising here
 
 Why our own and not BentoML's `@bentoml.api(batchable=True)`: a batchable BentoML API takes exactly one batched
 argument, so per-request `dimensions`, `truncate` and the model version a request started on cannot ride along,
 and its routes answer validation errors in BentoML's shape, not ours. Here one full-dim graph serves every dim, so
 requests asking for different `dimensions` share a batch and each slices its own rows afterwards.
 
-How a batch forms: when the worker is free it takes the oldest job, then waits until the batch holds
-`max_batch_size` texts or `max_delay_s` has passed since that job arrived (no extra wait when it already queued
-that long behind a running batch). Jobs bound to another model (a hot swap happened) wait for the next batch, so
-a batch never mixes versions. One thread runs the graph at a time: onnxruntime already spreads one run over the
-cores, and two concurrent runs would only compete for them. A request over `max_batch_size` texts is cut into
-several jobs, so one large request cannot make everyone else wait for all of it at once.
+How a batch forms (as text-embeddings-inference does it): each text is one row, queued already tokenised (the
+request tokenised it once, for its token limit and usage count). Whenever the model is free, the next batch is
+planned from every queued row at once (service/batch_plan.py): the row whose turn came first, plus rows of similar
+length, within `max_batch_tokens` padded tokens and `max_batch_size` rows. Under load rows queue while a batch
+runs, so batches fill without waiting; `max_delay_s` (default 0) may hold a batch that is not full yet for late
+joiners. A row's turn is its arrival, pushed back by the model time the earlier rows of its own request will take
+(rows of one request go shortest first): a request of 64 documents queues like 64 requests sent one after another,
+so a short query that arrives meanwhile runs within a batch or two instead of after all of them.
+
+Rows bound to another model (a hot swap happened) wait for the next batch, so a batch never mixes versions. One
+thread runs the graph at a time: onnxruntime already spreads one run over the cores, and two concurrent runs
+would only compete for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from service.batch_plan import plan_batch
 
 if TYPE_CHECKING:
     import numpy as np
 
     from service.serving_model import ServingModel
 
+# How quickly the estimate of model seconds per padded token follows new batches (an exponential average).
+SECONDS_PER_TOKEN_SMOOTHING = 0.2
 
-@dataclass
-class _Job:
-    model: ServingModel
-    texts: Sequence[str]
-    future: asyncio.Future
-    enqueued_at: float = field(default_factory=time.perf_counter)
+
+class _Request:
+    """One caller's rows: their vectors fill in as batches finish; the future resolves with all of them."""
+
+    __slots__ = ("model", "future", "vectors", "rows", "remaining", "enqueued_at")
+
+    def __init__(self, model: ServingModel, future: asyncio.Future, rows: int) -> None:
+        self.model = model
+        self.future = future
+        self.vectors: np.ndarray | None = None
+        self.rows = rows
+        self.remaining = rows
+        self.enqueued_at = time.perf_counter()
+
+
+class _Row:
+    __slots__ = ("request", "index", "ids", "turn")
+
+    def __init__(self, request: _Request, index: int, ids: Sequence[int], turn: float) -> None:
+        self.request = request
+        self.index = index
+        self.ids = ids
+        self.turn = turn
 
 
 class MicroBatcher:
-    def __init__(self, max_batch_size: int, max_delay_s: float, metrics: Any | None = None) -> None:
-        if max_batch_size < 1 or max_delay_s < 0:
-            raise ValueError(f"max_batch_size must be >= 1 and max_delay_s >= 0, got {max_batch_size}, "
-                             f"{max_delay_s}")
+    def __init__(self, max_batch_size: int, max_delay_s: float = 0.0, metrics: Any | None = None,
+                 max_batch_tokens: int = 2048) -> None:
+        if max_batch_size < 1 or max_delay_s < 0 or max_batch_tokens < 1:
+            raise ValueError(f"max_batch_size and max_batch_tokens must be >= 1 and max_delay_s >= 0, got "
+                             f"{max_batch_size}, {max_batch_tokens}, {max_delay_s}")
         self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
         self.max_delay_s = max_delay_s
         self._metrics = metrics
-        self._pending: deque[_Job] = deque()
+        self._rows: list[_Row] = []
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._seconds_per_token = 0.0  # measured from finished batches; 0 until the first one
 
     def start(self) -> None:
         """Start the batching loop on the running event loop."""
@@ -66,108 +95,118 @@ class MicroBatcher:
                 await self._worker
             except asyncio.CancelledError:
                 pass
-        for job in self._pending:
-            if not job.future.done():
-                job.future.set_exception(RuntimeError("the service is shutting down"))
-        self._pending.clear()
+        for row in self._rows:
+            if not row.request.future.done():
+                row.request.future.set_exception(RuntimeError("the service is shutting down"))
+        self._rows.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def embed(self, model: ServingModel, texts: Sequence[str]) -> np.ndarray:
-        """Full-dim vectors for `texts` from `model`, computed in batches shared with other requests."""
-        import numpy as np
+        """Full-dim vectors for `texts` from `model` (tokenised here, truncating), batched with other requests."""
+        return await self.embed_tokens(model, model.embedder.encode(texts, truncate=True).ids)
 
+    async def embed_tokens(self, model: ServingModel, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Full-dim vectors for rows already tokenised by `model.embedder.encode`, in order, batched with others."""
         if self._worker is None or self._arrived is None:
             raise RuntimeError("MicroBatcher.start() was not called")
-        loop = asyncio.get_running_loop()
-        chunks = [texts[start : start + self.max_batch_size] for start in range(0, len(texts),
-                                                                                    self.max_batch_size)]
-        jobs = [_Job(model, chunk, loop.create_future()) for chunk in chunks]
-        self._pending.extend(jobs)
+        if not ids:
+            raise ValueError("embed_tokens needs at least one row of token ids, got none")
+        request = _Request(model, asyncio.get_running_loop().create_future(), len(ids))
+        # Shortest rows first, each turn pushed back by the model time of the request's rows before it.
+        turn = request.enqueued_at
+        for index in sorted(range(len(ids)), key=lambda row: len(ids[row])):
+            self._rows.append(_Row(request, index, ids[index], turn))
+            turn += len(ids[index]) * self._seconds_per_token
         self._arrived.set()
         try:
-            parts = [await job.future for job in jobs]
-        finally:  # on timeout or cancellation, jobs not yet run are skipped by the worker
-            for job in jobs:
-                job.future.cancel()
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return await request.future
+        finally:  # on timeout or cancellation, rows not yet run are dropped by the worker
+            request.future.cancel()
 
     async def _run(self) -> None:
         assert self._arrived is not None
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            self._drop_abandoned()
+            if not self._rows:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            await self._gather_more()
-            batch = self._take_batch()
+            batch = self._plan()
+            if self.max_delay_s > 0 and not self._is_full(batch):
+                await self._wait_for_more(batch)
+                batch = self._plan()
             if batch:
                 await self._run_batch(loop, batch)
 
-    async def _gather_more(self) -> None:
-        """Wait for the batch to fill, until max_delay_s after the oldest job arrived."""
+    def _drop_abandoned(self) -> None:
+        if any(row.request.future.done() for row in self._rows):  # timed out or cancelled while queued
+            self._rows = [row for row in self._rows if not row.request.future.done()]
+
+    def _plan(self) -> list[_Row]:
+        """The next batch: rows of the model whose turn came first (a batch never mixes versions)."""
+        self._drop_abandoned()
+        if not self._rows:
+            return []
+        first = min(self._rows, key=lambda row: row.turn)
+        candidates = [row for row in self._rows if row.request.model is first.request.model]
+        chosen = plan_batch([len(row.ids) for row in candidates], [row.turn for row in candidates],
+                            self.max_batch_tokens, self.max_batch_size)
+        batch = [candidates[index] for index in chosen]
+        taken = set(map(id, batch))
+        self._rows = [row for row in self._rows if id(row) not in taken]
+        return batch
+
+    def _is_full(self, batch: list[_Row]) -> bool:
+        longest = max(len(row.ids) for row in batch)
+        return len(batch) >= self.max_batch_size or (len(batch) + 1) * longest > self.max_batch_tokens
+
+    async def _wait_for_more(self, batch: list[_Row]) -> None:
+        """Put the planned rows back and wait until max_delay_s after the oldest arrived, or for more rows."""
         assert self._arrived is not None
-        deadline = self._pending[0].enqueued_at + self.max_delay_s
-        while self._queued_texts() < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
+        self._rows.extend(batch)
+        deadline = min(row.request.enqueued_at for row in batch) + self.max_delay_s
+        remaining = deadline - time.perf_counter()
+        if remaining > 0:
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
-                return
+                pass
 
-    def _queued_texts(self) -> int:
-        first = self._pending[0].model
-        return sum(len(job.texts) for job in self._pending if job.model is first and not job.future.done())
+    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Row]) -> None:
+        import numpy as np
 
-    def _take_batch(self) -> list[_Job]:
-        """The oldest live jobs bound to the same model, up to max_batch_size texts; others stay queued."""
-        while self._pending and self._pending[0].future.done():
-            self._pending.popleft()  # timed out or cancelled while waiting
-        if not self._pending:
-            return []
-        model = self._pending[0].model
-        batch, kept, size = [], deque(), 0
-        while self._pending:
-            job = self._pending.popleft()
-            if job.future.done():
-                continue
-            if job.model is model and size + len(job.texts) <= self.max_batch_size:
-                batch.append(job)
-                size += len(job.texts)
-            else:
-                kept.append(job)
-                if job.model is model:
-                    break  # full: keep the queue's order for the rest
-        kept.extend(self._pending)
-        self._pending = kept
-        return batch
-
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
-        texts = [text for job in batch for text in job.texts]
-        model = batch[0].model
+        model = batch[0].request.model
         started = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(self._executor, self._embed, model, texts)
+            vectors = await loop.run_in_executor(self._executor, self._embed, model, [row.ids for row in batch])
         except Exception as err:  # handed to each waiting request, which answers with an error
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(err)
+            for row in batch:
+                if not row.request.future.done():
+                    row.request.future.set_exception(err)
             return
+        elapsed = time.perf_counter() - started
+        padded = len(batch) * max(len(row.ids) for row in batch)
+        self._seconds_per_token += SECONDS_PER_TOKEN_SMOOTHING * (elapsed / padded - self._seconds_per_token)
         if self._metrics is not None:
-            self._metrics.batch_duration.observe(time.perf_counter() - started)
-            self._metrics.batch_size.observe(len(texts))
-            self._metrics.batch_requests.observe(len(batch))
-            for job in batch:
-                self._metrics.queue_wait.observe(started - job.enqueued_at)
-        offset = 0
-        for job in batch:
-            if not job.future.done():
-                job.future.set_result(vectors[offset : offset + len(job.texts)])
-            offset += len(job.texts)
+            self._metrics.batch_duration.observe(elapsed)
+            self._metrics.batch_size.observe(len(batch))
+            requests = {id(row.request): row.request for row in batch}
+            self._metrics.batch_requests.observe(len(requests))
+            for request in requests.values():
+                self._metrics.queue_wait.observe(started - request.enqueued_at)
+        for row, vector in zip(batch, vectors, strict=True):
+            request = row.request
+            if request.future.done():
+                continue
+            if request.vectors is None:
+                request.vectors = np.empty((request.rows, vectors.shape[1]), dtype=np.float32)
+            request.vectors[row.index] = vector
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result(request.vectors)
 
-    def _embed(self, model: ServingModel, texts: list[str]) -> np.ndarray:
-        return model.embedder.embed(texts, batch_size=self.max_batch_size, truncate=True)
+    def _embed(self, model: ServingModel, rows: list[Sequence[int]]) -> np.ndarray:
+        return model.embedder.embed_tokens(rows)

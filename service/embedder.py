@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.errors import EmbedRequestError, ModelLoadError
 from service.registry import sha256_of
-from service.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizedBatch
+from service.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizedBatch, TokenizedTexts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -157,6 +157,24 @@ class OnnxEmbedder:
         """Tokens per text before truncation, special tokens included."""
         return self._tokenizer.count_tokens(texts)
 
+    def encode(self, texts: Sequence[str], truncate: bool = True) -> TokenizedTexts:
+        """Unpadded token ids per text (truncated to max_seq_length), with the counts before truncation: the one
+        tokenisation a served request needs (its token limit check, usage count and batch placement read it)."""
+        return self._tokenizer.encode(texts, truncate=truncate)
+
+    def embed_tokens(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        """Full-dim unit vectors (float32 [len(ids), graph_dim]) for already tokenised rows, run as one batch
+        padded to the longest row: the caller groups rows of similar length (the service's batcher does)."""
+        import numpy as np
+
+        input_ids, attention_mask = self._tokenizer.pad(ids)
+        vectors = self._session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        if not np.isfinite(vectors).all():
+            bad = sorted({int(row) for row in np.argwhere(~np.isfinite(vectors))[:, 0]})
+            raise RuntimeError(f"{self.info.graph_path} produced non-finite values for rows {bad[:10]}: the "
+                               f"graph is broken; re-export the model")
+        return vectors
+
     def embed(self, texts: Sequence[str], dimensions: int | None = None, batch_size: int = 32,
               truncate: bool = True) -> np.ndarray:
         """Unit-length float32 vectors [len(texts), dimensions] in input order (default: the largest dim)."""
@@ -170,17 +188,9 @@ class OnnxEmbedder:
         by_length = sorted(range(len(encoded.ids)), key=lambda index: len(encoded.ids[index]))
         for start in range(0, len(by_length), batch_size):
             rows = by_length[start : start + batch_size]
-            input_ids, attention_mask = self._tokenizer.pad([encoded.ids[row] for row in rows])
-            feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-            vectors[rows] = self._session.run([OUTPUT_NAME], feeds)[0]
+            vectors[rows] = self.embed_tokens([encoded.ids[row] for row in rows])
         if dimensions < self.graph_dim:
-            vectors = vectors[:, :dimensions]
-            # Re-normalise after truncation (infinity's known bug is skipping this); same floor as torch's F.normalize.
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        if not np.isfinite(vectors).all():
-            bad = sorted({int(row) for row in np.argwhere(~np.isfinite(vectors))[:, 0]})
-            raise RuntimeError(f"{self.info.graph_path} produced non-finite values for texts {bad[:10]}: the "
-                               f"graph is broken; re-export the model")
+            vectors = truncate_dims(vectors, dimensions)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def _check_dimensions(self, dimensions: int | None) -> int:
@@ -190,6 +200,15 @@ class OnnxEmbedder:
             raise EmbedRequestError(f"dimensions {dimensions!r} is not served by this model; allowed: "
                                     f"{list(self.dims)} (or omit it for {self.dims[0]})")
         return dimensions
+
+
+def truncate_dims(vectors: np.ndarray, dimensions: int) -> np.ndarray:
+    """Matryoshka truncation: the first `dimensions` values of each row, L2-normalised again (a slice of a unit
+    vector is not one; infinity's known bug is skipping this). The floor is torch's F.normalize's."""
+    import numpy as np
+
+    vectors = vectors[:, :dimensions]
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _open_session(graph_path: Path, threads: int | None, optimization: str,

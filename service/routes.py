@@ -41,6 +41,7 @@ from service.api_models import (
 )
 from service.api_responses import dumps, native_body, openai_body
 from service.auth import check_api_key
+from service.embedder import truncate_dims
 from service.limits import parse_json_object, read_body
 from service.version_header import NO_MODEL, VERSION_HEADER
 
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
     from service.runtime import ServingRuntime
     from service.serving_model import ServingModel
+    from service.tokenization import TokenizedTexts
 
 logger = logging.getLogger("embedgate.service")
 
@@ -118,6 +120,7 @@ class EmbeddingApi:
                 "truncate": settings.truncate,
             },
             "batching": {"max_batch_size": settings.max_batch_size,
+                         "max_batch_tokens": settings.max_batch_tokens,
                          "max_batch_delay_ms": settings.max_batch_delay_ms},
             "api_key_required": settings.api_key is not None,
             "version_header": VERSION_HEADER,
@@ -206,23 +209,19 @@ class EmbeddingApi:
 
     async def _embed(self, runtime: ServingRuntime, model: ServingModel, parsed: EmbeddingRequest,
                      route: str) -> Embedded:
-        import numpy as np
-
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
-        counts = await _count_tokens(model, parsed.texts)
+        encoded = await _encode(model, parsed.texts)  # the request's only tokenisation: the batcher reuses the ids
+        counts, truncated = encoded.token_counts, encoded.truncated
         max_tokens = model.embedder.max_seq_length
-        truncated = tuple(count > max_tokens for count in counts)
         if any(truncated) and not parsed.truncate:
             over = [(index, count) for index, count in enumerate(counts) if count > max_tokens]
             listed = ", ".join(f"text {index} has {count}" for index, count in over[:5])
             raise ApiError(422, "too_many_tokens", f"{listed} tokens; the model reads at most {max_tokens} (special "
                            f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
                            f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
-        vectors = await runtime.batcher.embed(model, parsed.texts)
+        vectors = await runtime.batcher.embed_tokens(model, encoded.ids)
         if dimensions < vectors.shape[1]:
-            vectors = vectors[:, :dimensions]
-            # Matryoshka truncation: the first `dimensions` values, re-normalised (a slice of a unit vector is not).
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            vectors = truncate_dims(vectors, dimensions)  # Matryoshka: the first `dimensions`, re-normalised
         processed = sum(min(count, max_tokens) for count in counts)
         metrics = runtime.metrics
         metrics.inputs.labels(route).inc(len(counts))
@@ -258,10 +257,10 @@ def _limits(runtime: ServingRuntime) -> RequestLimits:
     return RequestLimits(settings.max_inputs_per_request, settings.max_input_chars, settings.truncate)
 
 
-async def _count_tokens(model: ServingModel, texts: tuple[str, ...]) -> tuple[int, ...]:
+async def _encode(model: ServingModel, texts: tuple[str, ...]) -> TokenizedTexts:
     if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-        return model.embedder.count_tokens(texts)
-    return await asyncio.get_running_loop().run_in_executor(None, model.embedder.count_tokens, texts)
+        return model.embedder.encode(texts)
+    return await asyncio.get_running_loop().run_in_executor(None, model.embedder.encode, texts)
 
 
 def _record_drift(capture: Any, texts: tuple[str, ...], embedded: Embedded, version: str) -> None:

@@ -41,7 +41,8 @@ class ServingRuntime:
         self.source = source
         self.drift = drift
         self.drift_monitor: Any = None  # judges the captured windows; started with the runtime (registry mode)
-        self.batcher = MicroBatcher(settings.max_batch_size, settings.max_batch_delay_ms / 1000, metrics)
+        self.batcher = MicroBatcher(settings.max_batch_size, settings.max_batch_delay_ms / 1000, metrics,
+                                    max_batch_tokens=settings.max_batch_tokens)
         self.concurrency = ConcurrencyLimit(settings.max_concurrent_requests)
         self._watch_task: asyncio.Task | None = None
 

@@ -57,9 +57,13 @@ class ServeSettings(BaseModel):
     truncate: bool = Field(True, description=(
         "cut texts over the model's max tokens (true) or answer 422 (false); /embed's `truncate` overrides it"))
     max_batch_size: int = Field(32, ge=1, description=(
-        "texts per model run; concurrent requests are batched together up to this"))
-    max_batch_delay_ms: float = Field(2.0, ge=0, le=1000, description=(
-        "how long the first queued request waits for others to join its batch"))
+        "texts per model run at most; concurrent requests are batched together up to this"))
+    max_batch_tokens: int = Field(1024, ge=1, description=(
+        "padded tokens per model run (texts x longest text) at most; texts of similar length share a run. "
+        "Bounds one run's time, so short requests never wait long behind documents (a longer text runs alone)"))
+    max_batch_delay_ms: float = Field(0.0, ge=0, le=1000, description=(
+        "how long a batch that is not full waits for more texts; 0: run whatever is queued when the model is "
+        "free (under load texts queue while a batch runs, so batches fill without waiting)"))
     poll_interval_s: float = Field(5.0, gt=0, description=(
         "how often the registry's champion pointer is checked for a promotion or rollback"))
 
