@@ -14,9 +14,11 @@ request tokenised it once, for its token limit and usage count). Whenever the mo
 planned from every queued row at once (service/batch_plan.py): the row whose turn came first, plus rows of similar
 length, within `max_batch_tokens` padded tokens and `max_batch_size` rows. Under load rows queue while a batch
 runs, so batches fill without waiting; `max_delay_s` (default 0) may hold a batch that is not full yet for late
-joiners. A row's turn is its arrival, pushed back by the model time the earlier rows of its own request will take
-(rows of one request go shortest first): a request of 64 documents queues like 64 requests sent one after another,
-so a short query that arrives meanwhile runs within a batch or two instead of after all of them.
+joiners. A row's turn is when it would start if every queued request got an equal share of the model (processor
+sharing): its arrival, pushed back by the model time of the earlier rows of its own request (shortest first) times
+the number of requests queued. So a request of 64 documents, or three clients indexing back to back, cannot make a
+short query that arrives meanwhile wait for all of their rows: it runs within a batch or two, and every row's turn
+comes in bounded time. The model time per padded token is measured from the batches run so far.
 
 Rows bound to another model (a hot swap happened) wait for the next batch, so a batch never mixes versions. One
 thread runs the graph at a time: onnxruntime already spreads one run over the cores, and two concurrent runs
@@ -113,11 +115,13 @@ class MicroBatcher:
         if not ids:
             raise ValueError("embed_tokens needs at least one row of token ids, got none")
         request = _Request(model, asyncio.get_running_loop().create_future(), len(ids))
-        # Shortest rows first, each turn pushed back by the model time of the request's rows before it.
+        # Shortest rows first, each turn pushed back by the model time of the request's rows before it, times the
+        # requests sharing the model (each gets its share of it): when it would start under processor sharing.
+        sharing = 1 + len({id(row.request) for row in self._rows})
         turn = request.enqueued_at
         for index in sorted(range(len(ids)), key=lambda row: len(ids[row])):
             self._rows.append(_Row(request, index, ids[index], turn))
-            turn += len(ids[index]) * self._seconds_per_token
+            turn += len(ids[index]) * self._seconds_per_token * sharing
         self._arrived.set()
         try:
             return await request.future
