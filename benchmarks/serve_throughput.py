@@ -373,7 +373,8 @@ def measure_served(server: Server, bodies: dict[str, Path], texts: dict, limit: 
         per_request = 32 if workload == "batch32" else 1
         results[workload] = {**result, "texts_per_s": result["requests_per_s"] * per_request, **others}
     with _others_cpu() as others:
-        results["steady50"] = {**hey_steady(server.url, bodies["single"], 50, args.seconds), **others}
+        steady = hey_steady(server.url, bodies["single"], 50, args.seconds)
+    results["steady50"] = {**steady, **others}
     # Mixed: passages and queries at once, from two wrk processes (per-class latency), 2 + 8 connections.
     for seconds, keep in ((args.warmup, False), (args.seconds, True)):
         with _others_cpu() as others:
