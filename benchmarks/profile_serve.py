@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -60,12 +61,12 @@ def main() -> None:
         with Server("ours", argv, env, args.port, work / ".profile_server.log") as server:
             server.wait_ready()
             worker = _worker_pid(server.process.pid)
-            load = subprocess.Popen(["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{args.seconds + 4}s",
+            load = subprocess.Popen(["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{round(args.seconds) + 4}s",
                                      "-s", str(script), server.url], env={**os.environ, "BODIES": str(bodies)},
                                     stdout=subprocess.PIPE, text=True)
             time.sleep(2)
             for output, fmt in ((args.out.with_suffix(".svg"), "flamegraph"), (raw, "raw")):
-                subprocess.run(["py-spy", "record", "-p", str(worker), "-d", str(int(args.seconds / 2)), "-r", "100",
+                subprocess.run([_py_spy(), "record", "-p", str(worker), "-d", str(int(args.seconds / 2)), "-r", "100",
                                 "--threads", "-f", fmt, "-o", str(output)], check=True, capture_output=True)
             wrk_out = load.communicate()[0]
         summary = summarize(raw.read_text().splitlines())
@@ -78,6 +79,14 @@ def main() -> None:
         raw.unlink(missing_ok=True)
         for path in (bodies, script):
             path.unlink(missing_ok=True)
+
+
+def _py_spy() -> str:
+    """py-spy from PATH, else beside this interpreter (the venv's bin, not always on PATH)."""
+    found = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit("py-spy is not installed: pip install py-spy==0.4.3 (it is in the dev extra)")
+    return found
 
 
 def _worker_pid(parent: int) -> int:

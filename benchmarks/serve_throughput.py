@@ -336,10 +336,16 @@ def _safe(name: str) -> str:
 # ---- load generation ----
 
 def wrk(url: str, bodies: Path, connections: int, seconds: float, script: Path) -> dict:
-    argv = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
-            "-s", str(script), url]
-    return _wrk_result(subprocess.run(argv, env={**os.environ, "BODIES": str(bodies)}, capture_output=True,
-                                      text=True, check=True).stdout)
+    argv = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", _duration(seconds), "--timeout",
+            "30s", "-s", str(script), url]
+    run = subprocess.run(argv, env={**os.environ, "BODIES": str(bodies)}, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({run.returncode}): {run.stdout}{run.stderr}")
+    return _wrk_result(run.stdout)
+
+
+def _duration(seconds: float) -> str:
+    return f"{max(1, round(seconds))}s"  # wrk and hey read whole seconds ("2.0s" is refused)
 
 
 def _wrk_result(stdout: str) -> dict:
@@ -354,7 +360,7 @@ def _wrk_result(stdout: str) -> dict:
 def hey_steady(url: str, bodies: Path, rate: int, seconds: float) -> dict:
     """`rate` requests/s from 10 workers (hey -q is per worker), one fixed short-sentence body."""
     body = bodies.read_text().splitlines()[0]
-    argv = ["hey", "-z", f"{seconds}s", "-c", "10", "-q", str(rate / 10), "-m", "POST", "-T", "application/json",
+    argv = ["hey", "-z", _duration(seconds), "-c", "10", "-q", str(rate / 10), "-m", "POST", "-T", "application/json",
             "-d", body, "-o", "csv", url]
     rows = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[1:]
     latencies = [float(row.split(",")[0]) for row in rows if row and row.split(",")[6] == "200"]
@@ -379,7 +385,8 @@ def measure_served(server: Server, bodies: dict[str, Path], texts: dict, limit: 
     for seconds, keep in ((args.warmup, False), (args.seconds, True)):
         with _others_cpu() as others:
             passage_run = subprocess.Popen(
-                ["wrk", "-t", "1", "-c", "2", "-d", f"{seconds}s", "--timeout", "30s", "-s", str(script), server.url],
+                ["wrk", "-t", "1", "-c", "2", "-d", _duration(seconds), "--timeout", "30s", "-s", str(script),
+                 server.url],
                 env={**os.environ, "BODIES": str(bodies["passages"])}, stdout=subprocess.PIPE, text=True)
             queries = wrk(server.url, bodies["queries"], 8, seconds, script)
             passages = _wrk_result(passage_run.communicate()[0])
