@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def main() -> None:
             "--port", str(args.port)]
     raw = args.out.with_suffix(".raw")
     try:
-        with Server("ours", argv, env, args.port, work / ".profile_server.log") as server:
+        with Server("ours", argv, env, args.port, Path(tempfile.gettempdir()) / "profile_serve.log") as server:
             server.wait_ready()
             worker = _worker_pid(server.process.pid)
             load = subprocess.Popen(["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{round(args.seconds) + 4}s",
