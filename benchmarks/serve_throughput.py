@@ -21,7 +21,8 @@ export), infinity (infinity-emb 0.0.78, torch engine, in its own venv that this 
 no CUDA build is pulled), plus `--compare-rev REV` (our fp32 service as it was at git revision REV, side by side)
 and `--variant NAME:VAR=VALUE,...` (our fp32 service with other EMBEDGATE_*/BENTOML_* settings). In-process columns
 are always measured: `in-process` is the same fp32 graph through OnnxEmbedder, `st` is sentence-transformers.
-Every server gets 2 threads. Other processes on the machine are reported beside the numbers (load average and
+Servers are measured workload by workload, each system in turn, so that a neighbour's changing load falls on all
+of them alike; the in-process columns are measured first. Every server gets 2 threads. Other processes on the machine are reported beside the numbers (load average and
 the CPU others used); rerun when they are high. Results go to WORKDIR/results-<time>.json.
 """
 
@@ -106,9 +107,12 @@ def main() -> None:
     print_progress(results)
     with contextlib.ExitStack() as stack:
         servers = start_servers(stack, systems, args, model_dir, registry)
-        for name, server in servers.items():
-            results[name] = measure_served(server, bodies, texts, results["in-process"], args)
-            print_progress({name: results[name]})
+        # Workload by workload, every system in turn: a neighbour's changing load falls on all of them alike.
+        for workload in WORKLOADS:
+            for name, server in servers.items():
+                figures = measure_served(server, workload, bodies, results["in-process"], args)
+                results.setdefault(name, {})[workload] = figures
+                print_progress({name: {workload: figures}})
     print_table(results)
     out = args.workdir / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -369,20 +373,25 @@ def hey_steady(url: str, bodies: Path, rate: int, seconds: float) -> dict:
             "p50_ms": _percentile(latencies, 50) * 1e3, "p99_ms": _percentile(latencies, 99) * 1e3}
 
 
-def measure_served(server: Server, bodies: dict[str, Path], texts: dict, limit: dict, args) -> dict[str, dict]:
+WORKLOADS = ("c1", "c16", "batch32", "steady50", "mixed")
+
+
+def measure_served(server: Server, workload: str, bodies: dict[str, Path], limit: dict, args) -> dict:
+    """One workload against one server: a warm-up run, then the measured one."""
     script = args.workdir / "bodies.lua"
-    results: dict[str, dict] = {}
-    for workload, body, connections in (("c1", "single", 1), ("c16", "single", 16), ("batch32", "batch32", 4)):
+    if workload in ("c1", "c16", "batch32"):
+        body, connections = {"c1": ("single", 1), "c16": ("single", 16), "batch32": ("batch32", 4)}[workload]
         wrk(server.url, bodies[body], connections, args.warmup, script)
         with _others_cpu() as others:
             result = wrk(server.url, bodies[body], connections, args.seconds, script)
         per_request = 32 if workload == "batch32" else 1
-        results[workload] = {**result, "texts_per_s": result["requests_per_s"] * per_request, **others}
-    with _others_cpu() as others:
-        steady = hey_steady(server.url, bodies["single"], 50, args.seconds)
-    results["steady50"] = {**steady, **others}
+        return {**result, "texts_per_s": result["requests_per_s"] * per_request, **others}
+    if workload == "steady50":
+        with _others_cpu() as others:
+            steady = hey_steady(server.url, bodies["single"], 50, args.seconds)
+        return {**steady, **others}
     # Mixed: passages and queries at once, from two wrk processes (per-class latency), 2 + 8 connections.
-    for seconds, keep in ((args.warmup, False), (args.seconds, True)):
+    for seconds in (args.warmup, args.seconds):
         with _others_cpu() as others:
             passage_run = subprocess.Popen(
                 ["wrk", "-t", "1", "-c", "2", "-d", _duration(seconds), "--timeout", "30s", "-s", str(script),
@@ -390,15 +399,12 @@ def measure_served(server: Server, bodies: dict[str, Path], texts: dict, limit: 
                 env={**os.environ, "BODIES": str(bodies["passages"])}, stdout=subprocess.PIPE, text=True)
             queries = wrk(server.url, bodies["queries"], 8, seconds, script)
             passages = _wrk_result(passage_run.communicate()[0])
-        if keep:
-            model_s = passages["requests"] * limit["mixed"]["passage_s"] + queries["requests"] * limit["mixed"]["query_s"]
-            wall = max(passages["seconds"], queries["seconds"])
-            results["mixed"] = {"texts_per_s": (passages["requests"] + queries["requests"]) / wall,
-                                "share_of_model": model_s / wall, "passages": passages, "queries": queries,
-                                "ratio": queries["requests"] / max(1, passages["requests"]),
-                                "p50_ms": queries["p50_ms"], "p99_ms": queries["p99_ms"],
-                                "errors": passages["errors"] + queries["errors"], **others}
-    return results
+    model_s = passages["requests"] * limit["mixed"]["passage_s"] + queries["requests"] * limit["mixed"]["query_s"]
+    wall = max(passages["seconds"], queries["seconds"])
+    return {"texts_per_s": (passages["requests"] + queries["requests"]) / wall, "share_of_model": model_s / wall,
+            "passages": passages, "queries": queries, "ratio": queries["requests"] / max(1, passages["requests"]),
+            "p50_ms": queries["p50_ms"], "p99_ms": queries["p99_ms"],
+            "errors": passages["errors"] + queries["errors"], **others}
 
 
 @contextlib.contextmanager
