@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import statistics
 import time
 from types import SimpleNamespace
 
@@ -89,9 +90,11 @@ SECONDS_PER_TOKEN = 2e-5
 class FakeEmbedder:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []  # lengths of the rows of each run, in run order
+        self.first_ids: list[set[int]] = []  # the first token id of each row of each run
 
     def embed_tokens(self, rows):
         self.batches.append([len(row) for row in rows])
+        self.first_ids.append({row[0] for row in rows})
         time.sleep(len(rows) * max(len(row) for row in rows) * SECONDS_PER_TOKEN)
         return np.array([[row[0], len(row)] for row in rows], dtype=np.float32)
 
@@ -135,23 +138,19 @@ def test_a_short_request_is_not_starved_by_a_large_request_of_documents():
             warm = await batcher.embed_tokens(model, rows(0, 4, 250))  # lets the batcher measure the model's speed
             documents = asyncio.ensure_future(batcher.embed_tokens(model, rows(1, 64, 250)))
             await asyncio.sleep(0.001)
-            started = time.perf_counter()
             query = await batcher.embed_tokens(model, rows(5000, 1, 12))
-            query_s = time.perf_counter() - started
             done_before_query = documents.done()
             await documents
-            return warm, query, query_s, done_before_query
+            return warm, query, done_before_query
         finally:
             await batcher.stop()
 
-    _, query, query_s, done_before_query = asyncio.run(scenario())
+    _, query, done_before_query = asyncio.run(scenario())
     np.testing.assert_array_equal(query, [[5000, 12]])
     assert not done_before_query
     runs = model.embedder.batches[1:]  # after the warm-up run
     query_run = next(index for index, run in enumerate(runs) if run == [12])
     assert query_run <= 2, f"the query ran as batch {query_run} of {len(runs)}: {runs}"
-    one_document_batch_s = 4 * 250 * SECONDS_PER_TOKEN
-    assert query_s < 4 * one_document_batch_s
 
 
 def test_short_requests_keep_bounded_latency_while_documents_stream_in():
@@ -160,19 +159,22 @@ def test_short_requests_keep_bounded_latency_while_documents_stream_in():
     async def scenario():
         batcher = MicroBatcher(max_batch_size=32, max_batch_tokens=1000)
         batcher.start()
-        latencies = []
+        waited = {}  # query id -> model runs started after it arrived and before its own
 
         async def indexer(seed):  # documents, 8 per request, back to back
             while not stop.is_set():
                 await batcher.embed_tokens(model, rows(seed, 8, 240))
 
         async def one_query(index):
-            started = time.perf_counter()
-            await batcher.embed_tokens(model, rows(index, 1, 15))
-            latencies.append(time.perf_counter() - started)
+            query_id = 100_000 + index
+            runs_before = len(model.embedder.batches)  # the run in progress, if any, is counted already
+            await batcher.embed_tokens(model, rows(query_id, 1, 15))
+            own = next(run for run, ids in enumerate(model.embedder.first_ids) if query_id in ids)
+            waited[query_id] = own - runs_before
 
         stop = asyncio.Event()
         try:
+            await batcher.embed_tokens(model, rows(0, 4, 240))  # lets the batcher measure the model's speed
             indexers = [asyncio.ensure_future(indexer(seed)) for seed in range(3)]
             await asyncio.sleep(0.05)
             for index in range(30):
@@ -182,12 +184,14 @@ def test_short_requests_keep_bounded_latency_while_documents_stream_in():
             await asyncio.gather(*indexers)
         finally:
             await batcher.stop()
-        return latencies
+        return waited
 
-    latencies = asyncio.run(scenario())
-    one_document_batch_s = 4 * 240 * SECONDS_PER_TOKEN
-    # Behind at most the batch running when it arrives, plus its own (tiny) one; generous for a loaded machine.
-    assert np.percentile(latencies, 90) < 3 * one_document_batch_s + 0.01, sorted(latencies)[-5:]
+    waited = asyncio.run(scenario())
+    # Counted in model runs, not seconds, so a loaded machine cannot fail it: besides the run in progress, a query
+    # waits for a few document runs at most (rows whose turn came before it), most for none; in arrival order it
+    # would wait for the indexers' whole backlog (up to 24 documents, 6 runs).
+    assert len(waited) == 90 and max(waited.values()) <= 3, sorted(waited.values())[-10:]
+    assert statistics.median(waited.values()) <= 1, sorted(waited.values())
 
 
 def test_microbatcher_rejects_bad_settings_and_empty_requests():
