@@ -3,12 +3,14 @@
     GET  /health          200 while the process runs (liveness)
     GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
+    GET  /metrics         Prometheus text (ours; BentoML's path-labelled HTTP metrics are off)
     GET  /v1/models       OpenAI's model list (the served model)
     POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
     POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
     anything else         404, in the same JSON error shape
 
-A model request goes: API key (401) -> in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
+Before any route, service/edge_guard.py checks the API key (401) for every path but the probes. A model request
+then goes: in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
 JSON object (400) -> field values (422; unknown model 404) -> token limit when truncation is off (422) -> batched
 embed, all within the request timeout (504). It takes the served model once, at its start, and answers with that
 model's vectors and its version in the `x-embedgate-model-version` header, even if a hot swap happens meanwhile.
@@ -40,8 +42,8 @@ from service.api_models import (
     resolve_dimensions,
 )
 from service.api_responses import dumps, native_body, openai_body
-from service.auth import check_api_key
 from service.limits import parse_json_object, read_body
+from service.redact import hide_paths, hide_paths_in
 from service.version_header import NO_MODEL, VERSION_HEADER
 
 if TYPE_CHECKING:
@@ -74,11 +76,30 @@ def create_http_app(get_runtime: Callable[[], ServingRuntime]) -> Starlette:
         Route("/v1/models", api.list_models, methods=["GET"]),
         Route("/v1/embeddings", api.openai_embeddings, methods=["POST"]),
         Route("/embed", api.native_embed, methods=["POST"]),
-        # Last: any other path gets a JSON 404 naming the routes (BentoML's own routes are matched before ours).
-        Route("/{path:path}", api.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        # Last: any other path or method gets a JSON 404/405 naming the routes (BentoML's own routes are matched
+        # before ours). An ASGI endpoint, because Starlette limits a function endpoint without methods to GET; this
+        # one takes every method, also ones no route knows (TRACE, made-up ones).
+        Route("/{path:path}", _AnyMethod(api.not_found)),
     ]
     api.methods = {route.path: route.methods - {"HEAD"} for route in routes[:-1]}
     return Starlette(routes=routes)
+
+
+class _AnyMethod:
+    """A request handler as a raw ASGI app, so a Route matches it for every HTTP method."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def known_routes(app: Starlette) -> frozenset[str]:
+    """Every fixed path the service answers (ours and BentoML's probes): the only values a metrics label takes."""
+    return frozenset({route.path for route in app.routes if "{" not in route.path} | {"/livez", "/readyz"})
 
 
 class EmbeddingApi:
@@ -101,13 +122,14 @@ class EmbeddingApi:
         runtime = self._runtime()
         model = runtime.model
         settings = runtime.settings
+        # No server paths leave the process (service/redact.py): the operator's log has them in full.
         payload = {
             "model_name": settings.model_name,
             "ready": model is not None,
-            "not_ready_reason": None if model else runtime.holder.not_ready_reason,
-            "model": model.to_dict() if model else None,
-            "source": runtime.source,
-            "last_refused_version": runtime.holder.last_refusal,
+            "not_ready_reason": None if model else hide_paths(runtime.holder.not_ready_reason),
+            "model": hide_paths_in(model.to_dict()) if model else None,
+            "source": hide_paths(runtime.source),
+            "last_refused_version": hide_paths_in(runtime.holder.last_refusal),
             "limits": {
                 "max_inputs_per_request": settings.max_inputs_per_request,
                 "max_input_chars": settings.max_input_chars,
@@ -121,9 +143,15 @@ class EmbeddingApi:
                          "max_batch_delay_ms": settings.max_batch_delay_ms},
             "api_key_required": settings.api_key is not None,
             "version_header": VERSION_HEADER,
-            "settings": settings.describe(),
+            "settings": [{**row, "value": hide_paths_in(row["value"])} for row in settings.describe()],
         }
         return self._json(payload, 200, model.version if model else NO_MODEL)
+
+    async def metrics(self, request: Request) -> Response:
+        from service.metrics import exposition
+
+        body, content_type = await asyncio.to_thread(exposition)  # reads every worker's files: off the loop
+        return Response(body, 200, media_type=content_type, headers={VERSION_HEADER: self._current_version()})
 
     async def not_found(self, request: Request) -> Response:
         """Any other path (404), or a known path with the wrong method (405): the catch-all route matches
@@ -157,7 +185,6 @@ class EmbeddingApi:
         version = model.version if model else NO_MODEL
         metrics.in_flight.inc()
         try:
-            check_api_key(request.headers.get("authorization"), runtime.settings.api_key)
             with runtime.concurrency.admit():
                 if model is None:
                     raise ApiError(503, "model_not_ready", runtime.holder.not_ready_reason)
@@ -249,6 +276,8 @@ class EmbeddingApi:
 
     def _error(self, error: ApiError, version: str, route: str) -> Response:
         self._runtime().metrics.errors.labels(route, error.code).inc()
+        if error.status >= 500:  # server-side reasons (a refused version, a missing registry) name server files
+            error.message = hide_paths(error.message)
         return Response(dumps(error.body()), error.status, media_type="application/json",
                         headers={**error.headers, VERSION_HEADER: version})
 
