@@ -6,9 +6,7 @@ gets back (shape, unit norm, the model version header).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -47,15 +45,15 @@ def call_served_champion(registry: Path, texts: list[str], dimensions: int | Non
     import httpx
     from openai import OpenAI
 
-    from gates.commands.serve import serve_command
+    from gates import serve_process
 
     port = _free_port()
-    argv, env = serve_command(registry=registry, host="127.0.0.1", port=port, api_key_env=None, workers=1,
+    argv, env = serve_process.serve_command(registry=registry, host="127.0.0.1", port=port, api_key_env=None, workers=1,
                               precision=None, threads=None, poll_interval=None)
     env["EMBEDGATE_DRIFT_SAMPLE_RATE"] = env.get("EMBEDGATE_DRIFT_SAMPLE_RATE", "0")
     log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
-        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = serve_process.start_server(argv, env, stdout=log, stderr=subprocess.STDOUT)
     except BaseException:
         if log_path:
             log.close()
@@ -88,14 +86,8 @@ def call_served_champion(registry: Path, texts: list[str], dimensions: int | Non
                           vectors.shape[1], tuple(float(n) for n in np.linalg.norm(vectors, axis=1)),
                           result.usage.prompt_tokens, ready)
     finally:
-        # The group may be gone already (the service exited before it was ready): that error must not replace
-        # the one being raised.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+        # The whole process group, drained then killed if need be; a group that is gone already (the service
+        # exited before it was ready) raises nothing that would replace the error being raised.
+        serve_process.stop_server(process, drain_timeout_s=5)
         if log_path:
             log.close()

@@ -62,6 +62,9 @@ class ServeSettings(BaseModel):
         "how long the first queued request waits for others to join its batch"))
     poll_interval_s: float = Field(5.0, gt=0, description=(
         "how often the registry's champion pointer is checked for a promotion or rollback"))
+    drain_timeout_s: float = Field(30.0, gt=0, le=MAX_REQUEST_TIMEOUT_S, description=(
+        "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the worker cancels them "
+        "(`embedgate serve` passes it to bentoml as --timeout-graceful-shutdown)"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
