@@ -18,6 +18,7 @@ import logging
 import bentoml
 
 from service.edge_guard import ApiKeyGate, JsonErrors
+from service.http_protocol import install as install_http_protocol
 from service.routes import create_http_app, known_routes
 from service.settings import MAX_REQUEST_TIMEOUT_S
 from service.version_header import NO_MODEL, VERSION_HEADER, ModelVersionHeader
@@ -39,6 +40,9 @@ def _current_version() -> str:
     return model.version if model is not None else NO_MODEL
 
 
+# Runs when BentoML's worker imports this module, before it configures uvicorn: the only point where uvicorn's
+# protocol can still be chosen (service/http_protocol.py says why the limits need it).
+install_http_protocol()
 http_app = create_http_app(_current_runtime)
 
 

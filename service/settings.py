@@ -62,6 +62,14 @@ class ServeSettings(BaseModel):
         "how long the first queued request waits for others to join its batch"))
     poll_interval_s: float = Field(5.0, gt=0, description=(
         "how often the registry's champion pointer is checked for a promotion or rollback"))
+    max_header_bytes: int = Field(16_384, ge=1024, description=(
+        "request line plus headers, in bytes (431 and the connection closed above)"))
+    header_timeout_s: float = Field(10.0, gt=0, description=(
+        "seconds from a request's first byte until its headers are complete (408 and closed after)"))
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description=(
+        "seconds an idle connection (new, or between requests) stays open"))
+    max_connections: int = Field(512, ge=1, description=(
+        "open connections per worker process; one more is answered 503 and closed"))
     drain_timeout_s: float = Field(30.0, gt=0, le=MAX_REQUEST_TIMEOUT_S, description=(
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the worker cancels them "
         "(`embedgate serve` passes it to bentoml as --timeout-graceful-shutdown)"))
