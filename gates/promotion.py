@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gates.errors import EmbedgateGateError
 from gates.gating import read_decision
-from service.registry import Registry
+from service.registry import DuplicatePromotion, Registry
 from training.run_dir import RunPaths
 
 BENTO_MODEL_NAME = "embedgate-embedder"
@@ -66,14 +66,23 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
     for name in ("candidate.json", "baseline.json", "summary.md"):
         if (run.eval / name).is_file():
             sources[f"eval/{name}"] = run.eval / name
+    if reference_dir is None and (run.root / "reference").is_dir():
+        # The pipeline writes the run's drift reference here; `embedgate promote` keeps it as the pipeline does.
+        reference_dir = run.root / "reference"
     if reference_dir is not None and reference_dir.is_dir():
         sources["reference"] = reference_dir
-    previous = registry.champion()
     metadata = {"serving_dim": decision["serving_dim"], "serve_precision": precision,
                 "baseline": decision["baseline"], "gate_passed": decision["passed"]}
-    version = registry.add_version(sources, metadata=metadata, who=who,
-                                   reason=reason or "gate passed", forced=force and not decision["passed"],
-                                   run_id=run.run_id, metrics=served_metrics(decision))
+    try:
+        version = registry.add_version(sources, metadata=metadata, who=who,
+                                       reason=reason or "gate passed", forced=force and not decision["passed"],
+                                       run_id=run.run_id, metrics=served_metrics(decision),
+                                       refuse_duplicate_run=True)
+    except DuplicatePromotion as duplicate:
+        raise PromotionRefused(f"{duplicate}; nothing was promoted") from None
+    # The champion this promotion replaced, as add_version read it under the registry lock (reading it before
+    # would race with a concurrent promotion: both would report the same previous champion).
+    previous = registry.previous_of(version)
     tag, bento_error = None, None
     if bento_store:
         # The registry is the source of truth and the promotion has happened; the BentoML store copy only
@@ -82,7 +91,7 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
             tag = save_to_bento_store(registry, version)
         except Exception as err:  # BentoML raises several types (store permissions, disk)
             bento_error = f"{type(err).__name__}: {err}"
-    return PromotionResult(version, previous.version if previous else None, run.run_id,
+    return PromotionResult(version, previous, run.run_id,
                            force and not decision["passed"], decision["serving_dim"], tag, bento_error)
 
 

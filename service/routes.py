@@ -42,7 +42,7 @@ from service.api_models import (
     resolve_dimensions,
 )
 from service.api_responses import dumps, native_body, openai_body
-from service.limits import parse_json_object, read_body
+from service.limits import check_request_tokens, parse_json_object, read_body
 from service.redact import hide_paths, hide_paths_in
 from service.version_header import NO_MODEL, VERSION_HEADER
 
@@ -238,6 +238,7 @@ class EmbeddingApi:
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
         counts = await _count_tokens(model, parsed.texts)
         max_tokens = model.embedder.max_seq_length
+        check_request_tokens(counts, max_tokens, runtime.settings.max_request_tokens)
         truncated = tuple(count > max_tokens for count in counts)
         if any(truncated) and not parsed.truncate:
             over = [(index, count) for index, count in enumerate(counts) if count > max_tokens]

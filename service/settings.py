@@ -48,6 +48,9 @@ class ServeSettings(BaseModel):
         "texts per request (422 above); 256 lets OpenAI-style clients send their usual chunks"))
     max_input_chars: int = Field(32_768, ge=1, description=(
         "characters per text (422 above): bounds tokenisation work before truncation"))
+    max_request_tokens: int = Field(65_536, ge=1, description=(
+        "tokens one request may make the model read, after truncation (422 above): bounds its memory; the "
+        "default lets 256 texts of 256 tokens (MiniLM's maximum) through"))
     max_payload_bytes: int = Field(2_000_000, ge=1, description=(
         "request body size (413 above), checked from Content-Length and while streaming, before parsing"))
     max_concurrent_requests: int = Field(128, ge=1, description=(

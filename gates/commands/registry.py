@@ -76,6 +76,7 @@ def rollback(
 ) -> None:
     from gates.promotion import rollback as do_rollback
 
+    _report_repairs(registry)
     result = do_rollback(registry, reason=reason, to=to, bento_store=not no_bento_store)
     typer.echo(f"rolled back: {result.version} is the champion (previous: {result.previous or 'none'}; "
                f"bento model {result.bento_tag or 'not saved'} is :latest)")
@@ -93,14 +94,33 @@ def history(
     from gates.promotion import history as read_history
     from service.registry import Registry as Store
 
+    _report_repairs(registry)
     entries = read_history(registry)
     if as_json:
         for entry in entries:
             typer.echo(json.dumps(entry))
         return
-    champion = Store(registry).champion()
+    champion = Store(registry).champion()  # the source of truth, whatever the history says
     typer.echo(f"champion: {champion.version if champion else 'none'}")
-    typer.echo(f"{'time':<21} {'action':<9} {'version':<8} {'from':<8} {'who':<12} {'run':<28} reason")
+    typer.echo(f"{'time':<21} {'action':<11} {'version':<8} {'from':<8} {'who':<12} {'run':<28} reason")
     for e in entries:
-        typer.echo(f"{e['time']:<21} {e['action']:<9} {e['version'] or '-':<8} {e['from_version'] or '-':<8} "
+        typer.echo(f"{e['time']:<21} {e['action']:<11} {e['version'] or '-':<8} {e['from_version'] or '-':<8} "
                    f"{e['who'][:12]:<12} {(e['run_id'] or '-')[:28]:<28} {e['reason']}")
+
+
+def _report_repairs(registry: Path) -> None:
+    """Repair what an interrupted promotion or rollback left (service.registry.Registry.reconcile) and say so;
+    warn about history lines that cannot be read (skipped: the champion and the manifests are the truth)."""
+    from service.registry import Registry as Store
+
+    store = Store(registry)
+    try:
+        repairs = store.reconcile()
+    except OSError as err:  # a read-only registry (a mounted copy): read it as it is
+        typer.echo(f"warning: cannot take the registry lock ({err}); showing it unrepaired", err=True)
+        repairs = []
+    for repair in repairs:
+        typer.echo(f"repaired: {repair}", err=True)
+    store.history()
+    for problem in store.history_problems:
+        typer.echo(f"warning: {problem}", err=True)
