@@ -85,7 +85,7 @@ class EmbedgateService:
 
     def __is_ready__(self) -> bool:
         # BentoML's /readyz agrees with our /ready: ready only after a model passed its warm-up embed.
-        return self.runtime.model is not None
+        return self.runtime.model is not None and self.runtime.holder.integrity_problem is None
 
 
 # Outermost first: every error any inner layer answers becomes JSON; the version header goes on every answer; the

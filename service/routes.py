@@ -116,6 +116,9 @@ class EmbeddingApi:
         model = runtime.model
         if model is None:
             return self._error(ApiError(503, "model_not_ready", runtime.holder.not_ready_reason), NO_MODEL, "/ready")
+        if runtime.holder.integrity_problem is not None:  # still serving, but not safe to (re)start on
+            return self._error(ApiError(503, "model_files_changed", runtime.holder.integrity_problem), model.version,
+                               "/ready")
         return self._json({"status": "ready", "model_version": model.version}, 200, model.version)
 
     async def info(self, request: Request) -> Response:

@@ -91,7 +91,8 @@ class ServingRuntime:
             self.drift_monitor = _start_drift_monitor(self.drift.settings, self.settings.registry)
         if self.watcher is not None:
             self._watch_task = asyncio.get_running_loop().create_task(
-                self.watcher.watch(self.settings.poll_interval_s), name="embedgate-champion-watcher")
+                self.watcher.watch(self.settings.poll_interval_s, self.settings.verify_interval_s),
+                name="embedgate-champion-watcher")
 
     async def stop(self) -> None:
         if self._watch_task is not None:

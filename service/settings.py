@@ -65,6 +65,9 @@ class ServeSettings(BaseModel):
         "how long the first queued request waits for others to join its batch"))
     poll_interval_s: float = Field(5.0, gt=0, description=(
         "how often the registry's champion pointer is checked for a promotion or rollback"))
+    verify_interval_s: float = Field(60.0, gt=0, description=(
+        "how often the served version's files are hashed against its manifest again (changed or gone: /ready 503, "
+        "the loaded model keeps serving)"))
     max_header_bytes: int = Field(16_384, ge=1024, description=(
         "request line plus headers, in bytes (431 and the connection closed above)"))
     header_timeout_s: float = Field(10.0, gt=0, description=(
