@@ -1,6 +1,6 @@
 """Evaluate a run's exported artifacts against a baseline on the same data, in the same run.
 
-    embedgate evaluate artifacts/runs/<run_id> --data ../shared/datasets/scifact --split test
+    embedgate evaluate artifacts/runs/<run_id> --data path/to/scifact --split test   # a BEIR folder
 
 Candidate: the run's ONNX export through the service's embedder (fp32 and int8, every dim), plus the PyTorch
 model for reference. Baseline: the registry's champion (its served ONNX artifacts) or, when there is none, the base

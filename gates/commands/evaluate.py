@@ -14,7 +14,7 @@ data. Writes eval/candidate.json, eval/baseline.json, eval/summary.md and eval/m
 Example:
 
 ```
-embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data ../shared/datasets/scifact --split test
+embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data path/to/scifact --split test   # a BEIR folder, e.g. SciFact
 ```
 """
 
