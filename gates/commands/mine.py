@@ -48,7 +48,7 @@ def mine_command(
 ) -> None:
     import json
 
-    from gates.stages import validate_mined
+    from gates.pipeline.stages import validate_mined
     from training.config import MiningConfig
     from training.errors import ConfigError
     from training.loading import load_dataset

@@ -68,7 +68,7 @@ def train(
 ) -> None:
     import json
 
-    from gates.stages import data_gate, new_run
+    from gates.pipeline.stages import data_gate, new_run
     from training.finetune import train as run_training
     from training.models import is_main_process
 

@@ -51,9 +51,9 @@ def _rotation_data(n: int = 30, dev: int = 6) -> RotationData:
     """Anchors whose positive is its own paraphrase; the last `dev` anchors are held out for the decision."""
     anchors = [f"heart pain doctor visit {i}" for i in range(n)] + [f"lease tenant rent deposit {i}" for i in range(n)]
     positives = [f"{a} again" for a in anchors]
-    labelled = {a: {p} for a, p in zip(anchors, positives)}
+    labelled = {a: {p} for a, p in zip(anchors, positives, strict=True)}
     corpus = positives + [f"unrelated filler text {i}" for i in range(20)]
-    pairs = list(zip(anchors[:-dev], positives[:-dev]))
+    pairs = list(zip(anchors[:-dev], positives[:-dev], strict=True))
     return RotationData(corpus, pairs, labelled, anchors[-dev:])
 
 

@@ -1,6 +1,6 @@
 """Apply a gate policy to evaluation results: `decide` returns an immutable GateDecision, one row per check.
 
-    from gates.decision import decide
+    from gates.quality_gate.decision import decide
     decision = decide(default_policy(), candidate, baseline, parity=ParityRecord.from_export_json(export))
     print(decision.table()); Path("gate/decision.json").write_text(decision.to_json())
     raise SystemExit(0 if decision.passed else 1)   # in the CLI, not here
@@ -21,7 +21,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from gates.errors import MissingMetricError
-from gates.policy import (
+from gates.evaluation.results import EvalResults, EvalResultsError, ParityRecord
+from gates.evaluation.significance import PairedComparison, compare_paired
+from gates.quality_gate.policy import (
     GatePolicy,
     GeneralDomainCheck,
     ImprovementCheck,
@@ -30,8 +32,6 @@ from gates.policy import (
     RetentionCheck,
     Severity,
 )
-from gates.results import EvalResults, EvalResultsError, ParityRecord
-from gates.significance import PairedComparison, compare_paired
 
 Status = Literal["pass", "fail", "skip"]
 

@@ -1,7 +1,7 @@
 """The quality gate's policy: a declarative YAML spec loaded into validated pydantic models.
 
-    from gates.policy import default_policy, load_policy
-    policy = default_policy()                      # gates/policies/default.yaml
+    from gates.quality_gate.policy import default_policy, load_policy
+    policy = default_policy()                      # gates/quality_gate/policies/default.yaml
     policy = load_policy("my_policy.yaml")         # errors name the file, the field and the bad value
 
 A policy names the primary metric, how to pick the serving dim, and a list of checks. Every check has a
@@ -16,7 +16,7 @@ and reads one backend (onnx-fp32 | onnx-int8 | torch) at one dim (an int, or "se
 - general_domain: a general-domain STS correlation may not drop more than `tolerance` below the baseline's;
   skipped, with the reason recorded, when the evaluation produced no STS results.
 `serving_dim: auto` picks the smallest dim whose primary metric (candidate, onnx-fp32) is within
-`serving_dim_fraction` of the largest dim's. gates.decision applies a policy to evaluation results.
+`serving_dim_fraction` of the largest dim's. gates.quality_gate.decision applies a policy to evaluation results.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gates.errors import EmbedgateGateError
-from gates.metrics import parse_metric_key
-from gates.results import Backend, StsMetric, validation_error_text
-from gates.significance import SignificanceTest
+from gates.evaluation.results import Backend, StsMetric, validation_error_text
+from gates.evaluation.retrieval_metrics import parse_metric_key
+from gates.evaluation.significance import SignificanceTest
 
-DEFAULT_POLICY_FILE = "policies/default.yaml"  # inside the gates package
+DEFAULT_POLICY_FILE = "policies/default.yaml"  # inside the gates.quality_gate package
 Severity = Literal["critical", "warning"]
 
 
@@ -45,7 +45,7 @@ class _Spec(BaseModel):
 
 
 class Significance(_Spec):
-    """Require the improvement to be beyond noise (see gates.significance)."""
+    """Require the improvement to be beyond noise (see gates.evaluation.significance)."""
 
     test: SignificanceTest = "randomization"
     alpha: float = Field(0.05, gt=0, lt=1)  # one-sided p must be below this
@@ -205,10 +205,10 @@ def policy_from_dict(data: Any, source: str = "gate policy") -> GatePolicy:
 
 
 def default_policy() -> GatePolicy:
-    """The policy shipped with embedgate (gates/policies/default.yaml)."""
+    """The policy shipped with embedgate (gates/quality_gate/policies/default.yaml)."""
     from importlib.resources import files
 
-    resource = files("gates").joinpath(DEFAULT_POLICY_FILE)
+    resource = files("gates.quality_gate").joinpath(DEFAULT_POLICY_FILE)
     return load_policy(Path(str(resource)))
 
 
