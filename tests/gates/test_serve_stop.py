@@ -22,13 +22,12 @@ from tests.service.serving import (
     ServerProcess,
     free_port,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
 
 
-def _serve(tmp_path, tiny_exports, drain_s: int = 20) -> ServerProcess:  # noqa: F811
+def _serve(tmp_path, tiny_exports, drain_s: int = 20) -> ServerProcess:
     registry = Registry(tmp_path / "registry")
     promote(registry, tiny_exports["a"])
     port = free_port()
@@ -78,7 +77,7 @@ def _finish_and_read(sock: socket.socket, rest: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_drains_the_request_in_flight_then_leaves_nothing(tmp_path, tiny_exports, sig):  # noqa: F811
+def test_a_stop_signal_drains_the_request_in_flight_then_leaves_nothing(tmp_path, tiny_exports, sig):
     with _serve(tmp_path, tiny_exports) as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
         tree = _descendants(server.process.pid)
@@ -96,7 +95,7 @@ def test_a_stop_signal_drains_the_request_in_flight_then_leaves_nothing(tmp_path
         assert _port_free(server.port)
 
 
-def test_killing_embedgate_serve_takes_the_server_down_with_it(tmp_path, tiny_exports):  # noqa: F811
+def test_killing_embedgate_serve_takes_the_server_down_with_it(tmp_path, tiny_exports):
     with _serve(tmp_path, tiny_exports) as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
         tree = _descendants(server.process.pid)

@@ -14,7 +14,6 @@ from service.registry import Registry
 from tests.service.serving import (
     ServerProcess,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -24,7 +23,7 @@ MARGIN_S = 3.0  # scheduling slack on a busy 2-core machine
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory, tiny_exports):  # noqa: F811
+def limited(tmp_path_factory, tiny_exports):
     root = tmp_path_factory.mktemp("limits")
     registry = Registry(root / "registry")
     promote(registry, tiny_exports["a"])

@@ -18,7 +18,6 @@ from tests.service.serving import (
     ServerProcess,
     metric_value,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 API_KEY = "edge-key-8d1f"
@@ -26,7 +25,7 @@ AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory, tiny_exports):  # noqa: F811
+def keyed(tmp_path_factory, tiny_exports):
     root = tmp_path_factory.mktemp("edge")
     registry = Registry(root / "registry")
     promote(registry, tiny_exports["a"])

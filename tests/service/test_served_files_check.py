@@ -14,11 +14,11 @@ from service.registry import Registry
 from service.routes import create_http_app
 from service.runtime import ServingRuntime
 from service.settings import ServeSettings
-from tests.service.serving import promote, tiny_exports  # noqa: F401 - a fixture
+from tests.service.serving import promote
 
 
 @pytest.fixture
-def served(tmp_path, tiny_exports):  # noqa: F811
+def served(tmp_path, tiny_exports):
     registry = Registry(tmp_path / "registry")
     promote(registry, tiny_exports["a"])
     runtime = ServingRuntime.create(ServeSettings(registry=registry.root), ServiceMetrics(CollectorRegistry()),

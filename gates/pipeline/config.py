@@ -1,7 +1,7 @@
 """The pipeline's config: the training config (flat, as for `embedgate train`) plus one section per later stage.
 
     base_model: all-MiniLM-L6-v2
-    data: {path: ../shared/datasets/scifact, split: train, eval_split: test}
+    data: {path: path/to/scifact, split: train, eval_split: test}   # a table or a BEIR folder
     export: {int8: true}
     evaluation: {split: test, backends: [onnx-fp32, onnx-int8, torch]}
     gate: {policy: null}                  # null = the packaged default policy
