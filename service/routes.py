@@ -83,6 +83,8 @@ def create_http_app(get_runtime: Callable[[], ServingRuntime]) -> Starlette:
         Route("/{path:path}", _AnyMethod(api.not_found)),
     ]
     api.methods = {route.path: route.methods - {"HEAD"} for route in routes[:-1]}
+    # BentoML's probes: another method there reaches our catch-all (a full match beats their partial one).
+    api.methods.update({"/livez": {"GET"}, "/readyz": {"GET"}})
     return Starlette(routes=routes)
 
 
