@@ -43,6 +43,7 @@ from service.api_models import (
 )
 from service.api_responses import dumps, native_body, openai_body
 from service.limits import check_request_tokens, parse_json_object, read_body
+from service.memory import TRIM_AFTER_CHARS, release_freed_memory
 from service.redact import hide_paths, hide_paths_in
 from service.version_header import NO_MODEL, VERSION_HEADER
 
@@ -252,6 +253,8 @@ class EmbeddingApi:
                            f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
                            f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
         vectors = await runtime.batcher.embed(model, parsed.texts)
+        if sum(len(text) for text in parsed.texts) >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
+            asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
         if dimensions < vectors.shape[1]:
             vectors = vectors[:, :dimensions]
             # Matryoshka truncation: the first `dimensions` values, re-normalised (a slice of a unit vector is not).
