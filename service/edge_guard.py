@@ -16,6 +16,7 @@ one error format whatever layer answered.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any
@@ -25,6 +26,7 @@ from service.api_responses import dumps
 from service.auth import check_api_key
 from service.redact import hide_paths
 
+logger = logging.getLogger("embedgate.service")
 # Liveness/readiness probes stay open so an orchestrator needs no secret; /livez and /readyz are BentoML's aliases.
 OPEN_PATHS = frozenset({"/health", "/ready", "/livez", "/readyz"})
 UNMATCHED = "unmatched"  # the one label every path outside the route table shares
@@ -77,10 +79,11 @@ class JsonErrors:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state: dict[str, Any] = {"rewrite": None, "body": b""}
+        state: dict[str, Any] = {"rewrite": None, "body": b"", "started": False}
 
         async def send_json_errors(message: dict) -> None:
             if message["type"] == "http.response.start":
+                state["started"] = True
                 headers = dict(_decoded_headers(message))
                 status = message["status"]
                 if status >= 400 and not headers.get("content-type", "").startswith("application/json"):
@@ -94,7 +97,14 @@ class JsonErrors:
                 return
             await send(message)
 
-        await self.app(scope, receive, send_json_errors)
+        try:
+            await self.app(scope, receive, send_json_errors)
+        except Exception:  # a bug below us: log it, answer JSON (Starlette's outer handler would send plain text)
+            if state["started"]:
+                raise
+            logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            await send_error(send, ApiError(500, "internal_error", "the server failed to answer this request; the "
+                                            "error is in its log"))
 
 
 async def _send_rewritten(send: Callable, start: dict, body: bytes, scope: dict) -> None:

@@ -136,3 +136,27 @@ def test_a_not_ready_answer_names_no_server_path(tmp_path):
 ])
 def test_hide_paths_cuts_absolute_paths_to_their_last_component(text, expected):
     assert hide_paths(text) == expected
+
+
+def test_json_errors_rewrites_plain_text_errors_and_catches_failures():
+    """The middleware alone, around a plain Starlette app: its plain-text 405 and an exception both become JSON."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from service.edge_guard import JsonErrors
+
+    async def fine(request):
+        return PlainTextResponse("ok")
+
+    async def broken(request):
+        raise RuntimeError("/srv/secret/path exploded")
+
+    app = JsonErrors(Starlette(routes=[Route("/fine", fine), Route("/broken", broken)]))
+    client = TestClient(app, raise_server_exceptions=False)
+    assert client.get("/fine").text == "ok"  # successes pass untouched
+    error = _assert_json_error(client.post("/fine"), 405, "method_not_allowed")
+    assert error["message"].startswith("POST /fine: 405 Method Not Allowed")
+    error = _assert_json_error(client.get("/broken"), 500, "internal_error")
+    assert "/srv/secret" not in error["message"]
