@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import RegistryError
-from service.registry import VERSION_PATTERN, HistoryEntry, Registry, _now, _user, _write_json_atomic, sha256_of
+from service.registry import (
+    VERSION_PATTERN,
+    HistoryEntry,
+    Registry,
+    _now,
+    _user,
+    _write_json_atomic,
+    sha256_of,
+)
 
 CHAMPION = "champion"
 CANDIDATE = "candidate"

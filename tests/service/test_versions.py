@@ -63,8 +63,8 @@ def _metrics():
     return ServiceMetrics(CollectorRegistry())
 
 
-def test_pinned_clients_keep_their_vectors_through_a_staged_promotion_and_a_cutover(registry, tiny_exports,
-                                                                                     references):  # noqa: F811
+def test_pinned_clients_keep_their_vectors_through_a_staged_promotion_and_a_cutover(
+        registry, tiny_exports, references):  # noqa: F811
     promote(registry, tiny_exports["a"])  # v0001, the champion
     runtime = ServingRuntime.create(
         ServeSettings(registry=registry.root, poll_interval_s=0.05, threads=1, max_batch_delay_ms=0.0),
@@ -144,8 +144,8 @@ def test_unknown_and_retired_versions_are_404_naming_what_can_be_asked_for(regis
     assert listed["champion"]["version"] == "v0003" and listed["v0002"]["loaded"] is True
 
 
-def test_on_demand_versions_stay_within_the_memory_bound_and_reload_after_eviction(registry, tiny_exports,
-                                                                                   references):  # noqa: F811
+def test_on_demand_versions_stay_within_the_memory_bound_and_reload_after_eviction(
+        registry, tiny_exports, references):  # noqa: F811
     for name in ("a", "b", "a"):
         promote(registry, tiny_exports[name])  # v0003 is the champion; v0001 and v0002 load on demand
     graph = max(path.stat().st_size for path in (registry.version_dir("v0001") / "onnx").rglob("*.onnx"))
