@@ -58,6 +58,10 @@ def embed(
                               progress=progress)
     finally:
         bar.close()
+    if result.skipped_shards == result.shards:
+        typer.echo(f"nothing left to embed: all {result.shards} shard(s) of {result.rows} texts in {result.out} are "
+                   f"done (version {result.version}, dim {result.dim}); manifest: {result.out / 'manifest.json'}")
+        return
     skipped = f"; {result.skipped_shards} shard(s) already done, skipped" if result.skipped_shards else ""
     typer.echo(f"embedded {result.rows} texts with {result.version} at dim {result.dim} ({result.engine}, "
                f"{result.texts_per_s:.0f} texts/s) into {result.shards} shard(s) in {result.out}{skipped}; "

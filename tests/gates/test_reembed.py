@@ -110,7 +110,7 @@ def test_local_embed_equals_the_endpoint_and_a_rerun_skips_every_shard(registry,
     _assert_equal_to_endpoint(registry, corpus_jsonl, ids, vectors, "v0001", 8)
 
     assert main(args) == 0
-    assert "5 shard(s) already done, skipped" in capsys.readouterr().out
+    assert "nothing left to embed: all 5 shard(s) of 3000 texts" in capsys.readouterr().out
     assert _read_output(out)[0] == ids
 
 
