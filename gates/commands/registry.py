@@ -57,6 +57,7 @@ embedgate history --registry registry
 """
 
 Registry = Annotated[Path, typer.Option(help="Registry folder.", envvar="EMBEDGATE_REGISTRY")]
+Reason = Annotated[str, typer.Option(help="Why (recorded in the history).")]
 WebhookUrl = Annotated[str | None, typer.Option(
     help="POST the event here, signed with HMAC-SHA256 of $EMBEDGATE_WEBHOOK_SECRET (docs/versions.md).",
     envvar="EMBEDGATE_WEBHOOK_URL")]
@@ -86,7 +87,7 @@ def promote(
     run_dir: Annotated[Path, typer.Argument(help="A gated run directory.")],
     registry: Registry = Path("registry"),
     force: Annotated[bool, typer.Option(help="Promote even though the gate failed (needs --reason).")] = False,
-    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
+    reason: Reason = "",
     no_bento_store: Annotated[bool, typer.Option(help="Skip saving to the BentoML model store.")] = False,
     staged: Annotated[bool, typer.Option(help="Stage it: servable by name and as `candidate`; the champion "
                                                "moves with `embedgate cutover`.")] = False,
@@ -120,7 +121,7 @@ def promote(
 
 def rollback(
     registry: Registry = Path("registry"),
-    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
+    reason: Reason = "",
     to: Annotated[str | None, typer.Option(help="A specific version (default: the previous champion).")] = None,
     no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
     webhook: WebhookUrl = None,
@@ -141,7 +142,7 @@ def cutover(
     version: Annotated[str, typer.Argument(help="The version to serve as the champion, e.g. v0003.")],
     registry: Registry = Path("registry"),
     allow_dim_change: Annotated[bool, typer.Option(help="Allow a different default `dimensions` (recorded).")] = False,
-    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
+    reason: Reason = "",
     no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
     webhook: WebhookUrl = None,
 ) -> None:
@@ -161,13 +162,16 @@ def cutover(
     typer.echo(f"cut over: {result.version} is the champion (previous: {result.previous or 'none'}; {dims}; "
                f"clients must re-embed: {'yes' if result.reembed_required else 'no'}); undo with `embedgate "
                f"rollback`")
+    if outcome.bento_error:
+        typer.echo(f"warning: BentoML's model store not updated ({outcome.bento_error}); a Bento built now would "
+                   f"pack the last promoted version", err=True)
     _report_webhook(outcome.webhook_error)
 
 
 def retire(
     version: Annotated[str, typer.Argument(help="The version to stop serving, e.g. v0001.")],
     registry: Registry = Path("registry"),
-    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
+    reason: Reason = "",
 ) -> None:
     from service.aliases import retire as do_retire
     from service.registry import Registry as Store
