@@ -19,8 +19,16 @@ Examples:
 embedgate embed corpus.jsonl --version v0003 --out embeddings/v0003
 embedgate embed corpus.csv --version candidate --dim 128 --id-column doc_id --out embeddings/v0003-128
 embedgate embed corpus.parquet --version v0003 --out embeddings/v0003 --ray-address auto --workers 8
+embedgate embed corpus.jsonl --version candidate --out embeddings/v0003 --cutover
 ```
 """
+
+
+def read_champion(registry: Path) -> str | None:
+    from service.registry import Registry
+
+    champion = Registry(registry).champion()
+    return champion.version if champion else None
 
 
 def register(app: typer.Typer) -> None:
@@ -41,6 +49,9 @@ def embed(
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto', ray://host:10001).",
                                                     envvar="RAY_ADDRESS")] = None,
     workers: Annotated[int, typer.Option(help="Ray actors, one model copy each.")] = 2,
+    cutover: Annotated[bool, typer.Option(help="When every shard is done, cut the champion over to this version "
+                                               "(as `embedgate cutover`, same dim guard).")] = False,
+    allow_dim_change: Annotated[bool, typer.Option(help="With --cutover: allow a new default dim.")] = False,
 ) -> None:
     from tqdm import tqdm
 
@@ -61,8 +72,18 @@ def embed(
     if result.skipped_shards == result.shards:
         typer.echo(f"nothing left to embed: all {result.shards} shard(s) of {result.rows} texts in {result.out} are "
                    f"done (version {result.version}, dim {result.dim}); manifest: {result.out / 'manifest.json'}")
-        return
-    skipped = f"; {result.skipped_shards} shard(s) already done, skipped" if result.skipped_shards else ""
-    typer.echo(f"embedded {result.rows} texts with {result.version} at dim {result.dim} ({result.engine}, "
-               f"{result.texts_per_s:.0f} texts/s) into {result.shards} shard(s) in {result.out}{skipped}; "
-               f"manifest: {result.out / 'manifest.json'}")
+    else:
+        skipped = f"; {result.skipped_shards} shard(s) already done, skipped" if result.skipped_shards else ""
+        typer.echo(f"embedded {result.rows} texts with {result.version} at dim {result.dim} ({result.engine}, "
+                   f"{result.texts_per_s:.0f} texts/s) into {result.shards} shard(s) in {result.out}{skipped}; "
+                   f"manifest: {result.out / 'manifest.json'}")
+    if cutover:
+        from gates.commands.registry import cutover as cutover_command
+
+        champion = read_champion(registry)
+        if champion == result.version:
+            typer.echo(f"{result.version} is already the champion: nothing to cut over")
+            return
+        cutover_command(result.version, registry, allow_dim_change=allow_dim_change,
+                        reason=f"re-embedding done: {result.rows} texts in {result.out}",
+                        webhook=os.environ.get("EMBEDGATE_WEBHOOK_URL") or None)

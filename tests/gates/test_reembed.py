@@ -186,3 +186,20 @@ def test_a_bad_version_dim_or_folder_is_refused_before_any_work(registry, corpus
     embed_corpus(read_corpus(small), registry.root, "v0001", tmp_path / "d")
     with pytest.raises(ReembedError, match=r"earlier run with other settings \{'version': \('v0001', 'v0002'\)"):
         embed_corpus(read_corpus(small), registry.root, "v0002", tmp_path / "d")
+
+
+def test_embed_with_cutover_moves_the_champion_once_every_shard_is_done(tmp_path, tiny_exports, capsys):  # noqa: F811
+    registry = Registry(tmp_path / "registry")
+    promote(registry, tiny_exports["a"])
+    promote(registry, tiny_exports["b"], make_champion=False)  # staged by hand: v0001 stays the champion
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("id,text\na,heart blood pressure\nb,the tenant pays rent\n")
+    args = ["embed", str(corpus), "--version", "v0002", "--out", str(tmp_path / "out"), "--registry",
+            str(registry.root), "--cutover"]
+    assert main(args) == 0
+    assert "cut over: v0002 is the champion (previous: v0001" in capsys.readouterr().out
+    entry = registry.history()[-1]
+    assert (entry.action, entry.version, entry.alias) == ("cutover", "v0002", "champion")
+    assert entry.reason.startswith("re-embedding done: 2 texts in")
+    assert main(args) == 0
+    assert "v0002 is already the champion" in capsys.readouterr().out
