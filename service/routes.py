@@ -3,7 +3,7 @@
     GET  /health          200 while the process runs (liveness)
     GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
-    GET  /v1/models       OpenAI's model list (the served model)
+    GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version
     POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
     POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
     anything else         404, in the same JSON error shape
