@@ -59,7 +59,7 @@ class Champion:
 @dataclass(frozen=True)
 class HistoryEntry:
     time: str
-    action: str  # promote | rollback | refused
+    action: str  # promote | rollback | refused | cutover | cutover_refused | retire | webhook_failed (service.aliases)
     version: str | None
     from_version: str | None
     who: str
@@ -67,6 +67,10 @@ class HistoryEntry:
     forced: bool = False
     run_id: str | None = None
     metrics: dict | None = None
+    # Which alias moved to `version` ("champion", or "candidate" for a staged promotion; None: no alias moved) and
+    # whether clients holding vectors of `from_version` must re-embed (the embedding space or its dim changed).
+    alias: str | None = None
+    reembed_required: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -87,6 +91,9 @@ class HistoryEntry:
                 raise TypeError(f"field {name!r} must be text or null, got {getattr(entry, name)!r}")
         if not isinstance(entry.forced, bool) or not (entry.metrics is None or isinstance(entry.metrics, dict)):
             raise TypeError("field 'forced' must be true/false and 'metrics' an object or null")
+        if not (entry.alias is None or isinstance(entry.alias, str)) or entry.reembed_required not in (None, True,
+                                                                                                        False):
+            raise TypeError("field 'alias' must be text or null and 'reembed_required' true/false/null")
         return entry
 
 
@@ -268,9 +275,10 @@ class Registry:
         their line now, marked as recorded afterwards (`who`), from the pointer and the version's manifest."""
         entries = self.history()
         recorded = {entry.version for entry in entries if entry.action in ("promote", "interrupted")}
+        staged = {entry.version for entry in entries if entry.action == "promote" and entry.alias not in
+                  (None, "champion")}
         champion = self.champion()
-        switched = [entry for entry in entries if entry.action in ("promote", "rollback")]
-        last_switch = next((entry.version for entry in reversed(switched)), None)
+        last_switch = next((entry.version for entry in reversed(entries) if _moved_the_champion(entry)), None)
         for version in self.versions():
             if version in recorded or (champion is not None and version == champion.version):
                 continue
@@ -283,7 +291,8 @@ class Registry:
                                               run_id=self._manifest_field(version, "run_id")))
             self.repairs.append(f"{version}: promotion interrupted before the champion switch (recorded)")
         if champion is not None and champion.version != last_switch and champion.version in self.versions():
-            action = "rollback" if champion.version in recorded else "promote"
+            action = ("promote" if champion.version not in recorded else
+                      "cutover" if champion.version in staged else "rollback")
             self._append_history(HistoryEntry(
                 _now(), action, champion.version, champion.previous, RECONCILER,
                 f"{action} interrupted after the champion switch, before its history line; recorded from "
@@ -320,10 +329,12 @@ class Registry:
     def add_version(self, sources: dict[str, Path], *, metadata: dict[str, Any], who: str | None = None,
                     reason: str = "", forced: bool = False, run_id: str | None = None,
                     metrics: dict | None = None, make_champion: bool = True,
+                    reembed_required: bool | None = None, alias: str | None = None,
                     refuse_duplicate_run: bool = False) -> str:
         """Copy `sources` ({name in version: file or folder}) into a new immutable version; optionally switch the
-        champion to it. Returns the version id. `refuse_duplicate_run`: DuplicatePromotion when `run_id` is
-        already a version with the same serving dim and precision (checked under the lock)."""
+        champion to it. `alias` names the alias a staged promotion moves instead (recorded; service.aliases moves
+        it). `refuse_duplicate_run`: DuplicatePromotion when `run_id` is already a version with the same serving
+        dim and precision (checked under the lock). Returns the version id."""
         who = who or _user()
         for name, src in sources.items():
             if not Path(src).exists():
@@ -354,7 +365,8 @@ class Registry:
             _kill_point("champion_switched")
             # After the switch: a kill in between is repaired by the next locked command (_reconcile_history).
             self._append_history(HistoryEntry(_now(), "promote", version, previous.version if previous else None,
-                                              who, reason, forced, run_id, metrics))
+                                              who, reason, forced, run_id, metrics,
+                                              "champion" if make_champion else alias, reembed_required))
             _kill_point("history_written")
             return version
 
@@ -375,7 +387,8 @@ class Registry:
     def _switch(self, version: str, previous: str | None) -> None:
         _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
-    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None) -> Champion:
+    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None,
+                 reembed_required: bool | None = None) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
         if not self.champion_path.is_file():  # checked before the lock, which would create the folder
@@ -394,7 +407,8 @@ class Registry:
             self.verify(target)  # never switch to a version that would be refused at load
             before = self._previous_of(target)
             self._switch(target, before)
-            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason))
+            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason,
+                                              alias="champion", reembed_required=reembed_required))
             return self.champion()
 
     def previous_of(self, version: str) -> str | None:
@@ -404,7 +418,8 @@ class Registry:
     def _previous_of(self, version: str) -> str | None:
         """The champion that `version` replaced when it was last promoted (so repeated rollbacks walk back)."""
         for entry in reversed(self.history()):
-            if entry.version == version and entry.action == "promote":
+            # a staged promotion (alias "candidate") did not replace a champion; its cutover did
+            if entry.version == version and entry.action in ("promote", "cutover") and entry.alias != "candidate":
                 return entry.from_version
         return None
 
@@ -413,6 +428,13 @@ class Registry:
             current = self.champion()
             self._append_history(HistoryEntry(_now(), "refused", None, current.version if current else None,
                                               who or _user(), reason, False, run_id, metrics))
+
+
+def _moved_the_champion(entry: HistoryEntry) -> bool:
+    """Whether a history line records a champion switch (a staged promotion moves only the candidate alias)."""
+    if entry.action == "promote":
+        return entry.alias in (None, "champion")
+    return entry.action in ("rollback", "cutover")
 
 
 def _kill_point(step: str) -> None:

@@ -79,6 +79,11 @@ class ServeSettings(BaseModel):
     drain_timeout_s: float = Field(30.0, gt=0, le=MAX_REQUEST_TIMEOUT_S, description=(
         "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the worker cancels them "
         "(`embedgate serve` passes it to bentoml as --timeout-graceful-shutdown)"))
+    keep_versions: int = Field(2, ge=0, description=(
+        "newest registry versions kept loaded beside the champion and the candidate, so clients pinned to them "
+        "(`model: v0003`) never wait for a load (docs/versions.md)"))
+    on_demand_memory_mb: float = Field(1024.0, gt=0, description=(
+        "graph memory for older versions loaded on demand; least recently used ones are evicted to stay under"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:
