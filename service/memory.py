@@ -15,7 +15,7 @@ import logging
 
 logger = logging.getLogger("embedgate.service")
 # Requests with fewer characters than this leave too little behind to be worth a trim (which takes a few ms).
-TRIM_AFTER_CHARS = 256 * 1024
+TRIM_AFTER_CHARS = 64 * 1024
 
 
 @functools.lru_cache(maxsize=1)
