@@ -52,7 +52,8 @@ def main() -> None:
     large = {"input": [text] * args.texts}
     env = {**os.environ, "EMBEDGATE_REGISTRY": str(registry), "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
            "EMBEDGATE_MAX_PAYLOAD_BYTES": str(4 * args.texts * args.chars + 1000),
-           "EMBEDGATE_MAX_INPUT_CHARS": str(args.chars), "BENTOML_DO_NOT_TRACK": "true"}
+           "EMBEDGATE_MAX_INPUT_CHARS": str(args.chars), "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
+           "BENTOML_DO_NOT_TRACK": "true"}
     argv = [sys.executable, "-m", "bentoml", "serve", "service.app:EmbedgateService", "--port", str(args.port)]
     with open(args.workdir / "memory-server.log", "wb") as log:
         process = start_server(argv, env, stdout=log, stderr=log)
