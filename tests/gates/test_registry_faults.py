@@ -117,3 +117,20 @@ def test_embedgate_promote_keeps_the_runs_drift_reference(tmp_path):
     assert _promote_cli(run, registry).returncode == 0
     manifest = Registry(registry).verify("v0001")
     assert "reference/spec.json" in manifest["files"]
+
+
+def test_concurrent_promotions_each_report_the_champion_they_replaced(tmp_path):
+    """The previous champion is read under the lock: four promotions at once report four different ones (a chain),
+    never the same one twice."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gates.promotion import promote_run
+
+    registry = tmp_path / "registry"
+    runs = [_gated_run(tmp_path, f"run-{index}", True) for index in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda run: promote_run(run, registry, bento_store=False), runs))
+    previous = [result.previous for result in results]
+    assert sorted(previous, key=str) == sorted([None, *sorted(r.version for r in results)[:-1]], key=str)
+    chain = {result.version: result.previous for result in results}
+    assert chain == {entry.version: entry.from_version for entry in Registry(registry).history()}
