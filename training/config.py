@@ -1,6 +1,7 @@
 """The training configuration: one typed object, from a YAML file and/or CLI flags, validated at load.
 
     base_model: all-MiniLM-L6-v2        # a local SentenceTransformer folder, or this name (the bundled model)
+    prompts: {query: "query: ", document: "passage: "}   # null = the model's own (config_sentence_transformers.json)
     data: {path: data/legal_lay, type: ir, split: train}
     loss: auto                          # auto | mnrl | cached_mnrl | cosent | triplet
     matryoshka_dims: [384, 256, 128, 64]
@@ -61,8 +62,17 @@ class MiningConfig(_Strict):
         return self
 
 
+class PromptsConfig(_Strict):
+    """Prepended to queries / documents in training, mining, evaluation and serving (training/prompts.py).
+    null = the base model's own prompt for that role; "" = no prompt."""
+
+    query: str | None = None
+    document: str | None = None
+
+
 class TrainConfig(_Strict):
     base_model: str = DEFAULT_BASE_MODEL
+    prompts: PromptsConfig | None = None  # null = the base model's own prompts
     data: DataConfig
     loss: LossName = "auto"
     cached: bool = False  # CachedMNRL: more in-batch negatives at bounded memory
@@ -138,8 +148,11 @@ def _allowed_fields(loc, root: type[BaseModel]) -> str:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
+        # An optional section (`PromptsConfig | None`) names its model among the union's members.
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
     return ", ".join(model.model_fields)
 
 

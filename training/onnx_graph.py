@@ -100,6 +100,10 @@ def inspect_model(model: Any, source: Path) -> ModelSpec:
     if not isinstance(max_seq_length, int) or max_seq_length <= 0 or max_seq_length > 100_000:
         raise refuse(f"max_seq_length is {max_seq_length!r}, expected a positive token count",
                      "Set model.max_seq_length (e.g. 256) and save the model again.")
+    if not getattr(pooling, "include_prompt", True):
+        raise refuse("the Pooling module excludes prompt tokens (include_prompt=False), which needs the prompt "
+                     "length at run time", "Set pooling include_prompt to true, or serve this model with "
+                     "sentence-transformers.")
     prompt = model.prompts.get(model.default_prompt_name, "") if model.default_prompt_name else ""
     if prompt:
         raise refuse(f"the model prepends the default prompt {prompt!r} to every text",
