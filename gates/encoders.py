@@ -33,7 +33,8 @@ def onnx_encoder(onnx_dir: Path, precision: str, threads: int | None = None) -> 
                    dict(embedder.info.prompts or {}))
 
 
-def torch_encoder(model_dir: Path, dims: Sequence[int]) -> Encoder:
+def torch_encoder(model_dir: Path, dims: Sequence[int], prompts: dict[str, str] | None = None) -> Encoder:
+    """The SentenceTransformer itself; `prompts` (default: the model's own) should be its export's."""
     from training.models import load_sentence_transformer
     from training.prompts import model_prompts
 
@@ -42,7 +43,7 @@ def torch_encoder(model_dir: Path, dims: Sequence[int]) -> Encoder:
     return Encoder("torch", full, tuple(sorted(dims, reverse=True)),
                    lambda texts: model.encode(list(texts), batch_size=BATCH_SIZE, normalize_embeddings=True,
                                               convert_to_numpy=True, show_progress_bar=False),
-                   str(model_dir), model_prompts(model))
+                   str(model_dir), model_prompts(model) if prompts is None else dict(prompts))
 
 
 def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:

@@ -111,8 +111,8 @@ def candidate_encoders(run: RunPaths, backends: tuple[str, ...]) -> tuple[Encode
         if backend == "torch":
             if not (run.model / "modules.json").is_file():
                 raise RunDirectoryError(f"{run.model}: no trained model to evaluate as the torch reference")
-            dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
-            encoders.append(torch_encoder(run.model, dims))
+            export = json.loads((run.onnx / "embedder.json").read_text())
+            encoders.append(torch_encoder(run.model, export["dims"], export.get("prompts")))  # as served
         else:
             encoders.append(onnx_encoder(run.onnx, backend.removeprefix("onnx-")))
     return tuple(encoders)
