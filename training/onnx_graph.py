@@ -26,7 +26,9 @@ from training.errors import ExportError
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"  # not "embedding": that name collides with an internal node of BERT graphs
-SUPPORTED_POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens")
+# Every mode of sentence-transformers' Pooling that reads only token embeddings and the mask: weightedmean and
+# lasttoken (decoder-style embedders) included; each is traced from ST's own Pooling module, so it is ST's code.
+SUPPORTED_POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 SUPPORTED_SHAPE = "Transformer -> Pooling -> (Dense | Normalize)*"
 # The legacy TorchScript exporter: it needs no onnxscript and reproduced ST to cosine 0.9999999 (GUIDE 6).
 MIN_OPSET, MAX_OPSET = 14, 20  # 14: first opset with the ops used by scaled-dot-product attention
