@@ -31,7 +31,8 @@ class ExportSection(_Section):
 
 
 class EvaluationSection(_Section):
-    data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder
+    data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder, else held out from it
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # share of anchors held out when there is no BEIR folder
     split: str = "test"
     backends: list[Backend] = ["onnx-fp32", "onnx-int8", "torch"]
     general_sts: Path | None = None  # optional general-domain STS table (sentence1, sentence2, score)
@@ -55,6 +56,18 @@ class PipelineConfig(_Section):
     evaluation: EvaluationSection = EvaluationSection()
     gate: GateSection = GateSection()
     promotion: PromotionSection = PromotionSection()
+
+    def needs_holdout(self) -> bool:
+        """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
+        return self.evaluation.data is None and not Path(self.train.data.path).is_dir()
+
+    def with_holdout(self, train_path: Path, eval_dir: Path) -> PipelineConfig:
+        """This config training on the held-out split's train rows and evaluating on its eval folder."""
+        data = self.train.data.model_copy(update={"path": train_path, "columns": None, "eval_path": eval_dir,
+                                                  "eval_split": "test"})
+        return self.model_copy(update={"train": self.train.model_copy(update={"data": data}),
+                                       "evaluation": self.evaluation.model_copy(update={"data": eval_dir,
+                                                                                        "split": "test"})})
 
     def evaluation_data(self) -> Path:
         if self.evaluation.data is not None:
