@@ -72,7 +72,6 @@ class PromptsConfig(_Strict):
 
 class TrainConfig(_Strict):
     base_model: str = DEFAULT_BASE_MODEL
-    prompts: PromptsConfig | None = None  # null = the base model's own prompts
     data: DataConfig
     loss: LossName = "auto"
     cached: bool = False  # CachedMNRL: more in-batch negatives at bounded memory
@@ -95,6 +94,7 @@ class TrainConfig(_Strict):
     eval_steps: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs and tests
     mining: MiningConfig = MiningConfig()
+    prompts: PromptsConfig | None = None  # query/document prompts; null = the base model's own
     output_dir: Path = Path("artifacts/runs")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
