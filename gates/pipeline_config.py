@@ -59,7 +59,7 @@ class PipelineConfig(_Section):
 
     def needs_holdout(self) -> bool:
         """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
-        return self.evaluation.data is None and not Path(self.train.data.path).is_dir()
+        return self.evaluation.data is None and not _is_beir(self.train.data.path)
 
     def with_holdout(self, train_path: Path, eval_dir: Path) -> PipelineConfig:
         """This config training on the held-out split's train rows and evaluating on its eval folder."""
@@ -72,10 +72,16 @@ class PipelineConfig(_Section):
     def evaluation_data(self) -> Path:
         if self.evaluation.data is not None:
             return self.evaluation.data
-        if Path(self.train.data.path).is_dir():
+        if _is_beir(self.train.data.path):
             return Path(self.train.data.path)
         raise ConfigError("evaluation.data is required: a BEIR folder with the eval split (the training data "
                           f"{self.train.data.path} is a table, not a BEIR folder)")
+
+
+def _is_beir(path: Path) -> bool:
+    from training.hf_datasets import is_hf_source
+
+    return Path(path).is_dir() and not is_hf_source(path)  # a save_to_disk folder is a table
 
 
 SECTIONS = {"export": ExportSection, "evaluation": EvaluationSection, "gate": GateSection,

@@ -30,8 +30,15 @@ def _lay_jargon_pairs(n: int, seed: int = 4) -> list[tuple[str, str]]:
     return rows
 
 
-def _config(root, tiny_model_dir, rows, name):
-    data = synthetic.write_csv(root / f"{name}.csv", ["question", "answer"], rows)
+def _config(root, tiny_model_dir, rows, name, saved=False):
+    if saved:  # a datasets.save_to_disk folder: same column mapping and data gate as a table file
+        import datasets
+
+        data = root / name
+        datasets.Dataset.from_dict({"question": [a for a, _ in rows], "answer": [p for _, p in rows]}) \
+            .save_to_disk(str(data))
+    else:
+        data = synthetic.write_csv(root / f"{name}.csv", ["question", "answer"], rows)
     config = root / f"{name}.yaml"
     config.write_text(yaml.safe_dump({
         "base_model": str(tiny_model_dir), "data": {"path": str(data)}, "output_dir": str(root / "runs"),
@@ -43,8 +50,8 @@ def _config(root, tiny_model_dir, rows, name):
     return config
 
 
-def test_pairs_only_pipeline_gates_on_its_own_held_out_split(tmp_path, tiny_model_dir, capsys):
-    config = _config(tmp_path, tiny_model_dir, _lay_jargon_pairs(200), "pairs")
+def test_pairs_only_saved_dataset_pipeline_gates_on_its_own_held_out_split(tmp_path, tiny_model_dir, capsys):
+    config = _config(tmp_path, tiny_model_dir, _lay_jargon_pairs(200), "pairs", saved=True)
     code = main(["pipeline", str(config)])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
