@@ -110,3 +110,11 @@ def tiny_ir_dir(tmp_path) -> Path:
         (root / "qrels" / f"{split}.tsv").write_text(
             "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
     return root
+
+
+@pytest.fixture(scope="session")
+def prompted_model_dir(tmp_path_factory) -> Path:
+    """The tiny model saved with prompts {"query": "query: ", "document": "passage: "} (tests/prompted.py)."""
+    from tests.prompted import build_prompted_model
+
+    return build_prompted_model(tmp_path_factory.mktemp("prompted-model"))

@@ -1,11 +1,9 @@
 """A tiny prompted model: the conftest's tiny BERT saved with a query and a document prompt, as e5 / bge / nomic
-models ship them in config_sentence_transformers.json. Import the fixture into a test module to use it."""
+models ship them in config_sentence_transformers.json (the `prompted_model_dir` fixture in conftest builds it)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 QUERY_PROMPT = "query: "
 DOCUMENT_PROMPT = "passage: "
@@ -22,8 +20,3 @@ def build_prompted_model(target: Path, seed: int = 0) -> Path:
     out = target / "prompted"
     model.save(str(out), safe_serialization=True)
     return out
-
-
-@pytest.fixture(scope="session")
-def prompted_model_dir(tmp_path_factory) -> Path:
-    return build_prompted_model(tmp_path_factory.mktemp("prompted-model"))

@@ -12,13 +12,13 @@ import yaml
 
 from gates.encoders import onnx_encoder, torch_encoder
 from gates.evaluate import run_evaluation, score_encoder
-from tests.prompted import DOCUMENT_PROMPT, QUERY_PROMPT, prompted_model_dir  # noqa: F401 - a fixture
+from tests.prompted import DOCUMENT_PROMPT, QUERY_PROMPT
 from training.loading import load_dataset
 from training.run_dir import RunPaths
 
 
 @pytest.fixture(scope="module")
-def prompted_run(prompted_model_dir, tmp_path_factory):  # noqa: F811
+def prompted_run(prompted_model_dir, tmp_path_factory):
     """A run whose candidate is the prompted base model itself, with a configured query prompt."""
     from training.export import export_run
 
@@ -62,5 +62,5 @@ def test_the_score_differs_without_prompts(prompted_run, tiny_ir_dir):
     assert with_prompts[0].mean["ndcg@10"] != pytest.approx(without[0].mean["ndcg@10"], abs=1e-4)
 
 
-def test_torch_reference_uses_the_models_own_prompts(prompted_model_dir):  # noqa: F811
+def test_torch_reference_uses_the_models_own_prompts(prompted_model_dir):
     assert torch_encoder(prompted_model_dir, [32]).prompts == {"query": QUERY_PROMPT, "document": DOCUMENT_PROMPT}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from service.registry import Registry
-from tests.prompted import QUERY_PROMPT, prompted_model_dir  # noqa: F401 - a fixture
+from tests.prompted import QUERY_PROMPT
 from tests.service.serving import ServerProcess, promote
 
 pytestmark = pytest.mark.integration
@@ -20,7 +20,7 @@ TEXTS = ["what is the dose for a child", "the tenant pays rent"]
 
 
 @pytest.fixture(scope="module")
-def server(prompted_model_dir, tmp_path_factory):  # noqa: F811
+def server(prompted_model_dir, tmp_path_factory):
     from training.export import export_run
 
     root = tmp_path_factory.mktemp("prompted-serving")
@@ -53,7 +53,7 @@ def _expected(model_dir, prompt_name):
 
 
 @pytest.mark.parametrize("role", ["query", "document"])
-def test_input_type_equals_sentence_transformers_prompt_name(server, prompted_model_dir, role):  # noqa: F811
+def test_input_type_equals_sentence_transformers_prompt_name(server, prompted_model_dir, role):
     expected = _expected(prompted_model_dir, role)
     served = _openai(server, {"input": TEXTS, "input_type": role})
     assert (served * expected).sum(axis=1).min() >= 0.9999

@@ -11,7 +11,7 @@ import pytest
 from service.embedder import OnnxEmbedder
 from service.prompts import apply_prompt
 from tests import synthetic
-from tests.prompted import DOCUMENT_PROMPT, QUERY_PROMPT, prompted_model_dir  # noqa: F401 - a fixture
+from tests.prompted import DOCUMENT_PROMPT, QUERY_PROMPT
 from training.config import load_config
 from training.errors import ConfigError
 from training.export import export_run
@@ -21,7 +21,7 @@ TEXTS = ["what is the dose for a child", "the tenant pays rent", "heart blood pr
 
 
 @pytest.fixture(scope="module")
-def prompted_export(prompted_model_dir, tmp_path_factory):  # noqa: F811
+def prompted_export(prompted_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("prompted-export") / "onnx"
     export_run(prompted_model_dir, out, dims=[32, 16], int8=False)
     return out
@@ -45,7 +45,7 @@ def test_export_records_the_models_prompts(prompted_export):
 @pytest.mark.parametrize("role", ["query", "document"])
 @pytest.mark.parametrize("dim", [32, 16])
 def test_runtime_with_the_prompt_equals_sentence_transformers_prompt_name(prompted_export, prompted_model_dir,
-                                                                          role, dim):  # noqa: F811
+                                                                          role, dim):
     embedder = OnnxEmbedder.from_export_dir(prompted_export)
     served = embedder.embed(apply_prompt(TEXTS, embedder.info.prompts[role]), dimensions=dim)
     expected = _unit(_st(prompted_model_dir).encode(TEXTS, prompt_name=role), dim)
@@ -61,14 +61,14 @@ def test_a_prompt_already_in_the_text_is_not_added_twice(prompted_export):
     np.testing.assert_allclose(once, again, atol=1e-6)
 
 
-def test_export_prompts_override_the_models(prompted_model_dir, tmp_path):  # noqa: F811
+def test_export_prompts_override_the_models(prompted_model_dir, tmp_path):
     export_run(prompted_model_dir, tmp_path / "onnx", dims=[32], int8=False,
                prompts={"query": "search_query: ", "document": None})
     config = json.loads((tmp_path / "onnx" / "embedder.json").read_text())
     assert config["prompts"] == {"query": "search_query: ", "document": DOCUMENT_PROMPT}
 
 
-def test_pooling_that_excludes_the_prompt_is_refused(prompted_model_dir, tmp_path):  # noqa: F811
+def test_pooling_that_excludes_the_prompt_is_refused(prompted_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
@@ -89,7 +89,7 @@ def test_unknown_prompt_role_in_the_config_is_refused():
 
 
 def test_training_rows_carry_each_prompt_exactly_once_and_the_run_records_them(tmp_path, prompted_model_dir,
-                                                                               monkeypatch):  # noqa: F811
+                                                                               monkeypatch):
     from sentence_transformers.base.modality import InputFormatter
 
     rows = [list(row) for row in synthetic.make_pairs(64)]
