@@ -7,7 +7,8 @@ Everything here raises `ApiError(422)`; the body has already been read as a JSON
     POST /v1/embeddings {"input": "text" | ["text", ...], "model": "embedgate-embedder", "dimensions": 128,
                          "encoding_format": "float" | "base64", "user": "...", "input_type": "query" | "document"}
     POST /embed         {"inputs": "text" | ["text", ...], "dimensions": 128, "normalize": true, "truncate": true,
-                         "input_type": "query" | "document", "prompt_name": "query"}
+                         "model": "champion" | "candidate" | "v0003", "input_type": "query" | "document",
+                         "prompt_name": "query"}
 
 `input_type` / `prompt_name` pick the model's query or document prompt (service/prompts.py).
 """
@@ -22,7 +23,7 @@ from service.api_errors import ApiError, describe_value
 from service.prompts import parse_input_type, parse_prompt_name
 
 OPENAI_FIELDS = ("input", "model", "dimensions", "encoding_format", "user", "input_type")
-NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate", "input_type", "prompt_name")
+NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate", "model", "input_type", "prompt_name")
 ENCODING_FORMATS = ("float", "base64")
 
 
@@ -78,6 +79,7 @@ def parse_native_request(body: dict[str, Any], limits: RequestLimits) -> Embeddi
         texts=_texts(body, "inputs", limits),
         dimensions=_dimensions(body.get("dimensions")),
         truncate=_optional_bool(body, "truncate", default=limits.default_truncate),
+        model=_model(body.get("model")),
         input_type=parse_input_type(body.get("input_type")),
         prompt_name=parse_prompt_name(body.get("prompt_name")),
     )

@@ -10,8 +10,8 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from gates.encoders import onnx_encoder, torch_encoder
-from gates.evaluate import run_evaluation, score_encoder
+from gates.evaluation.encoders import onnx_encoder, torch_encoder
+from gates.evaluation.evaluate import run_evaluation, score_encoder
 from tests.prompted import DOCUMENT_PROMPT, QUERY_PROMPT
 from training.loading import load_dataset
 from training.run_dir import RunPaths

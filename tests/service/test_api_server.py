@@ -20,7 +20,6 @@ from tests.service.serving import (
     ServerProcess,
     metric_value,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -33,14 +32,14 @@ TEXTS = ["What is the dose for a child?", "the tenant pays rent", "heart blood p
 
 
 @pytest.fixture(scope="module")
-def registry_v1(tmp_path_factory, tiny_exports) -> Registry:  # noqa: F811
+def registry_v1(tmp_path_factory, tiny_exports) -> Registry:
     registry = Registry(tmp_path_factory.mktemp("api-registry") / "registry")
     promote(registry, tiny_exports["a"])
     return registry
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_exports) -> OnnxEmbedder:  # noqa: F811
+def reference(tiny_exports) -> OnnxEmbedder:
     return OnnxEmbedder.from_export_dir(tiny_exports["a"])
 
 
@@ -259,7 +258,8 @@ def test_openai_client_works_unchanged(guarded):
     assert result.model == "embedgate-embedder:v0001" and result.usage.prompt_tokens > 0
     as_floats = client.embeddings.create(model="embedgate-embedder", input="heart", encoding_format="float")
     assert len(as_floats.data[0].embedding) == TINY_SERVING_DIM
-    assert [model.id for model in client.models.list()] == ["embedgate-embedder"]
+    # the service name, then the alias and every servable version a client may pin (docs/versions.md)
+    assert [model.id for model in client.models.list()] == ["embedgate-embedder", "champion", "v0001"]
     with pytest.raises(openai.UnprocessableEntityError, match="allowed: \\[32, 16, 8\\]"):
         client.embeddings.create(model="embedgate-embedder", input="heart", dimensions=7)
     with pytest.raises(openai.NotFoundError, match="is not served here"):

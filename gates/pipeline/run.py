@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gates.errors import EmbedgateGateError
-from gates.pipeline_config import PipelineConfig
+from gates.pipeline.config import PipelineConfig
 from service.errors import EmbedgateServiceError
 from training.errors import EmbedgateTrainingError
 from training.run_dir import RunPaths, sha256_file, write_json_atomic
@@ -40,7 +40,7 @@ class PipelineOutcome:
     status: str  # promoted | passed (promotion disabled) | blocked | error
     reason: str
     stages: list[StageRecord]
-    decision: object | None = None  # gates.decision.GateDecision
+    decision: object | None = None  # gates.quality_gate.decision.GateDecision
     promotion: object | None = None  # gates.promotion.PromotionResult
 
     @property
@@ -86,7 +86,7 @@ class _Stages:
 
 
 def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None) -> PipelineOutcome:
-    from gates.stages import new_run
+    from gates.pipeline.stages import new_run
 
     run = new_run(config.train)
     stages = _Stages(progress)
@@ -106,8 +106,12 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None) ->
 
 def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome: PipelineOutcome,
                 progress: Progress) -> None:
-    from gates.stages import data_gate, validate_mined
+    from gates.pipeline.stages import data_gate, validate_mined
+    from gates.promotion_events import Webhook
 
+    # A webhook without its secret is refused before hours of training, not after.
+    webhook = Webhook.from_config(config.promotion.webhook, config.promotion.webhook_secret_env) \
+        if config.promotion.enabled else None
     gate = stages.run("data gate", data_gate, config.train, run.data)
     stages.note(report=str(run.data / "report.json"))
     progress(gate.summary)
@@ -142,7 +146,7 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     exported = stages.run("export", export_run, run.model, run.onnx, dims=dims, int8=config.export.int8)
     stages.note(graphs=len(exported.graphs))
 
-    from gates.evaluate import load_sts_set, run_evaluation
+    from gates.evaluation.evaluate import load_sts_set, run_evaluation
 
     sts = load_sts_set(config.evaluation.general_sts, config.evaluation.sts_limit) \
         if config.evaluation.general_sts else None
@@ -152,7 +156,7 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
                            registry_root=registry, base_model=config.train.base_model, backends=backends, sts=sts)
     stages.note(timings=evaluated.timings, baseline=evaluated.baseline.model.name)
 
-    from gates.gating import run_gate
+    from gates.quality_gate.stage import run_gate
 
     decision = stages.run("gate", run_gate, run, config.gate.policy)
     outcome.decision = decision
@@ -182,17 +186,20 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     if note:
         progress(f"drift reference: {note}")
     promoted = stages.run("promote", promote_run, run, registry, reason="pipeline: gate passed",
-                          reference_dir=reference)
+                          reference_dir=reference, mode=config.promotion.mode, webhook=webhook)
     stages.note(**promoted.to_dict())
     outcome.promotion = promoted
     outcome.status = "promoted"
-    outcome.reason = f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+    outcome.reason = (f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+                      if promoted.alias == "champion" else
+                      f"{promoted.version} is staged as the candidate; {promoted.previous or 'none'} stays the "
+                      f"champion until `embedgate cutover {promoted.version}`")
 
 
 def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: Progress):
     """No BEIR folder: split the training table by anchor into train rows and an eval folder in the run, then run
     the data gate's leakage check on the split. -> (the config using the split, the split)."""
-    from gates.stages import data_gate
+    from gates.pipeline.stages import data_gate
     from training.holdout import hold_out_by_anchor
     from training.loading import load_dataset
 

@@ -1,11 +1,11 @@
 """The pipeline's config: the training config (flat, as for `embedgate train`) plus one section per later stage.
 
     base_model: all-MiniLM-L6-v2
-    data: {path: ../shared/datasets/scifact, split: train, eval_split: test}
+    data: {path: path/to/scifact, split: train, eval_split: test}   # a table or a BEIR folder
     export: {int8: true}
     evaluation: {split: test, backends: [onnx-fp32, onnx-int8, torch]}
     gate: {policy: null}                  # null = the packaged default policy
-    promotion: {registry: registry, enabled: true}
+    promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
 """
 
 from __future__ import annotations
@@ -46,6 +46,11 @@ class GateSection(_Section):
 class PromotionSection(_Section):
     enabled: bool = True
     registry: Path = Path("registry")
+    # immediate: the champion moves at once; staged: the version is servable by name and as `candidate`, and the
+    # champion moves with `embedgate cutover` (docs/versions.md)
+    mode: Literal["immediate", "staged"] = "immediate"
+    webhook: str | None = None  # POST each promotion event here, signed with HMAC-SHA256 of webhook_secret_env
+    webhook_secret_env: str = "EMBEDGATE_WEBHOOK_SECRET"
     reference_queries: int = Field(5000, ge=10)  # drift reference: up to this many of the domain's queries
     reference_corpus: int = Field(1000, ge=10)
 
