@@ -2,7 +2,7 @@
 
     base_model: all-MiniLM-L6-v2        # a local SentenceTransformer folder, or this name (the bundled model)
     prompts: {query: "query: ", document: "passage: "}   # null = the model's own (config_sentence_transformers.json)
-    data: {path: data/legal_lay, type: ir, split: train}
+    data: {path: data/legal_lay, type: ir, split: train}   # or a datasets save_to_disk folder, or hf://owner/name
     loss: auto                          # auto | mnrl | cached_mnrl | cosent | triplet
     matryoshka_dims: [384, 256, 128, 64]
     epochs: null                        # null = chosen from the data (see training/defaults.py)

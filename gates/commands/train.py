@@ -56,7 +56,7 @@ def config_from_options(config: Path | None, data: Path | None, sets: list[str] 
 
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config of training fields: base_model, data, loss, epochs, ... (the fields of training/config.py TrainConfig).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Training data: a table file or a BEIR folder.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training data: a table file, a BEIR folder, a datasets save_to_disk folder or hf://owner/name.")] = None,
     base_model: Annotated[str | None, typer.Option(help="Base model: a SentenceTransformer folder, a Hugging Face Hub id (through the HF cache; HF_HUB_OFFLINE=1: cache only) or all-MiniLM-L6-v2 (bundled).")] = None,
     dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
     loss: Annotated[str | None, typer.Option(help="auto, mnrl, cached_mnrl, cosent or triplet.")] = None,
