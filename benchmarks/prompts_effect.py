@@ -52,7 +52,7 @@ def main() -> None:
           f"served ONNX fp32")
     print("| prompts | " + " | ".join(f"d{d}" for d in dims) + " | s |")
     print("|---|" + "---:|" * (len(dims) + 1))
-    for name, (prompts, scores, seconds) in rows.items():
+    for prompts, scores, seconds in rows.values():
         label = "none" if not any(prompts.values()) else ", ".join(f"{k}={v!r}" for k, v in prompts.items())
         print(f"| {label} | " + " | ".join(f"{scores[d]:.4f}" for d in dims) + f" | {seconds:.0f} |")
 
