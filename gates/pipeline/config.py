@@ -64,7 +64,9 @@ class PipelineConfig(_Section):
 
     def needs_holdout(self) -> bool:
         """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
-        return self.evaluation.data is None and not _is_beir(self.train.data.path)
+        # A user-given eval set (data.eval_path) is never replaced by a split of the training data.
+        return self.evaluation.data is None and self.train.data.eval_path is None \
+            and not _is_beir(self.train.data.path)
 
     def with_holdout(self, train_path: Path, eval_dir: Path) -> PipelineConfig:
         """This config training on the held-out split's train rows and evaluating on its eval folder."""

@@ -71,3 +71,15 @@ def test_refusals_say_what_to_do(tmp_path):
     _split(tmp_path, synthetic.make_pairs(60), name="twice")
     with pytest.raises(ConfigError, match=r"already exists"):
         _split(tmp_path, synthetic.make_pairs(60), name="twice")
+
+
+def test_the_pipeline_holds_out_only_when_no_eval_set_was_given(tmp_path, tiny_ir_dir):
+    from gates.pipeline.config import load_pipeline_config
+
+    pairs = synthetic.write_csv(tmp_path / "p.csv", ["anchor", "positive"], synthetic.make_pairs(30))
+    assert load_pipeline_config(None, {"data.path": str(pairs)}).needs_holdout()
+    assert not load_pipeline_config(None, {"data.path": str(pairs), "evaluation.data": str(tiny_ir_dir)}
+                                    ).needs_holdout()
+    assert not load_pipeline_config(None, {"data.path": str(pairs), "data.eval_path": str(tiny_ir_dir)}
+                                    ).needs_holdout()
+    assert not load_pipeline_config(None, {"data.path": str(tiny_ir_dir)}).needs_holdout()  # BEIR: its own split
