@@ -4,8 +4,9 @@
     GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
     GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version
-    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
-    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
+    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format", "input_type"}
+    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate", "input_type",
+                          "prompt_name"} -> [[...]]
     anything else         404, in the same JSON error shape
 
 A model request goes: API key (401) -> in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
@@ -42,6 +43,7 @@ from service.api_models import (
 from service.api_responses import dumps, native_body, openai_body
 from service.auth import check_api_key
 from service.limits import parse_json_object, read_body
+from service.prompts import apply_prompt, prompt_for
 from service.version_header import NO_MODEL, VERSION_HEADER
 from service.version_pool import VersionNotFound, VersionUnavailable, list_versions
 
@@ -227,7 +229,9 @@ class EmbeddingApi:
         import numpy as np
 
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
-        counts = await _count_tokens(model, parsed.texts)
+        prompt = prompt_for(model.embedder.info.prompts, parsed.input_type, parsed.prompt_name)
+        texts = tuple(apply_prompt(parsed.texts, prompt))  # the model reads prompt + text, as it was trained
+        counts = await _count_tokens(model, texts)
         max_tokens = model.embedder.max_seq_length
         truncated = tuple(count > max_tokens for count in counts)
         if any(truncated) and not parsed.truncate:
@@ -236,7 +240,7 @@ class EmbeddingApi:
             raise ApiError(422, "too_many_tokens", f"{listed} tokens; the model reads at most {max_tokens} (special "
                            f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
                            f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
-        vectors = await runtime.batcher.embed(model, parsed.texts)
+        vectors = await runtime.batcher.embed(model, texts)
         if dimensions < vectors.shape[1]:
             vectors = vectors[:, :dimensions]
             # Matryoshka truncation: the first `dimensions` values, re-normalised (a slice of a unit vector is not).
