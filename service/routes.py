@@ -5,8 +5,9 @@
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
     GET  /metrics         Prometheus text (ours; BentoML's path-labelled HTTP metrics are off)
     GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version
-    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
-    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
+    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format", "input_type"}
+    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate", "input_type",
+                          "prompt_name"} -> [[...]]
     anything else         404, in the same JSON error shape
 
 Before any route, service/edge_guard.py checks the API key (401) for every path but the probes. A model request
@@ -44,6 +45,7 @@ from service.api_models import (
 from service.api_responses import dumps, native_body, openai_body
 from service.limits import check_request_tokens, parse_json_object, read_body
 from service.memory import TRIM_AFTER_CHARS, release_freed_memory
+from service.prompts import apply_prompt, prompt_for
 from service.redact import hide_paths, hide_paths_in
 from service.version_header import NO_MODEL, VERSION_HEADER
 from service.version_pool import VersionNotFound, VersionUnavailable, list_versions
@@ -260,7 +262,9 @@ class EmbeddingApi:
         import numpy as np
 
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
-        counts = await _count_tokens(model, parsed.texts)
+        prompt = prompt_for(model.embedder.info.prompts, parsed.input_type, parsed.prompt_name)
+        texts = tuple(apply_prompt(parsed.texts, prompt))  # the model reads prompt + text, as it was trained
+        counts = await _count_tokens(model, texts)
         max_tokens = model.embedder.max_seq_length
         check_request_tokens(counts, max_tokens, runtime.settings.max_request_tokens)
         truncated = tuple(count > max_tokens for count in counts)
@@ -270,8 +274,8 @@ class EmbeddingApi:
             raise ApiError(422, "too_many_tokens", f"{listed} tokens; the model reads at most {max_tokens} (special "
                            f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
                            f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
-        vectors = await runtime.batcher.embed(model, parsed.texts)
-        if sum(len(text) for text in parsed.texts) >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
+        vectors = await runtime.batcher.embed(model, texts)
+        if sum(len(text) for text in texts) >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
             asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
         if dimensions < vectors.shape[1]:
             vectors = vectors[:, :dimensions]

@@ -125,3 +125,11 @@ def tiny_exports(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
         export_run(model_dir, root / f"onnx-{name}", dims=TINY_DIMS)
         exports[name] = root / f"onnx-{name}"
     return exports
+
+
+@pytest.fixture(scope="session")
+def prompted_model_dir(tmp_path_factory) -> Path:
+    """The tiny model saved with prompts {"query": "query: ", "document": "passage: "} (tests/prompted.py)."""
+    from tests.prompted import build_prompted_model
+
+    return build_prompted_model(tmp_path_factory.mktemp("prompted-model"))

@@ -15,6 +15,8 @@ Examples:
 ```
 embedgate train my_config.yaml                # training fields only (base_model, data, loss, ...)
 embedgate train --data path/to/scifact --epochs 3 --set mining.strategy=model
+embedgate train --data pairs.csv --base-model BAAI/bge-small-en-v1.5     # a Hub id (cached, or fetched when online)
+embedgate train --data pairs.csv --set prompts.query="query: " --set prompts.document="passage: "
 embedgate train --resume artifacts/runs/20261126-120000-ab12cd34
 torchrun --nproc_per_node 2 -m gates.cli train my_config.yaml        # data-parallel, unchanged
 ```
@@ -54,7 +56,8 @@ def config_from_options(config: Path | None, data: Path | None, sets: list[str] 
 
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config of training fields: base_model, data, loss, epochs, ... (the fields of training/config.py TrainConfig).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Training data: a table file or a BEIR folder.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training data: a table file, a BEIR folder, a datasets save_to_disk folder or hf://owner/name.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model: a SentenceTransformer folder, a Hugging Face Hub id (through the HF cache; HF_HUB_OFFLINE=1: cache only) or all-MiniLM-L6-v2 (bundled).")] = None,
     dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
     loss: Annotated[str | None, typer.Option(help="auto, mnrl, cached_mnrl, cosent or triplet.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs (default: from the data size).")] = None,
@@ -76,7 +79,7 @@ def train(
         result = run_training(resume=resume)
     else:
         cfg = config_from_options(config, data, sets, **{
-            "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
+            "base_model": base_model, "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "output_dir": str(output_dir) if output_dir else None, "run_id": run_id})
         paths = new_run(cfg)
         if not skip_data_gate:

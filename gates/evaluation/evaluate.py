@@ -23,6 +23,7 @@ from gates.errors import EmbedgateGateError, RunDirectoryError
 from gates.evaluation.encoders import Encoder, onnx_encoder, torch_encoder, truncate
 from gates.evaluation.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
 from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations, top_k_run
+from service.prompts import apply_prompt, role_prompt
 from training.run_dir import RunPaths, write_json_atomic
 
 KS = (1, 5, 10, 100)
@@ -60,7 +61,9 @@ def score_encoder(encoder: Encoder, query_ids: list[str], queries: list[str], do
                   sts: StsSet | None, timings: dict[str, float], label: str):
     """Encode once at full dim; score every dim by truncation. -> (retrieval results, sts results)."""
     started = time.perf_counter()
-    q_full, d_full = encoder.encode(queries), encoder.encode(docs)
+    # Each side with the prompt its export serves with (none when it has none), as clients will send it.
+    q_full = encoder.encode(apply_prompt(queries, role_prompt(encoder.prompts, "query")))
+    d_full = encoder.encode(apply_prompt(docs, role_prompt(encoder.prompts, "document")))
     timings[f"{label}/{encoder.backend}/encode_s"] = round(time.perf_counter() - started, 2)
     retrieval, sts_results = [], []
     for dim in dims:
@@ -71,8 +74,9 @@ def score_encoder(encoder: Encoder, query_ids: list[str], queries: list[str], do
             run.update(top_k_run(query_ids[start:start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
         retrieval.append(RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS)))
         if sts is not None:
-            a = truncate(encoder.encode(sts.sentences1), dim)
-            b = truncate(encoder.encode(sts.sentences2), dim)
+            query_prompt = role_prompt(encoder.prompts, "query")  # symmetric task: both sides are queries
+            a = truncate(encoder.encode(apply_prompt(sts.sentences1, query_prompt)), dim)
+            b = truncate(encoder.encode(apply_prompt(sts.sentences2, query_prompt)), dim)
             sts_results.append(StsResult.from_scores(encoder.backend, dim, sts_correlations(a, b, sts.scores)))
     return retrieval, sts_results
 
@@ -107,16 +111,17 @@ def candidate_encoders(run: RunPaths, backends: tuple[str, ...]) -> tuple[Encode
         if backend == "torch":
             if not (run.model / "modules.json").is_file():
                 raise RunDirectoryError(f"{run.model}: no trained model to evaluate as the torch reference")
-            dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
-            encoders.append(torch_encoder(run.model, dims))
+            export = json.loads((run.onnx / "embedder.json").read_text())
+            encoders.append(torch_encoder(run.model, export["dims"], export.get("prompts")))  # as served
         else:
             encoders.append(onnx_encoder(run.onnx, backend.removeprefix("onnx-")))
     return tuple(encoders)
 
 
 def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
-                     backends: tuple[str, ...] = ("onnx-fp32",)) -> Baseline:
-    """The current champion's served artifacts, else the base model exported into the run the same way."""
+                     backends: tuple[str, ...] = ("onnx-fp32",), prompts: dict | None = None) -> Baseline:
+    """The current champion's served artifacts (with the prompts it serves with), else the base model exported into
+    the run the same way, with the run's prompts (`prompts`; None = the base model's own)."""
     if registry_root is not None:
         from service.registry import Registry
 
@@ -133,7 +138,7 @@ def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
     base_dir = resolve_model_path(base_model)
     out = run.root / "baseline" / "onnx"
     if not (out / "embedder.json").is_file():
-        export_run(base_dir, out, dims=None, int8="onnx-int8" in backends)
+        export_run(base_dir, out, dims=None, int8="onnx-int8" in backends, prompts=prompts)
     encoders = tuple(onnx_encoder(out, b.removeprefix("onnx-")) for b in backends)
     return Baseline(f"base model {base_model}", encoders, str(out))
 
@@ -153,8 +158,10 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     # Every backend reads the export's dims (torch takes them from embedder.json), so `--backends torch` alone
     # still has dims to score.
     dims = tuple(sorted(set().union(*(e.dims for e in encoders)), reverse=True))
-    base_model = base_model or load_config(run.config).base_model
-    baseline = resolve_baseline(run, base_model, registry_root, baseline_backends)
+    config = load_config(run.config)
+    base_model = base_model or config.base_model
+    prompts = config.prompts.model_dump() if config.prompts else None
+    baseline = resolve_baseline(run, base_model, registry_root, baseline_backends, prompts)
     timings: dict[str, float] = {}
     candidate = evaluate_model("candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings)
     base = evaluate_model("baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings)

@@ -31,7 +31,8 @@ class ExportSection(_Section):
 
 
 class EvaluationSection(_Section):
-    data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder
+    data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder, else held out from it
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # share of anchors held out when there is no BEIR folder
     split: str = "test"
     backends: list[Backend] = ["onnx-fp32", "onnx-int8", "torch"]
     general_sts: Path | None = None  # optional general-domain STS table (sentence1, sentence2, score)
@@ -61,13 +62,33 @@ class PipelineConfig(_Section):
     gate: GateSection = GateSection()
     promotion: PromotionSection = PromotionSection()
 
+    def needs_holdout(self) -> bool:
+        """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
+        # A user-given eval set (data.eval_path) is never replaced by a split of the training data.
+        return self.evaluation.data is None and self.train.data.eval_path is None \
+            and not _is_beir(self.train.data.path)
+
+    def with_holdout(self, train_path: Path, eval_dir: Path) -> PipelineConfig:
+        """This config training on the held-out split's train rows and evaluating on its eval folder."""
+        data = self.train.data.model_copy(update={"path": train_path, "columns": None, "eval_path": eval_dir,
+                                                  "eval_split": "test"})
+        return self.model_copy(update={"train": self.train.model_copy(update={"data": data}),
+                                       "evaluation": self.evaluation.model_copy(update={"data": eval_dir,
+                                                                                        "split": "test"})})
+
     def evaluation_data(self) -> Path:
         if self.evaluation.data is not None:
             return self.evaluation.data
-        if Path(self.train.data.path).is_dir():
+        if _is_beir(self.train.data.path):
             return Path(self.train.data.path)
         raise ConfigError("evaluation.data is required: a BEIR folder with the eval split (the training data "
                           f"{self.train.data.path} is a table, not a BEIR folder)")
+
+
+def _is_beir(path: Path) -> bool:
+    from training.hf_datasets import is_hf_source
+
+    return Path(path).is_dir() and not is_hf_source(path)  # a save_to_disk folder is a table
 
 
 SECTIONS = {"export": ExportSection, "evaluation": EvaluationSection, "gate": GateSection,

@@ -118,6 +118,9 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     if not gate.passed:
         stages.records[-1].status = "blocked"
         raise StageBlocked(f"data gate failed: {len(gate.report.failures)} check(s); see {run.data / 'report.json'}")
+    holdout = None
+    if config.needs_holdout():
+        config, holdout = _hold_out(config, run, stages, progress)
 
     def check_mined(path: Path) -> None:
         mined_gate = validate_mined(path, _eval_path(config), _tokenizer(config))
@@ -157,7 +160,10 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
 
     decision = stages.run("gate", run_gate, run, config.gate.policy)
     outcome.decision = decision
-    stages.note(passed=decision.passed, serving_dim=decision.serving_dim)
+    stages.note(passed=decision.passed, serving_dim=decision.serving_dim,
+                evaluation=holdout.describe() if holdout else str(config.evaluation_data()))
+    if holdout is not None:
+        progress(f"evaluation: {holdout.describe()}")
     progress(decision.table())
     if not decision.passed:
         stages.records[-1].status = "blocked"
@@ -188,6 +194,27 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
                       if promoted.alias == "champion" else
                       f"{promoted.version} is staged as the candidate; {promoted.previous or 'none'} stays the "
                       f"champion until `embedgate cutover {promoted.version}`")
+
+
+def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: Progress):
+    """No BEIR folder: split the training table by anchor into train rows and an eval folder in the run, then run
+    the data gate's leakage check on the split. -> (the config using the split, the split)."""
+    from gates.pipeline.stages import data_gate
+    from training.holdout import hold_out_by_anchor
+    from training.loading import load_dataset
+
+    data = load_dataset(config.train.data.path, config.train.data.type, config.train.data.columns)
+    split = stages.run("held-out split", hold_out_by_anchor, data, run.root / "heldout",
+                       config.evaluation.holdout_fraction, config.train.seed)
+    stages.note(**split.to_dict())
+    progress(f"evaluation: {split.describe()}")
+    config = config.with_holdout(split.train_path, split.eval_dir)
+    leakage = data_gate(config.train, run.root / "heldout" / "data-gate")
+    if not leakage.passed:
+        stages.records[-1].status = "blocked"
+        raise StageBlocked(f"the held-out split failed the data gate (leakage between its sides); see "
+                           f"{run.root / 'heldout' / 'data-gate' / 'report.json'}")
+    return config, split
 
 
 def _eval_path(config: PipelineConfig) -> Path | None:

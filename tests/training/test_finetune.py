@@ -129,5 +129,5 @@ def test_nli_trains_on_contradiction_triplets(tmp_path, tiny_model_dir):
 def test_unknown_base_model_is_a_clear_error(tmp_path, pairs_csv):
     cfg = load_config(None, {"base_model": "org/not-here", "data.path": str(pairs_csv),
                              "output_dir": str(tmp_path / "runs")})
-    with pytest.raises(ConfigError, match="neither a local folder nor the bundled all-MiniLM-L6-v2"):
+    with pytest.raises(ConfigError, match=r"'org/not-here': not a local folder and not in the Hugging Face cache"):
         train(cfg, progress=False)
