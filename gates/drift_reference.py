@@ -28,6 +28,7 @@ from service.drift.errors import DriftInputError
 from service.drift.reference import ReferenceSpec, write_reference
 from service.drift.settings import DEFAULT_WINDOW_ROWS
 from service.drift.signals import nearest_doc_cosine
+from service.prompts import apply_prompt, role_prompt
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,10 @@ def build_reference(onnx_dir: Path, queries: list[str], corpus_sample: list[str]
     if isinstance(dim, bool) or not isinstance(dim, int) or dim not in embedder.dims:
         raise DriftInputError(f"dim {dim!r} is not served by the export {onnx_dir}; served dims: "
                               f"{list(embedder.dims)}")
-    query_vectors = embedder.embed(queries, dimensions=dim)
-    corpus_vectors = embedder.embed(corpus_sample, dimensions=dim)
+    # With the export's prompts, as clients sending input_type query / document are served (service/prompts.py).
+    query_vectors = embedder.embed(apply_prompt(queries, role_prompt(embedder.info.prompts, "query")), dimensions=dim)
+    corpus_vectors = embedder.embed(apply_prompt(corpus_sample, role_prompt(embedder.info.prompts, "document")),
+                                    dimensions=dim)
     query_rows = _describe(embedder, queries)
     corpus_rows = _describe(embedder, corpus_sample)
     calibration = calibrate(query_vectors, {name: [row[name] for row in query_rows] for name in DESCRIPTOR_NAMES},

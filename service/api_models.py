@@ -5,8 +5,12 @@ arrived and what to send (a union like `str | list[str]` would otherwise report 
 Everything here raises `ApiError(422)`; the body has already been read as a JSON object (400 otherwise).
 
     POST /v1/embeddings {"input": "text" | ["text", ...], "model": "embedgate-embedder", "dimensions": 128,
-                         "encoding_format": "float" | "base64", "user": "..."}
-    POST /embed         {"inputs": "text" | ["text", ...], "dimensions": 128, "normalize": true, "truncate": true}
+                         "encoding_format": "float" | "base64", "user": "...", "input_type": "query" | "document"}
+    POST /embed         {"inputs": "text" | ["text", ...], "dimensions": 128, "normalize": true, "truncate": true,
+                         "model": "champion" | "candidate" | "v0003", "input_type": "query" | "document",
+                         "prompt_name": "query"}
+
+`input_type` / `prompt_name` pick the model's query or document prompt (service/prompts.py).
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.api_errors import ApiError, describe_value
+from service.prompts import parse_input_type, parse_prompt_name
 
-OPENAI_FIELDS = ("input", "model", "dimensions", "encoding_format", "user")
-NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate")
+OPENAI_FIELDS = ("input", "model", "dimensions", "encoding_format", "user", "input_type")
+NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate", "model", "input_type", "prompt_name")
 ENCODING_FORMATS = ("float", "base64")
 
 
@@ -36,6 +41,8 @@ class EmbeddingRequest:
     truncate: bool
     encoding_format: str = "float"
     model: str | None = None  # None: whatever is served
+    input_type: str | None = None  # "query" | "document": which of the model's prompts to prepend
+    prompt_name: str | None = None  # TEI: a prompt of the model by name
 
 
 def parse_openai_request(body: dict[str, Any], limits: RequestLimits) -> EmbeddingRequest:
@@ -56,6 +63,7 @@ def parse_openai_request(body: dict[str, Any], limits: RequestLimits) -> Embeddi
         truncate=limits.default_truncate,
         encoding_format=encoding_format,
         model=_model(body.get("model")),
+        input_type=parse_input_type(body.get("input_type")),
     )
 
 
@@ -71,6 +79,9 @@ def parse_native_request(body: dict[str, Any], limits: RequestLimits) -> Embeddi
         texts=_texts(body, "inputs", limits),
         dimensions=_dimensions(body.get("dimensions")),
         truncate=_optional_bool(body, "truncate", default=limits.default_truncate),
+        model=_model(body.get("model")),
+        input_type=parse_input_type(body.get("input_type")),
+        prompt_name=parse_prompt_name(body.get("prompt_name")),
     )
 
 

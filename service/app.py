@@ -6,7 +6,8 @@
 Settings are EMBEDGATE_* variables (service/settings.py, docs/serving.md). This module is what `bentoml serve` and
 `bentoml build` import, so it only defines the service; the model loads in `__init__`, in the worker process.
 The routes are a Starlette app (service/routes.py) mounted at "/", so every answer, errors included, has our JSON
-shape; BentoML adds process management, /metrics (ours appear there beside its own), /livez, /readyz and Bentos.
+shape; BentoML adds process management, /livez, /readyz and Bentos (its path-labelled HTTP metrics are off: our
+/metrics serves ours).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import logging
 
 import bentoml
 
-from service.routes import create_http_app
+from service.edge_guard import ApiKeyGate, JsonErrors
+from service.http_protocol import install as install_http_protocol
+from service.routes import create_http_app, known_routes
 from service.settings import MAX_REQUEST_TIMEOUT_S
 from service.version_header import NO_MODEL, VERSION_HEADER, ModelVersionHeader
 
@@ -25,12 +28,21 @@ def _current_runtime():
     return bentoml.get_current_service().runtime
 
 
+def _runtime_if_started():
+    """The runtime, or None while the service instance is still being built (the edge guard answers 503 then)."""
+    service = bentoml.get_current_service()
+    return getattr(service, "runtime", None) if service is not None else None
+
+
 def _current_version() -> str:
     service = bentoml.get_current_service()
     model = service.runtime.model if service is not None else None
     return model.version if model is not None else NO_MODEL
 
 
+# Runs when BentoML's worker imports this module, before it configures uvicorn: the only point where uvicorn's
+# protocol can still be chosen (service/http_protocol.py says why the limits need it).
+install_http_protocol()
 http_app = create_http_app(_current_runtime)
 
 
@@ -41,6 +53,9 @@ http_app = create_http_app(_current_runtime)
     traffic={"timeout": MAX_REQUEST_TIMEOUT_S},
     # One process by default; scale with `embedgate serve --workers N` or replicas (docs/serving.md).
     workers=1,
+    # BentoML's HTTP metrics label every series with the raw request path: a random-path flood grew /metrics without
+    # bound. Ours (service/metrics.py, served by our /metrics route) label by route from the route table only.
+    metrics={"enabled": False, "namespace": "bentoml_service"},
     labels={"project": "embedgate", "model_version_header": VERSION_HEADER},
 )
 class EmbedgateService:
@@ -70,7 +85,11 @@ class EmbedgateService:
 
     def __is_ready__(self) -> bool:
         # BentoML's /readyz agrees with our /ready: ready only after a model passed its warm-up embed.
-        return self.runtime.model is not None
+        return self.runtime.model is not None and self.runtime.holder.integrity_problem is None
 
 
+# Outermost first: every error any inner layer answers becomes JSON; the version header goes on every answer; the
+# API key is checked before routing (service/edge_guard.py).
+EmbedgateService.add_asgi_middleware(JsonErrors)
 EmbedgateService.add_asgi_middleware(ModelVersionHeader, current_version=_current_version)
+EmbedgateService.add_asgi_middleware(ApiKeyGate, get_runtime=_runtime_if_started, known_routes=known_routes(http_app))

@@ -57,6 +57,7 @@ class EmbedderInfo:
     created_at: str | None = None
     source_model_sha256: str | None = None
     pooling: tuple[str, ...] | None = None
+    prompts: dict[str, str] | None = None  # {"query": ..., "document": ...} from embedder.json; see service/prompts.py
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,6 +108,7 @@ class OnnxEmbedder:
             export_id=config.get("export_id"), created_at=config.get("created_at"),
             source_model_sha256=config.get("source_model", {}).get("sha256"),
             pooling=tuple(config.get("pooling", ())) or None,
+            prompts=dict(config.get("prompts") or {}),
         )
         return cls(session, tokenizer, info)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.registry import Champion, Registry
+from service.registry import Champion, Registry, verify_manifest
 from service.serving_model import ServingModel
 
 logger = logging.getLogger("embedgate.service")
@@ -35,9 +35,13 @@ class ModelHolder:
         self.current: ServingModel | None = None
         self.not_ready_reason = not_ready_reason
         self.last_refusal: dict[str, Any] | None = None
+        # Set when the served version's files no longer match its manifest: /ready answers 503 with it while the
+        # loaded model keeps serving from memory (a restart would refuse those files).
+        self.integrity_problem: str | None = None
 
     def swap(self, new: ServingModel) -> ServingModel | None:
         old, self.current = self.current, new  # readers see the old or the new object, never a mix
+        self.integrity_problem = None  # the new model's files were verified as it loaded
         return old
 
 
@@ -113,9 +117,35 @@ class ChampionWatcher:
         current = self.holder.current
         return current.version if current else "nothing (not ready)"
 
-    async def watch(self, poll_interval_s: float) -> None:
-        """`check` every `poll_interval_s` seconds, in a worker thread (loading a graph takes a while)."""
+    def reverify(self) -> str | None:
+        """Hash the served version's files against its manifest again; record (and return) what no longer matches,
+        or clear the record when they match again. Never raises, never unloads the model."""
+        current = self.holder.current
+        if current is None:
+            return None
+        try:
+            verify_manifest(self.registry.version_dir(current.version))
+        except Exception as err:  # changed, missing, unreadable: all the same to a restart, which would refuse it
+            problem = (f"the files of the served version {current.version} no longer match its manifest ({err}); "
+                       f"it keeps serving from memory, but a restart would refuse it: restore the files, or "
+                       f"promote or roll back to another version")
+            if problem != self.holder.integrity_problem:
+                logger.error("%s", problem)
+            self.holder.integrity_problem = problem
+            return problem
+        if self.holder.integrity_problem is not None:
+            logger.info("the files of %s match their manifest again", current.version)
+        self.holder.integrity_problem = None
+        return None
+
+    async def watch(self, poll_interval_s: float, verify_interval_s: float | None = None) -> None:
+        """`check` every `poll_interval_s` seconds, and `reverify` every `verify_interval_s` (None: never), in a
+        worker thread (loading a graph, or hashing it, takes a while)."""
         loop = asyncio.get_running_loop()
+        last_verified = loop.time()
         while True:
             await asyncio.sleep(poll_interval_s)
             await loop.run_in_executor(None, self.check)
+            if verify_interval_s is not None and loop.time() - last_verified >= verify_interval_s:
+                await loop.run_in_executor(None, self.reverify)
+                last_verified = loop.time()

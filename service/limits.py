@@ -1,4 +1,5 @@
-"""Request limits applied before any model work: body size (413), JSON readability (400), requests in flight (429).
+"""Request limits applied before any model work: body size (413), JSON readability (400), requests in flight (429),
+tokens per request (422).
 
 The body is never read whole before it is measured: a declared Content-Length over the limit is refused at once,
 and a chunked or lying body is counted while it streams in, so a client cannot make the server buffer more than
@@ -63,6 +64,18 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", f"expected a JSON object at the top level, got {kind}; send an object "
                        f"such as {EXAMPLE_BODY}")
     return value
+
+
+def check_request_tokens(counts: tuple[int, ...], max_seq_length: int, limit: int) -> int:
+    """The tokens the model will read for one request (each text cut to `max_seq_length`), or ApiError(422) when
+    they are over `limit`. This bounds what one request can make the batcher pad, run and hold, whatever the batch
+    size: memory per request follows tokens, not texts."""
+    read = sum(min(count, max_seq_length) for count in counts)
+    if read > limit:
+        raise ApiError(422, "too_many_request_tokens", f"this request holds {read} tokens after truncation (over "
+                       f"{len(counts)} texts), the limit is {limit} per request (EMBEDGATE_MAX_REQUEST_TOKENS); "
+                       f"split it into several requests", param="input")
+    return read
 
 
 class ConcurrencyLimit:

@@ -1,4 +1,7 @@
-"""Prometheus metrics of the embedding service, exposed on BentoML's /metrics beside its own HTTP metrics.
+"""Prometheus metrics of the embedding service, exposed on our own /metrics route (`exposition`).
+
+BentoML's HTTP metrics are switched off (service/app.py): they label each series with the raw request path, so
+random paths grew /metrics without bound. Ours label by route from the route table only.
 
 Created when the service starts, never at import: BentoML sets PROMETHEUS_MULTIPROC_DIR in each worker before the
 service is built, and prometheus_client must be imported after that for the workers' values to be aggregated.
@@ -54,3 +57,19 @@ class ServiceMetrics:
         if old is not None:
             self.model_info.labels(old.version, old.precision, str(old.serving_dim)).set(0)
         self.model_info.labels(new.version, new.precision, str(new.serving_dim)).set(1)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text /metrics answers, and its content type: every worker's values when BentoML runs several (Prometheus'
+    multiprocess mode, PROMETHEUS_MULTIPROC_DIR), else this process' default registry."""
+    import os
+
+    import prometheus_client as prom
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = prom.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = prom.REGISTRY
+    return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST

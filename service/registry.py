@@ -21,9 +21,11 @@ import fcntl
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,14 @@ from service.errors import RegistryError
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 MANIFEST = "manifest.json"
+# Tests only: the name of a promotion step at which the process SIGKILLs itself (tests/service/test_registry_faults.py).
+KILL_AT_ENV = "EMBEDGATE_TEST_KILL_AT"
+RECONCILER = "embedgate (recorded at the next registry command)"
+logger = logging.getLogger("embedgate.registry")
+
+
+class DuplicatePromotion(RegistryError):
+    """The run is already a version of this registry (same run id, serving dim and precision)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +59,7 @@ class Champion:
 @dataclass(frozen=True)
 class HistoryEntry:
     time: str
-    action: str  # promote | rollback | refused
+    action: str  # promote | rollback | refused | cutover | cutover_refused | retire | webhook_failed (service.aliases)
     version: str | None
     from_version: str | None
     who: str
@@ -57,9 +67,34 @@ class HistoryEntry:
     forced: bool = False
     run_id: str | None = None
     metrics: dict | None = None
+    # Which alias moved to `version` ("champion", or "candidate" for a staged promotion; None: no alias moved) and
+    # whether clients holding vectors of `from_version` must re-embed (the embedding space or its dim changed).
+    alias: str | None = None
+    reembed_required: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+    @classmethod
+    def from_json_line(cls, line: str) -> HistoryEntry:
+        """One history line, checked: TypeError/ValueError saying what is wrong (unknown or missing fields, a
+        field of the wrong type such as null where text is expected)."""
+        data = json.loads(line)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+        entry = cls(**data)
+        for name in ("time", "action", "who", "reason"):
+            if not isinstance(getattr(entry, name), str):
+                raise TypeError(f"field {name!r} must be text, got {getattr(entry, name)!r}")
+        for name in ("version", "from_version", "run_id"):
+            if getattr(entry, name) is not None and not isinstance(getattr(entry, name), str):
+                raise TypeError(f"field {name!r} must be text or null, got {getattr(entry, name)!r}")
+        if not isinstance(entry.forced, bool) or not (entry.metrics is None or isinstance(entry.metrics, dict)):
+            raise TypeError("field 'forced' must be true/false and 'metrics' an object or null")
+        if not (entry.alias is None or isinstance(entry.alias, str)) or entry.reembed_required not in (None, True,
+                                                                                                        False):
+            raise TypeError("field 'alias' must be text or null and 'reembed_required' true/false/null")
+        return entry
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -190,30 +225,85 @@ class Registry:
         return verify_manifest(self.version_dir(version))
 
     def history(self) -> list[HistoryEntry]:
+        """Every readable history entry, oldest first. A damaged line (not JSON, invalid UTF-8, a missing or null
+        field) is skipped and described in `self.history_problems` (and the log): the champion pointer and the
+        version manifests are the source of truth, so one bad line must not block `rollback`, the emergency path."""
+        self.history_problems: list[str] = []
         if not self.history_path.is_file():
             return []
         entries = []
-        for number, line in enumerate(self.history_path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    entries.append(HistoryEntry(**json.loads(line)))
-                except (json.JSONDecodeError, TypeError) as err:
-                    raise RegistryError(f"{self.history_path}:{number}: not a history entry ({type(err).__name__}: "
-                                        f"{err}); expected one JSON object per line with the fields of "
-                                        f"HistoryEntry: {line[:80]!r}") from None
+        for number, raw in enumerate(self.history_path.read_bytes().splitlines(), start=1):
+            if not raw.strip():
+                continue
+            try:
+                entries.append(HistoryEntry.from_json_line(raw.decode("utf-8")))
+            except (UnicodeDecodeError, ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+                problem = (f"{self.history_path.name} line {number} skipped, not a history entry "
+                           f"({type(err).__name__}: {str(err)[:120]}): {raw[:80]!r}")
+                self.history_problems.append(problem)
+                logger.warning("%s", problem)
         return entries
 
     # ---- writing (gates: promotion and rollback) ----
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        """The writers' exclusive lock. Whoever takes it first repairs what a killed writer left: temp files and
+        half-built versions are removed, and a champion switch or a version without its history line is recorded."""
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "versions").mkdir(exist_ok=True)
         with open(self.root / ".lock", "a+") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
+                self.repairs: list[str] = []
+                self._cleanup_partial()
+                self._reconcile_history()
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def reconcile(self) -> list[str]:
+        """Take the lock once to repair what an interrupted writer left (see `_locked`); returns what was done.
+        For read commands (`embedgate history`), so that the history they print tells the truth."""
+        if not self.root.is_dir():
+            return []
+        with self._locked():
+            return list(self.repairs)
+
+    def _reconcile_history(self) -> None:
+        """A writer killed between the champion switch and its history line leaves a champion the history does not
+        name; one killed between the version's rename and the switch leaves a version nobody recorded. Both get
+        their line now, marked as recorded afterwards (`who`), from the pointer and the version's manifest."""
+        entries = self.history()
+        recorded = {entry.version for entry in entries if entry.action in ("promote", "interrupted")}
+        staged = {entry.version for entry in entries if entry.action == "promote" and entry.alias not in
+                  (None, "champion")}
+        champion = self.champion()
+        last_switch = next((entry.version for entry in reversed(entries) if _moved_the_champion(entry)), None)
+        for version in self.versions():
+            if version in recorded or (champion is not None and version == champion.version):
+                continue
+            if self.history_problems:  # its line may be one of the damaged ones: do not guess
+                continue
+            # Never the champion and never recorded: the promotion stopped before its switch. Kept (it is
+            # complete and verified), but recorded, so that nobody mistakes it for a served version.
+            self._append_history(HistoryEntry(_now(), "interrupted", version, last_switch, RECONCILER,
+                                              "promotion interrupted before the champion switch; never served",
+                                              run_id=self._manifest_field(version, "run_id")))
+            self.repairs.append(f"{version}: promotion interrupted before the champion switch (recorded)")
+        if champion is not None and champion.version != last_switch and champion.version in self.versions():
+            action = ("promote" if champion.version not in recorded else
+                      "cutover" if champion.version in staged else "rollback")
+            self._append_history(HistoryEntry(
+                _now(), action, champion.version, champion.previous, RECONCILER,
+                f"{action} interrupted after the champion switch, before its history line; recorded from "
+                f"champion.json ({champion.updated_at})", run_id=self._manifest_field(champion.version, "run_id")))
+            self.repairs.append(f"{champion.version}: {action} to the champion recorded after the fact")
+
+    def _manifest_field(self, version: str, name: str) -> Any:
+        try:
+            return json.loads((self.root / "versions" / version / MANIFEST).read_text(encoding="utf-8")).get(name)
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def _append_history(self, entry: HistoryEntry) -> None:
         with open(self.history_path, "a", encoding="utf-8") as handle:
@@ -226,21 +316,32 @@ class Registry:
         return f"v{(max(existing) + 1) if existing else 1:04d}"
 
     def _cleanup_partial(self) -> None:
-        """Remove half-built versions left by a crash (never visible: their names do not match v\\d+)."""
+        """Remove half-built versions and half-written pointers left by a crash (never visible: their names do not
+        match v\\d+ / champion.json). Safe under the lock: every writer holds it while its temp files exist."""
         for path in (self.root / "versions").glob(".tmp-*"):
             shutil.rmtree(path, ignore_errors=True)
+            self.repairs.append(f"removed the half-built version {path.name}")
+        for path in self.root.glob(".*.tmp-*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                self.repairs.append(f"removed the half-written {path.name}")
 
     def add_version(self, sources: dict[str, Path], *, metadata: dict[str, Any], who: str | None = None,
                     reason: str = "", forced: bool = False, run_id: str | None = None,
-                    metrics: dict | None = None, make_champion: bool = True) -> str:
+                    metrics: dict | None = None, make_champion: bool = True,
+                    reembed_required: bool | None = None, alias: str | None = None,
+                    refuse_duplicate_run: bool = False) -> str:
         """Copy `sources` ({name in version: file or folder}) into a new immutable version; optionally switch the
-        champion to it. Returns the version id."""
+        champion to it. `alias` names the alias a staged promotion moves instead (recorded; service.aliases moves
+        it). `refuse_duplicate_run`: DuplicatePromotion when `run_id` is already a version with the same serving
+        dim and precision (checked under the lock). Returns the version id."""
         who = who or _user()
         for name, src in sources.items():
             if not Path(src).exists():
                 raise RegistryError(f"cannot promote: {src} ({name}) does not exist")
         with self._locked():
-            self._cleanup_partial()
+            if refuse_duplicate_run and run_id is not None:
+                self._refuse_duplicate(run_id, metadata)
             version = self._next_version()
             staging = self.root / "versions" / f".tmp-{version}-{os.getpid()}"
             staging.mkdir()
@@ -253,20 +354,41 @@ class Registry:
             manifest = build_manifest(staging, {"version": version, "created_at": _now(), "run_id": run_id,
                                                 **metadata})
             _write_json_atomic(staging / MANIFEST, manifest)
+            _kill_point("staged")
             final = self.root / "versions" / version
             os.rename(staging, final)  # atomic: the version appears complete or not at all
             _fsync_dir(final.parent)
-            previous = self.champion()
+            _kill_point("version_visible")
+            previous = self.champion()  # read under the lock: concurrent promotions each see the one before
             if make_champion:
                 self._switch(version, previous.version if previous else None)
+            _kill_point("champion_switched")
+            # After the switch: a kill in between is repaired by the next locked command (_reconcile_history).
             self._append_history(HistoryEntry(_now(), "promote", version, previous.version if previous else None,
-                                              who, reason, forced, run_id, metrics))
+                                              who, reason, forced, run_id, metrics,
+                                              "champion" if make_champion else alias, reembed_required))
+            _kill_point("history_written")
             return version
+
+    def _refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
+        same = ("serving_dim", "serve_precision")
+        never_served = {entry.version for entry in self.history() if entry.action == "interrupted"}
+        for version in self.versions():
+            if self._manifest_field(version, "run_id") != run_id or version in never_served:
+                continue
+            if all(self._manifest_field(version, key) == metadata.get(key) for key in same):
+                champion = self.champion()
+                serving = champion is not None and champion.version == version
+                raise DuplicatePromotion(
+                    f"run {run_id} is already {version} of this registry (same serving dim and precision)"
+                    + ("; it is the champion now" if serving else
+                       f"; to serve it again: embedgate rollback --to {version}"))
 
     def _switch(self, version: str, previous: str | None) -> None:
         _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
-    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None) -> Champion:
+    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None,
+                 reembed_required: bool | None = None) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
         if not self.champion_path.is_file():  # checked before the lock, which would create the folder
@@ -285,13 +407,19 @@ class Registry:
             self.verify(target)  # never switch to a version that would be refused at load
             before = self._previous_of(target)
             self._switch(target, before)
-            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason))
+            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason,
+                                              alias="champion", reembed_required=reembed_required))
             return self.champion()
+
+    def previous_of(self, version: str) -> str | None:
+        """The champion that `version` replaced when it was last promoted (None: the first, or not recorded)."""
+        return self._previous_of(version)
 
     def _previous_of(self, version: str) -> str | None:
         """The champion that `version` replaced when it was last promoted (so repeated rollbacks walk back)."""
         for entry in reversed(self.history()):
-            if entry.version == version and entry.action == "promote":
+            # a staged promotion (alias "candidate") did not replace a champion; its cutover did
+            if entry.version == version and entry.action in ("promote", "cutover") and entry.alias != "candidate":
                 return entry.from_version
         return None
 
@@ -300,6 +428,19 @@ class Registry:
             current = self.champion()
             self._append_history(HistoryEntry(_now(), "refused", None, current.version if current else None,
                                               who or _user(), reason, False, run_id, metrics))
+
+
+def _moved_the_champion(entry: HistoryEntry) -> bool:
+    """Whether a history line records a champion switch (a staged promotion moves only the candidate alias)."""
+    if entry.action == "promote":
+        return entry.alias in (None, "champion")
+    return entry.action in ("rollback", "cutover")
+
+
+def _kill_point(step: str) -> None:
+    """Fault injection for tests: SIGKILL this process at `step` when EMBEDGATE_TEST_KILL_AT names it."""
+    if os.environ.get(KILL_AT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _user() -> str:

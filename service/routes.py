@@ -3,12 +3,15 @@
     GET  /health          200 while the process runs (liveness)
     GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
-    GET  /v1/models       OpenAI's model list (the served model)
-    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
-    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
+    GET  /metrics         Prometheus text (ours; BentoML's path-labelled HTTP metrics are off)
+    GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version
+    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format", "input_type"}
+    POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate", "input_type",
+                          "prompt_name"} -> [[...]]
     anything else         404, in the same JSON error shape
 
-A model request goes: API key (401) -> in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
+Before any route, service/edge_guard.py checks the API key (401) for every path but the probes. A model request
+then goes: in-flight limit (429) -> a model is loaded (503) -> body size (413) ->
 JSON object (400) -> field values (422; unknown model 404) -> token limit when truncation is off (422) -> batched
 embed, all within the request timeout (504). It takes the served model once, at its start, and answers with that
 model's vectors and its version in the `x-embedgate-model-version` header, even if a hot swap happens meanwhile.
@@ -40,10 +43,13 @@ from service.api_models import (
     resolve_dimensions,
 )
 from service.api_responses import dumps, native_body, openai_body
-from service.auth import check_api_key
 from service.embedder import truncate_dims
-from service.limits import parse_json_object, read_body
+from service.limits import check_request_tokens, parse_json_object, read_body
+from service.memory import TRIM_AFTER_CHARS, release_freed_memory
+from service.prompts import apply_prompt, prompt_for
+from service.redact import hide_paths, hide_paths_in
 from service.version_header import NO_MODEL, VERSION_HEADER
+from service.version_pool import VersionNotFound, VersionUnavailable, list_versions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,11 +82,32 @@ def create_http_app(get_runtime: Callable[[], ServingRuntime]) -> Starlette:
         Route("/v1/models", api.list_models, methods=["GET"]),
         Route("/v1/embeddings", api.openai_embeddings, methods=["POST"]),
         Route("/embed", api.native_embed, methods=["POST"]),
-        # Last: any other path gets a JSON 404 naming the routes (BentoML's own routes are matched before ours).
-        Route("/{path:path}", api.not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        # Last: any other path or method gets a JSON 404/405 naming the routes (BentoML's own routes are matched
+        # before ours). An ASGI endpoint, because Starlette limits a function endpoint without methods to GET; this
+        # one takes every method, also ones no route knows (TRACE, made-up ones).
+        Route("/{path:path}", _AnyMethod(api.not_found)),
     ]
     api.methods = {route.path: route.methods - {"HEAD"} for route in routes[:-1]}
+    # BentoML's probes: another method there reaches our catch-all (a full match beats their partial one).
+    api.methods.update({"/livez": {"GET"}, "/readyz": {"GET"}})
     return Starlette(routes=routes)
+
+
+class _AnyMethod:
+    """A request handler as a raw ASGI app, so a Route matches it for every HTTP method."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        response = await self.handler(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def known_routes(app: Starlette) -> frozenset[str]:
+    """Every fixed path the service answers (ours and BentoML's probes): the only values a metrics label takes."""
+    return frozenset({route.path for route in app.routes if "{" not in route.path} | {"/livez", "/readyz"})
 
 
 class EmbeddingApi:
@@ -97,19 +124,23 @@ class EmbeddingApi:
         model = runtime.model
         if model is None:
             return self._error(ApiError(503, "model_not_ready", runtime.holder.not_ready_reason), NO_MODEL, "/ready")
+        if runtime.holder.integrity_problem is not None:  # still serving, but not safe to (re)start on
+            return self._error(ApiError(503, "model_files_changed", runtime.holder.integrity_problem), model.version,
+                               "/ready")
         return self._json({"status": "ready", "model_version": model.version}, 200, model.version)
 
     async def info(self, request: Request) -> Response:
         runtime = self._runtime()
         model = runtime.model
         settings = runtime.settings
+        # No server paths leave the process (service/redact.py): the operator's log has them in full.
         payload = {
             "model_name": settings.model_name,
             "ready": model is not None,
-            "not_ready_reason": None if model else runtime.holder.not_ready_reason,
-            "model": model.to_dict() if model else None,
-            "source": runtime.source,
-            "last_refused_version": runtime.holder.last_refusal,
+            "not_ready_reason": None if model else hide_paths(runtime.holder.not_ready_reason),
+            "model": hide_paths_in(model.to_dict()) if model else None,
+            "source": hide_paths(runtime.source),
+            "last_refused_version": hide_paths_in(runtime.holder.last_refusal),
             "limits": {
                 "max_inputs_per_request": settings.max_inputs_per_request,
                 "max_input_chars": settings.max_input_chars,
@@ -124,9 +155,15 @@ class EmbeddingApi:
                          "max_batch_delay_ms": settings.max_batch_delay_ms},
             "api_key_required": settings.api_key is not None,
             "version_header": VERSION_HEADER,
-            "settings": settings.describe(),
+            "settings": [{**row, "value": hide_paths_in(row["value"])} for row in settings.describe()],
         }
         return self._json(payload, 200, model.version if model else NO_MODEL)
+
+    async def metrics(self, request: Request) -> Response:
+        from service.metrics import exposition
+
+        body, content_type = await asyncio.to_thread(exposition)  # reads every worker's files: off the loop
+        return Response(body, 200, media_type=content_type, headers={VERSION_HEADER: self._current_version()})
 
     async def not_found(self, request: Request) -> Response:
         """Any other path (404), or a known path with the wrong method (405): the catch-all route matches
@@ -160,7 +197,6 @@ class EmbeddingApi:
         version = model.version if model else NO_MODEL
         metrics.in_flight.inc()
         try:
-            check_api_key(request.headers.get("authorization"), runtime.settings.api_key)
             with runtime.concurrency.admit():
                 if model is None:
                     raise ApiError(503, "model_not_ready", runtime.holder.not_ready_reason)
@@ -185,14 +221,30 @@ class EmbeddingApi:
     async def _list_models(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
         created = calendar.timegm(time.strptime(model.loaded_at, "%Y-%m-%dT%H:%M:%SZ"))
         data = [{"id": runtime.settings.model_name, "object": "model", "created": created, "owned_by": "embedgate"}]
+        if runtime.versions is not None:
+            data += list_versions(runtime.versions, created)
         return self._json({"object": "list", "data": data}, 200, model.version)
+
+    async def _resolve_model(self, runtime: ServingRuntime, requested: str | None, champion: ServingModel
+                             ) -> ServingModel:
+        """The version `model` names (docs/versions.md): an alias, a pinned version, or 404 listing them."""
+        name = runtime.settings.model_name
+        if runtime.versions is None:  # a Bento's model store serves one version
+            check_model_name(requested, (name, f"{name}:{champion.version}", champion.version))
+            return champion
+        try:
+            return await runtime.versions.resolve(requested, name, champion)
+        except VersionNotFound as err:
+            raise ApiError(404, "model_not_found", str(err), param="model") from None
+        except VersionUnavailable as err:
+            raise ApiError(503, "model_not_ready", str(err), param="model") from None
 
     async def _openai_embeddings(self, request: Request, runtime: ServingRuntime,
                                  model: ServingModel) -> Response:
         body = await self._read_json(request, runtime)
         parsed = parse_openai_request(body, _limits(runtime))
         name = runtime.settings.model_name
-        check_model_name(parsed.model, (name, f"{name}:{model.version}", model.version))
+        model = await self._resolve_model(runtime, parsed.model, model)
         embedded = await self._embed(runtime, model, parsed, "/v1/embeddings")
         payload = openai_body(embedded.vectors, embedded.processed_tokens, f"{name}:{model.version}",
                               parsed.encoding_format)
@@ -201,6 +253,7 @@ class EmbeddingApi:
     async def _native_embed(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
         body = await self._read_json(request, runtime)
         parsed = parse_native_request(body, _limits(runtime))
+        model = await self._resolve_model(runtime, parsed.model, model)
         embedded = await self._embed(runtime, model, parsed, "/embed")
         return self._embedded_response(native_body(embedded.vectors), runtime, model, parsed, embedded)
 
@@ -210,9 +263,12 @@ class EmbeddingApi:
     async def _embed(self, runtime: ServingRuntime, model: ServingModel, parsed: EmbeddingRequest,
                      route: str) -> Embedded:
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
-        encoded = await _encode(model, parsed.texts)  # the request's only tokenisation: the batcher reuses the ids
+        prompt = prompt_for(model.embedder.info.prompts, parsed.input_type, parsed.prompt_name)
+        texts = tuple(apply_prompt(parsed.texts, prompt))  # the model reads prompt + text, as it was trained
+        encoded = await _encode(model, texts)  # the request's only tokenisation: the batcher reuses the ids
         counts, truncated = encoded.token_counts, encoded.truncated
         max_tokens = model.embedder.max_seq_length
+        check_request_tokens(counts, max_tokens, runtime.settings.max_request_tokens)
         if any(truncated) and not parsed.truncate:
             over = [(index, count) for index, count in enumerate(counts) if count > max_tokens]
             listed = ", ".join(f"text {index} has {count}" for index, count in over[:5])
@@ -220,6 +276,8 @@ class EmbeddingApi:
                            f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
                            f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
         vectors = await runtime.batcher.embed_tokens(model, encoded.ids)
+        if sum(len(text) for text in texts) >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
+            asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
         if dimensions < vectors.shape[1]:
             vectors = truncate_dims(vectors, dimensions)  # Matryoshka: the first `dimensions`, re-normalised
         processed = sum(min(count, max_tokens) for count in counts)
@@ -248,6 +306,8 @@ class EmbeddingApi:
 
     def _error(self, error: ApiError, version: str, route: str) -> Response:
         self._runtime().metrics.errors.labels(route, error.code).inc()
+        if error.status >= 500:  # server-side reasons (a refused version, a missing registry) name server files
+            error.message = hide_paths(error.message)
         return Response(dumps(error.body()), error.status, media_type="application/json",
                         headers={**error.headers, VERSION_HEADER: version})
 

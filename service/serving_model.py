@@ -46,7 +46,7 @@ class ServingModel:
                 "serving_dim": self.serving_dim, "dims": list(self.dims), "precision": self.precision,
                 "max_tokens": self.embedder.max_seq_length, "full_dim": self.embedder.full_dim,
                 "loaded_at": self.loaded_at, "warm_up_ms": round(self.warm_up_ms, 2),
-                "graph_sha256": self.embedder.info.graph_sha256}
+                "graph_sha256": self.embedder.info.graph_sha256, "prompts": self.embedder.info.prompts or {}}
 
 
 def load_version(version_dir: Path, *, precision: str | None, threads: int | None, source: str | None = None,

@@ -48,6 +48,9 @@ class ServeSettings(BaseModel):
         "texts per request (422 above); 256 lets OpenAI-style clients send their usual chunks"))
     max_input_chars: int = Field(32_768, ge=1, description=(
         "characters per text (422 above): bounds tokenisation work before truncation"))
+    max_request_tokens: int = Field(65_536, ge=1, description=(
+        "tokens one request may make the model read, after truncation (422 above): bounds its memory; the "
+        "default lets 256 texts of 256 tokens (MiniLM's maximum) through"))
     max_payload_bytes: int = Field(2_000_000, ge=1, description=(
         "request body size (413 above), checked from Content-Length and while streaming, before parsing"))
     max_concurrent_requests: int = Field(128, ge=1, description=(
@@ -66,6 +69,25 @@ class ServeSettings(BaseModel):
         "free (under load texts queue while a batch runs, so batches fill without waiting)"))
     poll_interval_s: float = Field(5.0, gt=0, description=(
         "how often the registry's champion pointer is checked for a promotion or rollback"))
+    verify_interval_s: float = Field(60.0, gt=0, description=(
+        "how often the served version's files are hashed against its manifest again (changed or gone: /ready 503, "
+        "the loaded model keeps serving)"))
+    max_header_bytes: int = Field(16_384, ge=1024, description=(
+        "request line plus headers, in bytes (431 and the connection closed above)"))
+    header_timeout_s: float = Field(10.0, gt=0, description=(
+        "seconds from a request's first byte until its headers are complete (408 and closed after)"))
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description=(
+        "seconds an idle connection (new, or between requests) stays open"))
+    max_connections: int = Field(512, ge=1, description=(
+        "open connections per worker process; one more is answered 503 and closed"))
+    drain_timeout_s: float = Field(30.0, gt=0, le=MAX_REQUEST_TIMEOUT_S, description=(
+        "on SIGTERM/SIGINT, how long in-flight requests may take to finish before the worker cancels them "
+        "(`embedgate serve` passes it to bentoml as --timeout-graceful-shutdown)"))
+    keep_versions: int = Field(2, ge=0, description=(
+        "newest registry versions kept loaded beside the champion and the candidate, so clients pinned to them "
+        "(`model: v0003`) never wait for a load (docs/versions.md)"))
+    on_demand_memory_mb: float = Field(1024.0, gt=0, description=(
+        "graph memory for older versions loaded on demand; least recently used ones are evicted to stay under"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:

@@ -1,7 +1,8 @@
 """The training configuration: one typed object, from a YAML file and/or CLI flags, validated at load.
 
     base_model: all-MiniLM-L6-v2        # a local SentenceTransformer folder, or this name (the bundled model)
-    data: {path: data/legal_lay, type: ir, split: train}
+    prompts: {query: "query: ", document: "passage: "}   # null = the model's own (config_sentence_transformers.json)
+    data: {path: data/legal_lay, type: ir, split: train}   # or a datasets save_to_disk folder, or hf://owner/name
     loss: auto                          # auto | mnrl | cached_mnrl | cosent | triplet
     matryoshka_dims: [384, 256, 128, 64]
     epochs: null                        # null = chosen from the data (see training/defaults.py)
@@ -61,6 +62,14 @@ class MiningConfig(_Strict):
         return self
 
 
+class PromptsConfig(_Strict):
+    """Prepended to queries / documents in training, mining, evaluation and serving (training/prompts.py).
+    null = the base model's own prompt for that role; "" = no prompt."""
+
+    query: str | None = None
+    document: str | None = None
+
+
 class TrainConfig(_Strict):
     base_model: str = DEFAULT_BASE_MODEL
     data: DataConfig
@@ -85,6 +94,7 @@ class TrainConfig(_Strict):
     eval_steps: int | None = Field(None, ge=1)
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs and tests
     mining: MiningConfig = MiningConfig()
+    prompts: PromptsConfig | None = None  # query/document prompts; null = the base model's own
     output_dir: Path = Path("artifacts/runs")
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
@@ -138,8 +148,11 @@ def _allowed_fields(loc, root: type[BaseModel]) -> str:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
+        # An optional section (`PromptsConfig | None`) names its model among the union's members.
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
     return ", ".join(model.model_fields)
 
 

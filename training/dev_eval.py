@@ -38,8 +38,11 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.primary_metric = "ndcg@10_mean"
 
     def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
-        q = model.encode(self.queries, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
-        d = model.encode(self.corpus, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        # encode_query / encode_document apply the model's query and document prompts (training/prompts.py).
+        q = model.encode_query(self.queries, batch_size=self.batch_size, convert_to_numpy=True,
+                               show_progress_bar=False)
+        d = model.encode_document(self.corpus, batch_size=self.batch_size, convert_to_numpy=True,
+                                  show_progress_bar=False)
         return q, d
 
     def scores(self, q: np.ndarray, d: np.ndarray) -> dict[str, float]:

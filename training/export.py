@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from training.onnx_graph import (
     inspect_model,
 )
 from training.probe_texts import PROBE_TEXTS
+from training.prompts import resolve_prompts
 from training.quantize import Int8Settings, quantize_int8
 from training.run_dir import sha256_file
 
@@ -143,13 +144,20 @@ def export_run(
     overwrite: bool = False,
     min_fp32_cosine: float = 0.9999,
     min_int8_cosine: float = 0.90,
+    prompts: Mapping[str, str | None] | None = None,
 ) -> ExportResult:
-    """Export the SentenceTransformer saved in `model_dir` to `out_dir` (layout in the module docstring)."""
+    """Export the SentenceTransformer saved in `model_dir` to `out_dir` (layout in the module docstring).
+
+    `prompts` ({"query", "document"}; None = the model's own) are recorded in embedder.json for the service, which
+    prepends them as text, as sentence-transformers does; parity is also checked on prompted probe texts."""
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir).resolve(), Path(out_dir).resolve()
     texts = _check_inputs(model_dir, out_dir, opset, probe_texts, overwrite)
     model = _load_model(model_dir)
     spec = inspect_model(model, model_dir)
+    prompts = resolve_prompts(prompts, model)
+    texts = texts + tuple(prompt + text for prompt in dict.fromkeys(prompts.values()) if prompt
+                          for text in texts[:2])
     dims = validate_dims(dims, spec.full_dim) if dims is not None else default_dims(spec.full_dim)
     settings = Int8Settings() if int8 else None
     source_sha256 = _tree_sha256(model_dir)  # before staging exists, in case out_dir lies inside model_dir
@@ -174,7 +182,7 @@ def export_run(
                                            min_int8_cosine))
         result = ExportResult(out_dir=out_dir, model_dir=model_dir, dims=dims, spec=spec, graphs=tuple(graphs),
                               int8=settings, seconds=time.perf_counter() - started)
-        _write_json(staging / "embedder.json", _embedder_config(result, source_sha256, texts))
+        _write_json(staging / "embedder.json", _embedder_config(result, source_sha256, texts, prompts))
         _write_json(staging / "export.json", result.to_dict())
         _fsync_tree(staging)
         _move_into_place(staging, out_dir, overwrite)
@@ -278,7 +286,8 @@ def _check_graph(root: Path, path: Path, dim: int, precision: str, opset: int, f
                        sha256=sha256_file(path), size_bytes=path.stat().st_size, opset=opset, parity=parity)
 
 
-def _embedder_config(result: ExportResult, source_sha256: str, texts: tuple[str, ...]) -> dict[str, Any]:
+def _embedder_config(result: ExportResult, source_sha256: str, texts: tuple[str, ...],
+                     prompts: dict[str, str]) -> dict[str, Any]:
     graphs: dict[str, dict[str, Any]] = {}
     for record in result.graphs:
         graphs.setdefault(str(record.dim), {})[record.precision] = {"path": record.path, "sha256": record.sha256}
@@ -303,6 +312,7 @@ def _embedder_config(result: ExportResult, source_sha256: str, texts: tuple[str,
         "precisions": sorted({record.precision for record in result.graphs}),
         "graphs": graphs,
         "probe_texts": len(texts),
+        "prompts": prompts,  # prepended by the service per input_type (service/prompts.py)
     }
 
 

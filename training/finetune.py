@@ -15,13 +15,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from training.config import TrainConfig, load_config
+from training.config import PromptsConfig, TrainConfig, load_config
 from training.defaults import resolve
 from training.errors import ConfigError
 from training.loading import load_dataset
 from training.losses import build_loss, choose_loss
 from training.models import is_main_process, load_sentence_transformer
 from training.prepare import TrainingData, prepare_training_data
+from training.prompts import column_prompts, resolve_prompts, strip_prepared, strip_prompt_columns
 from training.run_dir import RunPaths, create_run_dir, new_run_id, open_run_dir, write_json_atomic
 
 
@@ -78,17 +79,22 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     prepared = prepare_training_data(data, config.data.split, config.dev_fraction, config.seed)
     resolved = resolve(config, len(prepared.train), model.get_embedding_dimension())
     config = resolved.config
+    prompts = resolve_prompts(config.prompts.model_dump() if config.prompts else None, model)
+    config = config.model_copy(update={"prompts": PromptsConfig(**prompts)})  # the run records what it used
+    prepared = strip_prepared(prepared, prompts)  # texts that already carry a prompt: it is added once, later
     if is_main_process() and resume is None:
         _write_config(paths, config, resolved.reasons)
 
     train_rows, stages, mining = _training_rows(config, prepared, model, paths, resume is not None)
+    row_prompts = column_prompts(train_rows.column_names, prompts)
+    train_rows = strip_prompt_columns(train_rows, row_prompts)  # the trainer adds each prompt, exactly once
     if mining is not None and check_mined is not None and is_main_process():
         check_mined(paths.mined / "hard_negatives.jsonl")
     choice = choose_loss(prepared.dataset_type, config.loss, config.cached, len(train_rows))
     loss = build_loss(model, choice, config.matryoshka_dims if config.matryoshka else None,
                       config.matryoshka_weights, config.mini_batch_size or 32)
     evaluator = _dev_evaluator(prepared, config)
-    args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress)
+    args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts)
 
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -163,26 +169,17 @@ def _write_config(paths: RunPaths, config: TrainConfig, reasons: dict[str, str])
 
 def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool):
     """Mined rows when mining is on (re-used verbatim on resume, so a resumed run sees identical data)."""
-    strategy = config.mining.strategy
-    if strategy == "auto":  # rows without negatives get model-mined ones; rows that bring their own keep them
-        strategy = "model" if prepared.needs_negatives else "none"
-    if strategy in ("none", "contradiction") or not prepared.pair_like:
-        return prepared.train, None, None
-    mining_config = config.mining.model_copy(update={"strategy": strategy})
-    from training.mining import MinedSet, mine
+    from training.mining.for_training import mine_training_rows, resolve_strategy
 
+    strategy = resolve_strategy(config.mining.strategy, prepared)
+    if strategy in ("none", "contradiction") or not prepared.pair_like:
+        return prepared.train, None, None  # NLI triplets are already (anchor, positive, negative) rows
     saved = paths.mined / "hard_negatives.jsonl"
     if resuming and saved.is_file():
         mined = _load_mined(paths)
     else:
-        domain = None
-        if strategy == "domain_confusion":
-            from training.readers import read_text
-
-            domain = [t for t in read_text(config.mining.domain_confusion_path).splitlines() if t.strip()]
-        mined: MinedSet = mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus,
-                               mining_config, model=model, labelled=prepared.labelled, seed=config.seed,
-                               domain_texts=domain)
+        mining_config = config.mining.model_copy(update={"strategy": strategy})
+        mined = mine_training_rows(prepared, mining_config, model, seed=config.seed)
         if is_main_process():
             mined.save(paths.mined)
     return mined.to_hf_dataset(), mined.stages or None, mined.summary()
@@ -230,15 +227,17 @@ def _dev_evaluator(prepared: TrainingData, config: TrainConfig):
         from sentence_transformers.sentence_transformer.evaluation import EmbeddingSimilarityEvaluator
 
         rows = dev["rows"]
-        return EmbeddingSimilarityEvaluator(list(rows["sentence1"]), list(rows["sentence2"]), [s / 5.0 for s in list(rows["score"])],
-                                            name="dev")
+        prompt = (config.prompts.query if config.prompts else None) or ""  # symmetric: both sides are queries
+        return EmbeddingSimilarityEvaluator([prompt + t for t in rows["sentence1"]],
+                                            [prompt + t for t in rows["sentence2"]],
+                                            [s / 5.0 for s in list(rows["score"])], name="dev")
     from training.dev_eval import MatryoshkaRetrievalEvaluator
 
     return MatryoshkaRetrievalEvaluator(dev["queries"], dev["corpus"], dev["relevant"], _dev_dims(config))
 
 
 def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, evaluator, n_rows: int,
-                        progress: bool):
+                        progress: bool, prompts: dict[str, str] | None = None):
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -266,6 +265,7 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
         warmup_ratio=config.warmup_ratio,
         weight_decay=config.weight_decay,
         batch_sampler=sampler,
+        prompts=prompts or None,  # column -> prompt, prepended by sentence-transformers' data collator
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
         save_strategy="steps",

@@ -14,6 +14,7 @@ from training.beir import IRDataset, load_beir
 from training.columns import map_columns, parse_column_overrides
 from training.errors import DataFormatError
 from training.formats import DatasetType, negative_columns, parse_type
+from training.hf_datasets import is_hf_source, read_hf_table
 from training.readers import read_table
 
 
@@ -35,6 +36,9 @@ def load_dataset(path: str | Path, dataset_type: str | DatasetType | None = None
                  columns: str | dict[str, str] | None = None) -> TableDataset | IRDataset:
     path = Path(path)
     dataset_type = parse_type(dataset_type)
+    if dataset_type is not DatasetType.IR and is_hf_source(path):  # save_to_disk folder or hf:// Hub dataset
+        mapped = map_columns(read_hf_table(path), dataset_type, parse_column_overrides(columns), source=str(path))
+        return TableDataset(mapped.dataset_type, mapped.frame, path, mapped.column_map, mapped.notes)
     if dataset_type is DatasetType.IR or (dataset_type is None and path.is_dir()):
         if columns:
             raise DataFormatError("--columns applies to table files; an IR dataset uses the BEIR layout "

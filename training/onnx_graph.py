@@ -26,7 +26,9 @@ from training.errors import ExportError
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"  # not "embedding": that name collides with an internal node of BERT graphs
-SUPPORTED_POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens")
+# Every mode of sentence-transformers' Pooling that reads only token embeddings and the mask: weightedmean and
+# lasttoken (decoder-style embedders) included; each is traced from ST's own Pooling module, so it is ST's code.
+SUPPORTED_POOLING_MODES = ("cls", "mean", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 SUPPORTED_SHAPE = "Transformer -> Pooling -> (Dense | Normalize)*"
 # The legacy TorchScript exporter: it needs no onnxscript and reproduced ST to cosine 0.9999999 (GUIDE 6).
 MIN_OPSET, MAX_OPSET = 14, 20  # 14: first opset with the ops used by scaled-dot-product attention
@@ -100,6 +102,10 @@ def inspect_model(model: Any, source: Path) -> ModelSpec:
     if not isinstance(max_seq_length, int) or max_seq_length <= 0 or max_seq_length > 100_000:
         raise refuse(f"max_seq_length is {max_seq_length!r}, expected a positive token count",
                      "Set model.max_seq_length (e.g. 256) and save the model again.")
+    if not getattr(pooling, "include_prompt", True):
+        raise refuse("the Pooling module excludes prompt tokens (include_prompt=False), which needs the prompt "
+                     "length at run time", "Set pooling include_prompt to true, or serve this model with "
+                     "sentence-transformers.")
     prompt = model.prompts.get(model.default_prompt_name, "") if model.default_prompt_name else ""
     if prompt:
         raise refuse(f"the model prepends the default prompt {prompt!r} to every text",

@@ -89,11 +89,14 @@ def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "aut
     fitted = len(corpus) + len(anchors)
     if fitted < dim:
         return model, RotationDecision(False, f"only {fitted} texts to fit a {dim}-dim rotation", {}, {}, fitted)
-    encode = lambda texts: model.encode(texts, batch_size=batch_size, convert_to_numpy=True,  # noqa: E731
-                                        show_progress_bar=False) if texts else np.zeros((0, dim), np.float32)
-    corpus_emb, anchor_emb = encode(corpus), encode(anchors)
+    def encode(texts: list[str], role: str) -> np.ndarray:  # with the model's query / document prompt
+        method = model.encode_query if role == "query" else model.encode_document
+        return method(texts, batch_size=batch_size, convert_to_numpy=True,
+                      show_progress_bar=False) if texts else np.zeros((0, dim), np.float32)
+
+    corpus_emb, anchor_emb = encode(corpus, "document"), encode(anchors, "query")
     pca = fit_rotation(np.vstack([corpus_emb, anchor_emb]))
-    dev = _whole_corpus_dev(data.dev_queries, corpus, labelled, dims, encode, corpus_emb)
+    dev = _whole_corpus_dev(data.dev_queries, corpus, labelled, dims, lambda t: encode(t, "query"), corpus_emb)
     if dev is None:
         applied = mode == "on"
         why = "rotation (PCA): on" if applied else "no dev set to confirm the rotation helps: not applied"

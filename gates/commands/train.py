@@ -14,7 +14,9 @@ Examples:
 
 ```
 embedgate train my_config.yaml                # training fields only (base_model, data, loss, ...)
-embedgate train --data ../shared/datasets/scifact --epochs 3 --set mining.strategy=model
+embedgate train --data path/to/scifact --epochs 3 --set mining.strategy=model
+embedgate train --data pairs.csv --base-model BAAI/bge-small-en-v1.5     # a Hub id (cached, or fetched when online)
+embedgate train --data pairs.csv --set prompts.query="query: " --set prompts.document="passage: "
 embedgate train --resume artifacts/runs/20261126-120000-ab12cd34
 torchrun --nproc_per_node 2 -m gates.cli train my_config.yaml        # data-parallel, unchanged
 ```
@@ -54,7 +56,8 @@ def config_from_options(config: Path | None, data: Path | None, sets: list[str] 
 
 def train(
     config: Annotated[Path | None, typer.Argument(help="YAML config of training fields: base_model, data, loss, epochs, ... (the fields of training/config.py TrainConfig).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Training data: a table file or a BEIR folder.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Training data: a table file, a BEIR folder, a datasets save_to_disk folder or hf://owner/name.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model: a SentenceTransformer folder, a Hugging Face Hub id (through the HF cache; HF_HUB_OFFLINE=1: cache only) or all-MiniLM-L6-v2 (bundled).")] = None,
     dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
     loss: Annotated[str | None, typer.Option(help="auto, mnrl, cached_mnrl, cosent or triplet.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs (default: from the data size).")] = None,
@@ -68,7 +71,7 @@ def train(
 ) -> None:
     import json
 
-    from gates.stages import data_gate, new_run
+    from gates.pipeline.stages import data_gate, new_run
     from training.finetune import train as run_training
     from training.models import is_main_process
 
@@ -76,7 +79,7 @@ def train(
         result = run_training(resume=resume)
     else:
         cfg = config_from_options(config, data, sets, **{
-            "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
+            "base_model": base_model, "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "output_dir": str(output_dir) if output_dir else None, "run_id": run_id})
         paths = new_run(cfg)
         if not skip_data_gate:
@@ -86,10 +89,27 @@ def train(
             if not gate.passed:
                 typer.echo(f"data gate failed: training stopped; see {paths.data / 'report.json'}", err=True)
                 raise typer.Exit(code=1)
-        result = run_training(cfg, run_dir=paths.root)
+        result = run_training(cfg, run_dir=paths.root, check_mined=None if skip_data_gate else _mined_gate(cfg))
     if is_main_process():
         typer.echo(json.dumps({k: result.to_dict()[k] for k in (
             "run_dir", "loss", "train_rows", "steps", "train_seconds", "examples_per_second", "best_metric",
             "dev_metrics", "rotation")}, indent=2))
         for tip in result.advice:
             typer.echo(f"advice: {tip['message']}")
+
+
+def _mined_gate(cfg):
+    """The data gate on the mined hard-negatives set, as the pipeline runs it: mining must not create leakage or
+    malformed rows (a negative equal to its positive, an eval query in the training rows)."""
+    from gates.pipeline.stages import validate_mined
+    from training.models import resolve_model_path
+
+    def check(path: Path) -> None:
+        gate = validate_mined(path, cfg.data.eval_path, resolve_model_path(cfg.base_model))
+        typer.echo(gate.summary)
+        if not gate.passed:
+            typer.echo(f"data gate failed on the mined rows: training stopped; see "
+                       f"{path.parent / 'data-gate' / 'report.json'}", err=True)
+            raise typer.Exit(code=1)
+
+    return check

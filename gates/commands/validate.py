@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def validate(
-    path: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL or Parquet table, or a BEIR folder (IR).")],
+    path: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL or Parquet table, a BEIR folder (IR), a datasets save_to_disk folder, or hf://owner/name (a Hub dataset).")],
     dataset_type: Annotated[str | None, typer.Option(
         "--type", help="pairs, triplets, sts, nli, ir or hard_negatives (default: detected from the columns).")] = None,
     columns: Annotated[str | None, typer.Option(

@@ -57,10 +57,18 @@ def test_forced_promotion_then_rollback_and_history(untrained_run, capsys):
     registry = root / "registry-forced"
     assert main(["promote", str(run), "--registry", str(registry), "--force", "--no-bento-store"]) == 2
     assert "--force needs --reason" in capsys.readouterr().err
-    for _ in range(2):
-        assert main(["promote", str(run), "--registry", str(registry), "--force", "--reason", "drill",
-                     "--no-bento-store"]) == 0
-    assert "promoted same-as-base as v0002 (previous champion: v0001" in capsys.readouterr().out
+    assert main(["promote", str(run), "--registry", str(registry), "--force", "--reason", "drill",
+                 "--no-bento-store"]) == 0
+    capsys.readouterr()
+    # The same run again is a duplicate, refused (exit 1); a copy under another run id is a new version.
+    assert main(["promote", str(run), "--registry", str(registry), "--force", "--reason", "drill",
+                 "--no-bento-store"]) == 1
+    assert "run same-as-base is already v0001 of this registry" in capsys.readouterr().err
+    copy = run.parent / "same-as-base-again"
+    shutil.copytree(run, copy)
+    assert main(["promote", str(copy), "--registry", str(registry), "--force", "--reason", "drill",
+                 "--no-bento-store"]) == 0
+    assert "promoted same-as-base-again as v0002 (previous champion: v0001" in capsys.readouterr().out
     assert main(["rollback", "--registry", str(registry), "--reason", "drill over"]) == 0
     assert "v0001 is the champion" in capsys.readouterr().out
     assert main(["rollback", "--registry", str(registry)]) == 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gates.cli import main
-from gates.commands.serve import SERVICE, serve_command
+from gates.serve_process import SERVICE, serve_command
 from service.settings import SettingsError
 
 
@@ -21,7 +21,8 @@ def _command(**overrides):
 def test_flags_become_embedgate_variables_and_bentoml_arguments(tmp_path):
     argv, env = _command(registry=tmp_path / "registry", port=3123, host="0.0.0.0", api_key_env="MY_KEY",
                          precision="int8", poll_interval=0.5, environ={"MY_KEY": " s3cret "})
-    assert argv[1:] == ["-m", "bentoml", "serve", SERVICE, "--host", "0.0.0.0", "--port", "3123"]
+    assert argv[1:] == ["-m", "bentoml", "serve", SERVICE, "--host", "0.0.0.0", "--port", "3123",
+                        "--timeout-graceful-shutdown", "30"]
     assert "s3cret" not in " ".join(argv)  # the key travels in the environment, not on the command line
     assert env["EMBEDGATE_API_KEY"] == "s3cret" and env["EMBEDGATE_PRECISION"] == "int8"
     assert env["EMBEDGATE_REGISTRY"] == str((tmp_path / "registry").resolve())

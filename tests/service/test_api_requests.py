@@ -225,6 +225,7 @@ def test_settings_from_env_with_defaults_and_types():
     described = {row["env"]: row for row in settings.describe()}
     assert described["EMBEDGATE_API_KEY"]["value"] == "(set)"  # never the key
     assert described["EMBEDGATE_MAX_INPUTS_PER_REQUEST"]["value"] == 64
+    assert list(described.values()), "nothing to check: described.values() is empty"
     assert all(row["description"] for row in described.values())
 
 
@@ -246,3 +247,13 @@ def test_docs_list_every_setting():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text()
     missing = [row["env"] for row in ServeSettings().describe() if f"`{row['env']}`" not in docs]
     assert missing == [], f"docs/serving.md does not document {missing}"
+
+
+def test_tokens_per_request_are_capped_after_truncation():
+    from service.limits import check_request_tokens
+
+    assert check_request_tokens((10, 500, 20), max_seq_length=256, limit=286) == 286  # 500 is cut to 256
+    error = _api_error(check_request_tokens, (10, 500, 21), 256, 286)
+    assert (error.status, error.code, error.param) == (422, "too_many_request_tokens", "input")
+    assert re.search(r"287 tokens after truncation \(over 3 texts\), the limit is 286 per request "
+                     r"\(EMBEDGATE_MAX_REQUEST_TOKENS\); split it", error.message)

@@ -20,7 +20,6 @@ from tests.service.serving import (
     ServerProcess,
     metric_value,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -33,14 +32,14 @@ TEXTS = ["What is the dose for a child?", "the tenant pays rent", "heart blood p
 
 
 @pytest.fixture(scope="module")
-def registry_v1(tmp_path_factory, tiny_exports) -> Registry:  # noqa: F811
+def registry_v1(tmp_path_factory, tiny_exports) -> Registry:
     registry = Registry(tmp_path_factory.mktemp("api-registry") / "registry")
     promote(registry, tiny_exports["a"])
     return registry
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_exports) -> OnnxEmbedder:  # noqa: F811
+def reference(tiny_exports) -> OnnxEmbedder:
     return OnnxEmbedder.from_export_dir(tiny_exports["a"])
 
 
@@ -149,7 +148,7 @@ def test_native_endpoint_errors(guarded):
 
 def test_every_response_names_the_model_version_even_bentomls_own_routes(guarded):
     for path in ("/metrics", "/livez", "/readyz", "/health", "/info"):
-        assert httpx.get(f"{guarded.base_url}{path}").headers.get_list(HEADER) == ["v0001"], path
+        assert httpx.get(f"{guarded.base_url}{path}", headers=AUTH).headers.get_list(HEADER) == ["v0001"], path
 
 
 def test_unknown_path_is_a_json_404(guarded):
@@ -179,9 +178,12 @@ def test_model_routes_need_the_api_key(guarded, headers, code):
 
 
 def test_health_routes_stay_open_with_a_key_set(guarded):
-    for path in ("/health", "/ready", "/info", "/metrics", "/livez", "/readyz"):
+    for path in ("/health", "/ready", "/livez", "/readyz"):
         assert httpx.get(f"{guarded.base_url}{path}").status_code == 200, path
-    info = httpx.get(f"{guarded.base_url}/info").json()
+    for path in ("/info", "/metrics"):  # behind the key (tests/service/test_edge_hardening.py)
+        assert httpx.get(f"{guarded.base_url}{path}").status_code == 401, path
+        assert httpx.get(f"{guarded.base_url}{path}", headers=AUTH).status_code == 200, path
+    info = httpx.get(f"{guarded.base_url}/info", headers=AUTH).json()
     assert info["api_key_required"] is True and API_KEY not in json.dumps(info)
     assert info["model"]["version"] == "v0001" and info["model"]["dims"] == list(TINY_DIMS)
     assert info["model"]["serving_dim"] == TINY_SERVING_DIM and info["model"]["max_tokens"] == 64
@@ -259,7 +261,8 @@ def test_openai_client_works_unchanged(guarded):
     assert result.model == "embedgate-embedder:v0001" and result.usage.prompt_tokens > 0
     as_floats = client.embeddings.create(model="embedgate-embedder", input="heart", encoding_format="float")
     assert len(as_floats.data[0].embedding) == TINY_SERVING_DIM
-    assert [model.id for model in client.models.list()] == ["embedgate-embedder"]
+    # the service name, then the alias and every servable version a client may pin (docs/versions.md)
+    assert [model.id for model in client.models.list()] == ["embedgate-embedder", "champion", "v0001"]
     with pytest.raises(openai.UnprocessableEntityError, match="allowed: \\[32, 16, 8\\]"):
         client.embeddings.create(model="embedgate-embedder", input="heart", dimensions=7)
     with pytest.raises(openai.NotFoundError, match="is not served here"):
@@ -270,14 +273,14 @@ def test_openai_client_works_unchanged(guarded):
 
 
 def test_metrics_count_what_happened(guarded):
-    before = httpx.get(f"{guarded.base_url}/metrics").text
+    before = httpx.get(f"{guarded.base_url}/metrics", headers=AUTH).text
     for _ in range(3):
         assert _post(guarded, "/v1/embeddings", {"input": ["a", "b"]}, AUTH).status_code == 200
     assert _post(guarded, "/embed", {"inputs": "c"}, AUTH).status_code == 200
     for dims in (0, 7):
         assert _post(guarded, "/v1/embeddings", {"input": "a", "dimensions": dims}, AUTH).status_code == 422
     assert _post(guarded, "/v1/embeddings", {"input": "a"}).status_code == 401
-    after = httpx.get(f"{guarded.base_url}/metrics").text
+    after = httpx.get(f"{guarded.base_url}/metrics", headers=AUTH).text
 
     def delta(name, **labels):
         return metric_value(after, name, **labels) - metric_value(before, name, **labels)
@@ -289,7 +292,8 @@ def test_metrics_count_what_happened(guarded):
     assert delta("embedgate_errors_total", route="/v1/embeddings", code="missing_api_key") == 1
     assert delta("embedgate_inputs_total", route="/v1/embeddings") == 6
     assert delta("embedgate_tokens_total", route="/embed") == 3  # [CLS] c [SEP]
-    assert delta("embedgate_request_duration_seconds_count", route="/v1/embeddings") == 6
+    # The 401 is answered before routing (service/edge_guard.py), so only the 5 routed requests are timed.
+    assert delta("embedgate_request_duration_seconds_count", route="/v1/embeddings") == 5
     assert delta("embedgate_batch_size_count") == 4 and delta("embedgate_batch_size_sum") == 7
     assert metric_value(after, "embedgate_model_info", version="v0001") == 1
     assert metric_value(after, "embedgate_truncated_inputs_total", route="/v1/embeddings") >= 1

@@ -91,12 +91,13 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     q_emb = c_emb = None
     if model is not None:
         unique_anchors = list(dict.fromkeys(anchors))
-        enc = model.encode(unique_anchors, batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
+        # Queries and documents with the model's own prompts (none when it has none), as they will be served.
+        enc = model.encode_query(unique_anchors, batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
         by_anchor = dict(zip(unique_anchors, enc, strict=True))
         q_emb = np.stack([by_anchor[a] for a in anchors])
-        c_emb = model.encode(pool, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                             show_progress_bar=False)
+        c_emb = model.encode_document(pool, batch_size=batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
 
     order = np.arange(len(anchors))
     plan: list[tuple[str, np.ndarray]]
@@ -155,7 +156,7 @@ def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_te
         return pool, c_emb, dense_rankings(q_emb[rows], c_emb, k)
     if stage == "domain_confusion":
         texts = list(dict.fromkeys(domain_texts))
-        emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=False)
+        emb = model.encode_document(texts, batch_size=batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
         return texts, emb, dense_rankings(q_emb[rows], emb, k)
     raise ConfigError(f"unknown mining strategy {stage!r}")

@@ -1,0 +1,192 @@
+"""Evaluate a run's exported artifacts against a baseline on the same data, in the same run.
+
+    embedgate evaluate artifacts/runs/<run_id> --data path/to/scifact --split test   # a BEIR folder
+
+Candidate: the run's ONNX export through the service's embedder (fp32 and int8, every dim), plus the PyTorch
+model for reference. Baseline: the registry's champion (its served ONNX artifacts) or, when there is none, the base
+model exported the same way into the run (`baseline/onnx`), so both sides go through the identical code path and
+nothing is taken from stale numbers. Exact search over the whole corpus; per-query scores are kept because the
+gate's significance test is paired over queries.
+
+Writes eval/candidate.json and eval/baseline.json (gates.evaluation.results.EvalResults), eval/summary.md (a table),
+eval/metrics_vs_dim.png, eval/timings.json.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gates.errors import EmbedgateGateError, RunDirectoryError
+from gates.evaluation.encoders import Encoder, onnx_encoder, torch_encoder, truncate
+from gates.evaluation.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
+from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations, top_k_run
+from service.prompts import apply_prompt, role_prompt
+from training.run_dir import RunPaths, write_json_atomic
+
+KS = (1, 5, 10, 100)
+QUERY_CHUNK = 512  # rows of the score matrix at a time: bounds memory for large corpora
+
+
+@dataclass(frozen=True)
+class StsSet:
+    sentences1: list[str]
+    sentences2: list[str]
+    scores: list[float]
+    name: str
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    encoders: tuple[Encoder, ...]
+    path: str
+
+
+@dataclass(frozen=True)
+class EvaluationOutcome:
+    candidate: EvalResults
+    baseline: EvalResults
+    timings: dict[str, float] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"timings": self.timings, "files": self.files}
+
+
+def score_encoder(encoder: Encoder, query_ids: list[str], queries: list[str], doc_ids: list[str],
+                  docs: list[str], qrels: dict[str, dict[str, int]], dims: tuple[int, ...],
+                  sts: StsSet | None, timings: dict[str, float], label: str):
+    """Encode once at full dim; score every dim by truncation. -> (retrieval results, sts results)."""
+    started = time.perf_counter()
+    # Each side with the prompt its export serves with (none when it has none), as clients will send it.
+    q_full = encoder.encode(apply_prompt(queries, role_prompt(encoder.prompts, "query")))
+    d_full = encoder.encode(apply_prompt(docs, role_prompt(encoder.prompts, "document")))
+    timings[f"{label}/{encoder.backend}/encode_s"] = round(time.perf_counter() - started, 2)
+    retrieval, sts_results = [], []
+    for dim in dims:
+        q, d = truncate(q_full, dim), truncate(d_full, dim)
+        run: dict[str, dict[str, float]] = {}
+        for start in range(0, len(query_ids), QUERY_CHUNK):
+            chunk = q[start:start + QUERY_CHUNK] @ d.T
+            run.update(top_k_run(query_ids[start:start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
+        retrieval.append(RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS)))
+        if sts is not None:
+            query_prompt = role_prompt(encoder.prompts, "query")  # symmetric task: both sides are queries
+            a = truncate(encoder.encode(apply_prompt(sts.sentences1, query_prompt)), dim)
+            b = truncate(encoder.encode(apply_prompt(sts.sentences2, query_prompt)), dim)
+            sts_results.append(StsResult.from_scores(encoder.backend, dim, sts_correlations(a, b, sts.scores)))
+    return retrieval, sts_results
+
+
+def evaluate_model(label: str, name: str, path: str, encoders: tuple[Encoder, ...], split, dims: tuple[int, ...],
+                   sts: StsSet | None, timings: dict[str, float]) -> EvalResults:
+    qrels = {q: docs for q, docs in split.qrels.items() if q in split.queries}
+    query_ids = sorted(qrels)
+    doc_ids = sorted(split.corpus)
+    queries = [split.queries[q] for q in query_ids]
+    docs = [split.corpus[d] for d in doc_ids]
+    retrieval, sts_results = [], []
+    for encoder in encoders:
+        usable = tuple(d for d in dims if d <= encoder.full_dim)
+        r, s = score_encoder(encoder, query_ids, queries, doc_ids, docs, qrels, usable, sts, timings, label)
+        retrieval += r
+        sts_results += s
+    return EvalResults(model=ModelIdentity(label=label, name=name, path=path), retrieval=tuple(retrieval),
+                       sts=tuple(sts_results))
+
+
+def candidate_encoders(run: RunPaths, backends: tuple[str, ...]) -> tuple[Encoder, ...]:
+    unknown = [backend for backend in backends if backend not in BACKENDS]
+    if unknown or not backends:
+        raise EmbedgateGateError(f"backends: expected one or more of {', '.join(BACKENDS)}, got "
+                                 f"{list(backends)}; e.g. --backends onnx-fp32,onnx-int8,torch")
+    if not (run.onnx / "embedder.json").is_file():
+        raise RunDirectoryError(f"{run.root} has no ONNX export (onnx/embedder.json missing); run "
+                                f"`embedgate export {run.root}` first")
+    encoders = []
+    for backend in backends:
+        if backend == "torch":
+            if not (run.model / "modules.json").is_file():
+                raise RunDirectoryError(f"{run.model}: no trained model to evaluate as the torch reference")
+            export = json.loads((run.onnx / "embedder.json").read_text())
+            encoders.append(torch_encoder(run.model, export["dims"], export.get("prompts")))  # as served
+        else:
+            encoders.append(onnx_encoder(run.onnx, backend.removeprefix("onnx-")))
+    return tuple(encoders)
+
+
+def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
+                     backends: tuple[str, ...] = ("onnx-fp32",), prompts: dict | None = None) -> Baseline:
+    """The current champion's served artifacts (with the prompts it serves with), else the base model exported into
+    the run the same way, with the run's prompts (`prompts`; None = the base model's own)."""
+    if registry_root is not None:
+        from service.registry import Registry
+
+        registry = Registry(registry_root)
+        champion = registry.champion()
+        if champion is not None:
+            registry.verify(champion.version)
+            onnx_dir = registry.version_dir(champion.version) / "onnx"
+            encoders = tuple(onnx_encoder(onnx_dir, b.removeprefix("onnx-")) for b in backends)
+            return Baseline(f"champion {champion.version}", encoders, str(onnx_dir))
+    from training.export import export_run
+    from training.models import resolve_model_path
+
+    base_dir = resolve_model_path(base_model)
+    out = run.root / "baseline" / "onnx"
+    if not (out / "embedder.json").is_file():
+        export_run(base_dir, out, dims=None, int8="onnx-int8" in backends, prompts=prompts)
+    encoders = tuple(onnx_encoder(out, b.removeprefix("onnx-")) for b in backends)
+    return Baseline(f"base model {base_model}", encoders, str(out))
+
+
+def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, registry_root: Path | None = None,
+                   base_model: str | None = None, backends: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "torch"),
+                   baseline_backends: tuple[str, ...] = ("onnx-fp32",), sts: StsSet | None = None
+                   ) -> EvaluationOutcome:
+    from training.config import load_config
+    from training.loading import load_dataset
+
+    data = load_dataset(data_path, "ir")
+    view = data.split(split)
+    if not view.queries:
+        raise RunDirectoryError(f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl")
+    encoders = candidate_encoders(run, backends)
+    # Every backend reads the export's dims (torch takes them from embedder.json), so `--backends torch` alone
+    # still has dims to score.
+    dims = tuple(sorted(set().union(*(e.dims for e in encoders)), reverse=True))
+    config = load_config(run.config)
+    base_model = base_model or config.base_model
+    prompts = config.prompts.model_dump() if config.prompts else None
+    baseline = resolve_baseline(run, base_model, registry_root, baseline_backends, prompts)
+    timings: dict[str, float] = {}
+    candidate = evaluate_model("candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings)
+    base = evaluate_model("baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings)
+    run.eval.mkdir(parents=True, exist_ok=True)
+    files = {"candidate": run.eval / "candidate.json", "baseline": run.eval / "baseline.json"}
+    for key, results in (("candidate", candidate), ("baseline", base)):
+        tmp = files[key].with_suffix(".json.tmp")
+        tmp.write_text(results.to_json(), encoding="utf-8")
+        tmp.replace(files[key])
+    from gates.evaluation.report import plot_metric_vs_dim, summary_table
+
+    (run.eval / "summary.md").write_text(summary_table(candidate, base, data_path, split), encoding="utf-8")
+    plot_metric_vs_dim(candidate, base, run.eval / "metrics_vs_dim.png")
+    write_json_atomic(run.eval / "timings.json", timings)
+    return EvaluationOutcome(candidate, base, timings, {k: str(v) for k, v in files.items()} | {
+        "summary": str(run.eval / "summary.md"), "plot": str(run.eval / "metrics_vs_dim.png")})
+
+
+def load_sts_set(path: Path, limit: int | None = None) -> StsSet:
+    """A general-domain STS table (sentence1, sentence2, score 0-5), e.g. STS-B test."""
+    from training.loading import load_dataset
+
+    data = load_dataset(path, "sts")
+    frame = data.frame.dropna()
+    if limit:
+        frame = frame.head(limit)
+    return StsSet(frame["sentence1"].tolist(), frame["sentence2"].tolist(), frame["score"].astype(float).tolist(),
+                  Path(path).name)

@@ -1,0 +1,269 @@
+"""The gated path, end to end: data gate -> mine -> train -> export -> evaluate -> gate -> promote-on-pass.
+
+    embedgate pipeline gates/demo.yaml          # exit 0 promoted, 1 blocked (reason printed), 2 error
+
+Every stage writes into the run directory, so a blocked run can be inspected; `pipeline.json` records each
+stage's status and wall time, and `manifest.json` the sha256 of every file the run produced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gates.errors import EmbedgateGateError
+from gates.pipeline.config import PipelineConfig
+from service.errors import EmbedgateServiceError
+from training.errors import EmbedgateTrainingError
+from training.run_dir import RunPaths, sha256_file, write_json_atomic
+
+Progress = Callable[[str], None]
+
+
+class StageBlocked(EmbedgateGateError):
+    """A gate said no: the run stops here, with the reason."""
+
+
+@dataclass
+class StageRecord:
+    name: str
+    status: str  # passed | blocked | skipped | error
+    seconds: float
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class PipelineOutcome:
+    run_dir: Path
+    status: str  # promoted | passed (promotion disabled) | blocked | error
+    reason: str
+    stages: list[StageRecord]
+    decision: object | None = None  # gates.quality_gate.decision.GateDecision
+    promotion: object | None = None  # gates.promotion.PromotionResult
+
+    @property
+    def exit_code(self) -> int:
+        return {"promoted": 0, "passed": 0, "blocked": 1}.get(self.status, 2)
+
+    def to_dict(self) -> dict:
+        return {"run_dir": str(self.run_dir), "status": self.status, "reason": self.reason,
+                "exit_code": self.exit_code,
+                "stages": [vars(s) for s in self.stages],
+                "promotion": self.promotion.to_dict() if self.promotion else None}
+
+
+class _Stages:
+    """Runs named stages, timing each and recording its status."""
+
+    def __init__(self, progress: Progress):
+        self.records: list[StageRecord] = []
+        self.progress = progress
+
+    def run(self, name: str, func, *args, **kwargs):
+        self.progress(f"[{name}] ...")
+        started = time.perf_counter()
+        try:
+            result = func(*args, **kwargs)
+        except StageBlocked as blocked:
+            self._record(name, "blocked", started, {"reason": str(blocked)})
+            raise
+        except BaseException as err:
+            self._record(name, "error", started, {"error": f"{type(err).__name__}: {err}"})
+            raise
+        self._record(name, "passed", started, {})
+        return result
+
+    def note(self, **detail) -> None:
+        """Attach what the last stage produced (counts, paths) to its record."""
+        self.records[-1].detail.update(detail)
+
+    def _record(self, name, status, started, detail):
+        seconds = round(time.perf_counter() - started, 2)
+        self.records.append(StageRecord(name, status, seconds, detail))
+        self.progress(f"[{name}] {status} in {seconds:.1f}s")
+
+
+def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None) -> PipelineOutcome:
+    from gates.pipeline.stages import new_run
+
+    run = new_run(config.train)
+    stages = _Stages(progress)
+    outcome = PipelineOutcome(run.root, "error", "", stages.records)
+    try:
+        _run_stages(config, run, stages, outcome, progress)
+    except StageBlocked as blocked:
+        outcome.status, outcome.reason = "blocked", str(blocked)
+    except (EmbedgateGateError, EmbedgateTrainingError, EmbedgateServiceError) as err:
+        # Every user-facing error ends the run the same way: recorded in pipeline.json, exit code 2.
+        outcome.status, outcome.reason = "error", str(err)
+    finally:
+        write_json_atomic(run.root / "pipeline.json", outcome.to_dict())
+        write_manifest(run)
+    return outcome
+
+
+def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome: PipelineOutcome,
+                progress: Progress) -> None:
+    from gates.pipeline.stages import data_gate, validate_mined
+    from gates.promotion_events import Webhook
+
+    # A webhook without its secret is refused before hours of training, not after.
+    webhook = Webhook.from_config(config.promotion.webhook, config.promotion.webhook_secret_env) \
+        if config.promotion.enabled else None
+    gate = stages.run("data gate", data_gate, config.train, run.data)
+    stages.note(report=str(run.data / "report.json"))
+    progress(gate.summary)
+    if not gate.passed:
+        stages.records[-1].status = "blocked"
+        raise StageBlocked(f"data gate failed: {len(gate.report.failures)} check(s); see {run.data / 'report.json'}")
+    holdout = None
+    if config.needs_holdout():
+        config, holdout = _hold_out(config, run, stages, progress)
+
+    def check_mined(path: Path) -> None:
+        mined_gate = validate_mined(path, _eval_path(config), _tokenizer(config))
+        if not mined_gate.passed:
+            raise StageBlocked(f"the mined hard-negatives set failed the data gate; see "
+                               f"{path.parent / 'data-gate' / 'report.json'}")
+
+    from training.finetune import train
+
+    trained = stages.run("mine + train", train, config.train, run_dir=run.root, progress=False,
+                         check_mined=check_mined, keep_checkpoints=False)
+    stages.note(loss=trained.loss, rows=trained.train_rows, steps=trained.steps,
+                examples_per_second=trained.examples_per_second, best_dev=trained.best_metric,
+                mining=(trained.mining or {}).get("strategy"), rotation=(trained.rotation or {}).get("reason"),
+                advice=[tip["message"] for tip in trained.advice])
+    for line in [f"rotation: {(trained.rotation or {}).get('reason', 'n/a')}",
+                 *(f"advice: {tip['message']}" for tip in trained.advice)]:
+        progress(line)
+
+    from training.export import export_run
+
+    dims = config.export.dims or trained.config["matryoshka_dims"]
+    exported = stages.run("export", export_run, run.model, run.onnx, dims=dims, int8=config.export.int8)
+    stages.note(graphs=len(exported.graphs))
+
+    from gates.evaluation.evaluate import load_sts_set, run_evaluation
+
+    sts = load_sts_set(config.evaluation.general_sts, config.evaluation.sts_limit) \
+        if config.evaluation.general_sts else None
+    backends = tuple(b for b in config.evaluation.backends if b != "onnx-int8" or config.export.int8)
+    registry = config.promotion.registry if config.promotion.enabled else None
+    evaluated = stages.run("evaluate", run_evaluation, run, config.evaluation_data(), config.evaluation.split,
+                           registry_root=registry, base_model=config.train.base_model, backends=backends, sts=sts)
+    stages.note(timings=evaluated.timings, baseline=evaluated.baseline.model.name)
+
+    from gates.quality_gate.stage import run_gate
+
+    decision = stages.run("gate", run_gate, run, config.gate.policy)
+    outcome.decision = decision
+    stages.note(passed=decision.passed, serving_dim=decision.serving_dim,
+                evaluation=holdout.describe() if holdout else str(config.evaluation_data()))
+    if holdout is not None:
+        progress(f"evaluation: {holdout.describe()}")
+    progress(decision.table())
+    if not decision.passed:
+        stages.records[-1].status = "blocked"
+        if registry is not None:
+            from gates.promotion import served_metrics
+            from service.registry import Registry
+
+            Registry(registry).record_refusal(run_id=run.run_id, who=None, reason="pipeline: gate failed",
+                                              metrics=served_metrics(decision.to_dict()))
+        reasons = "; ".join(f"{r.check} [{r.metric}]: {r.reason}" for r in decision.failures)
+        raise StageBlocked(f"quality gate failed, not promoted: {reasons}")
+    if not config.promotion.enabled:
+        outcome.status, outcome.reason = "passed", "gate passed; promotion disabled in the config"
+        return
+
+    from gates.promotion import promote_run
+
+    reference, note = stages.run("drift reference", _build_reference, config, run)
+    stages.note(reference=str(reference) if reference else None, note=note)
+    if note:
+        progress(f"drift reference: {note}")
+    promoted = stages.run("promote", promote_run, run, registry, reason="pipeline: gate passed",
+                          reference_dir=reference, mode=config.promotion.mode, webhook=webhook)
+    stages.note(**promoted.to_dict())
+    outcome.promotion = promoted
+    outcome.status = "promoted"
+    outcome.reason = (f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+                      if promoted.alias == "champion" else
+                      f"{promoted.version} is staged as the candidate; {promoted.previous or 'none'} stays the "
+                      f"champion until `embedgate cutover {promoted.version}`")
+
+
+def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: Progress):
+    """No BEIR folder: split the training table by anchor into train rows and an eval folder in the run, then run
+    the data gate's leakage check on the split. -> (the config using the split, the split)."""
+    from gates.pipeline.stages import data_gate
+    from training.holdout import hold_out_by_anchor
+    from training.loading import load_dataset
+
+    data = load_dataset(config.train.data.path, config.train.data.type, config.train.data.columns)
+    split = stages.run("held-out split", hold_out_by_anchor, data, run.root / "heldout",
+                       config.evaluation.holdout_fraction, config.train.seed)
+    stages.note(**split.to_dict())
+    progress(f"evaluation: {split.describe()}")
+    config = config.with_holdout(split.train_path, split.eval_dir)
+    leakage = data_gate(config.train, run.root / "heldout" / "data-gate")
+    if not leakage.passed:
+        stages.records[-1].status = "blocked"
+        raise StageBlocked(f"the held-out split failed the data gate (leakage between its sides); see "
+                           f"{run.root / 'heldout' / 'data-gate' / 'report.json'}")
+    return config, split
+
+
+def _eval_path(config: PipelineConfig) -> Path | None:
+    return config.train.data.eval_path or (config.evaluation_data() if config.evaluation.data else None)
+
+
+def _tokenizer(config: PipelineConfig):
+    from training.models import resolve_model_path
+
+    return resolve_model_path(config.train.base_model)
+
+
+def _build_reference(config: PipelineConfig, run: RunPaths) -> tuple[Path | None, str]:
+    """The drift reference for this version: the domain's queries (train and eval: more queries calibrate tighter
+    thresholds) and a random corpus sample, embedded through the served runtime at the smallest exported dim, to
+    which every served request can be cut exactly. -> (folder, "") or (None, why there is none)."""
+    try:
+        from gates.drift_reference import build_reference
+        from service.drift.calibration import MIN_REFERENCE_QUERIES
+    except ImportError:  # drift monitoring not installed in this build
+        return None, "drift monitoring is not installed; promoted without a drift reference"
+    import json
+    import random
+
+    from training.loading import load_dataset
+
+    data = load_dataset(config.evaluation_data(), "ir")
+    texts = data.query_texts()
+    judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
+    if len(judged) < MIN_REFERENCE_QUERIES:
+        # Too few queries to calibrate a drift threshold; quality is what the gate judged, so promote anyway.
+        return None, (f"only {len(judged)} judged queries (calibration needs {MIN_REFERENCE_QUERIES}): promoted "
+                      f"without a drift reference, so this version is not drift-monitored")
+    rng = random.Random(0)
+    queries = [texts[q] for q in rng.sample(judged, min(len(judged), config.promotion.reference_queries))]
+    docs = list(data.doc_texts().values())
+    corpus = rng.sample(docs, min(len(docs), config.promotion.reference_corpus))
+    dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
+    out = run.root / "reference"
+    build_reference(run.onnx, queries, corpus, out, dim=min(dims))
+    return out, ""
+
+
+def write_manifest(run: RunPaths) -> None:
+    """sha256 and size of every file in the run (checkpoints excluded: they are deleted after training)."""
+    files = {}
+    for path in sorted(p for p in run.root.rglob("*") if p.is_file()):
+        rel = path.relative_to(run.root).as_posix()
+        if rel == "manifest.json" or rel.startswith("train/checkpoints/"):
+            continue
+        files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    write_json_atomic(run.manifest, {"run_id": run.run_id, "files": files})

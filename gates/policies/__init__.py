@@ -1,4 +1,0 @@
-"""Gate policies shipped with embedgate (package data, so that they install with the wheel).
-
-from gates.policy import default_policy   # reads default.yaml from here
-"""

@@ -1,0 +1,149 @@
+"""Start `bentoml serve` for the embedding service and stop all of it: the library behind `embedgate serve` and the
+demo's served call.
+
+    argv, env = serve_command(registry=Path("registry"), host="127.0.0.1", port=3000, api_key_env=None,
+                              workers=1, precision=None, threads=None, poll_interval=None)
+    code = run_until_stopped(argv, env, drain_timeout_s=30)     # blocks; SIGTERM/SIGINT drain and stop it
+
+Why this exists: `bentoml serve` is an arbiter (circus) with worker processes under it. Killing only the process we
+started left the arbiter's workers re-parented and still serving on the port. So the server runs in its own
+process group (its own session), every stop signal is forwarded to that whole group, and whatever is left of the
+group after the drain is killed. If this process is itself killed (SIGKILL cannot be caught), the kernel sends the
+arbiter SIGTERM (PR_SET_PDEATHSIG), and the arbiter stops its workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERVICE = "service.app:EmbedgateService"
+# After the drain timeout, the workers cancel what is left; this much more and the group is killed outright.
+KILL_MARGIN_S = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def serve_command(*, registry: Path | None, host: str, port: int, api_key_env: str | None, workers: int,
+                  precision: str | None, threads: int | None, poll_interval: float | None,
+                  environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The `bentoml serve` command line and its environment, settings checked first (SettingsError names them)."""
+    from service.settings import ServeSettings, SettingsError
+
+    env = dict(os.environ if environ is None else environ)
+    if registry is not None:
+        env["EMBEDGATE_REGISTRY"] = str(registry.resolve())
+    if api_key_env is not None:
+        key = env.get(api_key_env, "").strip()
+        if not key:
+            raise SettingsError(f"--api-key-env {api_key_env}: that environment variable is unset or empty; "
+                                f"export it first (export {api_key_env}=...) or drop --api-key-env")
+        env["EMBEDGATE_API_KEY"] = key
+    if precision is not None:
+        env["EMBEDGATE_PRECISION"] = precision
+    if poll_interval is not None:
+        env["EMBEDGATE_POLL_INTERVAL_S"] = str(poll_interval)
+    if threads is not None:
+        env["EMBEDGATE_THREADS"] = str(threads)
+    elif workers > 1 and not env.get("EMBEDGATE_THREADS"):
+        # Each worker runs its own onnxruntime session: share the cores instead of oversubscribing them.
+        env["EMBEDGATE_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+    options = env.get("BENTOML_CONFIG_OPTIONS", "")
+    env["BENTOML_CONFIG_OPTIONS"] = f"{options} services.embedgate.workers={workers}".strip()
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    settings = ServeSettings.from_env(env)  # fail here, with the variable named, rather than in every worker
+    argv = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port),
+            # BentoML's (hidden) uvicorn options: how long a stopping worker lets in-flight requests finish.
+            "--timeout-graceful-shutdown", str(drain_seconds(settings.drain_timeout_s))]
+    return argv, env
+
+
+def drain_seconds(drain_timeout_s: float) -> int:
+    """uvicorn takes whole seconds; never round a short drain down to zero (that would mean no drain at all)."""
+    return max(1, round(drain_timeout_s))
+
+
+def start_server(argv: list[str], env: dict[str, str], **popen_kwargs) -> subprocess.Popen:
+    """`argv` in a new session (its own process group), set to receive SIGTERM if this process dies."""
+    parent = os.getpid()
+    return subprocess.Popen(argv, env=env, start_new_session=True,
+                            preexec_fn=lambda: _terminate_with_parent(parent), **popen_kwargs)
+
+
+def stop_server(process: subprocess.Popen, drain_timeout_s: float, sig: int = signal.SIGTERM) -> int:
+    """Send `sig` to the server's whole process group, wait for the drain, then kill whatever is left of the group.
+    Returns the server's exit code."""
+    _signal_group(process.pid, sig)
+    try:
+        code = process.wait(timeout=drain_seconds(drain_timeout_s) + KILL_MARGIN_S)
+    except subprocess.TimeoutExpired:
+        _signal_group(process.pid, signal.SIGKILL)
+        code = process.wait()
+    reap_group(process.pid)
+    return code
+
+
+def reap_group(pgid: int, wait_s: float = 5.0) -> None:
+    """Wait up to `wait_s` for the group's last members (workers finishing their drain), then SIGKILL them."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def run_until_stopped(argv: list[str], env: dict[str, str], drain_timeout_s: float) -> int:
+    """Run the server in the foreground until it exits or this process gets SIGTERM/SIGINT/SIGHUP; then drain and
+    stop the whole process group. Returns 0 after a requested, completed stop, else the server's exit code."""
+    process = start_server(argv, env)
+    requested: list[int] = []
+
+    def forward(signum: int, _frame) -> None:
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        while process.poll() is None and not requested:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.2)
+        if requested:
+            # Always SIGTERM to the group: a SIGINT would make uvicorn skip the graceful drain on a second signal.
+            stop_server(process, drain_timeout_s, signal.SIGTERM)
+            return 0
+        code = process.returncode
+        reap_group(process.pid, wait_s=0)  # the arbiter died on its own: leave no worker behind
+        return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _terminate_with_parent(parent: int) -> None:
+    """In the child, before exec: ask the kernel for SIGTERM when the parent dies (Linux; a no-op elsewhere). If the
+    parent died before the request took effect, nobody would send it: stop now instead."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
