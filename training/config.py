@@ -86,6 +86,7 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs and tests
     mining: MiningConfig = MiningConfig()
     output_dir: Path = Path("artifacts/runs")
+    device: str | None = None  # auto | cpu | cuda | cuda:N; null = $EMBEDGATE_DEVICE, else auto (training/device.py)
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
     @field_validator("matryoshka_dims")

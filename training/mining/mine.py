@@ -63,12 +63,13 @@ class MinedSet:
 
 def mine(anchors: list[str], positives: list[str], corpus: list[str], config: MiningConfig, *,
          model=None, labelled: dict[str, set[str]] | None = None, seed: int = 42,
-         domain_texts: list[str] | None = None, batch_size: int = 64) -> MinedSet:
+         domain_texts: list[str] | None = None, batch_size: int = 64, encode=None) -> MinedSet:
     """Mine `config.num_negatives` negatives per row with `config.strategy`.
 
     `corpus`: candidate texts (positives are added); `labelled`: every labelled positive per anchor text (all
     splits), never used as a negative; `model`: a SentenceTransformer scoring candidates (margin filter, model
-    strategy); `domain_texts`: the related-domain pool for domain_confusion.
+    strategy); `domain_texts`: the related-domain pool for domain_confusion; `encode`: texts -> unit vectors with
+    that model (default `model.encode`; the pipeline passes one that reads the embedding cache).
     """
     strategy = config.strategy
     if strategy in ("none", "auto", "contradiction"):
@@ -89,14 +90,15 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     n_needed = config.range_max
 
     q_emb = c_emb = None
+    if model is not None and encode is None:
+        def encode(texts):
+            return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
     if model is not None:
         unique_anchors = list(dict.fromkeys(anchors))
-        enc = model.encode(unique_anchors, batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
-        by_anchor = dict(zip(unique_anchors, enc, strict=True))
+        by_anchor = dict(zip(unique_anchors, encode(unique_anchors), strict=True))
         q_emb = np.stack([by_anchor[a] for a in anchors])
-        c_emb = model.encode(pool, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                             show_progress_bar=False)
+        c_emb = encode(pool)
 
     order = np.arange(len(anchors))
     plan: list[tuple[str, np.ndarray]]
@@ -110,7 +112,7 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     out_a, out_p, out_n, stages = [], [], [], []
     for stage, rows in plan:
         candidates_pool, pool_emb, rankings = _rank(stage, rows, anchors, positives, pool, q_emb, c_emb,
-                                                   n_needed, rng, domain_texts, model, batch_size)
+                                                   n_needed, rng, domain_texts, encode)
         start = len(out_a)
         for j, r in enumerate(rows):
             in_domain = candidates_pool is pool
@@ -142,7 +144,7 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
                      "relative_margin": config.relative_margin, **stats.to_dict()})
 
 
-def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_texts, model, batch_size):
+def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_texts, encode):
     """-> (candidate texts, their embeddings or None, [len(rows), <=k] ranked indices into candidate texts)."""
     if stage == "random":
         return pool, c_emb, random_rankings(len(rows), len(pool), k, rng)
@@ -155,7 +157,6 @@ def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_te
         return pool, c_emb, dense_rankings(q_emb[rows], c_emb, k)
     if stage == "domain_confusion":
         texts = list(dict.fromkeys(domain_texts))
-        emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                           show_progress_bar=False)
+        emb = encode(texts)
         return texts, emb, dense_rankings(q_emb[rows], emb, k)
     raise ConfigError(f"unknown mining strategy {stage!r}")
