@@ -102,7 +102,9 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
     """Every stage, in order; `progress` gets one readable line per step (stage starts, epochs, results).
     quiet: no per-epoch lines and no progress bars (the CLI's --quiet also drops the stage lines)."""
     from gates.stages import new_run
+    from training.device import resolve_device
 
+    resolve_device(config.train.device)  # a device that cannot be used stops the run before anything is written
     run = new_run(config.train)
     stages = _Stages(progress)
     outcome = PipelineOutcome(run.root, "error", "", stages.records)
