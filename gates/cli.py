@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "evaluate",
     "registry",
     "pipeline",
+    "report",
     "serve",
     "drift",
     "dashboard",

@@ -117,6 +117,7 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
         outcome.status, outcome.reason = "error", str(err)
     finally:
         write_json_atomic(run.root / "pipeline.json", outcome.to_dict())
+        _write_report(run, progress)
         write_manifest(run)
     return outcome
 
@@ -203,6 +204,17 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     outcome.promotion = promoted
     outcome.status = "promoted"
     outcome.reason = f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+
+
+def _write_report(run: RunPaths, progress: Progress) -> None:
+    """report.html for every run, blocked or not. It only reads what the stages wrote, so a failure to draw it
+    is reported and does not change the run's outcome."""
+    from gates.run_report import build_report
+
+    try:
+        progress(f"report: {build_report(run)}")
+    except Exception as err:  # noqa: BLE001 - the run's outcome is already recorded; say why there is no page
+        progress(f"report: not written ({type(err).__name__}: {err}); rebuild with `embedgate report {run.root}`")
 
 
 def _eval_devices(config: PipelineConfig) -> dict[str, str]:

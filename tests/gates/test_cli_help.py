@@ -8,7 +8,7 @@ import pytest
 from gates.cli import app, main
 
 COMMANDS = ("validate", "mine", "train", "export", "evaluate", "gate", "promote", "rollback", "history",
-            "pipeline", "demo", "serve", "drift", "dashboard")
+            "pipeline", "demo", "report", "serve", "drift", "dashboard")
 
 
 def _example_lines(help_text: str) -> list[str]:
