@@ -92,10 +92,12 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if is_main_process() and resume is None:
         _write_config(paths, config, resolved.reasons)
 
-    encode = _mining_encoder(config, model, embedding_cache, quiet=report is None)
+    encode, cache = _mining_encoder(config, model, embedding_cache, quiet=report is None)
     if report is not None and config.mining.strategy != "none" and prepared.pair_like:
         report(f"  mining: {len(prepared.train)} rows against {len(prepared.corpus)} corpus texts")
     train_rows, stages, mining = _training_rows(config, prepared, model, paths, resume is not None, encode)
+    if mining is not None and cache is not None:
+        mining["embedding_cache"] = {"hits": cache.stats.hits, "misses": cache.stats.misses}
     if mining is not None and check_mined is not None and is_main_process():
         check_mined(paths.mined / "hard_negatives.jsonl")
     choice = choose_loss(prepared.dataset_type, config.loss, config.cached, len(train_rows))
@@ -180,8 +182,9 @@ def _write_config(paths: RunPaths, config: TrainConfig, reasons: dict[str, str])
 
 
 def _mining_encoder(config: TrainConfig, model, cache_dir: Path | None, quiet: bool):
-    """texts -> unit vectors from the base model, under a progress bar, through the embedding cache when given
-    (keyed by the base model folder's sha256, so the next run on the same data and model encodes nothing)."""
+    """-> (texts -> unit vectors from the base model under a progress bar, the cache or None). Through the
+    embedding cache when given: keyed by the base model folder's sha256, so the next run on the same data and
+    model encodes nothing."""
     from training.progress import encode_with_bar
 
     def raw(texts):
@@ -192,15 +195,15 @@ def _mining_encoder(config: TrainConfig, model, cache_dir: Path | None, quiet: b
         return encode_with_bar(raw, texts, "mining: encoding", quiet=quiet)
 
     if cache_dir is None:
-        return encode
+        return encode, None
     from training.embedding_cache import EmbeddingCache, folder_fingerprint
     from training.models import resolve_model_path
 
     cache = EmbeddingCache(Path(cache_dir) / "embeddings")
     identity = folder_fingerprint(resolve_model_path(config.base_model))
     full = model.get_embedding_dimension()
-    return lambda texts: cache.encode(texts, model=identity, backend="torch", dim=full, encode=encode,
-                                      extra=f"max_seq_length={model.max_seq_length}", label="mining")
+    return (lambda texts: cache.encode(texts, model=identity, backend="torch", dim=full, encode=encode,
+                                       extra=f"max_seq_length={model.max_seq_length}", label="mining"), cache)
 
 
 def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool,
