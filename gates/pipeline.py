@@ -118,6 +118,8 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
     finally:
         write_json_atomic(run.root / "pipeline.json", outcome.to_dict())
         _write_report(run, progress)
+        if config.tracking.mlflow:
+            _track(config, run, outcome, progress)
         write_manifest(run)
     return outcome
 
@@ -215,6 +217,26 @@ def _write_report(run: RunPaths, progress: Progress) -> None:
         progress(f"report: {build_report(run)}")
     except Exception as err:  # noqa: BLE001 - the run's outcome is already recorded; say why there is no page
         progress(f"report: not written ({type(err).__name__}: {err}); rebuild with `embedgate report {run.root}`")
+
+
+def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, progress: Progress) -> None:
+    """Log the run to MLflow. The run's outcome (and the promotion) stands either way; a tracking failure is
+    printed and kept in tracking.json, so CI can see it without the promotion being undone."""
+    from gates.tracking import TrackingError, log_pipeline_run
+
+    section = config.tracking
+    try:
+        logged = log_pipeline_run(section.mlflow, section.experiment, section.registered_model, run,
+                                  outcome.to_dict(), {"train": config.train.to_yaml_dict(),
+                                                      **config.model_dump(mode="json", exclude={"train"})},
+                                  config.promotion.registry if config.promotion.enabled else None)
+    except TrackingError as err:
+        write_json_atomic(run.root / "tracking.json", {"uri": section.mlflow, "error": str(err)})
+        progress(f"tracking: not logged: {err}")
+        return
+    alias = f"; {section.registered_model} version {logged['model_version']} is @champion" \
+        if logged["model_version"] else ""
+    progress(f"tracking: MLflow run {logged['run_id']} in experiment {section.experiment}{alias}")
 
 
 def _eval_devices(config: PipelineConfig) -> dict[str, str]:

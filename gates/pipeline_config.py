@@ -59,6 +59,14 @@ class CacheSection(_Section):
     dir: Path | None = None  # null = a `cache` folder beside output_dir (artifacts/cache for artifacts/runs)
 
 
+class TrackingSection(_Section):
+    """Optional MLflow tracking (gates/tracking.py); null mlflow = off."""
+
+    mlflow: str | None = None  # tracking server URI, e.g. http://127.0.0.1:5000
+    experiment: str = Field("embedgate", min_length=1)
+    registered_model: str = Field("embedgate", min_length=1)  # MLflow model registry name for promoted versions
+
+
 class PipelineConfig(_Section):
     train: TrainConfig
     export: ExportSection = ExportSection()
@@ -66,6 +74,7 @@ class PipelineConfig(_Section):
     gate: GateSection = GateSection()
     promotion: PromotionSection = PromotionSection()
     cache: CacheSection = CacheSection()
+    tracking: TrackingSection = TrackingSection()
 
     def evaluation_data(self) -> Path:
         if self.evaluation.data is not None:
@@ -82,7 +91,7 @@ class PipelineConfig(_Section):
 
 
 SECTIONS = {"export": ExportSection, "evaluation": EvaluationSection, "gate": GateSection,
-            "promotion": PromotionSection, "cache": CacheSection}
+            "promotion": PromotionSection, "cache": CacheSection, "tracking": TrackingSection}
 
 
 def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
