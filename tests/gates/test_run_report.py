@@ -4,15 +4,13 @@ Chromium with the network cut off. Needs Chromium (`apt-get install -y chromium`
 from __future__ import annotations
 
 import re
-import shutil
 from html.parser import HTMLParser
 
 import pytest
-import yaml
 
 from gates.cli import main
 from tests.gates.test_drift_dashboard import chromium
-from tests.synthetic import write_lay_jargon_beir
+from tests.synthetic import write_lay_jargon_beir, write_untrained_run
 
 OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND"  # any request to a host would fail to resolve
 
@@ -53,15 +51,9 @@ def test_the_reference_check_can_fail():
 @pytest.fixture(scope="module")
 def gated_run(tmp_path_factory, tiny_model_dir):
     """A run evaluated and gated for real (the tiny model against itself: the gate blocks it)."""
-    from training.export import export_run
-
     root = tmp_path_factory.mktemp("report")
     data = write_lay_jargon_beir(root / "data", train_queries=20, test_queries=20)
-    run = root / "runs" / "r1"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "data": {"path": str(data)}}))
-    shutil.copytree(tiny_model_dir, run / "model")
-    export_run(run / "model", run / "onnx", dims=[32, 16])
+    run = write_untrained_run(root / "runs" / "r1", tiny_model_dir, data)
     assert main(["evaluate", str(run), "--data", str(data), "--registry", str(root / "registry")]) == 0
     assert main(["gate", str(run)]) == 1
     return run

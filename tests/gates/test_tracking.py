@@ -7,7 +7,6 @@ side uses the mlflow-skinny client from the lock. CI builds the server first, so
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -15,10 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gates.cli import main
-from tests.synthetic import write_lay_jargon_beir
+from tests.synthetic import write_lay_jargon_beir, write_untrained_run
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -71,15 +69,9 @@ def mlflow_uri(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gated_run(tmp_path_factory, tiny_model_dir):
-    from training.export import export_run
-
     root = tmp_path_factory.mktemp("tracked")
     data = write_lay_jargon_beir(root / "data", train_queries=20, test_queries=20)
-    run = root / "runs" / "r1"
-    run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "data": {"path": str(data)}}))
-    shutil.copytree(tiny_model_dir, run / "model")
-    export_run(run / "model", run / "onnx", dims=[32, 16], int8=False)
+    run = write_untrained_run(root / "runs" / "r1", tiny_model_dir, data, int8=False)
     (run / "train").mkdir()
     (run / "train" / "train_log.jsonl").write_text(  # what JsonlLogCallback writes during training
         '{"step": 1, "epoch": 0.5, "loss": 2.5, "learning_rate": 1e-3}\n'
