@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def run(data: Path, strategy: str, work: Path, domain_texts: Path | None) -> dict:
-    from gates.encoders import onnx_encoder
-    from gates.evaluate import evaluate_model
+    from gates.evaluation.encoders import onnx_encoder
+    from gates.evaluation.evaluate import evaluate_model
     from training.config import load_config
     from training.export import export_run
     from training.finetune import train

@@ -32,9 +32,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from gates.commands.train import parse_set
-    from gates.evaluate import run_evaluation
-    from gates.pipeline import run_pipeline
-    from gates.pipeline_config import load_pipeline_config
+    from gates.evaluation.evaluate import run_evaluation
+    from gates.pipeline.config import load_pipeline_config
+    from gates.pipeline.run import run_pipeline
     from training.run_dir import RunPaths
 
     shutil.rmtree(args.out, ignore_errors=True)

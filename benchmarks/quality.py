@@ -39,8 +39,8 @@ RECIPES = {
 
 
 def evaluate_onnx(onnx_dir: Path, data_dir: Path, label: str, name: str, timings: dict):
-    from gates.encoders import onnx_encoder
-    from gates.evaluate import evaluate_model
+    from gates.evaluation.encoders import onnx_encoder
+    from gates.evaluation.evaluate import evaluate_model
     from training.loading import load_dataset
 
     view = load_dataset(data_dir, "ir").split("test")
@@ -62,8 +62,8 @@ def train_recipe(name: str, data_dir: Path, work: Path) -> tuple[Path, float]:
 
 
 def run_embedgate(data_dir: Path, work: Path) -> tuple[Path, float, dict]:
-    from gates.pipeline import run_pipeline
-    from gates.pipeline_config import load_pipeline_config
+    from gates.pipeline.config import load_pipeline_config
+    from gates.pipeline.run import run_pipeline
 
     started = time.perf_counter()
     config = load_pipeline_config(None, {"data.path": str(data_dir), "data.type": "ir",
@@ -95,7 +95,7 @@ def compute_system(system: str, data_dir: Path, work: Path, timings: dict):
 
 def cached(path: Path, compute):
     """(EvalResults, wall seconds, extra) from `path` if an earlier run finished this system, else computed."""
-    from gates.results import EvalResults
+    from gates.evaluation.results import EvalResults
 
     if path.is_file():
         saved = json.loads(path.read_text())

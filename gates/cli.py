@@ -2,7 +2,7 @@
 a typed result, print it, and pick the exit code (0 ok, 1 a gate failed / promotion blocked, 2 an error).
 
     embedgate --help
-    embedgate validate ../shared/datasets/scifact
+    embedgate validate path/to/beir-folder     # a BEIR folder, e.g. SciFact
 """
 
 from __future__ import annotations

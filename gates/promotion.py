@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gates.errors import EmbedgateGateError
-from gates.gating import read_decision
+from gates.quality_gate.stage import read_decision
 from service.registry import Registry
 from training.run_dir import RunPaths
 

@@ -110,3 +110,18 @@ def tiny_ir_dir(tmp_path) -> Path:
         (root / "qrels" / f"{split}.tsv").write_text(
             "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """{"a": export of the session's tiny model, "b": export of a second tiny model (another seed)}."""
+    from tests.service.serving import TINY_DIMS
+    from training.export import export_run
+
+    root = tmp_path_factory.mktemp("tiny-exports")
+    second_model = build_tiny_model(root / "model-b", seed=1)
+    exports = {}
+    for name, model_dir in (("a", tiny_model_dir), ("b", second_model)):
+        export_run(model_dir, root / f"onnx-{name}", dims=TINY_DIMS)
+        exports[name] = root / f"onnx-{name}"
+    return exports

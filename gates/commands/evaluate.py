@@ -14,7 +14,7 @@ data. Writes eval/candidate.json, eval/baseline.json, eval/summary.md and eval/m
 Example:
 
 ```
-embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data ../shared/datasets/scifact --split test
+embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data path/to/scifact --split test   # a BEIR folder, e.g. SciFact
 ```
 """
 
@@ -50,7 +50,7 @@ def evaluate(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: $EMBEDGATE_DEVICE, "
                                                     "else auto).")] = None,
 ) -> None:
-    from gates.evaluate import load_sts_set, run_evaluation
+    from gates.evaluation.evaluate import load_sts_set, run_evaluation
     from training.device import resolve_device
     from training.run_dir import open_run_dir
 
@@ -72,7 +72,7 @@ def gate(
     run_dir: Annotated[Path, typer.Argument(help="An evaluated run directory.")],
     policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the packaged policy).")] = None,
 ) -> None:
-    from gates.gating import run_gate
+    from gates.quality_gate.stage import run_gate
     from training.run_dir import open_run_dir
 
     decision = run_gate(open_run_dir(run_dir), policy)

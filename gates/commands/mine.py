@@ -16,9 +16,9 @@ domain_confusion (with --domain-texts), contradiction (NLI labels -> triplets).
 Examples:
 
 ```
-embedgate mine ../shared/datasets/scifact --strategy model --num-negatives 3 --out artifacts/mined/scifact
+embedgate mine path/to/scifact --strategy model --num-negatives 3 --out artifacts/mined/scifact
 embedgate mine pairs.csv --strategy bm25 --range-min 5 --range-max 50 --relative-margin 0.05 --eval eval.csv
-embedgate mine ../shared/datasets/snli/dev.jsonl --strategy contradiction --out artifacts/mined/snli
+embedgate mine nli.jsonl --strategy contradiction --out artifacts/mined/snli
 ```
 """
 
@@ -48,7 +48,7 @@ def mine_command(
 ) -> None:
     import json
 
-    from gates.stages import validate_mined
+    from gates.pipeline.stages import validate_mined
     from training.config import MiningConfig
     from training.errors import ConfigError
     from training.loading import load_dataset

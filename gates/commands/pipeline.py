@@ -45,8 +45,8 @@ DEMO_QUERIES = ["my landlord won't give back my deposit after I moved out",
 
 def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = None, quiet: bool = False) -> int:
     from gates.commands.train import parse_set
-    from gates.pipeline import run_pipeline
-    from gates.pipeline_config import load_pipeline_config
+    from gates.pipeline.config import load_pipeline_config
+    from gates.pipeline.run import run_pipeline
 
     config = load_pipeline_config(config_path, {**(overrides or {}), **parse_set(sets)})
     outcome = run_pipeline(config, progress=(lambda _: None) if quiet else typer.echo, quiet=quiet)
@@ -84,7 +84,7 @@ def demo(
     if code == 1:
         typer.echo("(the demo's candidate did not beat the current demo champion: that is the gate working; "
                    f"delete {out} to start the demo from the base model again)")
-    from gates.served_call import call_served_champion
+    from gates.pipeline.served_call import call_served_champion
 
     typer.echo("\n[serve] starting the service on the champion and calling it with the openai client ...")
     call = call_served_champion(registry, DEMO_QUERIES, log_path=out / "serve.log")

@@ -24,7 +24,7 @@ def register(app: typer.Typer) -> None:
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (artifacts/runs/<run_id>).")]) -> None:
-    from gates.run_report import build_report
+    from gates.pipeline.run_report import build_report
     from training.run_dir import open_run_dir
 
     typer.echo(str(build_report(open_run_dir(run_dir))))

@@ -14,7 +14,7 @@ Examples:
 
 ```
 embedgate train my_config.yaml                # training fields only (base_model, data, loss, ...)
-embedgate train --data ../shared/datasets/scifact --epochs 3 --set mining.strategy=model
+embedgate train --data path/to/scifact --epochs 3 --set mining.strategy=model
 embedgate train --resume artifacts/runs/20261126-120000-ab12cd34
 torchrun --nproc_per_node 2 -m gates.cli train my_config.yaml        # data-parallel, unchanged
 ```
@@ -68,7 +68,7 @@ def train(
 ) -> None:
     import json
 
-    from gates.stages import data_gate, new_run
+    from gates.pipeline.stages import data_gate, new_run
     from training.finetune import train as run_training
     from training.models import is_main_process
 

@@ -2,7 +2,7 @@
 
     from training.loading import load_dataset
     from gates.data_gate import validate_dataset, write_report
-    report = validate_dataset(load_dataset("../shared/datasets/scifact"))
+    report = validate_dataset(load_dataset("path/to/scifact")  # a BEIR folder or a table)
     report.passed, [r.check for r in report.failures]
     write_report(report, "artifacts/data-gate/scifact")
 

@@ -32,3 +32,13 @@ def test_every_command_is_covered_and_registered_once(capsys):
     assert main(["--help"]) == 0
     assert main(["--help"]) == 0
     assert sorted(info.name for info in app.registered_commands) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_points_only_at_what_a_users_clone_has(command, monkeypatch, capsys):
+    # The development datasets live beside this repository, not in a user's clone: help must not send users there.
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main([command, "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "Usage" in shown
+    assert "../shared" not in shown and "shared/datasets" not in shown

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from gates.evaluate import run_evaluation
+from gates.evaluation.evaluate import run_evaluation
 from service.embedder import OnnxEmbedder
 from tests.conftest import build_tiny_model
 from tests.synthetic import write_lay_jargon_beir

@@ -1,4 +1,4 @@
-"""gates.metrics: hand-computed cases, tie-breaks, exclusions, agreement with ranx and pytrec_eval, errors."""
+"""gates.evaluation.retrieval_metrics: hand-computed cases, tie-breaks, exclusions, agreement with ranx and pytrec_eval, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from gates.metrics import (
+from gates.evaluation.retrieval_metrics import (
     MetricInputError,
     evaluate_run,
     parse_metric_key,

@@ -56,6 +56,7 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
                                                        "drift reference", "promote"]
     assert "reference/reference.json" in json.loads((run / "manifest.json").read_text())["files"]
     assert "reference/reference.json" in Registry(root / "registry").verify("v0001")["files"]
+    assert list(pipeline["stages"]), "nothing to check: pipeline['stages'] is empty"
     assert all(s["status"] == "passed" and s["seconds"] >= 0 for s in pipeline["stages"])
     manifest = json.loads((run / "manifest.json").read_text())["files"]
     for rel in ("config.yaml", "data/report.json", "model/model.safetensors", "onnx/export.json",

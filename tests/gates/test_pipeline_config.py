@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gates.pipeline_config import load_pipeline_config
+from gates.pipeline.config import load_pipeline_config
 from training.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def test_sections_and_overrides(tmp_path):
 
 
 def test_a_training_side_error_is_recorded_like_any_other(tmp_path):
-    from gates.pipeline import run_pipeline
+    from gates.pipeline.run import run_pipeline
 
     config = load_pipeline_config(None, {"data.path": str(tmp_path / "missing.csv"),
                                          "output_dir": str(tmp_path / "runs"), "run_id": "r1"})

@@ -1,4 +1,4 @@
-"""gates.policy: the default policy, every check kind passing and failing, serving-dim choice, missing evidence,
+"""gates.quality_gate.policy: the default policy, every check kind passing and failing, serving-dim choice, missing evidence,
 and policy files that do not validate."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gates.decision import decide
 from gates.errors import MissingMetricError
-from gates.policy import GatePolicy, PolicyError, default_policy, load_policy, policy_from_dict
-from gates.results import EvalResults, EvalResultsError, ParityRecord
+from gates.evaluation.results import EvalResults, EvalResultsError, ParityRecord
+from gates.quality_gate.decision import decide
+from gates.quality_gate.policy import GatePolicy, PolicyError, default_policy, load_policy, policy_from_dict
 
 DIMS = (64, 128, 256, 384)
 METRICS = ("ndcg@10", "mrr@10", "recall@10", "map@100")

@@ -1,4 +1,4 @@
-"""gates.results: JSON round trips, lookups that list what exists, and the parity record read from export.json."""
+"""gates.evaluation.results: JSON round trips, lookups that list what exists, and the parity record read from export.json."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from gates.errors import MissingMetricError
-from gates.metrics import evaluate_run, sts_correlations
-from gates.results import EvalResults, EvalResultsError, ParityRecord, RetrievalResult, StsResult
+from gates.evaluation.results import EvalResults, EvalResultsError, ParityRecord, RetrievalResult, StsResult
+from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations
 
 
 def _results() -> EvalResults:

@@ -11,7 +11,7 @@ from gates.errors import EmbedgateGateError
 
 def test_a_service_that_exits_before_ready_is_reported_with_its_code(tmp_path, monkeypatch):
     import gates.commands.serve as serve
-    from gates.served_call import call_served_champion
+    from gates.pipeline.served_call import call_served_champion
 
     def exiting_service(**_):
         return [sys.executable, "-c", "import sys; print('boom'); sys.exit(3)"], {}

@@ -1,11 +1,11 @@
-"""gates.significance: null cases, clear wins, noise, exact enumeration, reproducibility, agreement with scipy."""
+"""gates.evaluation.significance: null cases, clear wins, noise, exact enumeration, reproducibility, agreement with scipy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gates.significance import SignificanceInputError, compare_paired
+from gates.evaluation.significance import SignificanceInputError, compare_paired
 
 
 def _scores(n: int, seed: int = 0) -> dict[str, float]:

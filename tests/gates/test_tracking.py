@@ -95,7 +95,7 @@ def _promoted_outcome(run, registry):
 def test_a_promoted_run_is_logged_and_registered_as_champion(mlflow_uri, gated_run):
     from mlflow import MlflowClient
 
-    from gates.tracking import log_pipeline_run
+    from gates.pipeline.tracking import log_pipeline_run
     from training.run_dir import RunPaths
 
     root, run = gated_run
@@ -126,7 +126,7 @@ def test_a_promoted_run_is_logged_and_registered_as_champion(mlflow_uri, gated_r
 
 
 def test_a_blocked_run_is_logged_without_a_model_version(mlflow_uri, gated_run):
-    from gates.tracking import log_pipeline_run
+    from gates.pipeline.tracking import log_pipeline_run
     from training.run_dir import RunPaths
 
     _, run = gated_run
@@ -136,7 +136,7 @@ def test_a_blocked_run_is_logged_without_a_model_version(mlflow_uri, gated_run):
 
 
 def test_an_unreachable_server_is_a_clear_error(gated_run, monkeypatch):
-    from gates.tracking import TrackingError, log_pipeline_run
+    from gates.pipeline.tracking import TrackingError, log_pipeline_run
     from training.run_dir import RunPaths
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -1,6 +1,6 @@
 """Helpers for the serving tests: tiny-model registries and a real `bentoml serve` process on a loopback port.
 
-Two tiny exports (different seeds, so their vectors differ) are built once per session; registries copy them.
+The tiny exports they serve come from the `tiny_exports` fixture in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
 from service.registry import Registry
 
@@ -23,21 +22,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_DIMS = (32, 16, 8)
 TINY_SERVING_DIM = 16
 SERVICE = "service.app:EmbedgateService"
-
-
-@pytest.fixture(scope="session")
-def tiny_exports(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
-    """{"a": export of the session's tiny model, "b": export of a second tiny model (another seed)}."""
-    from tests.conftest import build_tiny_model
-    from training.export import export_run
-
-    root = tmp_path_factory.mktemp("tiny-exports")
-    second_model = build_tiny_model(root / "model-b", seed=1)
-    exports = {}
-    for name, model_dir in (("a", tiny_model_dir), ("b", second_model)):
-        export_run(model_dir, root / f"onnx-{name}", dims=TINY_DIMS)
-        exports[name] = root / f"onnx-{name}"
-    return exports
 
 
 def promote(registry: Registry, onnx_dir: Path, serving_dim: int = TINY_SERVING_DIM, precision: str = "fp32",

@@ -20,7 +20,6 @@ from tests.service.serving import (
     TINY_SERVING_DIM,
     ServerProcess,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -36,7 +35,7 @@ def _run(args: list[str], env: dict[str, str]) -> str:
     return done.stdout
 
 
-def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny_exports):  # noqa: F811
+def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny_exports):
     import os
 
     registry = Registry(tmp_path / "registry")
@@ -79,7 +78,7 @@ SERVED_MODULES = ("app", "routes", "runtime", "hot_swap", "batcher", "serving_mo
                   "api_models", "api_responses", "api_errors", "auth", "limits", "metrics")
 
 
-def test_the_served_process_imports_no_torch_and_loads_no_pickles(tmp_path, tiny_exports):  # noqa: F811
+def test_the_served_process_imports_no_torch_and_loads_no_pickles(tmp_path, tiny_exports):
     """Build the whole runtime the way the BentoML worker does and list what got imported."""
     import os
 

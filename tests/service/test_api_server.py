@@ -20,7 +20,6 @@ from tests.service.serving import (
     ServerProcess,
     metric_value,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -33,14 +32,14 @@ TEXTS = ["What is the dose for a child?", "the tenant pays rent", "heart blood p
 
 
 @pytest.fixture(scope="module")
-def registry_v1(tmp_path_factory, tiny_exports) -> Registry:  # noqa: F811
+def registry_v1(tmp_path_factory, tiny_exports) -> Registry:
     registry = Registry(tmp_path_factory.mktemp("api-registry") / "registry")
     promote(registry, tiny_exports["a"])
     return registry
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_exports) -> OnnxEmbedder:  # noqa: F811
+def reference(tiny_exports) -> OnnxEmbedder:
     return OnnxEmbedder.from_export_dir(tiny_exports["a"])
 
 

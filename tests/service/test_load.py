@@ -22,7 +22,6 @@ from tests.service.serving import (
     TINY_SERVING_DIM,
     ServerProcess,
     promote,
-    tiny_exports,  # noqa: F401 - a fixture
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -58,7 +57,7 @@ async def _client(session, url: str, stop_at: float, seed: int, results: list) -
             results.append((None, [], texts, dims, repr(err), time.perf_counter() - started))
 
 
-def test_32_clients_through_a_promotion_without_a_failed_request(tmp_path, tiny_exports, capsys):  # noqa: F811
+def test_32_clients_through_a_promotion_without_a_failed_request(tmp_path, tiny_exports, capsys):
     import aiohttp
 
     registry = Registry(tmp_path / "registry")

@@ -61,6 +61,7 @@ def test_ids_are_unique_and_every_qrels_id_exists(data: IRDataset) -> None:
 
 def test_query_ids_name_their_split(data: IRDataset) -> None:
     for split in data.splits:
+        assert list(data.split(split).qrels), "nothing to check: data.split(split).qrels is empty"
         assert all(q.startswith(f"q-{split}-") for q in data.split(split).qrels), split
 
 
@@ -79,12 +80,14 @@ def test_grades_are_1_or_2_and_every_query_has_an_answer(data: IRDataset) -> Non
         assert set(grades) <= {1, 2}, (split, grades)
         missing = [q for q, docs in view.qrels.items() if 2 not in docs.values()]
         assert not missing, f"{split}: queries without a grade-2 passage: {missing[:5]}"
+        assert list(view.qrels.values()), "nothing to check: view.qrels.values() is empty"
         assert all(1 <= len(docs) <= 3 for docs in view.qrels.values()), split
 
 
 def test_passages_are_unique_nonempty_and_sized(data: IRDataset) -> None:
     texts = [_norm(t) for t in data.corpus["text"]]
     assert len(set(texts)) == len(texts), "duplicate passage text"
+    assert list(data.corpus["title"]), "nothing to check: data.corpus['title'] is empty"
     assert all(str(t).strip() for t in data.corpus["title"])
     words = [len(t.split()) for t in texts]
     assert min(words) >= 40 and max(words) <= 120, (min(words), max(words))
@@ -114,4 +117,5 @@ def test_split_view_feeds_training_pairs(data: IRDataset) -> None:
     view = data.split("train")
     pairs = [(view.queries[q], view.corpus[d]) for q, docs in view.relevant(2).items() for d in docs]
     assert len(pairs) >= 290
+    assert list(pairs), "nothing to check: pairs is empty"
     assert all(q and p for q, p in pairs)

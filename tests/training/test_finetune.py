@@ -60,6 +60,7 @@ def test_same_seed_same_weights(tmp_path, tiny_model_dir, pairs_csv):
     a = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="a", max_steps=6, dev_fraction=0.0), progress=False)
     b = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="b", max_steps=6, dev_fraction=0.0), progress=False)
     wa, wb = _weights(a.run_dir), _weights(b.run_dir)
+    assert list(wa), "nothing to check: wa is empty"
     assert all((wa[k] == wb[k]).all() for k in wa)
 
 
@@ -78,6 +79,7 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_m
     steps = [r["step"] for r in read_log(cut / "train" / "train_log.jsonl") if "loss" in r]
     assert steps == sorted(set(steps)), "resume must not duplicate log lines"
     wf, wr = _weights(full.run_dir), _weights(cut)
+    assert list(wf), "nothing to check: wf is empty"
     assert all(np.allclose(wf[k], wr[k], atol=1e-5) for k in wf)
 
 

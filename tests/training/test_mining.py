@@ -89,6 +89,7 @@ def test_curriculum_orders_stages_easy_to_hard(rows, tiny_model):
                  model=tiny_model, labelled=labelled)
     assert [s[0] for s in mined.stages] == ["random", "bm25", "model"]
     assert mined.stages[0][1] == 0 and mined.stages[-1][2] == len(mined)
+    assert len(mined.stages) > 1, "nothing to check: fewer than two curriculum stages"
     assert all(a[2] == b[1] for a, b in zip(mined.stages, mined.stages[1:], strict=False))
 
 
@@ -98,6 +99,7 @@ def test_domain_confusion_draws_from_the_other_domain(rows, tiny_model):
     mined = mine(anchors, positives, corpus, MiningConfig(strategy="domain_confusion", num_negatives=2,
                                                           domain_confusion_path="x", relative_margin=0.0),
                  model=tiny_model, labelled=labelled, domain_texts=other)
+    assert list(mined.negatives), "nothing to check: mined.negatives is empty"
     assert all(n in other for negs in mined.negatives for n in negs)
 
 

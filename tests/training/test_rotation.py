@@ -51,9 +51,9 @@ def _rotation_data(n: int = 30, dev: int = 6) -> RotationData:
     """Anchors whose positive is its own paraphrase; the last `dev` anchors are held out for the decision."""
     anchors = [f"heart pain doctor visit {i}" for i in range(n)] + [f"lease tenant rent deposit {i}" for i in range(n)]
     positives = [f"{a} again" for a in anchors]
-    labelled = {a: {p} for a, p in zip(anchors, positives)}
+    labelled = {a: {p} for a, p in zip(anchors, positives, strict=True)}
     corpus = positives + [f"unrelated filler text {i}" for i in range(20)]
-    pairs = list(zip(anchors[:-dev], positives[:-dev]))
+    pairs = list(zip(anchors[:-dev], positives[:-dev], strict=True))
     return RotationData(corpus, pairs, labelled, anchors[-dev:])
 
 
@@ -113,6 +113,7 @@ def test_the_refined_rotation_is_used_only_when_it_beat_pca_on_dev(tiny_model, m
     assert ("refined on 54 training pairs for 7 steps" in decision.reason) == bool(step)
     assert seen["anchors"] == (54, 32)
     assert [data.corpus[i] for i in seen["positives"][:2]] == [p for _, p in data.pairs[:2]]
+    assert list(seen["also"]), "nothing to check: seen['also'] is empty"
     assert all(not extra for extra in seen["also"])  # each anchor's only positive is its target
 
 
@@ -123,4 +124,5 @@ def test_rotated_model_exports_with_parity(tmp_path, tiny_model):
     rotated = add_rotation(tiny_model, fit_rotation(tiny_model.encode(texts)))
     rotated.save(str(tmp_path / "m"), safe_serialization=True)
     result = export_run(tmp_path / "m", tmp_path / "onnx", dims=[32, 16], int8=False)
+    assert list(result.graphs), "nothing to check: result.graphs is empty"
     assert all(g.parity.min_cosine >= 0.9999 for g in result.graphs)

@@ -1,4 +1,4 @@
 """Gate policies shipped with embedgate (package data, so that they install with the wheel).
 
-from gates.policy import default_policy   # reads default.yaml from here
+from gates.quality_gate.policy import default_policy   # reads default.yaml from here
 """

@@ -1,7 +1,7 @@
 """The quality gate's policy: a declarative YAML spec loaded into validated pydantic models.
 
-    from gates.policy import default_policy, load_policy
-    policy = default_policy()                      # gates/policies/default.yaml
+    from gates.quality_gate.policy import default_policy, load_policy
+    policy = default_policy()                      # gates/quality_gate/policies/default.yaml
     policy = load_policy("my_policy.yaml")         # errors name the file, the field and the bad value
 
 A policy names the primary metric, how to pick the serving dim, and a list of checks. Every check has a
@@ -16,129 +16,31 @@ and reads one backend (onnx-fp32 | onnx-int8 | torch) at one dim (an int, or "se
 - general_domain: a general-domain STS correlation may not drop more than `tolerance` below the baseline's;
   skipped, with the reason recorded, when the evaluation produced no STS results.
 `serving_dim: auto` picks the smallest dim whose primary metric (candidate, onnx-fp32) is within
-`serving_dim_fraction` of the largest dim's. gates.decision applies a policy to evaluation results.
+`serving_dim_fraction` of the largest dim's. gates.quality_gate.decision applies a policy to evaluation results.
+Each kind's spec and evaluator live in gates.quality_gate.checks (one module per kind).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gates.errors import EmbedgateGateError
-from gates.metrics import parse_metric_key
-from gates.results import Backend, StsMetric, validation_error_text
-from gates.significance import SignificanceTest
+from gates.evaluation.results import validation_error_text
+from gates.quality_gate.check_base import Spec, retrieval_metric
+from gates.quality_gate.checks import Check
 
-DEFAULT_POLICY_FILE = "policies/default.yaml"  # inside the gates package
-Severity = Literal["critical", "warning"]
+DEFAULT_POLICY_FILE = "policies/default.yaml"  # inside the gates.quality_gate package
 
 
 class PolicyError(EmbedgateGateError):
     """A gate policy file cannot be read or does not validate."""
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-
-class Significance(_Spec):
-    """Require the improvement to be beyond noise (see gates.significance)."""
-
-    test: SignificanceTest = "randomization"
-    alpha: float = Field(0.05, gt=0, lt=1)  # one-sided p must be below this
-    confidence: float = Field(0.95, gt=0, lt=1)  # of the bootstrap CI whose lower bound must be > 0
-    n_resamples: int = Field(10_000, ge=100)
-    seed: int = Field(0, ge=0)
-
-
-class _Check(_Spec):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    severity: Severity = "critical"
-    dim: int | Literal["serving"] = "serving"
-    backend: Backend = "onnx-fp32"
-
-    @field_validator("dim")
-    @classmethod
-    def _positive_dim(cls, dim: int | str) -> int | str:
-        if isinstance(dim, int) and dim <= 0:
-            raise ValueError(f"dim must be a positive int or 'serving', got {dim}")
-        return dim
-
-
-def _retrieval_metric(key: str) -> str:
-    parse_metric_key(key)  # raises MetricInputError (a ValueError) with the expected form
-    return key
-
-
-class ImprovementCheck(_Check):
-    kind: Literal["improvement"]
-    metric: str
-    min_absolute: float = Field(0.0, ge=0)
-    min_relative: float = Field(0.0, ge=0)  # fraction of the baseline value, 0.01 = 1%
-    significance: Significance | None = None
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, key: str) -> str:
-        return _retrieval_metric(key)
-
-
-class NoRegressionCheck(_Check):
-    kind: Literal["no_regression"]
-    metric: tuple[str, ...] = Field(min_length=1)  # one metric or a list of them
-    tolerance: float = Field(0.0, ge=0)  # absolute drop allowed
-
-    @field_validator("metric", mode="before")
-    @classmethod
-    def _one_or_many(cls, metric: Any) -> Any:
-        return (metric,) if isinstance(metric, str) else metric
-
-    @field_validator("metric")
-    @classmethod
-    def _metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(metrics)) != len(metrics):
-            raise ValueError(f"metric lists a key twice: {list(metrics)}")
-        return tuple(_retrieval_metric(key) for key in metrics)
-
-
-class ParityCheck(_Check):
-    kind: Literal["parity"]
-    backend: Literal["onnx-fp32", "onnx-int8"] = "onnx-fp32"
-    dim: int | Literal["serving", "all"] = "all"  # all: every exported graph of that backend
-    threshold: float = Field(0.9999, gt=0, le=1)
-
-
-class RetentionCheck(_Check):
-    kind: Literal["retention"]
-    metric: str | None = None  # None: the policy's primary metric
-    backend: Backend = "onnx-int8"
-    reference_backend: Backend = "onnx-fp32"
-    fraction: float = Field(0.99, gt=0, le=1)
-    severity: Severity | Literal["auto"] = "auto"
-
-    @field_validator("metric")
-    @classmethod
-    def _metric(cls, key: str | None) -> str | None:
-        return None if key is None else _retrieval_metric(key)
-
-
-class GeneralDomainCheck(_Check):
-    kind: Literal["general_domain"]
-    metric: StsMetric = "spearman"
-    tolerance: float = Field(0.02, ge=0)
-    severity: Severity = "warning"
-
-
-Check = Annotated[
-    ImprovementCheck | NoRegressionCheck | ParityCheck | RetentionCheck | GeneralDomainCheck,
-    Field(discriminator="kind"),
-]
-
-
-class GatePolicy(_Spec):
+class GatePolicy(Spec):
     """What a candidate must show to replace the baseline. Validated at construction."""
 
     name: str = "custom"
@@ -151,7 +53,7 @@ class GatePolicy(_Spec):
     @field_validator("primary_metric")
     @classmethod
     def _primary(cls, key: str) -> str:
-        return _retrieval_metric(key)
+        return retrieval_metric(key)
 
     @field_validator("serving_dim")
     @classmethod
@@ -205,10 +107,10 @@ def policy_from_dict(data: Any, source: str = "gate policy") -> GatePolicy:
 
 
 def default_policy() -> GatePolicy:
-    """The policy shipped with embedgate (gates/policies/default.yaml)."""
+    """The policy shipped with embedgate (gates/quality_gate/policies/default.yaml)."""
     from importlib.resources import files
 
-    resource = files("gates").joinpath(DEFAULT_POLICY_FILE)
+    resource = files("gates.quality_gate").joinpath(DEFAULT_POLICY_FILE)
     return load_policy(Path(str(resource)))
 
 

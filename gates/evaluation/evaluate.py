@@ -1,6 +1,6 @@
 """Evaluate a run's exported artifacts against a baseline on the same data, in the same run.
 
-    embedgate evaluate artifacts/runs/<run_id> --data ../shared/datasets/scifact --split test
+    embedgate evaluate artifacts/runs/<run_id> --data path/to/scifact --split test   # a BEIR folder
 
 Candidate: the run's ONNX export through the service's embedder (fp32 and int8, every dim), plus the PyTorch
 model for reference. Baseline: the registry's champion (its served ONNX artifacts) or, when there is none, the base
@@ -8,7 +8,7 @@ model exported the same way into the run (`baseline/onnx`), so both sides go thr
 nothing is taken from stale numbers. Exact search over the whole corpus; per-query scores are kept because the
 gate's significance test is paired over queries.
 
-Writes eval/candidate.json and eval/baseline.json (gates.results.EvalResults), eval/summary.md (a table),
+Writes eval/candidate.json and eval/baseline.json (gates.evaluation.results.EvalResults), eval/summary.md (a table),
 eval/metrics_vs_dim.png, eval/timings.json.
 """
 
@@ -19,10 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gates.encoders import Encoder, onnx_encoder, torch_encoder, truncate
 from gates.errors import EmbedgateGateError, RunDirectoryError
-from gates.metrics import evaluate_run, sts_correlations, top_k_run
-from gates.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
+from gates.evaluation.encoders import Encoder, onnx_encoder, torch_encoder, truncate
+from gates.evaluation.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
+from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations, top_k_run
 from training.embedding_cache import EmbeddingCache
 from training.run_dir import RunPaths, write_json_atomic
 
@@ -220,7 +220,7 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
         tmp = files[key].with_suffix(".json.tmp")
         tmp.write_text(results.to_json(), encoding="utf-8")
         tmp.replace(files[key])
-    from gates.eval_report import plot_metric_vs_dim, summary_table
+    from gates.evaluation.report import plot_metric_vs_dim, summary_table
 
     (run.eval / "summary.md").write_text(summary_table(candidate, base, data_path, split), encoding="utf-8")
     plot_metric_vs_dim(candidate, base, run.eval / "metrics_vs_dim.png")

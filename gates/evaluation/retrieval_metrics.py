@@ -1,6 +1,6 @@
 """Retrieval metrics (NDCG, MRR, MAP, Recall, Precision, F1 at any K), exact top-K search, STS correlations.
 
-    from gates.metrics import evaluate_run, top_k_run
+    from gates.evaluation.retrieval_metrics import evaluate_run, top_k_run
     run = top_k_run(query_ids, doc_ids, query_emb @ doc_emb.T, k=100)
     scores = evaluate_run(qrels, run, ks=(1, 5, 10, 100))
     scores.mean["ndcg@10"], scores.per_query["q1"]["mrr@10"]

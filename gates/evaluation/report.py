@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gates.results import EvalResults
+from gates.evaluation.results import EvalResults
 
 TABLE_METRICS = ("ndcg@10", "mrr@10", "recall@10", "map@100")
 

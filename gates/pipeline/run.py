@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gates.errors import EmbedgateGateError
-from gates.pipeline_config import PipelineConfig
+from gates.pipeline.config import PipelineConfig
 from service.errors import EmbedgateServiceError
 from training.errors import EmbedgateTrainingError
 from training.run_dir import RunPaths, sha256_file, write_json_atomic
@@ -40,7 +40,7 @@ class PipelineOutcome:
     status: str  # promoted | passed (promotion disabled) | blocked | error
     reason: str
     stages: list[StageRecord]
-    decision: object | None = None  # gates.decision.GateDecision
+    decision: object | None = None  # gates.quality_gate.decision.GateDecision
     promotion: object | None = None  # gates.promotion.PromotionResult
 
     @property
@@ -101,7 +101,7 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
                  ) -> PipelineOutcome:
     """Every stage, in order; `progress` gets one readable line per step (stage starts, epochs, results).
     quiet: no per-epoch lines and no progress bars (the CLI's --quiet also drops the stage lines)."""
-    from gates.stages import new_run
+    from gates.pipeline.stages import new_run
     from training.device import resolve_device
 
     resolve_device(config.train.device)  # a device that cannot be used stops the run before anything is written
@@ -126,7 +126,7 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
 
 def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome: PipelineOutcome,
                 progress: Progress, quiet: bool = False) -> None:
-    from gates.stages import data_gate, validate_mined
+    from gates.pipeline.stages import data_gate, validate_mined
 
     gate = stages.run("data gate", data_gate, config.train, run.data)
     stages.note(report=str(run.data / "report.json"))
@@ -160,7 +160,7 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     exported = stages.run("export", export_run, run.model, run.onnx, dims=dims, int8=config.export.int8)
     stages.note(graphs=len(exported.graphs))
 
-    from gates.evaluate import load_sts_set, run_evaluation
+    from gates.evaluation.evaluate import load_sts_set, run_evaluation
 
     sts = load_sts_set(config.evaluation.general_sts, config.evaluation.sts_limit) \
         if config.evaluation.general_sts else None
@@ -174,7 +174,7 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
         progress(f"  embedding cache: {evaluated.cache['hits']} hit(s), {evaluated.cache['misses']} encoded "
                  f"({evaluated.cache['encoded_texts']} texts)")
 
-    from gates.gating import run_gate
+    from gates.quality_gate.stage import run_gate
 
     decision = stages.run("gate", run_gate, run, config.gate.policy)
     outcome.decision = decision
@@ -211,7 +211,7 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
 def _write_report(run: RunPaths, progress: Progress) -> None:
     """report.html for every run, blocked or not. It only reads what the stages wrote, so a failure to draw it
     is reported and does not change the run's outcome."""
-    from gates.run_report import build_report
+    from gates.pipeline.run_report import build_report
 
     try:
         progress(f"report: {build_report(run)}")
@@ -222,7 +222,7 @@ def _write_report(run: RunPaths, progress: Progress) -> None:
 def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, progress: Progress) -> None:
     """Log the run to MLflow. The run's outcome (and the promotion) stands either way; a tracking failure is
     printed and kept in tracking.json, so CI can see it without the promotion being undone."""
-    from gates.tracking import TrackingError, log_pipeline_run
+    from gates.pipeline.tracking import TrackingError, log_pipeline_run
 
     section = config.tracking
     try:

@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from gates.decision import GateDecision, decide
 from gates.errors import RunDirectoryError
-from gates.policy import default_policy, load_policy
-from gates.results import EvalResults, ParityRecord
+from gates.evaluation.results import EvalResults, ParityRecord
+from gates.quality_gate.decision import GateDecision, decide
+from gates.quality_gate.policy import default_policy, load_policy
 from training.run_dir import RunPaths, write_json_atomic
 
 

@@ -1,6 +1,6 @@
 """What the quality gate reads: evaluation results per model, backend and dim, and the export's parity record.
 
-    from gates.results import EvalResults, ParityRecord
+    from gates.evaluation.results import EvalResults, ParityRecord
     results = EvalResults.from_json(Path("artifacts/runs/r1/eval/candidate.json").read_text())
     results.mean_metric("ndcg@10", backend="onnx-fp32", dim=256)
     parity = ParityRecord.from_export_json(json.loads(Path("artifacts/runs/r1/onnx/export.json").read_text()))
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gates.errors import EmbedgateGateError, MissingMetricError
-from gates.metrics import parse_metric_key
+from gates.evaluation.retrieval_metrics import parse_metric_key
 
 if TYPE_CHECKING:
-    from gates.metrics import RetrievalScores, StsScores
+    from gates.evaluation.retrieval_metrics import RetrievalScores, StsScores
 
 Backend = Literal["onnx-fp32", "onnx-int8", "torch"]
 BACKENDS: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "torch")

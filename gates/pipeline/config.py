@@ -1,7 +1,7 @@
 """The pipeline's config: the training config (flat, as for `embedgate train`) plus one section per later stage.
 
     base_model: all-MiniLM-L6-v2
-    data: {path: ../shared/datasets/scifact, split: train, eval_split: test}
+    data: {path: path/to/scifact, split: train, eval_split: test}   # a table or a BEIR folder
     export: {int8: true}
     evaluation: {split: test, backends: [onnx-fp32, onnx-int8]}   # add torch for the PyTorch reference
     cache: {dir: null, enabled: true}     # null = <output_dir>/../cache (embeddings + the base model's export)
@@ -60,7 +60,7 @@ class CacheSection(_Section):
 
 
 class TrackingSection(_Section):
-    """Optional MLflow tracking (gates/tracking.py); null mlflow = off."""
+    """Optional MLflow tracking (gates/pipeline/tracking.py); null mlflow = off."""
 
     mlflow: str | None = None  # tracking server URI, e.g. http://127.0.0.1:5000
     experiment: str = Field("embedgate", min_length=1)

@@ -1,6 +1,6 @@
 """Paired significance tests over per-query scores: is the candidate really better than the baseline?
 
-    from gates.significance import compare_paired
+    from gates.evaluation.significance import compare_paired
     result = compare_paired(candidate.metric_per_query("ndcg@10"), baseline.metric_per_query("ndcg@10"))
     result.mean_delta, result.p_value_greater, (result.ci_low, result.ci_high)
 

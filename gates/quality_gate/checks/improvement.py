@@ -1,0 +1,104 @@
+"""improvement: the candidate beats the baseline on a retrieval metric, by a margin, and (with
+`significance`) beyond noise: one-sided paired p < alpha and the bootstrap CI of the delta above 0.
+
+The significance test is the paired randomization test (Fisher 1935; Smucker, Allan & Carterette, "A Comparison
+of Statistical Significance Tests for Information Retrieval Evaluation", CIKM 2007) over per-query scores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from gates.evaluation.significance import SignificanceTest, compare_paired
+from gates.quality_gate.check_base import (
+    CheckContext,
+    CheckSpec,
+    GateRow,
+    Spec,
+    compared_row,
+    retrieval_metric,
+)
+
+
+class Significance(Spec):
+    """Require the improvement to be beyond noise (see gates.evaluation.significance)."""
+
+    test: SignificanceTest = "randomization"
+    alpha: float = Field(0.05, gt=0, lt=1)  # one-sided p must be below this
+    confidence: float = Field(0.95, gt=0, lt=1)  # of the bootstrap CI whose lower bound must be > 0
+    n_resamples: int = Field(10_000, ge=100)
+    seed: int = Field(0, ge=0)
+
+
+class ImprovementCheck(CheckSpec):
+    kind: Literal["improvement"]
+    metric: str
+    min_absolute: float = Field(0.0, ge=0)
+    min_relative: float = Field(0.0, ge=0)  # fraction of the baseline value, 0.01 = 1%
+    significance: Significance | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, key: str) -> str:
+        return retrieval_metric(key)
+
+
+def evaluate(check: ImprovementCheck, ctx: CheckContext) -> list[GateRow]:
+    dim = ctx.dim(check.dim)
+    new = ctx.candidate.mean_metric(check.metric, check.backend, dim)
+    old = ctx.baseline.mean_metric(check.metric, check.backend, dim)
+    delta = new - old
+    relative = delta / old if old > 0 else (math.inf if delta > 0 else 0.0)
+    rule = f"delta > 0, >= {check.min_absolute:g} and >= {check.min_relative:.1%} of baseline"
+    fields: dict[str, Any] = {"min_absolute": check.min_absolute, "min_relative": check.min_relative}
+    problems = []
+    if delta <= 0:
+        problems.append(f"no improvement: delta {delta:+.4f}")
+    elif delta < check.min_absolute:
+        problems.append(f"delta {delta:+.4f} < min_absolute {check.min_absolute:g}")
+    if delta > 0 and relative < check.min_relative:
+        problems.append(f"relative delta {relative:+.2%} < min_relative {check.min_relative:.2%}")
+    comparison = None
+    if check.significance is not None:
+        sig = check.significance
+        comparison = compare_paired(
+            ctx.candidate.per_query_metric(check.metric, check.backend, dim),
+            ctx.baseline.per_query_metric(check.metric, check.backend, dim),
+            method=sig.test,
+            confidence=sig.confidence,
+            n_resamples=sig.n_resamples,
+            seed=sig.seed,
+        )
+        rule += f"; {sig.test} p < {sig.alpha:g} and {sig.confidence:.0%} CI low > 0"
+        fields.update(sig.model_dump())
+        if comparison.p_value_greater >= sig.alpha:
+            problems.append(f"not significant: p {comparison.p_value_greater:.4f} >= alpha {sig.alpha:g}")
+        if comparison.ci_low <= 0:
+            problems.append(
+                f"{sig.confidence:.0%} CI [{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] includes 0"
+            )
+    evidence = (
+        f"; p {comparison.p_value_greater:.4f}, {comparison.confidence:.0%} CI "
+        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] over {comparison.n} queries"
+        if comparison
+        else ""
+    )
+    reason = "; ".join(problems) if problems else f"improves by {delta:+.4f} ({relative:+.1%}){evidence}"
+    return [
+        compared_row(
+            check,
+            metric=check.metric,
+            dim=dim,
+            candidate=new,
+            baseline=old,
+            threshold=rule,
+            threshold_fields=fields,
+            ok=not problems,
+            reason=reason,
+            severity=check.severity,
+            comparison=comparison,
+        )
+    ]
