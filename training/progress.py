@@ -28,8 +28,8 @@ def epoch_reporter(report: Report, metric: str | None = None):
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
-            report(f"  training: {state.max_steps} steps over {args.num_train_epochs:g} epoch(s), "
-                   f"batch {args.per_device_train_batch_size}")
+            epochs = f" over {args.num_train_epochs:g} epoch(s)" if args.max_steps <= 0 else " (max_steps)"
+            report(f"  training: {state.max_steps} steps{epochs}, batch {args.per_device_train_batch_size}")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:

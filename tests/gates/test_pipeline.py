@@ -64,6 +64,9 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
                 "mined/hard_negatives.jsonl", "train/loss_curve.png"):
         assert rel in manifest, rel
     assert not (run / "train" / "checkpoints").exists()
+    report = (run / "report.html").read_text()
+    assert "report.html" in manifest and "PROMOTED" in report and "v0001 is the champion" in report
+    assert "ndcg@10_mean" in report and "Gate decision" in report  # the dev log table and the decision
     registry = Registry(root / "registry")
     assert registry.champion().version == "v0001"
     assert registry.verify("v0001")["run_id"] == "first"
