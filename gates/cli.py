@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "export",
     "evaluate",
     "registry",
+    "embed",
     "pipeline",
     "report",
     "serve",

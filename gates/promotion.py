@@ -4,8 +4,13 @@ with a recorded reason. Also saves the version to the BentoML model store (`embe
 `bentoml build` packages the champion.
 
     embedgate promote artifacts/runs/<run_id>        # exit 0 promoted, 1 refused
+    embedgate promote artifacts/runs/<run_id> --staged   # servable by name and as `candidate`; champion stays
+    embedgate cutover v0003                          # champion -> v0003 (docs/versions.md)
     embedgate rollback                               # previous champion back, one command
     embedgate history
+
+Each promotion, cutover and rollback records whether clients must re-embed (`reembed_required`) and, with a
+webhook, is POSTed as a signed event (gates/promotion_events.py).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gates.errors import EmbedgateGateError
+from gates.promotion_events import Webhook, build_event, notify
 from gates.quality_gate.stage import read_decision
+from service import aliases
 from service.registry import Registry
 from training.run_dir import RunPaths
 
 BENTO_MODEL_NAME = "embedgate-embedder"
+PROMOTION_MODES = ("immediate", "staged")
 
 
 class PromotionRefused(EmbedgateGateError):
@@ -35,6 +43,9 @@ class PromotionResult:
     serving_dim: int
     bento_tag: str | None
     bento_error: str | None = None
+    alias: str = aliases.CHAMPION  # the alias that moved: champion (immediate) or candidate (staged)
+    reembed_required: bool = False
+    webhook_error: str | None = None
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -48,7 +59,12 @@ def served_metrics(decision: dict) -> dict:
 
 def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reason: str = "",
                 who: str | None = None, serve_precision: str | None = None, reference_dir: Path | None = None,
-                bento_store: bool = True) -> PromotionResult:
+                bento_store: bool = True, mode: str = "immediate", webhook: Webhook | None = None
+                ) -> PromotionResult:
+    """Promote a gated run. `mode="immediate"` moves the champion at once; `"staged"` makes the version servable
+    by name and as `candidate`, and the champion moves later with `cutover`."""
+    if mode not in PROMOTION_MODES:
+        raise EmbedgateGateError(f"promotion mode {mode!r}: expected one of {list(PROMOTION_MODES)}")
     registry = Registry(registry_root)
     decision = read_decision(run)
     if force and not reason.strip():
@@ -71,9 +87,16 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
     previous = registry.champion()
     metadata = {"serving_dim": decision["serving_dim"], "serve_precision": precision,
                 "baseline": decision["baseline"], "gate_passed": decision["passed"]}
+    staged = mode == "staged"
+    reembed = previous is not None and (aliases.version_space(registry, previous.version)
+                                        != aliases.embedding_space(run.onnx, decision["serving_dim"]))
     version = registry.add_version(sources, metadata=metadata, who=who,
                                    reason=reason or "gate passed", forced=force and not decision["passed"],
-                                   run_id=run.run_id, metrics=served_metrics(decision))
+                                   run_id=run.run_id, metrics=served_metrics(decision), make_champion=not staged,
+                                   alias=aliases.CANDIDATE if staged else None, reembed_required=reembed)
+    if staged:
+        aliases.set_candidate(registry, version)
+    alias = aliases.CANDIDATE if staged else aliases.CHAMPION
     tag, bento_error = None, None
     if bento_store:
         # The registry is the source of truth and the promotion has happened; the BentoML store copy only
@@ -82,8 +105,13 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
             tag = save_to_bento_store(registry, version)
         except Exception as err:  # BentoML raises several types (store permissions, disk)
             bento_error = f"{type(err).__name__}: {err}"
+    event = build_event("promotion", registry_root, version=version, previous=previous.version if previous else None,
+                        alias=alias, reembed_required=reembed, serving_dim=decision["serving_dim"],
+                        run_id=run.run_id)
+    webhook_error = notify(webhook, registry_root, event)
     return PromotionResult(version, previous.version if previous else None, run.run_id,
-                           force and not decision["passed"], decision["serving_dim"], tag, bento_error)
+                           force and not decision["passed"], decision["serving_dim"], tag, bento_error, alias,
+                           reembed, webhook_error)
 
 
 def save_to_bento_store(registry: Registry, version: str, make_latest: bool = False) -> str:
@@ -126,19 +154,56 @@ class RollbackResult:
     previous: str | None
     bento_tag: str | None
     bento_error: str | None = None
+    reembed_required: bool | None = None
+    webhook_error: str | None = None
 
 
 def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", to: str | None = None,
-             bento_store: bool = True) -> RollbackResult:
+             bento_store: bool = True, webhook: Webhook | None = None) -> RollbackResult:
     registry = Registry(registry_root)
-    champion = registry.rollback(who=who, reason=reason, to=to)
+    current = registry.champion()
+    target = to or (current.previous if current else None)
+    reembed = None
+    if current is not None and target is not None and target in registry.versions():
+        reembed = aliases.reembed_required(registry, current.version, target)
+    champion = registry.rollback(who=who, reason=reason, to=to, reembed_required=reembed)
     tag, error = None, None
     if bento_store:
         try:
             tag = save_to_bento_store(registry, champion.version, make_latest=True)
         except Exception as err:  # reported, not fatal: the registry rollback stands
             error = f"{type(err).__name__}: {err}"
-    return RollbackResult(champion.version, champion.previous, tag, error)
+    event = build_event("rollback", registry_root, version=champion.version, previous=current.version,
+                        alias=aliases.CHAMPION, reembed_required=reembed,
+                        serving_dim=aliases.version_space(registry, champion.version)[1])
+    webhook_error = notify(webhook, registry_root, event)
+    return RollbackResult(champion.version, champion.previous, tag, error, reembed, webhook_error)
+
+
+@dataclass(frozen=True)
+class CutoverOutcome:
+    result: aliases.CutoverResult
+    bento_tag: str | None
+    bento_error: str | None
+    webhook_error: str | None
+
+
+def cutover(registry_root: Path, version: str, *, allow_dim_change: bool = False, who: str | None = None,
+            reason: str = "", bento_store: bool = True, webhook: Webhook | None = None) -> CutoverOutcome:
+    """Move the champion alias to `version` (service.aliases.cutover), then point BentoML's `:latest` at it and
+    send the event. A refused cutover (dim change without `allow_dim_change`) raises CutoverRefused."""
+    registry = Registry(registry_root)
+    result = aliases.cutover(registry, version, allow_dim_change=allow_dim_change, who=who, reason=reason)
+    tag, error = None, None
+    if bento_store:
+        try:
+            tag = save_to_bento_store(registry, version, make_latest=True)
+        except Exception as err:  # reported, not fatal: the registry cutover stands
+            error = f"{type(err).__name__}: {err}"
+    event = build_event("cutover", registry_root, version=version, previous=result.previous,
+                        alias=aliases.CHAMPION, reembed_required=result.reembed_required,
+                        serving_dim=result.serving_dim, previous_dim=result.previous_dim)
+    return CutoverOutcome(result, tag, error, notify(webhook, registry_root, event))
 
 
 def history(registry_root: Path) -> list[dict]:

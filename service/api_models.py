@@ -6,7 +6,8 @@ Everything here raises `ApiError(422)`; the body has already been read as a JSON
 
     POST /v1/embeddings {"input": "text" | ["text", ...], "model": "embedgate-embedder", "dimensions": 128,
                          "encoding_format": "float" | "base64", "user": "..."}
-    POST /embed         {"inputs": "text" | ["text", ...], "dimensions": 128, "normalize": true, "truncate": true}
+    POST /embed         {"inputs": "text" | ["text", ...], "dimensions": 128, "normalize": true, "truncate": true,
+                         "model": "champion" | "candidate" | "v0003"}
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from service.api_errors import ApiError, describe_value
 
 OPENAI_FIELDS = ("input", "model", "dimensions", "encoding_format", "user")
-NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate")
+NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate", "model")
 ENCODING_FORMATS = ("float", "base64")
 
 
@@ -71,6 +72,7 @@ def parse_native_request(body: dict[str, Any], limits: RequestLimits) -> Embeddi
         texts=_texts(body, "inputs", limits),
         dimensions=_dimensions(body.get("dimensions")),
         truncate=_optional_bool(body, "truncate", default=limits.default_truncate),
+        model=_model(body.get("model")),
     )
 
 

@@ -49,7 +49,7 @@ class Champion:
 @dataclass(frozen=True)
 class HistoryEntry:
     time: str
-    action: str  # promote | rollback | refused
+    action: str  # promote | rollback | refused | cutover | cutover_refused | retire | webhook_failed (service.aliases)
     version: str | None
     from_version: str | None
     who: str
@@ -57,6 +57,10 @@ class HistoryEntry:
     forced: bool = False
     run_id: str | None = None
     metrics: dict | None = None
+    # Which alias moved to `version` ("champion", or "candidate" for a staged promotion; None: no alias moved) and
+    # whether clients holding vectors of `from_version` must re-embed (the embedding space or its dim changed).
+    alias: str | None = None
+    reembed_required: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -232,9 +236,11 @@ class Registry:
 
     def add_version(self, sources: dict[str, Path], *, metadata: dict[str, Any], who: str | None = None,
                     reason: str = "", forced: bool = False, run_id: str | None = None,
-                    metrics: dict | None = None, make_champion: bool = True) -> str:
+                    metrics: dict | None = None, make_champion: bool = True,
+                    reembed_required: bool | None = None, alias: str | None = None) -> str:
         """Copy `sources` ({name in version: file or folder}) into a new immutable version; optionally switch the
-        champion to it. Returns the version id."""
+        champion to it. `alias` names the alias a staged promotion moves instead (recorded; service.aliases moves
+        it). Returns the version id."""
         who = who or _user()
         for name, src in sources.items():
             if not Path(src).exists():
@@ -260,13 +266,15 @@ class Registry:
             if make_champion:
                 self._switch(version, previous.version if previous else None)
             self._append_history(HistoryEntry(_now(), "promote", version, previous.version if previous else None,
-                                              who, reason, forced, run_id, metrics))
+                                              who, reason, forced, run_id, metrics,
+                                              "champion" if make_champion else alias, reembed_required))
             return version
 
     def _switch(self, version: str, previous: str | None) -> None:
         _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
-    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None) -> Champion:
+    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None,
+                 reembed_required: bool | None = None) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
         if not self.champion_path.is_file():  # checked before the lock, which would create the folder
@@ -285,13 +293,15 @@ class Registry:
             self.verify(target)  # never switch to a version that would be refused at load
             before = self._previous_of(target)
             self._switch(target, before)
-            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason))
+            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason,
+                                              alias="champion", reembed_required=reembed_required))
             return self.champion()
 
     def _previous_of(self, version: str) -> str | None:
         """The champion that `version` replaced when it was last promoted (so repeated rollbacks walk back)."""
         for entry in reversed(self.history()):
-            if entry.version == version and entry.action == "promote":
+            # a staged promotion (alias "candidate") did not replace a champion; its cutover did
+            if entry.version == version and entry.action in ("promote", "cutover") and entry.alias != "candidate":
                 return entry.from_version
         return None
 

@@ -3,7 +3,7 @@
     GET  /health          200 while the process runs (liveness)
     GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
-    GET  /v1/models       OpenAI's model list (the served model)
+    GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version
     POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format"}
     POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate"} -> [[...]]
     anything else         404, in the same JSON error shape
@@ -43,6 +43,7 @@ from service.api_responses import dumps, native_body, openai_body
 from service.auth import check_api_key
 from service.limits import parse_json_object, read_body
 from service.version_header import NO_MODEL, VERSION_HEADER
+from service.version_pool import VersionNotFound, VersionUnavailable, list_versions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -182,14 +183,30 @@ class EmbeddingApi:
     async def _list_models(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
         created = calendar.timegm(time.strptime(model.loaded_at, "%Y-%m-%dT%H:%M:%SZ"))
         data = [{"id": runtime.settings.model_name, "object": "model", "created": created, "owned_by": "embedgate"}]
+        if runtime.versions is not None:
+            data += list_versions(runtime.versions, created)
         return self._json({"object": "list", "data": data}, 200, model.version)
+
+    async def _resolve_model(self, runtime: ServingRuntime, requested: str | None, champion: ServingModel
+                             ) -> ServingModel:
+        """The version `model` names (docs/versions.md): an alias, a pinned version, or 404 listing them."""
+        name = runtime.settings.model_name
+        if runtime.versions is None:  # a Bento's model store serves one version
+            check_model_name(requested, (name, f"{name}:{champion.version}", champion.version))
+            return champion
+        try:
+            return await runtime.versions.resolve(requested, name, champion)
+        except VersionNotFound as err:
+            raise ApiError(404, "model_not_found", str(err), param="model") from None
+        except VersionUnavailable as err:
+            raise ApiError(503, "model_not_ready", str(err), param="model") from None
 
     async def _openai_embeddings(self, request: Request, runtime: ServingRuntime,
                                  model: ServingModel) -> Response:
         body = await self._read_json(request, runtime)
         parsed = parse_openai_request(body, _limits(runtime))
         name = runtime.settings.model_name
-        check_model_name(parsed.model, (name, f"{name}:{model.version}", model.version))
+        model = await self._resolve_model(runtime, parsed.model, model)
         embedded = await self._embed(runtime, model, parsed, "/v1/embeddings")
         payload = openai_body(embedded.vectors, embedded.processed_tokens, f"{name}:{model.version}",
                               parsed.encoding_format)
@@ -198,6 +215,7 @@ class EmbeddingApi:
     async def _native_embed(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
         body = await self._read_json(request, runtime)
         parsed = parse_native_request(body, _limits(runtime))
+        model = await self._resolve_model(runtime, parsed.model, model)
         embedded = await self._embed(runtime, model, parsed, "/embed")
         return self._embedded_response(native_body(embedded.vectors), runtime, model, parsed, embedded)
 

@@ -26,6 +26,7 @@ from service.metrics import ServiceMetrics
 from service.registry import Registry
 from service.serving_model import ServingModel, load_version
 from service.settings import ServeSettings
+from service.version_pool import VersionPool
 
 logger = logging.getLogger("embedgate.service")
 FROM_ENV: Any = object()  # create()'s default for `drift`: ask the drift module (None switches capture off)
@@ -44,6 +45,8 @@ class ServingRuntime:
         self.batcher = MicroBatcher(settings.max_batch_size, settings.max_batch_delay_ms / 1000, metrics)
         self.concurrency = ConcurrencyLimit(settings.max_concurrent_requests)
         self._watch_task: asyncio.Task | None = None
+        self.versions: VersionPool | None = None  # registry mode: the versions a request may pin (`model`)
+        self._versions_task: asyncio.Task | None = None
 
     @classmethod
     def create(cls, settings: ServeSettings, metrics: ServiceMetrics | None = None,
@@ -58,9 +61,15 @@ class ServingRuntime:
         if registry_chosen or settings.registry.is_dir() or not _store_has(settings.model_tag):
             registry = Registry(settings.registry)
             load = functools.partial(load_version, precision=settings.precision, threads=settings.threads)
-            watcher = ChampionWatcher(registry, holder, load=load, metrics=metrics)
+            # Every version (the champion too) is loaded through the pool, so a version is in memory once.
+            versions = VersionPool(registry, load, settings.keep_versions,
+                                   int(settings.on_demand_memory_mb * 2**20))
+            watcher = ChampionWatcher(registry, holder, load=versions.load_dir, metrics=metrics)
             watcher.check()
-            return cls(settings, metrics, holder, watcher, f"registry:{settings.registry.resolve()}", drift)
+            versions.refresh()
+            runtime = cls(settings, metrics, holder, watcher, f"registry:{settings.registry.resolve()}", drift)
+            runtime.versions = versions
+            return runtime
         runtime = cls(settings, metrics, holder, None, f"bentoml-model-store:{settings.model_tag}", drift)
         runtime._load_from_store()
         return runtime
@@ -92,12 +101,16 @@ class ServingRuntime:
         if self.watcher is not None:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self.watcher.watch(self.settings.poll_interval_s), name="embedgate-champion-watcher")
+        if self.versions is not None:
+            self._versions_task = asyncio.get_running_loop().create_task(
+                self.versions.watch(self.settings.poll_interval_s), name="embedgate-version-pool")
 
     async def stop(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
+        for task in (self._watch_task, self._versions_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.batcher.stop()
         if self.drift_monitor is not None:
             await asyncio.to_thread(self.drift_monitor.stop)

@@ -62,6 +62,11 @@ class ServeSettings(BaseModel):
         "how long the first queued request waits for others to join its batch"))
     poll_interval_s: float = Field(5.0, gt=0, description=(
         "how often the registry's champion pointer is checked for a promotion or rollback"))
+    keep_versions: int = Field(2, ge=0, description=(
+        "newest registry versions kept loaded beside the champion and the candidate, so clients pinned to them "
+        "(`model: v0003`) never wait for a load (docs/versions.md)"))
+    on_demand_memory_mb: float = Field(1024.0, gt=0, description=(
+        "graph memory for older versions loaded on demand; least recently used ones are evicted to stay under"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServeSettings:

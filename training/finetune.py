@@ -209,26 +209,17 @@ def _mining_encoder(config: TrainConfig, model, cache_dir: Path | None, quiet: b
 def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool,
                    encode=None):
     """Mined rows when mining is on (re-used verbatim on resume, so a resumed run sees identical data)."""
-    strategy = config.mining.strategy
-    if strategy == "auto":  # rows without negatives get model-mined ones; rows that bring their own keep them
-        strategy = "model" if prepared.needs_negatives else "none"
-    if strategy in ("none", "contradiction") or not prepared.pair_like:
-        return prepared.train, None, None
-    mining_config = config.mining.model_copy(update={"strategy": strategy})
-    from training.mining import MinedSet, mine
+    from training.mining.for_training import mine_training_rows, resolve_strategy
 
+    strategy = resolve_strategy(config.mining.strategy, prepared)
+    if strategy in ("none", "contradiction") or not prepared.pair_like:
+        return prepared.train, None, None  # NLI triplets are already (anchor, positive, negative) rows
     saved = paths.mined / "hard_negatives.jsonl"
     if resuming and saved.is_file():
         mined = _load_mined(paths)
     else:
-        domain = None
-        if strategy == "domain_confusion":
-            from training.readers import read_text
-
-            domain = [t for t in read_text(config.mining.domain_confusion_path).splitlines() if t.strip()]
-        mined: MinedSet = mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus,
-                               mining_config, model=model, labelled=prepared.labelled, seed=config.seed,
-                               domain_texts=domain, encode=encode)
+        mining_config = config.mining.model_copy(update={"strategy": strategy})
+        mined = mine_training_rows(prepared, mining_config, model, seed=config.seed, encode=encode)
         if is_main_process():
             mined.save(paths.mined)
     return mined.to_hf_dataset(), mined.stages or None, mined.summary()

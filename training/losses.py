@@ -44,6 +44,22 @@ class LossChoice:
 
 def choose_loss(dataset_type: DatasetType, requested: str = "auto", cached: bool = False,
                 n_rows: int = 0) -> LossChoice:
+    """Pick the loss for a dataset type, or check the one the config asks for.
+
+    Args:
+        dataset_type: the detected or configured dataset type.
+        requested: `auto`, or a loss name the config asks for (mnrl, cached_mnrl, cosent, triplet).
+        cached: ask for CachedMultipleNegativesRankingLoss (GradCache: Gao et al., "Scaling Deep Contrastive
+            Learning Batch Size under Memory Limited Setup", 2021).
+        n_rows: training rows; at CACHED_THRESHOLD or more, `auto` picks the cached loss.
+
+    Returns:
+        The loss name and why it was chosen (recorded in the run's defaults.json).
+
+    Raises:
+        ConfigError: the requested loss does not fit the data, or `cached` with a loss that has no in-batch
+            negatives.
+    """
     allowed = ALLOWED[dataset_type]
     if requested != "auto":
         if requested not in allowed:
@@ -67,7 +83,26 @@ def choose_loss(dataset_type: DatasetType, requested: str = "auto", cached: bool
 
 def build_loss(model, choice: LossChoice, matryoshka_dims: list[int] | None = None,
                matryoshka_weights: list[float] | None = None, mini_batch_size: int = 32):
-    """Instantiate the sentence-transformers loss; wrap it in MatryoshkaLoss when dims are given."""
+    """Instantiate the sentence-transformers loss; wrap it in MatryoshkaLoss when dims are given.
+
+    MNRL is the in-batch-negatives ranking loss of Henderson et al., "Efficient Natural Language Response
+    Suggestion for Smart Reply" (2017); CoSENT ranks pairs by their similarity scores (Su, 2022); MatryoshkaLoss
+    applies the inner loss to each prefix of the embedding (Kusupati et al., "Matryoshka Representation
+    Learning", NeurIPS 2022), so a truncated vector is itself a good embedding.
+
+    Args:
+        model: the SentenceTransformer being trained.
+        choice: from `choose_loss`.
+        matryoshka_dims: prefix sizes to train (None: no Matryoshka wrapper).
+        matryoshka_weights: one weight per dim (None: equal weights).
+        mini_batch_size: CachedMNRL's per-forward size (memory bound).
+
+    Returns:
+        A sentence-transformers loss module.
+
+    Raises:
+        ConfigError: a Matryoshka dim larger than the model's embedding dim.
+    """
     from sentence_transformers.sentence_transformer import losses
 
     if choice.name == "mnrl":

@@ -48,10 +48,13 @@ def mine_command(
 ) -> None:
     import json
 
+    from pydantic import ValidationError
+
     from gates.pipeline.stages import validate_mined
-    from training.config import MiningConfig
+    from training.config import MiningConfig, format_validation_error
     from training.errors import ConfigError
     from training.loading import load_dataset
+    from training.mining.for_training import mine_training_rows
     from training.models import load_sentence_transformer, resolve_model_path
     from training.prepare import prepare_training_data
 
@@ -60,35 +63,15 @@ def mine_command(
                           f"not overwritten)")
     data_set = load_dataset(data, dataset_type, columns)
     prepared = prepare_training_data(data_set, split, dev_fraction=0.0, seed=seed)
-    if strategy == "contradiction":
-        if prepared.dataset_type.value != "nli":
-            raise ConfigError(f"strategy contradiction needs NLI data (premise, hypothesis, label), got "
-                              f"{prepared.dataset_type.value}")
-        from training.mining import MinedSet
-
-        rows = prepared.train
-        mined = MinedSet(list(rows["anchor"]), list(rows["positive"]), [[n] for n in rows["negative"]],
-                         "contradiction", stats={"rows_in": len(data_set)})
-    else:
-        from pydantic import ValidationError
-
-        from training.config import format_validation_error
-        from training.mining import mine
-
-        try:
-            cfg = MiningConfig(strategy=strategy, num_negatives=num_negatives, range_min=range_min,
-                               range_max=range_max, relative_margin=relative_margin, sampling_strategy=sampling,
-                               domain_confusion_path=domain_texts)
-        except ValidationError as err:
-            raise ConfigError(format_validation_error(err, "(mine options)")) from None
-        texts = None
-        if domain_texts is not None:
-            from training.readers import read_text
-
-            texts = [t for t in read_text(domain_texts).splitlines() if t.strip()]
-        scorer = load_sentence_transformer(model)
-        mined = mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus, cfg,
-                     model=scorer, labelled=prepared.labelled, seed=seed, domain_texts=texts)
+    try:
+        cfg = MiningConfig(strategy=strategy, num_negatives=num_negatives, range_min=range_min, range_max=range_max,
+                           relative_margin=relative_margin, sampling_strategy=sampling,
+                           domain_confusion_path=domain_texts)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "(mine options)")) from None
+    # Every retrieval strategy scores candidates with the model (the false-negative margin filter).
+    scorer = None if strategy == "contradiction" else load_sentence_transformer(model)
+    mined = mine_training_rows(prepared, cfg, scorer, seed=seed)
     path = mined.save(out)
     gate = validate_mined(path, eval_path, tokenizer=resolve_model_path(model))
     typer.echo(json.dumps(mined.summary(), indent=2))

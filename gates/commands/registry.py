@@ -27,6 +27,26 @@ embedgate rollback --reason "p99 latency regression"
 embedgate rollback --to v0003
 ```
 """
+CUTOVER_HELP = """Move the `champion` alias to a version (verified first): clients that omit `model` get it from
+the next poll on; clients pinned to a version (`model: v0002`) keep theirs. Refused (exit 1, recorded) when the
+version's default dimensions differ from the champion's, unless --allow-dim-change. `embedgate rollback` undoes it.
+
+Examples:
+
+```
+embedgate cutover v0003
+embedgate cutover v0003 --allow-dim-change --reason "corpus re-embedded at 128d"
+```
+"""
+RETIRE_HELP = """Stop serving a version by name: requests naming it get 404 (the service unloads it at its next
+poll). The champion and the candidate cannot be retired; the files stay in the registry.
+
+Example:
+
+```
+embedgate retire v0001 --reason "no client pins it any more"
+```
+"""
 HISTORY_HELP = """Show the registry's append-only history: every promotion, rollback and refusal.
 
 Example:
@@ -37,32 +57,63 @@ embedgate history --registry registry
 """
 
 Registry = Annotated[Path, typer.Option(help="Registry folder.", envvar="EMBEDGATE_REGISTRY")]
+Reason = Annotated[str, typer.Option(help="Why (recorded in the history).")]
+WebhookUrl = Annotated[str | None, typer.Option(
+    help="POST the event here, signed with HMAC-SHA256 of $EMBEDGATE_WEBHOOK_SECRET (docs/versions.md).",
+    envvar="EMBEDGATE_WEBHOOK_URL")]
 
 
 def register(app: typer.Typer) -> None:
     app.command("promote", help=PROMOTE_HELP)(promote)
     app.command("rollback", help=ROLLBACK_HELP)(rollback)
+    app.command("cutover", help=CUTOVER_HELP)(cutover)
+    app.command("retire", help=RETIRE_HELP)(retire)
     app.command("history", help=HISTORY_HELP)(history)
+
+
+def _webhook(url: str | None):
+    from gates.promotion_events import Webhook
+
+    return Webhook.from_config(url)
+
+
+def _report_webhook(error: str | None) -> None:
+    if error:
+        typer.echo(f"warning: promotion event not delivered ({error}); recorded in the history, the registry "
+                   f"change stands", err=True)
 
 
 def promote(
     run_dir: Annotated[Path, typer.Argument(help="A gated run directory.")],
     registry: Registry = Path("registry"),
     force: Annotated[bool, typer.Option(help="Promote even though the gate failed (needs --reason).")] = False,
-    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
+    reason: Reason = "",
     no_bento_store: Annotated[bool, typer.Option(help="Skip saving to the BentoML model store.")] = False,
+    staged: Annotated[bool, typer.Option(help="Stage it: servable by name and as `candidate`; the champion "
+                                               "moves with `embedgate cutover`.")] = False,
+    webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import PromotionRefused, promote_run
     from training.run_dir import open_run_dir
 
+    hook = _webhook(webhook)  # a bad URL or a missing secret stops here, before anything is promoted
     try:
         result = promote_run(open_run_dir(run_dir), registry, force=force, reason=reason,
-                             bento_store=not no_bento_store)
+                             bento_store=not no_bento_store, mode="staged" if staged else "immediate", webhook=hook)
     except PromotionRefused as refused:
         typer.echo(f"refused: {refused}", err=True)
         raise typer.Exit(code=1) from None
-    typer.echo(f"promoted {result.run_id} as {result.version} (previous champion: {result.previous or 'none'}; "
-               f"serving dim {result.serving_dim}; bento model {result.bento_tag or 'not saved'})")
+    if result.alias == "candidate":
+        typer.echo(f"staged {result.run_id} as {result.version} (the candidate; champion stays "
+                   f"{result.previous or 'none'}; serving dim {result.serving_dim}; re-embedding needed to switch: "
+                   f"{'yes' if result.reembed_required else 'no'}); when clients are ready: embedgate cutover "
+                   f"{result.version}")
+    else:
+        typer.echo(f"promoted {result.run_id} as {result.version} (previous champion: "
+                   f"{result.previous or 'none'}; serving dim {result.serving_dim}; bento model "
+                   f"{result.bento_tag or 'not saved'}; clients must re-embed: "
+                   f"{'yes' if result.reembed_required else 'no'})")
+    _report_webhook(result.webhook_error)
     if result.bento_error:
         typer.echo(f"warning: not saved to the BentoML model store ({result.bento_error}); the registry "
                    f"promotion stands, but `bentoml build` will not package this version", err=True)
@@ -70,18 +121,63 @@ def promote(
 
 def rollback(
     registry: Registry = Path("registry"),
-    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")] = "",
+    reason: Reason = "",
     to: Annotated[str | None, typer.Option(help="A specific version (default: the previous champion).")] = None,
     no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
+    webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import rollback as do_rollback
 
-    result = do_rollback(registry, reason=reason, to=to, bento_store=not no_bento_store)
+    result = do_rollback(registry, reason=reason, to=to, bento_store=not no_bento_store, webhook=_webhook(webhook))
     typer.echo(f"rolled back: {result.version} is the champion (previous: {result.previous or 'none'}; "
-               f"bento model {result.bento_tag or 'not saved'} is :latest)")
+               f"bento model {result.bento_tag or 'not saved'} is :latest; clients must re-embed: "
+               f"{'yes' if result.reembed_required else 'no'})")
+    _report_webhook(result.webhook_error)
     if result.bento_error:
         typer.echo(f"warning: BentoML's model store not updated ({result.bento_error}); a Bento built now would "
                    f"pack the last promoted version", err=True)
+
+
+def cutover(
+    version: Annotated[str, typer.Argument(help="The version to serve as the champion, e.g. v0003.")],
+    registry: Registry = Path("registry"),
+    allow_dim_change: Annotated[bool, typer.Option(help="Allow a different default `dimensions` (recorded).")] = False,
+    reason: Reason = "",
+    no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
+    webhook: WebhookUrl = None,
+) -> None:
+    from gates.promotion import cutover as do_cutover
+    from service.aliases import CutoverRefused
+
+    hook = _webhook(webhook)
+    try:
+        outcome = do_cutover(registry, version, allow_dim_change=allow_dim_change, reason=reason,
+                             bento_store=not no_bento_store, webhook=hook)
+    except CutoverRefused as refused:
+        typer.echo(f"refused: {refused}", err=True)
+        raise typer.Exit(code=1) from None
+    result = outcome.result
+    dims = (f"default dimensions {result.previous_dim} -> {result.serving_dim}" if result.dim_changed
+            else f"default dimensions {result.serving_dim}")
+    typer.echo(f"cut over: {result.version} is the champion (previous: {result.previous or 'none'}; {dims}; "
+               f"clients must re-embed: {'yes' if result.reembed_required else 'no'}); undo with `embedgate "
+               f"rollback`")
+    if outcome.bento_error:
+        typer.echo(f"warning: BentoML's model store not updated ({outcome.bento_error}); a Bento built now would "
+                   f"pack the last promoted version", err=True)
+    _report_webhook(outcome.webhook_error)
+
+
+def retire(
+    version: Annotated[str, typer.Argument(help="The version to stop serving, e.g. v0001.")],
+    registry: Registry = Path("registry"),
+    reason: Reason = "",
+) -> None:
+    from service.aliases import retire as do_retire
+    from service.registry import Registry as Store
+
+    do_retire(Store(registry), version, reason=reason)
+    typer.echo(f"retired {version}: requests naming it get 404 from the service's next poll on")
 
 
 def history(
@@ -98,9 +194,16 @@ def history(
         for entry in entries:
             typer.echo(json.dumps(entry))
         return
-    champion = Store(registry).champion()
-    typer.echo(f"champion: {champion.version if champion else 'none'}")
-    typer.echo(f"{'time':<21} {'action':<9} {'version':<8} {'from':<8} {'who':<12} {'run':<28} reason")
+    from service.aliases import read_state
+
+    state = read_state(Store(registry))
+    typer.echo(f"champion: {state.champion or 'none'}; candidate: {state.candidate or 'none'}; servable: "
+               f"{', '.join(state.servable) or 'none'}" + (f"; retired: {', '.join(state.retired)}"
+                                                           if state.retired else ""))
+    typer.echo(f"{'time':<21} {'action':<15} {'version':<8} {'from':<8} {'alias':<9} {'re-embed':<8} "
+               f"{'who':<12} {'run':<28} reason")
     for e in entries:
-        typer.echo(f"{e['time']:<21} {e['action']:<9} {e['version'] or '-':<8} {e['from_version'] or '-':<8} "
-                   f"{e['who'][:12]:<12} {(e['run_id'] or '-')[:28]:<28} {e['reason']}")
+        reembed = {True: "yes", False: "no", None: "-"}[e.get("reembed_required")]
+        typer.echo(f"{e['time']:<21} {e['action']:<15} {e['version'] or '-':<8} {e['from_version'] or '-':<8} "
+                   f"{e.get('alias') or '-':<9} {reembed:<8} {e['who'][:12]:<12} {(e['run_id'] or '-')[:28]:<28} "
+                   f"{e['reason']}")

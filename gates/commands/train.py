@@ -86,10 +86,27 @@ def train(
             if not gate.passed:
                 typer.echo(f"data gate failed: training stopped; see {paths.data / 'report.json'}", err=True)
                 raise typer.Exit(code=1)
-        result = run_training(cfg, run_dir=paths.root)
+        result = run_training(cfg, run_dir=paths.root, check_mined=None if skip_data_gate else _mined_gate(cfg))
     if is_main_process():
         typer.echo(json.dumps({k: result.to_dict()[k] for k in (
             "run_dir", "loss", "train_rows", "steps", "train_seconds", "examples_per_second", "best_metric",
             "dev_metrics", "rotation")}, indent=2))
         for tip in result.advice:
             typer.echo(f"advice: {tip['message']}")
+
+
+def _mined_gate(cfg):
+    """The data gate on the mined hard-negatives set, as the pipeline runs it: mining must not create leakage or
+    malformed rows (a negative equal to its positive, an eval query in the training rows)."""
+    from gates.pipeline.stages import validate_mined
+    from training.models import resolve_model_path
+
+    def check(path: Path) -> None:
+        gate = validate_mined(path, cfg.data.eval_path, resolve_model_path(cfg.base_model))
+        typer.echo(gate.summary)
+        if not gate.passed:
+            typer.echo(f"data gate failed on the mined rows: training stopped; see "
+                       f"{path.parent / 'data-gate' / 'report.json'}", err=True)
+            raise typer.Exit(code=1)
+
+    return check

@@ -6,7 +6,7 @@
     evaluation: {split: test, backends: [onnx-fp32, onnx-int8]}   # add torch for the PyTorch reference
     cache: {dir: null, enabled: true}     # null = <output_dir>/../cache (embeddings + the base model's export)
     gate: {policy: null}                  # null = the packaged default policy
-    promotion: {registry: registry, enabled: true}
+    promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ class GateSection(_Section):
 class PromotionSection(_Section):
     enabled: bool = True
     registry: Path = Path("registry")
+    # immediate: the champion moves at once; staged: the version is servable by name and as `candidate`, and the
+    # champion moves with `embedgate cutover` (docs/versions.md)
+    mode: Literal["immediate", "staged"] = "immediate"
+    webhook: str | None = None  # POST each promotion event here, signed with HMAC-SHA256 of webhook_secret_env
+    webhook_secret_env: str = "EMBEDGATE_WEBHOOK_SECRET"
     reference_queries: int = Field(5000, ge=10)  # drift reference: up to this many of the domain's queries
     reference_corpus: int = Field(1000, ge=10)
 

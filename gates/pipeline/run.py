@@ -127,7 +127,11 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
 def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome: PipelineOutcome,
                 progress: Progress, quiet: bool = False) -> None:
     from gates.pipeline.stages import data_gate, validate_mined
+    from gates.promotion_events import Webhook
 
+    # A webhook without its secret is refused before hours of training, not after.
+    webhook = Webhook.from_config(config.promotion.webhook, config.promotion.webhook_secret_env) \
+        if config.promotion.enabled else None
     gate = stages.run("data gate", data_gate, config.train, run.data)
     stages.note(report=str(run.data / "report.json"))
     progress(gate.summary)
@@ -201,11 +205,14 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     if note:
         progress(f"drift reference: {note}")
     promoted = stages.run("promote", promote_run, run, registry, reason="pipeline: gate passed",
-                          reference_dir=reference)
+                          reference_dir=reference, mode=config.promotion.mode, webhook=webhook)
     stages.note(**promoted.to_dict())
     outcome.promotion = promoted
     outcome.status = "promoted"
-    outcome.reason = f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+    outcome.reason = (f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+                      if promoted.alias == "champion" else
+                      f"{promoted.version} is staged as the candidate; {promoted.previous or 'none'} stays the "
+                      f"champion until `embedgate cutover {promoted.version}`")
 
 
 def _write_report(run: RunPaths, progress: Progress) -> None:

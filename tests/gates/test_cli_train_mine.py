@@ -64,3 +64,31 @@ def test_mine_contradiction_needs_nli(tmp_path, tiny_model_dir, pairs_csv, capsy
     assert main(["mine", str(pairs_csv), "--strategy", "contradiction", "--model", str(tiny_model_dir),
                  "--out", str(tmp_path / "m")]) == 2
     assert "strategy contradiction needs NLI data" in capsys.readouterr().err
+
+
+def test_train_runs_the_data_gate_on_the_mined_rows(tmp_path, tiny_model_dir, pairs_csv, capsys):
+    code = main(["train", "--data", str(pairs_csv), "--set", f"base_model={tiny_model_dir}",
+                 "--output-dir", str(tmp_path / "runs"), "--run-id", "mined", "--set", "max_steps=2",
+                 "--set", "dev_fraction=0", "--set", "mining.strategy=random"])
+    assert code == 0, capsys.readouterr()
+    report = json.loads((tmp_path / "runs" / "mined" / "mined" / "data-gate" / "report.json").read_text())
+    assert report["passed"] is True and report["dataset"]["type"] == "hard_negatives"
+
+
+def test_train_stops_when_the_mined_rows_fail_the_data_gate(tmp_path, tiny_model_dir, pairs_csv, capsys,
+                                                            monkeypatch):
+    import gates.pipeline.stages as stages
+
+    real = stages.validate_mined
+
+    def failing(path, eval_path, tokenizer=None):
+        outcome = real(path, eval_path, tokenizer)
+        return type(outcome)(False, outcome.report, outcome.written)
+
+    monkeypatch.setattr(stages, "validate_mined", failing)
+    code = main(["train", "--data", str(pairs_csv), "--set", f"base_model={tiny_model_dir}",
+                 "--output-dir", str(tmp_path / "runs"), "--run-id", "bad-mined", "--set", "max_steps=2",
+                 "--set", "dev_fraction=0", "--set", "mining.strategy=random"])
+    assert code == 1
+    assert "data gate failed on the mined rows" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "bad-mined" / "model").exists()

@@ -258,7 +258,8 @@ def test_openai_client_works_unchanged(guarded):
     assert result.model == "embedgate-embedder:v0001" and result.usage.prompt_tokens > 0
     as_floats = client.embeddings.create(model="embedgate-embedder", input="heart", encoding_format="float")
     assert len(as_floats.data[0].embedding) == TINY_SERVING_DIM
-    assert [model.id for model in client.models.list()] == ["embedgate-embedder"]
+    # the service name, then the alias and every servable version a client may pin (docs/versions.md)
+    assert [model.id for model in client.models.list()] == ["embedgate-embedder", "champion", "v0001"]
     with pytest.raises(openai.UnprocessableEntityError, match="allowed: \\[32, 16, 8\\]"):
         client.embeddings.create(model="embedgate-embedder", input="heart", dimensions=7)
     with pytest.raises(openai.NotFoundError, match="is not served here"):

@@ -1,0 +1,89 @@
+"""`embedgate embed`: re-embed a corpus with one registry version, locally or on Ray (gates/reembed.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+EMBED_HELP = """Embed a corpus (JSONL, CSV, Parquet, or a BEIR folder) with one registry version, through the
+exact ONNX graph the service serves, into resumable Parquet shards (id, vector, version, dim) plus a manifest.
+Run it again after a crash or Ctrl-C: finished shards are skipped. With --ray-address (or RAY_ADDRESS) it runs on
+that Ray cluster (Ray Data, one model copy per actor).
+
+Examples:
+
+```
+embedgate embed corpus.jsonl --version v0003 --out embeddings/v0003
+embedgate embed corpus.csv --version candidate --dim 128 --id-column doc_id --out embeddings/v0003-128
+embedgate embed corpus.parquet --version v0003 --out embeddings/v0003 --ray-address auto --workers 8
+embedgate embed corpus.jsonl --version candidate --out embeddings/v0003 --cutover
+```
+"""
+
+
+def read_champion(registry: Path) -> str | None:
+    from service.registry import Registry
+
+    champion = Registry(registry).champion()
+    return champion.version if champion else None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("embed", help=EMBED_HELP)(embed)
+
+
+def embed(
+    corpus: Annotated[Path, typer.Argument(help="A .jsonl/.csv/.parquet table or a BEIR folder.")],
+    version: Annotated[str, typer.Option(help="Registry version (v0003) or alias (champion, candidate).")],
+    out: Annotated[Path, typer.Option(help="Output folder (created; resumed when it holds the same run).")],
+    registry: Annotated[Path, typer.Option(help="Registry folder.", envvar="EMBEDGATE_REGISTRY")] = Path("registry"),
+    dim: Annotated[int | None, typer.Option(help="Output dims (default: the version's serving dim).")] = None,
+    id_column: Annotated[str | None, typer.Option(help="Id column (default: id or _id).")] = None,
+    text_column: Annotated[str, typer.Option(help="Text column.")] = "text",
+    shard_size: Annotated[int, typer.Option(help="Rows per Parquet shard (the unit of resume).")] = 4096,
+    threads: Annotated[int | None, typer.Option(help="onnxruntime threads, local engine (default: all cores).")
+                       ] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto', ray://host:10001).",
+                                                    envvar="RAY_ADDRESS")] = None,
+    workers: Annotated[int, typer.Option(help="Ray actors, one model copy each.")] = 2,
+    cutover: Annotated[bool, typer.Option(help="When every shard is done, cut the champion over to this version "
+                                               "(as `embedgate cutover`, same dim guard).")] = False,
+    allow_dim_change: Annotated[bool, typer.Option(help="With --cutover: allow a new default dim.")] = False,
+) -> None:
+    from tqdm import tqdm
+
+    from gates.reembed import embed_corpus, read_corpus
+
+    texts = read_corpus(corpus, id_column, text_column)  # every input problem is reported before work starts
+    bar = tqdm(total=len(texts.ids), unit="text", unit_scale=True, desc=f"embed {version}", dynamic_ncols=True)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    try:
+        result = embed_corpus(texts, registry, version, out, dim=dim, shard_size=shard_size,
+                              threads=threads or os.cpu_count(), ray_address=ray_address, workers=workers,
+                              progress=progress)
+    finally:
+        bar.close()
+    if result.skipped_shards == result.shards:
+        typer.echo(f"nothing left to embed: all {result.shards} shard(s) of {result.rows} texts in {result.out} are "
+                   f"done (version {result.version}, dim {result.dim}); manifest: {result.out / 'manifest.json'}")
+    else:
+        skipped = f"; {result.skipped_shards} shard(s) already done, skipped" if result.skipped_shards else ""
+        typer.echo(f"embedded {result.rows} texts with {result.version} at dim {result.dim} ({result.engine}, "
+                   f"{result.texts_per_s:.0f} texts/s) into {result.shards} shard(s) in {result.out}{skipped}; "
+                   f"manifest: {result.out / 'manifest.json'}")
+    if cutover:
+        from gates.commands.registry import cutover as cutover_command
+
+        champion = read_champion(registry)
+        if champion == result.version:
+            typer.echo(f"{result.version} is already the champion: nothing to cut over")
+            return
+        cutover_command(result.version, registry, allow_dim_change=allow_dim_change,
+                        reason=f"re-embedding done: {result.rows} texts in {result.out}",
+                        webhook=os.environ.get("EMBEDGATE_WEBHOOK_URL") or None)

@@ -1,0 +1,199 @@
+"""Aliases over the registry's immutable versions: `champion` (what `model` omitted means), `candidate` (a staged
+promotion), retired versions, and the cutover that moves `champion` without breaking a client's stored vectors.
+
+    registry/champion.json   the champion alias (written by Registry: promote, rollback, and cutover here)
+    registry/aliases.json    {"candidate": "v0003" | null, "retired": ["v0001"], "updated_at": ...} (os.replace'd)
+
+    cutover(Registry("registry"), "v0003")                       # champion -> v0003, recorded in history.jsonl
+    cutover(Registry("registry"), "v0003", allow_dim_change=True) # when v0003's serving dim differs
+
+Why a second file rather than more fields in champion.json: the service has always read champion.json alone, and
+the hot-swap watcher compares it whole; the candidate and the retired list change without moving the champion.
+Every write holds the registry's lock and replaces the file atomically, like the champion pointer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import RegistryError
+from service.registry import (
+    VERSION_PATTERN,
+    HistoryEntry,
+    Registry,
+    _now,
+    _user,
+    _write_json_atomic,
+    sha256_of,
+)
+
+CHAMPION = "champion"
+CANDIDATE = "candidate"
+ALIASES = (CHAMPION, CANDIDATE)
+ALIASES_FILE = "aliases.json"
+
+
+@dataclass(frozen=True)
+class AliasState:
+    """What a client can ask for: the aliases that point somewhere and every version not retired."""
+
+    champion: str | None
+    candidate: str | None
+    retired: tuple[str, ...]
+    servable: tuple[str, ...]  # version ids, oldest first
+
+    def aliases(self) -> dict[str, str]:
+        return {name: version for name, version in ((CHAMPION, self.champion), (CANDIDATE, self.candidate))
+                if version is not None}
+
+    def names(self) -> list[str]:
+        """Every name `model` may hold (besides the service name), for 404 messages."""
+        return [*self.aliases(), *self.servable]
+
+
+def _aliases_path(registry: Registry) -> Path:
+    return registry.root / ALIASES_FILE
+
+
+def _read_file(registry: Registry) -> dict[str, Any]:
+    path = _aliases_path(registry)
+    if not path.is_file():
+        return {"candidate": None, "retired": []}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("retired", []), list):
+            raise TypeError("expected an object with 'candidate' (a version or null) and 'retired' (a list)")
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
+        raise RegistryError(f"{path}: unreadable aliases file ({err}); expected {{\"candidate\": \"v0003\" | null, "
+                            f"\"retired\": [...]}}: fix it by hand (history.jsonl records every move)") from None
+    return {"candidate": data.get("candidate"), "retired": list(data.get("retired", []))}
+
+
+def read_state(registry: Registry) -> AliasState:
+    data = _read_file(registry)
+    champion = registry.champion()
+    retired = tuple(sorted(set(data["retired"])))
+    servable = tuple(v for v in registry.versions() if v not in retired)
+    return AliasState(champion.version if champion else None, data["candidate"], retired, servable)
+
+
+def _write_file(registry: Registry, candidate: str | None, retired: list[str]) -> None:
+    _write_json_atomic(_aliases_path(registry), {"candidate": candidate, "retired": sorted(set(retired)),
+                                                 "updated_at": _now()})
+
+
+def embedding_space(onnx_dir: Path, serving_dim: int | None) -> tuple[tuple[str, ...], int | None]:
+    """(sha256 of every exported graph, the default dim): two exports with the same pair return the same vectors
+    for the same text, so moving an alias between them needs no re-embedding. The hashes come from embedder.json
+    (written at export, verified against the manifest at load); an export without them is hashed here."""
+    try:
+        export = json.loads((onnx_dir / "embedder.json").read_text(encoding="utf-8"))
+        hashes = tuple(sorted(entry["sha256"] for per_dim in export["graphs"].values() for entry in per_dim.values()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        hashes = ()
+    if not hashes:
+        hashes = tuple(sorted(sha256_of(path) for path in onnx_dir.rglob("*.onnx")))
+    return hashes, serving_dim
+
+
+def version_space(registry: Registry, version: str) -> tuple[tuple[str, ...], int | None]:
+    root = registry.version_dir(version)
+    manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+    return embedding_space(root / "onnx", manifest.get("serving_dim"))
+
+
+def reembed_required(registry: Registry, old: str | None, new: str) -> bool:
+    """True when vectors of `old` cannot be compared with vectors of `new` (new encoder, or new default dim)."""
+    if old is None or old == new:
+        return False
+    return version_space(registry, old) != version_space(registry, new)
+
+
+def set_candidate(registry: Registry, version: str | None) -> None:
+    """Point the `candidate` alias at `version` (None clears it). The version must exist and not be retired."""
+    with registry._locked():  # the registry's writer lock: one writer at a time, readers never block
+        data = _read_file(registry)
+        if version is not None:
+            registry.version_dir(version)
+            if version in data["retired"]:
+                raise RegistryError(f"{version} is retired; promote a new version instead")
+        _write_file(registry, version, data["retired"])
+
+
+@dataclass(frozen=True)
+class CutoverResult:
+    version: str
+    previous: str | None
+    previous_dim: int | None
+    serving_dim: int | None
+    dim_changed: bool
+    reembed_required: bool
+
+
+class CutoverRefused(RegistryError):
+    """The cutover would change the champion's default `dimensions` and --allow-dim-change was not given."""
+
+
+def cutover(registry: Registry, version: str, *, allow_dim_change: bool = False, who: str | None = None,
+            reason: str = "") -> CutoverResult:
+    """Move `champion` to `version` (verified first). A change of the default dim is refused (and recorded)
+    unless `allow_dim_change`: clients that omit `dimensions` would otherwise get vectors of another size."""
+    who = who or _user()
+    if not VERSION_PATTERN.match(version or ""):
+        raise RegistryError(f"cutover: expected a version id such as v0003, got {version!r} (see `embedgate "
+                            f"history`)")
+    with registry._locked():
+        data = _read_file(registry)
+        registry.version_dir(version)  # RegistryError listing the versions when it does not exist
+        if version in data["retired"]:
+            raise RegistryError(f"cannot cut over to {version}: it is retired")
+        current = registry.champion()
+        if current is not None and current.version == version:
+            raise RegistryError(f"{version} is already the champion")
+        registry.verify(version)  # never point the alias at a version the service would refuse
+        new_dim = version_space(registry, version)[1]
+        old_dim = version_space(registry, current.version)[1] if current else None
+        dim_changed = old_dim is not None and new_dim != old_dim
+        reembed = reembed_required(registry, current.version if current else None, version)
+        if dim_changed and not allow_dim_change:
+            registry._append_history(HistoryEntry(
+                _now(), "cutover_refused", version, current.version, who,
+                f"default dimensions would change {old_dim} -> {new_dim}; not allowed without --allow-dim-change",
+                alias=CHAMPION, reembed_required=reembed))
+            raise CutoverRefused(f"cutover to {version} refused: the champion's default dimensions would change "
+                                 f"from {old_dim} to {new_dim}, so clients that omit `dimensions` would get vectors "
+                                 f"of another size. Re-embed with {version} at the new dim, then run again with "
+                                 f"--allow-dim-change (recorded)")
+        registry._switch(version, current.version if current else None)
+        if data["candidate"] == version:  # the candidate became the champion: nothing is staged any more
+            _write_file(registry, None, data["retired"])
+        note = f" (default dimensions {old_dim} -> {new_dim}, allowed)" if dim_changed else ""
+        registry._append_history(HistoryEntry(_now(), "cutover", version, current.version if current else None,
+                                              who, (reason or "cutover") + note, forced=dim_changed,
+                                              alias=CHAMPION, reembed_required=reembed))
+    return CutoverResult(version, current.version if current else None, old_dim, new_dim, dim_changed, reembed)
+
+
+def retire(registry: Registry, version: str, *, who: str | None = None, reason: str = "") -> None:
+    """Stop serving `version` by name (404 from then on; the service unloads it at its next poll). Its files stay
+    (versions are immutable and the history refers to them); the champion and the candidate cannot be retired."""
+    with registry._locked():
+        registry.version_dir(version)
+        data = _read_file(registry)
+        champion = registry.champion()
+        if champion is not None and champion.version == version:
+            raise RegistryError(f"cannot retire {version}: it is the champion; cut over or roll back first")
+        if data["candidate"] == version:
+            raise RegistryError(f"cannot retire {version}: it is the candidate; cut over to it or stage another")
+        _write_file(registry, data["candidate"], [*data["retired"], version])
+        registry._append_history(HistoryEntry(_now(), "retire", version, None, who or _user(),
+                                              reason or "retired"))
+
+
+def record_event(registry: Registry, action: str, version: str | None, reason: str) -> None:
+    """Append a line to the history (e.g. a failed webhook delivery) under the writer lock."""
+    with registry._locked():
+        registry._append_history(HistoryEntry(_now(), action, version, None, _user(), reason))
