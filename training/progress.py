@@ -47,7 +47,8 @@ def epoch_line(state, metrics: dict, metric: str | None, loss: float | None, ela
     score = metrics.get(metric) if metric else None
     best = f", best {state.best_metric:.4f}" if state.best_metric is not None and score is not None else ""
     loss_text = f"loss {loss:.4f}, " if loss is not None else ""
-    dev = f"dev {metric.removeprefix('eval_')} {score:.4f}{best}, " if score is not None else ""
+    name = metric.removeprefix("eval_").removeprefix("dev_") if metric else ""
+    dev = f"dev {name} {score:.4f}{best}, " if score is not None else ""
     return (f"  epoch {state.epoch or 0:.2f} step {state.global_step}/{state.max_steps}: {loss_text}{dev}"
             f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s")
 
