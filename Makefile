@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint venv clean browser
+.PHONY: demo test lint venv clean browser mlflow-server
 
 venv: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/embedgate demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser mlflow-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The drift dashboard test screenshots the Evidently UI with headless Chromium (Debian's package). As root (CI,
@@ -38,6 +38,16 @@ browser:
 	    echo "installing chromium for the dashboard screenshot test ..."; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "note: chromium is not installed (apt-get install chromium); the dashboard screenshot test will be skipped"; fi; }
+
+# The MLflow tracking test starts a real `mlflow server`. Full mlflow pins pyarrow<26, which the project's lock
+# cannot take, so the server gets its own environment (the pipeline itself only needs the mlflow-skinny client).
+MLFLOW_VENV ?= .venv-mlflow
+mlflow-server: $(MLFLOW_VENV)/.installed
+
+$(MLFLOW_VENV)/.installed: requirements/mlflow-server.txt
+	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet -r requirements/mlflow-server.txt
+	@touch $@
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check training gates service tests benchmarks

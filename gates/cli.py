@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "registry",
     "embed",
     "pipeline",
+    "report",
     "serve",
     "drift",
     "dashboard",

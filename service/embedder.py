@@ -74,10 +74,12 @@ class OnnxEmbedder:
     @classmethod
     def from_export_dir(cls, onnx_dir: Path, precision: str = "fp32", threads: int | None = None,
                         dim: int | None = None, verify_sha256: bool = True,
-                        optimization: str = DEFAULT_OPTIMIZATION, allow_spinning: bool = True) -> OnnxEmbedder:
+                        optimization: str = DEFAULT_OPTIMIZATION, allow_spinning: bool = True,
+                        device: str | None = None) -> OnnxEmbedder:
         """Load the export written by `embedgate export`: the full-dim graph, or the per-dim graph for `dim`
         (which serves the exported dims up to `dim`). `allow_spinning=False` lets idle intra-op threads sleep
-        instead of busy-waiting (onnxruntime's default), which the HTTP service needs: see _open_session."""
+        instead of busy-waiting (onnxruntime's default), which the HTTP service needs: see _open_session. `device`:
+        cpu | cuda[:N] | auto (None: $EMBEDGATE_DEVICE, else cpu), see service.devices."""
         onnx_dir = Path(onnx_dir)
         config = _read_embedder_config(onnx_dir)
         if precision not in config["precisions"]:
@@ -96,7 +98,7 @@ class OnnxEmbedder:
                                  f"(missing {err}); the export is damaged: export again") from None
         if verify_sha256:
             _verify_sha256(graph_path, expected_sha256)
-        session, graph_dim = _open_session(graph_path, threads, optimization, allow_spinning)
+        session, graph_dim = _open_session(graph_path, threads, optimization, allow_spinning, device)
         if graph_dim != dim:
             raise ModelLoadError(f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
                                  f"dim {dim}; the export is inconsistent: export the model again")
@@ -209,15 +211,18 @@ def truncate_dims(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     vector is not one; infinity's known bug is skipping this). The floor is torch's F.normalize's."""
     import numpy as np
 
-    vectors = vectors[:, :dimensions]
+    vectors = np.asarray(vectors[:, :dimensions], dtype=np.float32)  # no copy when already float32
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def _open_session(graph_path: Path, threads: int | None, optimization: str,
-                  allow_spinning: bool = True) -> tuple[Any, int]:
+                  allow_spinning: bool = True, device: str | None = "cpu") -> tuple[Any, int]:
     """An onnxruntime session for `graph_path`, checked against the contract; returns it and its output dim."""
     import onnxruntime as ort
 
+    from service.devices import onnx_providers
+
+    providers = onnx_providers(device)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise ModelLoadError(f"threads: expected an integer >= 1 (or None for onnxruntime's default), "
                              f"got {threads!r}")
@@ -234,7 +239,7 @@ def _open_session(graph_path: Path, threads: int | None, optimization: str,
         # needs: benchmarks/serve_throughput.py served 1.6x more single sentences with it off on 2 shared cores.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(graph_path), options, providers=providers)
     except Exception as err:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         raise ModelLoadError(f"{graph_path}: not a loadable ONNX graph: {type(err).__name__}: {err}") from err
     return session, _check_contract(session, graph_path)

@@ -89,3 +89,18 @@ def write_lay_jargon_beir(root: Path, train_queries: int = 160, test_queries: in
         (root / "qrels" / f"{split}.tsv").write_text(
             "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
     return root
+
+
+def write_untrained_run(run: Path, model_dir: Path, data: Path, dims=(32, 16), int8: bool = True) -> Path:
+    """A run directory whose 'fine-tuned' model is `model_dir` itself, exported: what evaluate/gate/report read."""
+    import shutil
+
+    import yaml
+
+    from training.export import export_run
+
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(model_dir), "data": {"path": str(data)}}))
+    shutil.copytree(model_dir, run / "model")
+    export_run(run / "model", run / "onnx", dims=list(dims), int8=int8)
+    return run

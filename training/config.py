@@ -96,6 +96,7 @@ class TrainConfig(_Strict):
     mining: MiningConfig = MiningConfig()
     prompts: PromptsConfig | None = None  # query/document prompts; null = the base model's own
     output_dir: Path = Path("artifacts/runs")
+    device: str | None = None  # auto | cpu | cuda | cuda:N; null = $EMBEDGATE_DEVICE, else auto (training/device.py)
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
     @field_validator("matryoshka_dims")

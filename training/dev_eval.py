@@ -61,4 +61,6 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    # The same re-normalisation as service.embedder.truncate_dims (which serving, drift and the gate share); training
+    # may not import service (ARCHITECTURE.md), and the dev score only steers training, so it keeps this one line.
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)

@@ -53,11 +53,13 @@ class TrainResult:
 
 def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, run_dir: Path | None = None,
           progress: bool = True, callbacks: list | None = None, check_mined=None,
-          keep_checkpoints: bool = True) -> TrainResult:
+          keep_checkpoints: bool = True, report=None, embedding_cache: Path | None = None) -> TrainResult:
     """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config.
 
     check_mined: called with the mined hard_negatives.jsonl before training (the pipeline passes the data gate
     here; it raises to stop). keep_checkpoints=False deletes train/checkpoints once the model is saved.
+    report: called with one readable line per stage step and dev evaluation (the pipeline's progress).
+    embedding_cache: folder of training.embedding_cache; mining's base-model encodings are read from / kept there.
     """
     if resume is not None:
         paths = open_run_dir(resume)
@@ -74,7 +76,16 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     from transformers import set_seed
 
     set_seed(config.seed)
-    model = load_sentence_transformer(config.base_model, config.max_seq_length)
+    from training.device import resolve_device
+
+    device = resolve_device(config.device)
+    if device.note and report is not None:
+        report(f"  {device.note}")
+    if device.is_cuda:
+        import torch
+
+        torch.cuda.set_device(device.name)  # the Trainer places the model on the current CUDA device
+    model = load_sentence_transformer(config.base_model, config.max_seq_length, device=device.name)
     data = load_dataset(config.data.path, config.data.type, config.data.columns)
     prepared = prepare_training_data(data, config.data.split, config.dev_fraction, config.seed)
     resolved = resolve(config, len(prepared.train), model.get_embedding_dimension())
@@ -85,7 +96,12 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if is_main_process() and resume is None:
         _write_config(paths, config, resolved.reasons)
 
-    train_rows, stages, mining = _training_rows(config, prepared, model, paths, resume is not None)
+    encode, cache = _mining_encoder(config, model, embedding_cache, quiet=report is None)
+    if report is not None and config.mining.strategy != "none" and prepared.pair_like:
+        report(f"  mining: {len(prepared.train)} rows against {len(prepared.corpus)} corpus texts")
+    train_rows, stages, mining = _training_rows(config, prepared, model, paths, resume is not None, encode)
+    if mining is not None and cache is not None:
+        mining["embedding_cache"] = {"hits": cache.stats.hits, "misses": cache.stats.misses}
     row_prompts = column_prompts(train_rows.column_names, prompts)
     train_rows = strip_prompt_columns(train_rows, row_prompts)  # the trainer adds each prompt, exactly once
     if mining is not None and check_mined is not None and is_main_process():
@@ -94,7 +110,12 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     loss = build_loss(model, choice, config.matryoshka_dims if config.matryoshka else None,
                       config.matryoshka_weights, config.mini_batch_size or 32)
     evaluator = _dev_evaluator(prepared, config)
-    args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts)
+    args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts,
+                               device)
+    if report is not None:
+        from training.progress import epoch_reporter
+
+        callbacks = [epoch_reporter(report, _best_metric_name(evaluator) if evaluator else None), *(callbacks or [])]
 
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -167,7 +188,44 @@ def _write_config(paths: RunPaths, config: TrainConfig, reasons: dict[str, str])
     write_json_atomic(paths.train / "defaults.json", reasons)
 
 
-def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool):
+def _mining_encoder(config: TrainConfig, model, cache_dir: Path | None, quiet: bool):
+    """-> (texts -> unit vectors from the base model under a progress bar, the cache or None). Through the
+    embedding cache when given: keyed by the base model folder's sha256, so the next run on the same data and
+    model encodes nothing."""
+    from training.progress import encode_with_bar
+    from training.prompts import model_prompts
+
+    def encode(texts, role):
+        # encode_query / encode_document add the model's prompt for that side (training/prompts.py).
+        method = model.encode_query if role == "query" else model.encode_document
+
+        def raw(batch):
+            return method(list(batch), batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                          show_progress_bar=False)
+
+        return encode_with_bar(raw, texts, f"mining: encoding {role}s", quiet=quiet)
+
+    if cache_dir is None:
+        return encode, None
+    from training.embedding_cache import EmbeddingCache, folder_fingerprint
+    from training.models import resolve_model_path
+
+    cache = EmbeddingCache(Path(cache_dir) / "embeddings")
+    identity = folder_fingerprint(resolve_model_path(config.base_model))
+    full = model.get_embedding_dimension()
+    prompts = model_prompts(model)
+
+    def cached(texts, role):
+        # The prompt changes the vectors, so it is part of the key.
+        extra = f"max_seq_length={model.max_seq_length};prompt={prompts[role]!r}"
+        return cache.encode(texts, model=identity, backend="torch", dim=full,
+                            encode=lambda batch: encode(batch, role), extra=extra, label="mining")
+
+    return cached, cache
+
+
+def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool,
+                   encode=None):
     """Mined rows when mining is on (re-used verbatim on resume, so a resumed run sees identical data)."""
     from training.mining.for_training import mine_training_rows, resolve_strategy
 
@@ -179,7 +237,7 @@ def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: Ru
         mined = _load_mined(paths)
     else:
         mining_config = config.mining.model_copy(update={"strategy": strategy})
-        mined = mine_training_rows(prepared, mining_config, model, seed=config.seed)
+        mined = mine_training_rows(prepared, mining_config, model, seed=config.seed, encode=encode)
         if is_main_process():
             mined.save(paths.mined)
     return mined.to_hf_dataset(), mined.stages or None, mined.summary()
@@ -237,7 +295,7 @@ def _dev_evaluator(prepared: TrainingData, config: TrainConfig):
 
 
 def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, evaluator, n_rows: int,
-                        progress: bool, prompts: dict[str, str] | None = None):
+                        progress: bool, prompts: dict[str, str] | None = None, device=None):
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -255,7 +313,11 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
     else:
         sampler = BatchSamplers.BATCH_SAMPLER
     has_eval = evaluator is not None
+    precision = device.autocast() if device is not None else None
     return SentenceTransformerTrainingArguments(
+        use_cpu=device is not None and not device.is_cuda,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
         output_dir=str(paths.checkpoints),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,

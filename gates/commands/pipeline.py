@@ -15,7 +15,11 @@ Examples:
 ```
 embedgate pipeline gates/demo.yaml
 embedgate pipeline gates/demo.yaml --set epochs=3 --set promotion.registry=/srv/embedgate/registry
+embedgate pipeline gates/demo.yaml --set device=cuda:0 --quiet
 ```
+
+Embeddings are cached in `cache.dir` (default: `cache` beside `output_dir`), so an unchanged baseline is not
+encoded again by the next run. `device` (or $EMBEDGATE_DEVICE): auto, cpu, cuda or cuda:N.
 """
 DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (about 20 minutes on 2 CPU cores),
 ending with the gate decision table.
@@ -39,13 +43,13 @@ DEMO_QUERIES = ["my landlord won't give back my deposit after I moved out",
                 "can I be fired for refusing to sign a non-compete?"]
 
 
-def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = None) -> int:
+def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = None, quiet: bool = False) -> int:
     from gates.commands.train import parse_set
     from gates.pipeline.config import load_pipeline_config
     from gates.pipeline.run import run_pipeline
 
     config = load_pipeline_config(config_path, {**(overrides or {}), **parse_set(sets)})
-    outcome = run_pipeline(config, progress=typer.echo)
+    outcome = run_pipeline(config, progress=(lambda _: None) if quiet else typer.echo, quiet=quiet)
     typer.echo("")
     typer.echo(f"run: {outcome.run_dir}")
     for stage in outcome.stages:
@@ -60,8 +64,9 @@ def pipeline(
     config: Annotated[Path, typer.Argument(help="Pipeline YAML: training fields + export/evaluation/gate/"
                                                 "promotion sections (see gates/demo.yaml).")],
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override any field: key=value.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")] = False,
 ) -> None:
-    code = _run(config, sets)
+    code = _run(config, sets, quiet=quiet)
     if code:
         raise typer.Exit(code=code)
 
@@ -69,9 +74,11 @@ def pipeline(
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for runs and the demo registry.")] = Path("artifacts/demo"),
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override any field: key=value.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")] = False,
 ) -> None:
     registry = out / "registry"
-    code = _run(DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(registry)})
+    code = _run(DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(registry)},
+                quiet=quiet)
     if code == 2:
         raise typer.Exit(code=2)
     if code == 1:

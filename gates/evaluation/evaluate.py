@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gates.errors import EmbedgateGateError, RunDirectoryError
-from gates.evaluation.encoders import Encoder, onnx_encoder, torch_encoder, truncate
+from gates.evaluation.encoders import Encoder, onnx_encoder, torch_encoder
 from gates.evaluation.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
 from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations, top_k_run
+from service.embedder import truncate_dims
 from service.prompts import apply_prompt, role_prompt
+from training.embedding_cache import EmbeddingCache
 from training.run_dir import RunPaths, write_json_atomic
 
 KS = (1, 5, 10, 100)
@@ -51,6 +53,7 @@ class EvaluationOutcome:
     baseline: EvalResults
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    cache: dict | None = None  # hits, misses, encoded_texts, lookups (None: no cache)
 
     def to_dict(self) -> dict:
         return {"timings": self.timings, "files": self.files}
@@ -58,31 +61,54 @@ class EvaluationOutcome:
 
 def score_encoder(encoder: Encoder, query_ids: list[str], queries: list[str], doc_ids: list[str],
                   docs: list[str], qrels: dict[str, dict[str, int]], dims: tuple[int, ...],
-                  sts: StsSet | None, timings: dict[str, float], label: str):
-    """Encode once at full dim; score every dim by truncation. -> (retrieval results, sts results)."""
+                  sts: StsSet | None, timings: dict[str, float], label: str,
+                  cache: EmbeddingCache | None = None, quiet: bool = False):
+    """Encode once at full dim (through the cache when one is given); score every dim by truncation.
+    -> (retrieval results, sts results)."""
     started = time.perf_counter()
-    # Each side with the prompt its export serves with (none when it has none), as clients will send it.
-    q_full = encoder.encode(apply_prompt(queries, role_prompt(encoder.prompts, "query")))
-    d_full = encoder.encode(apply_prompt(docs, role_prompt(encoder.prompts, "document")))
+    embed = _embedder(encoder, cache, label, quiet)
+    # Each side with the prompt its export serves with (none when it has none), as clients will send it; the
+    # prompted texts are what the cache keys on.
+    query_prompt = role_prompt(encoder.prompts, "query")
+    q_full = embed(apply_prompt(queries, query_prompt), "queries")
+    d_full = embed(apply_prompt(docs, role_prompt(encoder.prompts, "document")), "corpus")
+    # STS is a symmetric task: both sides are queries.
+    sts_full = (embed(apply_prompt(sts.sentences1, query_prompt), "sts1"),
+                embed(apply_prompt(sts.sentences2, query_prompt), "sts2")) if sts is not None else None
     timings[f"{label}/{encoder.backend}/encode_s"] = round(time.perf_counter() - started, 2)
     retrieval, sts_results = [], []
     for dim in dims:
-        q, d = truncate(q_full, dim), truncate(d_full, dim)
+        q, d = truncate_dims(q_full, dim), truncate_dims(d_full, dim)
         run: dict[str, dict[str, float]] = {}
         for start in range(0, len(query_ids), QUERY_CHUNK):
             chunk = q[start:start + QUERY_CHUNK] @ d.T
             run.update(top_k_run(query_ids[start:start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
         retrieval.append(RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS)))
-        if sts is not None:
-            query_prompt = role_prompt(encoder.prompts, "query")  # symmetric task: both sides are queries
-            a = truncate(encoder.encode(apply_prompt(sts.sentences1, query_prompt)), dim)
-            b = truncate(encoder.encode(apply_prompt(sts.sentences2, query_prompt)), dim)
+        if sts_full is not None:
+            a, b = truncate_dims(sts_full[0], dim), truncate_dims(sts_full[1], dim)
             sts_results.append(StsResult.from_scores(encoder.backend, dim, sts_correlations(a, b, sts.scores)))
     return retrieval, sts_results
 
 
+def _embedder(encoder: Encoder, cache: EmbeddingCache | None, label: str, quiet: bool = False):
+    """texts, what -> full-dim vectors: from the cache when the encoder has an identity, else encoded now (under a
+    progress bar with texts/s and ETA on a terminal)."""
+    from training.progress import encode_with_bar
+
+    def embed(texts: list[str], what: str):
+        def encode(batch):
+            return encode_with_bar(encoder.encode, batch, f"{label} {encoder.backend} {what}", quiet=quiet)
+
+        if cache is None or not encoder.identity:
+            return encode(texts)
+        return cache.encode(texts, model=encoder.identity, backend=encoder.backend, dim=encoder.full_dim,
+                            encode=encode, label=f"{label}/{encoder.backend}/{what}")
+    return embed
+
+
 def evaluate_model(label: str, name: str, path: str, encoders: tuple[Encoder, ...], split, dims: tuple[int, ...],
-                   sts: StsSet | None, timings: dict[str, float]) -> EvalResults:
+                   sts: StsSet | None, timings: dict[str, float], cache: EmbeddingCache | None = None,
+                   quiet: bool = False) -> EvalResults:
     qrels = {q: docs for q, docs in split.qrels.items() if q in split.queries}
     query_ids = sorted(qrels)
     doc_ids = sorted(split.corpus)
@@ -91,14 +117,16 @@ def evaluate_model(label: str, name: str, path: str, encoders: tuple[Encoder, ..
     retrieval, sts_results = [], []
     for encoder in encoders:
         usable = tuple(d for d in dims if d <= encoder.full_dim)
-        r, s = score_encoder(encoder, query_ids, queries, doc_ids, docs, qrels, usable, sts, timings, label)
+        r, s = score_encoder(encoder, query_ids, queries, doc_ids, docs, qrels, usable, sts, timings, label, cache,
+                             quiet)
         retrieval += r
         sts_results += s
     return EvalResults(model=ModelIdentity(label=label, name=name, path=path), retrieval=tuple(retrieval),
                        sts=tuple(sts_results))
 
 
-def candidate_encoders(run: RunPaths, backends: tuple[str, ...]) -> tuple[Encoder, ...]:
+def candidate_encoders(run: RunPaths, backends: tuple[str, ...], device: str = "cpu",
+                       onnx_device: str | None = None) -> tuple[Encoder, ...]:
     unknown = [backend for backend in backends if backend not in BACKENDS]
     if unknown or not backends:
         raise EmbedgateGateError(f"backends: expected one or more of {', '.join(BACKENDS)}, got "
@@ -112,16 +140,18 @@ def candidate_encoders(run: RunPaths, backends: tuple[str, ...]) -> tuple[Encode
             if not (run.model / "modules.json").is_file():
                 raise RunDirectoryError(f"{run.model}: no trained model to evaluate as the torch reference")
             export = json.loads((run.onnx / "embedder.json").read_text())
-            encoders.append(torch_encoder(run.model, export["dims"], export.get("prompts")))  # as served
+            encoders.append(torch_encoder(run.model, export["dims"], export.get("prompts"), device))  # as served
         else:
-            encoders.append(onnx_encoder(run.onnx, backend.removeprefix("onnx-")))
+            encoders.append(onnx_encoder(run.onnx, backend.removeprefix("onnx-"), device=onnx_device or device))
     return tuple(encoders)
 
 
 def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
-                     backends: tuple[str, ...] = ("onnx-fp32",), prompts: dict | None = None) -> Baseline:
+                     backends: tuple[str, ...] = ("onnx-fp32",), prompts: dict | None = None,
+                     device: str = "cpu", cache_dir: Path | None = None) -> Baseline:
     """The current champion's served artifacts (with the prompts it serves with), else the base model exported into
-    the run the same way, with the run's prompts (`prompts`; None = the base model's own)."""
+    the run the same way, with the run's prompts (`prompts`; None = the base model's own), from
+    `cache_dir`/exports when the same base model was exported before (same folder, dims, precisions, prompts)."""
     if registry_root is not None:
         from service.registry import Registry
 
@@ -130,23 +160,55 @@ def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
         if champion is not None:
             registry.verify(champion.version)
             onnx_dir = registry.version_dir(champion.version) / "onnx"
-            encoders = tuple(onnx_encoder(onnx_dir, b.removeprefix("onnx-")) for b in backends)
+            encoders = tuple(onnx_encoder(onnx_dir, b.removeprefix("onnx-"), device=device) for b in backends)
             return Baseline(f"champion {champion.version}", encoders, str(onnx_dir))
     from training.export import export_run
     from training.models import resolve_model_path
 
     base_dir = resolve_model_path(base_model)
     out = run.root / "baseline" / "onnx"
+    int8 = "onnx-int8" in backends
     if not (out / "embedder.json").is_file():
-        export_run(base_dir, out, dims=None, int8="onnx-int8" in backends, prompts=prompts)
-    encoders = tuple(onnx_encoder(out, b.removeprefix("onnx-")) for b in backends)
+        if cache_dir is None:
+            export_run(base_dir, out, dims=None, int8=int8, prompts=prompts)
+        else:
+            _copy_cached_export(base_dir, out, int8, cache_dir, prompts)
+    encoders = tuple(onnx_encoder(out, b.removeprefix("onnx-"), device=device) for b in backends)
     return Baseline(f"base model {base_model}", encoders, str(out))
+
+
+def _copy_cached_export(base_dir: Path, out: Path, int8: bool, cache_dir: Path, prompts: dict | None = None) -> None:
+    """Export the base model once per (model folder sha256, precisions, prompts) into the cache, then copy it into
+    the run: the run stays self-contained and the graph bytes (hence the embedding cache's key) stay the same."""
+    import hashlib
+    import json
+    import shutil
+
+    from training.embedding_cache import folder_fingerprint
+    from training.export import export_run
+
+    # The prompts are recorded in the export (embedder.json), so exports with other prompts are other entries.
+    prompted = hashlib.sha256(json.dumps(prompts, sort_keys=True).encode()).hexdigest()[:8] if prompts else "own"
+    name = f"{folder_fingerprint(base_dir)[:32]}-{'int8' if int8 else 'fp32'}-{prompted}"
+    exported = Path(cache_dir) / "exports" / name
+    if not (exported / "embedder.json").is_file():
+        shutil.rmtree(exported, ignore_errors=True)  # a half-copied folder from an interrupted run
+        export_run(base_dir, exported, dims=None, int8=int8, prompts=prompts)
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(exported, staging)
+    staging.replace(out)
 
 
 def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, registry_root: Path | None = None,
                    base_model: str | None = None, backends: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "torch"),
-                   baseline_backends: tuple[str, ...] = ("onnx-fp32",), sts: StsSet | None = None
-                   ) -> EvaluationOutcome:
+                   baseline_backends: tuple[str, ...] = ("onnx-fp32",), sts: StsSet | None = None,
+                   cache_dir: Path | None = None, device: str = "cpu", onnx_device: str | None = None,
+                   quiet: bool = False) -> EvaluationOutcome:
+    """Score the candidate's backends and the baseline on `split`; with `cache_dir`, embeddings (and the base
+    model's export) are kept there and reused by the next run that asks for the same thing. `device`: torch's
+    (cpu, cuda:N); `onnx_device`: onnxruntime's (cpu, cuda[:N], auto; default the same as `device`)."""
+    onnx_device = onnx_device or device
     from training.config import load_config
     from training.loading import load_dataset
 
@@ -154,17 +216,20 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     view = data.split(split)
     if not view.queries:
         raise RunDirectoryError(f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl")
-    encoders = candidate_encoders(run, backends)
+    encoders = candidate_encoders(run, backends, device, onnx_device)
     # Every backend reads the export's dims (torch takes them from embedder.json), so `--backends torch` alone
     # still has dims to score.
     dims = tuple(sorted(set().union(*(e.dims for e in encoders)), reverse=True))
     config = load_config(run.config)
     base_model = base_model or config.base_model
     prompts = config.prompts.model_dump() if config.prompts else None
-    baseline = resolve_baseline(run, base_model, registry_root, baseline_backends, prompts)
+    baseline = resolve_baseline(run, base_model, registry_root, baseline_backends, prompts, onnx_device, cache_dir)
+    cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir is not None else None
     timings: dict[str, float] = {}
-    candidate = evaluate_model("candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings)
-    base = evaluate_model("baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings)
+    candidate = evaluate_model("candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings, cache,
+                               quiet)
+    base = evaluate_model("baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings,
+                          cache, quiet)
     run.eval.mkdir(parents=True, exist_ok=True)
     files = {"candidate": run.eval / "candidate.json", "baseline": run.eval / "baseline.json"}
     for key, results in (("candidate", candidate), ("baseline", base)):
@@ -176,8 +241,11 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     (run.eval / "summary.md").write_text(summary_table(candidate, base, data_path, split), encoding="utf-8")
     plot_metric_vs_dim(candidate, base, run.eval / "metrics_vs_dim.png")
     write_json_atomic(run.eval / "timings.json", timings)
+    if cache is not None:
+        write_json_atomic(run.eval / "cache.json", {"folder": str(cache.folder), **cache.stats.to_dict()})
     return EvaluationOutcome(candidate, base, timings, {k: str(v) for k, v in files.items()} | {
-        "summary": str(run.eval / "summary.md"), "plot": str(run.eval / "metrics_vs_dim.png")})
+        "summary": str(run.eval / "summary.md"), "plot": str(run.eval / "metrics_vs_dim.png")},
+        cache.stats.to_dict() if cache is not None else None)
 
 
 def load_sts_set(path: Path, limit: int | None = None) -> StsSet:

@@ -3,7 +3,8 @@
     base_model: all-MiniLM-L6-v2
     data: {path: path/to/scifact, split: train, eval_split: test}   # a table or a BEIR folder
     export: {int8: true}
-    evaluation: {split: test, backends: [onnx-fp32, onnx-int8, torch]}
+    evaluation: {split: test, backends: [onnx-fp32, onnx-int8]}   # add torch for the PyTorch reference
+    cache: {dir: null, enabled: true}     # null = <output_dir>/../cache (embeddings + the base model's export)
     gate: {policy: null}                  # null = the packaged default policy
     promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
 """
@@ -34,7 +35,9 @@ class EvaluationSection(_Section):
     data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder, else held out from it
     holdout_fraction: float = Field(0.2, gt=0, lt=1)  # share of anchors held out when there is no BEIR folder
     split: str = "test"
-    backends: list[Backend] = ["onnx-fp32", "onnx-int8", "torch"]
+    # The served graphs. torch (the SentenceTransformer itself) is an opt-in reference: the export already checks
+    # every graph's parity to it, and it costs a third encoding of the corpus.
+    backends: list[Backend] = ["onnx-fp32", "onnx-int8"]
     general_sts: Path | None = None  # optional general-domain STS table (sentence1, sentence2, score)
     sts_limit: int | None = Field(1500, ge=10)
 
@@ -55,12 +58,29 @@ class PromotionSection(_Section):
     reference_corpus: int = Field(1000, ge=10)
 
 
+class CacheSection(_Section):
+    """Embeddings (and the base model's export) kept between runs: an unchanged baseline is never re-encoded."""
+
+    enabled: bool = True
+    dir: Path | None = None  # null = a `cache` folder beside output_dir (artifacts/cache for artifacts/runs)
+
+
+class TrackingSection(_Section):
+    """Optional MLflow tracking (gates/pipeline/tracking.py); null mlflow = off."""
+
+    mlflow: str | None = None  # tracking server URI, e.g. http://127.0.0.1:5000
+    experiment: str = Field("embedgate", min_length=1)
+    registered_model: str = Field("embedgate", min_length=1)  # MLflow model registry name for promoted versions
+
+
 class PipelineConfig(_Section):
     train: TrainConfig
     export: ExportSection = ExportSection()
     evaluation: EvaluationSection = EvaluationSection()
     gate: GateSection = GateSection()
     promotion: PromotionSection = PromotionSection()
+    cache: CacheSection = CacheSection()
+    tracking: TrackingSection = TrackingSection()
 
     def needs_holdout(self) -> bool:
         """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
@@ -84,6 +104,11 @@ class PipelineConfig(_Section):
         raise ConfigError("evaluation.data is required: a BEIR folder with the eval split (the training data "
                           f"{self.train.data.path} is a table, not a BEIR folder)")
 
+    def cache_dir(self) -> Path | None:
+        if not self.cache.enabled:
+            return None
+        return self.cache.dir if self.cache.dir is not None else Path(self.train.output_dir).parent / "cache"
+
 
 def _is_beir(path: Path) -> bool:
     from training.hf_datasets import is_hf_source
@@ -92,7 +117,7 @@ def _is_beir(path: Path) -> bool:
 
 
 SECTIONS = {"export": ExportSection, "evaluation": EvaluationSection, "gate": GateSection,
-            "promotion": PromotionSection}
+            "promotion": PromotionSection, "cache": CacheSection, "tracking": TrackingSection}
 
 
 def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:

@@ -54,6 +54,18 @@ class PipelineOutcome:
                 "promotion": self.promotion.to_dict() if self.promotion else None}
 
 
+STAGE_DOES = {  # what a person watching the run is told each stage is doing
+    "data gate": "checking the training and eval data with the Great Expectations suites ...",
+    "mine + train": "mining hard negatives with the base model, then fine-tuning (one line per dev evaluation) ...",
+    "export": "exporting one ONNX graph per Matryoshka dim, fp32 and int8, each checked against PyTorch ...",
+    "evaluate": "encoding the eval queries and corpus with the candidate and the baseline (cached ones are "
+                "reused) ...",
+    "gate": "applying the gate policy (significance over the eval queries) ...",
+    "drift reference": "embedding the drift reference for the served version ...",
+    "promote": "copying the version into the registry and switching the champion ...",
+}
+
+
 class _Stages:
     """Runs named stages, timing each and recording its status."""
 
@@ -62,7 +74,7 @@ class _Stages:
         self.progress = progress
 
     def run(self, name: str, func, *args, **kwargs):
-        self.progress(f"[{name}] ...")
+        self.progress(f"[{name}] {STAGE_DOES.get(name, '...')}")
         started = time.perf_counter()
         try:
             result = func(*args, **kwargs)
@@ -85,14 +97,19 @@ class _Stages:
         self.progress(f"[{name}] {status} in {seconds:.1f}s")
 
 
-def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None) -> PipelineOutcome:
+def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, quiet: bool = False
+                 ) -> PipelineOutcome:
+    """Every stage, in order; `progress` gets one readable line per step (stage starts, epochs, results).
+    quiet: no per-epoch lines and no progress bars (the CLI's --quiet also drops the stage lines)."""
     from gates.pipeline.stages import new_run
+    from training.device import resolve_device
 
+    resolve_device(config.train.device)  # a device that cannot be used stops the run before anything is written
     run = new_run(config.train)
     stages = _Stages(progress)
     outcome = PipelineOutcome(run.root, "error", "", stages.records)
     try:
-        _run_stages(config, run, stages, outcome, progress)
+        _run_stages(config, run, stages, outcome, progress, quiet)
     except StageBlocked as blocked:
         outcome.status, outcome.reason = "blocked", str(blocked)
     except (EmbedgateGateError, EmbedgateTrainingError, EmbedgateServiceError) as err:
@@ -100,12 +117,15 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None) ->
         outcome.status, outcome.reason = "error", str(err)
     finally:
         write_json_atomic(run.root / "pipeline.json", outcome.to_dict())
+        _write_report(run, progress)
+        if config.tracking.mlflow:
+            _track(config, run, outcome, progress)
         write_manifest(run)
     return outcome
 
 
 def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome: PipelineOutcome,
-                progress: Progress) -> None:
+                progress: Progress, quiet: bool = False) -> None:
     from gates.pipeline.stages import data_gate, validate_mined
     from gates.promotion_events import Webhook
 
@@ -131,7 +151,8 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     from training.finetune import train
 
     trained = stages.run("mine + train", train, config.train, run_dir=run.root, progress=False,
-                         check_mined=check_mined, keep_checkpoints=False)
+                         check_mined=check_mined, keep_checkpoints=False, report=None if quiet else progress,
+                         embedding_cache=config.cache_dir())
     stages.note(loss=trained.loss, rows=trained.train_rows, steps=trained.steps,
                 examples_per_second=trained.examples_per_second, best_dev=trained.best_metric,
                 mining=(trained.mining or {}).get("strategy"), rotation=(trained.rotation or {}).get("reason"),
@@ -153,8 +174,12 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     backends = tuple(b for b in config.evaluation.backends if b != "onnx-int8" or config.export.int8)
     registry = config.promotion.registry if config.promotion.enabled else None
     evaluated = stages.run("evaluate", run_evaluation, run, config.evaluation_data(), config.evaluation.split,
-                           registry_root=registry, base_model=config.train.base_model, backends=backends, sts=sts)
-    stages.note(timings=evaluated.timings, baseline=evaluated.baseline.model.name)
+                           registry_root=registry, base_model=config.train.base_model, backends=backends, sts=sts,
+                           cache_dir=config.cache_dir(), quiet=quiet, **_eval_devices(config))
+    stages.note(timings=evaluated.timings, baseline=evaluated.baseline.model.name, cache=evaluated.cache)
+    if evaluated.cache:
+        progress(f"  embedding cache: {evaluated.cache['hits']} hit(s), {evaluated.cache['misses']} encoded "
+                 f"({evaluated.cache['encoded_texts']} texts)")
 
     from gates.quality_gate.stage import run_gate
 
@@ -215,6 +240,44 @@ def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: 
         raise StageBlocked(f"the held-out split failed the data gate (leakage between its sides); see "
                            f"{run.root / 'heldout' / 'data-gate' / 'report.json'}")
     return config, split
+def _write_report(run: RunPaths, progress: Progress) -> None:
+    """report.html for every run, blocked or not. It only reads what the stages wrote, so a failure to draw it
+    is reported and does not change the run's outcome."""
+    from gates.pipeline.run_report import build_report
+
+    try:
+        progress(f"report: {build_report(run)}")
+    except Exception as err:  # noqa: BLE001 - the run's outcome is already recorded; say why there is no page
+        progress(f"report: not written ({type(err).__name__}: {err}); rebuild with `embedgate report {run.root}`")
+
+
+def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, progress: Progress) -> None:
+    """Log the run to MLflow. The run's outcome (and the promotion) stands either way; a tracking failure is
+    printed and kept in tracking.json, so CI can see it without the promotion being undone."""
+    from gates.pipeline.tracking import TrackingError, log_pipeline_run
+
+    section = config.tracking
+    try:
+        logged = log_pipeline_run(section.mlflow, section.experiment, section.registered_model, run,
+                                  outcome.to_dict(), {"train": config.train.to_yaml_dict(),
+                                                      **config.model_dump(mode="json", exclude={"train"})},
+                                  config.promotion.registry if config.promotion.enabled else None)
+    except TrackingError as err:
+        write_json_atomic(run.root / "tracking.json", {"uri": section.mlflow, "error": str(err)})
+        progress(f"tracking: not logged: {err}")
+        return
+    alias = f"; {section.registered_model} version {logged['model_version']} is @champion" \
+        if logged["model_version"] else ""
+    progress(f"tracking: MLflow run {logged['run_id']} in experiment {section.experiment}{alias}")
+
+
+def _eval_devices(config: PipelineConfig) -> dict[str, str]:
+    """Where the gate's evaluation runs: torch on the training device; onnxruntime on the same one when it was
+    asked for by name (then a CPU-only onnxruntime is an error), or its CUDA provider when present under auto."""
+    from training.device import resolve_device
+
+    device = resolve_device(config.train.device)
+    return {"device": device.name, "onnx_device": "auto" if device.requested == "auto" else device.name}
 
 
 def _eval_path(config: PipelineConfig) -> Path | None:

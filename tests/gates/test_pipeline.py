@@ -4,6 +4,7 @@ data, and the exit codes CI chains on."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -29,6 +30,10 @@ def workspace(tmp_path_factory, tiny_model_dir):
     return root, config
 
 
+def _cache_entries(root):
+    return [json.loads(p.read_text()) for p in (root / "cache" / "embeddings").rglob("*.json")]
+
+
 def _runs(root):
     return sorted((root / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
 
@@ -39,6 +44,8 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
     assert "PROMOTED: v0001 is the champion" in out.err + out.out
+    assert "[mine + train] mining hard negatives" in out.out
+    assert re.search(r"epoch [\d.]+ step \d+/\d+: loss [\d.]+, dev ndcg@10_mean 0\.\d{4}", out.out), out.out
     run = root / "runs" / "first"
     decision = json.loads((run / "gate" / "decision.json").read_text())
     primary = next(r for r in decision["checks"] if r["check"] == "primary_improves")
@@ -57,6 +64,9 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
                 "mined/hard_negatives.jsonl", "train/loss_curve.png"):
         assert rel in manifest, rel
     assert not (run / "train" / "checkpoints").exists()
+    report = (run / "report.html").read_text()
+    assert "report.html" in manifest and "PROMOTED" in report and "v0001 is the champion" in report
+    assert "ndcg@10_mean" in report and "Gate decision" in report  # the dev log table and the decision
     registry = Registry(root / "registry")
     assert registry.champion().version == "v0001"
     assert registry.verify("v0001")["run_id"] == "first"
@@ -70,6 +80,11 @@ def test_second_identical_run_is_blocked_and_says_why(workspace, capsys):
     assert "BLOCKED: quality gate failed, not promoted" in out.err
     decision = json.loads((root / "runs" / "second" / "gate" / "decision.json").read_text())
     assert decision["baseline"] == "champion v0001"
+    # The champion is the first run's candidate, encoded then: nothing of the baseline is encoded again.
+    cache = json.loads((root / "runs" / "second" / "eval" / "cache.json").read_text())
+    baseline = [e for e in cache["lookups"] if e["label"].startswith("baseline/")]
+    assert baseline and all(e["hit"] for e in baseline), cache
+    assert any(e["label"] == "mining" for e in _cache_entries(root)), "mining did not encode through the cache"
     primary = next(r for r in decision["checks"] if r["check"] == "primary_improves")
     assert primary["status"] == "fail"
     registry = Registry(root / "registry")

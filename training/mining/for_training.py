@@ -20,7 +20,7 @@ def resolve_strategy(strategy: str, prepared) -> str:
     return strategy
 
 
-def mine_training_rows(prepared, mining: MiningConfig, model, seed: int) -> MinedSet:
+def mine_training_rows(prepared, mining: MiningConfig, model, seed: int, encode=None) -> MinedSet:
     """Mine negatives for `prepared.train` with `mining.strategy` (already resolved: not `auto` or `none`).
 
     Args:
@@ -28,6 +28,8 @@ def mine_training_rows(prepared, mining: MiningConfig, model, seed: int) -> Mine
         mining: the mining options; `domain_confusion_path` is read here for strategy domain_confusion.
         model: the SentenceTransformer that scores candidates (strategies model, curriculum, domain_confusion).
         seed: random seed for sampling strategies.
+        encode: (texts, role) -> unit vectors with `model`, role "query" or "document" (default: the model's
+            encode_query / encode_document, which add its prompts; training passes one that reads the cache).
 
     Returns:
         The mined rows with their statistics. Strategy `contradiction` takes the NLI triplets that data
@@ -50,4 +52,4 @@ def mine_training_rows(prepared, mining: MiningConfig, model, seed: int) -> Mine
 
         domain = [t for t in read_text(mining.domain_confusion_path).splitlines() if t.strip()]
     return mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus, mining,
-                model=model, labelled=prepared.labelled, seed=seed, domain_texts=domain)
+                model=model, labelled=prepared.labelled, seed=seed, domain_texts=domain, encode=encode)

@@ -63,12 +63,14 @@ class MinedSet:
 
 def mine(anchors: list[str], positives: list[str], corpus: list[str], config: MiningConfig, *,
          model=None, labelled: dict[str, set[str]] | None = None, seed: int = 42,
-         domain_texts: list[str] | None = None, batch_size: int = 64) -> MinedSet:
+         domain_texts: list[str] | None = None, batch_size: int = 64, encode=None) -> MinedSet:
     """Mine `config.num_negatives` negatives per row with `config.strategy`.
 
     `corpus`: candidate texts (positives are added); `labelled`: every labelled positive per anchor text (all
     splits), never used as a negative; `model`: a SentenceTransformer scoring candidates (margin filter, model
-    strategy); `domain_texts`: the related-domain pool for domain_confusion.
+    strategy); `domain_texts`: the related-domain pool for domain_confusion; `encode`: texts -> unit vectors with
+    that model, called as encode(texts, role) with role 'query' or 'document' so each side gets its prompt
+    (default `model.encode_query` / `encode_document`; the pipeline passes one that reads the embedding cache).
     """
     strategy = config.strategy
     if strategy in ("none", "auto", "contradiction"):
@@ -89,15 +91,17 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     n_needed = config.range_max
 
     q_emb = c_emb = None
+    if model is not None and encode is None:
+        def encode(texts, role):
+            # Queries and documents with the model's own prompts (none when it has none), as they will be served.
+            method = model.encode_query if role == "query" else model.encode_document
+            return method(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                          show_progress_bar=False)
     if model is not None:
         unique_anchors = list(dict.fromkeys(anchors))
-        # Queries and documents with the model's own prompts (none when it has none), as they will be served.
-        enc = model.encode_query(unique_anchors, batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
-        by_anchor = dict(zip(unique_anchors, enc, strict=True))
+        by_anchor = dict(zip(unique_anchors, encode(unique_anchors, "query"), strict=True))
         q_emb = np.stack([by_anchor[a] for a in anchors])
-        c_emb = model.encode_document(pool, batch_size=batch_size, normalize_embeddings=True,
-                                      convert_to_numpy=True, show_progress_bar=False)
+        c_emb = encode(pool, "document")
 
     order = np.arange(len(anchors))
     plan: list[tuple[str, np.ndarray]]
@@ -111,7 +115,7 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     out_a, out_p, out_n, stages = [], [], [], []
     for stage, rows in plan:
         candidates_pool, pool_emb, rankings = _rank(stage, rows, anchors, positives, pool, q_emb, c_emb,
-                                                   n_needed, rng, domain_texts, model, batch_size)
+                                                   n_needed, rng, domain_texts, encode)
         start = len(out_a)
         for j, r in enumerate(rows):
             in_domain = candidates_pool is pool
@@ -143,7 +147,7 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
                      "relative_margin": config.relative_margin, **stats.to_dict()})
 
 
-def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_texts, model, batch_size):
+def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_texts, encode):
     """-> (candidate texts, their embeddings or None, [len(rows), <=k] ranked indices into candidate texts)."""
     if stage == "random":
         return pool, c_emb, random_rankings(len(rows), len(pool), k, rng)
@@ -156,7 +160,6 @@ def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_te
         return pool, c_emb, dense_rankings(q_emb[rows], c_emb, k)
     if stage == "domain_confusion":
         texts = list(dict.fromkeys(domain_texts))
-        emb = model.encode_document(texts, batch_size=batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
+        emb = encode(texts, "document")
         return texts, emb, dense_rankings(q_emb[rows], emb, k)
     raise ConfigError(f"unknown mining strategy {stage!r}")
