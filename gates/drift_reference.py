@@ -1,33 +1,41 @@
-"""Build a version's drift reference at promotion: embed eval queries and a corpus sample through the *served*
-runtime, describe the texts, calibrate the thresholds, write `reference/`.
+"""Build a version's drift reference at promotion: embed the domain's queries and a corpus sample through the
+*served* runtime, describe the texts, calibrate the thresholds on held-out queries, write `reference/`.
 
-    summary = build_reference(Path("artifacts/runs/r1/onnx"), eval_queries, corpus_sample,
-                              Path("/tmp/stage/reference"), dim=384)
+    summary = build_reference(Path("artifacts/runs/r1/onnx"), train_queries, corpus_sample,
+                              Path("/tmp/stage/reference"), dim=384, held_out_queries=test_queries)
     registry.add_version({"onnx": onnx_dir, "reference": summary.out_dir, ...}, metadata=...)
 
-Pass as many eval queries as you have (train + test queries of the domain set): the calibration splits them into
-pseudo-windows, and more queries give tighter thresholds. `corpus_sample` should be a *random* sample of the
-documents the service searches, not the eval queries' relevant documents (that inflates the reference's own
-nearest-document cosine). `dim` is the served dim the reference is compared at: window rows served at a larger
-dim are cut to it (exact for Matryoshka exports); rows served below it count only for the descriptors, so use the
-smallest dim clients ask for.
+`queries` are the domain's queries the model was trained on; `held_out_queries` those it never saw (the eval
+split). The held-out ones stand for new traffic: the retrieval baseline, the novelty cutoff and every signal's
+null distribution come from them, because a fine-tuned model places its own training queries closer to their
+documents than any new query (docs/drift.md). A signal with fewer than MIN_HELD_OUT held-out queries is reported
+but kept out of the alarm (`summary.excluded` says which and why). `corpus_sample` should be a *random* sample of
+the documents the service searches, not the queries' relevant documents (that inflates the nearest-document
+cosine). `dim` is the served dim the reference is compared at: window rows served at a larger dim are cut to it
+(exact for Matryoshka exports); rows served below it count only for the descriptors, so use the smallest dim
+clients ask for. `pipeline_reference_texts` picks these texts for `embedgate pipeline`.
 """
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from service.drift.calibration import DEFAULT_ALARM_SIGNALS, DEFAULT_SPLITS, calibrate
-from service.drift.descriptors import DESCRIPTOR_NAMES, describe_texts
+import numpy as np
+
+from service.drift.calibration import (
+    DEFAULT_ALARM_SIGNALS,
+    DEFAULT_SPLITS,
+    MIN_REFERENCE_QUERIES,
+    reference_spec,
+)
+from service.drift.descriptors import describe_texts
 from service.drift.errors import DriftInputError
-from service.drift.reference import ReferenceSpec, write_reference
+from service.drift.reference import write_reference
 from service.drift.settings import DEFAULT_WINDOW_ROWS
-from service.drift.signals import nearest_doc_cosine
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,12 @@ class ReferenceSummary:
     dim: int
     precision: str
     query_count: int
+    held_out_count: int
     corpus_count: int
     window_rows: int
     thresholds: dict[str, float]
     alarm_signals: tuple[str, ...]
+    excluded: dict[str, str]  # signals kept out of the alarm, and why (too few held-out queries)
     retrieval_reference_mean: float
     seconds: float
 
@@ -51,18 +61,32 @@ class ReferenceSummary:
 
 
 def build_reference(onnx_dir: Path, queries: list[str], corpus_sample: list[str], out_dir: Path, dim: int,
-                    precision: str = "fp32", *, window_rows: int = DEFAULT_WINDOW_ROWS,
-                    splits: int = DEFAULT_SPLITS, seed: int = 0,
+                    precision: str = "fp32", *, held_out_queries: Sequence[str] = (),
+                    window_rows: int = DEFAULT_WINDOW_ROWS, splits: int = DEFAULT_SPLITS, seed: int = 0,
                     alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS) -> ReferenceSummary:
     """Write the drift reference for the export in `onnx_dir` into `out_dir` (empty or absent).
 
-    `window_rows` must match the service's EMBEDGATE_DRIFT_WINDOW_ROWS (default both 500): thresholds are
-    calibrated for that window size."""
+    `queries`: queries the model was trained on; `held_out_queries`: queries it never saw (at least 20, 40 for
+    every signal to alarm). `window_rows` must match the service's EMBEDGATE_DRIFT_WINDOW_ROWS (default both
+    500): thresholds are calibrated for that window size."""
     from service.embedder import OnnxEmbedder
 
     started = time.perf_counter()
-    _check_texts("queries", queries, minimum=20)
+    _check_texts("queries", queries, minimum=0)
+    _check_texts("held_out_queries", held_out_queries, minimum=0)
+    if len(queries) + len(held_out_queries) < MIN_REFERENCE_QUERIES:
+        raise DriftInputError(f"queries + held_out_queries: expected at least {MIN_REFERENCE_QUERIES} strings in "
+                              f"all, got "
+                              f"{len(queries)} + {len(held_out_queries)}")
     _check_texts("corpus_sample", corpus_sample, minimum=1)
+    trained = set(queries)
+    seen = [index for index, text in enumerate(held_out_queries) if text in trained]
+    if seen:
+        raise DriftInputError(f"held_out_queries: entries {seen[:10]} (e.g. {held_out_queries[seen[0]]!r}) are also "
+                              f"in queries, which the model was trained on; a held-out query must be one it never "
+                              f"saw: drop them from held_out_queries")
+    held_out = np.asarray([False] * len(queries) + [True] * len(held_out_queries))
+    queries = [*queries, *held_out_queries]
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise DriftInputError(f"out_dir {out_dir} is not empty; build the reference into a new folder (a promoted "
@@ -75,23 +99,65 @@ def build_reference(onnx_dir: Path, queries: list[str], corpus_sample: list[str]
     corpus_vectors = embedder.embed(corpus_sample, dimensions=dim)
     query_rows = _describe(embedder, queries)
     corpus_rows = _describe(embedder, corpus_sample)
-    calibration = calibrate(query_vectors, {name: [row[name] for row in query_rows] for name in DESCRIPTOR_NAMES},
-                            corpus_vectors, window_rows, splits=splits, seed=seed, alarm_signals=alarm_signals)
-    spec = ReferenceSpec(
-        dim=dim, precision=precision, query_count=len(queries), corpus_count=len(corpus_sample),
-        descriptor_names=DESCRIPTOR_NAMES,
-        embedding_method={"evidently": "ModelDriftMethod", "bootstrap": False, "score": "ROC AUC",
-                          "rows": "distinct rows of the window vs the reference queries"},
-        retrieval_reference_mean=float(nearest_doc_cosine(query_vectors, corpus_vectors).mean()),
-        calibration=calibration, created_at=datetime.datetime.now(datetime.UTC).isoformat(),
-        embedder={"export_id": embedder.info.export_id, "graph_sha256": embedder.info.graph_sha256,
-                  "precision": precision, "max_seq_length": embedder.max_seq_length})
-    files = write_reference(out_dir, spec, query_vectors, corpus_vectors, query_rows, corpus_rows)
+    spec = reference_spec(query_vectors, held_out, corpus_vectors, query_rows, dim, window_rows,
+                          precision=precision, splits=splits, seed=seed, alarm_signals=alarm_signals,
+                          embedder={"export_id": embedder.info.export_id,
+                                    "graph_sha256": embedder.info.graph_sha256, "precision": precision,
+                                    "max_seq_length": embedder.max_seq_length})
+    calibration = spec.calibration
+    files = write_reference(out_dir, spec, query_vectors, corpus_vectors, query_rows, corpus_rows, held_out)
     return ReferenceSummary(
         out_dir=str(out_dir), files=tuple(path.name for path in files), dim=dim, precision=precision,
-        query_count=len(queries), corpus_count=len(corpus_sample), window_rows=window_rows,
-        thresholds={s.name: s.threshold for s in calibration.signals}, alarm_signals=calibration.alarm_signals,
+        query_count=len(queries), held_out_count=spec.held_out_count, corpus_count=len(corpus_sample),
+        window_rows=window_rows, thresholds={s.name: s.threshold for s in calibration.signals},
+        alarm_signals=calibration.alarm_signals, excluded=calibration.excluded,
         retrieval_reference_mean=spec.retrieval_reference_mean, seconds=round(time.perf_counter() - started, 2))
+
+
+@dataclass(frozen=True)
+class ReferenceTexts:
+    """The texts `embedgate pipeline` builds a version's reference from."""
+
+    queries: list[str]  # judged queries of the domain the model was trained on
+    held_out_queries: list[str]  # judged queries it never saw (eval split, any split but the training one)
+    corpus_sample: list[str]
+
+
+def pipeline_reference_texts(config: Any, seed: int = 0) -> ReferenceTexts:
+    """The domain's judged queries (the evaluation BEIR folder, every split), told apart by whether training saw
+    their text, and a random corpus sample. Held-out queries are kept first when the caps
+    (`promotion.reference_queries`, `reference_corpus`) cut: they are the ones that calibrate."""
+    import random
+
+    from training.loading import load_dataset
+
+    data = load_dataset(config.evaluation_data(), "ir")
+    texts = data.query_texts()
+    judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
+    trained_texts = _trained_texts(config, data)
+    held = [texts[q] for q in judged if texts[q] not in trained_texts]
+    trained = [texts[q] for q in judged if texts[q] in trained_texts]
+    rng = random.Random(seed)
+    cap = config.promotion.reference_queries
+    held = rng.sample(held, min(len(held), cap))
+    trained = rng.sample(trained, min(len(trained), cap - len(held)))
+    docs = list(data.doc_texts().values())
+    return ReferenceTexts(trained, held, rng.sample(docs, min(len(docs), config.promotion.reference_corpus)))
+
+
+def _trained_texts(config: Any, eval_data: Any) -> set[str]:
+    """Every text the training split holds: its queries (IR), or every text cell of a training table."""
+    from training.beir import IRDataset
+    from training.loading import load_dataset
+
+    data_config = config.train.data
+    same_folder = Path(data_config.path).resolve() == Path(config.evaluation_data()).resolve()
+    data = eval_data if same_folder else load_dataset(data_config.path, data_config.type, data_config.columns)
+    if isinstance(data, IRDataset):
+        texts = data.query_texts()
+        return {texts[q] for q in data.split(data_config.split).qrels if q in texts}
+    frame = data.frame
+    return {value for column in frame.columns for value in frame[column] if isinstance(value, str)}
 
 
 def _describe(embedder: Any, texts: list[str]) -> list[dict[str, float]]:

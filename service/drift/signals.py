@@ -5,7 +5,11 @@ calibration runs them on reference-vs-reference splits, so a threshold is calibr
                  same distribution, 1.0: fully separable). GUIDE: the default classifier method, not `ratio`,
                  which false-alarmed on same-distribution data.
     retrieval    how much lower the window's mean cosine to its nearest reference-corpus document is than the
-                 reference queries' own mean (queries the corpus cannot answer well score low).
+                 *held-out* reference queries' mean (queries the corpus cannot answer well score low). Held-out:
+                 the model was fine-tuned on the others, which sit closer to their documents than any new query.
+    novelty      share of the window's distinct rows whose cosine to the nearest reference query is below what
+                 all but NOVELTY_QUANTILE of the held-out queries reach (a per-row score's tail share: it sees a
+                 minority of off-domain rows that moves a window mean too little to notice).
     descriptors  share of text descriptors whose distribution drifted (Evidently's per-column tests).
 """
 
@@ -15,10 +19,12 @@ import numpy as np
 
 from service.drift.errors import DriftInputError
 
-SIGNALS = ("embedding", "retrieval", "descriptors")
+SIGNALS = ("embedding", "retrieval", "novelty", "descriptors")
 # Rows equal to 4 decimals count as one: the same text can embed with float noise when padded differently.
 DEDUP_DECIMALS = 4
 MIN_CLASSIFIER_ROWS = 4  # per side; the classifier's 50/50 split needs both classes in its test half
+# The novelty cutoff: the held-out queries' nearest-reference-query cosine at this quantile (see docs/drift.md).
+NOVELTY_QUANTILE = 0.05
 
 
 def distinct_rows(matrix: np.ndarray) -> np.ndarray:
@@ -59,6 +65,37 @@ def nearest_doc_cosine(queries: np.ndarray, corpus: np.ndarray, chunk_rows: int 
         raise DriftInputError("the corpus sample is empty; the retrieval signal needs at least one document")
     return np.concatenate([(queries[start : start + chunk_rows] @ corpus.T).max(axis=1)
                            for start in range(0, len(queries), chunk_rows)] or [np.zeros(0, np.float32)])
+
+
+def distinct_mask(matrix: np.ndarray) -> np.ndarray:
+    """True at the first occurrence of each distinct row (same rounding as `distinct_rows`)."""
+    mask = np.zeros(len(matrix), dtype=bool)
+    if len(matrix):
+        _, first = np.unique(np.round(matrix, DEDUP_DECIMALS), axis=0, return_index=True)
+        mask[first] = True
+    return mask
+
+
+def nearest_query_cosine(rows: np.ndarray, reference_queries: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
+    """For each unit-length row, the cosine to its nearest reference query (the novelty score: low = novel)."""
+    return nearest_doc_cosine(rows, reference_queries, chunk_rows)
+
+
+def novelty_cutoff(held_out_scores: np.ndarray, quantile: float = NOVELTY_QUANTILE) -> float:
+    """The cosine below which a row counts as novel: the `quantile` of the held-out queries' scores."""
+    scores = np.asarray(held_out_scores, dtype=np.float64)
+    if len(scores) == 0:
+        raise DriftInputError("novelty_cutoff needs the held-out queries' scores; got none")
+    return float(np.quantile(scores, quantile))
+
+
+def tail_share(scores: np.ndarray, cutoff: float) -> float:
+    """Share of the scored rows (NaN rows left out) below `cutoff`."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scores = scores[~np.isnan(scores)]
+    if len(scores) == 0:
+        raise DriftInputError("tail_share needs at least one scored row; got none")
+    return float(np.mean(scores < cutoff))
 
 
 def retrieval_drop(current_nearest: np.ndarray, reference_nearest: np.ndarray) -> float:
