@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 HELP = """Judge captured traffic windows that have no verdict yet (or --window ID, or --all again): an Evidently
-report per window (embedding drift, retrieval drop, descriptor drift), a JSON summary in DRIFT_DIR/summaries and
-a snapshot in DRIFT_DIR/workspace (see `embedgate dashboard`). Exit 0 no alert, 1 the served version drifted in
-its last ALERT_WINDOWS judged windows, 2 an error.
+report per window (embedding drift, retrieval drop, novel-row share, descriptor drift), a JSON summary in
+DRIFT_DIR/summaries and a snapshot in DRIFT_DIR/workspace (see `embedgate dashboard`). Exit 0 no alert, 1 the
+served version drifted in its last ALERT_WINDOWS judged windows, 2 an error.
 
 Examples:
 

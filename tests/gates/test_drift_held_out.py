@@ -1,14 +1,17 @@
-"""Drift that does not cry wolf, on the embedded legal demo set: `embedgate pipeline` fine-tunes the tiny model
-(which memorises its training queries, as the demo's MiniLM does), builds the drift reference with the queries it
-never saw marked held-out, and promotes. Held-out legal queries that even the pipeline never saw, replayed through
-the real capture and judged by `embedgate drift`, raise no alarm in 20 windows; another domain is flagged in its
-first window. A reference built from the trained queries alone (the behaviour before held-out calibration) is
-shown to false-alarm on the same traffic, so the fix cannot silently regress."""
+"""Drift that does not cry wolf, on the embedded legal demo set. A word-level tiny BERT is fine-tuned for a few
+seconds on the demo's training pairs and memorises them as the demo's MiniLM does (nearest-document cosine of its
+training queries 0.82, of unseen ones 0.74; MiniLM after `make demo`: 0.725 and 0.594). The pipeline's own
+drift-reference stage builds the reference from the demo config, marking the queries training never saw as
+held out. Held-out legal queries that even the reference never saw, replayed through the real capture and judged
+by `embedgate drift`, raise no alarm in 20 windows; another domain is flagged in its first window. A reference
+built from the trained queries alone (the behaviour before held-out calibration) false-alarms on the same
+traffic, so the fix cannot silently regress."""
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -23,10 +26,11 @@ from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
+from tests.conftest import build_tiny_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # one short pipeline on the tiny model
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # a 30-step fine-tune, ~20 s
 LEGAL = Path(__file__).resolve().parents[2] / "training" / "data" / "legal_lay"
-WINDOW = 40  # rows per window (the pipeline calibrates on pseudo-windows of half its 50 held-out queries)
+WINDOW = 40  # rows per window (the reference calibrates on pseudo-windows of half its 50 held-out queries)
 OTHER_DOMAIN = [f"my {who} has a {symptom}, what {dose} of {drug} should {verb} take?"
                 for who in ("child", "baby", "father", "mother", "nurse")
                 for symptom, dose, drug, verb in (("fever and a cough", "dose", "paracetamol", "he"),
@@ -43,31 +47,64 @@ def _read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def _qrels(path: Path) -> list[tuple[str, str, int]]:
+    return [(q, d, int(g)) for q, d, g in (line.split("\t") for line in path.read_text().splitlines()[1:])]
+
+
+def fine_tune(target: Path, queries: dict[str, str], docs: dict[str, str], train: list[tuple[str, str, int]]) -> Path:
+    """MNRL on the (training query, grade-2 document) pairs, 3 epochs at a high rate: enough to memorise them."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, losses
+    from sentence_transformers.trainer import SentenceTransformerTrainer
+    from sentence_transformers.training_args import SentenceTransformerTrainingArguments
+
+    torch.manual_seed(0)
+    words = sorted({w for text in [*queries.values(), *docs.values()] for w in re.findall(r"[a-z0-9]+", text.lower())})
+    model = SentenceTransformer(str(build_tiny_model(target / "base", words=words)), device="cpu")
+    pairs = {q: d for q, d, grade in train if grade == 2}
+    data = Dataset.from_dict({"anchor": [queries[q] for q in pairs], "positive": [docs[d] for d in pairs.values()]})
+    args = SentenceTransformerTrainingArguments(output_dir=str(target / "trainer"), num_train_epochs=3,
+                                                per_device_train_batch_size=32, learning_rate=2e-3, seed=0,
+                                                report_to=[], save_strategy="no", use_cpu=True,
+                                                disable_tqdm=True)
+    SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
+                               loss=losses.MultipleNegativesRankingLoss(model)).train()
+    model.save(str(target / "model"), safe_serialization=True)
+    return target / "model"
+
+
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, tiny_model_dir):
+def demo(tmp_path_factory):
     """The demo set with half of its test queries taken out of the data the pipeline sees (they are the unseen
-    traffic), run through `embedgate pipeline` once."""
+    traffic); a model fine-tuned on its training split; the reference the pipeline's stage builds for it."""
+    from gates.pipeline import _build_reference
+    from gates.pipeline_config import load_pipeline_config
+    from training.export import export_run
+    from training.run_dir import RunPaths
+
     root = tmp_path_factory.mktemp("drift-held-out")
     data = root / "legal"
     shutil.copytree(LEGAL, data, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    lines = (data / "qrels" / "test.tsv").read_text().splitlines()
-    test_ids = sorted({line.split("\t")[0] for line in lines[1:]})
-    unseen_ids = set(test_ids[1::2])
-    (data / "qrels" / "test.tsv").write_text("\n".join([lines[0]] + [line for line in lines[1:]
-                                                                      if line.split("\t")[0] not in unseen_ids]) + "\n")
     texts = {q["_id"]: q["text"] for q in _read(data / "queries.jsonl")}
-    trained_ids = {line.split("\t")[0] for line in (data / "qrels" / "train.tsv").read_text().splitlines()[1:]}
-    config = root / "pipeline.yaml"
-    config.write_text(yaml.safe_dump({
-        "base_model": str(tiny_model_dir), "data": {"path": str(data), "type": "ir"},
-        "output_dir": str(root / "runs"), "epochs": 4, "batch_size": 16, "learning_rate": 1e-3,
-        "matryoshka_dims": [32, 16], "seed": 5, "promotion": {"registry": str(root / "registry")},
-    }))
-    code = main(["pipeline", str(config), "--set", "run_id=demo"])
-    assert code == 0, "the pipeline did not promote; see its output above"
-    return {"root": root, "registry": Registry(root / "registry"), "run": root / "runs" / "demo",
-            "unseen": [texts[q] for q in sorted(unseen_ids)], "trained": [texts[q] for q in sorted(trained_ids)],
-            "visible_test": [texts[q] for q in test_ids if q not in unseen_ids]}
+    docs = {d["_id"]: f"{d.get('title', '')} {d['text']}".strip() for d in _read(data / "corpus.jsonl")}
+    test = _qrels(data / "qrels" / "test.tsv")
+    test_ids = sorted({q for q, _, _ in test})
+    unseen_ids = set(test_ids[1::2])
+    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{g}\n" for q, d, g in test if q not in unseen_ids))
+    train = _qrels(data / "qrels" / "train.tsv")
+    run = RunPaths(root / "runs" / "demo")
+    export_run(fine_tune(root / "train", texts, docs, train), run.onnx, dims=[32, 16], int8=False)
+    config = root / "pipeline.yaml"  # the demo's config (gates/demo.yaml) on this copy of its data
+    config.write_text(yaml.safe_dump({"base_model": "all-MiniLM-L6-v2", "data": {"path": str(data), "type": "ir"},
+                                      "promotion": {"registry": str(root / "registry")}}))
+    reference, note = _build_reference(load_pipeline_config(config), run)
+    registry = Registry(root / "registry")
+    registry.add_version({"onnx": run.onnx, "reference": reference}, metadata={})
+    trained_ids = sorted({q for q, _, _ in train})
+    return {"registry": registry, "run": run.root, "reference": reference, "note": note,
+            "unseen": [texts[q] for q in sorted(unseen_ids)], "trained": [texts[q] for q in trained_ids]}
 
 
 def replay(onnx_dir: Path, settings: DriftSettings, texts: list[str], windows: int, seed: int,
@@ -86,19 +123,17 @@ def replay(onnx_dir: Path, settings: DriftSettings, texts: list[str], windows: i
 
 
 def test_the_pipeline_marks_the_queries_it_never_trained_on_and_calibrates_on_them(demo):
-    reference = json.loads((demo["run"] / "reference" / "reference.json").read_text())
-    pipeline = json.loads((demo["run"] / "pipeline.json").read_text())
-    stage = next(s for s in pipeline["stages"] if s["name"] == "drift reference")
-    # 301 train queries and the 50 test queries the pipeline saw; the 50 visible test queries are held out.
-    assert (reference["query_count"], reference["held_out_count"]) == (351, 50)
+    reference = json.loads((demo["reference"] / "reference.json").read_text())
+    # 301 training queries and the 50 test queries the pipeline saw, which are the held-out ones.
+    assert (reference["query_count"], reference["held_out_count"], reference["dim"]) == (351, 50, 16)
     assert reference["calibration"]["null_from"] == "held-out queries"
     assert reference["calibration"]["current_rows"] == 25
     assert {name for name, s in reference["calibration"]["signals"].items() if s["in_alarm"]} == {
         "embedding", "retrieval", "novelty"}
-    assert stage["detail"]["note"] == ""  # nothing kept out of the alarm
+    assert demo["note"] == ""  # nothing kept out of the alarm, so the pipeline prints no drift note
     flags = [json.loads(line).get("held_out") for line in
-             (demo["run"] / "reference" / "descriptors.jsonl").read_text().splitlines()]
-    assert flags.count(True) == 50 and flags.count(False) == 301
+             (demo["reference"] / "descriptors.jsonl").read_text().splitlines()]
+    assert flags.count(True) == 50 and flags.count(False) == 301  # corpus lines carry no flag
 
 
 def test_unseen_domain_traffic_never_alarms_and_another_domain_is_flagged_at_once(demo, tmp_path, capsys):
@@ -121,7 +156,7 @@ def test_a_reference_of_trained_queries_alone_false_alarms_on_the_same_traffic(d
     """What promotion stored before held-out calibration: the null and the baselines from queries the model was
     trained on, which it places closer to their documents (and to each other) than any new query."""
     run = demo["run"]
-    corpus = [f"{d.get('title', '')} {d['text']}".strip() for d in _read(LEGAL / "corpus.jsonl")]
+    corpus = [f"{d.get('title', '')} {d['text']}".strip() for d in _read(LEGAL / "corpus.jsonl")][:200]
     stage = tmp_path / "stage" / "reference"
     # The trained queries passed as if held out: every baseline and null comes from them, as before the fix.
     build_reference(run / "onnx", [], corpus, stage, dim=16, held_out_queries=demo["trained"],
