@@ -69,7 +69,8 @@ def other_domains(datasets: Path, limit: int = 1000) -> dict[str, list[str]]:
 
 
 class Vectors:
-    """Every text embedded once through the served runtime at the reference dim (embedding is deterministic)."""
+    """Every text embedded once through the served runtime at the reference dim (embedding is deterministic), so
+    each reference below is `build_reference` without its embedding pass."""
 
     def __init__(self, embedder, dim: int) -> None:
         self.embedder, self.dim, self.cache = embedder, dim, {}
@@ -84,6 +85,24 @@ class Vectors:
 
     def matrix(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.cache[t][0] for t in texts])
+
+    def reference(self, out_dir: Path, trained: list[str], held_out: list[str], corpus: list[str],
+                  window_rows: int) -> Path:
+        """What build_reference writes for these texts, from the cached vectors."""
+        from service.drift.calibration import reference_spec
+        from service.drift.descriptors import describe_texts
+        from service.drift.reference import write_reference
+
+        texts = [*trained, *held_out]
+        mask = np.asarray([False] * len(trained) + [True] * len(held_out))
+
+        def rows(items: list[str]) -> list[dict]:
+            counts = [self.cache[t][1] for t in items]
+            return describe_texts(items, counts, [c > self.embedder.max_seq_length for c in counts])
+
+        spec = reference_spec(self.matrix(texts), mask, self.matrix(corpus), rows(texts), self.dim, window_rows)
+        write_reference(out_dir, spec, self.matrix(texts), self.matrix(corpus), rows(texts), rows(corpus), mask)
+        return out_dir
 
 
 def draw(rng: random.Random, normal: list[str], other: list[str] | None, share: float, count: int) -> list[str]:
@@ -151,7 +170,7 @@ def main() -> None:
                         "folder), stsb/test.csv, medical-question-pairs/pairs.csv (any of them)")
     parser.add_argument("--window-rows", type=int, default=200)
     parser.add_argument("--same-windows", type=int, default=20, help="same-distribution windows per fold")
-    parser.add_argument("--mix-windows", type=int, default=30, help="20%%-shift windows per fold")
+    parser.add_argument("--mix-windows", type=int, default=15, help="20%%-shift windows per fold")
     parser.add_argument("--mix-share", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -163,9 +182,15 @@ def main() -> None:
     from service.registry import Registry
 
     run = args.run_dir.resolve()
-    stored = load_reference(run / "reference")
     config = load_pipeline_config(run / "config.yaml")
     texts = pipeline_reference_texts(config)
+    scratch_root = tempfile.TemporaryDirectory()
+    if not (run / "reference").is_dir():  # the run has not reached its drift-reference stage yet: run that stage
+        dims = json.loads((run / "onnx" / "embedder.json").read_text())["dims"]
+        build_reference(run / "onnx", texts.queries, texts.corpus_sample, Path(scratch_root.name) / "stored",
+                        dim=min(dims), held_out_queries=texts.held_out_queries)
+        print(f"{run / 'reference'} is not there yet: built it as the pipeline's stage does", flush=True)
+    stored = load_reference(run / "reference" if (run / "reference").is_dir() else Path(scratch_root.name) / "stored")
     print(f"run {run.name}: reference dim {stored.dim}, {stored.spec.query_count} queries "
           f"({stored.spec.held_out_count} held out), {stored.spec.corpus_count} passages; stored thresholds "
           + ", ".join(f"{s.name} {s.threshold:.4f}{'' if s.in_alarm else ' (reported)'}"
@@ -198,9 +223,8 @@ def main() -> None:
             others = {name: [draw(rng, pool, None, 0, rows) for _ in range(3)] for name, pool in domains.items()}
             for name, make in options.items():
                 trained, held_out = make(fit)
-                ref_dir = scratch / f"option{list(options).index(name)}-fold{fold}"
-                build_reference(run / "onnx", trained, texts.corpus_sample, ref_dir, dim=stored.dim,
-                                held_out_queries=held_out, window_rows=rows)
+                ref_dir = vectors.reference(scratch / f"option{list(options).index(name)}-fold{fold}", trained,
+                                            held_out, texts.corpus_sample, rows)
                 signals = ("embedding", "retrieval")  # the signals the design before this one alarmed on
                 reference = load_reference(ref_dir)
                 for kind, windows in (("same", same), ("mix", mix), ("other", [w for ws in others.values()

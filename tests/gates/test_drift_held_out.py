@@ -28,7 +28,7 @@ from service.embedder import OnnxEmbedder
 from service.registry import Registry
 from tests.conftest import build_tiny_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # a 30-step fine-tune, ~20 s
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # a 50-step fine-tune, ~20 s
 LEGAL = Path(__file__).resolve().parents[2] / "training" / "data" / "legal_lay"
 WINDOW = 40  # rows per window (the reference calibrates on pseudo-windows of half its 50 held-out queries)
 OTHER_DOMAIN = [f"my {who} has a {symptom}, what {dose} of {drug} should {verb} take?"
@@ -52,7 +52,7 @@ def _qrels(path: Path) -> list[tuple[str, str, int]]:
 
 
 def fine_tune(target: Path, queries: dict[str, str], docs: dict[str, str], train: list[tuple[str, str, int]]) -> Path:
-    """MNRL on the (training query, grade-2 document) pairs, 3 epochs at a high rate: enough to memorise them."""
+    """MNRL on the (training query, grade-2 document) pairs, 5 epochs at a high rate: enough to memorise them."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, losses
@@ -64,7 +64,7 @@ def fine_tune(target: Path, queries: dict[str, str], docs: dict[str, str], train
     model = SentenceTransformer(str(build_tiny_model(target / "base", words=words)), device="cpu")
     pairs = {q: d for q, d, grade in train if grade == 2}
     data = Dataset.from_dict({"anchor": [queries[q] for q in pairs], "positive": [docs[d] for d in pairs.values()]})
-    args = SentenceTransformerTrainingArguments(output_dir=str(target / "trainer"), num_train_epochs=3,
+    args = SentenceTransformerTrainingArguments(output_dir=str(target / "trainer"), num_train_epochs=5,
                                                 per_device_train_batch_size=32, learning_rate=2e-3, seed=0,
                                                 report_to=[], save_strategy="no", use_cpu=True,
                                                 disable_tqdm=True)
@@ -156,7 +156,7 @@ def test_a_reference_of_trained_queries_alone_false_alarms_on_the_same_traffic(d
     """What promotion stored before held-out calibration: the null and the baselines from queries the model was
     trained on, which it places closer to their documents (and to each other) than any new query."""
     run = demo["run"]
-    corpus = [f"{d.get('title', '')} {d['text']}".strip() for d in _read(LEGAL / "corpus.jsonl")][:200]
+    corpus = [f"{d.get('title', '')} {d['text']}".strip() for d in _read(LEGAL / "corpus.jsonl")]
     stage = tmp_path / "stage" / "reference"
     # The trained queries passed as if held out: every baseline and null comes from them, as before the fix.
     build_reference(run / "onnx", [], corpus, stage, dim=16, held_out_queries=demo["trained"],
