@@ -143,7 +143,6 @@ def within(flags: list[bool], windows: int = 3) -> float:
 def option_scores(reference, window: np.ndarray) -> dict[str, float]:
     """The alarm signals of one window against a loaded reference, by the functions the Evidently metrics run."""
     from service.drift.signals import (
-        distinct_mask,
         embedding_drift_score,
         nearest_doc_cosine,
         nearest_query_cosine,
@@ -151,16 +150,20 @@ def option_scores(reference, window: np.ndarray) -> dict[str, float]:
         tail_share,
     )
 
-    novelty = nearest_query_cosine(window, reference.queries)[distinct_mask(window)]
+    novelty = nearest_query_cosine(window, reference.queries)
     return {"embedding": embedding_drift_score(window, reference.queries),
             "retrieval": retrieval_drop(nearest_doc_cosine(window, reference.corpus),
                                         np.asarray([reference.spec.retrieval_reference_mean])),
             "novelty": tail_share(novelty, reference.spec.novelty_cutoff)}
 
 
-def verdict(reference, scores: dict[str, float], signals: tuple[str, ...]) -> bool:
-    calibration = reference.spec.calibration
-    return any(scores[name] > calibration.signal(name).threshold for name in signals)
+def verdict(reference, window: np.ndarray, scores: dict[str, float], signals: tuple[str, ...]) -> bool:
+    from service.drift.calibration import novelty_window_threshold
+    from service.drift.signals import effective_rows
+
+    thresholds = {s.name: s.threshold for s in reference.spec.calibration.signals}
+    thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(window))
+    return any(scores[name] > thresholds[name] for name in signals)
 
 
 def main() -> None:
@@ -230,9 +233,10 @@ def main() -> None:
                 for kind, windows in (("same", same), ("mix", mix), ("other", [w for ws in others.values()
                                                                               for w in ws])):
                     for window in windows:
-                        scores = option_scores(reference, vectors.matrix(window))
-                        option_rows[name][kind].append((verdict(reference, scores, signals),
-                                                        verdict(reference, scores, (*signals, "novelty"))))
+                        matrix = vectors.matrix(window)
+                        scores = option_scores(reference, matrix)
+                        option_rows[name][kind].append((verdict(reference, matrix, scores, signals),
+                                                        verdict(reference, matrix, scores, (*signals, "novelty"))))
                 if name.startswith("ships"):
                     registry = Registry(scratch / f"registry-{fold}")
                     registry.add_version({"reference": ref_dir}, metadata={})

@@ -21,7 +21,9 @@ Why not Evidently's own thresholds: its classifier method with `bootstrap` is a 
 window in 20 false-alarms by design), and its fixed 0.55 is too low for small windows (same-distribution AUC up to
 0.65 at 50 rows on the legal set). The floors are changes too small to matter whatever the null says (docs/drift.md
 gives the measurements): embedding AUC 0.55 (Evidently's default), retrieval 0.05, novelty 0.10 (twice the nominal
-tail share), descriptors 0.5. Descriptor drift is reported, not in the alarm by default: K-S tests on windows with
+tail share), descriptors 0.5. Novelty's threshold is exact rather than resampled: its cutoff is the k-th lowest of
+the held-out scores, so a window's novel-row count is Beta-Binomial (`signals.novelty_threshold`) for any window
+size, where pseudo-windows could only be half the held-out queries (a null 2-3x too wide for 200-500-row windows). Descriptor drift is reported, not in the alarm by default: K-S tests on windows with
 repeated queries flagged 2 of 7 descriptors on same-distribution traffic.
 """
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,10 +42,10 @@ from service.drift.errors import DriftInputError
 from service.drift.reference import Calibration, ReferenceSpec, SignalThreshold
 from service.drift.signals import (
     SIGNALS,
-    distinct_mask,
     embedding_drift_score,
     nearest_doc_cosine,
     novelty_cutoff,
+    novelty_threshold,
     retrieval_drop,
     tail_share,
 )
@@ -57,6 +59,8 @@ MIN_REFERENCE_QUERIES = 20
 # Held-out queries a signal needs before it may alarm: pseudo-windows of >= 10 against >= 10 held-out queries;
 # novelty's 5% tail needs >= 20 in the pseudo-reference for one query to sit in it.
 MIN_HELD_OUT = {"embedding": 20, "retrieval": 20, "novelty": 40, "descriptors": 20}
+# Novelty's per-window false-alarm probability: its threshold is exact (order statistics), not resampled.
+NOVELTY_ALPHA = 0.001
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,21 @@ class ReferenceStatistics:
     novelty_cutoff: float
 
 
+def _enough(held_out: int) -> bool:
+    return held_out >= min(MIN_HELD_OUT.values())
+
+
+def novelty_window_threshold(spec: ReferenceSpec, rows: int) -> float:
+    """Novelty's threshold for a window of `rows` effective rows (signals.novelty_threshold) against the queries
+    the cutoff came from (the held-out ones, or all when there are too few)."""
+    baseline = spec.held_out_count if _enough(spec.held_out_count) else spec.query_count
+    return novelty_threshold(rows, baseline, NOVELTY_ALPHA, FLOORS["novelty"])
+
+
 def reference_statistics(queries: np.ndarray, held_out: np.ndarray, corpus: np.ndarray) -> ReferenceStatistics:
     """The retrieval baseline and novelty cutoff of a reference (what `build_reference` stores)."""
     queries, held_out = np.asarray(queries, dtype=np.float32), _mask(held_out, len(queries))
-    baseline = held_out if held_out.sum() >= min(MIN_HELD_OUT.values()) else np.ones(len(queries), dtype=bool)
+    baseline = held_out if _enough(int(held_out.sum())) else np.ones(len(queries), dtype=bool)
     rows = np.flatnonzero(baseline)
     nearest = nearest_doc_cosine(queries[rows], corpus)
     return ReferenceStatistics(baseline, float(nearest.mean()),
@@ -130,7 +145,7 @@ def calibrate(queries: np.ndarray, query_descriptors: dict[str, Sequence[float]]
         scores["embedding"].append(embedding_drift_score(queries[window], queries[rest]))
         scores["retrieval"].append(retrieval_drop(nearest[window], nearest[base]))
         # Novelty against the pseudo-reference `rest`, with the cutoff its own baseline queries give.
-        window_scores = similarity[window_at][:, rest].max(axis=1)[distinct_mask(queries[window])]
+        window_scores = similarity[window_at][:, rest].max(axis=1)
         base_scores = _leave_one_out(similarity[base_at][:, rest], np.searchsorted(rest, base))
         scores["novelty"].append(tail_share(window_scores, novelty_cutoff(base_scores)))
         scores["descriptors"].append(descriptor_drift_share(
@@ -139,10 +154,14 @@ def calibrate(queries: np.ndarray, query_descriptors: dict[str, Sequence[float]]
     held_count = int(held.sum())
     signals = tuple(_threshold(name, np.asarray(scores[name]), k, name in alarm_signals, held_count)
                     for name in SIGNALS)
+    # Novelty: the exact threshold for a full window of distinct rows (each window gets its own, for its
+    # effective rows); the resampled null above stays in the record, as a check on it.
+    novelty_at = novelty_threshold(window_rows, len(pool), NOVELTY_ALPHA, FLOORS["novelty"])
+    signals = tuple(replace(s, threshold=novelty_at) if s.name == "novelty" else s for s in signals)
     return Calibration(window_rows=window_rows, current_rows=current_rows, reference_rows=len(queries),
                        splits=splits, k=k, seed=seed, seconds=round(time.perf_counter() - started, 2),
                        signals=signals, held_out_rows=held_count,
-                       null_from="held-out queries" if held_count >= min(MIN_HELD_OUT.values())
+                       null_from="held-out queries" if _enough(held_count)
                        else "reference queries (too few held-out)")
 
 

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 
 from service.drift.reference import DriftReference
-from service.drift.signals import distinct_mask, nearest_doc_cosine, nearest_query_cosine
+from service.drift.signals import effective_rows, nearest_doc_cosine, nearest_query_cosine
 from service.drift.windows import WindowData
 
 EMBEDDINGS_NAME = "embedding"
 NEAREST_COLUMN = "nearest_doc_cosine"
-NOVELTY_COLUMN = "nearest_query_cosine"  # per distinct row; repeats and rows below the reference dim are NaN
+NOVELTY_COLUMN = "nearest_query_cosine"  # NaN for rows served below the reference dim
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,12 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
                   f"or rebuild the reference with window_rows={window.rows})")
         return _skipped(base, calibration, reason, started), None
     measure_vectors = len(embeddings) >= calibration.current_rows
-    report, metrics = _report(reference, measure_vectors)
+    thresholds = {signal.name: signal.threshold for signal in calibration.signals}
+    if measure_vectors:  # novelty's threshold depends on how many independent rows this window holds
+        from service.drift.calibration import novelty_window_threshold
+
+        thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(embeddings))
+    report, metrics = _report(reference, measure_vectors, thresholds)
     current = _frame(window.descriptors, embeddings, comparable, reference)
     with _quiet_correlations():
         snapshot = report.run(_dataset(current, reference, measure_vectors),
@@ -101,6 +106,7 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
     signals = []
     for name, metric in metrics.items():
         threshold = calibration.signal(name)
+        limit = thresholds[name]
         if metric is None:
             detail = {"reason": f"only {len(embeddings)} of {window.rows} rows were served at dim >= "
                                 f"{reference.dim} (the reference dim); need {calibration.current_rows}"}
@@ -108,7 +114,7 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
             continue
         value = values[metric.metric_id]
         score = float(value["share"] if isinstance(value, dict) else value)
-        signals.append(SignalResult(name, score, threshold.threshold, score > threshold.threshold,
+        signals.append(SignalResult(name, score, limit, score > limit,
                                     threshold.in_alarm, _detail(name, values, current, reference, report)))
     drifted = any(signal.drifted for signal in signals if signal.in_alarm)
     result = WindowDriftResult(**base, drifted=drifted, signals=tuple(signals),
@@ -140,7 +146,8 @@ def _quiet_correlations():
 
 
 # ---- the report ----
-def _report(reference: DriftReference, measure_vectors: bool) -> tuple[Any, dict[str, Any]]:
+def _report(reference: DriftReference, measure_vectors: bool,
+            thresholds: dict[str, float]) -> tuple[Any, dict[str, Any]]:
     from evidently import Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import ModelDriftMethod
     from evidently.metrics import MeanValue, ValueDrift
@@ -164,7 +171,7 @@ def _report(reference: DriftReference, measure_vectors: bool) -> tuple[Any, dict
     descriptors = _descriptor_count_metric()
     signal_metrics = {"embedding": embedding, "retrieval": retrieval, "novelty": novelty, "descriptors": descriptors}
     metrics: list[Any] = [metric for metric in signal_metrics.values() if metric is not None]
-    metrics += [EmbedgateThreshold(signal=s.name, value=s.threshold) for s in calibration.signals]
+    metrics += [EmbedgateThreshold(signal=name, value=value) for name, value in thresholds.items()]
     if measure_vectors:
         metrics += [MeanValue(column=NEAREST_COLUMN), MeanValue(column=NOVELTY_COLUMN)]
     metrics += [ValueDrift(column=name) for name in DESCRIPTOR_NAMES]
@@ -201,8 +208,8 @@ def _dataset(frame: Any, reference: DriftReference, measure_vectors: bool) -> An
 
 def _frame(descriptors: dict[str, np.ndarray], embeddings: np.ndarray, comparable: np.ndarray,
            reference: DriftReference) -> Any:
-    """Window rows: descriptors for all; vectors, nearest-document cosine and (first occurrence of each distinct
-    row only) nearest-query cosine where served at >= reference dim."""
+    """Window rows: descriptors for all; vectors, nearest-document and nearest-query cosine where served at >=
+    reference dim."""
     import pandas as pd
 
     rows = len(comparable)
@@ -211,9 +218,7 @@ def _frame(descriptors: dict[str, np.ndarray], embeddings: np.ndarray, comparabl
     nearest, novelty = np.full(rows, np.nan), np.full(rows, np.nan)
     if len(embeddings):
         nearest[comparable] = nearest_doc_cosine(embeddings, reference.corpus)
-        scores = nearest_query_cosine(embeddings, reference.queries)
-        scores[~distinct_mask(embeddings)] = np.nan  # a repeated query is one piece of evidence, not many
-        novelty[comparable] = scores
+        novelty[comparable] = nearest_query_cosine(embeddings, reference.queries)
     columns = {**descriptors, NEAREST_COLUMN: nearest, NOVELTY_COLUMN: novelty}
     return pd.concat([pd.DataFrame(columns), pd.DataFrame(vectors, columns=_vector_columns(reference.dim))], axis=1)
 
@@ -244,8 +249,9 @@ def _detail(name: str, values: dict[str, Any], current: Any, reference: DriftRef
                 "reference_mean": float(reference.spec.retrieval_reference_mean),
                 "baseline": "held-out queries" if reference.spec.held_out_count else "all reference queries"}
     if name == "novelty":
-        return {"cutoff": float(reference.spec.novelty_cutoff),
-                "distinct_rows": int(np.sum(~np.isnan(current[NOVELTY_COLUMN])))}
+        vectors = current[_vector_columns(reference.dim)].dropna().to_numpy(np.float32)
+        return {"cutoff": float(reference.spec.novelty_cutoff), "effective_rows": effective_rows(vectors),
+                "threshold": "Beta-Binomial 1 - alpha quantile for the effective rows (calibration.py)"}
     by_column = {}
     for metric in report.metrics:
         column = getattr(metric, "column", None)

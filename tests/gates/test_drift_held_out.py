@@ -160,7 +160,7 @@ def test_a_reference_of_trained_queries_alone_false_alarms_on_the_same_traffic(d
     stage = tmp_path / "stage" / "reference"
     # The trained queries passed as if held out: every baseline and null comes from them, as before the fix.
     build_reference(run / "onnx", [], corpus, stage, dim=16, held_out_queries=demo["trained"],
-                    window_rows=WINDOW)
+                    window_rows=WINDOW, splits=10)
     registry = Registry(tmp_path / "registry")
     registry.add_version({"reference": stage}, metadata={})
     settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=WINDOW)
