@@ -20,8 +20,8 @@ reference says why (`SignalThreshold.excluded`), and so does the promotion.
 Why not Evidently's own thresholds: its classifier method with `bootstrap` is a p < 0.05 test per window (one
 window in 20 false-alarms by design), and its fixed 0.55 is too low for small windows (same-distribution AUC up to
 0.65 at 50 rows on the legal set). The floors are changes too small to matter whatever the null says (docs/drift.md
-gives the measurements): embedding AUC 0.55 (Evidently's default), retrieval 0.05, novelty 0.10 (twice the nominal
-tail share), descriptors 0.5. Novelty's threshold is exact rather than resampled: its cutoff is the k-th lowest of
+gives the measurements): embedding AUC 0.55 (Evidently's default), retrieval 0.05, novelty 0.05 (five times the
+nominal 1% tail share), descriptors 0.5. Novelty's threshold is exact rather than resampled: its cutoff is the k-th lowest of
 the held-out scores, so a window's novel-row count is Beta-Binomial (`signals.novelty_threshold`) for any window
 size, where pseudo-windows could only be half the held-out queries (a null 2-3x too wide for 200-500-row windows). Descriptor drift is reported, not in the alarm by default: K-S tests on windows with
 repeated queries flagged 2 of 7 descriptors on same-distribution traffic.
@@ -53,11 +53,11 @@ from service.drift.signals import (
 DEFAULT_SPLITS = 40
 DEFAULT_K = 4.0
 # Lowest threshold per signal, whatever the null spread (see the module docstring for where they come from).
-FLOORS = {"embedding": 0.55, "retrieval": 0.05, "novelty": 0.10, "descriptors": 0.5}
+FLOORS = {"embedding": 0.55, "retrieval": 0.05, "novelty": 0.05, "descriptors": 0.5}
 DEFAULT_ALARM_SIGNALS = ("embedding", "retrieval", "novelty")
 MIN_REFERENCE_QUERIES = 20
 # Held-out queries a signal needs before it may alarm: pseudo-windows of >= 10 against >= 10 held-out queries;
-# novelty's 5% tail needs >= 20 in the pseudo-reference for one query to sit in it.
+# novelty's cutoff is an order statistic of >= 20 held-out queries in each pseudo-reference.
 MIN_HELD_OUT = {"embedding": 20, "retrieval": 20, "novelty": 40, "descriptors": 20}
 # Novelty's per-window false-alarm probability: its threshold is exact (order statistics), not resampled.
 NOVELTY_ALPHA = 0.001

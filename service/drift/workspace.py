@@ -132,8 +132,8 @@ def dashboard_model(model_version: str) -> Any:
                     "how much further the window's queries are from their nearest reference document than "
                     "held-out queries of the domain"),
         score_panel("Novelty: share of novel rows vs threshold",
-                    metric("EmbedgateTailShare", "share of distinct rows"), "novelty",
-                    "share of the window's distinct rows further from every reference query than all but 5% of "
+                    metric("EmbedgateTailShare", "share of novel rows"), "novelty",
+                    "share of the window's rows further from every reference query than all but 1% of "
                     "the held-out queries"),
         score_panel("Descriptor drift vs threshold",
                     metric("DriftedColumnsCount", "share of drifted descriptors", value_type="share"),
