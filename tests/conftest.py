@@ -38,16 +38,18 @@ policy cover coverage doctor nurse hospital medicine tablet injection fever coug
 """.split()
 
 
-def _write_vocab(path: Path) -> None:
+def _write_vocab(path: Path, words: list[str] | None = None) -> None:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     letters = list(string.ascii_lowercase) + list(string.digits) + list(".,;:!?'\"-()/%")
     pieces = [f"##{c}" for c in string.ascii_lowercase + string.digits]
-    vocab = special + letters + pieces + sorted(set(TINY_WORDS) - set(letters))
+    vocab = special + letters + pieces + sorted(set(words or TINY_WORDS) - set(letters))
     path.write_text("\n".join(vocab) + "\n")
 
 
-def build_tiny_model(target: Path, dim: int = TINY_DIM, max_seq_length: int = 64, seed: int = 0) -> Path:
-    """A SentenceTransformer (BERT -> mean pooling -> Normalize) saved as safetensors in `target`."""
+def build_tiny_model(target: Path, dim: int = TINY_DIM, max_seq_length: int = 64, seed: int = 0,
+                     words: list[str] | None = None) -> Path:
+    """A SentenceTransformer (BERT -> mean pooling -> Normalize) saved as safetensors in `target`; `words`: its
+    vocabulary (default TINY_WORDS), plus letters and digits for the rest."""
     import torch
     from sentence_transformers import SentenceTransformer, models
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -55,7 +57,7 @@ def build_tiny_model(target: Path, dim: int = TINY_DIM, max_seq_length: int = 64
     torch.manual_seed(seed)
     hf_dir = target / "hf"
     hf_dir.mkdir(parents=True, exist_ok=True)
-    _write_vocab(hf_dir / "vocab.txt")
+    _write_vocab(hf_dir / "vocab.txt", words)
     tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=dim * 2, max_position_embeddings=128)

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 
 HELP = """Judge captured traffic windows that have no verdict yet (or --window ID, or --all again): an Evidently
-report per window (embedding drift, retrieval drop, descriptor drift), a JSON summary in DRIFT_DIR/summaries and
-a snapshot in DRIFT_DIR/workspace (see `embedgate dashboard`). Exit 0 no alert, 1 the served version drifted in
-its last ALERT_WINDOWS judged windows, 2 an error.
+report per window (embedding drift, retrieval drop, novel-row share, descriptor drift), a JSON summary in
+DRIFT_DIR/summaries and a snapshot in DRIFT_DIR/workspace (see `embedgate dashboard`). Exit 0 no alert, 1 the
+served version drifted in its last ALERT_WINDOWS judged windows, 2 an error.
 
 Examples:
 
@@ -73,15 +73,18 @@ def _print(result, settings) -> None:
     from service.drift.runner import read_summaries
 
     shown = result.computed or tuple(read_summaries(settings.summaries_dir))
-    typer.echo(f"{'window':<40} {'rows':>5} {'embedding':>15} {'retrieval':>15} {'descriptors':>15}  verdict")
+    from service.drift.signals import SIGNALS
+
+    typer.echo(f"{'window':<40} {'rows':>5} " + " ".join(f"{name:>15}" for name in SIGNALS) + "  verdict")
     for window in shown:
         cells = []
-        for name in ("embedding", "retrieval", "descriptors"):
+        for name in SIGNALS:
             signal = window.signal(name)
             cells.append("-" if signal is None or signal.score is None
                          else f"{signal.score:.3f}/{signal.threshold:.3f}{'*' if signal.drifted else ''}")
         verdict = f"skipped: {window.skipped_reason}" if window.skipped else ("DRIFT" if window.drifted else "ok")
-        typer.echo(f"{window.window_id:<40} {window.rows:>5} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15}  {verdict}")
+        typer.echo(f"{window.window_id:<40} {window.rows:>5} " + " ".join(f"{cell:>15}" for cell in cells) +
+                   f"  {verdict}")
     if not shown:
         typer.echo(f"(no judged windows in {settings.dir}; windows fill at EMBEDGATE_DRIFT_WINDOW_ROWS="
                    f"{settings.window_rows} captured rows)")

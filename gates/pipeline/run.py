@@ -291,34 +291,29 @@ def _tokenizer(config: PipelineConfig):
 
 
 def _build_reference(config: PipelineConfig, run: RunPaths) -> tuple[Path | None, str]:
-    """The drift reference for this version: the domain's queries (train and eval: more queries calibrate tighter
-    thresholds) and a random corpus sample, embedded through the served runtime at the smallest exported dim, to
-    which every served request can be cut exactly. -> (folder, "") or (None, why there is none)."""
+    """The drift reference for this version: the domain's queries, those the model never saw marked held-out (they
+    calibrate every signal), and a random corpus sample, embedded through the served runtime at the smallest
+    exported dim, to which every served request can be cut exactly. -> (folder, "") or (None, why there is none);
+    the note also names the signals kept out of the alarm for lack of held-out queries."""
     try:
-        from gates.drift_reference import build_reference
+        from gates.pipeline.drift_texts import pipeline_reference_texts
         from service.drift.calibration import MIN_REFERENCE_QUERIES
+        from service.drift.reference_builder import build_reference
     except ImportError:  # drift monitoring not installed in this build
         return None, "drift monitoring is not installed; promoted without a drift reference"
     import json
-    import random
 
-    from training.loading import load_dataset
-
-    data = load_dataset(config.evaluation_data(), "ir")
-    texts = data.query_texts()
-    judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
-    if len(judged) < MIN_REFERENCE_QUERIES:
+    texts = pipeline_reference_texts(config)
+    judged = len(texts.queries) + len(texts.held_out_queries)
+    if judged < MIN_REFERENCE_QUERIES:
         # Too few queries to calibrate a drift threshold; quality is what the gate judged, so promote anyway.
-        return None, (f"only {len(judged)} judged queries (calibration needs {MIN_REFERENCE_QUERIES}): promoted "
+        return None, (f"only {judged} judged queries (calibration needs {MIN_REFERENCE_QUERIES}): promoted "
                       f"without a drift reference, so this version is not drift-monitored")
-    rng = random.Random(0)
-    queries = [texts[q] for q in rng.sample(judged, min(len(judged), config.promotion.reference_queries))]
-    docs = list(data.doc_texts().values())
-    corpus = rng.sample(docs, min(len(docs), config.promotion.reference_corpus))
     dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
     out = run.root / "reference"
-    build_reference(run.onnx, queries, corpus, out, dim=min(dims))
-    return out, ""
+    summary = build_reference(run.onnx, texts.queries, texts.corpus_sample, out, dim=min(dims),
+                              held_out_queries=texts.held_out_queries)
+    return out, "; ".join(f"drift signal {name}: {why}" for name, why in summary.excluded.items())
 
 
 def write_manifest(run: RunPaths) -> None:

@@ -1,75 +1,196 @@
-"""Thresholds that same-distribution traffic does not cross: calibrated on reference-vs-reference splits.
+"""Thresholds that *unseen* traffic of the reference's domain does not cross: calibrated on held-out queries.
 
-    calibration = calibrate(queries, query_descriptors, corpus, window_rows=500)
-    calibration.signal("embedding").threshold       # e.g. 0.68 (classifier ROC AUC)
+    calibration = calibrate(queries, query_descriptors, corpus, window_rows=500, held_out=mask)
+    calibration.signal("retrieval").threshold       # e.g. 0.05 (drop in mean nearest-document cosine)
 
-Each split draws a pseudo-window of `current_rows = min(window_rows, reference_rows // 2)` reference queries and
-compares it with the other reference queries, by the same signal functions that judge real windows. The spread
-of these scores is what "no drift" looks like at this window size; a threshold sits above all of it:
+The reference holds the domain's queries: those the model was fine-tuned on and, marked by `held_out`, those it
+never saw (dev/test queries). Fine-tuning pulls its own training queries towards their documents (measured on the
+legal demo's champion at 64d: nearest-document cosine 0.725 for trained queries, 0.594 for unseen ones of the same
+domain, 0.485 for another domain), so a null distribution made of trained queries describes traffic that never
+arrives. Each split therefore draws a pseudo-window of `current_rows = min(window_rows, held_out // 2)` *held-out*
+queries and judges it against the rest of the reference by the same functions that judge real windows; the
+spread of these scores is what new same-domain traffic looks like at this window size:
 
     threshold = max(null_mean + k * null_std, null_max, floor)
 
+A signal needs MIN_HELD_OUT[signal] held-out queries to be calibrated this way. With fewer, it is calibrated on
+reference-vs-reference splits (the only null there is), reported on every window, and kept out of the alarm: the
+reference says why (`SignalThreshold.excluded`), and so does the promotion.
+
 Why not Evidently's own thresholds: its classifier method with `bootstrap` is a p < 0.05 test per window (one
-window in 20 false-alarms by design), and its fixed 0.55 is too low for small windows (measured on the legal set:
-same-distribution AUC up to 0.65 at 50 rows). Why the floors: held-out queries of the *same* domain are not the
-reference queries; measured on the legal set, their nearest-document cosine sat 0.016 below the reference's
-(0.046 at most on 50-row windows) while another domain dropped it by 0.28, so a drop under 0.05 is not a
-domain change. Descriptor drift is calibrated and reported but not in the alarm by default: K-S tests on windows
-with repeated queries flagged 2 of 7 descriptors on same-distribution traffic.
+window in 20 false-alarms by design), and its fixed 0.55 is too low for small windows (same-distribution AUC up to
+0.65 at 50 rows on the legal set). The floors are changes too small to matter whatever the null says (docs/drift.md
+gives the measurements): embedding AUC 0.55 (Evidently's default), retrieval 0.05, novelty 0.05 (five times the
+nominal 1% tail share), descriptors 0.5. Novelty's threshold is exact rather than resampled: its cutoff is the k-th lowest of
+the held-out scores, so a window's novel-row count is Beta-Binomial (`signals.novelty_threshold`) for any window
+size, where pseudo-windows could only be half the held-out queries (a null 2-3x too wide for 200-500-row windows). Descriptor drift is reported, not in the alarm by default: K-S tests on windows with
+repeated queries flagged 2 of 7 descriptors on same-distribution traffic.
 """
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
+from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftInputError
-from service.drift.reference import Calibration, SignalThreshold
-from service.drift.signals import SIGNALS, embedding_drift_score, nearest_doc_cosine, retrieval_drop
+from service.drift.reference import Calibration, ReferenceSpec, SignalThreshold
+from service.drift.signals import (
+    SIGNALS,
+    embedding_drift_score,
+    nearest_doc_cosine,
+    novelty_cutoff,
+    novelty_threshold,
+    retrieval_drop,
+    tail_share,
+)
 
 DEFAULT_SPLITS = 40
 DEFAULT_K = 4.0
 # Lowest threshold per signal, whatever the null spread (see the module docstring for where they come from).
-FLOORS = {"embedding": 0.55, "retrieval": 0.05, "descriptors": 0.5}
-DEFAULT_ALARM_SIGNALS = ("embedding", "retrieval")
+FLOORS = {"embedding": 0.55, "retrieval": 0.05, "novelty": 0.05, "descriptors": 0.5}
+DEFAULT_ALARM_SIGNALS = ("embedding", "retrieval", "novelty")
 MIN_REFERENCE_QUERIES = 20
+# Held-out queries a signal needs before it may alarm: pseudo-windows of >= 10 against >= 10 held-out queries;
+# novelty's cutoff is an order statistic of >= 20 held-out queries in each pseudo-reference.
+MIN_HELD_OUT = {"embedding": 20, "retrieval": 20, "novelty": 40, "descriptors": 20}
+# Novelty's per-window false-alarm probability: its threshold is exact (order statistics), not resampled.
+NOVELTY_ALPHA = 0.001
+
+
+@dataclass(frozen=True)
+class ReferenceStatistics:
+    """What a window is compared with: the queries that stand for new traffic (`baseline`), their mean
+    nearest-document cosine and the novelty cutoff. Held-out queries when there are enough, else all of them."""
+
+    baseline: np.ndarray  # bool [queries]
+    retrieval_mean: float
+    novelty_cutoff: float
+
+
+def _enough(held_out: int) -> bool:
+    return held_out >= min(MIN_HELD_OUT.values())
+
+
+def novelty_window_threshold(spec: ReferenceSpec, rows: int) -> float:
+    """Novelty's threshold for a window of `rows` effective rows (signals.novelty_threshold) against the queries
+    the cutoff came from (the held-out ones, or all when there are too few)."""
+    baseline = spec.held_out_count if _enough(spec.held_out_count) else spec.query_count
+    return novelty_threshold(rows, baseline, NOVELTY_ALPHA, FLOORS["novelty"])
+
+
+def reference_statistics(queries: np.ndarray, held_out: np.ndarray, corpus: np.ndarray) -> ReferenceStatistics:
+    """The retrieval baseline and novelty cutoff of a reference (what `build_reference` stores)."""
+    queries, held_out = np.asarray(queries, dtype=np.float32), _mask(held_out, len(queries))
+    baseline = held_out if _enough(int(held_out.sum())) else np.ones(len(queries), dtype=bool)
+    rows = np.flatnonzero(baseline)
+    nearest = nearest_doc_cosine(queries[rows], corpus)
+    return ReferenceStatistics(baseline, float(nearest.mean()),
+                               novelty_cutoff(_leave_one_out(queries[rows] @ queries.T, rows)))
+
+
+EMBEDDING_METHOD = {"evidently": "ModelDriftMethod", "bootstrap": False, "score": "ROC AUC",
+                    "rows": "distinct rows of the window vs the reference queries"}
+
+
+def reference_spec(queries: np.ndarray, held_out: Sequence[bool] | np.ndarray, corpus: np.ndarray,
+                   query_rows: Sequence[dict[str, float]], dim: int, window_rows: int, *, precision: str = "fp32",
+                   splits: int = DEFAULT_SPLITS, seed: int = 0, alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
+                   embedder: dict[str, Any] | None = None) -> ReferenceSpec:
+    """reference.json for embedded queries (`held_out` marks those never trained on) and a corpus sample: the
+    baselines and the calibration. `write_reference` stores it beside the arrays."""
+    held = _mask(np.asarray(held_out, dtype=bool) if held_out is not None else None, len(queries))
+    calibration = calibrate(queries, {name: [row[name] for row in query_rows] for name in DESCRIPTOR_NAMES}, corpus,
+                            window_rows, splits=splits, seed=seed, alarm_signals=alarm_signals, held_out=held)
+    stats = reference_statistics(queries, held, corpus)
+    return ReferenceSpec(
+        dim=dim, precision=precision, query_count=len(queries), corpus_count=len(corpus),
+        descriptor_names=DESCRIPTOR_NAMES, embedding_method=EMBEDDING_METHOD,
+        retrieval_reference_mean=stats.retrieval_mean, novelty_cutoff=stats.novelty_cutoff,
+        held_out_count=int(held.sum()), calibration=calibration,
+        created_at=datetime.datetime.now(datetime.UTC).isoformat(), embedder=embedder or {})
 
 
 def calibrate(queries: np.ndarray, query_descriptors: dict[str, Sequence[float]], corpus: np.ndarray,
               window_rows: int, splits: int = DEFAULT_SPLITS, k: float = DEFAULT_K, seed: int = 0,
-              alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS) -> Calibration:
-    """Null distributions and thresholds for each signal, for windows of `window_rows` rows."""
+              alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
+              held_out: Sequence[bool] | np.ndarray | None = None) -> Calibration:
+    """Null distributions and thresholds for each signal, for windows of `window_rows` rows.
+
+    `held_out` marks the queries the model was not trained on (default: none, so nothing can alarm)."""
     from service.drift.compute import descriptor_drift_share
 
     started = time.perf_counter()
     queries = np.asarray(queries, dtype=np.float32)
     _check(queries, window_rows, splits, k, alarm_signals)
-    reference_rows = len(queries)
-    current_rows = min(window_rows, reference_rows // 2)
+    held = _mask(held_out, len(queries))
+    stats = reference_statistics(queries, held, corpus)
+    pool = np.flatnonzero(stats.baseline)  # pseudo-windows come from the queries that stand for new traffic
+    current_rows = min(window_rows, len(pool) // 2)
     nearest = nearest_doc_cosine(queries, corpus)
+    similarity = queries[pool] @ queries.T  # [pool, queries]: every novelty score a split needs
     descriptors = {name: np.asarray(values, dtype=np.float64) for name, values in query_descriptors.items()}
     rng = np.random.default_rng(seed)
     scores: dict[str, list[float]] = {name: [] for name in SIGNALS}
     for _ in range(splits):
-        order = rng.permutation(reference_rows)
-        window, rest = order[:current_rows], order[current_rows:]
+        chosen = rng.permutation(len(pool))
+        window_at, base_at = chosen[:current_rows], chosen[current_rows:]  # positions in `pool`
+        window, base = pool[window_at], pool[base_at]
+        rest = np.setdiff1d(np.arange(len(queries)), window)
         scores["embedding"].append(embedding_drift_score(queries[window], queries[rest]))
-        scores["retrieval"].append(retrieval_drop(nearest[window], nearest[rest]))
+        scores["retrieval"].append(retrieval_drop(nearest[window], nearest[base]))
+        # Novelty against the pseudo-reference `rest`, with the cutoff its own baseline queries give.
+        window_scores = similarity[window_at][:, rest].max(axis=1)
+        base_scores = _leave_one_out(similarity[base_at][:, rest], np.searchsorted(rest, base))
+        scores["novelty"].append(tail_share(window_scores, novelty_cutoff(base_scores)))
         scores["descriptors"].append(descriptor_drift_share(
             {name: values[window] for name, values in descriptors.items()},
             {name: values[rest] for name, values in descriptors.items()}))
-    thresholds = tuple(_threshold(name, np.asarray(scores[name]), k, name in alarm_signals) for name in SIGNALS)
-    return Calibration(window_rows=window_rows, current_rows=current_rows, reference_rows=reference_rows,
+    held_count = int(held.sum())
+    signals = tuple(_threshold(name, np.asarray(scores[name]), k, name in alarm_signals, held_count)
+                    for name in SIGNALS)
+    # Novelty: the exact threshold for a full window of distinct rows (each window gets its own, for its
+    # effective rows); the resampled null above stays in the record, as a check on it.
+    novelty_at = novelty_threshold(window_rows, len(pool), NOVELTY_ALPHA, FLOORS["novelty"])
+    signals = tuple(replace(s, threshold=novelty_at) if s.name == "novelty" else s for s in signals)
+    return Calibration(window_rows=window_rows, current_rows=current_rows, reference_rows=len(queries),
                        splits=splits, k=k, seed=seed, seconds=round(time.perf_counter() - started, 2),
-                       signals=thresholds)
+                       signals=signals, held_out_rows=held_count,
+                       null_from="held-out queries" if _enough(held_count)
+                       else "reference queries (too few held-out)")
 
 
-def _threshold(name: str, null: np.ndarray, k: float, in_alarm: bool) -> SignalThreshold:
+def _leave_one_out(similarity: np.ndarray, own_columns: np.ndarray) -> np.ndarray:
+    """Row i's best cosine to any column but its own (`own_columns[i]`): the score of a query new to the rest."""
+    similarity = np.array(similarity, dtype=np.float32, copy=True)
+    similarity[np.arange(len(own_columns)), own_columns] = -np.inf
+    return similarity.max(axis=1)
+
+
+def _threshold(name: str, null: np.ndarray, k: float, wanted: bool, held_out: int) -> SignalThreshold:
     mean, std, top = float(null.mean()), float(null.std()), float(null.max())
+    excluded = None
+    if wanted and held_out < MIN_HELD_OUT[name]:
+        excluded = (f"{held_out} held-out queries (never trained on), {MIN_HELD_OUT[name]} needed to calibrate "
+                    f"{name} on unseen traffic: reported, not in the alarm")
     return SignalThreshold(name=name, threshold=round(max(mean + k * std, top, FLOORS[name]), 4), null_mean=mean,
-                           null_std=std, null_max=top, floor=FLOORS[name], in_alarm=in_alarm)
+                           null_std=std, null_max=top, floor=FLOORS[name], in_alarm=wanted and excluded is None,
+                           excluded=excluded)
+
+
+def _mask(held_out: Sequence[bool] | np.ndarray | None, rows: int) -> np.ndarray:
+    if held_out is None:
+        return np.zeros(rows, dtype=bool)
+    mask = np.asarray(held_out)
+    if mask.shape != (rows,) or mask.dtype != bool:
+        raise DriftInputError(f"held_out: expected {rows} booleans (one per reference query, True = never trained "
+                              f"on), got {mask.dtype} {mask.shape}")
+    return mask
 
 
 def _check(queries: np.ndarray, window_rows: int, splits: int, k: float, alarm_signals: Sequence[str]) -> None:

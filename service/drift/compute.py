@@ -5,8 +5,9 @@
     snapshot                  # the Evidently Snapshot (None when the window was skipped), for the workspace
 
 The report holds, per window: the embedding drift score (Evidently's classifier method, no t-SNE), the drop in
-mean nearest-document cosine, the share of drifted descriptors (Evidently's DriftedColumnsCount), each
-descriptor's drift test and mean (their distributions are the ValueDrift widgets), and each alarm threshold.
+mean nearest-document cosine below the held-out queries' mean, the share of novel rows (nearest reference query
+below the held-out cutoff), the share of drifted descriptors (Evidently's DriftedColumnsCount), each descriptor's
+drift test and mean (their distributions are the ValueDrift widgets), and each alarm threshold.
 About 1 s for 500 rows x 384 dims here; Evidently is imported on the first call (7-15 s).
 """
 
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 
 from service.drift.reference import DriftReference
-from service.drift.signals import nearest_doc_cosine
+from service.drift.signals import effective_rows, nearest_doc_cosine, nearest_query_cosine
 from service.drift.windows import WindowData
 
 EMBEDDINGS_NAME = "embedding"
 NEAREST_COLUMN = "nearest_doc_cosine"
+NOVELTY_COLUMN = "nearest_query_cosine"  # NaN for rows served below the reference dim
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,12 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
                   f"or rebuild the reference with window_rows={window.rows})")
         return _skipped(base, calibration, reason, started), None
     measure_vectors = len(embeddings) >= calibration.current_rows
-    report, metrics = _report(reference, measure_vectors)
+    thresholds = {signal.name: signal.threshold for signal in calibration.signals}
+    if measure_vectors:  # novelty's threshold depends on how many independent rows this window holds
+        from service.drift.calibration import novelty_window_threshold
+
+        thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(embeddings))
+    report, metrics = _report(reference, measure_vectors, thresholds)
     current = _frame(window.descriptors, embeddings, comparable, reference)
     with _quiet_correlations():
         snapshot = report.run(_dataset(current, reference, measure_vectors),
@@ -99,6 +106,7 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
     signals = []
     for name, metric in metrics.items():
         threshold = calibration.signal(name)
+        limit = thresholds[name]
         if metric is None:
             detail = {"reason": f"only {len(embeddings)} of {window.rows} rows were served at dim >= "
                                 f"{reference.dim} (the reference dim); need {calibration.current_rows}"}
@@ -106,7 +114,7 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
             continue
         value = values[metric.metric_id]
         score = float(value["share"] if isinstance(value, dict) else value)
-        signals.append(SignalResult(name, score, threshold.threshold, score > threshold.threshold,
+        signals.append(SignalResult(name, score, limit, score > limit,
                                     threshold.in_alarm, _detail(name, values, current, reference, report)))
     drifted = any(signal.drifted for signal in signals if signal.in_alarm)
     result = WindowDriftResult(**base, drifted=drifted, signals=tuple(signals),
@@ -138,26 +146,34 @@ def _quiet_correlations():
 
 
 # ---- the report ----
-def _report(reference: DriftReference, measure_vectors: bool) -> tuple[Any, dict[str, Any]]:
+def _report(reference: DriftReference, measure_vectors: bool,
+            thresholds: dict[str, float]) -> tuple[Any, dict[str, Any]]:
     from evidently import Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import ModelDriftMethod
     from evidently.metrics import MeanValue, ValueDrift
 
     from service.drift.descriptors import DESCRIPTOR_NAMES
-    from service.drift.evidently_metrics import EmbedgateEmbeddingDrift, EmbedgateMeanDrop, EmbedgateThreshold
+    from service.drift.evidently_metrics import (
+        EmbedgateEmbeddingDrift,
+        EmbedgateMeanDrop,
+        EmbedgateTailShare,
+        EmbedgateThreshold,
+    )
 
     calibration = reference.spec.calibration
-    embedding = retrieval = None
+    embedding = retrieval = novelty = None
     if measure_vectors:
         embedding = EmbedgateEmbeddingDrift(embeddings_name=EMBEDDINGS_NAME, drift_method=ModelDriftMethod(
             threshold=calibration.signal("embedding").threshold, bootstrap=False))
-        retrieval = EmbedgateMeanDrop(column=NEAREST_COLUMN)
+        # Against the held-out queries' mean, not every reference query's: see service/drift/calibration.py.
+        retrieval = EmbedgateMeanDrop(column=NEAREST_COLUMN, reference_mean=reference.spec.retrieval_reference_mean)
+        novelty = EmbedgateTailShare(column=NOVELTY_COLUMN, cutoff=reference.spec.novelty_cutoff)
     descriptors = _descriptor_count_metric()
-    signal_metrics = {"embedding": embedding, "retrieval": retrieval, "descriptors": descriptors}
+    signal_metrics = {"embedding": embedding, "retrieval": retrieval, "novelty": novelty, "descriptors": descriptors}
     metrics: list[Any] = [metric for metric in signal_metrics.values() if metric is not None]
-    metrics += [EmbedgateThreshold(signal=s.name, value=s.threshold) for s in calibration.signals]
+    metrics += [EmbedgateThreshold(signal=name, value=value) for name, value in thresholds.items()]
     if measure_vectors:
-        metrics.append(MeanValue(column=NEAREST_COLUMN))
+        metrics += [MeanValue(column=NEAREST_COLUMN), MeanValue(column=NOVELTY_COLUMN)]
     metrics += [ValueDrift(column=name) for name in DESCRIPTOR_NAMES]
     metrics += [MeanValue(column=name) for name in DESCRIPTOR_NAMES]
     return Report(metrics), signal_metrics
@@ -179,7 +195,7 @@ def _definition(reference: DriftReference | None, measure_vectors: bool = False)
     numerical = list(DESCRIPTOR_NAMES)
     embeddings = None
     if reference is not None and measure_vectors:
-        numerical.append(NEAREST_COLUMN)
+        numerical += [NEAREST_COLUMN, NOVELTY_COLUMN]
         embeddings = {EMBEDDINGS_NAME: _vector_columns(reference.dim)}
     return DataDefinition(numerical_columns=numerical, embeddings=embeddings)
 
@@ -192,23 +208,26 @@ def _dataset(frame: Any, reference: DriftReference, measure_vectors: bool) -> An
 
 def _frame(descriptors: dict[str, np.ndarray], embeddings: np.ndarray, comparable: np.ndarray,
            reference: DriftReference) -> Any:
-    """Window rows: descriptors for all; vectors and nearest-document cosine where served at >= reference dim."""
+    """Window rows: descriptors for all; vectors, nearest-document and nearest-query cosine where served at >=
+    reference dim."""
     import pandas as pd
 
     rows = len(comparable)
     vectors = np.full((rows, reference.dim), np.nan, dtype=np.float32)
     vectors[comparable] = embeddings
-    nearest = np.full(rows, np.nan)
+    nearest, novelty = np.full(rows, np.nan), np.full(rows, np.nan)
     if len(embeddings):
         nearest[comparable] = nearest_doc_cosine(embeddings, reference.corpus)
-    columns = {**descriptors, NEAREST_COLUMN: nearest}
+        novelty[comparable] = nearest_query_cosine(embeddings, reference.queries)
+    columns = {**descriptors, NEAREST_COLUMN: nearest, NOVELTY_COLUMN: novelty}
     return pd.concat([pd.DataFrame(columns), pd.DataFrame(vectors, columns=_vector_columns(reference.dim))], axis=1)
 
 
 def _reference_frame(reference: DriftReference) -> Any:
     import pandas as pd
 
-    columns = {**reference.query_descriptors, NEAREST_COLUMN: reference.query_nearest}
+    columns = {**reference.query_descriptors, NEAREST_COLUMN: reference.query_nearest,
+               NOVELTY_COLUMN: reference.query_novelty}
     return pd.concat([pd.DataFrame(columns), pd.DataFrame(reference.queries,
                                                           columns=_vector_columns(reference.dim))], axis=1)
 
@@ -227,7 +246,12 @@ def _detail(name: str, values: dict[str, Any], current: Any, reference: DriftRef
         return {"method": "Evidently classifier (ModelDriftMethod) ROC AUC on distinct rows"}
     if name == "retrieval":
         return {"window_mean": float(np.nanmean(current[NEAREST_COLUMN])),
-                "reference_mean": float(reference.spec.retrieval_reference_mean)}
+                "reference_mean": float(reference.spec.retrieval_reference_mean),
+                "baseline": "held-out queries" if reference.spec.held_out_count else "all reference queries"}
+    if name == "novelty":
+        vectors = current[_vector_columns(reference.dim)].dropna().to_numpy(np.float32)
+        return {"cutoff": float(reference.spec.novelty_cutoff), "effective_rows": effective_rows(vectors),
+                "threshold": "Beta-Binomial 1 - alpha quantile for the effective rows (calibration.py)"}
     by_column = {}
     for metric in report.metrics:
         column = getattr(metric, "column", None)

@@ -5,6 +5,7 @@ series). Imports Evidently: import this module only where a drift computation ru
                               `EmbeddingsDrift` always computes for its widget: 60 s of a 500 x 384 window here
                               (GUIDE: 26 of 27.5 s), while the drift method itself takes about 0.05 s.
     EmbedgateMeanDrop         reference mean minus current mean of a column (the retrieval signal)
+    EmbedgateTailShare        share of current rows below a cutoff (the novelty signal)
     EmbedgateThreshold        the calibrated alarm threshold of a signal, recorded with every window so the
                               dashboard can draw it beside the score (Evidently panels have no threshold line)
 
@@ -19,7 +20,7 @@ import numpy as np
 from evidently.core.metric_types import SingleValue, SingleValueCalculation, SingleValueMetric
 from evidently.legacy.metrics.data_drift.embedding_drift_methods import DriftMethod
 
-from service.drift.signals import embedding_drift_score, retrieval_drop
+from service.drift.signals import embedding_drift_score, retrieval_drop, tail_share
 
 
 class EmbedgateEmbeddingDrift(SingleValueMetric):
@@ -42,19 +43,39 @@ class EmbedgateEmbeddingDriftCalculation(SingleValueCalculation[EmbedgateEmbeddi
 
 
 class EmbedgateMeanDrop(SingleValueMetric):
-    """mean(reference[column]) - mean(current[column]); NaN rows are left out."""
+    """mean(reference[column]) - mean(current[column]); NaN rows are left out. `reference_mean`, when given, is
+    the reference side's mean (the held-out queries', a subset of the reference rows)."""
 
     column: str
+    reference_mean: float | None = None
 
 
 class EmbedgateMeanDropCalculation(SingleValueCalculation[EmbedgateMeanDrop]):
     def calculate(self, context: Any, current_data: Any, reference_data: Any) -> SingleValue:
         current = current_data.as_dataframe()[self.metric.column].to_numpy(np.float64)
+        if self.metric.reference_mean is not None:
+            return self.result(retrieval_drop(current, np.asarray([self.metric.reference_mean])))
         reference = reference_data.as_dataframe()[self.metric.column].dropna().to_numpy(np.float64)
         return self.result(retrieval_drop(current, reference))
 
     def display_name(self) -> str:
         return f"Drop in mean {self.metric.column} (reference - current)"
+
+
+class EmbedgateTailShare(SingleValueMetric):
+    """Share of the current rows (NaN rows left out) whose `column` is below `cutoff`."""
+
+    column: str
+    cutoff: float
+
+
+class EmbedgateTailShareCalculation(SingleValueCalculation[EmbedgateTailShare]):
+    def calculate(self, context: Any, current_data: Any, reference_data: Any) -> SingleValue:
+        return self.result(tail_share(current_data.as_dataframe()[self.metric.column].to_numpy(np.float64),
+                                      self.metric.cutoff))
+
+    def display_name(self) -> str:
+        return f"Share of rows with {self.metric.column} below {self.metric.cutoff:.3f}"
 
 
 class EmbedgateThreshold(SingleValueMetric):

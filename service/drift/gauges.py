@@ -1,7 +1,7 @@
 """Prometheus series for drift, in prometheus_client's default registry (what the service's /metrics serves).
 
     embedgate_drift_score{model_version,signal}          last window's score per signal (embedding, retrieval,
-                                                         descriptors); alarm when score > threshold
+                                                         novelty, descriptors); alarm when score > threshold
     embedgate_drift_threshold{model_version,signal}      the calibrated threshold for that score
     embedgate_drift_detected{model_version}              1 when the last window drifted, else 0
     embedgate_drift_consecutive_windows{model_version}   drifted windows in a row (alert at EMBEDGATE_DRIFT_ALERT_WINDOWS)

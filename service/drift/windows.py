@@ -83,9 +83,10 @@ class WindowData:
         mask = self.dims >= dim
         if not mask.any():
             return np.zeros((0, dim), dtype=np.float32), mask
-        matrix = np.stack([vector[:dim] for vector, keep in zip(self.vectors, mask, strict=True) if keep]).astype(np.float32)
-        matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-        return matrix, mask
+        from service.embedder import truncate_dims
+
+        rows = np.stack([vector[:dim] for vector, keep in zip(self.vectors, mask, strict=True) if keep])
+        return truncate_dims(rows, dim), mask
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.info.to_dict(), "rows": self.rows, "bad_lines": self.bad_lines,

@@ -122,18 +122,26 @@ def dashboard_model(model_version: str) -> Any:
     signals = [
         text_panel(f"Drift of model {model_version}", description=(
             "One point per captured window. A window drifts when an alarm signal's score is above its threshold "
-            "(calibrated on reference-vs-reference splits); alarm signals: embedding and retrieval. Windows that "
+            "(calibrated on held-out queries the model was never trained on); alarm signals: embedding, retrieval "
+            "and novelty (the reference says which, if too few held-out queries kept one out). Windows that "
             "drifted are tagged 'drifted'; open a snapshot for the descriptor distributions.")),
         score_panel("Embedding drift vs threshold", metric("EmbedgateEmbeddingDrift", "classifier ROC AUC"),
                     "embedding", "0.5 = same distribution as the reference queries, 1.0 = fully separable"),
         score_panel("Retrieval: drop in nearest-document cosine vs threshold",
-                    metric("EmbedgateMeanDrop", "reference mean - window mean"), "retrieval",
-                    "how much further the window's queries are from their nearest reference document"),
+                    metric("EmbedgateMeanDrop", "held-out mean - window mean"), "retrieval",
+                    "how much further the window's queries are from their nearest reference document than "
+                    "held-out queries of the domain"),
+        score_panel("Novelty: share of novel rows vs threshold",
+                    metric("EmbedgateTailShare", "share of novel rows"), "novelty",
+                    "share of the window's rows further from every reference query than all but 1% of "
+                    "the held-out queries"),
         score_panel("Descriptor drift vs threshold",
                     metric("DriftedColumnsCount", "share of drifted descriptors", value_type="share"),
                     "descriptors", "share of text descriptors whose distribution drifted (Evidently tests)"),
-        line_plot_panel("Nearest-document cosine (window mean)",
-                        [metric("MeanValue", "window mean", column="nearest_doc_cosine")], size="half"),
+        line_plot_panel("Nearest-document and nearest-query cosine (window means)",
+                        [metric("MeanValue", "nearest document", column="nearest_doc_cosine"),
+                         metric("MeanValue", "nearest reference query", column="nearest_query_cosine")],
+                        size="half"),
     ]
     shares = [name for name in DESCRIPTOR_NAMES if name != "tokens"]
     descriptors = [

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from gates.cli import main
-from gates.drift_reference import build_reference
 from service.drift.capture import DriftCapture
 from service.drift.errors import DriftInputError
 from service.drift.reference import load_reference
+from service.drift.reference_builder import build_reference
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder
@@ -42,10 +42,12 @@ def onnx_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def promoted(onnx_dir, tmp_path_factory):
-    """A registry whose champion carries a reference built from legal queries, as promotion builds it."""
+    """A registry whose champion carries a reference built from legal queries, as promotion builds it: 40 the
+    model was trained on (this one was not, which does not matter here) and 60 held out."""
     root = tmp_path_factory.mktemp("drift-promoted")
-    summary = build_reference(onnx_dir, sentences(LEGAL, 80, seed=1), sentences(LEGAL, 40, seed=2),
-                              root / "stage" / "reference", dim=16, window_rows=WINDOW, splits=10)
+    summary = build_reference(onnx_dir, sentences(LEGAL, 40, seed=1), sentences(LEGAL, 40, seed=2),
+                              root / "stage" / "reference", dim=16, window_rows=WINDOW, splits=10,
+                              held_out_queries=sentences(LEGAL, 60, seed=11))
     registry = Registry(root / "registry")
     registry.add_version({"onnx": onnx_dir, "reference": root / "stage" / "reference"}, metadata={})
     return registry, summary
@@ -64,13 +66,18 @@ def serve(embedder: OnnxEmbedder, capture: DriftCapture, texts: list[str], dim: 
 def test_build_reference_writes_the_served_embeddings_descriptors_and_calibration(onnx_dir, promoted):
     registry, summary = promoted
     assert summary.files == ("queries.npy", "corpus.npy", "descriptors.jsonl", "reference.json")
-    assert (summary.dim, summary.query_count, summary.corpus_count, summary.window_rows) == (16, 80, 40, WINDOW)
-    assert summary.alarm_signals == ("embedding", "retrieval") and summary.thresholds["embedding"] >= 0.55
+    assert (summary.dim, summary.query_count, summary.held_out_count, summary.corpus_count,
+            summary.window_rows) == (16, 100, 60, 40, WINDOW)
+    assert summary.alarm_signals == ("embedding", "retrieval", "novelty") and summary.excluded == {}
+    assert summary.thresholds["embedding"] >= 0.55
     reference = load_reference(registry.version_dir("v0001") / "reference")
-    expected = OnnxEmbedder.from_export_dir(onnx_dir).embed(sentences(LEGAL, 80, seed=1), dimensions=16)
+    expected = OnnxEmbedder.from_export_dir(onnx_dir).embed(sentences(LEGAL, 40, seed=1) +
+                                                            sentences(LEGAL, 60, seed=11), dimensions=16)
     np.testing.assert_allclose(reference.queries, expected, atol=1e-6)  # the served path, at the served dim
+    assert reference.held_out.tolist() == [False] * 40 + [True] * 60
     assert reference.spec.calibration.current_rows == WINDOW and reference.spec.calibration.splits == 10
     assert reference.query_descriptors["tokens"].min() > 2 and len(reference.corpus_descriptors["tokens"]) == 40
+    assert reference.spec.calibration.null_from == "held-out queries"
     registry.verify("v0001")  # the reference is covered by the version's manifest
 
 
@@ -98,8 +105,11 @@ def test_rows_served_at_the_full_dim_are_compared_at_the_reference_dim(onnx_dir,
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"queries": ["only", "five", "short", "texts", "here"]}, r"queries: expected a list of at least 20 strings, "
-                                                              r"got list of 5"),
+    ({"queries": ["only", "five", "short", "texts", "here"]}, r"queries \+ held_out_queries: expected at least 20 "
+                                                              r"strings in all, got 5 \+ 0"),
+    ({"held_out_queries": ["fine", 3]}, r"held_out_queries: entries \[1\] are not non-empty strings"),
+    ({"held_out_queries": sentences(LEGAL, 30, seed=1)[3:5]}, r"held_out_queries: entries \[0, 1\] .* are also in "
+                                                              r"queries, which the model was trained on"),
     ({"corpus_sample": ["fine", "  "]}, r"corpus_sample: entries \[1\] are not non-empty strings"),
     ({"dim": 24}, r"dim 24 is not served by the export .* served dims: \[32, 16\]"),
     ({"precision": "int8"}, r"precision 'int8' is not in the export"),
@@ -197,3 +207,38 @@ def test_the_serving_runtime_runs_the_drift_monitor_beside_the_capture(onnx_dir,
 def test_embedgate_dashboard_without_a_workspace_exits_2_with_the_fix(tmp_path, capsys):
     assert main(["dashboard", "--workspace", str(tmp_path / "nope")]) == 2
     assert "does not exist; it is created when the first drift window is judged" in capsys.readouterr().err
+
+
+def test_too_few_held_out_queries_keep_signals_out_of_the_alarm_and_the_promotion_says_so(onnx_dir, tiny_ir_dir,
+                                                                                         tmp_path):
+    """The pipeline's reference stage on a set with 16 test queries: every signal is calibrated and reported, none
+    can alarm (20 held-out queries needed, 40 for novelty), and the note the pipeline prints and keeps says so."""
+    import shutil
+
+    import yaml
+
+    from gates.pipeline.config import load_pipeline_config
+    from gates.pipeline.run import _build_reference
+    from training.run_dir import RunPaths
+
+    config_path = tmp_path / "pipeline.yaml"
+    config_path.write_text(yaml.safe_dump({"base_model": "all-MiniLM-L6-v2",
+                                           "data": {"path": str(tiny_ir_dir), "type": "ir"}}))
+    run = RunPaths(tmp_path / "run")
+    shutil.copytree(onnx_dir, run.onnx)
+    out, note = _build_reference(load_pipeline_config(config_path), run)
+    assert note.startswith("drift signal embedding: 16 held-out queries (never trained on), 20 needed to calibrate "
+                           "embedding on unseen traffic: reported, not in the alarm")
+    assert "drift signal novelty: 16 held-out queries (never trained on), 40 needed" in note
+    reference = load_reference(out)
+    assert (reference.spec.query_count, reference.spec.held_out_count) == (64, 16)
+    assert reference.spec.calibration.alarm_signals == ()
+    assert reference.spec.calibration.null_from == "reference queries (too few held-out)"
+    registry = Registry(tmp_path / "registry")
+    registry.add_version({"reference": out}, metadata={})
+    settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=40)
+    embedder, capture = OnnxEmbedder.from_export_dir(onnx_dir), DriftCapture(settings)
+    serve(embedder, capture, sentences(MEDICAL, 40, seed=4))
+    capture.close()
+    (window,) = run_drift(settings, registry.root).computed
+    assert not window.drifted and all(s.score is not None and not s.in_alarm for s in window.signals)

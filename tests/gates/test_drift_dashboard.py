@@ -17,9 +17,9 @@ import urllib.request
 import numpy as np
 import pytest
 
-from service.drift.calibration import calibrate
-from service.drift.descriptors import DESCRIPTOR_NAMES, describe_text
-from service.drift.reference import ReferenceSpec, write_reference
+from service.drift.calibration import reference_spec
+from service.drift.descriptors import describe_text
+from service.drift.reference import write_reference
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.drift.windows import CapturedRow, WindowWriter
@@ -45,11 +45,9 @@ def workspace(tmp_path_factory):
     home, away = rng.normal(size=DIM), rng.normal(size=DIM)
     queries, corpus = unit(rng, home, 80), unit(rng, home, 40)
     rows = [describe_text("what does the lease clause say about the deposit?", 14, False)] * 80
-    calibration = calibrate(queries, {n: [r[n] for r in rows] for n in DESCRIPTOR_NAMES}, corpus, WINDOW, splits=8)
-    spec = ReferenceSpec(dim=DIM, precision="fp32", query_count=80, corpus_count=40,
-                         descriptor_names=DESCRIPTOR_NAMES, embedding_method={}, retrieval_reference_mean=0.9,
-                         calibration=calibration, created_at="2026-01-01T00:00:00+00:00")
-    write_reference(root / "reference", spec, queries, corpus, rows, rows[:40])
+    held_out = np.arange(80) >= 40  # the model was trained on the first 40
+    spec = reference_spec(queries, held_out, corpus, rows, DIM, WINDOW, splits=8)
+    write_reference(root / "reference", spec, queries, corpus, rows, rows[:40], held_out)
     registry = Registry(root / "registry")
     registry.add_version({"reference": root / "reference"}, metadata={})
     settings = DriftSettings(dir=root / "drift", window_rows=WINDOW)

@@ -13,12 +13,12 @@ import warnings
 import numpy as np
 import pytest
 
-from service.drift.calibration import calibrate
+from service.drift.calibration import calibrate, reference_spec
 from service.drift.capture import DriftCapture
 from service.drift.descriptors import DESCRIPTOR_NAMES, describe_texts
 from service.drift.errors import DriftInputError, DriftReferenceError
 from service.drift.monitor import ALERT_EVENT, DriftMonitor
-from service.drift.reference import ReferenceSpec, load_reference, write_reference
+from service.drift.reference import load_reference, write_reference
 from service.drift.runner import alert_states, run_drift, write_summary
 from service.drift.settings import DriftSettings
 from service.drift.signals import embedding_drift_score, nearest_doc_cosine
@@ -57,21 +57,18 @@ def token_counts(texts: list[str]) -> list[int]:
     return [len(text.split()) + 2 for text in texts]
 
 
-def promote_reference(root, window_rows: int = WINDOW, queries: int = 120, version_count: int = 1):
-    """A registry whose versions carry a reference built from legal traffic (what promotion does, minus the
-    embedder)."""
+def promote_reference(root, window_rows: int = WINDOW, queries: int = 120, version_count: int = 1,
+                      held_out: int = 60):
+    """A registry whose versions carry a reference built from legal traffic, the last `held_out` queries marked
+    never trained on (what promotion does, minus the embedder)."""
     rng, text_rng = np.random.default_rng(10), random.Random(10)
     query_vectors, corpus_vectors = LEGAL_DOMAIN.vectors(rng, queries), LEGAL_DOMAIN.vectors(rng, 80)
     query_texts, corpus_texts = LEGAL_DOMAIN.texts(text_rng, queries), LEGAL_DOMAIN.texts(text_rng, 80)
     query_rows = describe_texts(query_texts, token_counts(query_texts), [False] * queries)
     corpus_rows = describe_texts(corpus_texts, token_counts(corpus_texts), [False] * 80)
-    calibration = calibrate(query_vectors, {n: [r[n] for r in query_rows] for n in DESCRIPTOR_NAMES},
-                            corpus_vectors, window_rows, splits=15)
-    spec = ReferenceSpec(dim=DIM, precision="fp32", query_count=queries, corpus_count=80,
-                         descriptor_names=DESCRIPTOR_NAMES, embedding_method={"evidently": "ModelDriftMethod"},
-                         retrieval_reference_mean=float(nearest_doc_cosine(query_vectors, corpus_vectors).mean()),
-                         calibration=calibration, created_at="2026-01-01T00:00:00+00:00")
-    write_reference(root / "stage" / "reference", spec, query_vectors, corpus_vectors, query_rows, corpus_rows)
+    mask = np.arange(queries) >= queries - held_out
+    spec = reference_spec(query_vectors, mask, corpus_vectors, query_rows, DIM, window_rows, splits=15)
+    write_reference(root / "stage" / "reference", spec, query_vectors, corpus_vectors, query_rows, corpus_rows, mask)
     registry = Registry(root / "registry")
     for _ in range(version_count):
         registry.add_version({"reference": root / "stage" / "reference"}, metadata={})
@@ -153,7 +150,7 @@ def test_a_window_smaller_than_the_calibration_is_skipped_with_the_fix(tmp_path,
     capture.close()
     (window,) = run_drift(settings, registry.root).computed
     assert window.skipped and not window.drifted
-    assert "EMBEDGATE_DRIFT_WINDOW_ROWS >= 40" in window.skipped_reason
+    assert "EMBEDGATE_DRIFT_WINDOW_ROWS >= 30" in window.skipped_reason  # half the 60 held-out queries
 
 
 def test_rows_served_below_the_reference_dim_count_only_for_descriptors(tmp_path, registry):
@@ -297,10 +294,10 @@ def test_load_reference_explains_what_is_wrong(tmp_path, registry):
     with pytest.raises(DriftReferenceError, match=r"queries.npy has shape \(120, 16\), reference.json says \(7, 16\)"):
         load_reference(copy)
     (copy / "reference.json").write_text(json.dumps({**spec, "format_version": 99}))
-    with pytest.raises(DriftReferenceError, match=r"format_version 99, this runtime reads 1"):
+    with pytest.raises(DriftReferenceError, match=r"format_version 99, this runtime reads 2"):
         load_reference(copy)
     with pytest.raises(DriftReferenceError, match=r"already holds a drift reference"):
-        write_reference(copy, load_reference(ref_dir).spec, np.zeros((1, 2)), np.zeros((1, 2)), [], [])
+        write_reference(copy, load_reference(ref_dir).spec, np.zeros((1, 2)), np.zeros((1, 2)), [], [], [])
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -308,6 +305,8 @@ def test_load_reference_explains_what_is_wrong(tmp_path, registry):
     ({"window_rows": 3}, r"window_rows: expected an integer >= 10 .* got 3"),
     ({"splits": 1}, r"splits: expected an integer >= 5"),
     ({"alarm_signals": ("embeding",)}, r"alarm_signals: expected a non-empty subset of .* got \['embeding'\]"),
+    ({"held_out": [True] * 3}, r"held_out: expected 40 booleans \(one per reference query, True = never trained on\), "
+                               r"got bool \(3,\)"),
 ])
 def test_calibrate_refuses_bad_inputs(kwargs, message):
     rng = np.random.default_rng(0)
@@ -351,7 +350,6 @@ def test_a_descriptor_constant_in_a_window_raises_no_numpy_warnings():
     # Evidently correlates descriptor columns; a constant one made numpy warn 0/0 once per window (hundreds of
     # lines in a pipeline's calibration output).
     from service.drift.compute import descriptor_drift_share
-    from service.drift.descriptors import DESCRIPTOR_NAMES
 
     rng = np.random.default_rng(0)
     current = {name: rng.normal(size=200) for name in DESCRIPTOR_NAMES}
@@ -361,3 +359,17 @@ def test_a_descriptor_constant_in_a_window_raises_no_numpy_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         share = descriptor_drift_share(current, reference)
     assert 0.0 < share <= 1.0
+
+
+def test_novelty_needs_40_held_out_queries_to_alarm_and_the_calibration_says_why():
+    rng, text_rng = np.random.default_rng(3), random.Random(3)
+    queries, corpus = LEGAL_DOMAIN.vectors(rng, 100), LEGAL_DOMAIN.vectors(rng, 30)
+    texts = LEGAL_DOMAIN.texts(text_rng, 100)
+    rows = describe_texts(texts, token_counts(texts), [False] * 100)
+    spec = reference_spec(queries, np.arange(100) >= 75, corpus, rows, DIM, WINDOW, splits=6)
+    assert spec.held_out_count == 25 and spec.calibration.alarm_signals == ("embedding", "retrieval")
+    assert spec.calibration.excluded == {"novelty": "25 held-out queries (never trained on), 40 needed to calibrate "
+                                                    "novelty on unseen traffic: reported, not in the alarm"}
+    assert spec.calibration.current_rows == 12  # pseudo-windows of half the held-out queries
+    # The baselines come from the held-out queries only.
+    assert spec.retrieval_reference_mean == pytest.approx(float(nearest_doc_cosine(queries[75:], corpus).mean()))

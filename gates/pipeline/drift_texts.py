@@ -1,0 +1,55 @@
+"""Which texts `embedgate pipeline` builds a promoted version's drift reference from: the evaluation folder's
+judged queries, told apart by whether training saw their text (held-out ones calibrate the alarms, see
+service/drift/reference_builder.py and docs/drift.md), and a random sample of the corpus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ReferenceTexts:
+    """The texts `embedgate pipeline` builds a version's reference from."""
+
+    queries: list[str]  # judged queries of the domain the model was trained on
+    held_out_queries: list[str]  # judged queries it never saw (eval split, any split but the training one)
+    corpus_sample: list[str]
+
+
+def pipeline_reference_texts(config: Any, seed: int = 0) -> ReferenceTexts:
+    """The domain's judged queries (the evaluation BEIR folder, every split), told apart by whether training saw
+    their text, and a random corpus sample. Held-out queries are kept first when the caps
+    (`promotion.reference_queries`, `reference_corpus`) cut: they are the ones that calibrate."""
+    import random
+
+    from training.loading import load_dataset
+
+    data = load_dataset(config.evaluation_data(), "ir")
+    texts = data.query_texts()
+    judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
+    trained_texts = _trained_texts(config, data)
+    held = [texts[q] for q in judged if texts[q] not in trained_texts]
+    trained = [texts[q] for q in judged if texts[q] in trained_texts]
+    rng = random.Random(seed)
+    cap = config.promotion.reference_queries
+    held = rng.sample(held, min(len(held), cap))
+    trained = rng.sample(trained, min(len(trained), cap - len(held)))
+    docs = list(data.doc_texts().values())
+    return ReferenceTexts(trained, held, rng.sample(docs, min(len(docs), config.promotion.reference_corpus)))
+
+
+def _trained_texts(config: Any, eval_data: Any) -> set[str]:
+    """Every text the training split holds: its queries (IR), or every text cell of a training table."""
+    from training.beir import IRDataset
+    from training.loading import load_dataset
+
+    data_config = config.train.data
+    same_folder = Path(data_config.path).resolve() == Path(config.evaluation_data()).resolve()
+    data = eval_data if same_folder else load_dataset(data_config.path, data_config.type, data_config.columns)
+    if isinstance(data, IRDataset):
+        texts = data.query_texts()
+        return {texts[q] for q in data.split(data_config.split).qrels if q in texts}
+    frame = data.frame
+    return {value for column in frame.columns for value in frame[column] if isinstance(value, str)}
