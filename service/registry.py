@@ -182,8 +182,17 @@ def _copy_tree_synced(src: Path, dst: Path) -> None:
 
 
 class Registry:
+    """A local folder (or `file://` URL); an object-store URL (`s3://bucket/prefix`) opens an ObjectRegistry."""
+
+    def __new__(cls, root: str | Path, *args: Any, **kwargs: Any):
+        if cls is Registry and "://" in str(root) and not str(root).startswith("file://"):
+            from service.object_registry import ObjectRegistry
+
+            return super().__new__(ObjectRegistry)
+        return super().__new__(cls)
+
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(str(root)[len("file://"):]) if str(root).startswith("file://") else Path(root)
 
     # ---- reading (the service) ----
     @property
