@@ -3,7 +3,6 @@ of EMBEDGATE_* variables. The process handling lives in gates/serve_process.py."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer

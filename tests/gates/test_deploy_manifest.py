@@ -10,8 +10,8 @@ import typer.main
 import yaml
 
 from gates.cli import _register_commands, app
-from service.drift.settings import DriftSettings
 from service.drift.settings import ENV_PREFIX as DRIFT_PREFIX
+from service.drift.settings import DriftSettings
 from service.object_registry import CACHE_ENV
 from service.settings import ServeSettings, env_var
 

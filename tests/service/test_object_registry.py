@@ -14,7 +14,6 @@ import pytest
 from service.errors import RegistryError
 from service.object_registry import ChampionChanged, ObjectRegistry
 from service.registry import Registry
-from tests.service.s3_server import s3_endpoint, s3_env, s3_registry_url  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from service.registry import Registry
-from tests.service.s3_server import s3_endpoint, s3_env, s3_registry_url  # noqa: F401 (fixtures)
 from tests.service.serving import ServerProcess, free_port, promote
 
 pytestmark = pytest.mark.integration
