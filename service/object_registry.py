@@ -177,6 +177,9 @@ class ObjectRegistry(Registry):
         staging = final.with_name(f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
             for rel in marker["files"]:
+                if rel.startswith("/") or ".." in Path(rel).parts:
+                    raise RegistryError(f"{self.url}/versions/{version}.json lists {rel!r}; expected paths inside "
+                                        f"the version; refusing to load")
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(bytes(obstore.get(self.store, f"{marker['blobs']}/{rel}").bytes()))

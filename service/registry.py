@@ -381,7 +381,8 @@ class Registry:
 
     def _refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
         same = ("serving_dim", "serve_precision")
-        never_served = {entry.version for entry in self.history() if entry.action == "interrupted"}
+        # interrupted before its switch, or (object storage) refused at the switch: a retry must go through
+        never_served = {entry.version for entry in self.history() if entry.action in ("interrupted", "refused")}
         for version in self.versions():
             if self._manifest_field(version, "run_id") != run_id or version in never_served:
                 continue

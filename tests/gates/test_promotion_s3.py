@@ -36,6 +36,9 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(tmp_path, s3_re
     assert registry.champion().version == "v0003"
     assert [(e.action, e.version, e.run_id) for e in registry.history()] == [
         ("promote", "v0001", "first"), ("promote", "v0003", "rival"), ("refused", "v0002", "second")]
+    # re-gated (here: the same decision) and promoted again: not a duplicate of the refused v0002
+    assert main(["promote", str(tmp_path / "runs" / "second"), *args]) == 0
+    assert registry.champion().version == "v0004" and registry.champion().previous == "v0003"
     assert main(["history", *args[:2]]) == 0
     assert main(["rollback", *args, "--reason", "back"]) == 0
-    assert Registry(s3_registry_url).champion().version == "v0001"
+    assert Registry(s3_registry_url).champion().version == "v0003"

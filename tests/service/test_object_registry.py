@@ -7,27 +7,15 @@ import json
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from service.errors import RegistryError
 from service.object_registry import ChampionChanged, ObjectRegistry
 from service.registry import Registry
+from tests.service.test_registry import _artifact, _promote
 
 pytestmark = pytest.mark.integration
-
-
-def _artifact(tmp_path: Path, name: str, payload: bytes = b"graph") -> Path:
-    src = tmp_path / name
-    (src / "d32").mkdir(parents=True)
-    (src / "d32" / "model.onnx").write_bytes(payload)
-    (src / "embedder.json").write_text(json.dumps({"dims": [32]}))
-    return src
-
-
-def _promote(reg: Registry, src: Path, **kw) -> str:
-    return reg.add_version({"onnx": src}, metadata={"serving_dim": 32}, who="tester", reason="test", **kw)
 
 
 @pytest.fixture(params=["local", "file-url", "s3"])
@@ -114,6 +102,7 @@ RACER = textwrap.dedent("""
     from pathlib import Path
     from service.object_registry import ChampionChanged
     from service.registry import Registry
+from tests.service.test_registry import _artifact, _promote
     reg = Registry(sys.argv[1])
     start = float(sys.argv[3])
     while time.time() < start:
