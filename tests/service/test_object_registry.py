@@ -102,7 +102,6 @@ RACER = textwrap.dedent("""
     from pathlib import Path
     from service.object_registry import ChampionChanged
     from service.registry import Registry
-from tests.service.test_registry import _artifact, _promote
     reg = Registry(sys.argv[1])
     start = float(sys.argv[3])
     while time.time() < start:
