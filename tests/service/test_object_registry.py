@@ -138,3 +138,29 @@ def test_two_promotions_racing_one_champion_both_recorded(s3_registry_url, tmp_p
     events = [(e.action, e.version) for e in reg.history()[1:]]
     assert sorted(a for a, _ in events) == ["promote", "refused"]
     assert ("promote", winner) in events and len({v for _, v in events}) == 2
+
+
+KILLED_PROMOTER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from service.registry import Registry
+    Registry(sys.argv[1]).add_version({"onnx": Path(sys.argv[2])}, metadata={}, who="killed", reason="kill")
+""")
+
+
+@pytest.mark.parametrize("step", ["staged", "version_visible", "champion_switched", "history_written"])
+def test_a_promotion_killed_at_any_step_leaves_a_readable_registry(s3_registry_url, s3_env, tmp_path, step):
+    import os
+
+    reg = Registry(s3_registry_url)
+    _promote(reg, _artifact(tmp_path, "a", b"one"))
+    _promote(reg, _artifact(tmp_path, "b", b"two"))
+    proc = subprocess.run([sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(_artifact(tmp_path, "c"))],
+                          env={**os.environ, "EMBEDGATE_TEST_KILL_AT": step}, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr  # SIGKILLed at the step
+    fresh = Registry(s3_registry_url)
+    switched = step in ("champion_switched", "history_written")
+    assert fresh.champion().version == ("v0003" if switched else "v0002")
+    assert [e.version for e in fresh.history()][:2] == ["v0001", "v0002"]  # every earlier event still there
+    assert (fresh.version_dir(fresh.champion().version) / "onnx" / "embedder.json").is_file()  # servable
+    assert fresh.rollback(reason="after the kill").version == ("v0002" if switched else "v0001")
