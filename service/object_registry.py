@@ -5,6 +5,7 @@
       versions/v0003.json            the version marker = its manifest (sha256 + size of every file, `blobs` prefix),
                                      created with If-None-Match: * (two writers never claim the same number)
       champion.json                  {"version", "previous", "updated_at"}, replaced with If-Match: <etag read>
+      aliases.json                   {"candidate", "retired"}, the same way (service.aliases, inside `_locked`)
       history/<ns>-<random>.json     one object per event, created with If-None-Match: *, listed in key order
 
 Why: object stores have no rename and no lock, but they have conditional writes (S3 since 2024; MinIO, R2 and
@@ -21,12 +22,14 @@ every sha256 before use (`version_dir`), so the rest of the service reads ordina
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,7 @@ class ObjectRegistry(Registry):
                                 f"AWS_ENDPOINT_URL for S3-compatible servers)") from None
         self.root = Path(cache_dir) if cache_dir else _default_cache(self.url)
         self.repairs: list[str] = []
+        self._read_etags: dict[str, str | None] | None = None  # set inside `_locked`
 
     def __repr__(self) -> str:
         return f"ObjectRegistry({self.url!r})"
@@ -135,7 +139,10 @@ class ObjectRegistry(Registry):
                                 f"{err}); expected {{\"version\", \"previous\", \"updated_at\"}}") from None
 
     def champion(self) -> Champion | None:
-        return self._champion_with_etag()[0]
+        champion, etag = self._champion_with_etag()
+        if self._read_etags is not None:  # inside `_locked`: the switch is conditional on this read
+            self._read_etags.setdefault("champion.json", etag)
+        return champion
 
     def versions(self) -> list[str]:
         names = (key.rsplit("/", 1)[-1].removesuffix(".json") for key in self._keys("versions/"))
@@ -215,9 +222,49 @@ class ObjectRegistry(Registry):
         return []
 
     # ---- writing ----
-    def _locked(self):
-        raise RegistryError(f"{self.url}: aliases and staged promotions are not supported on object storage yet; "
-                            f"promote with the champion alias, or use a local registry folder")
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """No lock on object storage: inside this block every pointer written (champion.json, aliases.json) is
+        written only if it is still what was read in the block (If-Match on its etag, If-None-Match: * when it was
+        absent), so a concurrent writer makes this one fail with a clear error instead of being overwritten."""
+        self.repairs = []
+        self._read_etags = {}
+        try:
+            yield
+        finally:
+            self._read_etags = None
+
+    def read_pointer(self, name: str) -> bytes | None:
+        found = self._get(name)
+        if self._read_etags is not None:
+            self._read_etags.setdefault(name, found[1] if found else None)
+        return found[0] if found else None
+
+    def write_pointer(self, name: str, payload: Any) -> None:
+        self._put_if_unchanged(name, (json.dumps(payload, indent=2) + "\n").encode(), self._read_etag(name),
+                               f"{self.url}/{name} changed while this command ran (another writer); run it again")
+
+    def _read_etag(self, name: str) -> str | None:
+        if self._read_etags is None or name not in self._read_etags:
+            found = self._get(name)
+            return found[1] if found else None
+        return self._read_etags[name]
+
+    def _put_if_unchanged(self, key: str, payload: bytes, etag: str | None, lost: str) -> None:
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        mode: Any = "create" if etag is None else {"e_tag": etag}
+        try:
+            obstore.put(self.store, key, payload, mode=mode)
+        except (AlreadyExistsError, PreconditionError, FileExistsError):
+            raise RegistryError(lost) from None
+        if self._read_etags is not None:
+            self._read_etags.pop(key, None)  # a second write in the block reads the new etag
+
+    def _switch(self, version: str, previous: str | None) -> None:
+        """The champion switch of `cutover` (service.aliases), conditional on the champion read in `_locked`."""
+        self._switch_cas(version, previous, self._read_etag("champion.json"))
 
     def _append_history(self, entry: HistoryEntry) -> None:
         key = f"history/{time.time_ns():020d}-{uuid.uuid4().hex[:12]}.json"
@@ -235,7 +282,7 @@ class ObjectRegistry(Registry):
         try:
             obstore.put(self.store, "champion.json", payload, mode=mode)
         except (AlreadyExistsError, PreconditionError, FileExistsError):
-            now = self.champion()
+            now = self._champion_with_etag()[0]
             raise ChampionChanged(
                 f"the champion changed since the gate ran (it was {previous or 'none'}, it is now "
                 f"{now.version if now else 'none'}): re-gate the run against the new champion") from None
@@ -270,8 +317,6 @@ class ObjectRegistry(Registry):
         the gate compared against (default: the one read when this call starts); a different one -> ChampionChanged,
         recorded in the history as a refusal naming the version that was uploaded but not served."""
         who = who or _user()
-        if not make_champion:
-            self._locked()  # raises: staged promotions need aliases.json, not supported here yet
         for name, src in sources.items():
             if not Path(src).exists():
                 raise RegistryError(f"cannot promote: {src} ({name}) does not exist")
@@ -287,6 +332,10 @@ class ObjectRegistry(Registry):
         version = self._claim_version({**manifest, "created_at": _now(), "run_id": run_id, "blobs": blobs,
                                        **metadata})
         _kill_point("version_visible")
+        if not make_champion:  # staged: the candidate alias moves afterwards (service.aliases.set_candidate)
+            self._append_history(HistoryEntry(_now(), "promote", version, gated_against, who, reason, forced, run_id,
+                                              metrics, alias, reembed_required))
+            return version
         try:
             if (current.version if current else None) != gated_against:
                 raise ChampionChanged(f"the champion changed since the gate ran (it was {gated_against or 'none'}, "

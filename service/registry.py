@@ -394,6 +394,15 @@ class Registry:
                     + ("; it is the champion now" if serving else
                        f"; to serve it again: embedgate rollback --to {version}"))
 
+    def read_pointer(self, name: str) -> bytes | None:
+        """A small JSON pointer file at the registry root (aliases.json), or None when absent."""
+        path = self.root / name
+        return path.read_bytes() if path.is_file() else None
+
+    def write_pointer(self, name: str, payload: Any) -> None:
+        """Replace a pointer file atomically (callers hold `_locked`)."""
+        _write_json_atomic(self.root / name, payload)
+
     def _switch(self, version: str, previous: str | None) -> None:
         _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
