@@ -52,6 +52,7 @@ from service.registry import (
 
 CACHE_ENV = "EMBEDGATE_REGISTRY_CACHE"
 VERSION_CLAIM_TRIES = 20
+STALE_UPLOAD_S = 3600.0  # an upload untouched this long with no marker is a killed promotion's
 
 
 class ChampionChanged(RegistryError):
@@ -217,9 +218,37 @@ class ObjectRegistry(Registry):
                 logger.warning("%s", problem)
         return entries
 
-    def reconcile(self) -> list[str]:
-        """Nothing to repair under a lock: a version is visible only through its marker, written last."""
-        return []
+    def reconcile(self, stale_after_s: float = STALE_UPLOAD_S) -> list[str]:
+        """Delete the blobs of uploads that no version marker names and that nothing has written to for
+        `stale_after_s` (a promotion killed before its marker; a live upload is younger). Nothing else needs
+        repair: a version is visible only through its marker, written after its blobs."""
+        import obstore
+
+        named = {marker.get("blobs") for marker in (self._marker_or_none(v) for v in self.versions()) if marker}
+        newest: dict[str, float] = {}
+        for batch in obstore.list(self.store, prefix="blobs/"):
+            for meta in batch:
+                prefix = "/".join(meta["path"].split("/")[:2])
+                newest[prefix] = max(newest.get(prefix, 0.0), meta["last_modified"].timestamp())
+        repairs = []
+        for prefix, modified in sorted(newest.items()):
+            if prefix in named or time.time() - modified < stale_after_s:
+                continue
+            keys = self._keys(prefix + "/")
+            try:
+                obstore.delete(self.store, keys)
+            except Exception as err:  # read-only credentials (a replica's): leave it to a writer's command
+                repairs.append(f"could not remove the interrupted upload {prefix} ({type(err).__name__})")
+                continue
+            repairs.append(f"removed {len(keys)} object(s) of an interrupted upload ({prefix})")
+        self.repairs = repairs
+        return repairs
+
+    def _marker_or_none(self, version: str) -> dict[str, Any] | None:
+        try:
+            return self._marker(version)
+        except RegistryError:
+            return None
 
     # ---- writing ----
     @contextlib.contextmanager

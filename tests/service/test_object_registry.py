@@ -164,3 +164,15 @@ def test_a_promotion_killed_at_any_step_leaves_a_readable_registry(s3_registry_u
     assert [e.version for e in fresh.history()][:2] == ["v0001", "v0002"]  # every earlier event still there
     assert (fresh.version_dir(fresh.champion().version) / "onnx" / "embedder.json").is_file()  # servable
     assert fresh.rollback(reason="after the kill").version == ("v0002" if switched else "v0001")
+
+
+def test_reconcile_removes_only_stale_unmarked_uploads(s3_registry_url, tmp_path):
+    import obstore
+
+    reg = Registry(s3_registry_url)
+    version = _promote(reg, _artifact(tmp_path, "a"))
+    obstore.put(reg.store, "blobs/killed/onnx/d32/model.onnx", b"half")  # a killed promotion's upload
+    assert reg.reconcile(stale_after_s=3600) == []  # too young: it could be a live upload
+    assert reg.reconcile(stale_after_s=0) == ["removed 1 object(s) of an interrupted upload (blobs/killed)"]
+    assert reg._keys("blobs/killed/") == []
+    assert Registry(s3_registry_url).verify(version)["files"]  # the promoted version's blobs are untouched
