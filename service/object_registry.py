@@ -93,6 +93,13 @@ class ObjectRegistry(Registry):
         self.repairs: list[str] = []
         self._read_etags: dict[str, str | None] | None = None  # set inside `_locked`
 
+    @property
+    def location(self) -> str:
+        return self.url
+
+    def _has_champion_pointer(self) -> bool:
+        return self._get("champion.json") is not None
+
     def __repr__(self) -> str:
         return f"ObjectRegistry({self.url!r})"
 
@@ -380,30 +387,6 @@ class ObjectRegistry(Registry):
                                           metrics, "champion", reembed_required))
         _kill_point("history_written")
         return version
-
-    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None,
-                 reembed_required: bool | None = None) -> Champion:
-        who = who or _user()
-        current, etag = self._champion_with_etag()
-        if current is None:
-            raise RegistryError(f"nothing to roll back: {self.url} has no champion yet (is --registry / "
-                                f"EMBEDGATE_REGISTRY the right location?)")
-        target = to or current.previous
-        if target is None:
-            raise RegistryError(f"cannot roll back: {current.version} is the first champion (no previous version); "
-                                f"promote another version instead")
-        if target == current.version:
-            raise RegistryError(f"{target} is already the champion")
-        verify_manifest(self.version_dir(target))  # never switch to a version that would be refused at load
-        self._switch_cas(target, self._previous_of(target), etag)
-        self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason,
-                                          alias="champion", reembed_required=reembed_required))
-        return self.champion()
-
-    def record_refusal(self, *, run_id: str | None, who: str | None, reason: str, metrics: dict | None = None):
-        current = self.champion()
-        self._append_history(HistoryEntry(_now(), "refused", None, current.version if current else None,
-                                          who or _user(), reason, False, run_id, metrics))
 
 
 def build_manifest_of_sources(sources: dict[str, Path]) -> dict[str, Any]:

@@ -403,6 +403,14 @@ class Registry:
         """Replace a pointer file atomically (callers hold `_locked`)."""
         _write_json_atomic(self.root / name, payload)
 
+    @property
+    def location(self) -> str:
+        """Where the registry is, for messages (a folder here; a URL on object storage)."""
+        return str(self.root)
+
+    def _has_champion_pointer(self) -> bool:
+        return self.champion_path.is_file()
+
     def _switch(self, version: str, previous: str | None) -> None:
         _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
@@ -410,13 +418,13 @@ class Registry:
                  reembed_required: bool | None = None) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
-        if not self.champion_path.is_file():  # checked before the lock, which would create the folder
-            raise RegistryError(f"nothing to roll back: {self.root} has no champion yet (is --registry / "
+        if not self._has_champion_pointer():  # checked before the lock, which would create the folder
+            raise RegistryError(f"nothing to roll back: {self.location} has no champion yet (is --registry / "
                                 f"EMBEDGATE_REGISTRY the right folder?)")
         with self._locked():
             current = self.champion()
             if current is None:
-                raise RegistryError(f"nothing to roll back: {self.root} has no champion yet")
+                raise RegistryError(f"nothing to roll back: {self.location} has no champion yet")
             target = to or current.previous
             if target is None:
                 raise RegistryError(f"cannot roll back: {current.version} is the first champion (no previous "
