@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM := false
 export BENTOML_DO_NOT_TRACK := true
 export DO_NOT_TRACK := 1
 
-.PHONY: demo test lint venv clean browser mlflow-server
+.PHONY: demo test lint venv clean browser mlflow-server s3-test-server
 
 venv: $(STAMP)
 
@@ -27,7 +27,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/embedgate demo
 
-test: $(STAMP) browser mlflow-server
+test: $(STAMP) browser mlflow-server s3-test-server
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The drift dashboard test screenshots the Evidently UI with headless Chromium (Debian's package). As root (CI,
@@ -54,3 +54,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf artifacts registry .pytest_cache
+
+# moto's S3 server for the registry-on-object-storage tests (tests/service/s3_server.py), in a venv of its own:
+# botocore needs python-dateutil<3 and the project lock pins 4.
+S3_VENV := .venv-s3
+s3-test-server: $(S3_VENV)/.installed
+
+$(S3_VENV)/.installed: requirements/s3-test-server.txt
+	@test -x $(S3_VENV)/bin/python || $(PYTHON) -m venv $(S3_VENV)
+	$(S3_VENV)/bin/python -m pip install --quiet -r requirements/s3-test-server.txt
+	@touch $@

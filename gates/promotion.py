@@ -23,6 +23,7 @@ from gates.errors import EmbedgateGateError
 from gates.promotion_events import Webhook, build_event, notify
 from gates.quality_gate.stage import read_decision
 from service import aliases
+from service.object_registry import ChampionChanged
 from service.registry import DuplicatePromotion, Registry
 from training.run_dir import RunPaths
 
@@ -101,6 +102,8 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
                                        reembed_required=reembed, refuse_duplicate_run=True)
     except DuplicatePromotion as duplicate:
         raise PromotionRefused(f"{duplicate}; nothing was promoted") from None
+    except ChampionChanged as changed:  # object storage: another promotion won the compare-and-swap
+        raise PromotionRefused(str(changed)) from None
     # The champion this promotion replaced, as add_version read it under the registry lock (the one read above
     # could be stale: two concurrent promotions would both report it).
     previous_version = registry.previous_of(version)

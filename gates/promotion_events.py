@@ -65,7 +65,7 @@ def build_event(event: str, registry: Path, *, version: str, previous: str | Non
                 run_id: str | None = None) -> dict[str, Any]:
     return {"event": event, "version": version, "previous": previous, "alias": alias,
             "reembed_required": reembed_required, "serving_dim": serving_dim, "previous_dim": previous_dim,
-            "run_id": run_id, "registry": str(Path(registry).resolve()),
+            "run_id": run_id, "registry": str(registry) if "://" in str(registry) else str(Path(registry).resolve()),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "delivery": uuid.uuid4().hex}
 
 

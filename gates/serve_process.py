@@ -29,7 +29,7 @@ KILL_MARGIN_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
-def serve_command(*, registry: Path | None, host: str, port: int, api_key_env: str | None, workers: int,
+def serve_command(*, registry: str | Path | None, host: str, port: int, api_key_env: str | None, workers: int,
                   precision: str | None, threads: int | None, poll_interval: float | None,
                   environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command line and its environment, settings checked first (SettingsError names them)."""
@@ -37,7 +37,7 @@ def serve_command(*, registry: Path | None, host: str, port: int, api_key_env: s
 
     env = dict(os.environ if environ is None else environ)
     if registry is not None:
-        env["EMBEDGATE_REGISTRY"] = str(registry.resolve())
+        env["EMBEDGATE_REGISTRY"] = str(registry) if "://" in str(registry) else str(Path(registry).resolve())
     if api_key_env is not None:
         key = env.get(api_key_env, "").strip()
         if not key:

@@ -26,7 +26,6 @@ from service.registry import (
     Registry,
     _now,
     _user,
-    _write_json_atomic,
     sha256_of,
 )
 
@@ -59,11 +58,12 @@ def _aliases_path(registry: Registry) -> Path:
 
 
 def _read_file(registry: Registry) -> dict[str, Any]:
-    path = _aliases_path(registry)
-    if not path.is_file():
+    path = f"{registry.url}/{ALIASES_FILE}" if hasattr(registry, "url") else _aliases_path(registry)
+    raw = registry.read_pointer(ALIASES_FILE)
+    if raw is None:
         return {"candidate": None, "retired": []}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
         if not isinstance(data, dict) or not isinstance(data.get("retired", []), list):
             raise TypeError("expected an object with 'candidate' (a version or null) and 'retired' (a list)")
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
@@ -81,8 +81,8 @@ def read_state(registry: Registry) -> AliasState:
 
 
 def _write_file(registry: Registry, candidate: str | None, retired: list[str]) -> None:
-    _write_json_atomic(_aliases_path(registry), {"candidate": candidate, "retired": sorted(set(retired)),
-                                                 "updated_at": _now()})
+    registry.write_pointer(ALIASES_FILE, {"candidate": candidate, "retired": sorted(set(retired)),
+                                          "updated_at": _now()})
 
 
 def embedding_space(onnx_dir: Path, serving_dim: int | None) -> tuple[tuple[str, ...], int | None]:

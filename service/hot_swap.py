@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,9 +63,11 @@ class ChampionWatcher:
         self._load = load
         self._metrics = metrics
         self._last_seen: Champion | None = None
+        self.last_checked_at: float | None = None  # unix time of the last look at the pointer (/info)
 
     def check(self) -> SwapOutcome:
         """Look at the champion pointer once; load and switch to a new champion. Never raises."""
+        self.last_checked_at = time.time()
         try:
             champion = self.registry.champion()
         except Exception as err:  # an unreadable pointer must not stop the serving model

@@ -182,8 +182,17 @@ def _copy_tree_synced(src: Path, dst: Path) -> None:
 
 
 class Registry:
+    """A local folder (or `file://` URL); an object-store URL (`s3://bucket/prefix`) opens an ObjectRegistry."""
+
+    def __new__(cls, root: str | Path, *args: Any, **kwargs: Any):
+        if cls is Registry and "://" in str(root) and not str(root).startswith("file://"):
+            from service.object_registry import ObjectRegistry
+
+            return super().__new__(ObjectRegistry)
+        return super().__new__(cls)
+
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = Path(str(root)[len("file://"):]) if str(root).startswith("file://") else Path(root)
 
     # ---- reading (the service) ----
     @property
@@ -372,7 +381,8 @@ class Registry:
 
     def _refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
         same = ("serving_dim", "serve_precision")
-        never_served = {entry.version for entry in self.history() if entry.action == "interrupted"}
+        # interrupted before its switch, or (object storage) refused at the switch: a retry must go through
+        never_served = {entry.version for entry in self.history() if entry.action in ("interrupted", "refused")}
         for version in self.versions():
             if self._manifest_field(version, "run_id") != run_id or version in never_served:
                 continue
@@ -384,6 +394,23 @@ class Registry:
                     + ("; it is the champion now" if serving else
                        f"; to serve it again: embedgate rollback --to {version}"))
 
+    def read_pointer(self, name: str) -> bytes | None:
+        """A small JSON pointer file at the registry root (aliases.json), or None when absent."""
+        path = self.root / name
+        return path.read_bytes() if path.is_file() else None
+
+    def write_pointer(self, name: str, payload: Any) -> None:
+        """Replace a pointer file atomically (callers hold `_locked`)."""
+        _write_json_atomic(self.root / name, payload)
+
+    @property
+    def location(self) -> str:
+        """Where the registry is, for messages (a folder here; a URL on object storage)."""
+        return str(self.root)
+
+    def _has_champion_pointer(self) -> bool:
+        return self.champion_path.is_file()
+
     def _switch(self, version: str, previous: str | None) -> None:
         _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
@@ -391,13 +418,13 @@ class Registry:
                  reembed_required: bool | None = None) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
-        if not self.champion_path.is_file():  # checked before the lock, which would create the folder
-            raise RegistryError(f"nothing to roll back: {self.root} has no champion yet (is --registry / "
+        if not self._has_champion_pointer():  # checked before the lock, which would create the folder
+            raise RegistryError(f"nothing to roll back: {self.location} has no champion yet (is --registry / "
                                 f"EMBEDGATE_REGISTRY the right folder?)")
         with self._locked():
             current = self.champion()
             if current is None:
-                raise RegistryError(f"nothing to roll back: {self.root} has no champion yet")
+                raise RegistryError(f"nothing to roll back: {self.location} has no champion yet")
             target = to or current.previous
             if target is None:
                 raise RegistryError(f"cannot roll back: {current.version} is the first champion (no previous "

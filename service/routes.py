@@ -141,6 +141,8 @@ class EmbeddingApi:
             "model": hide_paths_in(model.to_dict()) if model else None,
             "source": hide_paths(runtime.source),
             "last_refused_version": hide_paths_in(runtime.holder.last_refusal),
+            # Which version this replica serves and when it last looked at the registry's champion pointer.
+            "replica": _replica_status(runtime, model),
             "limits": {
                 "max_inputs_per_request": settings.max_inputs_per_request,
                 "max_input_chars": settings.max_input_chars,
@@ -329,3 +331,15 @@ def _record_drift(capture: Any, texts: tuple[str, ...], embedded: Embedded, vers
                        embedded.dimensions)
     except Exception:  # the capture promises not to raise; serving must not depend on that promise
         logger.exception("drift capture failed; serving continues")
+
+
+def _replica_status(runtime: Any, model: Any) -> dict[str, Any] | None:
+    """/info's replica block: None when serving from the BentoML model store (no registry to watch)."""
+    watcher = getattr(runtime, "watcher", None)
+    if watcher is None:
+        return None
+    checked = watcher.last_checked_at
+    return {"serving_version": model.version if model else None,
+            "last_checked_at": None if checked is None else
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checked)),
+            "poll_interval_s": runtime.settings.poll_interval_s}

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 from service.batcher import MicroBatcher
@@ -59,7 +60,7 @@ class ServingRuntime:
         if registry_chosen is None:
             registry_chosen = settings.registry_was_chosen()
         drift = _drift_capture_from_env() if drift is FROM_ENV else drift
-        if registry_chosen or settings.registry.is_dir() or not _store_has(settings.model_tag):
+        if registry_chosen or Path(str(settings.registry)).is_dir() or not _store_has(settings.model_tag):
             registry = Registry(settings.registry)
             load = functools.partial(load_version, precision=settings.precision, threads=settings.threads)
             # Every version (the champion too) is loaded through the pool, so a version is in memory once.
@@ -68,7 +69,7 @@ class ServingRuntime:
             watcher = ChampionWatcher(registry, holder, load=versions.load_dir, metrics=metrics)
             watcher.check()
             versions.refresh()
-            runtime = cls(settings, metrics, holder, watcher, f"registry:{settings.registry.resolve()}", drift)
+            runtime = cls(settings, metrics, holder, watcher, f"registry:{getattr(registry, 'url', None) or settings.registry.resolve()}", drift)
             runtime.versions = versions
             return runtime
         runtime = cls(settings, metrics, holder, None, f"bentoml-model-store:{settings.model_tag}", drift)
@@ -98,7 +99,7 @@ class ServingRuntime:
     async def start(self) -> None:
         self.batcher.start()
         if self.drift is not None and self.watcher is not None:
-            self.drift_monitor = _start_drift_monitor(self.drift.settings, self.settings.registry)
+            self.drift_monitor = _start_drift_monitor(self.drift.settings, self.watcher.registry.root)  # a URL's: its cache
         if self.watcher is not None:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self.watcher.watch(self.settings.poll_interval_s, self.settings.verify_interval_s),

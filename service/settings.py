@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from service.errors import EmbedgateServiceError
 
@@ -31,9 +31,19 @@ class ServeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    registry: Path = Field(Path("registry"), description=(
-        "registry root to serve the champion from (hot-swapped on promote/rollback); when this folder does not "
+    registry: Path | str = Field(Path("registry"), description=(
+        "registry root to serve the champion from (hot-swapped on promote/rollback): a folder, or an object-store "
+        "URL such as s3://bucket/prefix (docs/registry.md); when this folder does not "
         "exist and EMBEDGATE_REGISTRY is unset, the BentoML model store's EMBEDGATE_MODEL_TAG is served"))
+
+    @field_validator("registry", mode="before")
+    @classmethod
+    def _registry_location(cls, value: Any) -> Path | str:
+        # A URL stays text (Path would fold s3://b into s3:/b); a folder (or file://) becomes a Path.
+        text = str(value)
+        if "://" in text and not text.startswith("file://"):
+            return text
+        return Path(text[len("file://"):]) if text.startswith("file://") else Path(value)
     model_tag: str = Field("embedgate-embedder:latest", min_length=1, description=(
         "BentoML model store tag served when there is no registry (what a built Bento carries)"))
     model_name: str = Field("embedgate-embedder", min_length=1, description=(

@@ -29,8 +29,9 @@ def register(app: typer.Typer) -> None:
 
 
 def drift(
-    registry: Annotated[Path, typer.Option(
-        envvar="EMBEDGATE_REGISTRY", help="Registry root holding each version's reference/.")] = Path("registry"),
+    registry: Annotated[str, typer.Option(
+        envvar="EMBEDGATE_REGISTRY", help="Registry root (or s3://bucket/prefix) holding each version's "
+                                          "reference/.")] = Path("registry"),
     drift_dir: Annotated[Path | None, typer.Option(
         help="Drift folder (windows/, summaries/, workspace/); default EMBEDGATE_DRIFT_DIR or drift.")] = None,
     window: Annotated[list[str] | None, typer.Option(

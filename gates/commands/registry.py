@@ -56,7 +56,8 @@ embedgate history --registry registry
 ```
 """
 
-Registry = Annotated[Path, typer.Option(help="Registry folder.", envvar="EMBEDGATE_REGISTRY")]
+Registry = Annotated[str, typer.Option(help="Registry folder, or an object-store URL such as s3://bucket/prefix "
+                                           "(docs/registry.md).", envvar="EMBEDGATE_REGISTRY")]
 Reason = Annotated[str, typer.Option(help="Why (recorded in the history).")]
 WebhookUrl = Annotated[str | None, typer.Option(
     help="POST the event here, signed with HMAC-SHA256 of $EMBEDGATE_WEBHOOK_SECRET (docs/versions.md).",

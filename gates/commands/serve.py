@@ -3,7 +3,6 @@ of EMBEDGATE_* variables. The process handling lives in gates/serve_process.py."
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,8 +29,8 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    registry: Annotated[Path | None, typer.Option(
-        help="Registry root (default: $EMBEDGATE_REGISTRY, else ./registry if it exists, else the BentoML model "
+    registry: Annotated[str | None, typer.Option(
+        help="Registry root or object-store URL, s3://bucket/prefix (default: $EMBEDGATE_REGISTRY, else ./registry if it exists, else the BentoML model "
              "store's embedgate-embedder:latest).")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 3000,

@@ -81,7 +81,7 @@ class ReferenceCache:
     """Loads each version's reference once, after checking its files against the version's manifest."""
 
     def __init__(self, registry_root: Path) -> None:
-        self.registry_root = Path(registry_root)
+        self.registry_root = registry_root if "://" in str(registry_root) else Path(registry_root)  # s3://: kept
         self._loaded: dict[str, DriftReference | DriftReferenceError] = {}
 
     def get(self, model_version: str) -> DriftReference:

@@ -1,13 +1,16 @@
 """Rolling window files of captured rows: N rows per file, the last K files kept, one writer per process.
 
-    drift/windows/20260101T120000.123456Z-p4242-v0003.jsonl.part   being filled by process 4242 (model v0003)
-    drift/windows/20260101T115512.000001Z-p4242-v0003.jsonl        sealed: full, or cut short by a model swap
-                                                                   or a shutdown
+    drift/windows/20260101T120000.123456Z-hreplica_a-p4242-r9f3c01aa-v0003.jsonl.part
+                     being filled by process 4242 on host replica-a (writer id 9f3c01aa, model v0003)
+    drift/windows/20260101T115512.000001Z-hreplica_a-p4242-r9f3c01aa-v0003.jsonl
+                     sealed: full, or cut short by a model swap or a shutdown
+    (names without -h/-r, from earlier versions, are still read)
 
 One JSON line per captured text: time, model_version, dim, the descriptors, and the embedding as base64 float32
 (exact, and 3x smaller than a JSON list). No text is stored: drift needs descriptors and vectors, and captured
-traffic may hold personal data. Each process writes its own files (the pid is in the name), so several BentoML
-workers never interleave lines; names start with the UTC start time, so sorting them sorts windows in time. A
+traffic may hold personal data. Each writer writes its own files (host, pid and a random id are in the name: two
+containers on two hosts are often both pid 1), so several BentoML workers or replicas sharing one folder never
+interleave lines, and a writer only seals another's open window when it is on the same host and its pid is gone; names start with the UTC start time, so sorting them sorts windows in time. A
 window is sealed by an atomic rename, so readers only ever see complete files. A window never mixes model
 versions: a hot swap seals the current one, because each version is compared to its own reference.
 """
@@ -20,6 +23,8 @@ import datetime
 import json
 import os
 import re
+import secrets
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,8 @@ import numpy as np
 
 SEALED_SUFFIX = ".jsonl"
 PART_SUFFIX = ".jsonl.part"
-WINDOW_NAME = re.compile(r"^(?P<started>\d{8}T\d{6}\.\d{6}Z)-p(?P<pid>\d+)-(?P<version>[A-Za-z0-9_.:-]+)$")
+WINDOW_NAME = re.compile(r"^(?P<started>\d{8}T\d{6}\.\d{6}Z)(?:-h(?P<host>[A-Za-z0-9_.]+))?-p(?P<pid>\d+)"
+                         r"(?:-r(?P<writer>[0-9a-f]+))?-(?P<version>[A-Za-z0-9_.:-]+)$")
 
 
 @dataclass(frozen=True)
@@ -98,7 +104,8 @@ class WindowWriter:
 
     Not thread-safe: the capture's single writer thread owns it."""
 
-    def __init__(self, windows_dir: Path, window_rows: int, keep_windows: int, pid: int | None = None) -> None:
+    def __init__(self, windows_dir: Path, window_rows: int, keep_windows: int, pid: int | None = None,
+                 host: str | None = None) -> None:
         for name, value, low in (("window_rows", window_rows, 1), ("keep_windows", keep_windows, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -106,6 +113,8 @@ class WindowWriter:
         self.window_rows = window_rows
         self.keep_windows = keep_windows
         self.pid = os.getpid() if pid is None else pid
+        self.host = host_label(host)
+        self.writer_id = secrets.token_hex(4)  # tells apart two writers with the same host and pid (containers)
         self.windows_dir.mkdir(parents=True, exist_ok=True)
         self.sealed_count = 0
         self.deleted_count = 0
@@ -113,7 +122,7 @@ class WindowWriter:
         self._part: Path | None = None
         self._version: str | None = None
         self._rows = 0
-        seal_orphaned_parts(self.windows_dir, own_pid=self.pid)
+        seal_orphaned_parts(self.windows_dir, own_pid=self.pid, host=self.host)
 
     @property
     def current_rows(self) -> int:
@@ -158,7 +167,7 @@ class WindowWriter:
             raise ValueError(f"model_version {version!r} cannot be part of a file name; expected letters, digits "
                              f"and . _ : - (e.g. v0003)")
         started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self._part = self.windows_dir / f"{started}-p{self.pid}-{version}{PART_SUFFIX}"
+        self._part = self.windows_dir / f"{started}-h{self.host}-p{self.pid}-r{self.writer_id}-{version}{PART_SUFFIX}"
         self._handle = open(self._part, "a", encoding="utf-8")
         self._version = version
 
@@ -214,12 +223,16 @@ def rotate(windows_dir: Path, keep_windows: int) -> int:
     return len(stale)
 
 
-def seal_orphaned_parts(windows_dir: Path, own_pid: int) -> list[Path]:
-    """Seal `.part` files left by processes that are gone (a crash or a kill), so their rows are not lost."""
+def seal_orphaned_parts(windows_dir: Path, own_pid: int, host: str | None = None) -> list[Path]:
+    """Seal `.part` files left by processes of this host that are gone (a crash or a kill), so their rows are not
+    lost. Another host's windows are never touched: its pids mean nothing here (an unnamed host: an older name)."""
     sealed = []
+    here = host_label(host)
     for part in Path(windows_dir).glob(f"*{PART_SUFFIX}"):
         match = WINDOW_NAME.match(part.name[: -len(PART_SUFFIX)])
-        if not match or int(match["pid"]) == own_pid or _pid_alive(int(match["pid"])):
+        if not match or (match["host"] or here) != here:
+            continue
+        if int(match["pid"]) == own_pid or _pid_alive(int(match["pid"])):
             continue
         if part.stat().st_size == 0:
             part.unlink(missing_ok=True)
@@ -239,3 +252,8 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by another user
         return True
     return True
+
+
+def host_label(host: str | None = None) -> str:
+    """This host's name (or `host`) as it appears in window names: letters, digits, `_` and `.` only."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", host or socket.gethostname() or "host")[:63] or "host"

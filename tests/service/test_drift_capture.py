@@ -248,3 +248,28 @@ def test_gauges_of_a_retired_version_are_dropped():
     gauges.forget_versions_except({"v0002"})
     assert registry.get_sample_value("embedgate_drift_score", {"model_version": "v0001", "signal": "embedding"}) is None
     assert registry.get_sample_value("embedgate_drift_window_rows", {"model_version": "v0002"}) == 500
+
+
+def test_two_hosts_sharing_one_drift_folder_never_seal_each_others_windows(tmp_path):
+    """Replica A (another host, a pid that means nothing here) is writing; replica B starts on this host. B must
+    not seal A's open window, and every row either wrote is read back exactly once."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    a = WindowWriter(tmp_path, window_rows=50, keep_windows=100, pid=int(dead.stdout), host="replica-a")
+    a.append(captured(7))
+    open_part = next(tmp_path.glob("*.jsonl.part"))
+    b = WindowWriter(tmp_path, window_rows=4, keep_windows=100, pid=int(dead.stdout), host="replica-b")
+    assert open_part.exists() and list_windows(tmp_path) == []  # A's live window left alone (same pid, too)
+    b.append(captured(10))
+    a.append(captured(5))  # A keeps writing into its own window
+    b.close()
+    a.close()
+    windows = list_windows(tmp_path)
+    rows = {name: sum(read_window(w, DESCRIPTOR_NAMES).rows for w in windows if f"-h{name}-" in w.window_id)
+            for name in ("replica_a", "replica_b")}
+    assert rows == {"replica_a": 12, "replica_b": 10}
+    assert not list(tmp_path.glob("*.part"))
+    # the same host's dead writer is still sealed by the next writer there
+    crashed = WindowWriter(tmp_path, window_rows=50, keep_windows=100, pid=int(dead.stdout), host="replica-b")
+    crashed.append(captured(3))
+    WindowWriter(tmp_path, window_rows=50, keep_windows=100, host="replica-b")
+    assert sum(read_window(w, DESCRIPTOR_NAMES).rows for w in list_windows(tmp_path)) == 25

@@ -1,0 +1,40 @@
+"""One `embedgate drift` run judges the windows of two replicas sharing a drift folder, against the reference of
+a version kept in an S3 registry (moto on 127.0.0.1), read through the registry's verified cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gates.cli import main
+from gates.drift_reference import build_reference
+from service.drift.capture import DriftCapture
+from service.drift.settings import DriftSettings
+from service.embedder import OnnxEmbedder
+from service.registry import Registry
+from tests.gates.test_drift import LEGAL, MEDICAL, WINDOW, onnx_dir, sentences, serve  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def test_one_drift_run_judges_two_replicas_against_the_s3_registry(onnx_dir, s3_registry_url, tmp_path,  # noqa: F811
+                                                                   capsys):
+    reference = tmp_path / "stage" / "reference"
+    build_reference(onnx_dir, sentences(LEGAL, 80, seed=1), sentences(LEGAL, 40, seed=2), reference, dim=16,
+                    window_rows=WINDOW, splits=10)
+    Registry(s3_registry_url).add_version({"onnx": onnx_dir, "reference": reference}, metadata={})
+    drift_dir = tmp_path / "drift"
+    settings = DriftSettings(dir=drift_dir, sample_rate=1.0, window_rows=WINDOW)
+    embedder = OnnxEmbedder.from_export_dir(onnx_dir)
+    replicas = [DriftCapture(settings), DriftCapture(settings)]  # two writers in one folder
+    serve(embedder, replicas[0], sentences(LEGAL, WINDOW, seed=6))
+    serve(embedder, replicas[1], sentences(MEDICAL, WINDOW, seed=7))
+    for capture in replicas:
+        capture.close()
+    assert main(["drift", "--registry", s3_registry_url, "--drift-dir", str(drift_dir), "--json",
+                 "--no-snapshots", "--alert-windows", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    judged = result["computed"]
+    assert len(judged) == 2 and sum(w["rows"] for w in judged) == 2 * WINDOW  # no row lost, both replicas judged
+    assert sorted(w["drifted"] for w in judged) == [False, True]  # the legal replica is fine, the medical one not
