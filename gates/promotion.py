@@ -104,9 +104,11 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
         raise PromotionRefused(f"{duplicate}; nothing was promoted") from None
     except ChampionChanged as changed:  # object storage: another promotion won the compare-and-swap
         raise PromotionRefused(str(changed)) from None
-    # The champion this promotion replaced, as add_version read it under the registry lock (the one read above
-    # could be stale: two concurrent promotions would both report it).
-    previous_version = registry.previous_of(version)
+    # The champion when this version was promoted, as add_version read it under the registry lock and recorded it
+    # (the one read above could be stale: two concurrent promotions would both report it). For a staged promotion
+    # it is the champion the candidate will be cut over from.
+    previous_version = next((entry.from_version for entry in reversed(registry.history())
+                             if entry.version == version and entry.action == "promote"), None)
     if staged:
         aliases.set_candidate(registry, version)
     alias = aliases.CANDIDATE if staged else aliases.CHAMPION

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from gates.drift_reference import build_reference
 
 from gates.cli import main
-from gates.drift_reference import build_reference
 from service.drift.capture import DriftCapture
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder

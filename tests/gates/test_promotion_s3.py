@@ -7,8 +7,8 @@ import pytest
 
 from gates.cli import main
 from gates.promotion import promote_run
-from service.object_registry import ObjectRegistry
 from service.errors import RegistryError
+from service.object_registry import ObjectRegistry
 from service.registry import Registry
 from tests.gates.test_promotion import _gated_run
 

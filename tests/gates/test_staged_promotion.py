@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import shutil
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from service.errors import RegistryError
 from service.registry import Registry
 from tests.gates.test_promotion import _gated_run
 from tests.service.serving import free_port
+from training.run_dir import RunPaths
 
 SECRET = "test-webhook-secret-7f3a"
 
@@ -86,8 +88,10 @@ def test_same_graphs_need_no_reembedding(tmp_path):
     root = tmp_path / "registry"
     run = _run(tmp_path, "first")
     promote_run(run, root, bento_store=False)
-    again = promote_run(run, root, bento_store=False)  # the same export again (e.g. a re-gated run)
-    assert again.reembed_required is False
+    # The same export under another run id (a re-gated run; the same run twice is refused as a duplicate).
+    regated = RunPaths(shutil.copytree(run.root, run.root.with_name("first-regated")))
+    again = promote_run(regated, root, bento_store=False)
+    assert (again.version, again.reembed_required) == ("v0002", False)
 
 
 class _Receiver:
