@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gates.errors import EmbedgateGateError
+from training.run_dir import write_json_atomic
 
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
@@ -209,18 +210,12 @@ def _prepare(out: Path, plan: dict[str, Any]) -> Path:
     elif any(out.iterdir()):
         raise ReembedError(f"{out} is not empty and has no {PLAN}: not an embedgate embed folder; use a new --out")
     else:
-        _write_json(plan_path, plan)
+        write_json_atomic(plan_path, plan)
     shards = out / SHARDS
     shards.mkdir(exist_ok=True)
     for leftover in shards.glob(".tmp-*"):  # a shard being written when an earlier run was killed
         leftover.unlink()
     return shards
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _write_shard(path: Path, ids: list[str], vectors: Any, version: str, dim: int) -> None:
@@ -243,7 +238,7 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, version: str, dim: in
 def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: int) -> None:
     import pyarrow.parquet as pq
 
-    from service.registry import sha256_of
+    from service.atomic_files import sha256_of
 
     shards = []
     for n in range(shard_count):
@@ -251,7 +246,7 @@ def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: 
         shards.append({"file": f"{SHARDS}/{path.name}", "rows": pq.ParquetFile(path).metadata.num_rows,
                        "sha256": sha256_of(path)})
     model_manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    _write_json(out / MANIFEST, {**plan, "shards": shards, "total_rows": sum(s["rows"] for s in shards),
+    write_json_atomic(out / MANIFEST, {**plan, "shards": shards, "total_rows": sum(s["rows"] for s in shards),
                                  "model_manifest_sha256": sha256_of(folder / "manifest.json"),
                                  "run_id": model_manifest.get("run_id"),
                                  "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

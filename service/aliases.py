@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.atomic_files import sha256_of
 from service.errors import RegistryError
 from service.registry import (
     VERSION_PATTERN,
@@ -26,7 +27,6 @@ from service.registry import (
     Registry,
     _now,
     _user,
-    sha256_of,
 )
 
 CHAMPION = "champion"

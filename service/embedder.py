@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.atomic_files import sha256_of
 from service.errors import EmbedRequestError, ModelLoadError
-from service.registry import sha256_of
 from service.tokenization import TOKENIZER_FILE, TextTokenizer, TokenizedBatch, TokenizedTexts
 
 if TYPE_CHECKING:

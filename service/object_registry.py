@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service.atomic_files import sha256_of
 from service.errors import RegistryError
 from service.registry import (
     MANIFEST,
@@ -46,7 +47,6 @@ from service.registry import (
     _user,
     build_manifest,
     logger,
-    sha256_of,
     verify_manifest,
 )
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
-import hashlib
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.atomic_files import fsync_dir, sha256_of, write_json_atomic
 from service.errors import RegistryError
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
@@ -97,18 +97,15 @@ class HistoryEntry:
         return entry
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def build_manifest(root: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(root: Path, extra: dict[str, Any] | None = None,
+                   skip_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The manifest format registry versions and run directories share: {**extra, "files": {relative path:
+    {sha256, size}}}; manifest.json itself and files under `skip_prefixes` (root-relative) are left out."""
     files = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = path.relative_to(root).as_posix()
+        if rel.startswith(skip_prefixes):
+            continue
         files[rel] = {"sha256": sha256_of(path), "size": path.stat().st_size}
     return {**(extra or {}), "files": files}
 
@@ -144,25 +141,6 @@ def verify_manifest(root: Path, ignore: frozenset[str] = frozenset()) -> dict[st
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _copy_file_synced(src: Path, target: Path) -> None:
@@ -362,11 +340,11 @@ class Registry:
                     _copy_file_synced(src, staging / name)
             manifest = build_manifest(staging, {"version": version, "created_at": _now(), "run_id": run_id,
                                                 **metadata})
-            _write_json_atomic(staging / MANIFEST, manifest)
+            write_json_atomic(staging / MANIFEST, manifest)
             _kill_point("staged")
             final = self.root / "versions" / version
             os.rename(staging, final)  # atomic: the version appears complete or not at all
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
             _kill_point("version_visible")
             previous = self.champion()  # read under the lock: concurrent promotions each see the one before
             if make_champion:
@@ -401,7 +379,7 @@ class Registry:
 
     def write_pointer(self, name: str, payload: Any) -> None:
         """Replace a pointer file atomically (callers hold `_locked`)."""
-        _write_json_atomic(self.root / name, payload)
+        write_json_atomic(self.root / name, payload)
 
     @property
     def location(self) -> str:
@@ -412,7 +390,7 @@ class Registry:
         return self.champion_path.is_file()
 
     def _switch(self, version: str, previous: str | None) -> None:
-        _write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
+        write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
     def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None,
                  reembed_required: bool | None = None) -> Champion:

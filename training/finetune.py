@@ -23,7 +23,7 @@ from training.losses import build_loss, choose_loss
 from training.models import is_main_process, load_sentence_transformer
 from training.prepare import TrainingData, prepare_training_data
 from training.prompts import column_prompts, resolve_prompts, strip_prepared, strip_prompt_columns
-from training.run_dir import RunPaths, create_run_dir, new_run_id, open_run_dir, write_json_atomic
+from training.run_dir import RunPaths, new_run_dir, open_run_dir, write_json_atomic
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         paths = RunPaths(Path(run_dir))
         paths.root.mkdir(parents=True, exist_ok=True)
     else:
-        run_id = config.run_id or new_run_id(config.to_yaml_dict())
-        paths = create_run_dir(config.output_dir, run_id, shared=_distributed())
+        paths = new_run_dir(config)
 
     from transformers import set_seed
 

@@ -61,6 +61,13 @@ def create_run_dir(output_dir: Path, run_id: str, *, shared: bool = False) -> Ru
     return RunPaths(root)
 
 
+def new_run_dir(config) -> RunPaths:
+    """The one way a run directory is created for a TrainConfig: its `run_id`, else `<UTC time>-<config hash>`.
+    Under torchrun (WORLD_SIZE > 1) every rank gets the same folder; only rank 0 writes files into it."""
+    shared = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return create_run_dir(config.output_dir, config.run_id or new_run_id(config.to_yaml_dict()), shared=shared)
+
+
 def open_run_dir(path: str | Path) -> RunPaths:
     root = Path(path)
     if not (root / "config.yaml").is_file():

@@ -71,9 +71,10 @@ def train(
 ) -> None:
     import json
 
-    from gates.pipeline.stages import data_gate, new_run
+    from gates.pipeline.stages import data_gate
     from training.finetune import train as run_training
     from training.models import is_main_process
+    from training.run_dir import new_run_dir
 
     if resume is not None:
         result = run_training(resume=resume)
@@ -81,7 +82,7 @@ def train(
         cfg = config_from_options(config, data, sets, **{
             "base_model": base_model, "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "output_dir": str(output_dir) if output_dir else None, "run_id": run_id})
-        paths = new_run(cfg)
+        paths = new_run_dir(cfg)
         if not skip_data_gate:
             gate = data_gate(cfg, paths.data)
             if is_main_process():

@@ -17,7 +17,7 @@ from gates.errors import EmbedgateGateError
 from gates.pipeline.config import PipelineConfig
 from service.errors import EmbedgateServiceError
 from training.errors import EmbedgateTrainingError
-from training.run_dir import RunPaths, sha256_file, write_json_atomic
+from training.run_dir import RunPaths, write_json_atomic
 
 Progress = Callable[[str], None]
 
@@ -101,11 +101,11 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
                  ) -> PipelineOutcome:
     """Every stage, in order; `progress` gets one readable line per step (stage starts, epochs, results).
     quiet: no per-epoch lines and no progress bars (the CLI's --quiet also drops the stage lines)."""
-    from gates.pipeline.stages import new_run
     from training.device import resolve_device
+    from training.run_dir import new_run_dir
 
     resolve_device(config.train.device)  # a device that cannot be used stops the run before anything is written
-    run = new_run(config.train)
+    run = new_run_dir(config.train)
     stages = _Stages(progress)
     outcome = PipelineOutcome(run.root, "error", "", stages.records)
     try:
@@ -318,10 +318,7 @@ def _build_reference(config: PipelineConfig, run: RunPaths) -> tuple[Path | None
 
 def write_manifest(run: RunPaths) -> None:
     """sha256 and size of every file in the run (checkpoints excluded: they are deleted after training)."""
-    files = {}
-    for path in sorted(p for p in run.root.rglob("*") if p.is_file()):
-        rel = path.relative_to(run.root).as_posix()
-        if rel == "manifest.json" or rel.startswith("train/checkpoints/"):
-            continue
-        files[rel] = {"sha256": sha256_file(path), "size": path.stat().st_size}
-    write_json_atomic(run.manifest, {"run_id": run.run_id, "files": files})
+    from service.registry import build_manifest
+
+    write_json_atomic(run.manifest, build_manifest(run.root, {"run_id": run.run_id},
+                                                   skip_prefixes=("train/checkpoints/",)))

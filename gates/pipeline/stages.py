@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.config import TrainConfig
-from training.run_dir import RunPaths, create_run_dir, new_run_id
 
 
 @dataclass(frozen=True)
@@ -21,14 +20,6 @@ class DataGateOutcome:
         from gates.data_gate.console import summary_text
 
         return summary_text(self.report, self.written)
-
-
-def new_run(config: TrainConfig) -> RunPaths:
-    """Create the run directory (all ranks agree on it under torchrun; only rank 0 writes files into it)."""
-    import os
-
-    shared = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return create_run_dir(config.output_dir, config.run_id or new_run_id(config.to_yaml_dict()), shared=shared)
 
 
 def data_gate(config: TrainConfig, out_dir: Path) -> DataGateOutcome:

@@ -16,7 +16,6 @@ carries no pyarrow.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from service.atomic_files import write_json_atomic
 from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftReferenceError
 from service.drift.signals import SIGNALS, nearest_doc_cosine
@@ -169,9 +169,7 @@ def write_reference(out_dir: Path, spec: ReferenceSpec, queries: np.ndarray, cor
     lines += [json.dumps({"set": "corpus", **row}) for row in corpus_descriptors]
     (out_dir / DESCRIPTORS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     # reference.json last: its presence marks a complete reference.
-    tmp = out_dir / f".{SPEC_FILE}.tmp"
-    tmp.write_text(json.dumps(spec.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, out_dir / SPEC_FILE)
+    write_json_atomic(out_dir / SPEC_FILE, spec.to_dict())
     return [out_dir / name for name in REFERENCE_FILES]
 
 

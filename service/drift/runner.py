@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.atomic_files import write_json_atomic
 from service.drift.compute import WindowDriftResult, compute_window
 from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftError, DriftInputError, DriftReferenceError
@@ -96,7 +96,8 @@ class ReferenceCache:
         return found
 
     def _load(self, model_version: str) -> DriftReference:
-        from service.registry import Registry, sha256_of
+        from service.atomic_files import sha256_of
+        from service.registry import Registry
 
         try:
             version_dir = Registry(self.registry_root).version_dir(model_version)
@@ -206,9 +207,7 @@ def _choose(windows: list[WindowInfo], summaries_dir: Path, window_ids: Sequence
 def write_summary(summaries_dir: Path, result: WindowDriftResult) -> Path:
     summaries_dir.mkdir(parents=True, exist_ok=True)
     path = summaries_dir / f"{result.window_id}.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, result.to_dict())
     return path
 
 
