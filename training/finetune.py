@@ -314,7 +314,9 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
     has_eval = evaluator is not None
     precision = device.autocast() if device is not None else None
     return SentenceTransformerTrainingArguments(
-        use_cpu=device is not None and not device.is_cuda,
+        # Only where a GPU is there to avoid: on a CPU-only machine use_cpu=True changes how torchrun's DDP is
+        # wrapped (tests/training/test_ddp.py failed on the pooler's unused parameters with it).
+        use_cpu=device is not None and not device.is_cuda and _cuda(),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         output_dir=str(paths.checkpoints),
