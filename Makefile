@@ -49,8 +49,10 @@ $(MLFLOW_VENV)/.installed: requirements/mlflow-server.txt
 	$(MLFLOW_VENV)/bin/pip install --quiet -r requirements/mlflow-server.txt
 	@touch $@
 
+# One formatter (ruff format, configured in pyproject.toml) and one linter; CI runs this before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check training gates service tests benchmarks
+	$(VENV)/bin/ruff format --check training gates service tests benchmarks
 
 clean:
 	rm -rf artifacts registry .pytest_cache
