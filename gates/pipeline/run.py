@@ -148,8 +148,8 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
 
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
 
-    sts = load_sts_set(config.evaluation.general_sts, config.evaluation.sts_limit) \
-        if config.evaluation.general_sts else None
+    sts_path = config.general_sts()
+    sts = load_sts_set(sts_path, config.evaluation.sts_limit) if sts_path else None
     backends = tuple(b for b in config.evaluation.backends if b != "onnx-int8" or config.export.int8)
     registry = config.promotion.registry if config.promotion.enabled else None
     evaluated = stages.run("evaluate", run_evaluation, run, config.evaluation_data(), config.evaluation.split,
