@@ -92,6 +92,10 @@ class TrainConfig(_Strict):
     dev_fraction: float = Field(0.1, ge=0, lt=0.5)  # held out by query from train, for best-checkpoint selection
     logging_steps: int = Field(5, ge=1)
     eval_steps: int | None = Field(None, ge=1)
+    # Stop once dev has not improved for early_stopping_patience evaluations and keep the best checkpoint
+    # (training/early_stopping.py); null patience = chosen from the run's schedule and dev size.
+    early_stopping: bool = True
+    early_stopping_patience: int | None = Field(None, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs and tests
     mining: MiningConfig = MiningConfig()
     prompts: PromptsConfig | None = None  # query/document prompts; null = the base model's own
