@@ -41,6 +41,7 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.name = name
         self.batch_size = batch_size
         self.primary_metric = "ndcg@10_mean"
+        self.per_query_history: dict[int, np.ndarray] = {}  # global step -> per-query scores (checkpoint choice)
 
     def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
         # encode_query / encode_document apply the model's query and document prompts (training/prompts.py).
@@ -65,7 +66,10 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
                         for dim in self.dims], axis=0)
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        metrics = self.prefix_name_to_metrics(self.scores(*self.encode(model)), self.name)
+        q, d = self.encode(model)
+        if steps >= 0:
+            self.per_query_history[steps] = self.per_query(q, d)
+        metrics = self.prefix_name_to_metrics(self.scores(q, d), self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
 

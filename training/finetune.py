@@ -44,6 +44,7 @@ class TrainResult:
     rotation: dict | None = None
     advice: list[dict] = field(default_factory=list)
     early_stopping: dict | None = None  # patience, why, whether it stopped, epochs run of epochs scheduled
+    checkpoint_choice: str | None = None  # which checkpoint became the model and why (training/checkpoint_choice.py)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -124,9 +125,12 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if stopping is not None:
         stopping |= {"stopped": trainer.state.global_step < trainer.state.max_steps,
                      "epochs_run": round(float(trainer.state.epoch or 0), 2), "epochs_scheduled": config.epochs}
-    rotation = None
+    rotation = checkpoint_choice = None
     if is_main_process():
+        from training.checkpoint_choice import choose_checkpoint
         from training.rotation import choose_rotation
+
+        model, checkpoint_choice = choose_checkpoint(trainer, evaluator, model, config)
 
         model, rotation = choose_rotation(model, _rotation_data(prepared), _dev_dims(config), config.rotation,
                                           seed=config.seed)
@@ -146,6 +150,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()}, mining=mining,
         rotation=rotation.to_dict() if rotation else None,
         advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))], early_stopping=stopping,
+        checkpoint_choice=checkpoint_choice,
         notes=[*data_notes(data), *prepared.notes])
     if is_main_process():
         write_json_atomic(paths.train / "summary.json", result.to_dict())

@@ -41,8 +41,12 @@ def test_a_run_stops_near_its_dev_peak_and_keeps_the_best_checkpoint(tmp_path, t
     stopping = result.early_stopping
     assert stopping["stopped"] and stopping["epochs_run"] < 8, stopping
     assert stopping["patience"] == 3 and "small dev set" in stopping["reason"]  # 8 evaluations -> 2, +1 small dev
-    best = result.run_dir / "train" / "checkpoints" / result.best_checkpoint.split("/")[-1]
-    saved, kept = _weights(result.run_dir / "model"), _weights(best)
+    # The model is the dev-best checkpoint, or the last one when the best led only within noise: it says which.
+    choice = result.checkpoint_choice
+    step = choice.split("(step ")[1].split(")")[0]
+    assert choice.startswith(("best dev checkpoint", "last checkpoint")), choice
+    saved, kept = _weights(result.run_dir / "model"), _weights(result.run_dir / "train" / "checkpoints" /
+                                                              f"checkpoint-{step}")
     assert saved.keys() == kept.keys() and all((saved[k] == kept[k]).all() for k in saved)
 
 
