@@ -47,6 +47,7 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     general = next(r for r in decision["checks"] if r["check"] == "general_domain_sts")
     assert general["status"] in {"pass", "fail"} and general["delta"] is not None, general
     assert "general_domain_sts" in out.out + out.err
+    assert "early stopping: stop after" in out.out + out.err  # on by default, with the patience and why
     assert decision["baseline"].startswith("base model")
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert [s["name"] for s in pipeline["stages"]] == ["data gate", "mine + train", "export", "evaluate", "gate",
