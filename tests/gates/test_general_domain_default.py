@@ -24,7 +24,7 @@ def test_packaged_set_is_a_usable_sts_table():
     assert 150 <= len(sts.scores) == len(rows) <= 250
     assert all(0.0 <= s <= 5.0 for s in sts.scores)
     assert {int(s) for s in sts.scores} == {0, 1, 2, 3, 4, 5}  # every band of the scale is represented
-    pairs = list(zip(sts.sentences1, sts.sentences2))
+    pairs = list(zip(sts.sentences1, sts.sentences2, strict=True))
     assert len(set(pairs)) == len(pairs) and all(a != b for a, b in pairs)
     assert "CC BY 4.0" in (GENERAL_STS.parent / "README.md").read_text(encoding="utf-8")
 
