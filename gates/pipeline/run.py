@@ -135,9 +135,11 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     stages.note(loss=trained.loss, rows=trained.train_rows, steps=trained.steps,
                 examples_per_second=trained.examples_per_second, best_dev=trained.best_metric,
                 mining=(trained.mining or {}).get("strategy"), rotation=(trained.rotation or {}).get("reason"),
-                advice=[tip["message"] for tip in trained.advice], early_stopping=trained.early_stopping)
+                advice=[tip["message"] for tip in trained.advice], early_stopping=trained.early_stopping,
+                checkpoint=trained.checkpoint_choice)
     stopping = trained.early_stopping
     for line in [f"rotation: {(trained.rotation or {}).get('reason', 'n/a')}",
+                 *([f"checkpoint: {trained.checkpoint_choice}"] if trained.checkpoint_choice else []),
                  *([f"early stopping: {stopping['reason']}; ran {stopping['epochs_run']:g} of "
                     f"{stopping['epochs_scheduled']:g} epochs"] if stopping else []),
                  *(f"advice: {tip['message']}" for tip in trained.advice)]:
