@@ -89,9 +89,14 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0, le=1)
     max_seq_length: int | None = Field(None, ge=8, le=8192)
     seed: int = Field(42, ge=0)
-    dev_fraction: float = Field(0.1, ge=0, lt=0.5)  # held out by query from train, for best-checkpoint selection
+    # held out by query from train for the dev decisions; raised towards 50 queries on small sets (prepare.py)
+    dev_fraction: float = Field(0.1, ge=0, lt=0.5)
     logging_steps: int = Field(5, ge=1)
     eval_steps: int | None = Field(None, ge=1)
+    # Stop once dev has not improved for early_stopping_patience evaluations and keep the best checkpoint
+    # (training/early_stopping.py); null patience = chosen from the run's schedule and dev size.
+    early_stopping: bool = True
+    early_stopping_patience: int | None = Field(None, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs and tests
     mining: MiningConfig = MiningConfig()
     prompts: PromptsConfig | None = None  # query/document prompts; null = the base model's own

@@ -14,15 +14,20 @@ from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 
 def binary_ndcg_at_k(scores: np.ndarray, relevant: list[set[int]], k: int = 10) -> float:
     """Mean binary NDCG@k over queries; `scores` is [queries, docs]; ties broken by doc index."""
+    return float(np.mean(binary_ndcg_per_query(scores, relevant, k))) if len(relevant) else 0.0
+
+
+def binary_ndcg_per_query(scores: np.ndarray, relevant: list[set[int]], k: int = 10) -> np.ndarray:
+    """Binary NDCG@k of each query (the paired unit for training/dev_noise.py)."""
     k = min(k, scores.shape[1])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    total = 0.0
-    for row, rel in zip(order, relevant, strict=True):
+    out = np.zeros(len(relevant))
+    for i, (row, rel) in enumerate(zip(order, relevant, strict=True)):
         gains = np.fromiter((1.0 if d in rel else 0.0 for d in row), dtype=float, count=k)
         ideal = discounts[: min(len(rel), k)].sum()
-        total += float(gains @ discounts) / ideal if ideal else 0.0
-    return total / max(len(relevant), 1)
+        out[i] = float(gains @ discounts) / ideal if ideal else 0.0
+    return out
 
 
 class MatryoshkaRetrievalEvaluator(BaseEvaluator):
@@ -36,6 +41,7 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.name = name
         self.batch_size = batch_size
         self.primary_metric = "ndcg@10_mean"
+        self.per_query_history: dict[int, np.ndarray] = {}  # global step -> per-query scores (checkpoint choice)
 
     def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
         # encode_query / encode_document apply the model's query and document prompts (training/prompts.py).
@@ -54,8 +60,16 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         metrics["ndcg@10_mean"] = float(np.mean([metrics[f"ndcg@10_d{dim}"] for dim in self.dims]))
         return metrics
 
+    def per_query(self, q: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Each query's NDCG@10 averaged over dims: what the dev decisions compare, query by query."""
+        return np.mean([binary_ndcg_per_query(_unit(q[:, :dim]) @ _unit(d[:, :dim]).T, self.relevant)
+                        for dim in self.dims], axis=0)
+
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
-        metrics = self.prefix_name_to_metrics(self.scores(*self.encode(model)), self.name)
+        q, d = self.encode(model)
+        if steps >= 0:
+            self.per_query_history[steps] = self.per_query(q, d)
+        metrics = self.prefix_name_to_metrics(self.scores(q, d), self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
 

@@ -43,6 +43,8 @@ class TrainResult:
     mining: dict | None = None
     rotation: dict | None = None
     advice: list[dict] = field(default_factory=list)
+    early_stopping: dict | None = None  # patience, why, whether it stopped, epochs run of epochs scheduled
+    checkpoint_choice: str | None = None  # which checkpoint became the model and why (training/checkpoint_choice.py)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -111,6 +113,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     evaluator = _dev_evaluator(prepared, config)
     args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts,
                                device)
+    stopper, stopping = _early_stopping(config, args, prepared, len(train_rows))
     if report is not None:
         from training.progress import epoch_reporter
 
@@ -130,7 +133,7 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         datasets.disable_progress_bars()
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
                                          evaluator=evaluator,
-                                         callbacks=[JsonlLogCallback(paths.train_log), *(callbacks or [])])
+                                         callbacks=[JsonlLogCallback(paths.train_log), *stopper, *(callbacks or [])])
     if not progress:  # no bars and no printed log dicts: the pipeline reports stages itself
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -139,9 +142,15 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
-    rotation = None
+    if stopping is not None:
+        stopping |= {"stopped": trainer.state.global_step < trainer.state.max_steps,
+                     "epochs_run": round(float(trainer.state.epoch or 0), 2), "epochs_scheduled": config.epochs}
+    rotation = checkpoint_choice = None
     if is_main_process():
+        from training.checkpoint_choice import choose_checkpoint
         from training.rotation import choose_rotation
+
+        model, checkpoint_choice = choose_checkpoint(trainer, evaluator, model, config)
 
         model, rotation = choose_rotation(model, _rotation_data(prepared), _dev_dims(config), config.rotation,
                                           seed=config.seed)
@@ -160,7 +169,8 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
         dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()}, mining=mining,
         rotation=rotation.to_dict() if rotation else None,
-        advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))],
+        advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))], early_stopping=stopping,
+        checkpoint_choice=checkpoint_choice,
         notes=[*data_notes(data), *prepared.notes])
     if is_main_process():
         write_json_atomic(paths.train / "summary.json", result.to_dict())
@@ -349,6 +359,20 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
         ddp_backend="gloo" if _distributed() and not _cuda() else None,
         ddp_find_unused_parameters=False if _distributed() else None,
     )
+
+
+def _early_stopping(config: TrainConfig, args, prepared: TrainingData, n_rows: int) -> tuple[list, dict | None]:
+    """transformers' EarlyStoppingCallback with the patience from the data, when there is a dev set to watch."""
+    if not config.early_stopping or args.eval_strategy == "no":
+        return [], None
+    from training.early_stopping import early_stopping_callback, patience_from_data
+
+    total = args.max_steps if args.max_steps > 0 else int(max(1, -(-n_rows // config.batch_size)) * config.epochs)
+    patience, why = patience_from_data(max(1, -(-total // args.eval_steps)), prepared.dev["size"])
+    if config.early_stopping_patience is not None:
+        patience, why = config.early_stopping_patience, f"stop after {config.early_stopping_patience} " \
+                                                        "evaluations without a dev gain (configured)"
+    return [early_stopping_callback(patience)], {"patience": patience, "reason": why}
 
 
 def _best_metric_name(evaluator) -> str:

@@ -17,10 +17,22 @@ from training.formats import DatasetType, negative_columns
 from training.loading import TableDataset, dataset_type_of, to_hf_dataset
 from training.mining.contradiction import nli_triplets
 
-# Dev corpus = the dev queries' positives + this many other texts: enough distractors to rank against, small
-# enough that an evaluation during training costs seconds, not minutes, on CPU.
-DEV_DISTRACTORS = 500
+# Dev corpus = the dev queries' positives + up to this many other texts, i.e. the whole corpus of any set we have:
+# the test ranks against the whole corpus, and against a few hundred distractors small dims looked fine on dev
+# while they lost on test. Same cap as the rotation's decision (training/rotation.py MAX_CORPUS_TEXTS).
+DEV_DISTRACTORS = 10000
 MAX_DEV_ANCHORS = 200
+# The dev set is sized from the data: dev_fraction of the anchors, but at least MIN_DEV_QUERIES (a 10% split of a
+# few hundred queries is 30-40, too few for a dev gain to mean anything), never more than MAX_DEV_SHARE of them.
+MIN_DEV_QUERIES = 50
+MAX_DEV_SHARE = 0.25
+
+
+def dev_size(n: int, fraction: float) -> int:
+    """How many of `n` anchors (or STS pairs) to hold out: `fraction`, raised towards MIN_DEV_QUERIES on small sets."""
+    if fraction <= 0:
+        return 0
+    return min(MAX_DEV_ANCHORS, max(int(n * fraction), min(MIN_DEV_QUERIES, int(n * MAX_DEV_SHARE))))
 
 
 @dataclass
@@ -84,14 +96,14 @@ def _hold_out_dev(rows, kind, corpus, labelled, fraction, seed):
         return rows, None
     rng = np.random.default_rng(seed)
     if kind is DatasetType.STS:
-        n_dev = max(1, int(len(rows) * fraction))
+        n_dev = max(1, dev_size(len(rows), fraction))
         if len(rows) - n_dev < 2:
             return rows, None
         perm = rng.permutation(len(rows))
         dev = rows.select(sorted(perm[:n_dev]))
         return rows.select(sorted(perm[n_dev:])), {"kind": "sts", "rows": dev, "size": n_dev, "unit": "pairs"}
     anchors = list(dict.fromkeys(list(rows["anchor"])))
-    n_dev = min(MAX_DEV_ANCHORS, int(len(anchors) * fraction))
+    n_dev = dev_size(len(anchors), fraction)
     if n_dev < 5:  # too few to rank anything meaningfully: train on everything, no evaluation during training
         return rows, None
     dev_anchors = set(rng.choice(anchors, size=n_dev, replace=False).tolist())

@@ -38,7 +38,11 @@ class EvaluationSection(_Section):
     # The served graphs. torch (the SentenceTransformer itself) is an opt-in reference: the export already checks
     # every graph's parity to it, and it costs a third encoding of the corpus.
     backends: list[Backend] = ["onnx-fp32", "onnx-int8"]
-    general_sts: Path | None = None  # optional general-domain STS table (sentence1, sentence2, score)
+    # The forgetting check: every run scores a general-domain STS table (sentence1, sentence2, score 0-5) so the
+    # gate's general_domain check has evidence. null = the packaged set (training/data/general_sts); off with
+    # general_domain: false.
+    general_domain: bool = True
+    general_sts: Path | None = None
     sts_limit: int | None = Field(1500, ge=10)
 
 
@@ -95,6 +99,14 @@ class PipelineConfig(_Section):
         return self.model_copy(update={"train": self.train.model_copy(update={"data": data}),
                                        "evaluation": self.evaluation.model_copy(update={"data": eval_dir,
                                                                                         "split": "test"})})
+
+    def general_sts(self) -> Path | None:
+        """The STS table the forgetting check scores, or None when the check is turned off."""
+        if not self.evaluation.general_domain:
+            return None
+        from training.data import GENERAL_STS
+
+        return self.evaluation.general_sts or GENERAL_STS
 
     def evaluation_data(self) -> Path:
         if self.evaluation.data is not None:

@@ -156,8 +156,13 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     stages.note(loss=trained.loss, rows=trained.train_rows, steps=trained.steps,
                 examples_per_second=trained.examples_per_second, best_dev=trained.best_metric,
                 mining=(trained.mining or {}).get("strategy"), rotation=(trained.rotation or {}).get("reason"),
-                advice=[tip["message"] for tip in trained.advice])
+                advice=[tip["message"] for tip in trained.advice], early_stopping=trained.early_stopping,
+                checkpoint=trained.checkpoint_choice)
+    stopping = trained.early_stopping
     for line in [f"rotation: {(trained.rotation or {}).get('reason', 'n/a')}",
+                 *([f"checkpoint: {trained.checkpoint_choice}"] if trained.checkpoint_choice else []),
+                 *([f"early stopping: {stopping['reason']}; ran {stopping['epochs_run']:g} of "
+                    f"{stopping['epochs_scheduled']:g} epochs"] if stopping else []),
                  *(f"advice: {tip['message']}" for tip in trained.advice)]:
         progress(line)
 
@@ -169,8 +174,8 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
 
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
 
-    sts = load_sts_set(config.evaluation.general_sts, config.evaluation.sts_limit) \
-        if config.evaluation.general_sts else None
+    sts_path = config.general_sts()
+    sts = load_sts_set(sts_path, config.evaluation.sts_limit) if sts_path else None
     backends = tuple(b for b in config.evaluation.backends if b != "onnx-int8" or config.export.int8)
     registry = config.promotion.registry if config.promotion.enabled else None
     evaluated = stages.run("evaluate", run_evaluation, run, config.evaluation_data(), config.evaluation.split,

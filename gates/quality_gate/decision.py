@@ -123,7 +123,9 @@ def decide(
 
 def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int, str]:
     """The dim to serve, and why: fixed by the policy, or the smallest dim that keeps `serving_dim_fraction`
-    of the largest dim's primary metric (candidate, onnx-fp32)."""
+    of the largest dim's primary metric (candidate, onnx-fp32) beyond query-sampling noise: the lower end of the
+    bootstrap interval of mean(dim - fraction * full) over queries must be >= 0, else the next dim up (the full
+    dim is the conservative choice)."""
     dims = candidate.dims("onnx-fp32")
     if not dims:
         raise MissingMetricError(
@@ -136,13 +138,31 @@ def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int
         return policy.serving_dim, "fixed by the policy"
     metric, full_dim = policy.primary_metric, dims[-1]
     full = candidate.mean_metric(metric, "onnx-fp32", full_dim)
+    within_noise = []
     for dim in dims:
         value = candidate.mean_metric(metric, "onnx-fp32", dim)
         if value >= policy.serving_dim_fraction * full:
+            low = _retention_lower_bound(candidate, metric, dim, full_dim, policy.serving_dim_fraction)
             kept = value / full if full > 0 else 1.0
+            if low < 0:
+                within_noise.append(f"d{dim} {kept:.1%}")
+                continue
+            noise = f"; {', '.join(within_noise)} kept it only within noise" if within_noise else ""
             return dim, (
-                f"auto: smallest dim keeping >= {policy.serving_dim_fraction:.0%} of d{full_dim}'s {metric}: "
-                f"{value:.4f} = {kept:.1%} of {full:.4f}"
+                f"auto: smallest dim keeping >= {policy.serving_dim_fraction:.0%} of d{full_dim}'s {metric} "
+                f"beyond query noise: {value:.4f} = {kept:.1%} of {full:.4f}{noise}"
             )
     raise AssertionError("unreachable: the full dim always keeps 100% of itself")
+
+
+def _retention_lower_bound(candidate: EvalResults, metric: str, dim: int, full_dim: int, fraction: float) -> float:
+    """Lower end of the 95% bootstrap interval of mean over queries of (dim - fraction * full); >= 0 at full dim."""
+    if dim == full_dim:
+        return 0.0
+    from gates.evaluation.significance import compare_paired
+
+    small = candidate.per_query_metric(metric, "onnx-fp32", dim)
+    full = candidate.per_query_metric(metric, "onnx-fp32", full_dim)
+    return compare_paired(small, {q: fraction * v for q, v in full.items()}, method="bootstrap",
+                          n_resamples=2000).ci_low
 

@@ -50,6 +50,11 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     decision = json.loads((run / "gate" / "decision.json").read_text())
     primary = next(r for r in decision["checks"] if r["check"] == "primary_improves")
     assert decision["passed"] and primary["delta"] > 0 and primary["p_value"] < 0.05
+    # The forgetting check runs by default on the packaged general-domain STS set, and its delta is in the table.
+    general = next(r for r in decision["checks"] if r["check"] == "general_domain_sts")
+    assert general["status"] in {"pass", "fail"} and general["delta"] is not None, general
+    assert "general_domain_sts" in out.out + out.err
+    assert "early stopping: stop after" in out.out + out.err  # on by default, with the patience and why
     assert decision["baseline"].startswith("base model")
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert [s["name"] for s in pipeline["stages"]] == ["data gate", "mine + train", "export", "evaluate", "gate",

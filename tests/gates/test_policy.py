@@ -11,7 +11,7 @@ import pytest
 
 from gates.errors import MissingMetricError
 from gates.evaluation.results import EvalResults, EvalResultsError, ParityRecord
-from gates.quality_gate.decision import decide
+from gates.quality_gate.decision import decide, resolve_serving_dim
 from gates.quality_gate.policy import GatePolicy, PolicyError, default_policy, load_policy, policy_from_dict
 
 DIMS = (64, 128, 256, 384)
@@ -362,3 +362,28 @@ def test_policy_file_problems_outside_the_schema(tmp_path) -> None:
         PolicyError, match=r"serving_dim_fraction: Input should be less than or equal to 1 \(got 1.5\)"
     ):
         policy_from_dict({"serving_dim_fraction": 1.5, "checks": [{"name": "p", "kind": "parity"}]})
+
+
+def test_auto_serving_dim_needs_its_retention_beyond_query_noise() -> None:
+    """d128 keeps 99.3% of d384 on average, but query by query it swings by +-0.15 over 40 queries: within noise,
+    so the next dim up is served; with the same mean and no swing, d128 is served."""
+    rng = np.random.default_rng(3)
+    full = {f"q{i}": float(v) for i, v in enumerate(rng.uniform(0.4, 0.8, 40))}
+    swing = rng.normal(0, 0.15, 40)
+    swing -= swing.mean()
+
+    def results(per_dim: dict[int, dict[str, float]]) -> EvalResults:
+        retrieval = [{"backend": "onnx-fp32", "dim": dim, "n_queries": 40,
+                      "mean": {"ndcg@10": float(np.mean(list(values.values())))},
+                      "per_query": {q: {"ndcg@10": v} for q, v in values.items()}} for dim, values in per_dim.items()]
+        return EvalResults.from_dict({"model": {"label": "candidate", "name": "c"}, "retrieval": retrieval})
+
+    steady = {q: 0.993 * v for q, v in full.items()}
+    noisy = {q: 0.993 * v + s for (q, v), s in zip(full.items(), swing, strict=True)}
+    d256 = {q: 0.999 * v for q, v in full.items()}
+    low = {q: 0.5 * v for q, v in full.items()}
+    policy = default_policy()
+    dim, reason = resolve_serving_dim(policy, results({64: low, 128: steady, 256: d256, 384: full}))
+    assert dim == 128 and "beyond query noise" in reason
+    dim, reason = resolve_serving_dim(policy, results({64: low, 128: noisy, 256: d256, 384: full}))
+    assert dim == 256 and "d128 99.3% kept it only within noise" in reason

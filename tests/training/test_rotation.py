@@ -65,7 +65,8 @@ def test_choose_rotation_modes(tiny_model):
     assert decision.applied and len(forced._modules) == 4
     chosen, decision = choose_rotation(tiny_model, data, [32, 8], mode="auto")
     gain = decision.dev_after["ndcg@10_mean"] - decision.dev_before["ndcg@10_mean"]
-    assert decision.applied == (gain > 0)
+    assert decision.dev_gain["mean"] == pytest.approx(gain, abs=1e-4) and decision.dev_gain["n"] == 6
+    assert decision.applied == (decision.dev_gain["low"] > 0)  # beyond the dev set's noise, not merely > 0
     assert (len(chosen._modules) == 4) == decision.applied
     assert "against the whole 80-text corpus" in decision.reason
     assert decision.fit_texts == 80 + 54  # the corpus and the training anchors
@@ -126,3 +127,16 @@ def test_rotated_model_exports_with_parity(tmp_path, tiny_model):
     result = export_run(tmp_path / "m", tmp_path / "onnx", dims=[32, 16], int8=False)
     assert list(result.graphs), "nothing to check: result.graphs is empty"
     assert all(g.parity.min_cosine >= 0.9999 for g in result.graphs)
+
+
+def test_in_auto_a_refinement_within_dev_noise_falls_back_to_pca(tiny_model, monkeypatch):
+    import training.rotation_learning as learning
+
+    def no_better(init, anchors, positives, corpus, also_positive, dims, dev_score, seed=0):
+        # A "refinement" that ran steps but equals PCA: zero gain on every dev query.
+        return learning.LearnedRotation(init.copy(), 5, dev_score(init), [])
+
+    monkeypatch.setattr(learning, "learn_rotation", no_better)
+    model, decision = choose_rotation(tiny_model, _rotation_data(), [32, 8], mode="auto")
+    assert "PCA only: PCA refined on 54 training pairs for 5 steps gained +0.0000" in decision.reason
+    assert "within the dev set's noise" in decision.reason
