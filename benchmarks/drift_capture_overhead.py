@@ -38,7 +38,9 @@ def load_str() -> str:
 
 def legal_queries() -> list[str]:
     path = Path(__file__).resolve().parents[1] / "training" / "data" / "legal_lay" / "queries.jsonl"
-    return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def export_minilm(target: Path) -> Path:
@@ -75,8 +77,15 @@ def writer_cpu_per_text(embedder, texts: list[str], scratch: Path) -> float:
     writer = WindowWriter(scratch, window_rows=500, keep_windows=4)
     started = time.thread_time()
     for start in range(0, len(texts), 8):
-        rows = _rows_from(time.time(), "v0001", 384, texts[start : start + 8], vectors[start : start + 8],
-                          counts[start : start + 8], [False] * len(counts[start : start + 8]))
+        rows = _rows_from(
+            time.time(),
+            "v0001",
+            384,
+            texts[start : start + 8],
+            vectors[start : start + 8],
+            counts[start : start + 8],
+            [False] * len(counts[start : start + 8]),
+        )
         writer.append(rows)
     writer.close()
     return (time.thread_time() - started) / len(texts)
@@ -88,7 +97,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--texts", type=int, default=256, help="texts served per batch size and round")
-    parser.add_argument("--rate", type=float, action="append", help="sample rates to measure (default 0.1 and 1)")
+    parser.add_argument(
+        "--rate", type=float, action="append", help="sample rates to measure (default 0.1 and 1)"
+    )
     args = parser.parse_args()
     rates = args.rate or [0.1, 1.0]
 
@@ -102,9 +113,15 @@ def main() -> None:
         queries = legal_queries()
         texts = (queries * (args.texts // len(queries) + 1))[: args.texts]
         embedder.embed(texts[:64])  # warm-up
-        captures = {rate: DriftCapture(DriftSettings(dir=Path(scratch) / f"drift-{rate}", sample_rate=rate,
-                                                     window_rows=500), seed=0) for rate in rates}
-        totals: dict[tuple[int, float], list[float]] = {}  # (batch, rate) -> [embed s, record s, embed cpu s, texts]
+        captures = {
+            rate: DriftCapture(
+                DriftSettings(dir=Path(scratch) / f"drift-{rate}", sample_rate=rate, window_rows=500), seed=0
+            )
+            for rate in rates
+        }
+        totals: dict[
+            tuple[int, float], list[float]
+        ] = {}  # (batch, rate) -> [embed s, record s, embed cpu s, texts]
         for round_index in range(args.rounds):
             print(f"round {round_index + 1}/{args.rounds} ({load_str()})", flush=True)
             for batch in BATCH_SIZES:
@@ -115,17 +132,24 @@ def main() -> None:
                     for index, value in enumerate(measured):
                         total[index] += value
                     total[3] += len(texts)
-        writer_cpu = statistics.median(writer_cpu_per_text(embedder, queries, Path(scratch) / f"writer-{i}")
-                                       for i in range(3))
-        print(f"\nMiniLM fp32, {args.threads} threads, {args.rounds} rounds x {len(texts)} texts per batch size "
-              f"and rate ({load_str()} at the end); writer CPU per captured text {writer_cpu * 1e6:.0f} us")
-        print(f"{'batch':>5} {'rate':>5} {'embed texts/s':>14} {'record/call':>12} {'request path':>13} "
-              f"{'background':>11} {'total':>8}")
+        writer_cpu = statistics.median(
+            writer_cpu_per_text(embedder, queries, Path(scratch) / f"writer-{i}") for i in range(3)
+        )
+        print(
+            f"\nMiniLM fp32, {args.threads} threads, {args.rounds} rounds x {len(texts)} texts per batch size "
+            f"and rate ({load_str()} at the end); writer CPU per captured text {writer_cpu * 1e6:.0f} us"
+        )
+        print(
+            f"{'batch':>5} {'rate':>5} {'embed texts/s':>14} {'record/call':>12} {'request path':>13} "
+            f"{'background':>11} {'total':>8}"
+        )
         for (batch, rate), (embed_s, record_s, embed_cpu, count) in totals.items():
             calls = count / batch
             background = rate * writer_cpu / (embed_cpu / count)
-            print(f"{batch:>5} {rate:>5g} {count / embed_s:14.1f} {record_s / calls * 1e6:9.1f} us "
-                  f"{record_s / embed_s:12.2%} {background:10.2%} {record_s / embed_s + background:7.2%}")
+            print(
+                f"{batch:>5} {rate:>5g} {count / embed_s:14.1f} {record_s / calls * 1e6:9.1f} us "
+                f"{record_s / embed_s:12.2%} {background:10.2%} {record_s / embed_s + background:7.2%}"
+            )
         for rate, capture in captures.items():
             print(f"capture @ {rate:g}: {capture.close().to_dict()}")
 

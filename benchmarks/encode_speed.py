@@ -24,15 +24,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-WORDS = ("the patient took a tablet twice each day after doctor said that blood pressure and heart rate were "
-         "too high for safe exercise while tenant asked landlord about deposit before lease ends under contract "
-         "clause insurance policy covers hospital visit child fever cough court held damages").split()
+WORDS = (
+    "the patient took a tablet twice each day after doctor said that blood pressure and heart rate were "
+    "too high for safe exercise while tenant asked landlord about deposit before lease ends under contract "
+    "clause insurance policy covers hospital visit child fever cough court held damages"
+).split()
 
 
 def short_sentences(count: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 17))).capitalize() + "."
-            for _ in range(count)]
+    return [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 17))).capitalize() + "."
+        for _ in range(count)
+    ]
 
 
 def load_str() -> str:
@@ -50,8 +54,12 @@ def cpu_name() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export-dir", type=Path, help="an `embedgate export` of MiniLM (default: export now)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--export-dir", type=Path, help="an `embedgate export` of MiniLM (default: export now)"
+    )
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -80,18 +88,24 @@ def main() -> None:
             print(f"exported dim 384 fp32+int8 in {time.perf_counter() - started:.1f} s ({load_str()})")
 
         model = SentenceTransformer(str(model_dir), device="cpu")
-        backends = {"sentence-transformers torch fp32": lambda batch: model.encode(
-            batch, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False)}
+        backends = {
+            "sentence-transformers torch fp32": lambda batch: model.encode(
+                batch, batch_size=args.batch_size, convert_to_numpy=True, show_progress_bar=False
+            )
+        }
         levels = list(OPTIMIZATION_LEVELS) if args.optimizations else ["all"]
         for precision in ("fp32", "int8"):
             for level in levels:
-                embedder = OnnxEmbedder.from_export_dir(export_dir, precision=precision, threads=args.threads,
-                                                        optimization=level)
+                embedder = OnnxEmbedder.from_export_dir(
+                    export_dir, precision=precision, threads=args.threads, optimization=level
+                )
                 name = f"OnnxEmbedder {precision}" + (f" opt={level}" if args.optimizations else "")
                 backends[name] = lambda batch, e=embedder: e.embed(batch, batch_size=args.batch_size)
 
-        print(f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {args.threads}, "
-              f"{args.sentences} sentences of 12-17 words, batch {args.batch_size}")
+        print(
+            f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, threads {args.threads}, "
+            f"{args.sentences} sentences of 12-17 words, batch {args.batch_size}"
+        )
         for run in backends.values():  # warm-up: first calls allocate and pick kernels
             run(texts[: args.batch_size])
         rates: dict[str, list[float]] = {name: [] for name in backends}

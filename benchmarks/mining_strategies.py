@@ -30,8 +30,13 @@ def run(data: Path, strategy: str, work: Path, domain_texts: Path | None) -> dic
     from training.finetune import train
     from training.loading import load_dataset
 
-    overrides = {"data.path": str(data), "data.type": "ir", "output_dir": str(work), "run_id": strategy,
-                 "mining.strategy": strategy}
+    overrides = {
+        "data.path": str(data),
+        "data.type": "ir",
+        "output_dir": str(work),
+        "run_id": strategy,
+        "mining.strategy": strategy,
+    }
     if strategy == "domain_confusion":
         overrides["mining.domain_confusion_path"] = str(domain_texts)
     started = time.perf_counter()
@@ -39,10 +44,16 @@ def run(data: Path, strategy: str, work: Path, domain_texts: Path | None) -> dic
     export_run(result.run_dir / "model", result.run_dir / "onnx", int8=False)
     view = load_dataset(data, "ir").split("test")
     encoder = onnx_encoder(result.run_dir / "onnx", "fp32")
-    scores = evaluate_model("candidate", strategy, str(result.run_dir), (encoder,), view, encoder.dims, None, {})
-    return {"strategy": strategy, "seconds": round(time.perf_counter() - started, 1),
-            "ndcg@10": {e.dim: round(e.mean["ndcg@10"], 4) for e in scores.retrieval},
-            "mining": result.mining, "rotation": (result.rotation or {}).get("applied")}
+    scores = evaluate_model(
+        "candidate", strategy, str(result.run_dir), (encoder,), view, encoder.dims, None, {}
+    )
+    return {
+        "strategy": strategy,
+        "seconds": round(time.perf_counter() - started, 1),
+        "ndcg@10": {e.dim: round(e.mean["ndcg@10"], 4) for e in scores.retrieval},
+        "mining": result.mining,
+        "rotation": (result.rotation or {}).get("applied"),
+    }
 
 
 def main(argv=None) -> int:

@@ -38,8 +38,11 @@ def main() -> None:
     from training.run_dir import RunPaths
 
     shutil.rmtree(args.out, ignore_errors=True)
-    overrides = {"output_dir": str(args.out / "runs"), "promotion.registry": str(args.out / "registry"),
-                 **parse_set(args.sets)}
+    overrides = {
+        "output_dir": str(args.out / "runs"),
+        "promotion.registry": str(args.out / "registry"),
+        **parse_set(args.sets),
+    }
     loads, stages, caches = [os.getloadavg()[0]], {}, {}
     for name in ("run1", "run2"):
         config = load_pipeline_config(args.config, {**overrides, "run_id": name})
@@ -53,12 +56,20 @@ def main() -> None:
         loads.append(os.getloadavg()[0])
     run2 = RunPaths(args.out / "runs" / "run2")
     legacy = args.out / "legacy-eval"
-    shutil.copytree(run2.root, legacy, ignore=shutil.ignore_patterns("eval", "gate", "baseline", "report.html"))
+    shutil.copytree(
+        run2.root, legacy, ignore=shutil.ignore_patterns("eval", "gate", "baseline", "report.html")
+    )
     config = load_pipeline_config(args.config, overrides)
     started = time.perf_counter()
-    run_evaluation(RunPaths(legacy), config.evaluation_data(), config.evaluation.split,
-                   registry_root=args.out / "registry", base_model=config.train.base_model,
-                   backends=("onnx-fp32", "onnx-int8", "torch"), quiet=True)
+    run_evaluation(
+        RunPaths(legacy),
+        config.evaluation_data(),
+        config.evaluation.split,
+        registry_root=args.out / "registry",
+        base_model=config.train.base_model,
+        backends=("onnx-fp32", "onnx-int8", "torch"),
+        quiet=True,
+    )
     stages["before"] = {"evaluate": time.perf_counter() - started}
     loads.append(os.getloadavg()[0])
 
@@ -68,13 +79,19 @@ def main() -> None:
         a, b = stages["run1"][stage], stages["run2"].get(stage)
         print(f"| {stage} | {a:.1f} | {b:.1f} | {b / a:.2f} |" if b else f"| {stage} | {a:.1f} | - | - |")
     before, after = stages["before"]["evaluate"], stages["run2"]["evaluate"]
-    print(f"\nevaluation of run 2 as before the cache (torch backend, no cache): {before:.1f} s; with the cache and "
-          f"the default backends: {after:.1f} s ({after / before:.2f}x)")
+    print(
+        f"\nevaluation of run 2 as before the cache (torch backend, no cache): {before:.1f} s; with the cache and "
+        f"the default backends: {after:.1f} s ({after / before:.2f}x)"
+    )
     for name, cache in caches.items():
         hit = [e["label"] for e in cache["lookups"] if e["hit"]]
-        print(f"{name}: cache {cache['hits']} hit(s) {hit}, {cache['misses']} encoded ({cache['encoded_texts']} texts)")
-    print(f"load (1-min average) at start, after run 1, run 2, legacy eval: {[round(x, 1) for x in loads]} "
-          f"on {os.cpu_count()} cores")
+        print(
+            f"{name}: cache {cache['hits']} hit(s) {hit}, {cache['misses']} encoded ({cache['encoded_texts']} texts)"
+        )
+    print(
+        f"load (1-min average) at start, after run 1, run 2, legacy eval: {[round(x, 1) for x in loads]} "
+        f"on {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":

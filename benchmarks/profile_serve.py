@@ -29,51 +29,112 @@ sys.path.insert(0, str(BENCH_DIR))
 from serve_throughput import WRK_SCRIPT, Server  # noqa: E402
 
 # Frames where a thread waits for work (executor queues, the event loop's poll): not CPU spent on a request.
-IDLE_FRAMES = ("thread.py:81)", "runners.py:118)", "threading.py:327)", "threading.py:331)", "queue.py:171)",
-               "queue.py:180)")
+IDLE_FRAMES = (
+    "thread.py:81)",
+    "runners.py:118)",
+    "threading.py:327)",
+    "threading.py:331)",
+    "queue.py:171)",
+    "queue.py:180)",
+)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True, help="path prefix: writes OUT.svg and OUT.txt")
-    parser.add_argument("--registry", type=Path,
-                        default=REPO_ROOT / "artifacts" / "bench" / "serve-throughput" / "registry")
+    parser.add_argument(
+        "--registry", type=Path, default=REPO_ROOT / "artifacts" / "bench" / "serve-throughput" / "registry"
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--port", type=int, default=3967)
     args = parser.parse_args()
     if not (args.registry / "champion.json").is_file():
-        parser.error(f"{args.registry} holds no champion: run benchmarks/serve_throughput.py once, or pass "
-                     f"--registry")
+        parser.error(
+            f"{args.registry} holds no champion: run benchmarks/serve_throughput.py once, or pass --registry"
+        )
     work = args.out.parent
     work.mkdir(parents=True, exist_ok=True)
     bodies = work / ".profile_bodies.jsonl"
     script = work / ".profile_bodies.lua"
-    bodies.write_text('{"input": ["The quick brown fox jumps over the lazy dog near the river bank."], '
-                      '"dimensions": 128}\n')
+    bodies.write_text(
+        '{"input": ["The quick brown fox jumps over the lazy dog near the river bank."], "dimensions": 128}\n'
+    )
     script.write_text(WRK_SCRIPT)
-    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
-           "EMBEDGATE_DRIFT_SAMPLE_RATE": "0", "EMBEDGATE_REGISTRY": str(args.registry), "EMBEDGATE_THREADS": "2",
-           "PYTHONPATH": str(REPO_ROOT)}
-    argv = [sys.executable, "-m", "bentoml", "serve", "service.app:EmbedgateService", "--host", "127.0.0.1",
-            "--port", str(args.port)]
+    env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "TOKENIZERS_PARALLELISM": "false",
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+        "EMBEDGATE_REGISTRY": str(args.registry),
+        "EMBEDGATE_THREADS": "2",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "service.app:EmbedgateService",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
     raw = args.out.with_suffix(".raw")
     try:
-        with Server("ours", argv, env, args.port, Path(tempfile.gettempdir()) / "profile_serve.log") as server:
+        with Server(
+            "ours", argv, env, args.port, Path(tempfile.gettempdir()) / "profile_serve.log"
+        ) as server:
             server.wait_ready()
             worker = _worker_pid(server.process.pid)
-            load = subprocess.Popen(["wrk", "-t", "2", "-c", str(args.connections), "-d", f"{round(args.seconds) + 4}s",
-                                     "-s", str(script), server.url], env={**os.environ, "BODIES": str(bodies)},
-                                    stdout=subprocess.PIPE, text=True)
+            load = subprocess.Popen(
+                [
+                    "wrk",
+                    "-t",
+                    "2",
+                    "-c",
+                    str(args.connections),
+                    "-d",
+                    f"{round(args.seconds) + 4}s",
+                    "-s",
+                    str(script),
+                    server.url,
+                ],
+                env={**os.environ, "BODIES": str(bodies)},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             time.sleep(2)
             for output, fmt in ((args.out.with_suffix(".svg"), "flamegraph"), (raw, "raw")):
-                subprocess.run([_py_spy(), "record", "-p", str(worker), "-d", str(int(args.seconds / 2)), "-r", "100",
-                                "--threads", "-f", fmt, "-o", str(output)], check=True, capture_output=True)
+                subprocess.run(
+                    [
+                        _py_spy(),
+                        "record",
+                        "-p",
+                        str(worker),
+                        "-d",
+                        str(int(args.seconds / 2)),
+                        "-r",
+                        "100",
+                        "--threads",
+                        "-f",
+                        fmt,
+                        "-o",
+                        str(output),
+                    ],
+                    check=True,
+                    capture_output=True,
+                )
             wrk_out = load.communicate()[0]
         summary = summarize(raw.read_text().splitlines())
         rate = next((line.strip() for line in wrk_out.splitlines() if line.startswith("RESULT")), "")
-        text = (f"py-spy, {args.connections} wrk connections, one short sentence per request; load "
-                f"{os.getloadavg()[0]:.1f}\n{rate}\n{summary}")
+        text = (
+            f"py-spy, {args.connections} wrk connections, one short sentence per request; load "
+            f"{os.getloadavg()[0]:.1f}\n{rate}\n{summary}"
+        )
         args.out.with_suffix(".txt").write_text(text)
         print(text)
     finally:
@@ -92,8 +153,9 @@ def _py_spy() -> str:
 
 def _worker_pid(parent: int) -> int:
     """BentoML's worker process (the one serving requests) under the `bentoml serve` process."""
-    out = subprocess.run(["pgrep", "-P", str(parent), "-f", "_bentoml_impl.worker.service"], capture_output=True,
-                         text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-P", str(parent), "-f", "_bentoml_impl.worker.service"], capture_output=True, text=True
+    ).stdout.split()
     if not out:
         raise SystemExit(f"no BentoML worker under pid {parent}")
     return int(out[0])

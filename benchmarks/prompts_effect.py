@@ -17,8 +17,12 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="SentenceTransformer folder, Hub id or all-MiniLM-L6-v2")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", required=True, help="SentenceTransformer folder, Hub id or all-MiniLM-L6-v2"
+    )
     parser.add_argument("--data", required=True, type=Path, help="a BEIR folder")
     parser.add_argument("--split", default="test")
     parser.add_argument("--query-prompt", default=None, help="default: the model's own")
@@ -36,8 +40,10 @@ def main() -> None:
     query_ids, doc_ids = sorted(qrels), sorted(view.corpus)
     ids = (query_ids, [view.queries[q] for q in query_ids], doc_ids, [view.corpus[d] for d in doc_ids], qrels)
     model_dir = resolve_model_path(args.model)
-    variants = {"no prompts": {"query": "", "document": ""},
-                "prompts": {"query": args.query_prompt, "document": args.document_prompt}}
+    variants = {
+        "no prompts": {"query": "", "document": ""},
+        "prompts": {"query": args.query_prompt, "document": args.document_prompt},
+    }
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, prompts in variants.items():
@@ -45,11 +51,16 @@ def main() -> None:
             result = export_run(model_dir, Path(tmp) / name.replace(" ", "-"), int8=False, prompts=prompts)
             encoder = onnx_encoder(Path(tmp) / name.replace(" ", "-"), "fp32")
             retrieval, _ = score_encoder(encoder, *ids, result.dims, None, {}, name)
-            rows[name] = (encoder.prompts, {r.dim: r.mean["ndcg@10"] for r in retrieval},
-                          time.perf_counter() - started)
+            rows[name] = (
+                encoder.prompts,
+                {r.dim: r.mean["ndcg@10"] for r in retrieval},
+                time.perf_counter() - started,
+            )
     dims = sorted(next(iter(rows.values()))[1], reverse=True)
-    print(f"{args.model} on {args.data} ({args.split}: {len(query_ids)} queries, {len(doc_ids)} docs), NDCG@10, "
-          f"served ONNX fp32")
+    print(
+        f"{args.model} on {args.data} ({args.split}: {len(query_ids)} queries, {len(doc_ids)} docs), NDCG@10, "
+        f"served ONNX fp32"
+    )
     print("| prompts | " + " | ".join(f"d{d}" for d in dims) + " | s |")
     print("|---|" + "---:|" * (len(dims) + 1))
     for prompts, scores, seconds in rows.values():

@@ -31,10 +31,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 METRICS = ("ndcg@10", "mrr@10", "recall@10")
 RECIPES = {
-    "plain": {"epochs": 1, "learning_rate": 2e-5, "batch_size": 32, "warmup_ratio": 0.1, "matryoshka": False,
-              "mining.strategy": "none", "rotation": "off", "dev_fraction": 0.0},
-    "tuned": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 32, "warmup_ratio": 0.1, "matryoshka": True,
-              "mining.strategy": "none", "rotation": "off", "dev_fraction": 0.0},
+    "plain": {
+        "epochs": 1,
+        "learning_rate": 2e-5,
+        "batch_size": 32,
+        "warmup_ratio": 0.1,
+        "matryoshka": False,
+        "mining.strategy": "none",
+        "rotation": "off",
+        "dev_fraction": 0.0,
+    },
+    "tuned": {
+        "epochs": 3,
+        "learning_rate": 5e-5,
+        "batch_size": 32,
+        "warmup_ratio": 0.1,
+        "matryoshka": True,
+        "mining.strategy": "none",
+        "rotation": "off",
+        "dev_fraction": 0.0,
+    },
 }
 
 
@@ -54,8 +70,16 @@ def train_recipe(name: str, data_dir: Path, work: Path) -> tuple[Path, float]:
     from training.finetune import train
 
     started = time.perf_counter()
-    config = load_config(None, {"data.path": str(data_dir), "data.type": "ir", "output_dir": str(work),
-                                "run_id": name, **RECIPES[name]})
+    config = load_config(
+        None,
+        {
+            "data.path": str(data_dir),
+            "data.type": "ir",
+            "output_dir": str(work),
+            "run_id": name,
+            **RECIPES[name],
+        },
+    )
     result = train(config, progress=False, keep_checkpoints=False)
     export_run(result.run_dir / "model", result.run_dir / "onnx")
     return result.run_dir / "onnx", time.perf_counter() - started
@@ -66,9 +90,16 @@ def run_embedgate(data_dir: Path, work: Path) -> tuple[Path, float, dict]:
     from gates.pipeline.run import run_pipeline
 
     started = time.perf_counter()
-    config = load_pipeline_config(None, {"data.path": str(data_dir), "data.type": "ir",
-                                         "output_dir": str(work / "runs"), "run_id": "embedgate",
-                                         "promotion.registry": str(work / "registry")})
+    config = load_pipeline_config(
+        None,
+        {
+            "data.path": str(data_dir),
+            "data.type": "ir",
+            "output_dir": str(work / "runs"),
+            "run_id": "embedgate",
+            "promotion.registry": str(work / "registry"),
+        },
+    )
     outcome = run_pipeline(config, progress=lambda line: print(f"    {line}", flush=True))
     seconds = time.perf_counter() - started
     return outcome.run_dir / "onnx", seconds, outcome.to_dict()
@@ -112,28 +143,46 @@ def table(results: dict, dims) -> dict:
     out = {}
     for system, res in results.items():
         for entry in res.retrieval:
-            out.setdefault(system, {}).setdefault(entry.backend, {})[entry.dim] = {m: entry.mean[m] for m in METRICS}
+            out.setdefault(system, {}).setdefault(entry.backend, {})[entry.dim] = {
+                m: entry.mean[m] for m in METRICS
+            }
     return out
 
 
 def markdown(name: str, scores: dict, walls: dict, dims) -> str:
-    lines = [f"### {name}", "", "| system | backend | " + " | ".join(f"NDCG@10 d{d}" for d in dims) +
-             " | MRR@10 d384 | Recall@10 d384 | d64 / d384 | wall |", "|---|---|" + "---:|" * (len(dims) + 4)]
+    lines = [
+        f"### {name}",
+        "",
+        "| system | backend | "
+        + " | ".join(f"NDCG@10 d{d}" for d in dims)
+        + " | MRR@10 d384 | Recall@10 d384 | d64 / d384 | wall |",
+        "|---|---|" + "---:|" * (len(dims) + 4),
+    ]
     for system, backends in scores.items():
         for backend, by_dim in backends.items():
             full = by_dim[max(dims)]
             cells = " | ".join(f"{by_dim[d]['ndcg@10']:.4f}" for d in dims)
-            lines.append(f"| {system} | {backend} | {cells} | {full['mrr@10']:.4f} | {full['recall@10']:.4f} | "
-                         f"{by_dim[min(dims)]['ndcg@10'] / full['ndcg@10']:.1%} | {walls.get(system, 0):.0f}s |")
+            lines.append(
+                f"| {system} | {backend} | {cells} | {full['mrr@10']:.4f} | {full['recall@10']:.4f} | "
+                f"{by_dim[min(dims)]['ndcg@10'] / full['ndcg@10']:.1%} | {walls.get(system, 0):.0f}s |"
+            )
     base = scores["base"]["onnx-fp32"]
     plain = scores["plain"]["onnx-fp32"]
     ours = scores["embedgate"]["onnx-fp32"]
-    lines += ["", "embedgate (onnx-fp32) NDCG@10 gain: " + ", ".join(
-        f"d{d} {ours[d]['ndcg@10'] - base[d]['ndcg@10']:+.4f} vs base / "
-        f"{ours[d]['ndcg@10'] - plain[d]['ndcg@10']:+.4f} vs plain" for d in dims)]
+    lines += [
+        "",
+        "embedgate (onnx-fp32) NDCG@10 gain: "
+        + ", ".join(
+            f"d{d} {ours[d]['ndcg@10'] - base[d]['ndcg@10']:+.4f} vs base / "
+            f"{ours[d]['ndcg@10'] - plain[d]['ndcg@10']:+.4f} vs plain"
+            for d in dims
+        ),
+    ]
     int8 = scores["embedgate"]["onnx-int8"]
-    lines.append("embedgate int8 / fp32 NDCG@10: " + ", ".join(
-        f"d{d} {int8[d]['ndcg@10'] / ours[d]['ndcg@10']:.1%}" for d in dims))
+    lines.append(
+        "embedgate int8 / fp32 NDCG@10: "
+        + ", ".join(f"d{d} {int8[d]['ndcg@10'] / ours[d]['ndcg@10']:.1%}" for d in dims)
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -144,8 +193,11 @@ def plot(name: str, scores: dict, dims, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for system, color in zip(("base", "plain", "tuned", "embedgate"),
-                             ("tab:gray", "tab:orange", "tab:green", "tab:blue"), strict=True):
+    for system, color in zip(
+        ("base", "plain", "tuned", "embedgate"),
+        ("tab:gray", "tab:orange", "tab:green", "tab:blue"),
+        strict=True,
+    ):
         for backend, style in (("onnx-fp32", "-"), ("onnx-int8", "--")):
             ys = [scores[system][backend][d]["ndcg@10"] for d in sorted(dims)]
             ax.plot(sorted(dims), ys, style, marker="o", color=color, label=f"{system} {backend}")
@@ -186,13 +238,20 @@ def main(argv=None) -> int:
         for system in ("base", "plain", "tuned", "embedgate"):
             print(f"[{name}] {system}", flush=True)
             results[system], walls[system], extra = cached(
-                work / f"{system}.json", functools.partial(compute_system, system, data_dir, work, timings))
+                work / f"{system}.json", functools.partial(compute_system, system, data_dir, work, timings)
+            )
             outcome = extra or outcome
         dims = sorted(results["base"].dims("onnx-fp32"), reverse=True)
         scores = table(results, dims)
-        payload = {"data": str(data_dir), "scores": scores, "wall_seconds": walls, "pipeline": outcome,
-                   "encode_timings": timings, "load_end": os.getloadavg(),
-                   "total_seconds": round(time.perf_counter() - started, 1)}
+        payload = {
+            "data": str(data_dir),
+            "scores": scores,
+            "wall_seconds": walls,
+            "pipeline": outcome,
+            "encode_timings": timings,
+            "load_end": os.getloadavg(),
+            "total_seconds": round(time.perf_counter() - started, 1),
+        }
         (args.out / f"quality_{name}.json").write_text(json.dumps(payload, indent=2, default=str))
         plot(name, scores, dims, args.out / f"quality_{name}.png")
         report.append(markdown(name, scores, walls, dims))

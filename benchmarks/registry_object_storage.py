@@ -50,29 +50,48 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     port = _free_port()
-    server = subprocess.Popen([moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
-            os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "bench",
-                               "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
-                               "AWS_ALLOW_HTTP": "true", "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "cache")})
+            os.environ.update(
+                {
+                    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                    "AWS_ACCESS_KEY_ID": "bench",
+                    "AWS_SECRET_ACCESS_KEY": "bench",
+                    "AWS_REGION": "us-east-1",
+                    "AWS_ALLOW_HTTP": "true",
+                    "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "cache"),
+                }
+            )
             for _ in range(100):
                 try:
-                    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/bench", method="PUT"))
+                    urllib.request.urlopen(
+                        urllib.request.Request(f"http://127.0.0.1:{port}/bench", method="PUT")
+                    )
                     break
                 except OSError:
                     time.sleep(0.2)
             src = _artifact(tmp_path / "artifact", args.size_mb)
-            print(f"artifact: {args.size_mb} MiB graph + 20 small files; {args.rounds} rounds; load "
-                  f"{os.getloadavg()[0]:.1f}")
+            print(
+                f"artifact: {args.size_mb} MiB graph + 20 small files; {args.rounds} rounds; load "
+                f"{os.getloadavg()[0]:.1f}"
+            )
             results = {}
-            for name, location in (("local folder", str(tmp_path / "registry")), ("s3 (moto)", "s3://bench/reg")):
+            for name, location in (
+                ("local folder", str(tmp_path / "registry")),
+                ("s3 (moto)", "s3://bench/reg"),
+            ):
                 results[name] = _time_promotions(location, src, args.rounds)
                 promote, fetch = results[name]
-                print(f"{name:13s} promote median {statistics.median(promote):6.2f} s   first fetch + verify "
-                      f"median {statistics.median(fetch):6.2f} s")
+                print(
+                    f"{name:13s} promote median {statistics.median(promote):6.2f} s   first fetch + verify "
+                    f"median {statistics.median(fetch):6.2f} s"
+                )
             ratio = statistics.median(results["s3 (moto)"][0]) / statistics.median(results["local folder"][0])
             print(f"promotion s3/local: {ratio:.1f}x; load after {os.getloadavg()[0]:.1f}")
     finally:

@@ -26,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.serve_throughput import prepare  # noqa: E402
 from gates.serve_process import start_server, stop_server  # noqa: E402
 
-WORDS = ("the patient took a tablet for the pain in the heart and the doctor wrote a note about blood pressure "
-         "tenant landlord lease deposit court claim insurance policy coverage").split()
+WORDS = (
+    "the patient took a tablet for the pain in the heart and the doctor wrote a note about blood pressure "
+    "tenant landlord lease deposit court claim insurance policy coverage"
+).split()
 
 
 def worker_rss_mb(root: psutil.Process) -> float:
@@ -37,7 +39,9 @@ def worker_rss_mb(root: psutil.Process) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/embedgate-serve-bench"))
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--texts", type=int, default=66)
@@ -50,11 +54,24 @@ def main() -> None:
     rng = random.Random(0)
     text = " ".join(rng.choice(WORDS) for _ in range(args.chars // 5))[: args.chars]
     large = {"input": [text] * args.texts}
-    env = {**os.environ, "EMBEDGATE_REGISTRY": str(registry), "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
-           "EMBEDGATE_MAX_PAYLOAD_BYTES": str(4 * args.texts * args.chars + 1000),
-           "EMBEDGATE_MAX_INPUT_CHARS": str(args.chars), "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
-           "BENTOML_DO_NOT_TRACK": "true"}
-    argv = [sys.executable, "-m", "bentoml", "serve", "service.app:EmbedgateService", "--port", str(args.port)]
+    env = {
+        **os.environ,
+        "EMBEDGATE_REGISTRY": str(registry),
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+        "EMBEDGATE_MAX_PAYLOAD_BYTES": str(4 * args.texts * args.chars + 1000),
+        "EMBEDGATE_MAX_INPUT_CHARS": str(args.chars),
+        "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "service.app:EmbedgateService",
+        "--port",
+        str(args.port),
+    ]
     with open(args.workdir / "memory-server.log", "wb") as log:
         process = start_server(argv, env, stdout=log, stderr=log)
         try:
@@ -83,8 +100,10 @@ def main() -> None:
                 series.append(("after 20 small", worker_rss_mb(root)))
         finally:
             stop_server(process, drain_timeout_s=10)
-    print(f"{args.requests} requests x {args.texts} texts x {args.chars} chars in {seconds:.1f} s; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"{args.requests} requests x {args.texts} texts x {args.chars} chars in {seconds:.1f} s; "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     for label, rss in series:
         print(f"  {label:<20} {rss:8.1f} MB")
     tenth = dict(series).get("after large #10")

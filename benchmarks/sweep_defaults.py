@@ -24,9 +24,22 @@ import numpy as np
 DIMS = (384, 256, 128, 64)  # MiniLM; a smaller test model uses its own dim and halvings (dims_for)
 
 # Each config is a delta from BASE. "plain" and "tuned" are the reference recipes of the issue.
-BASE = dict(epochs=3, lr=5e-5, batch=32, warmup=0.1, negatives="none", num_negatives=1, range_min=0,
-            range_max=50, margin=0.05, matryoshka=True, weights=(1, 1, 1, 1), symmetric=False, pca_head=False,
-            scale=20.0)
+BASE = dict(
+    epochs=3,
+    lr=5e-5,
+    batch=32,
+    warmup=0.1,
+    negatives="none",
+    num_negatives=1,
+    range_min=0,
+    range_max=50,
+    margin=0.05,
+    matryoshka=True,
+    weights=(1, 1, 1, 1),
+    symmetric=False,
+    pca_head=False,
+    scale=20.0,
+)
 CONFIGS = {
     "plain": dict(epochs=1, lr=2e-5, matryoshka=False),
     "tuned": dict(),
@@ -63,8 +76,10 @@ def load_beir(root: Path):
     def jsonl(name):
         return [json.loads(line) for line in open(root / name, encoding="utf-8") if line.strip()]
 
-    corpus = {str(d["_id"]): (f"{d.get('title') or ''}. {d['text']}".strip(". ") if d.get("title") else d["text"])
-              for d in jsonl("corpus.jsonl")}
+    corpus = {
+        str(d["_id"]): (f"{d.get('title') or ''}. {d['text']}".strip(". ") if d.get("title") else d["text"])
+        for d in jsonl("corpus.jsonl")
+    }
     queries = {str(q["_id"]): q["text"] for q in jsonl("queries.jsonl")}
     qrels = {}
     for split in ("train", "test"):
@@ -106,7 +121,9 @@ def evaluate(model, corpus, queries, qrels, rotation_texts, batch=128):
     for dim in dims_for(d.shape[1]):
         out[f"d{dim}"] = round(ndcg10(unit(q[:, :dim]), unit(d[:, :dim]), doc_ids, qids, qrels["test"]), 4)
         qr, dr = q @ vt.T, d @ vt.T
-        out[f"pca_d{dim}"] = round(ndcg10(unit(qr[:, :dim]), unit(dr[:, :dim]), doc_ids, qids, qrels["test"]), 4)
+        out[f"pca_d{dim}"] = round(
+            ndcg10(unit(qr[:, :dim]), unit(dr[:, :dim]), doc_ids, qids, qrels["test"]), 4
+        )
     return out, vt
 
 
@@ -138,14 +155,20 @@ def training_rows(cfg, corpus, queries, qrels, base_emb, rng, domain=None):
             import bm25s
 
             bm25 = bm25s.BM25()
-            bm25.index(bm25s.tokenize([corpus[d] for d in doc_ids], stopwords="en", show_progress=False),
-                       show_progress=False)
+            bm25.index(
+                bm25s.tokenize([corpus[d] for d in doc_ids], stopwords="en", show_progress=False),
+                show_progress=False,
+            )
         start = len(new_order)
         for i in idx:
             qid, pos = pairs[i]
             qv = q_emb[qid]
-            if stage == "domain_confusion":  # another domain's texts cannot be unlabelled positives: no filter
-                top = np.argsort(-(domain[1] @ qv))[cfg["range_min"]: cfg["range_min"] + cfg["num_negatives"]]
+            if (
+                stage == "domain_confusion"
+            ):  # another domain's texts cannot be unlabelled positives: no filter
+                top = np.argsort(-(domain[1] @ qv))[
+                    cfg["range_min"] : cfg["range_min"] + cfg["num_negatives"]
+                ]
                 negs[i] = [domain[0][j] for j in top]
                 new_order.append(i)
                 continue
@@ -154,13 +177,19 @@ def training_rows(cfg, corpus, queries, qrels, base_emb, rng, domain=None):
             limit = scores[index[pos]] * (1 - cfg["margin"])
             if stage == "random":
                 cand = rng.sample(range(len(doc_ids)), min(200, len(doc_ids)))
-            elif stage in ("bm25", "partial_match"):  # partial match queries BM25 with the positive, not the query
+            elif stage in (
+                "bm25",
+                "partial_match",
+            ):  # partial match queries BM25 with the positive, not the query
                 text = corpus[pos] if stage == "partial_match" else queries[qid]
-                cand = bm25.retrieve(bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False),
-                                     k=cfg["range_max"], show_progress=False)[0][0].tolist()
+                cand = bm25.retrieve(
+                    bm25s.tokenize([text], stopwords="en", return_ids=False, show_progress=False),
+                    k=cfg["range_max"],
+                    show_progress=False,
+                )[0][0].tolist()
             else:
                 cand = np.argsort(-scores)[: cfg["range_max"]].tolist()
-            cand = cand[cfg["range_min"]:] if stage != "random" else cand
+            cand = cand[cfg["range_min"] :] if stage != "random" else cand
             chosen = [c for c in cand if c not in forbidden and scores[c] <= limit][: cfg["num_negatives"]]
             while len(chosen) < cfg["num_negatives"]:
                 c = rng.randrange(len(doc_ids))
@@ -170,7 +199,10 @@ def training_rows(cfg, corpus, queries, qrels, base_emb, rng, domain=None):
             new_order.append(i)
         if stages is not None:
             stages.append((start, len(new_order)))
-    rows = {"anchor": [rows["anchor"][i] for i in new_order], "positive": [rows["positive"][i] for i in new_order]}
+    rows = {
+        "anchor": [rows["anchor"][i] for i in new_order],
+        "positive": [rows["positive"][i] for i in new_order],
+    }
     for k in range(cfg["num_negatives"]):
         rows[f"negative_{k + 1}"] = [negs[i][k] for i in new_order]
     return rows, stages
@@ -184,11 +216,27 @@ def make_sampler(stages):
 
     class Curriculum(DefaultBatchSampler):
         def __init__(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
-            super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
-                             valid_label_columns=valid_label_columns, generator=generator, seed=seed)
-            self.parts = [(a, NoDuplicatesBatchSampler(dataset.select(range(a, b)), batch_size=batch_size,
-                                                       drop_last=drop_last, generator=generator, seed=seed))
-                          for a, b in stages]
+            super().__init__(
+                dataset,
+                batch_size=batch_size,
+                drop_last=drop_last,
+                valid_label_columns=valid_label_columns,
+                generator=generator,
+                seed=seed,
+            )
+            self.parts = [
+                (
+                    a,
+                    NoDuplicatesBatchSampler(
+                        dataset.select(range(a, b)),
+                        batch_size=batch_size,
+                        drop_last=drop_last,
+                        generator=generator,
+                        seed=seed,
+                    ),
+                )
+                for a, b in stages
+            ]
 
         def set_epoch(self, epoch):
             super().set_epoch(epoch)
@@ -227,7 +275,9 @@ def run_config(name, cfg, model_dir, data, base_emb, rotation_texts, device, see
     if cfg["pca_head"]:
         from sentence_transformers import models
 
-        _, _, vt = np.linalg.svd(np.vstack([base_emb[0], np.stack(list(base_emb[1].values()))]), full_matrices=False)
+        _, _, vt = np.linalg.svd(
+            np.vstack([base_emb[0], np.stack(list(base_emb[1].values()))]), full_matrices=False
+        )
         full = base_emb[0].shape[1]
         dense = models.Dense(full, full, bias=False, activation_function=torch.nn.Identity())
         dense.linear.weight.data = torch.tensor(vt, dtype=torch.float32)
@@ -238,13 +288,25 @@ def run_config(name, cfg, model_dir, data, base_emb, rotation_texts, device, see
     kwargs = {"directions": ("query_to_doc", "doc_to_query")} if cfg["symmetric"] else {}
     inner = losses.MultipleNegativesRankingLoss(model, scale=cfg["scale"], **kwargs)
     dims = dims_for(base_emb[0].shape[1])
-    loss = losses.MatryoshkaLoss(model, inner, list(dims), matryoshka_weights=list(cfg["weights"])[: len(dims)]) \
-        if cfg["matryoshka"] else inner
+    loss = (
+        losses.MatryoshkaLoss(model, inner, list(dims), matryoshka_weights=list(cfg["weights"])[: len(dims)])
+        if cfg["matryoshka"]
+        else inner
+    )
     args = SentenceTransformerTrainingArguments(
-        output_dir=f"/tmp/sweep/{name}", num_train_epochs=cfg["epochs"], per_device_train_batch_size=cfg["batch"],
-        learning_rate=cfg["lr"], warmup_ratio=cfg["warmup"], seed=seed, data_seed=seed, report_to="none",
-        save_strategy="no", logging_steps=50, disable_tqdm=True,
-        batch_sampler=make_sampler(stages) if stages else BatchSamplers.NO_DUPLICATES)
+        output_dir=f"/tmp/sweep/{name}",
+        num_train_epochs=cfg["epochs"],
+        per_device_train_batch_size=cfg["batch"],
+        learning_rate=cfg["lr"],
+        warmup_ratio=cfg["warmup"],
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=50,
+        disable_tqdm=True,
+        batch_sampler=make_sampler(stages) if stages else BatchSamplers.NO_DUPLICATES,
+    )
     started = time.perf_counter()
     SentenceTransformerTrainer(model=model, args=args, train_dataset=train, loss=loss).train()
     seconds = time.perf_counter() - started
@@ -259,9 +321,15 @@ def main(argv=None):
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--out", type=Path, default=Path("sweep.jsonl"))
     parser.add_argument("--budget-minutes", type=float, default=1e9)
-    parser.add_argument("--seeds", default="42", help="comma-separated training seeds; each config runs once per seed")
-    parser.add_argument("--domain-texts", type=Path, default=None,
-                        help="one text per line from a related domain (for hn_domain)")
+    parser.add_argument(
+        "--seeds", default="42", help="comma-separated training seeds; each config runs once per seed"
+    )
+    parser.add_argument(
+        "--domain-texts",
+        type=Path,
+        default=None,
+        help="one text per line from a related domain (for hn_domain)",
+    )
     args = parser.parse_args(argv)
     import sentence_transformers
     import torch
@@ -269,15 +337,25 @@ def main(argv=None):
     from sentence_transformers import SentenceTransformer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(json.dumps({"torch": torch.__version__, "st": sentence_transformers.__version__,
-                      "transformers": transformers.__version__, "device": device}), flush=True)
+    print(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "st": sentence_transformers.__version__,
+                "transformers": transformers.__version__,
+                "device": device,
+            }
+        ),
+        flush=True,
+    )
     deadline = time.time() + args.budget_minutes * 60
     configs = args.configs.split(",")
     # Read once, and only when a config mines from it (encoded below with each dataset's base model).
     domain_texts = None
     if args.domain_texts and any(CONFIGS[c].get("negatives") == "domain_confusion" for c in configs):
-        domain_texts = [t for t in dict.fromkeys(args.domain_texts.read_text(encoding="utf-8").splitlines())
-                        if t.strip()]
+        domain_texts = [
+            t for t in dict.fromkeys(args.domain_texts.read_text(encoding="utf-8").splitlines()) if t.strip()
+        ]
     for spec in args.data:
         name, path = spec.split("=", 1)
         data = load_beir(Path(path))
@@ -286,11 +364,19 @@ def main(argv=None):
         doc_ids = sorted(corpus)
         d_emb = base.encode([corpus[i] for i in doc_ids], batch_size=128, normalize_embeddings=True)
         train_q = sorted(qrels["train"])
-        q_emb = dict(zip(train_q, base.encode([queries[q] for q in train_q], batch_size=128,
-                                              normalize_embeddings=True), strict=True))
+        q_emb = dict(
+            zip(
+                train_q,
+                base.encode([queries[q] for q in train_q], batch_size=128, normalize_embeddings=True),
+                strict=True,
+            )
+        )
         rotation_texts = [queries[q] for q in train_q]
-        domain = (domain_texts, base.encode(domain_texts, batch_size=128, normalize_embeddings=True)) \
-            if domain_texts else None
+        domain = (
+            (domain_texts, base.encode(domain_texts, batch_size=128, normalize_embeddings=True))
+            if domain_texts
+            else None
+        )
         scores, _ = evaluate(base, corpus, queries, qrels, rotation_texts)
         record = {"data": name, "config": "base", **scores}
         print(json.dumps(record), flush=True)
@@ -304,8 +390,9 @@ def main(argv=None):
             if cfg["negatives"] == "domain_confusion" and domain is None:
                 continue  # needs --domain-texts
             try:
-                result = run_config(cname, cfg, args.model, data, (d_emb, q_emb), rotation_texts, device, seed,
-                                    domain)
+                result = run_config(
+                    cname, cfg, args.model, data, (d_emb, q_emb), rotation_texts, device, seed, domain
+                )
             except Exception as err:  # one broken config must not cost the rest of a borrowed GPU's time
                 result = {"error": f"{type(err).__name__}: {err}"[:500]}
             record = {"data": name, "config": cname, **result}

@@ -36,9 +36,19 @@ def plain_script(rows, steps: int, out: Path) -> float:
     model = SentenceTransformer(str(get_model_path()), device="cpu")
     loss = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model), DIMS)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(out), max_steps=steps, per_device_train_batch_size=32, learning_rate=5e-5, warmup_ratio=0.1,
-        batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="no", report_to="none", disable_tqdm=True,
-        logging_steps=10, seed=42, dataloader_pin_memory=False)
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=32,
+        learning_rate=5e-5,
+        warmup_ratio=0.1,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=10,
+        seed=42,
+        dataloader_pin_memory=False,
+    )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=rows, loss=loss)
     started = time.perf_counter()
     trainer.train()
@@ -49,16 +59,29 @@ def embedgate_train(data: Path, steps: int, out: Path) -> float:
     from training.config import load_config
     from training.finetune import train
 
-    config = load_config(None, {"data.path": str(data), "output_dir": str(out), "max_steps": steps,
-                                "batch_size": 32, "learning_rate": 5e-5, "matryoshka_dims": DIMS,
-                                "mining.strategy": "none", "dev_fraction": 0.0, "rotation": "off"})
+    config = load_config(
+        None,
+        {
+            "data.path": str(data),
+            "output_dir": str(out),
+            "max_steps": steps,
+            "batch_size": 32,
+            "learning_rate": 5e-5,
+            "matryoshka_dims": DIMS,
+            "mining.strategy": "none",
+            "dev_fraction": 0.0,
+            "rotation": "off",
+        },
+    )
     result = train(config, progress=False, keep_checkpoints=False)
     return steps * 32 / result.train_seconds
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent / "training/data/legal_lay")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parent.parent / "training/data/legal_lay"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
@@ -71,11 +94,16 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             plain.append(plain_script(rows, args.steps, Path(tmp) / f"plain{r}"))
             ours.append(embedgate_train(args.data, args.steps, Path(tmp) / f"ours{r}"))
-            print(f"round {r + 1}: plain {plain[-1]:.1f} ex/s, embedgate {ours[-1]:.1f} ex/s, "
-                  f"load {os.getloadavg()}", flush=True)
+            print(
+                f"round {r + 1}: plain {plain[-1]:.1f} ex/s, embedgate {ours[-1]:.1f} ex/s, "
+                f"load {os.getloadavg()}",
+                flush=True,
+            )
     best_plain, best_ours = max(plain), max(ours)
-    print(f"best of {args.rounds}: plain {best_plain:.1f} ex/s, embedgate {best_ours:.1f} ex/s, "
-          f"ratio {best_ours / best_plain:.3f}")
+    print(
+        f"best of {args.rounds}: plain {best_plain:.1f} ex/s, embedgate {best_ours:.1f} ex/s, "
+        f"ratio {best_ours / best_plain:.3f}"
+    )
     return 0
 
 

@@ -20,8 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
-WORDS = ("tenant landlord lease rent deposit notice court claim contract clause repair damage fee month "
-         "payment insurance policy cover liability breach termination agreement party law legal").split()
+WORDS = (
+    "tenant landlord lease rent deposit notice court claim contract clause repair damage fee month "
+    "payment insurance policy cover liability breach termination agreement party law legal"
+).split()
 
 
 def write_pairs(path: Path, rows: int, positive_words: tuple[int, int] = (15, 25), seed: int = 0) -> None:
@@ -53,7 +55,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.csv"
         write_pairs(path, args.rows, tuple(args.positive_words))
-        print(f"rows={args.rows:,} positive_words={args.positive_words} cpus={os.cpu_count()} loadavg_before={os.getloadavg()[0]:.2f}")
+        print(
+            f"rows={args.rows:,} positive_words={args.positive_words} cpus={os.cpu_count()} loadavg_before={os.getloadavg()[0]:.2f}"
+        )
         for run in range(args.repeats + 1):
             start = time.perf_counter()
             data = load_dataset(path)
@@ -63,9 +67,11 @@ def main() -> None:
             write_report(report, Path(tmp) / "out")
             written = time.perf_counter()
             label = "first (incl. GX import)" if run == 0 else f"repeat {run}"
-            print(f"{label:24s} load {loaded - start:5.2f}s  validate {validated - loaded:5.2f}s  "
-                  f"write {written - validated:5.2f}s  total {written - start:5.2f}s  "
-                  f"failed={len(report.failures)} loadavg={os.getloadavg()[0]:.2f}")
+            print(
+                f"{label:24s} load {loaded - start:5.2f}s  validate {validated - loaded:5.2f}s  "
+                f"write {written - validated:5.2f}s  total {written - start:5.2f}s  "
+                f"failed={len(report.failures)} loadavg={os.getloadavg()[0]:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ sys.path.insert(0, str(REPO))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus", type=Path, required=True, help="a BEIR folder (corpus.jsonl)")
     parser.add_argument("--workdir", type=Path, default=REPO / "artifacts" / "bench" / "versions")
     parser.add_argument("--limit", type=int, default=1000, help="documents to embed per engine")
@@ -61,8 +63,13 @@ def prepare(workdir: Path) -> Path:
         print(f"exporting MiniLM to {export_dir} (once) ...", flush=True)
         export_run(Path(get_model_path()), export_dir, dims=(384, 128), int8=False)
     while len(registry.versions()) < 3:
-        registry.add_version({"onnx": export_dir}, metadata={"serving_dim": 384, "serve_precision": "fp32"},
-                             who="benchmark", reason="versions benchmark", run_id="minilm")
+        registry.add_version(
+            {"onnx": export_dir},
+            metadata={"serving_dim": 384, "serve_precision": "fp32"},
+            who="benchmark",
+            reason="versions benchmark",
+            run_id="minilm",
+        )
     return registry.root
 
 
@@ -89,16 +96,23 @@ for version in ("v0001", "v0002", "v0003"):
     pool.get(version)
     print(f"{{version}} {{rss() - before:.0f}}")
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     totals = [float(x) for x in out[1::2]]
     per = [totals[0]] + [b - a for a, b in zip(totals, totals[1:], strict=False)]
-    print(f"memory: RSS after 1/2/3 loaded versions +{totals[0]:.0f}/+{totals[1]:.0f}/+{totals[2]:.0f} MiB "
-          f"(each version +{', +'.join(f'{p:.0f}' for p in per)} MiB; graph file "
-          f"{_graph_mib(registry_root):.0f} MiB); load {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"memory: RSS after 1/2/3 loaded versions +{totals[0]:.0f}/+{totals[1]:.0f}/+{totals[2]:.0f} MiB "
+        f"(each version +{', +'.join(f'{p:.0f}' for p in per)} MiB; graph file "
+        f"{_graph_mib(registry_root):.0f} MiB); load {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
 
 def _graph_mib(registry_root: Path) -> float:
-    return max(p.stat().st_size for p in (registry_root / "versions" / "v0001" / "onnx").rglob("*.onnx")) / 2**20
+    return (
+        max(p.stat().st_size for p in (registry_root / "versions" / "v0001" / "onnx").rglob("*.onnx")) / 2**20
+    )
 
 
 def reload_time(registry_root: Path, rounds: int) -> None:
@@ -109,8 +123,12 @@ def reload_time(registry_root: Path, rounds: int) -> None:
     from service.version_pool import VersionPool
 
     graph = _graph_mib(registry_root)
-    pool = VersionPool(Registry(registry_root), functools.partial(load_version, precision="fp32", threads=2),
-                       keep_versions=0, on_demand_bytes=int(1.5 * graph * 2**20))  # room for one on-demand version
+    pool = VersionPool(
+        Registry(registry_root),
+        functools.partial(load_version, precision="fp32", threads=2),
+        keep_versions=0,
+        on_demand_bytes=int(1.5 * graph * 2**20),
+    )  # room for one on-demand version
     pool.refresh()
     times = []
     for _ in range(rounds):
@@ -118,16 +136,19 @@ def reload_time(registry_root: Path, rounds: int) -> None:
             started = time.perf_counter()
             pool.get(version)
             times.append(time.perf_counter() - started)
-    print(f"reload of an evicted version: median {statistics.median(times):.2f} s (min {min(times):.2f}, max "
-          f"{max(times):.2f}, {len(times)} loads: sha256 of {graph:.0f} MiB graph + session + warm-up); load "
-          f"{os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"reload of an evicted version: median {statistics.median(times):.2f} s (min {min(times):.2f}, max "
+        f"{max(times):.2f}, {len(times)} loads: sha256 of {graph:.0f} MiB graph + session + warm-up); load "
+        f"{os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
 
 
 def reembed(registry_root: Path, args: argparse.Namespace) -> None:
     from gates.reembed import embed_corpus, read_corpus
 
     full = read_corpus(args.corpus)
-    corpus = type(full)(full.ids[:args.limit], full.texts[:args.limit], full.sha256 + f"-{args.limit}")
+    corpus = type(full)(full.ids[: args.limit], full.texts[: args.limit], full.sha256 + f"-{args.limit}")
     results = {}
     for engine in args.engines.split(","):
         out = args.workdir / f"embed-{engine}"
@@ -144,8 +165,17 @@ def reembed(registry_root: Path, args: argparse.Namespace) -> None:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             try:
                 started = time.perf_counter()
-                embed_corpus(corpus, registry_root, "v0001", out, dim=384, shard_size=256, threads=1,
-                             ray_address="local", workers=2)
+                embed_corpus(
+                    corpus,
+                    registry_root,
+                    "v0001",
+                    out,
+                    dim=384,
+                    shard_size=256,
+                    threads=1,
+                    ray_address="local",
+                    workers=2,
+                )
                 seconds = time.perf_counter() - started
             finally:
                 ray.shutdown()
@@ -154,8 +184,11 @@ def reembed(registry_root: Path, args: argparse.Namespace) -> None:
         else:
             raise SystemExit(f"unknown engine {engine!r}; expected local, ray, http")
         results[engine] = len(corpus.texts) / seconds
-        print(f"embed {engine}: {len(corpus.texts)} texts in {seconds:.1f} s = {results[engine]:.1f} texts/s; load "
-              f"{os.getloadavg()[0]:.2f}", flush=True)
+        print(
+            f"embed {engine}: {len(corpus.texts)} texts in {seconds:.1f} s = {results[engine]:.1f} texts/s; load "
+            f"{os.getloadavg()[0]:.2f}",
+            flush=True,
+        )
     if "local" in results:
         print("ratios to local: " + ", ".join(f"{k} {v / results['local']:.2f}x" for k, v in results.items()))
 
@@ -166,19 +199,28 @@ def http_embed(registry_root: Path, texts: list[str]) -> float:
 
     from tests.service.serving import ServerProcess
 
-    env = {"EMBEDGATE_REGISTRY": str(registry_root), "EMBEDGATE_THREADS": "2", "EMBEDGATE_KEEP_VERSIONS": "0",
-           "EMBEDGATE_DRIFT_SAMPLE_RATE": "0", "EMBEDGATE_REQUEST_TIMEOUT_S": "600"}
+    env = {
+        "EMBEDGATE_REGISTRY": str(registry_root),
+        "EMBEDGATE_THREADS": "2",
+        "EMBEDGATE_KEEP_VERSIONS": "0",
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+        "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
+    }
     log = registry_root.parent / "server.log"
     with ServerProcess(env, log, startup_timeout_s=300) as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, 300, "/ready")
 
         async def run() -> None:
-            chunks = [texts[i:i + 32] for i in range(0, len(texts), 32)]
+            chunks = [texts[i : i + 32] for i in range(0, len(texts), 32)]
             async with httpx.AsyncClient(base_url=server.base_url, timeout=600) as client:
+
                 async def worker(mine):
                     for chunk in mine:
-                        response = await client.post("/v1/embeddings", json={"input": chunk, "model": "v0001"})
+                        response = await client.post(
+                            "/v1/embeddings", json={"input": chunk, "model": "v0001"}
+                        )
                         response.raise_for_status()
+
                 await asyncio.gather(*(worker(chunks[k::4]) for k in range(4)))
 
         started = time.perf_counter()

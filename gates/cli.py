@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         import click
 
         # Typer 0.29 vendors click as typer._click: its ClickException is a TyperException, not click's.
-        if isinstance(err, (click.ClickException, typer.TyperException)) and callable(getattr(err, "show", None)):
+        if isinstance(err, (click.ClickException, typer.TyperException)) and callable(
+            getattr(err, "show", None)
+        ):
             err.show()
             return 2
         raise

@@ -54,14 +54,27 @@ class PromotionResult:
 
 def served_metrics(decision: dict) -> dict:
     """The numbers worth keeping in history: each check's candidate/baseline/delta."""
-    return {row["check"] + (f"[{row['metric']}]" if row.get("metric") else ""): {
-        k: row.get(k) for k in ("candidate", "baseline", "delta", "p_value", "status")} for row in decision["checks"]}
+    return {
+        row["check"] + (f"[{row['metric']}]" if row.get("metric") else ""): {
+            k: row.get(k) for k in ("candidate", "baseline", "delta", "p_value", "status")
+        }
+        for row in decision["checks"]
+    }
 
 
-def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reason: str = "",
-                who: str | None = None, serve_precision: str | None = None, reference_dir: Path | None = None,
-                bento_store: bool = True, mode: str = "immediate", webhook: Webhook | None = None
-                ) -> PromotionResult:
+def promote_run(
+    run: RunPaths,
+    registry_root: Path,
+    *,
+    force: bool = False,
+    reason: str = "",
+    who: str | None = None,
+    serve_precision: str | None = None,
+    reference_dir: Path | None = None,
+    bento_store: bool = True,
+    mode: str = "immediate",
+    webhook: Webhook | None = None,
+) -> PromotionResult:
     """Promote a gated run. `mode="immediate"` moves the champion at once; `"staged"` makes the version servable
     by name and as `candidate`, and the champion moves later with `cutover`."""
     if mode not in PROMOTION_MODES:
@@ -69,15 +82,27 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
     registry = Registry(registry_root)
     decision = read_decision(run)
     if force and not reason.strip():
-        raise EmbedgateGateError("--force needs --reason: say why a run that failed its gate should serve "
-                               "(the reason is recorded in the registry history)")
+        raise EmbedgateGateError(
+            "--force needs --reason: say why a run that failed its gate should serve "
+            "(the reason is recorded in the registry history)"
+        )
     if not decision["passed"] and not force:
-        failed = [f"{r['check']} ({r.get('metric') or r['kind']}): {r['reason']}" for r in decision["checks"]
-                  if r["status"] == "fail" and r["severity"] == "critical"]
-        registry.record_refusal(run_id=run.run_id, who=who, reason="gate failed: " + "; ".join(failed),
-                                metrics=served_metrics(decision))
-        raise PromotionRefused(f"run {run.run_id} did not pass its gate, promotion refused:\n  - " +
-                               "\n  - ".join(failed) + "\nuse --force --reason '...' to override (recorded)")
+        failed = [
+            f"{r['check']} ({r.get('metric') or r['kind']}): {r['reason']}"
+            for r in decision["checks"]
+            if r["status"] == "fail" and r["severity"] == "critical"
+        ]
+        registry.record_refusal(
+            run_id=run.run_id,
+            who=who,
+            reason="gate failed: " + "; ".join(failed),
+            metrics=served_metrics(decision),
+        )
+        raise PromotionRefused(
+            f"run {run.run_id} did not pass its gate, promotion refused:\n  - "
+            + "\n  - ".join(failed)
+            + "\nuse --force --reason '...' to override (recorded)"
+        )
     precision = serve_precision or decision["policy"].get("serve_precision", "fp32")
     sources = {"onnx": run.onnx, "decision.json": run.gate / "decision.json"}
     for name in ("candidate.json", "baseline.json", "summary.md"):
@@ -88,18 +113,34 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
         reference_dir = run.root / "reference"
     if reference_dir is not None and reference_dir.is_dir():
         sources["reference"] = reference_dir
-    metadata = {"serving_dim": decision["serving_dim"], "serve_precision": precision,
-                "baseline": decision["baseline"], "gate_passed": decision["passed"]}
+    metadata = {
+        "serving_dim": decision["serving_dim"],
+        "serve_precision": precision,
+        "baseline": decision["baseline"],
+        "gate_passed": decision["passed"],
+    }
     staged = mode == "staged"
-    previous = registry.champion()  # for the re-embed estimate; the reported previous is read under the lock below
-    reembed = previous is not None and (aliases.version_space(registry, previous.version)
-                                        != aliases.embedding_space(run.onnx, decision["serving_dim"]))
+    previous = (
+        registry.champion()
+    )  # for the re-embed estimate; the reported previous is read under the lock below
+    reembed = previous is not None and (
+        aliases.version_space(registry, previous.version)
+        != aliases.embedding_space(run.onnx, decision["serving_dim"])
+    )
     try:
-        version = registry.add_version(sources, metadata=metadata, who=who,
-                                       reason=reason or "gate passed", forced=force and not decision["passed"],
-                                       run_id=run.run_id, metrics=served_metrics(decision),
-                                       make_champion=not staged, alias=aliases.CANDIDATE if staged else None,
-                                       reembed_required=reembed, refuse_duplicate_run=True)
+        version = registry.add_version(
+            sources,
+            metadata=metadata,
+            who=who,
+            reason=reason or "gate passed",
+            forced=force and not decision["passed"],
+            run_id=run.run_id,
+            metrics=served_metrics(decision),
+            make_champion=not staged,
+            alias=aliases.CANDIDATE if staged else None,
+            reembed_required=reembed,
+            refuse_duplicate_run=True,
+        )
     except DuplicatePromotion as duplicate:
         raise PromotionRefused(f"{duplicate}; nothing was promoted") from None
     except ChampionChanged as changed:  # object storage: another promotion won the compare-and-swap
@@ -107,8 +148,14 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
     # The champion when this version was promoted, as add_version read it under the registry lock and recorded it
     # (the one read above could be stale: two concurrent promotions would both report it). For a staged promotion
     # it is the champion the candidate will be cut over from.
-    previous_version = next((entry.from_version for entry in reversed(registry.history())
-                             if entry.version == version and entry.action == "promote"), None)
+    previous_version = next(
+        (
+            entry.from_version
+            for entry in reversed(registry.history())
+            if entry.version == version and entry.action == "promote"
+        ),
+        None,
+    )
     if staged:
         aliases.set_candidate(registry, version)
     alias = aliases.CANDIDATE if staged else aliases.CHAMPION
@@ -120,13 +167,29 @@ def promote_run(run: RunPaths, registry_root: Path, *, force: bool = False, reas
             tag = save_to_bento_store(registry, version)
         except Exception as err:  # BentoML raises several types (store permissions, disk)
             bento_error = f"{type(err).__name__}: {err}"
-    event = build_event("promotion", registry_root, version=version, previous=previous_version,
-                        alias=alias, reembed_required=reembed, serving_dim=decision["serving_dim"],
-                        run_id=run.run_id)
+    event = build_event(
+        "promotion",
+        registry_root,
+        version=version,
+        previous=previous_version,
+        alias=alias,
+        reembed_required=reembed,
+        serving_dim=decision["serving_dim"],
+        run_id=run.run_id,
+    )
     webhook_error = notify(webhook, registry_root, event)
-    return PromotionResult(version, previous_version, run.run_id,
-                           force and not decision["passed"], decision["serving_dim"], tag, bento_error, alias,
-                           reembed, webhook_error)
+    return PromotionResult(
+        version,
+        previous_version,
+        run.run_id,
+        force and not decision["passed"],
+        decision["serving_dim"],
+        tag,
+        bento_error,
+        alias,
+        reembed,
+        webhook_error,
+    )
 
 
 def save_to_bento_store(registry: Registry, version: str, make_latest: bool = False) -> str:
@@ -151,9 +214,15 @@ def save_to_bento_store(registry: Registry, version: str, make_latest: bool = Fa
         bentoml.models.delete(tag)
     except NotFound:
         pass
-    labels = {"registry_version": version, "run_id": str(manifest.get("run_id")),
-              "serving_dim": str(manifest.get("serving_dim")), "serve_precision": str(manifest.get("serve_precision"))}
-    with bentoml.models.create(tag, labels=labels, metadata={"manifest_files": len(manifest["files"])}) as model_ref:
+    labels = {
+        "registry_version": version,
+        "run_id": str(manifest.get("run_id")),
+        "serving_dim": str(manifest.get("serving_dim")),
+        "serve_precision": str(manifest.get("serve_precision")),
+    }
+    with bentoml.models.create(
+        tag, labels=labels, metadata={"manifest_files": len(manifest["files"])}
+    ) as model_ref:
         source = registry.version_dir(version)
         for path in source.rglob("*"):
             if path.is_file():
@@ -173,8 +242,15 @@ class RollbackResult:
     webhook_error: str | None = None
 
 
-def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", to: str | None = None,
-             bento_store: bool = True, webhook: Webhook | None = None) -> RollbackResult:
+def rollback(
+    registry_root: Path,
+    *,
+    who: str | None = None,
+    reason: str = "",
+    to: str | None = None,
+    bento_store: bool = True,
+    webhook: Webhook | None = None,
+) -> RollbackResult:
     registry = Registry(registry_root)
     current = registry.champion()
     target = to or (current.previous if current else None)
@@ -188,9 +264,15 @@ def rollback(registry_root: Path, *, who: str | None = None, reason: str = "", t
             tag = save_to_bento_store(registry, champion.version, make_latest=True)
         except Exception as err:  # reported, not fatal: the registry rollback stands
             error = f"{type(err).__name__}: {err}"
-    event = build_event("rollback", registry_root, version=champion.version, previous=current.version,
-                        alias=aliases.CHAMPION, reembed_required=reembed,
-                        serving_dim=aliases.version_space(registry, champion.version)[1])
+    event = build_event(
+        "rollback",
+        registry_root,
+        version=champion.version,
+        previous=current.version,
+        alias=aliases.CHAMPION,
+        reembed_required=reembed,
+        serving_dim=aliases.version_space(registry, champion.version)[1],
+    )
     webhook_error = notify(webhook, registry_root, event)
     return RollbackResult(champion.version, champion.previous, tag, error, reembed, webhook_error)
 
@@ -203,8 +285,16 @@ class CutoverOutcome:
     webhook_error: str | None
 
 
-def cutover(registry_root: Path, version: str, *, allow_dim_change: bool = False, who: str | None = None,
-            reason: str = "", bento_store: bool = True, webhook: Webhook | None = None) -> CutoverOutcome:
+def cutover(
+    registry_root: Path,
+    version: str,
+    *,
+    allow_dim_change: bool = False,
+    who: str | None = None,
+    reason: str = "",
+    bento_store: bool = True,
+    webhook: Webhook | None = None,
+) -> CutoverOutcome:
     """Move the champion alias to `version` (service.aliases.cutover), then point BentoML's `:latest` at it and
     send the event. A refused cutover (dim change without `allow_dim_change`) raises CutoverRefused."""
     registry = Registry(registry_root)
@@ -215,13 +305,18 @@ def cutover(registry_root: Path, version: str, *, allow_dim_change: bool = False
             tag = save_to_bento_store(registry, version, make_latest=True)
         except Exception as err:  # reported, not fatal: the registry cutover stands
             error = f"{type(err).__name__}: {err}"
-    event = build_event("cutover", registry_root, version=version, previous=result.previous,
-                        alias=aliases.CHAMPION, reembed_required=result.reembed_required,
-                        serving_dim=result.serving_dim, previous_dim=result.previous_dim)
+    event = build_event(
+        "cutover",
+        registry_root,
+        version=version,
+        previous=result.previous,
+        alias=aliases.CHAMPION,
+        reembed_required=result.reembed_required,
+        serving_dim=result.serving_dim,
+        previous_dim=result.previous_dim,
+    )
     return CutoverOutcome(result, tag, error, notify(webhook, registry_root, event))
 
 
 def history(registry_root: Path) -> list[dict]:
     return [entry.to_dict() for entry in Registry(registry_root).history()]
-
-

@@ -50,9 +50,11 @@ class Webhook:
             raise WebhookConfigError(f"promotion webhook {url!r}: expected an http:// or https:// URL")
         secret = os.environ.get(secret_env, "")
         if not secret:
-            raise WebhookConfigError(f"promotion webhook {url} is set but the environment variable {secret_env} "
-                                     f"is empty: set it to the shared secret the receiver checks the HMAC "
-                                     f"signature with (or unset the webhook)")
+            raise WebhookConfigError(
+                f"promotion webhook {url} is set but the environment variable {secret_env} "
+                f"is empty: set it to the shared secret the receiver checks the HMAC "
+                f"signature with (or unset the webhook)"
+            )
         return cls(url, secret.encode("utf-8"), **kwargs)
 
 
@@ -60,13 +62,31 @@ def sign(secret: bytes, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
-def build_event(event: str, registry: Path, *, version: str, previous: str | None, alias: str | None,
-                reembed_required: bool | None, serving_dim: int | None, previous_dim: int | None = None,
-                run_id: str | None = None) -> dict[str, Any]:
-    return {"event": event, "version": version, "previous": previous, "alias": alias,
-            "reembed_required": reembed_required, "serving_dim": serving_dim, "previous_dim": previous_dim,
-            "run_id": run_id, "registry": str(registry) if "://" in str(registry) else str(Path(registry).resolve()),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "delivery": uuid.uuid4().hex}
+def build_event(
+    event: str,
+    registry: Path,
+    *,
+    version: str,
+    previous: str | None,
+    alias: str | None,
+    reembed_required: bool | None,
+    serving_dim: int | None,
+    previous_dim: int | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "event": event,
+        "version": version,
+        "previous": previous,
+        "alias": alias,
+        "reembed_required": reembed_required,
+        "serving_dim": serving_dim,
+        "previous_dim": previous_dim,
+        "run_id": run_id,
+        "registry": str(registry) if "://" in str(registry) else str(Path(registry).resolve()),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "delivery": uuid.uuid4().hex,
+    }
 
 
 class _Retryable(Exception):
@@ -79,12 +99,19 @@ def deliver(webhook: Webhook, event: dict[str, Any]) -> str | None:
     from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
     body = json.dumps(event, sort_keys=True).encode("utf-8")
-    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(webhook.secret, body),
-               EVENT_HEADER: event["event"], "X-Embedgate-Delivery": event["delivery"]}
+    headers = {
+        "Content-Type": "application/json",
+        SIGNATURE_HEADER: sign(webhook.secret, body),
+        EVENT_HEADER: event["event"],
+        "X-Embedgate-Delivery": event["delivery"],
+    }
 
-    @retry(stop=stop_after_attempt(webhook.attempts), reraise=False,
-           wait=wait_exponential(multiplier=webhook.backoff_s, max=30),
-           retry=retry_if_exception_type((_Retryable, httpx.TransportError)))
+    @retry(
+        stop=stop_after_attempt(webhook.attempts),
+        reraise=False,
+        wait=wait_exponential(multiplier=webhook.backoff_s, max=30),
+        retry=retry_if_exception_type((_Retryable, httpx.TransportError)),
+    )
     def post() -> httpx.Response:
         response = httpx.post(webhook.url, content=body, headers=headers, timeout=webhook.timeout_s)
         if response.status_code == 429 or response.status_code >= 500:
@@ -110,6 +137,10 @@ def notify(webhook: Webhook | None, registry_root: Path, event: dict[str, Any]) 
         from service.aliases import record_event
         from service.registry import Registry
 
-        record_event(Registry(registry_root), "webhook_failed", event["version"],
-                     f"{event['event']} event not delivered to {webhook.url}: {error}")
+        record_event(
+            Registry(registry_root),
+            "webhook_failed",
+            event["version"],
+            f"{event['event']} event not delivered to {webhook.url}: {error}",
+        )
     return error

@@ -81,35 +81,48 @@ def read_corpus(path: Path, id_column: str | None = None, text_column: str = "te
 
     path = Path(path)
     if not path.exists():
-        raise ReembedError(f"corpus {path}: not found; expected a .jsonl, .csv or .parquet file or a BEIR folder "
-                           f"(with corpus.jsonl)")
+        raise ReembedError(
+            f"corpus {path}: not found; expected a .jsonl, .csv or .parquet file or a BEIR folder "
+            f"(with corpus.jsonl)"
+        )
     if path.is_dir():
         if not (path / "corpus.jsonl").is_file():
-            raise ReembedError(f"corpus {path}: a folder without corpus.jsonl; expected a BEIR folder or a file")
+            raise ReembedError(
+                f"corpus {path}: a folder without corpus.jsonl; expected a BEIR folder or a file"
+            )
         from training.beir import IRDataset, _read_jsonl_frame
 
         frame = _read_jsonl_frame(path / "corpus.jsonl", optional=("title",))
         texts = IRDataset(path, frame, None).doc_texts()  # title and text joined as the evaluation joins them
         if len(texts) != len(frame):
-            raise ReembedError(f"{path / 'corpus.jsonl'}: {len(frame) - len(texts)} duplicate _id values; each "
-                               f"document needs a unique id")
+            raise ReembedError(
+                f"{path / 'corpus.jsonl'}: {len(frame) - len(texts)} duplicate _id values; each "
+                f"document needs a unique id"
+            )
         return _checked(path, list(texts), list(texts.values()))
-    readers = {".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False), ".csv": lambda p: pd.read_csv(
-        p, dtype=str, keep_default_na=False), ".parquet": pd.read_parquet}
+    readers = {
+        ".jsonl": lambda p: pd.read_json(p, lines=True, dtype=False),
+        ".csv": lambda p: pd.read_csv(p, dtype=str, keep_default_na=False),
+        ".parquet": pd.read_parquet,
+    }
     reader = readers.get(path.suffix.lower())
     if reader is None:
-        raise ReembedError(f"corpus {path}: unknown format {path.suffix!r}; expected {sorted(readers)} or a BEIR "
-                           f"folder")
+        raise ReembedError(
+            f"corpus {path}: unknown format {path.suffix!r}; expected {sorted(readers)} or a BEIR folder"
+        )
     try:
         frame = reader(path)
     except Exception as err:  # pandas/pyarrow raise many types for a malformed file
-        raise ReembedError(f"corpus {path}: not a readable {path.suffix} table ({type(err).__name__}: {err})") \
-            from None
+        raise ReembedError(
+            f"corpus {path}: not a readable {path.suffix} table ({type(err).__name__}: {err})"
+        ) from None
     id_column = id_column or next((c for c in ("id", "_id") if c in frame.columns), "id")
     missing = [c for c in (id_column, text_column) if c not in frame.columns]
     if missing:
-        raise ReembedError(f"corpus {path}: no column {missing}; columns are {list(frame.columns)[:20]}. Name them "
-                           f"with --id-column / --text-column")
+        raise ReembedError(
+            f"corpus {path}: no column {missing}; columns are {list(frame.columns)[:20]}. Name them "
+            f"with --id-column / --text-column"
+        )
     ids = [str(v) for v in frame[id_column].tolist()]
     texts = [v if isinstance(v, str) else ("" if v is None or v != v else str(v)) for v in frame[text_column]]
     return _checked(path, ids, texts)
@@ -120,8 +133,10 @@ def _checked(path: Path, ids: list[str], texts: list[str]) -> Corpus:
         raise ReembedError(f"corpus {path}: no rows; nothing to embed")
     empty = [i for i, t in zip(ids, texts, strict=True) if not t.strip()]
     if empty:
-        raise ReembedError(f"corpus {path}: {len(empty)} empty text(s), e.g. ids {empty[:5]}; an empty text has no "
-                           f"meaningful embedding: drop or fill those rows")
+        raise ReembedError(
+            f"corpus {path}: {len(empty)} empty text(s), e.g. ids {empty[:5]}; an empty text has no "
+            f"meaningful embedding: drop or fill those rows"
+        )
     if len(set(ids)) != len(ids):
         seen, dups = set(), []
         for i in ids:
@@ -146,31 +161,53 @@ def resolve_version(registry_root: Path, version: str, dim: int | None) -> tuple
         version = state.aliases()[version]
     if version not in state.servable:
         why = "is retired" if version in state.retired else "does not exist"
-        raise ReembedError(f"version {version!r} {why} in the registry {registry_root}; servable: "
-                           f"{list(state.servable) or 'none'} (aliases: {state.aliases() or 'none'})")
+        raise ReembedError(
+            f"version {version!r} {why} in the registry {registry_root}; servable: "
+            f"{list(state.servable) or 'none'} (aliases: {state.aliases() or 'none'})"
+        )
     folder = registry.version_dir(version)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     export = json.loads((folder / "onnx" / "embedder.json").read_text(encoding="utf-8"))
     dim = dim or manifest.get("serving_dim") or export["full_dim"]
     if dim not in export["dims"]:
-        raise ReembedError(f"--dim {dim}: {version} was exported for dims {export['dims']}; pick one of them (or "
-                           f"omit --dim for its serving dim {manifest.get('serving_dim')})")
+        raise ReembedError(
+            f"--dim {dim}: {version} was exported for dims {export['dims']}; pick one of them (or "
+            f"omit --dim for its serving dim {manifest.get('serving_dim')})"
+        )
     return folder, dim, manifest.get("serve_precision") or "fp32"
 
 
-def embed_corpus(corpus: Corpus, registry_root: Path, version: str, out: Path, *, dim: int | None = None,
-                 shard_size: int = 4096, threads: int | None = None, ray_address: str | None = None,
-                 workers: int = 2, batch_size: int = 64,
-                 progress: Callable[[int, int], None] = lambda done, total: None) -> EmbedResult:
+def embed_corpus(
+    corpus: Corpus,
+    registry_root: Path,
+    version: str,
+    out: Path,
+    *,
+    dim: int | None = None,
+    shard_size: int = 4096,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    workers: int = 2,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> EmbedResult:
     """Embed `corpus` into `out` (resuming what an earlier identical run finished). `progress(done, total)` is
     called with row counts after each shard."""
     if shard_size < 1 or batch_size < 1 or workers < 1:
-        raise ReembedError(f"shard size, batch size and workers must be >= 1 (got {shard_size}, {batch_size}, "
-                           f"{workers})")
+        raise ReembedError(
+            f"shard size, batch size and workers must be >= 1 (got {shard_size}, {batch_size}, {workers})"
+        )
     folder, dim, precision = resolve_version(registry_root, version, dim)
     version = folder.name
-    plan = {"format_version": FORMAT_VERSION, "version": version, "dim": dim, "precision": precision,
-            "corpus_sha256": corpus.sha256, "rows": len(corpus.ids), "shard_size": shard_size}
+    plan = {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "dim": dim,
+        "precision": precision,
+        "corpus_sha256": corpus.sha256,
+        "rows": len(corpus.ids),
+        "shard_size": shard_size,
+    }
     shards_dir = _prepare(out, plan)
     starts = list(range(0, len(corpus.ids), shard_size))
     todo = [n for n, _ in enumerate(starts) if not (shards_dir / _shard_name(n)).is_file()]
@@ -180,8 +217,18 @@ def embed_corpus(corpus: Corpus, registry_root: Path, version: str, out: Path, *
     engine = "ray" if ray_address else "local"
     if todo:
         batches = (_ray_batches if ray_address else _local_batches)(
-            corpus, starts, todo, shard_size, folder, dim, precision, threads, batch_size,
-            ray_address=ray_address, workers=workers)
+            corpus,
+            starts,
+            todo,
+            shard_size,
+            folder,
+            dim,
+            precision,
+            threads,
+            batch_size,
+            ray_address=ray_address,
+            workers=workers,
+        )
         for n, vectors in batches:
             rows = slice(starts[n], starts[n] + len(vectors))
             _write_shard(shards_dir / _shard_name(n), corpus.ids[rows], vectors, version, dim)
@@ -190,8 +237,17 @@ def embed_corpus(corpus: Corpus, registry_root: Path, version: str, out: Path, *
     seconds = time.perf_counter() - started
     _write_manifest(out, plan, folder, len(starts))
     embedded = sum(min(shard_size, len(corpus.ids) - starts[n]) for n in todo)
-    return EmbedResult(out, version, dim, len(corpus.ids), len(starts), len(starts) - len(todo), seconds, engine,
-                       len(corpus.ids) - embedded)
+    return EmbedResult(
+        out,
+        version,
+        dim,
+        len(corpus.ids),
+        len(starts),
+        len(starts) - len(todo),
+        seconds,
+        engine,
+        len(corpus.ids) - embedded,
+    )
 
 
 def _shard_name(n: int) -> str:
@@ -205,10 +261,14 @@ def _prepare(out: Path, plan: dict[str, Any]) -> Path:
         earlier = json.loads(plan_path.read_text(encoding="utf-8"))
         if earlier != plan:
             changed = {k: (earlier.get(k), v) for k, v in plan.items() if earlier.get(k) != v}
-            raise ReembedError(f"{out} holds an earlier run with other settings {changed} (earlier, now); resume "
-                               f"with the same corpus, version, dim and shard size, or use a new --out folder")
+            raise ReembedError(
+                f"{out} holds an earlier run with other settings {changed} (earlier, now); resume "
+                f"with the same corpus, version, dim and shard size, or use a new --out folder"
+            )
     elif any(out.iterdir()):
-        raise ReembedError(f"{out} is not empty and has no {PLAN}: not an embedgate embed folder; use a new --out")
+        raise ReembedError(
+            f"{out} is not empty and has no {PLAN}: not an embedgate embed folder; use a new --out"
+        )
     else:
         write_json_atomic(plan_path, plan)
     shards = out / SHARDS
@@ -225,9 +285,14 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, version: str, dim: in
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-    table = pa.table({"id": pa.array(ids, pa.string()), "vector": column,
-                      "version": pa.array([version] * len(ids), pa.string()),
-                      "dim": pa.array([dim] * len(ids), pa.int32())})
+    table = pa.table(
+        {
+            "id": pa.array(ids, pa.string()),
+            "vector": column,
+            "version": pa.array([version] * len(ids), pa.string()),
+            "dim": pa.array([dim] * len(ids), pa.int32()),
+        }
+    )
     tmp = path.with_name(f".tmp-{path.name}")
     pq.write_table(table, tmp)
     with open(tmp, "rb") as handle:
@@ -243,13 +308,25 @@ def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: 
     shards = []
     for n in range(shard_count):
         path = out / SHARDS / _shard_name(n)
-        shards.append({"file": f"{SHARDS}/{path.name}", "rows": pq.ParquetFile(path).metadata.num_rows,
-                       "sha256": sha256_of(path)})
+        shards.append(
+            {
+                "file": f"{SHARDS}/{path.name}",
+                "rows": pq.ParquetFile(path).metadata.num_rows,
+                "sha256": sha256_of(path),
+            }
+        )
     model_manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    write_json_atomic(out / MANIFEST, {**plan, "shards": shards, "total_rows": sum(s["rows"] for s in shards),
-                                 "model_manifest_sha256": sha256_of(folder / "manifest.json"),
-                                 "run_id": model_manifest.get("run_id"),
-                                 "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json_atomic(
+        out / MANIFEST,
+        {
+            **plan,
+            "shards": shards,
+            "total_rows": sum(s["rows"] for s in shards),
+            "model_manifest_sha256": sha256_of(folder / "manifest.json"),
+            "run_id": model_manifest.get("run_id"),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
 
 
 def _load(folder: Path, precision: str, threads: int | None):
@@ -258,11 +335,21 @@ def _load(folder: Path, precision: str, threads: int | None):
     return load_version(folder, precision=precision, threads=threads)  # manifest sha256 verified, warmed up
 
 
-def _local_batches(corpus: Corpus, starts: list[int], todo: list[int], shard_size: int, folder: Path, dim: int,
-                   precision: str, threads: int | None, batch_size: int, **_: Any) -> Iterator[tuple[int, Any]]:
+def _local_batches(
+    corpus: Corpus,
+    starts: list[int],
+    todo: list[int],
+    shard_size: int,
+    folder: Path,
+    dim: int,
+    precision: str,
+    threads: int | None,
+    batch_size: int,
+    **_: Any,
+) -> Iterator[tuple[int, Any]]:
     model = _load(folder, precision, threads)
     for n in todo:
-        texts = corpus.texts[starts[n]:starts[n] + shard_size]
+        texts = corpus.texts[starts[n] : starts[n] + shard_size]
         yield n, model.embedder.embed(texts, dimensions=dim, batch_size=batch_size)
 
 
@@ -275,13 +362,26 @@ class EmbedActor:
         self.batch_size = batch_size
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        vectors = self.model.embedder.embed(list(batch["text"]), dimensions=self.dim, batch_size=self.batch_size)
+        vectors = self.model.embedder.embed(
+            list(batch["text"]), dimensions=self.dim, batch_size=self.batch_size
+        )
         return {"shard": batch["shard"], "row": batch["row"], "vector": vectors}
 
 
-def _ray_batches(corpus: Corpus, starts: list[int], todo: list[int], shard_size: int, folder: Path, dim: int,
-                 precision: str, threads: int | None, batch_size: int, *, ray_address: str,
-                 workers: int) -> Iterator[tuple[int, Any]]:
+def _ray_batches(
+    corpus: Corpus,
+    starts: list[int],
+    todo: list[int],
+    shard_size: int,
+    folder: Path,
+    dim: int,
+    precision: str,
+    threads: int | None,
+    batch_size: int,
+    *,
+    ray_address: str,
+    workers: int,
+) -> Iterator[tuple[int, Any]]:
     import numpy as np
     import ray
 
@@ -290,14 +390,26 @@ def _ray_batches(corpus: Corpus, starts: list[int], todo: list[int], shard_size:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # shards come back whole and in order
     context.enable_progress_bars = False  # ours counts texts; Ray's would interleave with it
-    rows = [{"shard": n, "row": i, "text": corpus.texts[i]}
-            for n in todo for i in range(starts[n], min(starts[n] + shard_size, len(corpus.texts)))]
+    rows = [
+        {"shard": n, "row": i, "text": corpus.texts[i]}
+        for n in todo
+        for i in range(starts[n], min(starts[n] + shard_size, len(corpus.texts)))
+    ]
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(todo)))
-    embedded = dataset.map_batches(EmbedActor, batch_size=batch_size * 4, batch_format="numpy",
-                                   compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1,
-                                   fn_constructor_kwargs={"folder": str(folder), "precision": precision,
-                                                          "dim": dim, "threads": threads or 1,
-                                                          "batch_size": batch_size})
+    embedded = dataset.map_batches(
+        EmbedActor,
+        batch_size=batch_size * 4,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        fn_constructor_kwargs={
+            "folder": str(folder),
+            "precision": precision,
+            "dim": dim,
+            "threads": threads or 1,
+            "batch_size": batch_size,
+        },
+    )
     pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     expected = {n: min(shard_size, len(corpus.texts) - starts[n]) for n in todo}
     for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
@@ -311,4 +423,6 @@ def _ray_batches(corpus: Corpus, starts: list[int], todo: list[int], shard_size:
                 vectors = np.concatenate([v for _, v in parts])
                 yield n, vectors[np.argsort(rows, kind="stable")]  # in corpus order, whatever Ray did
     if pending:
-        raise ReembedError(f"Ray returned incomplete shards {sorted(pending)}; run the command again to resume")
+        raise ReembedError(
+            f"Ray returned incomplete shards {sorted(pending)}; run the command again to resume"
+        )

@@ -29,9 +29,18 @@ KILL_MARGIN_S = 10.0
 _PR_SET_PDEATHSIG = 1
 
 
-def serve_command(*, registry: str | Path | None, host: str, port: int, api_key_env: str | None, workers: int,
-                  precision: str | None, threads: int | None, poll_interval: float | None,
-                  environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+def serve_command(
+    *,
+    registry: str | Path | None,
+    host: str,
+    port: int,
+    api_key_env: str | None,
+    workers: int,
+    precision: str | None,
+    threads: int | None,
+    poll_interval: float | None,
+    environ: dict[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
     """The `bentoml serve` command line and its environment, settings checked first (SettingsError names them)."""
     from service.settings import ServeSettings, SettingsError
 
@@ -41,8 +50,10 @@ def serve_command(*, registry: str | Path | None, host: str, port: int, api_key_
     if api_key_env is not None:
         key = env.get(api_key_env, "").strip()
         if not key:
-            raise SettingsError(f"--api-key-env {api_key_env}: that environment variable is unset or empty; "
-                                f"export it first (export {api_key_env}=...) or drop --api-key-env")
+            raise SettingsError(
+                f"--api-key-env {api_key_env}: that environment variable is unset or empty; "
+                f"export it first (export {api_key_env}=...) or drop --api-key-env"
+            )
         env["EMBEDGATE_API_KEY"] = key
     if precision is not None:
         env["EMBEDGATE_PRECISION"] = precision
@@ -57,9 +68,20 @@ def serve_command(*, registry: str | Path | None, host: str, port: int, api_key_
     env["BENTOML_CONFIG_OPTIONS"] = f"{options} services.embedgate.workers={workers}".strip()
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     settings = ServeSettings.from_env(env)  # fail here, with the variable named, rather than in every worker
-    argv = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port", str(port),
-            # BentoML's (hidden) uvicorn options: how long a stopping worker lets in-flight requests finish.
-            "--timeout-graceful-shutdown", str(drain_seconds(settings.drain_timeout_s))]
+    argv = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        # BentoML's (hidden) uvicorn options: how long a stopping worker lets in-flight requests finish.
+        "--timeout-graceful-shutdown",
+        str(drain_seconds(settings.drain_timeout_s)),
+    ]
     return argv, env
 
 
@@ -71,8 +93,13 @@ def drain_seconds(drain_timeout_s: float) -> int:
 def start_server(argv: list[str], env: dict[str, str], **popen_kwargs) -> subprocess.Popen:
     """`argv` in a new session (its own process group), set to receive SIGTERM if this process dies."""
     parent = os.getpid()
-    return subprocess.Popen(argv, env=env, start_new_session=True,
-                            preexec_fn=lambda: _terminate_with_parent(parent), **popen_kwargs)
+    return subprocess.Popen(
+        argv,
+        env=env,
+        start_new_session=True,
+        preexec_fn=lambda: _terminate_with_parent(parent),
+        **popen_kwargs,
+    )
 
 
 def stop_server(process: subprocess.Popen, drain_timeout_s: float, sig: int = signal.SIGTERM) -> int:

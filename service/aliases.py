@@ -45,8 +45,11 @@ class AliasState:
     servable: tuple[str, ...]  # version ids, oldest first
 
     def aliases(self) -> dict[str, str]:
-        return {name: version for name, version in ((CHAMPION, self.champion), (CANDIDATE, self.candidate))
-                if version is not None}
+        return {
+            name: version
+            for name, version in ((CHAMPION, self.champion), (CANDIDATE, self.candidate))
+            if version is not None
+        }
 
     def names(self) -> list[str]:
         """Every name `model` may hold (besides the service name), for 404 messages."""
@@ -67,8 +70,10 @@ def _read_file(registry: Registry) -> dict[str, Any]:
         if not isinstance(data, dict) or not isinstance(data.get("retired", []), list):
             raise TypeError("expected an object with 'candidate' (a version or null) and 'retired' (a list)")
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as err:
-        raise RegistryError(f"{path}: unreadable aliases file ({err}); expected {{\"candidate\": \"v0003\" | null, "
-                            f"\"retired\": [...]}}: fix it by hand (history.jsonl records every move)") from None
+        raise RegistryError(
+            f'{path}: unreadable aliases file ({err}); expected {{"candidate": "v0003" | null, '
+            f'"retired": [...]}}: fix it by hand (history.jsonl records every move)'
+        ) from None
     return {"candidate": data.get("candidate"), "retired": list(data.get("retired", []))}
 
 
@@ -81,8 +86,9 @@ def read_state(registry: Registry) -> AliasState:
 
 
 def _write_file(registry: Registry, candidate: str | None, retired: list[str]) -> None:
-    registry.write_pointer(ALIASES_FILE, {"candidate": candidate, "retired": sorted(set(retired)),
-                                          "updated_at": _now()})
+    registry.write_pointer(
+        ALIASES_FILE, {"candidate": candidate, "retired": sorted(set(retired)), "updated_at": _now()}
+    )
 
 
 def embedding_space(onnx_dir: Path, serving_dim: int | None) -> tuple[tuple[str, ...], int | None]:
@@ -91,7 +97,9 @@ def embedding_space(onnx_dir: Path, serving_dim: int | None) -> tuple[tuple[str,
     (written at export, verified against the manifest at load); an export without them is hashed here."""
     try:
         export = json.loads((onnx_dir / "embedder.json").read_text(encoding="utf-8"))
-        hashes = tuple(sorted(entry["sha256"] for per_dim in export["graphs"].values() for entry in per_dim.values()))
+        hashes = tuple(
+            sorted(entry["sha256"] for per_dim in export["graphs"].values() for entry in per_dim.values())
+        )
     except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
         hashes = ()
     if not hashes:
@@ -137,14 +145,21 @@ class CutoverRefused(RegistryError):
     """The cutover would change the champion's default `dimensions` and --allow-dim-change was not given."""
 
 
-def cutover(registry: Registry, version: str, *, allow_dim_change: bool = False, who: str | None = None,
-            reason: str = "") -> CutoverResult:
+def cutover(
+    registry: Registry,
+    version: str,
+    *,
+    allow_dim_change: bool = False,
+    who: str | None = None,
+    reason: str = "",
+) -> CutoverResult:
     """Move `champion` to `version` (verified first). A change of the default dim is refused (and recorded)
     unless `allow_dim_change`: clients that omit `dimensions` would otherwise get vectors of another size."""
     who = who or _user()
     if not VERSION_PATTERN.match(version or ""):
-        raise RegistryError(f"cutover: expected a version id such as v0003, got {version!r} (see `embedgate "
-                            f"history`)")
+        raise RegistryError(
+            f"cutover: expected a version id such as v0003, got {version!r} (see `embedgate history`)"
+        )
     with registry._locked():
         data = _read_file(registry)
         registry.version_dir(version)  # RegistryError listing the versions when it does not exist
@@ -159,22 +174,44 @@ def cutover(registry: Registry, version: str, *, allow_dim_change: bool = False,
         dim_changed = old_dim is not None and new_dim != old_dim
         reembed = reembed_required(registry, current.version if current else None, version)
         if dim_changed and not allow_dim_change:
-            registry._append_history(HistoryEntry(
-                _now(), "cutover_refused", version, current.version, who,
-                f"default dimensions would change {old_dim} -> {new_dim}; not allowed without --allow-dim-change",
-                alias=CHAMPION, reembed_required=reembed))
-            raise CutoverRefused(f"cutover to {version} refused: the champion's default dimensions would change "
-                                 f"from {old_dim} to {new_dim}, so clients that omit `dimensions` would get vectors "
-                                 f"of another size. Re-embed with {version} at the new dim, then run again with "
-                                 f"--allow-dim-change (recorded)")
+            registry._append_history(
+                HistoryEntry(
+                    _now(),
+                    "cutover_refused",
+                    version,
+                    current.version,
+                    who,
+                    f"default dimensions would change {old_dim} -> {new_dim}; not allowed without --allow-dim-change",
+                    alias=CHAMPION,
+                    reembed_required=reembed,
+                )
+            )
+            raise CutoverRefused(
+                f"cutover to {version} refused: the champion's default dimensions would change "
+                f"from {old_dim} to {new_dim}, so clients that omit `dimensions` would get vectors "
+                f"of another size. Re-embed with {version} at the new dim, then run again with "
+                f"--allow-dim-change (recorded)"
+            )
         registry._switch(version, current.version if current else None)
         if data["candidate"] == version:  # the candidate became the champion: nothing is staged any more
             _write_file(registry, None, data["retired"])
         note = f" (default dimensions {old_dim} -> {new_dim}, allowed)" if dim_changed else ""
-        registry._append_history(HistoryEntry(_now(), "cutover", version, current.version if current else None,
-                                              who, (reason or "cutover") + note, forced=dim_changed,
-                                              alias=CHAMPION, reembed_required=reembed))
-    return CutoverResult(version, current.version if current else None, old_dim, new_dim, dim_changed, reembed)
+        registry._append_history(
+            HistoryEntry(
+                _now(),
+                "cutover",
+                version,
+                current.version if current else None,
+                who,
+                (reason or "cutover") + note,
+                forced=dim_changed,
+                alias=CHAMPION,
+                reembed_required=reembed,
+            )
+        )
+    return CutoverResult(
+        version, current.version if current else None, old_dim, new_dim, dim_changed, reembed
+    )
 
 
 def retire(registry: Registry, version: str, *, who: str | None = None, reason: str = "") -> None:
@@ -187,10 +224,13 @@ def retire(registry: Registry, version: str, *, who: str | None = None, reason: 
         if champion is not None and champion.version == version:
             raise RegistryError(f"cannot retire {version}: it is the champion; cut over or roll back first")
         if data["candidate"] == version:
-            raise RegistryError(f"cannot retire {version}: it is the candidate; cut over to it or stage another")
+            raise RegistryError(
+                f"cannot retire {version}: it is the candidate; cut over to it or stage another"
+            )
         _write_file(registry, data["candidate"], [*data["retired"], version])
-        registry._append_history(HistoryEntry(_now(), "retire", version, None, who or _user(),
-                                              reason or "retired"))
+        registry._append_history(
+            HistoryEntry(_now(), "retire", version, None, who or _user(), reason or "retired")
+        )
 
 
 def record_event(registry: Registry, action: str, version: str | None, reason: str) -> None:

@@ -26,13 +26,23 @@ def dumps(payload: Any) -> bytes:
 
 def openai_body(vectors: np.ndarray, prompt_tokens: int, model_label: str, encoding_format: str) -> bytes:
     if encoding_format == "base64":
-        embeddings: list[Any] = [base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors]
+        embeddings: list[Any] = [
+            base64.b64encode(row.astype("<f4").tobytes()).decode("ascii") for row in vectors
+        ]
     else:
         embeddings = list(vectors)
-    data = [{"object": "embedding", "index": index, "embedding": embedding}
-            for index, embedding in enumerate(embeddings)]
-    return dumps({"object": "list", "data": data, "model": model_label,
-                  "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}})
+    data = [
+        {"object": "embedding", "index": index, "embedding": embedding}
+        for index, embedding in enumerate(embeddings)
+    ]
+    return dumps(
+        {
+            "object": "list",
+            "data": data,
+            "model": model_label,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+    )
 
 
 def native_body(vectors: np.ndarray) -> bytes:

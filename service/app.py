@@ -92,4 +92,6 @@ class EmbedgateService:
 # API key is checked before routing (service/edge_guard.py).
 EmbedgateService.add_asgi_middleware(JsonErrors)
 EmbedgateService.add_asgi_middleware(ModelVersionHeader, current_version=_current_version)
-EmbedgateService.add_asgi_middleware(ApiKeyGate, get_runtime=_runtime_if_started, known_routes=known_routes(http_app))
+EmbedgateService.add_asgi_middleware(
+    ApiKeyGate, get_runtime=_runtime_if_started, known_routes=known_routes(http_app)
+)

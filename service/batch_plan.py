@@ -23,14 +23,18 @@ from bisect import bisect_left
 from collections.abc import Sequence
 
 
-def plan_batch(lengths: Sequence[int], turns: Sequence[float], max_batch_tokens: int,
-               max_batch_size: int) -> list[int]:
+def plan_batch(
+    lengths: Sequence[int], turns: Sequence[float], max_batch_tokens: int, max_batch_size: int
+) -> list[int]:
     """Indices into `lengths` (tokens per row) of the next batch, the row with the smallest turn included."""
     if len(lengths) != len(turns):
-        raise ValueError(f"lengths and turns must have one entry per row, got {len(lengths)} and {len(turns)}")
+        raise ValueError(
+            f"lengths and turns must have one entry per row, got {len(lengths)} and {len(turns)}"
+        )
     if max_batch_tokens < 1 or max_batch_size < 1:
-        raise ValueError(f"max_batch_tokens and max_batch_size must be >= 1, got {max_batch_tokens}, "
-                         f"{max_batch_size}")
+        raise ValueError(
+            f"max_batch_tokens and max_batch_size must be >= 1, got {max_batch_tokens}, {max_batch_size}"
+        )
     if not lengths:
         return []
     anchor = min(range(len(turns)), key=turns.__getitem__)

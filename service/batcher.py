@@ -69,11 +69,18 @@ class _Row:
 
 
 class MicroBatcher:
-    def __init__(self, max_batch_size: int, max_delay_s: float = 0.0, metrics: Any | None = None,
-                 max_batch_tokens: int = 2048) -> None:
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_delay_s: float = 0.0,
+        metrics: Any | None = None,
+        max_batch_tokens: int = 2048,
+    ) -> None:
         if max_batch_size < 1 or max_delay_s < 0 or max_batch_tokens < 1:
-            raise ValueError(f"max_batch_size and max_batch_tokens must be >= 1 and max_delay_s >= 0, got "
-                             f"{max_batch_size}, {max_batch_tokens}, {max_delay_s}")
+            raise ValueError(
+                f"max_batch_size and max_batch_tokens must be >= 1 and max_delay_s >= 0, got "
+                f"{max_batch_size}, {max_batch_tokens}, {max_delay_s}"
+            )
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_delay_s = max_delay_s
@@ -155,8 +162,12 @@ class MicroBatcher:
             return []
         first = min(self._rows, key=lambda row: row.turn)
         candidates = [row for row in self._rows if row.request.model is first.request.model]
-        chosen = plan_batch([len(row.ids) for row in candidates], [row.turn for row in candidates],
-                            self.max_batch_tokens, self.max_batch_size)
+        chosen = plan_batch(
+            [len(row.ids) for row in candidates],
+            [row.turn for row in candidates],
+            self.max_batch_tokens,
+            self.max_batch_size,
+        )
         batch = [candidates[index] for index in chosen]
         taken = set(map(id, batch))
         self._rows = [row for row in self._rows if id(row) not in taken]
@@ -185,7 +196,9 @@ class MicroBatcher:
         model = batch[0].request.model
         started = time.perf_counter()
         try:
-            vectors = await loop.run_in_executor(self._executor, self._embed, model, [row.ids for row in batch])
+            vectors = await loop.run_in_executor(
+                self._executor, self._embed, model, [row.ids for row in batch]
+            )
         except Exception as err:  # handed to each waiting request, which answers with an error
             for row in batch:
                 if not row.request.future.done():

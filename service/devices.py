@@ -21,8 +21,10 @@ def requested_device(device: str | None = None) -> str:
     """`device`, else $EMBEDGATE_DEVICE, else cpu (serving stays on the CPU unless asked)."""
     value = (device if device is not None else os.environ.get(ENV, "cpu")).strip().lower()
     if not PATTERN.match(value):
-        raise ModelLoadError(f"device {value!r}: expected auto, cpu, cuda or cuda:N (e.g. cuda:0); set it in the "
-                             f"config, with --set device=..., or ${ENV}")
+        raise ModelLoadError(
+            f"device {value!r}: expected auto, cpu, cuda or cuda:N (e.g. cuda:0); set it in the "
+            f"config, with --set device=..., or ${ENV}"
+        )
     return value
 
 
@@ -36,9 +38,11 @@ def onnx_providers(device: str | None = None) -> list:
     if value == "cpu" or (value == "auto" and "CUDAExecutionProvider" not in available):
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
-        raise ModelLoadError(f"device {value!r} asked for onnxruntime's CUDA provider, but this onnxruntime has "
-                             f"only {available}: install the GPU build (pip install 'embedgate[gpu]', which "
-                             f"brings onnxruntime-gpu) or set device to cpu/auto")
+        raise ModelLoadError(
+            f"device {value!r} asked for onnxruntime's CUDA provider, but this onnxruntime has "
+            f"only {available}: install the GPU build (pip install 'embedgate[gpu]', which "
+            f"brings onnxruntime-gpu) or set device to cpu/auto"
+        )
     match = PATTERN.match(value)
     index = int(match.group(2)) if match and match.group(2) else 0
     return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]

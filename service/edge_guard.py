@@ -31,9 +31,19 @@ logger = logging.getLogger("embedgate.service")
 OPEN_PATHS = frozenset({"/health", "/ready", "/livez", "/readyz"})
 UNMATCHED = "unmatched"  # the one label every path outside the route table shares
 
-_ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-                405: "method_not_allowed", 408: "request_timeout", 413: "payload_too_large", 429: "too_many_requests",
-                500: "internal_error", 503: "service_unavailable", 504: "timeout"}
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
 
 
 def route_label(path: str, known_routes: frozenset[str]) -> str:
@@ -99,12 +109,18 @@ class JsonErrors:
 
         try:
             await self.app(scope, receive, send_json_errors)
-        except Exception:  # a bug below us: log it, answer JSON (Starlette's outer handler would send plain text)
+        except (
+            Exception
+        ):  # a bug below us: log it, answer JSON (Starlette's outer handler would send plain text)
             if state["started"]:
                 raise
             logger.exception("%s %s failed", scope.get("method"), scope.get("path"))
-            await send_error(send, ApiError(500, "internal_error", "the server failed to answer this request; the "
-                                            "error is in its log"))
+            await send_error(
+                send,
+                ApiError(
+                    500, "internal_error", "the server failed to answer this request; the error is in its log"
+                ),
+            )
 
 
 async def _send_rewritten(send: Callable, start: dict, body: bytes, scope: dict) -> None:
@@ -115,8 +131,11 @@ async def _send_rewritten(send: Callable, start: dict, body: bytes, scope: dict)
     if said and said.lower() != phrase.lower():
         message += f" ({said})"
     error = ApiError(status, _ERROR_CODES.get(status, "http_error"), message)
-    kept = [(name, value) for name, value in start.get("headers", ())
-            if name.lower() not in (b"content-type", b"content-length")]
+    kept = [
+        (name, value)
+        for name, value in start.get("headers", ())
+        if name.lower() not in (b"content-type", b"content-length")
+    ]
     await send_error(send, error, kept)
 
 
@@ -124,7 +143,9 @@ async def send_error(send: Callable, error: ApiError, extra_headers: list | None
     """Answer `error` as a complete JSON response on a raw ASGI `send`."""
     body = dumps(error.body())
     headers = list(extra_headers or [])
-    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
+    headers += [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()
+    ]
     headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

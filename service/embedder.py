@@ -31,13 +31,19 @@ PRECISIONS = ("fp32", "int8")
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 # onnxruntime's session-level graph optimisations, applied when a graph loads (nothing is rewritten on disk).
-OPTIMIZATION_LEVELS = {"none": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                       "all": "ORT_ENABLE_ALL"}
+OPTIMIZATION_LEVELS = {
+    "none": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 # onnxruntime's default. Measured with benchmarks/encode_speed.py --optimizations (MiniLM, batch 32, 2 threads,
 # AVX-512 VNNI CPU): int8 "all" 1004 sentences/s median vs 693-800 for the lower levels; fp32 levels within noise.
 DEFAULT_OPTIMIZATION = "all"
-CONTRACT = ("inputs input_ids and attention_mask (int64 [batch, sequence]), one output sentence_embedding "
-            "(float32 [batch, dim])")
+CONTRACT = (
+    "inputs input_ids and attention_mask (int64 [batch, sequence]), one output sentence_embedding "
+    "(float32 [batch, dim])"
+)
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,9 @@ class EmbedderInfo:
     created_at: str | None = None
     source_model_sha256: str | None = None
     pooling: tuple[str, ...] | None = None
-    prompts: dict[str, str] | None = None  # {"query": ..., "document": ...} from embedder.json; see service/prompts.py
+    prompts: dict[str, str] | None = (
+        None  # {"query": ..., "document": ...} from embedder.json; see service/prompts.py
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,10 +80,17 @@ class OnnxEmbedder:
         self.info = info
 
     @classmethod
-    def from_export_dir(cls, onnx_dir: Path, precision: str = "fp32", threads: int | None = None,
-                        dim: int | None = None, verify_sha256: bool = True,
-                        optimization: str = DEFAULT_OPTIMIZATION, allow_spinning: bool = True,
-                        device: str | None = None) -> OnnxEmbedder:
+    def from_export_dir(
+        cls,
+        onnx_dir: Path,
+        precision: str = "fp32",
+        threads: int | None = None,
+        dim: int | None = None,
+        verify_sha256: bool = True,
+        optimization: str = DEFAULT_OPTIMIZATION,
+        allow_spinning: bool = True,
+        device: str | None = None,
+    ) -> OnnxEmbedder:
         """Load the export written by `embedgate export`: the full-dim graph, or the per-dim graph for `dim`
         (which serves the exported dims up to `dim`). `allow_spinning=False` lets idle intra-op threads sleep
         instead of busy-waiting (onnxruntime's default), which the HTTP service needs: see _open_session. `device`:
@@ -83,31 +98,45 @@ class OnnxEmbedder:
         onnx_dir = Path(onnx_dir)
         config = _read_embedder_config(onnx_dir)
         if precision not in config["precisions"]:
-            raise ModelLoadError(f"precision {precision!r} is not in the export {onnx_dir}; available: "
-                                 f"{config['precisions']} (int8 is missing if it was exported with --no-int8)")
+            raise ModelLoadError(
+                f"precision {precision!r} is not in the export {onnx_dir}; available: "
+                f"{config['precisions']} (int8 is missing if it was exported with --no-int8)"
+            )
         dim = config["full_dim"] if dim is None else dim
         if dim not in config["dims"]:
-            raise ModelLoadError(f"dim {dim!r} has no graph in the export {onnx_dir}; exported dims: "
-                                 f"{config['dims']}")
+            raise ModelLoadError(
+                f"dim {dim!r} has no graph in the export {onnx_dir}; exported dims: {config['dims']}"
+            )
         try:
             entry = config["graphs"][str(dim)][precision]
             graph_path = onnx_dir / entry["path"]
             expected_sha256 = entry["sha256"]
         except (KeyError, TypeError) as err:
-            raise ModelLoadError(f"{onnx_dir / 'embedder.json'}: no usable graphs entry for dim {dim} {precision} "
-                                 f"(missing {err}); the export is damaged: export again") from None
+            raise ModelLoadError(
+                f"{onnx_dir / 'embedder.json'}: no usable graphs entry for dim {dim} {precision} "
+                f"(missing {err}); the export is damaged: export again"
+            ) from None
         if verify_sha256:
             _verify_sha256(graph_path, expected_sha256)
         session, graph_dim = _open_session(graph_path, threads, optimization, allow_spinning, device)
         if graph_dim != dim:
-            raise ModelLoadError(f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
-                                 f"dim {dim}; the export is inconsistent: export the model again")
+            raise ModelLoadError(
+                f"{graph_path}: graph outputs {graph_dim} dims but embedder.json lists it as "
+                f"dim {dim}; the export is inconsistent: export the model again"
+            )
         tokenizer = TextTokenizer(onnx_dir / "tokenizer" / TOKENIZER_FILE, config["max_seq_length"])
         info = EmbedderInfo(
-            graph_path=str(graph_path), graph_sha256=expected_sha256, precision=precision, graph_dim=graph_dim,
-            dims=tuple(d for d in config["dims"] if d <= graph_dim), full_dim=config["full_dim"],
-            max_seq_length=tokenizer.max_seq_length, threads=threads, optimization=optimization,
-            export_id=config.get("export_id"), created_at=config.get("created_at"),
+            graph_path=str(graph_path),
+            graph_sha256=expected_sha256,
+            precision=precision,
+            graph_dim=graph_dim,
+            dims=tuple(d for d in config["dims"] if d <= graph_dim),
+            full_dim=config["full_dim"],
+            max_seq_length=tokenizer.max_seq_length,
+            threads=threads,
+            optimization=optimization,
+            export_id=config.get("export_id"),
+            created_at=config.get("created_at"),
             source_model_sha256=config.get("source_model", {}).get("sha256"),
             pooling=tuple(config.get("pooling", ())) or None,
             prompts=dict(config.get("prompts") or {}),
@@ -115,23 +144,39 @@ class OnnxEmbedder:
         return cls(session, tokenizer, info)
 
     @classmethod
-    def from_graph(cls, graph_path: Path, tokenizer_dir: Path, dims: Sequence[int] | None = None,
-                   max_seq_length: int | None = None, threads: int | None = None,
-                   optimization: str = DEFAULT_OPTIMIZATION) -> OnnxEmbedder:
+    def from_graph(
+        cls,
+        graph_path: Path,
+        tokenizer_dir: Path,
+        dims: Sequence[int] | None = None,
+        max_seq_length: int | None = None,
+        threads: int | None = None,
+        optimization: str = DEFAULT_OPTIMIZATION,
+    ) -> OnnxEmbedder:
         """Load one graph file with the tokenizer in `tokenizer_dir`. `dims` (default: the graph's dim) are the
         dims it serves; `max_seq_length` defaults to the truncation written into tokenizer.json."""
         graph_path = Path(graph_path)
         session, graph_dim = _open_session(graph_path, threads, optimization)
         requested = [graph_dim] if dims is None else list(dims)
-        bad = [d for d in requested if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= graph_dim]
+        bad = [
+            d for d in requested if isinstance(d, bool) or not isinstance(d, int) or not 0 < d <= graph_dim
+        ]
         if bad or not requested:
-            raise ModelLoadError(f"dims {requested}: each must be an integer in 1..{graph_dim} (the graph's "
-                                 f"output size); bad: {bad}")
+            raise ModelLoadError(
+                f"dims {requested}: each must be an integer in 1..{graph_dim} (the graph's "
+                f"output size); bad: {bad}"
+            )
         served = tuple(sorted(set(requested), reverse=True))
         tokenizer = TextTokenizer(Path(tokenizer_dir) / TOKENIZER_FILE, max_seq_length)
         info = EmbedderInfo(
-            graph_path=str(graph_path), graph_sha256=None, precision=None, graph_dim=graph_dim, dims=served,
-            full_dim=graph_dim, max_seq_length=tokenizer.max_seq_length, threads=threads,
+            graph_path=str(graph_path),
+            graph_sha256=None,
+            precision=None,
+            graph_dim=graph_dim,
+            dims=served,
+            full_dim=graph_dim,
+            max_seq_length=tokenizer.max_seq_length,
+            threads=threads,
             optimization=optimization,
         )
         return cls(session, tokenizer, info)
@@ -172,15 +217,20 @@ class OnnxEmbedder:
         import numpy as np
 
         input_ids, attention_mask = self._tokenizer.pad(ids)
-        vectors = self._session.run([OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        vectors = self._session.run(
+            [OUTPUT_NAME], {"input_ids": input_ids, "attention_mask": attention_mask}
+        )[0]
         if not np.isfinite(vectors).all():
             bad = sorted({int(row) for row in np.argwhere(~np.isfinite(vectors))[:, 0]})
-            raise RuntimeError(f"{self.info.graph_path} produced non-finite values for rows {bad[:10]}: the "
-                               f"graph is broken; re-export the model")
+            raise RuntimeError(
+                f"{self.info.graph_path} produced non-finite values for rows {bad[:10]}: the "
+                f"graph is broken; re-export the model"
+            )
         return vectors
 
-    def embed(self, texts: Sequence[str], dimensions: int | None = None, batch_size: int = 32,
-              truncate: bool = True) -> np.ndarray:
+    def embed(
+        self, texts: Sequence[str], dimensions: int | None = None, batch_size: int = 32, truncate: bool = True
+    ) -> np.ndarray:
         """Unit-length float32 vectors [len(texts), dimensions] in input order (default: the largest dim)."""
         import numpy as np
 
@@ -201,8 +251,10 @@ class OnnxEmbedder:
         if dimensions is None:
             return self.dims[0]
         if isinstance(dimensions, bool) or not isinstance(dimensions, int) or dimensions not in self.dims:
-            raise EmbedRequestError(f"dimensions {dimensions!r} is not served by this model; allowed: "
-                                    f"{list(self.dims)} (or omit it for {self.dims[0]})")
+            raise EmbedRequestError(
+                f"dimensions {dimensions!r} is not served by this model; allowed: "
+                f"{list(self.dims)} (or omit it for {self.dims[0]})"
+            )
         return dimensions
 
 
@@ -215,8 +267,13 @@ def truncate_dims(vectors: np.ndarray, dimensions: int) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
-def _open_session(graph_path: Path, threads: int | None, optimization: str,
-                  allow_spinning: bool = True, device: str | None = "cpu") -> tuple[Any, int]:
+def _open_session(
+    graph_path: Path,
+    threads: int | None,
+    optimization: str,
+    allow_spinning: bool = True,
+    device: str | None = "cpu",
+) -> tuple[Any, int]:
     """An onnxruntime session for `graph_path`, checked against the contract; returns it and its output dim."""
     import onnxruntime as ort
 
@@ -224,10 +281,13 @@ def _open_session(graph_path: Path, threads: int | None, optimization: str,
 
     providers = onnx_providers(device)
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ModelLoadError(f"threads: expected an integer >= 1 (or None for onnxruntime's default), "
-                             f"got {threads!r}")
+        raise ModelLoadError(
+            f"threads: expected an integer >= 1 (or None for onnxruntime's default), got {threads!r}"
+        )
     if not isinstance(optimization, str) or optimization not in OPTIMIZATION_LEVELS:
-        raise ModelLoadError(f"optimization: expected one of {list(OPTIMIZATION_LEVELS)}, got {optimization!r}")
+        raise ModelLoadError(
+            f"optimization: expected one of {list(OPTIMIZATION_LEVELS)}, got {optimization!r}"
+        )
     if not graph_path.is_file():
         raise ModelLoadError(f"{graph_path}: graph file not found")
     options = ort.SessionOptions()
@@ -248,8 +308,10 @@ def _open_session(graph_path: Path, threads: int | None, optimization: str,
 def _check_contract(session: Any, graph_path: Path) -> int:
     inputs = {node.name: node for node in session.get_inputs()}
     outputs = session.get_outputs()
-    found = (f"inputs {[(n.name, n.type, n.shape) for n in inputs.values()]}, "
-             f"outputs {[(n.name, n.type, n.shape) for n in outputs]}")
+    found = (
+        f"inputs {[(n.name, n.type, n.shape) for n in inputs.values()]}, "
+        f"outputs {[(n.name, n.type, n.shape) for n in outputs]}"
+    )
     problem = None
     if set(inputs) != set(INPUT_NAMES):
         problem = "wrong input names"
@@ -262,25 +324,33 @@ def _check_contract(session: Any, graph_path: Path) -> int:
     elif not isinstance(outputs[0].shape[1], int) or outputs[0].shape[1] < 1:
         problem = "the output's second axis must have a fixed size (the embedding dim)"
     if problem:
-        raise ModelLoadError(f"{graph_path}: graph does not match the embedder contract ({problem}): expected "
-                             f"{CONTRACT}; found {found}. Export the model with `embedgate export`.")
+        raise ModelLoadError(
+            f"{graph_path}: graph does not match the embedder contract ({problem}): expected "
+            f"{CONTRACT}; found {found}. Export the model with `embedgate export`."
+        )
     return int(outputs[0].shape[1])
 
 
 def _read_embedder_config(onnx_dir: Path) -> dict[str, Any]:
     path = onnx_dir / "embedder.json"
     if not path.is_file():
-        raise ModelLoadError(f"{path} not found: {onnx_dir} is not an embedgate export; create one with "
-                             f"`embedgate export RUN_DIR` (it writes RUN_DIR/onnx)")
+        raise ModelLoadError(
+            f"{path} not found: {onnx_dir} is not an embedgate export; create one with "
+            f"`embedgate export RUN_DIR` (it writes RUN_DIR/onnx)"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ModelLoadError(f"{path}: not valid JSON ({err}); the export is damaged: export again") from err
     if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
         version = config.get("format_version") if isinstance(config, dict) else None
-        raise ModelLoadError(f"{path}: format_version {version!r}, this runtime reads {FORMAT_VERSION}; "
-                             f"export the model again with this version of embedgate")
-    missing = [key for key in ("full_dim", "dims", "max_seq_length", "precisions", "graphs") if key not in config]
+        raise ModelLoadError(
+            f"{path}: format_version {version!r}, this runtime reads {FORMAT_VERSION}; "
+            f"export the model again with this version of embedgate"
+        )
+    missing = [
+        key for key in ("full_dim", "dims", "max_seq_length", "precisions", "graphs") if key not in config
+    ]
     if missing:
         raise ModelLoadError(f"{path}: missing keys {missing}; the export is damaged: export again")
     return config
@@ -291,6 +361,7 @@ def _verify_sha256(path: Path, expected: str) -> None:
         raise ModelLoadError(f"{path}: graph file listed in embedder.json is missing; export the model again")
     actual = sha256_of(path)
     if actual != expected:
-        raise ModelLoadError(f"{path}: sha256 {actual[:16]}... does not match embedder.json's "
-                             f"{expected[:16]}...: the file changed after export; export the model again")
-
+        raise ModelLoadError(
+            f"{path}: sha256 {actual[:16]}... does not match embedder.json's "
+            f"{expected[:16]}...: the file changed after export; export the model again"
+        )

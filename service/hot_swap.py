@@ -56,8 +56,13 @@ class SwapOutcome:
 class ChampionWatcher:
     """Loads the registry's champion into `holder` when it changes; refuses versions that fail to load."""
 
-    def __init__(self, registry: Registry, holder: ModelHolder, load: Callable[[Path], ServingModel],
-                 metrics: Any | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        holder: ModelHolder,
+        load: Callable[[Path], ServingModel],
+        metrics: Any | None = None,
+    ) -> None:
         self.registry = registry
         self.holder = holder
         self._load = load
@@ -71,14 +76,19 @@ class ChampionWatcher:
         try:
             champion = self.registry.champion()
         except Exception as err:  # an unreadable pointer must not stop the serving model
-            logger.error("cannot read the champion pointer in %s: %s; still serving %s", self.registry.root, err,
-                         self._serving())
+            logger.error(
+                "cannot read the champion pointer in %s: %s; still serving %s",
+                self.registry.root,
+                err,
+                self._serving(),
+            )
             return SwapOutcome("refused", None, str(err))
         if champion is None:
             if self.holder.current is None:
                 self.holder.not_ready_reason = (
                     f"no champion in the registry {self.registry.root.resolve()} yet: promote a model "
-                    f"(`embedgate promote RUN_DIR`); model routes answer 503 until one is loaded")
+                    f"(`embedgate promote RUN_DIR`); model routes answer 503 until one is loaded"
+                )
             return SwapOutcome("no_champion", None)
         if champion == self._last_seen:
             return SwapOutcome("unchanged", champion.version)
@@ -98,9 +108,15 @@ class ChampionWatcher:
         if self._metrics is not None:
             self._metrics.swaps.labels(model.version).inc()
             self._metrics.record_model(model, old)
-        logger.info("now serving %s (%s, %s, dim %d; warm-up %.0f ms)%s", model.version, model.source,
-                    model.precision, model.serving_dim, model.warm_up_ms,
-                    f"; {old.version} finishes its in-flight requests" if old else "")
+        logger.info(
+            "now serving %s (%s, %s, dim %d; warm-up %.0f ms)%s",
+            model.version,
+            model.source,
+            model.precision,
+            model.serving_dim,
+            model.warm_up_ms,
+            f"; {old.version} finishes its in-flight requests" if old else "",
+        )
         return SwapOutcome("swapped", model.version, f"from {old.version if old else 'nothing'}")
 
     def _refuse(self, version: str, err: Exception) -> SwapOutcome:
@@ -108,12 +124,19 @@ class ChampionWatcher:
         detail = f"{reason}: {err}"
         self.holder.last_refusal = {"version": version, "reason": detail}
         if self.holder.current is None:
-            self.holder.not_ready_reason = (f"the champion {version} could not be loaded ({detail}); fix or roll "
-                                            f"back the registry (`embedgate rollback`)")
+            self.holder.not_ready_reason = (
+                f"the champion {version} could not be loaded ({detail}); fix or roll "
+                f"back the registry (`embedgate rollback`)"
+            )
         if self._metrics is not None:
             self._metrics.swap_failures.labels(version, reason).inc()
-        logger.error("refused champion %s from %s: %s; still serving %s", version, self.registry.root, detail,
-                     self._serving())
+        logger.error(
+            "refused champion %s from %s: %s; still serving %s",
+            version,
+            self.registry.root,
+            detail,
+            self._serving(),
+        )
         return SwapOutcome("refused", version, detail)
 
     def _serving(self) -> str:
@@ -128,10 +151,14 @@ class ChampionWatcher:
             return None
         try:
             verify_manifest(self.registry.version_dir(current.version))
-        except Exception as err:  # changed, missing, unreadable: all the same to a restart, which would refuse it
-            problem = (f"the files of the served version {current.version} no longer match its manifest ({err}); "
-                       f"it keeps serving from memory, but a restart would refuse it: restore the files, or "
-                       f"promote or roll back to another version")
+        except (
+            Exception
+        ) as err:  # changed, missing, unreadable: all the same to a restart, which would refuse it
+            problem = (
+                f"the files of the served version {current.version} no longer match its manifest ({err}); "
+                f"it keeps serving from memory, but a restart would refuse it: restore the files, or "
+                f"promote or roll back to another version"
+            )
             if problem != self.holder.integrity_problem:
                 logger.error("%s", problem)
             self.holder.integrity_problem = problem

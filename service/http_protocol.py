@@ -49,8 +49,12 @@ def connection_limits() -> ConnectionLimits:
     from service.settings import ServeSettings
 
     settings = ServeSettings.from_env()
-    return ConnectionLimits(settings.max_header_bytes, settings.header_timeout_s, settings.keep_alive_timeout_s,
-                            settings.max_connections)
+    return ConnectionLimits(
+        settings.max_header_bytes,
+        settings.header_timeout_s,
+        settings.keep_alive_timeout_s,
+        settings.max_connections,
+    )
 
 
 def install() -> None:
@@ -74,12 +78,18 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
-            self._refuse(503, "too_many_connections", f"this worker already holds {len(self.connections) - 1} "
-                         f"connections, the limit is {self.limits.max_connections} (EMBEDGATE_MAX_CONNECTIONS); "
-                         f"retry shortly, or reuse a keep-alive connection")
+            self._refuse(
+                503,
+                "too_many_connections",
+                f"this worker already holds {len(self.connections) - 1} "
+                f"connections, the limit is {self.limits.max_connections} (EMBEDGATE_MAX_CONNECTIONS); "
+                f"retry shortly, or reuse a keep-alive connection",
+            )
             return
         # uvicorn arms its idle timer only after a response: a connection that never sends would stay forever.
-        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_header_timer()
@@ -89,7 +99,9 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:  # reading a request line and headers
             if self._header_timer is None:
-                self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timed_out)
+                self._header_timer = self.loop.call_later(
+                    self.limits.header_timeout_s, self._header_timed_out
+                )
             seen = self._tail + data
             end = seen.find(_END_OF_HEADERS)
             self._header_bytes += (end - len(self._tail)) if end >= 0 else len(data)
@@ -98,16 +110,22 @@ class GuardedH11Protocol(H11Protocol):
                 self._refuse(431, "request_header_too_large", self._too_large_message())
                 return
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # headers complete (or the connection failed): a new request
+        if (
+            self.conn.their_state is not h11.IDLE
+        ):  # headers complete (or the connection failed): a new request
             self._stop_header_timer()
             self._header_bytes, self._tail = 0, b""
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
-            self._refuse(408, "request_timeout", f"the request headers were not complete within "
-                         f"{self.limits.header_timeout_s:g} s (EMBEDGATE_HEADER_TIMEOUT_S); send the whole header "
-                         f"block at once")
+            self._refuse(
+                408,
+                "request_timeout",
+                f"the request headers were not complete within "
+                f"{self.limits.header_timeout_s:g} s (EMBEDGATE_HEADER_TIMEOUT_S); send the whole header "
+                f"block at once",
+            )
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -115,16 +133,22 @@ class GuardedH11Protocol(H11Protocol):
             self._header_timer = None
 
     def _too_large_message(self) -> str:
-        return (f"the request line and headers are over {self.limits.max_header_bytes} bytes "
-                f"(EMBEDGATE_MAX_HEADER_BYTES); send the texts in the body, not in headers or the URL")
+        return (
+            f"the request line and headers are over {self.limits.max_header_bytes} bytes "
+            f"(EMBEDGATE_MAX_HEADER_BYTES); send the texts in the body, not in headers or the URL"
+        )
 
     # ---- JSON for what uvicorn answers in plain text ----
     def send_400_response(self, msg: str) -> None:
         if len(self.conn.trailing_data[0]) > self.limits.max_header_bytes:  # h11's own limit tripped
             self._refuse(431, "request_header_too_large", self._too_large_message())
         else:
-            self._refuse(400, "malformed_http", "the request is not valid HTTP/1.1 (request line, method, header "
-                         "syntax or framing); send a well-formed request, e.g. with an HTTP client library")
+            self._refuse(
+                400,
+                "malformed_http",
+                "the request is not valid HTTP/1.1 (request line, method, header "
+                "syntax or framing); send a well-formed request, e.g. with an HTTP client library",
+            )
 
     def _refuse(self, status: int, code: str, message: str) -> None:
         """Answer with our JSON error and close the connection (raw bytes: h11 may be in no state to send)."""
@@ -133,7 +157,9 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         body = dumps(ApiError(status, code, message).body())
-        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode("latin-1")
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode("latin-1")
         self.transport.write(head + body)
         self.transport.close()

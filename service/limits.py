@@ -22,8 +22,11 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise ApiError(400, "invalid_content_length", f"Content-Length {declared[:40]!r} is not a byte count; "
-                           f"let your HTTP client set it")
+            raise ApiError(
+                400,
+                "invalid_content_length",
+                f"Content-Length {declared[:40]!r} is not a byte count; let your HTTP client set it",
+            )
         if int(declared) > max_bytes:
             raise _too_large(f"{int(declared)} bytes", max_bytes)
     from starlette.requests import ClientDisconnect
@@ -36,8 +39,9 @@ async def read_body(request: Any, max_bytes: int) -> bytes:
                 raise _too_large(f"over {max_bytes} bytes (counted while streaming)", max_bytes)
             chunks.append(chunk)
     except ClientDisconnect:  # nobody will read the answer; counted, not logged as a server failure
-        raise ApiError(400, "client_disconnected", f"the client closed the connection after {size} bytes of "
-                       f"the body") from None
+        raise ApiError(
+            400, "client_disconnected", f"the client closed the connection after {size} bytes of the body"
+        ) from None
     return b"".join(chunks)
 
 
@@ -46,23 +50,42 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     import orjson
 
     if not raw.strip():
-        raise ApiError(400, "empty_body", f"the request body is empty; send a JSON object such as {EXAMPLE_BODY}")
+        raise ApiError(
+            400, "empty_body", f"the request body is empty; send a JSON object such as {EXAMPLE_BODY}"
+        )
     try:
         raw.decode("utf-8")  # orjson checks this too, but its message would not say which byte
     except UnicodeDecodeError as err:
-        raise ApiError(400, "invalid_utf8", f"the body is not valid UTF-8: byte {err.start} is "
-                       f"{raw[err.start:err.start + 1]!r}; encode the JSON as UTF-8") from None
+        raise ApiError(
+            400,
+            "invalid_utf8",
+            f"the body is not valid UTF-8: byte {err.start} is "
+            f"{raw[err.start : err.start + 1]!r}; encode the JSON as UTF-8",
+        ) from None
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as err:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {err.msg} at line {err.lineno} column "
-                       f"{err.colno}; send a JSON object such as {EXAMPLE_BODY} "
-                       f"(Content-Type: application/json)") from None
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"the body is not valid JSON: {err.msg} at line {err.lineno} column "
+            f"{err.colno}; send a JSON object such as {EXAMPLE_BODY} "
+            f"(Content-Type: application/json)",
+        ) from None
     if not isinstance(value, dict):
-        kind = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean",
-                type(None): "null"}.get(type(value), type(value).__name__)
-        raise ApiError(400, "invalid_json", f"expected a JSON object at the top level, got {kind}; send an object "
-                       f"such as {EXAMPLE_BODY}")
+        kind = {
+            list: "a list",
+            str: "a string",
+            int: "a number",
+            float: "a number",
+            bool: "a boolean",
+            type(None): "null",
+        }.get(type(value), type(value).__name__)
+        raise ApiError(
+            400,
+            "invalid_json",
+            f"expected a JSON object at the top level, got {kind}; send an object such as {EXAMPLE_BODY}",
+        )
     return value
 
 
@@ -72,9 +95,14 @@ def check_request_tokens(counts: tuple[int, ...], max_seq_length: int, limit: in
     size: memory per request follows tokens, not texts."""
     read = sum(min(count, max_seq_length) for count in counts)
     if read > limit:
-        raise ApiError(422, "too_many_request_tokens", f"this request holds {read} tokens after truncation (over "
-                       f"{len(counts)} texts), the limit is {limit} per request (EMBEDGATE_MAX_REQUEST_TOKENS); "
-                       f"split it into several requests", param="input")
+        raise ApiError(
+            422,
+            "too_many_request_tokens",
+            f"this request holds {read} tokens after truncation (over "
+            f"{len(counts)} texts), the limit is {limit} per request (EMBEDGATE_MAX_REQUEST_TOKENS); "
+            f"split it into several requests",
+            param="input",
+        )
     return read
 
 
@@ -89,9 +117,13 @@ class ConcurrencyLimit:
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
         if self.in_flight >= self.limit:
-            raise ApiError(429, "too_many_requests", f"{self.in_flight} requests are already in flight, the limit "
-                           f"is {self.limit} (EMBEDGATE_MAX_CONCURRENT_REQUESTS); retry shortly, with backoff",
-                           headers={"Retry-After": "1"})
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"{self.in_flight} requests are already in flight, the limit "
+                f"is {self.limit} (EMBEDGATE_MAX_CONCURRENT_REQUESTS); retry shortly, with backoff",
+                headers={"Retry-After": "1"},
+            )
         self.in_flight += 1  # the event loop is single-threaded: no lock needed
         try:
             yield
@@ -100,5 +132,9 @@ class ConcurrencyLimit:
 
 
 def _too_large(size: str, max_bytes: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"the request body is {size}, the limit is {max_bytes} bytes "
-                    f"(EMBEDGATE_MAX_PAYLOAD_BYTES); send fewer or shorter texts per request")
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"the request body is {size}, the limit is {max_bytes} bytes "
+        f"(EMBEDGATE_MAX_PAYLOAD_BYTES); send fewer or shorter texts per request",
+    )

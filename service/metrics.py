@@ -23,34 +23,75 @@ class ServiceMetrics:
         import prometheus_client as prom
 
         registry = prom.REGISTRY if registry is None else registry
-        self.requests = prom.Counter("embedgate_requests", "HTTP requests answered, by route and status",
-                                     ["route", "status"], registry=registry)
-        self.errors = prom.Counter("embedgate_errors", "Error answers, by route and error code",
-                                   ["route", "code"], registry=registry)
-        self.latency = prom.Histogram("embedgate_request_duration_seconds", "Time to answer a model request",
-                                      ["route"], buckets=LATENCY_BUCKETS_S, registry=registry)
+        self.requests = prom.Counter(
+            "embedgate_requests",
+            "HTTP requests answered, by route and status",
+            ["route", "status"],
+            registry=registry,
+        )
+        self.errors = prom.Counter(
+            "embedgate_errors", "Error answers, by route and error code", ["route", "code"], registry=registry
+        )
+        self.latency = prom.Histogram(
+            "embedgate_request_duration_seconds",
+            "Time to answer a model request",
+            ["route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
         self.inputs = prom.Counter("embedgate_inputs", "Texts embedded", ["route"], registry=registry)
-        self.tokens = prom.Counter("embedgate_tokens", "Tokens embedded (after truncation, special tokens "
-                                   "included)", ["route"], registry=registry)
-        self.truncated = prom.Counter("embedgate_truncated_inputs", "Texts cut to the model's max tokens",
-                                      ["route"], registry=registry)
-        self.batch_size = prom.Histogram("embedgate_batch_size", "Texts per model run", buckets=BATCH_BUCKETS,
-                                         registry=registry)
-        self.batch_requests = prom.Histogram("embedgate_batch_requests", "Requests sharing one model run",
-                                             buckets=BATCH_BUCKETS, registry=registry)
-        self.batch_duration = prom.Histogram("embedgate_batch_duration_seconds", "Model run time per batch",
-                                             buckets=LATENCY_BUCKETS_S, registry=registry)
-        self.queue_wait = prom.Histogram("embedgate_queue_wait_seconds", "Time a request waited for its batch",
-                                         buckets=LATENCY_BUCKETS_S, registry=registry)
-        self.in_flight = prom.Gauge("embedgate_requests_in_flight", "Model requests being answered",
-                                    multiprocess_mode="livesum", registry=registry)
-        self.model_info = prom.Gauge("embedgate_model_info", "1 for the model version being served, 0 for one "
-                                     "served before", ["version", "precision", "serving_dim"],
-                                     multiprocess_mode="liveall", registry=registry)
-        self.swaps = prom.Counter("embedgate_model_swaps", "Model versions switched to", ["version"],
-                                  registry=registry)
-        self.swap_failures = prom.Counter("embedgate_model_swap_failures", "Champion versions refused (the "
-                                          "previous one kept serving)", ["version", "reason"], registry=registry)
+        self.tokens = prom.Counter(
+            "embedgate_tokens",
+            "Tokens embedded (after truncation, special tokens included)",
+            ["route"],
+            registry=registry,
+        )
+        self.truncated = prom.Counter(
+            "embedgate_truncated_inputs", "Texts cut to the model's max tokens", ["route"], registry=registry
+        )
+        self.batch_size = prom.Histogram(
+            "embedgate_batch_size", "Texts per model run", buckets=BATCH_BUCKETS, registry=registry
+        )
+        self.batch_requests = prom.Histogram(
+            "embedgate_batch_requests",
+            "Requests sharing one model run",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_duration = prom.Histogram(
+            "embedgate_batch_duration_seconds",
+            "Model run time per batch",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.queue_wait = prom.Histogram(
+            "embedgate_queue_wait_seconds",
+            "Time a request waited for its batch",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.in_flight = prom.Gauge(
+            "embedgate_requests_in_flight",
+            "Model requests being answered",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.model_info = prom.Gauge(
+            "embedgate_model_info",
+            "1 for the model version being served, 0 for one served before",
+            ["version", "precision", "serving_dim"],
+            multiprocess_mode="liveall",
+            registry=registry,
+        )
+        self.swaps = prom.Counter(
+            "embedgate_model_swaps", "Model versions switched to", ["version"], registry=registry
+        )
+        self.swap_failures = prom.Counter(
+            "embedgate_model_swap_failures",
+            "Champion versions refused (the previous one kept serving)",
+            ["version", "reason"],
+            registry=registry,
+        )
 
     def record_model(self, new: Any, old: Any | None) -> None:
         """Mark `new` (a ServingModel) as served and `old` as no longer served."""

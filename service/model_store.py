@@ -21,12 +21,19 @@ def store_model_dir(tag: str) -> tuple[Path, str]:
     try:
         model = bentoml.models.get(tag)
     except NotFound:
-        raise ModelLoadError(f"no model {tag!r} in the BentoML model store; promote a run (`embedgate promote` "
-                             f"saves each version there) or set EMBEDGATE_REGISTRY to a registry") from None
+        raise ModelLoadError(
+            f"no model {tag!r} in the BentoML model store; promote a run (`embedgate promote` "
+            f"saves each version there) or set EMBEDGATE_REGISTRY to a registry"
+        ) from None
     return Path(model.path), str(model.tag)
 
 
 def load_from_store(tag: str, *, precision: str | None, threads: int | None) -> ServingModel:
     folder, resolved = store_model_dir(tag)
-    return load_version(folder, precision=precision, threads=threads, source=f"bentoml-model-store:{resolved}",
-                        ignore_files=BENTO_STORE_FILES)
+    return load_version(
+        folder,
+        precision=precision,
+        threads=threads,
+        source=f"bentoml-model-store:{resolved}",
+        ignore_files=BENTO_STORE_FILES,
+    )

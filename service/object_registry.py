@@ -68,7 +68,7 @@ def is_object_url(location: str | Path) -> bool:
 def local_path_of(location: str | Path) -> Path:
     """A local folder from a path or a `file://` URL."""
     text = str(location)
-    return Path(text[len("file://"):]) if text.startswith("file://") else Path(location)
+    return Path(text[len("file://") :]) if text.startswith("file://") else Path(location)
 
 
 def _default_cache(url: str) -> Path:
@@ -86,9 +86,11 @@ class ObjectRegistry(Registry):
         try:
             self.store = obstore.store.from_url(self.url)  # credentials/endpoint: the standard AWS_* env only
         except Exception as err:  # obstore raises its own config errors (unknown scheme, no bucket)
-            raise RegistryError(f"cannot open the registry {self.url}: {err}; expected s3://bucket/prefix with "
-                                f"credentials in the standard environment (AWS_ACCESS_KEY_ID, AWS_REGION, "
-                                f"AWS_ENDPOINT_URL for S3-compatible servers)") from None
+            raise RegistryError(
+                f"cannot open the registry {self.url}: {err}; expected s3://bucket/prefix with "
+                f"credentials in the standard environment (AWS_ACCESS_KEY_ID, AWS_REGION, "
+                f"AWS_ENDPOINT_URL for S3-compatible servers)"
+            ) from None
         self.root = Path(cache_dir) if cache_dir else _default_cache(self.url)
         self.repairs: list[str] = []
         self._read_etags: dict[str, str | None] | None = None  # set inside `_locked`
@@ -143,8 +145,10 @@ class ObjectRegistry(Registry):
             data = json.loads(raw)
             return Champion(data["version"], data.get("previous"), data["updated_at"]), etag
         except (ValueError, KeyError, TypeError, AttributeError) as err:
-            raise RegistryError(f"{self.url}/champion.json: unreadable champion pointer ({type(err).__name__}: "
-                                f"{err}); expected {{\"version\", \"previous\", \"updated_at\"}}") from None
+            raise RegistryError(
+                f"{self.url}/champion.json: unreadable champion pointer ({type(err).__name__}: "
+                f'{err}); expected {{"version", "previous", "updated_at"}}'
+            ) from None
 
     def champion(self) -> Champion | None:
         champion, etag = self._champion_with_etag()
@@ -166,8 +170,9 @@ class ObjectRegistry(Registry):
                 raise TypeError("expected 'files' and 'blobs'")
             return marker
         except (ValueError, TypeError, AttributeError) as err:
-            raise RegistryError(f"{self.url}/versions/{version}.json: unreadable version marker ({err}); "
-                                f"refusing to load") from None
+            raise RegistryError(
+                f"{self.url}/versions/{version}.json: unreadable version marker ({err}); refusing to load"
+            ) from None
 
     def _manifest_field(self, version: str, name: str) -> Any:
         try:
@@ -193,8 +198,10 @@ class ObjectRegistry(Registry):
         try:
             for rel in marker["files"]:
                 if rel.startswith("/") or ".." in Path(rel).parts:
-                    raise RegistryError(f"{self.url}/versions/{version}.json lists {rel!r}; expected paths inside "
-                                        f"the version; refusing to load")
+                    raise RegistryError(
+                        f"{self.url}/versions/{version}.json lists {rel!r}; expected paths inside "
+                        f"the version; refusing to load"
+                    )
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(bytes(obstore.get(self.store, f"{marker['blobs']}/{rel}").bytes()))
@@ -231,7 +238,9 @@ class ObjectRegistry(Registry):
         repair: a version is visible only through its marker, written after its blobs."""
         import obstore
 
-        named = {marker.get("blobs") for marker in (self._marker_or_none(v) for v in self.versions()) if marker}
+        named = {
+            marker.get("blobs") for marker in (self._marker_or_none(v) for v in self.versions()) if marker
+        }
         newest: dict[str, float] = {}
         for batch in obstore.list(self.store, prefix="blobs/"):
             for meta in batch:
@@ -277,8 +286,12 @@ class ObjectRegistry(Registry):
         return found[0] if found else None
 
     def write_pointer(self, name: str, payload: Any) -> None:
-        self._put_if_unchanged(name, (json.dumps(payload, indent=2) + "\n").encode(), self._read_etag(name),
-                               f"{self.url}/{name} changed while this command ran (another writer); run it again")
+        self._put_if_unchanged(
+            name,
+            (json.dumps(payload, indent=2) + "\n").encode(),
+            self._read_etag(name),
+            f"{self.url}/{name} changed while this command ran (another writer); run it again",
+        )
 
     def _read_etag(self, name: str) -> str | None:
         if self._read_etags is None or name not in self._read_etags:
@@ -321,7 +334,8 @@ class ObjectRegistry(Registry):
             now = self._champion_with_etag()[0]
             raise ChampionChanged(
                 f"the champion changed since the gate ran (it was {previous or 'none'}, it is now "
-                f"{now.version if now else 'none'}): re-gate the run against the new champion") from None
+                f"{now.version if now else 'none'}): re-gate the run against the new champion"
+            ) from None
 
     def _upload(self, sources: dict[str, Path], blobs: str) -> None:
         import obstore
@@ -341,14 +355,27 @@ class ObjectRegistry(Registry):
             payload = json.dumps({**marker, "version": version}, indent=2, sort_keys=True).encode()
             if self._create(f"versions/{version}.json", payload):
                 return version
-        raise RegistryError(f"{self.url}: could not claim a version number after {VERSION_CLAIM_TRIES} tries "
-                            f"(many concurrent promotions?); retry")
+        raise RegistryError(
+            f"{self.url}: could not claim a version number after {VERSION_CLAIM_TRIES} tries "
+            f"(many concurrent promotions?); retry"
+        )
 
-    def add_version(self, sources: dict[str, Path], *, metadata: dict[str, Any], who: str | None = None,
-                    reason: str = "", forced: bool = False, run_id: str | None = None,
-                    metrics: dict | None = None, make_champion: bool = True,
-                    reembed_required: bool | None = None, alias: str | None = None,
-                    refuse_duplicate_run: bool = False, expected_champion: str | None = None) -> str:
+    def add_version(
+        self,
+        sources: dict[str, Path],
+        *,
+        metadata: dict[str, Any],
+        who: str | None = None,
+        reason: str = "",
+        forced: bool = False,
+        run_id: str | None = None,
+        metrics: dict | None = None,
+        make_champion: bool = True,
+        reembed_required: bool | None = None,
+        alias: str | None = None,
+        refuse_duplicate_run: bool = False,
+        expected_champion: str | None = None,
+    ) -> str:
         """Upload, verify, mark, then move the champion by compare-and-swap. `expected_champion`: the champion
         the gate compared against (default: the one read when this call starts); a different one -> ChampionChanged,
         recorded in the history as a refusal naming the version that was uploaded but not served."""
@@ -359,32 +386,66 @@ class ObjectRegistry(Registry):
         current, etag = self._champion_with_etag()
         if refuse_duplicate_run and run_id is not None:
             self._refuse_duplicate(run_id, metadata)
-        gated_against = expected_champion if expected_champion is not None else (current.version if current else None)
+        gated_against = (
+            expected_champion if expected_champion is not None else (current.version if current else None)
+        )
         blobs = f"blobs/{uuid.uuid4().hex}"
         self._upload(sources, blobs)
         # The manifest from the local sources (the same files just uploaded); readers verify the downloaded copy.
         manifest = build_manifest_of_sources(sources)
         _kill_point("staged")
-        version = self._claim_version({**manifest, "created_at": _now(), "run_id": run_id, "blobs": blobs,
-                                       **metadata})
+        version = self._claim_version(
+            {**manifest, "created_at": _now(), "run_id": run_id, "blobs": blobs, **metadata}
+        )
         _kill_point("version_visible")
         if not make_champion:  # staged: the candidate alias moves afterwards (service.aliases.set_candidate)
-            self._append_history(HistoryEntry(_now(), "promote", version, gated_against, who, reason, forced, run_id,
-                                              metrics, alias, reembed_required))
+            self._append_history(
+                HistoryEntry(
+                    _now(),
+                    "promote",
+                    version,
+                    gated_against,
+                    who,
+                    reason,
+                    forced,
+                    run_id,
+                    metrics,
+                    alias,
+                    reembed_required,
+                )
+            )
             return version
         try:
             if (current.version if current else None) != gated_against:
-                raise ChampionChanged(f"the champion changed since the gate ran (it was {gated_against or 'none'}, "
-                                      f"it is now {current.version if current else 'none'}): re-gate the run "
-                                      f"against the new champion")
+                raise ChampionChanged(
+                    f"the champion changed since the gate ran (it was {gated_against or 'none'}, "
+                    f"it is now {current.version if current else 'none'}): re-gate the run "
+                    f"against the new champion"
+                )
             self._switch_cas(version, gated_against, etag)
         except ChampionChanged as err:
-            self._append_history(HistoryEntry(_now(), "refused", version, gated_against, who, str(err), forced,
-                                              run_id, metrics))
+            self._append_history(
+                HistoryEntry(
+                    _now(), "refused", version, gated_against, who, str(err), forced, run_id, metrics
+                )
+            )
             raise
         _kill_point("champion_switched")
-        self._append_history(HistoryEntry(_now(), "promote", version, gated_against, who, reason, forced, run_id,
-                                          metrics, "champion", reembed_required))
+        self._append_history(
+            HistoryEntry(
+                _now(),
+                "promote",
+                version,
+                gated_against,
+                who,
+                reason,
+                forced,
+                run_id,
+                metrics,
+                "champion",
+                reembed_required,
+            )
+        )
         _kill_point("history_written")
         return version
 

@@ -20,8 +20,12 @@ from collections.abc import Mapping, Sequence
 from service.api_errors import ApiError
 
 INPUT_TYPES = ("query", "document")
-INPUT_TYPE_ALIASES = {"query": "query", "document": "document", "search_query": "query",
-                      "search_document": "document"}
+INPUT_TYPE_ALIASES = {
+    "query": "query",
+    "document": "document",
+    "search_query": "query",
+    "search_document": "document",
+}
 
 
 def apply_prompt(texts: Sequence[str], prompt: str | None) -> list[str]:
@@ -42,9 +46,13 @@ def parse_input_type(value: object) -> str | None:
         return None
     if not isinstance(value, str) or value not in INPUT_TYPE_ALIASES:
         shown = repr(value)[:60]
-        raise ApiError(422, "invalid_input_type", f"input_type: got {shown}; allowed: {list(INPUT_TYPES)} (Cohere's "
-                       f"search_query / search_document are accepted too), or omit it for no prompt",
-                       param="input_type")
+        raise ApiError(
+            422,
+            "invalid_input_type",
+            f"input_type: got {shown}; allowed: {list(INPUT_TYPES)} (Cohere's "
+            f"search_query / search_document are accepted too), or omit it for no prompt",
+            param="input_type",
+        )
     return INPUT_TYPE_ALIASES[value]
 
 
@@ -53,23 +61,38 @@ def parse_prompt_name(value: object) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value:
-        raise ApiError(422, "invalid_prompt_name", f"prompt_name: expected the name of one of the model's prompts "
-                       f"(a string such as \"query\"), got {repr(value)[:60]}", param="prompt_name")
+        raise ApiError(
+            422,
+            "invalid_prompt_name",
+            f"prompt_name: expected the name of one of the model's prompts "
+            f'(a string such as "query"), got {repr(value)[:60]}',
+            param="prompt_name",
+        )
     return value
 
 
-def prompt_for(prompts: Mapping[str, str] | None, input_type: str | None = None,
-               prompt_name: str | None = None) -> str:
+def prompt_for(
+    prompts: Mapping[str, str] | None, input_type: str | None = None, prompt_name: str | None = None
+) -> str:
     """The prompt a request asked for, checked against the prompts this model was exported with."""
     prompts = dict(prompts or {})
     if prompt_name is not None:
         if prompt_name not in prompts:
-            raise ApiError(422, "unknown_prompt_name", f"prompt_name: {prompt_name!r} is not one of this model's "
-                           f"prompts; available: {sorted(prompts) or 'none (the model has no prompts)'}",
-                           param="prompt_name")
+            raise ApiError(
+                422,
+                "unknown_prompt_name",
+                f"prompt_name: {prompt_name!r} is not one of this model's "
+                f"prompts; available: {sorted(prompts) or 'none (the model has no prompts)'}",
+                param="prompt_name",
+            )
         if input_type is not None and prompt_name != input_type:
-            raise ApiError(422, "conflicting_prompt", f"input_type {input_type!r} and prompt_name {prompt_name!r} "
-                           f"ask for different prompts; send one of them", param="prompt_name")
+            raise ApiError(
+                422,
+                "conflicting_prompt",
+                f"input_type {input_type!r} and prompt_name {prompt_name!r} "
+                f"ask for different prompts; send one of them",
+                param="prompt_name",
+            )
         return prompts[prompt_name] or ""
     if input_type is not None:
         return role_prompt(prompts, input_type)

@@ -18,6 +18,7 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w./])(?:/[^\s/'\"`,;:()\[\]{}]+)+/?")
 
 def hide_paths(text: str) -> str:
     """`text` with each absolute path replaced by `.../<last component>`."""
+
     def shorten(match: re.Match[str]) -> str:
         parts = [part for part in match.group(0).split("/") if part]
         return f".../{parts[-1]}" if parts else match.group(0)

@@ -89,16 +89,22 @@ class HistoryEntry:
         for name in ("version", "from_version", "run_id"):
             if getattr(entry, name) is not None and not isinstance(getattr(entry, name), str):
                 raise TypeError(f"field {name!r} must be text or null, got {getattr(entry, name)!r}")
-        if not isinstance(entry.forced, bool) or not (entry.metrics is None or isinstance(entry.metrics, dict)):
+        if not isinstance(entry.forced, bool) or not (
+            entry.metrics is None or isinstance(entry.metrics, dict)
+        ):
             raise TypeError("field 'forced' must be true/false and 'metrics' an object or null")
-        if not (entry.alias is None or isinstance(entry.alias, str)) or entry.reembed_required not in (None, True,
-                                                                                                        False):
+        if not (entry.alias is None or isinstance(entry.alias, str)) or entry.reembed_required not in (
+            None,
+            True,
+            False,
+        ):
             raise TypeError("field 'alias' must be text or null and 'reembed_required' true/false/null")
         return entry
 
 
-def build_manifest(root: Path, extra: dict[str, Any] | None = None,
-                   skip_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+def build_manifest(
+    root: Path, extra: dict[str, Any] | None = None, skip_prefixes: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """The manifest format registry versions and run directories share: {**extra, "files": {relative path:
     {sha256, size}}}; manifest.json itself and files under `skip_prefixes` (root-relative) are left out."""
     files = {}
@@ -115,12 +121,15 @@ def verify_manifest(root: Path, ignore: frozenset[str] = frozenset()) -> dict[st
     `ignore`: root-relative files another tool adds beside the version (BentoML's model store writes model.yaml)."""
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
-        raise RegistryError(f"{root}: no {MANIFEST}; a registry version must carry its manifest (refusing to load)")
+        raise RegistryError(
+            f"{root}: no {MANIFEST}; a registry version must carry its manifest (refusing to load)"
+        )
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         listed = manifest["files"]
-        if not isinstance(listed, dict) or not all(isinstance(m, dict) and {"sha256", "size"} <= set(m)
-                                                   for m in listed.values()):
+        if not isinstance(listed, dict) or not all(
+            isinstance(m, dict) and {"sha256", "size"} <= set(m) for m in listed.values()
+        ):
             raise TypeError("'files' must map each path to {sha256, size}")
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise RegistryError(f"{manifest_path}: unreadable manifest ({err}); refusing to load") from None
@@ -129,13 +138,16 @@ def verify_manifest(root: Path, ignore: frozenset[str] = frozenset()) -> dict[st
     missing = sorted(set(listed) - present)
     extra = sorted(present - set(listed))
     if missing or extra:
-        raise RegistryError(f"{root}: files do not match the manifest (missing: {missing[:5]}, unexpected: "
-                            f"{extra[:5]}); refusing to load")
+        raise RegistryError(
+            f"{root}: files do not match the manifest (missing: {missing[:5]}, unexpected: "
+            f"{extra[:5]}); refusing to load"
+        )
     for rel, meta in listed.items():
         path = root / rel
         if path.stat().st_size != meta["size"] or sha256_of(path) != meta["sha256"]:
-            raise RegistryError(f"{path}: sha256 does not match the manifest (file changed after promotion); "
-                                f"refusing to load")
+            raise RegistryError(
+                f"{path}: sha256 does not match the manifest (file changed after promotion); refusing to load"
+            )
     return manifest
 
 
@@ -170,7 +182,7 @@ class Registry:
         return super().__new__(cls)
 
     def __init__(self, root: str | Path):
-        self.root = Path(str(root)[len("file://"):]) if str(root).startswith("file://") else Path(root)
+        self.root = Path(str(root)[len("file://") :]) if str(root).startswith("file://") else Path(root)
 
     # ---- reading (the service) ----
     @property
@@ -188,9 +200,11 @@ class Registry:
             data = json.loads(self.champion_path.read_text(encoding="utf-8"))
             return Champion(data["version"], data.get("previous"), data["updated_at"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as err:
-            raise RegistryError(f"{self.champion_path}: unreadable champion pointer ({type(err).__name__}: {err}); "
-                                f"expected {{\"version\", \"previous\", \"updated_at\"}}: rewrite it by hand "
-                                f"(history.jsonl records which version was the champion last)") from None
+            raise RegistryError(
+                f"{self.champion_path}: unreadable champion pointer ({type(err).__name__}: {err}); "
+                f'expected {{"version", "previous", "updated_at"}}: rewrite it by hand '
+                f"(history.jsonl records which version was the champion last)"
+            ) from None
 
     def version_dir(self, version: str) -> Path:
         if not VERSION_PATTERN.match(version or ""):
@@ -205,8 +219,9 @@ class Registry:
         folder = self.root / "versions"
         if not folder.is_dir():
             return []
-        return sorted((p.name for p in folder.iterdir() if VERSION_PATTERN.match(p.name)),
-                      key=lambda v: int(v[1:]))
+        return sorted(
+            (p.name for p in folder.iterdir() if VERSION_PATTERN.match(p.name)), key=lambda v: int(v[1:])
+        )
 
     def verify(self, version: str) -> dict[str, Any]:
         return verify_manifest(self.version_dir(version))
@@ -225,8 +240,10 @@ class Registry:
             try:
                 entries.append(HistoryEntry.from_json_line(raw.decode("utf-8")))
             except (UnicodeDecodeError, ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
-                problem = (f"{self.history_path.name} line {number} skipped, not a history entry "
-                           f"({type(err).__name__}: {str(err)[:120]}): {raw[:80]!r}")
+                problem = (
+                    f"{self.history_path.name} line {number} skipped, not a history entry "
+                    f"({type(err).__name__}: {str(err)[:120]}): {raw[:80]!r}"
+                )
                 self.history_problems.append(problem)
                 logger.warning("%s", problem)
         return entries
@@ -262,8 +279,11 @@ class Registry:
         their line now, marked as recorded afterwards (`who`), from the pointer and the version's manifest."""
         entries = self.history()
         recorded = {entry.version for entry in entries if entry.action in ("promote", "interrupted")}
-        staged = {entry.version for entry in entries if entry.action == "promote" and entry.alias not in
-                  (None, "champion")}
+        staged = {
+            entry.version
+            for entry in entries
+            if entry.action == "promote" and entry.alias not in (None, "champion")
+        }
         champion = self.champion()
         last_switch = next((entry.version for entry in reversed(entries) if _moved_the_champion(entry)), None)
         for version in self.versions():
@@ -273,22 +293,45 @@ class Registry:
                 continue
             # Never the champion and never recorded: the promotion stopped before its switch. Kept (it is
             # complete and verified), but recorded, so that nobody mistakes it for a served version.
-            self._append_history(HistoryEntry(_now(), "interrupted", version, last_switch, RECONCILER,
-                                              "promotion interrupted before the champion switch; never served",
-                                              run_id=self._manifest_field(version, "run_id")))
+            self._append_history(
+                HistoryEntry(
+                    _now(),
+                    "interrupted",
+                    version,
+                    last_switch,
+                    RECONCILER,
+                    "promotion interrupted before the champion switch; never served",
+                    run_id=self._manifest_field(version, "run_id"),
+                )
+            )
             self.repairs.append(f"{version}: promotion interrupted before the champion switch (recorded)")
         if champion is not None and champion.version != last_switch and champion.version in self.versions():
-            action = ("promote" if champion.version not in recorded else
-                      "cutover" if champion.version in staged else "rollback")
-            self._append_history(HistoryEntry(
-                _now(), action, champion.version, champion.previous, RECONCILER,
-                f"{action} interrupted after the champion switch, before its history line; recorded from "
-                f"champion.json ({champion.updated_at})", run_id=self._manifest_field(champion.version, "run_id")))
+            action = (
+                "promote"
+                if champion.version not in recorded
+                else "cutover"
+                if champion.version in staged
+                else "rollback"
+            )
+            self._append_history(
+                HistoryEntry(
+                    _now(),
+                    action,
+                    champion.version,
+                    champion.previous,
+                    RECONCILER,
+                    f"{action} interrupted after the champion switch, before its history line; recorded from "
+                    f"champion.json ({champion.updated_at})",
+                    run_id=self._manifest_field(champion.version, "run_id"),
+                )
+            )
             self.repairs.append(f"{champion.version}: {action} to the champion recorded after the fact")
 
     def _manifest_field(self, version: str, name: str) -> Any:
         try:
-            return json.loads((self.root / "versions" / version / MANIFEST).read_text(encoding="utf-8")).get(name)
+            return json.loads((self.root / "versions" / version / MANIFEST).read_text(encoding="utf-8")).get(
+                name
+            )
         except (OSError, ValueError, AttributeError):
             return None
 
@@ -313,11 +356,21 @@ class Registry:
                 path.unlink(missing_ok=True)
                 self.repairs.append(f"removed the half-written {path.name}")
 
-    def add_version(self, sources: dict[str, Path], *, metadata: dict[str, Any], who: str | None = None,
-                    reason: str = "", forced: bool = False, run_id: str | None = None,
-                    metrics: dict | None = None, make_champion: bool = True,
-                    reembed_required: bool | None = None, alias: str | None = None,
-                    refuse_duplicate_run: bool = False) -> str:
+    def add_version(
+        self,
+        sources: dict[str, Path],
+        *,
+        metadata: dict[str, Any],
+        who: str | None = None,
+        reason: str = "",
+        forced: bool = False,
+        run_id: str | None = None,
+        metrics: dict | None = None,
+        make_champion: bool = True,
+        reembed_required: bool | None = None,
+        alias: str | None = None,
+        refuse_duplicate_run: bool = False,
+    ) -> str:
         """Copy `sources` ({name in version: file or folder}) into a new immutable version; optionally switch the
         champion to it. `alias` names the alias a staged promotion moves instead (recorded; service.aliases moves
         it). `refuse_duplicate_run`: DuplicatePromotion when `run_id` is already a version with the same serving
@@ -338,8 +391,9 @@ class Registry:
                     _copy_tree_synced(src, staging / name)
                 else:
                     _copy_file_synced(src, staging / name)
-            manifest = build_manifest(staging, {"version": version, "created_at": _now(), "run_id": run_id,
-                                                **metadata})
+            manifest = build_manifest(
+                staging, {"version": version, "created_at": _now(), "run_id": run_id, **metadata}
+            )
             write_json_atomic(staging / MANIFEST, manifest)
             _kill_point("staged")
             final = self.root / "versions" / version
@@ -351,16 +405,30 @@ class Registry:
                 self._switch(version, previous.version if previous else None)
             _kill_point("champion_switched")
             # After the switch: a kill in between is repaired by the next locked command (_reconcile_history).
-            self._append_history(HistoryEntry(_now(), "promote", version, previous.version if previous else None,
-                                              who, reason, forced, run_id, metrics,
-                                              "champion" if make_champion else alias, reembed_required))
+            self._append_history(
+                HistoryEntry(
+                    _now(),
+                    "promote",
+                    version,
+                    previous.version if previous else None,
+                    who,
+                    reason,
+                    forced,
+                    run_id,
+                    metrics,
+                    "champion" if make_champion else alias,
+                    reembed_required,
+                )
+            )
             _kill_point("history_written")
             return version
 
     def _refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
         same = ("serving_dim", "serve_precision")
         # interrupted before its switch, or (object storage) refused at the switch: a retry must go through
-        never_served = {entry.version for entry in self.history() if entry.action in ("interrupted", "refused")}
+        never_served = {
+            entry.version for entry in self.history() if entry.action in ("interrupted", "refused")
+        }
         for version in self.versions():
             if self._manifest_field(version, "run_id") != run_id or version in never_served:
                 continue
@@ -369,8 +437,12 @@ class Registry:
                 serving = champion is not None and champion.version == version
                 raise DuplicatePromotion(
                     f"run {run_id} is already {version} of this registry (same serving dim and precision)"
-                    + ("; it is the champion now" if serving else
-                       f"; to serve it again: embedgate rollback --to {version}"))
+                    + (
+                        "; it is the champion now"
+                        if serving
+                        else f"; to serve it again: embedgate rollback --to {version}"
+                    )
+                )
 
     def read_pointer(self, name: str) -> bytes | None:
         """A small JSON pointer file at the registry root (aliases.json), or None when absent."""
@@ -392,28 +464,48 @@ class Registry:
     def _switch(self, version: str, previous: str | None) -> None:
         write_json_atomic(self.champion_path, Champion(version, previous, _now()).to_dict())
 
-    def rollback(self, *, who: str | None = None, reason: str = "", to: str | None = None,
-                 reembed_required: bool | None = None) -> Champion:
+    def rollback(
+        self,
+        *,
+        who: str | None = None,
+        reason: str = "",
+        to: str | None = None,
+        reembed_required: bool | None = None,
+    ) -> Champion:
         """Make the previous champion (or `to`) the champion again; verified before the switch."""
         who = who or _user()
         if not self._has_champion_pointer():  # checked before the lock, which would create the folder
-            raise RegistryError(f"nothing to roll back: {self.location} has no champion yet (is --registry / "
-                                f"EMBEDGATE_REGISTRY the right folder?)")
+            raise RegistryError(
+                f"nothing to roll back: {self.location} has no champion yet (is --registry / "
+                f"EMBEDGATE_REGISTRY the right folder?)"
+            )
         with self._locked():
             current = self.champion()
             if current is None:
                 raise RegistryError(f"nothing to roll back: {self.location} has no champion yet")
             target = to or current.previous
             if target is None:
-                raise RegistryError(f"cannot roll back: {current.version} is the first champion (no previous "
-                                    f"version); promote another version instead")
+                raise RegistryError(
+                    f"cannot roll back: {current.version} is the first champion (no previous "
+                    f"version); promote another version instead"
+                )
             if target == current.version:
                 raise RegistryError(f"{target} is already the champion")
             self.verify(target)  # never switch to a version that would be refused at load
             before = self._previous_of(target)
             self._switch(target, before)
-            self._append_history(HistoryEntry(_now(), "rollback", target, current.version, who, reason,
-                                              alias="champion", reembed_required=reembed_required))
+            self._append_history(
+                HistoryEntry(
+                    _now(),
+                    "rollback",
+                    target,
+                    current.version,
+                    who,
+                    reason,
+                    alias="champion",
+                    reembed_required=reembed_required,
+                )
+            )
             return self.champion()
 
     def previous_of(self, version: str) -> str | None:
@@ -424,15 +516,32 @@ class Registry:
         """The champion that `version` replaced when it was last promoted (so repeated rollbacks walk back)."""
         for entry in reversed(self.history()):
             # a staged promotion (alias "candidate") did not replace a champion; its cutover did
-            if entry.version == version and entry.action in ("promote", "cutover") and entry.alias != "candidate":
+            if (
+                entry.version == version
+                and entry.action in ("promote", "cutover")
+                and entry.alias != "candidate"
+            ):
                 return entry.from_version
         return None
 
-    def record_refusal(self, *, run_id: str | None, who: str | None, reason: str, metrics: dict | None = None):
+    def record_refusal(
+        self, *, run_id: str | None, who: str | None, reason: str, metrics: dict | None = None
+    ):
         with self._locked():
             current = self.champion()
-            self._append_history(HistoryEntry(_now(), "refused", None, current.version if current else None,
-                                              who or _user(), reason, False, run_id, metrics))
+            self._append_history(
+                HistoryEntry(
+                    _now(),
+                    "refused",
+                    None,
+                    current.version if current else None,
+                    who or _user(),
+                    reason,
+                    False,
+                    run_id,
+                    metrics,
+                )
+            )
 
 
 def _moved_the_champion(entry: HistoryEntry) -> bool:

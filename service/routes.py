@@ -123,10 +123,15 @@ class EmbeddingApi:
         runtime = self._runtime()
         model = runtime.model
         if model is None:
-            return self._error(ApiError(503, "model_not_ready", runtime.holder.not_ready_reason), NO_MODEL, "/ready")
+            return self._error(
+                ApiError(503, "model_not_ready", runtime.holder.not_ready_reason), NO_MODEL, "/ready"
+            )
         if runtime.holder.integrity_problem is not None:  # still serving, but not safe to (re)start on
-            return self._error(ApiError(503, "model_files_changed", runtime.holder.integrity_problem), model.version,
-                               "/ready")
+            return self._error(
+                ApiError(503, "model_files_changed", runtime.holder.integrity_problem),
+                model.version,
+                "/ready",
+            )
         return self._json({"status": "ready", "model_version": model.version}, 200, model.version)
 
     async def info(self, request: Request) -> Response:
@@ -152,9 +157,11 @@ class EmbeddingApi:
                 "max_tokens": model.embedder.max_seq_length if model else None,
                 "truncate": settings.truncate,
             },
-            "batching": {"max_batch_size": settings.max_batch_size,
-                         "max_batch_tokens": settings.max_batch_tokens,
-                         "max_batch_delay_ms": settings.max_batch_delay_ms},
+            "batching": {
+                "max_batch_size": settings.max_batch_size,
+                "max_batch_tokens": settings.max_batch_tokens,
+                "max_batch_delay_ms": settings.max_batch_delay_ms,
+            },
             "api_key_required": settings.api_key is not None,
             "version_header": VERSION_HEADER,
             "settings": [{**row, "value": hide_paths_in(row["value"])} for row in settings.describe()],
@@ -173,11 +180,19 @@ class EmbeddingApi:
         path = request.url.path
         allowed = self.methods.get(path)
         if allowed:
-            error = ApiError(405, "method_not_allowed", f"{request.method} {path}: method not allowed; allowed: "
-                             f"{', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
+            error = ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.method} {path}: method not allowed; allowed: {', '.join(sorted(allowed))}",
+                headers={"Allow": ", ".join(sorted(allowed))},
+            )
         else:
-            error = ApiError(404, "not_found", f"no route {request.method} {path}; routes: POST /v1/embeddings, "
-                             f"POST /embed, GET /v1/models, /health, /ready, /info, /metrics")
+            error = ApiError(
+                404,
+                "not_found",
+                f"no route {request.method} {path}; routes: POST /v1/embeddings, "
+                f"POST /embed, GET /v1/models, /health, /ready, /info, /metrics",
+            )
         return self._error(error, self._current_version(), "unmatched")
 
     # ---- model routes ----
@@ -190,8 +205,12 @@ class EmbeddingApi:
     async def native_embed(self, request: Request) -> Response:
         return await self._model_route(request, "/embed", self._native_embed)
 
-    async def _model_route(self, request: Request, route: str,
-                           handle: Callable[[Request, ServingRuntime, ServingModel], Awaitable[Response]]) -> Response:
+    async def _model_route(
+        self,
+        request: Request,
+        route: str,
+        handle: Callable[[Request, ServingRuntime, ServingModel], Awaitable[Response]],
+    ) -> Response:
         runtime = self._runtime()
         metrics = runtime.metrics
         started = time.perf_counter()
@@ -202,18 +221,32 @@ class EmbeddingApi:
             with runtime.concurrency.admit():
                 if model is None:
                     raise ApiError(503, "model_not_ready", runtime.holder.not_ready_reason)
-                response = await asyncio.wait_for(handle(request, runtime, model),
-                                                  runtime.settings.request_timeout_s)
+                response = await asyncio.wait_for(
+                    handle(request, runtime, model), runtime.settings.request_timeout_s
+                )
         except ApiError as err:
             response = self._error(err, version, route)
         except TimeoutError:
-            response = self._error(ApiError(504, "timeout", f"no answer within {runtime.settings.request_timeout_s} "
-                                            f"s (EMBEDGATE_REQUEST_TIMEOUT_S); send fewer texts per request or "
-                                            f"retry when the server is less busy"), version, route)
+            response = self._error(
+                ApiError(
+                    504,
+                    "timeout",
+                    f"no answer within {runtime.settings.request_timeout_s} "
+                    f"s (EMBEDGATE_REQUEST_TIMEOUT_S); send fewer texts per request or "
+                    f"retry when the server is less busy",
+                ),
+                version,
+                route,
+            )
         except Exception:  # a bug, not the client's fault: log it here, never send the traceback
             logger.exception("%s failed", route)
-            response = self._error(ApiError(500, "internal_error", "the server failed to answer this request; "
-                                            "the error is in its log"), version, route)
+            response = self._error(
+                ApiError(
+                    500, "internal_error", "the server failed to answer this request; the error is in its log"
+                ),
+                version,
+                route,
+            )
         finally:
             metrics.in_flight.dec()
         metrics.requests.labels(route, str(response.status_code)).inc()
@@ -222,13 +255,21 @@ class EmbeddingApi:
 
     async def _list_models(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
         created = calendar.timegm(time.strptime(model.loaded_at, "%Y-%m-%dT%H:%M:%SZ"))
-        data = [{"id": runtime.settings.model_name, "object": "model", "created": created, "owned_by": "embedgate"}]
+        data = [
+            {
+                "id": runtime.settings.model_name,
+                "object": "model",
+                "created": created,
+                "owned_by": "embedgate",
+            }
+        ]
         if runtime.versions is not None:
             data += list_versions(runtime.versions, created)
         return self._json({"object": "list", "data": data}, 200, model.version)
 
-    async def _resolve_model(self, runtime: ServingRuntime, requested: str | None, champion: ServingModel
-                             ) -> ServingModel:
+    async def _resolve_model(
+        self, runtime: ServingRuntime, requested: str | None, champion: ServingModel
+    ) -> ServingModel:
         """The version `model` names (docs/versions.md): an alias, a pinned version, or 404 listing them."""
         name = runtime.settings.model_name
         if runtime.versions is None:  # a Bento's model store serves one version
@@ -241,15 +282,17 @@ class EmbeddingApi:
         except VersionUnavailable as err:
             raise ApiError(503, "model_not_ready", str(err), param="model") from None
 
-    async def _openai_embeddings(self, request: Request, runtime: ServingRuntime,
-                                 model: ServingModel) -> Response:
+    async def _openai_embeddings(
+        self, request: Request, runtime: ServingRuntime, model: ServingModel
+    ) -> Response:
         body = await self._read_json(request, runtime)
         parsed = parse_openai_request(body, _limits(runtime))
         name = runtime.settings.model_name
         model = await self._resolve_model(runtime, parsed.model, model)
         embedded = await self._embed(runtime, model, parsed, "/v1/embeddings")
-        payload = openai_body(embedded.vectors, embedded.processed_tokens, f"{name}:{model.version}",
-                              parsed.encoding_format)
+        payload = openai_body(
+            embedded.vectors, embedded.processed_tokens, f"{name}:{model.version}", parsed.encoding_format
+        )
         return self._embedded_response(payload, runtime, model, parsed, embedded)
 
     async def _native_embed(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
@@ -262,8 +305,9 @@ class EmbeddingApi:
     async def _read_json(self, request: Request, runtime: ServingRuntime) -> dict[str, Any]:
         return parse_json_object(await read_body(request, runtime.settings.max_payload_bytes))
 
-    async def _embed(self, runtime: ServingRuntime, model: ServingModel, parsed: EmbeddingRequest,
-                     route: str) -> Embedded:
+    async def _embed(
+        self, runtime: ServingRuntime, model: ServingModel, parsed: EmbeddingRequest, route: str
+    ) -> Embedded:
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
         prompt = prompt_for(model.embedder.info.prompts, parsed.input_type, parsed.prompt_name)
         texts = tuple(apply_prompt(parsed.texts, prompt))  # the model reads prompt + text, as it was trained
@@ -274,9 +318,14 @@ class EmbeddingApi:
         if any(truncated) and not parsed.truncate:
             over = [(index, count) for index, count in enumerate(counts) if count > max_tokens]
             listed = ", ".join(f"text {index} has {count}" for index, count in over[:5])
-            raise ApiError(422, "too_many_tokens", f"{listed} tokens; the model reads at most {max_tokens} (special "
-                           f"tokens included) and truncation is off: shorten the text, or send \"truncate\": true "
-                           f"(/embed) / set EMBEDGATE_TRUNCATE=true", param="truncate")
+            raise ApiError(
+                422,
+                "too_many_tokens",
+                f"{listed} tokens; the model reads at most {max_tokens} (special "
+                f'tokens included) and truncation is off: shorten the text, or send "truncate": true '
+                f"(/embed) / set EMBEDGATE_TRUNCATE=true",
+                param="truncate",
+            )
         vectors = await runtime.batcher.embed_tokens(model, encoded.ids)
         if sum(len(text) for text in texts) >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
             asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
@@ -290,13 +339,24 @@ class EmbeddingApi:
             metrics.truncated.labels(route).inc(sum(truncated))
         return Embedded(vectors, dimensions, counts, truncated, processed)
 
-    def _embedded_response(self, payload: bytes, runtime: ServingRuntime, model: ServingModel,
-                           parsed: EmbeddingRequest, embedded: Embedded) -> Response:
+    def _embedded_response(
+        self,
+        payload: bytes,
+        runtime: ServingRuntime,
+        model: ServingModel,
+        parsed: EmbeddingRequest,
+        embedded: Embedded,
+    ) -> Response:
         background = None
         if runtime.drift is not None:  # after the response is sent: capture never delays an answer
             background = BackgroundTask(_record_drift, runtime.drift, parsed.texts, embedded, model.version)
-        return Response(payload, 200, media_type="application/json", headers={VERSION_HEADER: model.version},
-                        background=background)
+        return Response(
+            payload,
+            200,
+            media_type="application/json",
+            headers={VERSION_HEADER: model.version},
+            background=background,
+        )
 
     # ---- helpers ----
     def _current_version(self) -> str:
@@ -304,14 +364,22 @@ class EmbeddingApi:
         return model.version if model else NO_MODEL
 
     def _json(self, payload: Any, status: int, version: str) -> Response:
-        return Response(dumps(payload), status, media_type="application/json", headers={VERSION_HEADER: version})
+        return Response(
+            dumps(payload), status, media_type="application/json", headers={VERSION_HEADER: version}
+        )
 
     def _error(self, error: ApiError, version: str, route: str) -> Response:
         self._runtime().metrics.errors.labels(route, error.code).inc()
-        if error.status >= 500:  # server-side reasons (a refused version, a missing registry) name server files
+        if (
+            error.status >= 500
+        ):  # server-side reasons (a refused version, a missing registry) name server files
             error.message = hide_paths(error.message)
-        return Response(dumps(error.body()), error.status, media_type="application/json",
-                        headers={**error.headers, VERSION_HEADER: version})
+        return Response(
+            dumps(error.body()),
+            error.status,
+            media_type="application/json",
+            headers={**error.headers, VERSION_HEADER: version},
+        )
 
 
 def _limits(runtime: ServingRuntime) -> RequestLimits:
@@ -327,8 +395,14 @@ async def _encode(model: ServingModel, texts: tuple[str, ...]) -> TokenizedTexts
 
 def _record_drift(capture: Any, texts: tuple[str, ...], embedded: Embedded, version: str) -> None:
     try:
-        capture.record(list(texts), embedded.vectors, embedded.token_counts, embedded.truncated, version,
-                       embedded.dimensions)
+        capture.record(
+            list(texts),
+            embedded.vectors,
+            embedded.token_counts,
+            embedded.truncated,
+            version,
+            embedded.dimensions,
+        )
     except Exception:  # the capture promises not to raise; serving must not depend on that promise
         logger.exception("drift capture failed; serving continues")
 
@@ -339,7 +413,10 @@ def _replica_status(runtime: Any, model: Any) -> dict[str, Any] | None:
     if watcher is None:
         return None
     checked = watcher.last_checked_at
-    return {"serving_version": model.version if model else None,
-            "last_checked_at": None if checked is None else
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checked)),
-            "poll_interval_s": runtime.settings.poll_interval_s}
+    return {
+        "serving_version": model.version if model else None,
+        "last_checked_at": None
+        if checked is None
+        else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checked)),
+        "poll_interval_s": runtime.settings.poll_interval_s,
+    }

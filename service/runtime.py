@@ -34,25 +34,43 @@ FROM_ENV: Any = object()  # create()'s default for `drift`: ask the drift module
 
 
 class ServingRuntime:
-    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics, holder: ModelHolder,
-                 watcher: ChampionWatcher | None, source: str, drift: Any | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        metrics: ServiceMetrics,
+        holder: ModelHolder,
+        watcher: ChampionWatcher | None,
+        source: str,
+        drift: Any | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.holder = holder
         self.watcher = watcher
         self.source = source
         self.drift = drift
-        self.drift_monitor: Any = None  # judges the captured windows; started with the runtime (registry mode)
-        self.batcher = MicroBatcher(settings.max_batch_size, settings.max_batch_delay_ms / 1000, metrics,
-                                    max_batch_tokens=settings.max_batch_tokens)
+        self.drift_monitor: Any = (
+            None  # judges the captured windows; started with the runtime (registry mode)
+        )
+        self.batcher = MicroBatcher(
+            settings.max_batch_size,
+            settings.max_batch_delay_ms / 1000,
+            metrics,
+            max_batch_tokens=settings.max_batch_tokens,
+        )
         self.concurrency = ConcurrencyLimit(settings.max_concurrent_requests)
         self._watch_task: asyncio.Task | None = None
         self.versions: VersionPool | None = None  # registry mode: the versions a request may pin (`model`)
         self._versions_task: asyncio.Task | None = None
 
     @classmethod
-    def create(cls, settings: ServeSettings, metrics: ServiceMetrics | None = None,
-               drift: Any = FROM_ENV, registry_chosen: bool | None = None) -> ServingRuntime:
+    def create(
+        cls,
+        settings: ServeSettings,
+        metrics: ServiceMetrics | None = None,
+        drift: Any = FROM_ENV,
+        registry_chosen: bool | None = None,
+    ) -> ServingRuntime:
         """Build the runtime and load the first model synchronously (so /ready is true as soon as it can be).
         `drift`: a DriftCapture, None for none, or FROM_ENV: `DriftCapture.from_env()` if that module is installed."""
         metrics = metrics or ServiceMetrics()
@@ -64,12 +82,20 @@ class ServingRuntime:
             registry = Registry(settings.registry)
             load = functools.partial(load_version, precision=settings.precision, threads=settings.threads)
             # Every version (the champion too) is loaded through the pool, so a version is in memory once.
-            versions = VersionPool(registry, load, settings.keep_versions,
-                                   int(settings.on_demand_memory_mb * 2**20))
+            versions = VersionPool(
+                registry, load, settings.keep_versions, int(settings.on_demand_memory_mb * 2**20)
+            )
             watcher = ChampionWatcher(registry, holder, load=versions.load_dir, metrics=metrics)
             watcher.check()
             versions.refresh()
-            runtime = cls(settings, metrics, holder, watcher, f"registry:{getattr(registry, 'url', None) or settings.registry.resolve()}", drift)
+            runtime = cls(
+                settings,
+                metrics,
+                holder,
+                watcher,
+                f"registry:{getattr(registry, 'url', None) or settings.registry.resolve()}",
+                drift,
+            )
             runtime.versions = versions
             return runtime
         runtime = cls(settings, metrics, holder, None, f"bentoml-model-store:{settings.model_tag}", drift)
@@ -80,8 +106,9 @@ class ServingRuntime:
         from service.model_store import load_from_store
 
         try:
-            model = load_from_store(self.settings.model_tag, precision=self.settings.precision,
-                                    threads=self.settings.threads)
+            model = load_from_store(
+                self.settings.model_tag, precision=self.settings.precision, threads=self.settings.threads
+            )
         except EmbedgateServiceError as err:
             self.holder.not_ready_reason = f"{self.settings.model_tag} could not be loaded: {err}"
             self.metrics.swap_failures.labels(self.settings.model_tag, type(err).__name__).inc()
@@ -99,14 +126,18 @@ class ServingRuntime:
     async def start(self) -> None:
         self.batcher.start()
         if self.drift is not None and self.watcher is not None:
-            self.drift_monitor = _start_drift_monitor(self.drift.settings, self.watcher.registry.root)  # a URL's: its cache
+            self.drift_monitor = _start_drift_monitor(
+                self.drift.settings, self.watcher.registry.root
+            )  # a URL's: its cache
         if self.watcher is not None:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self.watcher.watch(self.settings.poll_interval_s, self.settings.verify_interval_s),
-                name="embedgate-champion-watcher")
+                name="embedgate-champion-watcher",
+            )
         if self.versions is not None:
             self._versions_task = asyncio.get_running_loop().create_task(
-                self.versions.watch(self.settings.poll_interval_s), name="embedgate-version-pool")
+                self.versions.watch(self.settings.poll_interval_s), name="embedgate-version-pool"
+            )
 
     async def stop(self) -> None:
         for task in (self._watch_task, self._versions_task):

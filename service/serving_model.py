@@ -42,32 +42,55 @@ class ServingModel:
         return self.embedder.dims
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "source": self.source, "run_id": self.run_id,
-                "serving_dim": self.serving_dim, "dims": list(self.dims), "precision": self.precision,
-                "max_tokens": self.embedder.max_seq_length, "full_dim": self.embedder.full_dim,
-                "loaded_at": self.loaded_at, "warm_up_ms": round(self.warm_up_ms, 2),
-                "graph_sha256": self.embedder.info.graph_sha256, "prompts": self.embedder.info.prompts or {}}
+        return {
+            "version": self.version,
+            "source": self.source,
+            "run_id": self.run_id,
+            "serving_dim": self.serving_dim,
+            "dims": list(self.dims),
+            "precision": self.precision,
+            "max_tokens": self.embedder.max_seq_length,
+            "full_dim": self.embedder.full_dim,
+            "loaded_at": self.loaded_at,
+            "warm_up_ms": round(self.warm_up_ms, 2),
+            "graph_sha256": self.embedder.info.graph_sha256,
+            "prompts": self.embedder.info.prompts or {},
+        }
 
 
-def load_version(version_dir: Path, *, precision: str | None, threads: int | None, source: str | None = None,
-                 ignore_files: frozenset[str] = frozenset()) -> ServingModel:
+def load_version(
+    version_dir: Path,
+    *,
+    precision: str | None,
+    threads: int | None,
+    source: str | None = None,
+    ignore_files: frozenset[str] = frozenset(),
+) -> ServingModel:
     """Verify every file against manifest.json (RegistryError), load the graph and warm it up (ModelLoadError)."""
     version_dir = Path(version_dir)
     manifest = verify_manifest(version_dir, ignore=ignore_files)
     precision = precision or manifest.get("serve_precision") or "fp32"
     # The manifest just verified every graph's sha256, so the embedder need not hash them a second time. Idle
     # onnxruntime threads sleep rather than spin: the event loop serving HTTP needs those cores between batches.
-    embedder = OnnxEmbedder.from_export_dir(version_dir / "onnx", precision=precision, threads=threads,
-                                            verify_sha256=False, allow_spinning=False)
+    embedder = OnnxEmbedder.from_export_dir(
+        version_dir / "onnx", precision=precision, threads=threads, verify_sha256=False, allow_spinning=False
+    )
     serving_dim = manifest.get("serving_dim") or embedder.dims[0]
     if serving_dim not in embedder.dims:
-        raise ModelLoadError(f"{version_dir}: manifest serving_dim {serving_dim!r} is not among the exported dims "
-                             f"{list(embedder.dims)}; promote the version again with a served dim")
+        raise ModelLoadError(
+            f"{version_dir}: manifest serving_dim {serving_dim!r} is not among the exported dims "
+            f"{list(embedder.dims)}; promote the version again with a served dim"
+        )
     warm_up_ms = warm_up(embedder, serving_dim)
     return ServingModel(
-        version=str(manifest.get("version") or version_dir.name), embedder=embedder, serving_dim=serving_dim,
-        precision=precision, source=source or str(version_dir), run_id=manifest.get("run_id"),
-        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), warm_up_ms=warm_up_ms,
+        version=str(manifest.get("version") or version_dir.name),
+        embedder=embedder,
+        serving_dim=serving_dim,
+        precision=precision,
+        source=source or str(version_dir),
+        run_id=manifest.get("run_id"),
+        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        warm_up_ms=warm_up_ms,
     )
 
 
@@ -80,8 +103,10 @@ def warm_up(embedder: OnnxEmbedder, serving_dim: int) -> float:
     elapsed_ms = (time.perf_counter() - started) * 1e3
     norm = float(np.linalg.norm(full[0]))
     if full.shape != (1, embedder.dims[0]) or not np.isfinite(full).all() or abs(norm - 1.0) > 1e-3:
-        raise ModelLoadError(f"{embedder.info.graph_path}: warm-up embed gave shape {full.shape}, norm {norm:.4f}; "
-                             f"expected (1, {embedder.dims[0]}) with unit norm: the graph is broken, re-export")
+        raise ModelLoadError(
+            f"{embedder.info.graph_path}: warm-up embed gave shape {full.shape}, norm {norm:.4f}; "
+            f"expected (1, {embedder.dims[0]}) with unit norm: the graph is broken, re-export"
+        )
     served = embedder.embed([WARM_UP_TEXT], dimensions=serving_dim)
     if served.shape != (1, serving_dim):
         raise ModelLoadError(f"warm-up at serving_dim {serving_dim} gave shape {served.shape}")

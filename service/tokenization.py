@@ -31,8 +31,11 @@ class TokenizedTexts:
     truncated: tuple[bool, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ids": [list(ids) for ids in self.ids], "token_counts": list(self.token_counts),
-                "truncated": list(self.truncated)}
+        return {
+            "ids": [list(ids) for ids in self.ids],
+            "token_counts": list(self.token_counts),
+            "truncated": list(self.truncated),
+        }
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,12 @@ class TokenizedBatch:
     truncated: tuple[bool, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input_ids": self.input_ids.tolist(), "attention_mask": self.attention_mask.tolist(),
-                "token_counts": list(self.token_counts), "truncated": list(self.truncated)}
+        return {
+            "input_ids": self.input_ids.tolist(),
+            "attention_mask": self.attention_mask.tolist(),
+            "token_counts": list(self.token_counts),
+            "truncated": list(self.truncated),
+        }
 
 
 class TextTokenizer:
@@ -57,8 +64,10 @@ class TextTokenizer:
 
         tokenizer_file = Path(tokenizer_file)
         if not tokenizer_file.is_file():
-            raise ModelLoadError(f"{tokenizer_file}: tokenizer file not found; expected the tokenizer.json that "
-                                 f"`embedgate export` writes to <export>/tokenizer/")
+            raise ModelLoadError(
+                f"{tokenizer_file}: tokenizer file not found; expected the tokenizer.json that "
+                f"`embedgate export` writes to <export>/tokenizer/"
+            )
         try:
             self._truncating = Tokenizer.from_file(str(tokenizer_file))
             self._counting = Tokenizer.from_file(str(tokenizer_file))
@@ -68,8 +77,10 @@ class TextTokenizer:
             # `embedgate export` writes truncation at the model's max_seq_length into tokenizer.json.
             max_seq_length = (self._truncating.truncation or {}).get("max_length")
         if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 2:
-            raise ModelLoadError(f"{tokenizer_file}: max_seq_length must be an integer >= 2, got "
-                                 f"{max_seq_length!r}; pass max_seq_length (the model's, e.g. 256)")
+            raise ModelLoadError(
+                f"{tokenizer_file}: max_seq_length must be an integer >= 2, got "
+                f"{max_seq_length!r}; pass max_seq_length (the model's, e.g. 256)"
+            )
         self.max_seq_length = max_seq_length
         self.pad_token_id = _pad_token_id(tokenizer_file.parent, self._truncating)
         for tokenizer in (self._truncating, self._counting):
@@ -91,11 +102,14 @@ class TextTokenizer:
             too_long = [(index, counts[index]) for index, cut in enumerate(truncated) if cut]
             listed = ", ".join(f"text {index} has {count} tokens" for index, count in too_long[:5])
             more = f" (and {len(too_long) - 5} more)" if len(too_long) > 5 else ""
-            raise TextTooLongError(f"{listed}{more}; the model takes at most {self.max_seq_length} tokens "
-                                   f"(special tokens included) and truncation is off: shorten the text or "
-                                   f"set truncate=true")
-        return TokenizedTexts(ids=tuple(tuple(encoding.ids) for encoding in encodings), token_counts=counts,
-                              truncated=truncated)
+            raise TextTooLongError(
+                f"{listed}{more}; the model takes at most {self.max_seq_length} tokens "
+                f"(special tokens included) and truncation is off: shorten the text or "
+                f"set truncate=true"
+            )
+        return TokenizedTexts(
+            ids=tuple(tuple(encoding.ids) for encoding in encodings), token_counts=counts, truncated=truncated
+        )
 
     def count_tokens(self, texts: Sequence[str]) -> tuple[int, ...]:
         """Tokens per text without truncation, special tokens included (compare with max_seq_length)."""
@@ -118,19 +132,26 @@ class TextTokenizer:
         input_ids, attention_mask = self.pad(encoded.ids)
         input_ids.flags.writeable = False
         attention_mask.flags.writeable = False
-        return TokenizedBatch(input_ids=input_ids, attention_mask=attention_mask,
-                              token_counts=encoded.token_counts, truncated=encoded.truncated)
+        return TokenizedBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_counts=encoded.token_counts,
+            truncated=encoded.truncated,
+        )
 
 
 def check_texts(texts: Sequence[str]) -> list[str]:
     """A list of strings, or EmbedRequestError naming the first element that is not one."""
     if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
-        raise EmbedRequestError(f"texts: expected a list of strings, got {type(texts).__name__} "
-                                f"{texts!r:.80}; wrap a single text in a list")
+        raise EmbedRequestError(
+            f"texts: expected a list of strings, got {type(texts).__name__} "
+            f"{texts!r:.80}; wrap a single text in a list"
+        )
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise EmbedRequestError(f"texts[{index}]: expected a string, got {type(text).__name__} "
-                                    f"{text!r:.80}")
+            raise EmbedRequestError(
+                f"texts[{index}]: expected a string, got {type(text).__name__} {text!r:.80}"
+            )
     return list(texts)
 
 

@@ -47,8 +47,13 @@ class VersionUnavailable(EmbedgateServiceError):
 
 
 class VersionPool:
-    def __init__(self, registry: Registry, load: Callable[[Path], ServingModel], keep_versions: int,
-                 on_demand_bytes: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        load: Callable[[Path], ServingModel],
+        keep_versions: int,
+        on_demand_bytes: int,
+    ) -> None:
         self.registry = registry
         self._load = load
         self.keep_versions = keep_versions
@@ -67,12 +72,15 @@ class VersionPool:
         try:
             state = read_state(self.registry)
         except Exception as err:
-            logger.error("cannot read the registry's aliases in %s: %s; keeping the last known", self.registry.root,
-                         err)
+            logger.error(
+                "cannot read the registry's aliases in %s: %s; keeping the last known",
+                self.registry.root,
+                err,
+            )
             return
         pinned = {v for v in (state.champion, state.candidate) if v is not None}
         if self.keep_versions:
-            pinned |= set(state.servable[-self.keep_versions:])
+            pinned |= set(state.servable[-self.keep_versions :])
         with self._lock:
             self.state = state
             self._pinned = frozenset(pinned)
@@ -139,7 +147,8 @@ class VersionPool:
                             f"{version} needs about {estimate / 2**20:.0f} MiB and the on-demand versions "
                             f"already hold {self._on_demand_total() / 2**20:.0f} MiB of "
                             f"EMBEDGATE_ON_DEMAND_MEMORY_MB={self.on_demand_bytes / 2**20:.0f}; retry shortly "
-                            f"(versions in use are evicted when idle) or raise the bound")
+                            f"(versions in use are evicted when idle) or raise the bound"
+                        )
             try:
                 model = self._load(self.registry.version_dir(version))
             except Exception as err:
@@ -150,8 +159,14 @@ class VersionPool:
                 self._loaded[version] = model
                 self._sizes[version] = _loaded_bytes(model, estimate)
                 self._evict(0)
-            logger.info("loaded %s (%s, dim %d, %.0f MiB)%s", version, model.precision, model.serving_dim,
-                        self._sizes[version] / 2**20, "" if version in self._pinned else " on demand")
+            logger.info(
+                "loaded %s (%s, dim %d, %.0f MiB)%s",
+                version,
+                model.precision,
+                model.serving_dim,
+                self._sizes[version] / 2**20,
+                "" if version in self._pinned else " on demand",
+            )
             return model
 
     def peek(self, version: str) -> ServingModel | None:
@@ -186,8 +201,10 @@ class VersionPool:
             why = f"version {requested} was retired"
         else:
             why = f"model {requested!r} is not served here"
-        return VersionNotFound(f"{why}; ask for one of {available} (or omit model for the champion); "
-                               f"GET /v1/models lists them", available)
+        return VersionNotFound(
+            f"{why}; ask for one of {available} (or omit model for the champion); GET /v1/models lists them",
+            available,
+        )
 
     # ---- requests ----
     async def resolve(self, requested: str | None, service_name: str, champion: ServingModel) -> ServingModel:
@@ -196,12 +213,14 @@ class VersionPool:
         if name is None or name in (service_name, CHAMPION, f"{service_name}:{CHAMPION}"):
             return champion
         if name.startswith(f"{service_name}:"):
-            name = name[len(service_name) + 1:]
+            name = name[len(service_name) + 1 :]
         if name == CANDIDATE:
             version = self.state.candidate or self._reread().candidate
             if version is None:
-                raise VersionNotFound(f"no version is staged as the candidate; ask for one of "
-                                      f"{self.available()}", self.available())
+                raise VersionNotFound(
+                    f"no version is staged as the candidate; ask for one of {self.available()}",
+                    self.available(),
+                )
         elif VERSION_PATTERN.match(name):
             version = name
         else:
@@ -233,7 +252,11 @@ class VersionPool:
 
 def _graph_bytes(version_dir: Path) -> int:
     """Before loading: the largest graph in the version (the full-dim fp32 one), an upper bound on what loads."""
-    sizes = [path.stat().st_size for path in (version_dir / "onnx").rglob("*.onnx")] if version_dir.is_dir() else []
+    sizes = (
+        [path.stat().st_size for path in (version_dir / "onnx").rglob("*.onnx")]
+        if version_dir.is_dir()
+        else []
+    )
     return max(sizes, default=0)
 
 
@@ -249,9 +272,20 @@ def list_versions(pool: VersionPool, created: int) -> list[dict]:
     version, with whether it is loaded now (an unloaded one answers its first request after a load)."""
     state = pool.state
     loaded = set(pool.loaded())
-    rows = [{"id": alias, "object": "model", "created": created, "owned_by": "embedgate", "version": version}
-            for alias, version in state.aliases().items()]
-    rows += [{"id": version, "object": "model", "created": created, "owned_by": "embedgate", "version": version,
-              "loaded": version in loaded, "kept_loaded": version in pool.pinned()}
-             for version in state.servable]
+    rows = [
+        {"id": alias, "object": "model", "created": created, "owned_by": "embedgate", "version": version}
+        for alias, version in state.aliases().items()
+    ]
+    rows += [
+        {
+            "id": version,
+            "object": "model",
+            "created": created,
+            "owned_by": "embedgate",
+            "version": version,
+            "loaded": version in loaded,
+            "kept_loaded": version in pool.pinned(),
+        }
+        for version in state.servable
+    ]
     return rows

@@ -31,13 +31,20 @@ def build_distilbert(target: Path, seed: int = 0) -> Path:
     hf_dir.mkdir(parents=True, exist_ok=True)
     _write_vocab(hf_dir / "vocab.txt")
     tokenizer = DistilBertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=TINY_DIM, n_layers=2, n_heads=4,
-                              hidden_dim=TINY_DIM * 2, max_position_embeddings=128)
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=TINY_DIM,
+        n_layers=2,
+        n_heads=4,
+        hidden_dim=TINY_DIM * 2,
+        max_position_embeddings=128,
+    )
     DistilBertModel(config).save_pretrained(hf_dir, safe_serialization=True)
     tokenizer.save_pretrained(hf_dir)
     transformer = models.Transformer(str(hf_dir), max_seq_length=64)
-    model = SentenceTransformer(modules=[transformer, models.Pooling(TINY_DIM, pooling_mode="mean"),
-                                         models.Normalize()], device="cpu")
+    model = SentenceTransformer(
+        modules=[transformer, models.Pooling(TINY_DIM, pooling_mode="mean"), models.Normalize()], device="cpu"
+    )
     out = target / "model"
     model.save(str(out), safe_serialization=True)
     return out

@@ -46,8 +46,9 @@ def _write_vocab(path: Path, words: list[str] | None = None) -> None:
     path.write_text("\n".join(vocab) + "\n")
 
 
-def build_tiny_model(target: Path, dim: int = TINY_DIM, max_seq_length: int = 64, seed: int = 0,
-                     words: list[str] | None = None) -> Path:
+def build_tiny_model(
+    target: Path, dim: int = TINY_DIM, max_seq_length: int = 64, seed: int = 0, words: list[str] | None = None
+) -> Path:
     """A SentenceTransformer (BERT -> mean pooling -> Normalize) saved as safetensors in `target`; `words`: its
     vocabulary (default TINY_WORDS), plus letters and digits for the rest."""
     import torch
@@ -59,8 +60,14 @@ def build_tiny_model(target: Path, dim: int = TINY_DIM, max_seq_length: int = 64
     hf_dir.mkdir(parents=True, exist_ok=True)
     _write_vocab(hf_dir / "vocab.txt", words)
     tokenizer = BertTokenizerFast(vocab_file=str(hf_dir / "vocab.txt"), do_lower_case=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=dim, num_hidden_layers=2,
-                        num_attention_heads=4, intermediate_size=dim * 2, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=dim,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=dim * 2,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(hf_dir, safe_serialization=True)
     tokenizer.save_pretrained(hf_dir)
     transformer = models.Transformer(str(hf_dir), max_seq_length=max_seq_length)
@@ -97,7 +104,13 @@ def tiny_ir_dir(tmp_path) -> Path:
     docs = []
     for t, (name, words) in enumerate(synthetic.TOPICS.items()):
         for j in range(5):
-            docs.append({"_id": f"d{t}-{j}", "title": name, "text": " ".join(rng.sample(words, 4) + rng.sample(synthetic.FILLER, 4))})
+            docs.append(
+                {
+                    "_id": f"d{t}-{j}",
+                    "title": name,
+                    "text": " ".join(rng.sample(words, 4) + rng.sample(synthetic.FILLER, 4)),
+                }
+            )
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     queries, qrels = [], {"train": [], "test": []}
     for i in range(64):
@@ -110,7 +123,8 @@ def tiny_ir_dir(tmp_path) -> Path:
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     for split, rows in qrels.items():
         (root / "qrels" / f"{split}.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows)
+        )
     return root
 
 

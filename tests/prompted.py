@@ -15,8 +15,9 @@ def build_prompted_model(target: Path, seed: int = 0) -> Path:
     from tests.conftest import build_tiny_model
 
     plain = build_tiny_model(target / "plain", seed=seed)
-    model = SentenceTransformer(str(plain), device="cpu",
-                                prompts={"query": QUERY_PROMPT, "document": DOCUMENT_PROMPT})
+    model = SentenceTransformer(
+        str(plain), device="cpu", prompts={"query": QUERY_PROMPT, "document": DOCUMENT_PROMPT}
+    )
     out = target / "prompted"
     model.save(str(out), safe_serialization=True)
     return out

@@ -55,7 +55,9 @@ LAY_JARGON = {
 }
 
 
-def write_lay_jargon_beir(root: Path, train_queries: int = 160, test_queries: int = 48, seed: int = 3) -> Path:
+def write_lay_jargon_beir(
+    root: Path, train_queries: int = 160, test_queries: int = 48, seed: int = 3
+) -> Path:
     """A BEIR folder: 5 jargon documents per topic; lay queries judged against 2 of them (grades 2 and 1)."""
     import json
 
@@ -87,7 +89,8 @@ def write_lay_jargon_beir(root: Path, train_queries: int = 160, test_queries: in
     (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     for split, rows in qrels.items():
         (root / "qrels" / f"{split}.tsv").write_text(
-            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows))
+            "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in rows)
+        )
     return root
 
 
@@ -100,7 +103,9 @@ def write_untrained_run(run: Path, model_dir: Path, data: Path, dims=(32, 16), i
     from training.export import export_run
 
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(model_dir), "data": {"path": str(data)}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"base_model": str(model_dir), "data": {"path": str(data)}})
+    )
     shutil.copytree(model_dir, run / "model")
     export_run(run / "model", run / "onnx", dims=list(dims), int8=int8)
     return run

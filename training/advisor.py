@@ -56,23 +56,42 @@ def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> li
         total_drop = start - end
         early_share = (start - early) / total_drop if total_drop > 0 else 0.0
         if total_drop > 0 and early_share > PLATEAU_EARLY_SHARE:
-            tips.append(Advice("plateau", (
-                f"loss plateaued early: {early_share:.0%} of its fall happened in the first 30% of steps "
-                f"({start:.3f} -> {early:.3f}, then {end:.3f} at the end); try a higher learning_rate (e.g. 2x), "
-                f"or check the dev metric: the task may be learned already"),
-                {"early_share": round(early_share, 4), "loss": [round(start, 4), round(early, 4), round(end, 4)],
-                 "steps": [steps[0], steps[cut], steps[-1]]}))
+            tips.append(
+                Advice(
+                    "plateau",
+                    (
+                        f"loss plateaued early: {early_share:.0%} of its fall happened in the first 30% of steps "
+                        f"({start:.3f} -> {early:.3f}, then {end:.3f} at the end); try a higher learning_rate (e.g. 2x), "
+                        f"or check the dev metric: the task may be learned already"
+                    ),
+                    {
+                        "early_share": round(early_share, 4),
+                        "loss": [round(start, 4), round(early, 4), round(end, 4)],
+                        "steps": [steps[0], steps[cut], steps[-1]],
+                    },
+                )
+            )
         # Swings are measured against how far the loss fell, not its level: a converged MNRL loss is small and
         # each logged value is a few batches' mean, so it is noisy relative to itself in every healthy run.
         residual = losses[window:] - trend[window:]
         fall = max(float(trend[window - 1] - trend.min()), 1e-9)
         swing = float(residual.std() / fall)
         if swing > OSCILLATION_SWING:
-            tips.append(Advice("oscillation", (
-                f"loss oscillates: its swings around the trend (std {residual.std():.3f}) are {swing:.0%} of how "
-                f"far it fell ({fall:.3f}); lower the learning_rate (e.g. 0.5x) or lengthen warmup_ratio to "
-                f"0.15-0.2"), {"swing": round(swing, 4), "residual_std": round(float(residual.std()), 4),
-                               "fall": round(fall, 4)}))
+            tips.append(
+                Advice(
+                    "oscillation",
+                    (
+                        f"loss oscillates: its swings around the trend (std {residual.std():.3f}) are {swing:.0%} of how "
+                        f"far it fell ({fall:.3f}); lower the learning_rate (e.g. 0.5x) or lengthen warmup_ratio to "
+                        f"0.15-0.2"
+                    ),
+                    {
+                        "swing": round(swing, 4),
+                        "residual_std": round(float(residual.std()), 4),
+                        "fall": round(fall, 4),
+                    },
+                )
+            )
     dev = [(r["epoch"], r[dev_metric]) for r in records if dev_metric in r]
     if len(dev) >= 3 and len(losses) >= 2:
         values = np.array([v for _, v in dev])
@@ -81,18 +100,38 @@ def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> li
         loss_after_peak = [r["loss"] for r in records if "loss" in r and r["epoch"] >= dev[peak][0]]
         loss_falling = len(loss_after_peak) >= 2 and loss_after_peak[-1] < loss_after_peak[0]
         if peak < len(values) - 1 and drop > OVERFIT_DROP and loss_falling:
-            tips.append(Advice("overfitting", (
-                f"overfitting: the dev metric peaked at {values[peak]:.4f} (epoch {dev[peak][0]:g}) and fell to "
-                f"{values[-1]:.4f} while the training loss kept falling; the best checkpoint was kept, and "
-                f"epochs: {max(1, round(dev[peak][0]))} would reach it in less time"),
-                {"peak_epoch": dev[peak][0], "peak": round(float(values[peak]), 5),
-                 "last": round(float(values[-1]), 5)}))
+            tips.append(
+                Advice(
+                    "overfitting",
+                    (
+                        f"overfitting: the dev metric peaked at {values[peak]:.4f} (epoch {dev[peak][0]:g}) and fell to "
+                        f"{values[-1]:.4f} while the training loss kept falling; the best checkpoint was kept, and "
+                        f"epochs: {max(1, round(dev[peak][0]))} would reach it in less time"
+                    ),
+                    {
+                        "peak_epoch": dev[peak][0],
+                        "peak": round(float(values[peak]), 5),
+                        "last": round(float(values[-1]), 5),
+                    },
+                )
+            )
         elif len(values) >= 4 and dev[peak][0] <= dev[-1][0] / 2 and drop <= OVERFIT_DROP:
             peak_epoch, last_epoch = dev[peak][0], dev[-1][0]
-            tips.append(Advice("saturation", (
-                f"the dev metric peaked at {values[peak]:.4f} in epoch {peak_epoch:g} of {last_epoch:g} and the "
-                f"later epochs stayed within {OVERFIT_DROP} of it: they bought nothing; epochs: "
-                f"{max(1, round(peak_epoch))} would likely score as well in about {peak_epoch / last_epoch:.0%} of the "
-                f"training time"), {"peak_epoch": peak_epoch, "epochs": last_epoch,
-                                    "peak": round(float(values[peak]), 5), "last": round(float(values[-1]), 5)}))
+            tips.append(
+                Advice(
+                    "saturation",
+                    (
+                        f"the dev metric peaked at {values[peak]:.4f} in epoch {peak_epoch:g} of {last_epoch:g} and the "
+                        f"later epochs stayed within {OVERFIT_DROP} of it: they bought nothing; epochs: "
+                        f"{max(1, round(peak_epoch))} would likely score as well in about {peak_epoch / last_epoch:.0%} of the "
+                        f"training time"
+                    ),
+                    {
+                        "peak_epoch": peak_epoch,
+                        "epochs": last_epoch,
+                        "peak": round(float(values[peak]), 5),
+                        "last": round(float(values[-1]), 5),
+                    },
+                )
+            )
     return tips

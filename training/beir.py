@@ -26,8 +26,11 @@ class IRSplit:
     qrels: dict[str, dict[str, int]]
 
     def relevant(self, min_grade: int = 1) -> dict[str, dict[str, int]]:
-        return {q: {d: g for d, g in docs.items() if g >= min_grade} for q, docs in self.qrels.items()
-                if any(g >= min_grade for g in docs.values())}
+        return {
+            q: {d: g for d, g in docs.items() if g >= min_grade}
+            for q, docs in self.qrels.items()
+            if any(g >= min_grade for g in docs.values())
+        }
 
 
 @dataclass
@@ -52,8 +55,10 @@ class IRDataset:
     def _require(self, frame, name: str) -> None:
         missing = [c for c in ("_id", "text") if c not in frame.columns]
         if missing:
-            raise DataFormatError(f"{self.root / name}: no {' or '.join(missing)} key in any line; expected "
-                                  f'objects like {{"_id": "d1", "text": "..."}} (run `embedgate validate` on it)')
+            raise DataFormatError(
+                f"{self.root / name}: no {' or '.join(missing)} key in any line; expected "
+                f'objects like {{"_id": "d1", "text": "..."}} (run `embedgate validate` on it)'
+            )
 
     def doc_texts(self) -> dict[str, str]:
         """Title and text joined, as BEIR evaluates; empty titles are skipped."""
@@ -65,7 +70,9 @@ class IRDataset:
 
     def query_texts(self) -> dict[str, str]:
         self._require(self.queries, "queries.jsonl")
-        return dict(zip(self.queries["_id"].astype(str), self.queries["text"].fillna("").astype(str), strict=True))
+        return dict(
+            zip(self.queries["_id"].astype(str), self.queries["text"].fillna("").astype(str), strict=True)
+        )
 
     def split(self, name: str) -> IRSplit:
         frame = self.qrels_frame(name)
@@ -83,8 +90,10 @@ def _read_jsonl_frame(path: Path, optional: tuple[str, ...] = ()):
 
     rows = read_jsonl(path)
     if not rows:
-        raise DataFormatError(f"{path}: the file holds no JSON objects; expected one object per line, "
-                              f'e.g. {{"_id": "1", "text": "..."}}')
+        raise DataFormatError(
+            f"{path}: the file holds no JSON objects; expected one object per line, "
+            f'e.g. {{"_id": "1", "text": "..."}}'
+        )
     frame = pd.DataFrame(rows)
     for col in optional:
         if col not in frame.columns:
@@ -133,19 +142,25 @@ def _is_number(text: str) -> bool:
 def load_beir(root: str | Path) -> IRDataset:
     root = Path(root)
     if not root.exists():
-        raise DataFormatError(f"{root}: folder not found (an IR dataset is a BEIR folder with corpus.jsonl, "
-                              f"queries.jsonl and qrels/<split>.tsv)")
+        raise DataFormatError(
+            f"{root}: folder not found (an IR dataset is a BEIR folder with corpus.jsonl, "
+            f"queries.jsonl and qrels/<split>.tsv)"
+        )
     if not root.is_dir():
         raise DataFormatError(f"{root}: expected a BEIR folder for an IR dataset, got a file")
     for name in ("corpus.jsonl", "queries.jsonl"):
         if not (root / name).is_file():
-            raise DataFormatError(f"{root / name}: file not found; a BEIR folder holds corpus.jsonl, "
-                                  f"queries.jsonl and qrels/<split>.tsv")
+            raise DataFormatError(
+                f"{root / name}: file not found; a BEIR folder holds corpus.jsonl, "
+                f"queries.jsonl and qrels/<split>.tsv"
+            )
     corpus = _read_jsonl_frame(root / "corpus.jsonl", optional=("title",))
     queries = _read_jsonl_frame(root / "queries.jsonl")
     qrels_dir = root / "qrels"
     files = sorted(p for p in qrels_dir.glob("*") if p.suffix in QRELS_SUFFIXES) if qrels_dir.is_dir() else []
     if not files:
-        raise DataFormatError(f"{qrels_dir}: no qrels files; expected qrels/<split>.tsv (e.g. qrels/test.tsv)")
+        raise DataFormatError(
+            f"{qrels_dir}: no qrels files; expected qrels/<split>.tsv (e.g. qrels/test.tsv)"
+        )
     qrels = {p.stem: read_qrels(p) for p in files}
     return IRDataset(root, corpus, queries, qrels)

@@ -27,16 +27,23 @@ def choose_checkpoint(trainer, evaluator, model, config) -> tuple[object, str | 
         return model, f"checkpoint at step {best_step}: the best dev evaluation is the last one"
     gain = paired_gain(history[best_step], history[last_step], config.seed)
     if gain.beyond_noise:
-        return model, f"best dev checkpoint (step {best_step}) kept: {gain.describe()} over the last (step {last_step})"
+        return (
+            model,
+            f"best dev checkpoint (step {best_step}) kept: {gain.describe()} over the last (step {last_step})",
+        )
     last = Path(best).parent / f"checkpoint-{last_step}"
     if not last.is_dir():
-        return model, (f"best dev checkpoint (step {best_step}) kept: the last (step {last_step}) was not saved "
-                       f"to compare with")
+        return model, (
+            f"best dev checkpoint (step {best_step}) kept: the last (step {last_step}) was not saved "
+            f"to compare with"
+        )
     from training.models import load_sentence_transformer
 
     kept = load_sentence_transformer(str(last), config.max_seq_length, device=str(model.device))
-    return kept, (f"last checkpoint (step {last_step}) kept: the best dev checkpoint (step "
-                                   f"{best_step}) led by {gain.describe()}")
+    return kept, (
+        f"last checkpoint (step {last_step}) kept: the best dev checkpoint (step "
+        f"{best_step}) led by {gain.describe()}"
+    )
 
 
 def _step(checkpoint: str) -> int:

@@ -58,8 +58,9 @@ class MappedTable:
     notes: list[str] = field(default_factory=list)
 
 
-def map_columns(frame, dataset_type: DatasetType | None = None, overrides: dict[str, str] | None = None,
-                source: str = "") -> MappedTable:
+def map_columns(
+    frame, dataset_type: DatasetType | None = None, overrides: dict[str, str] | None = None, source: str = ""
+) -> MappedTable:
     overrides = overrides or {}
     lower = {c.lower(): c for c in frame.columns}
     column_map: dict[str, str] = {}
@@ -91,7 +92,9 @@ def map_columns(frame, dataset_type: DatasetType | None = None, overrides: dict[
     notes: list[str] = []
     unmapped = [str(col) for col in frame.columns if col not in used]
     if unmapped:
-        notes.append(f"ignored columns with no canonical name: {', '.join(unmapped)} (map one with --columns)")
+        notes.append(
+            f"ignored columns with no canonical name: {', '.join(unmapped)} (map one with --columns)"
+        )
     out = _expand_lists(out, notes)
     detected = dataset_type or detect_type(out.columns, out, source, found=frame.columns)
     out = _conform(out, detected, column_map, notes)
@@ -105,7 +108,9 @@ def _expand_lists(frame, notes: list[str]):
     if "negative" in frame.columns and frame["negative"].map(lambda v: isinstance(v, list)).any():
         lists = frame["negative"].map(lambda v: v if isinstance(v, list) else ([] if v is None else [v]))
         width = int(lists.map(len).max())
-        wide = pd.DataFrame(lists.tolist(), index=frame.index, columns=[f"negative_{i + 1}" for i in range(width)])
+        wide = pd.DataFrame(
+            lists.tolist(), index=frame.index, columns=[f"negative_{i + 1}" for i in range(width)]
+        )
         frame = pd.concat([frame.drop(columns="negative"), wide], axis=1)
         notes.append(f"expanded list column 'negative' into {width} negative_<i> columns")
     if "positive" in frame.columns and frame["positive"].map(lambda v: isinstance(v, list)).any():
@@ -161,7 +166,9 @@ FALLBACKS = {
 def _conform(frame, dataset_type: DatasetType, column_map: dict[str, str], notes: list[str]):
     """Select the type's canonical columns in loss order; keep a pair `label` so 0-rows can be dropped later."""
     if dataset_type is DatasetType.IR:
-        raise DataFormatError("an IR dataset is a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), not a table")
+        raise DataFormatError(
+            "an IR dataset is a BEIR folder (corpus.jsonl, queries.jsonl, qrels/), not a table"
+        )
     frame = frame.copy()
     for canonical, alternatives in FALLBACKS.items():
         if canonical in REQUIRED_COLUMNS[dataset_type] and canonical not in frame.columns:
@@ -170,13 +177,21 @@ def _conform(frame, dataset_type: DatasetType, column_map: dict[str, str], notes
                     frame[canonical] = frame[alt]
                     column_map[canonical] = column_map.get(alt, alt)
                     break
-    if dataset_type is DatasetType.TRIPLETS and "negative" not in frame.columns and "negative_1" in frame.columns:
+    if (
+        dataset_type is DatasetType.TRIPLETS
+        and "negative" not in frame.columns
+        and "negative_1" in frame.columns
+    ):
         frame["negative"] = frame["negative_1"]
     if dataset_type is DatasetType.NLI and "label" in frame.columns:
         named = frame["label"].map(lambda v: isinstance(v, str) and v.strip().lower() in NLI_LABEL_NAMES)
         if named.any():
-            frame.loc[named, "label"] = frame.loc[named, "label"].map(lambda v: NLI_LABEL_NAMES[v.strip().lower()])
-            notes.append(f"mapped {int(named.sum())} NLI label names to ids (entailment 0, neutral 1, contradiction 2)")
+            frame.loc[named, "label"] = frame.loc[named, "label"].map(
+                lambda v: NLI_LABEL_NAMES[v.strip().lower()]
+            )
+            notes.append(
+                f"mapped {int(named.sum())} NLI label names to ids (entailment 0, neutral 1, contradiction 2)"
+            )
     wanted = [c for c in REQUIRED_COLUMNS[dataset_type] if c in frame.columns]
     if dataset_type is DatasetType.HARD_NEGATIVES:
         wanted += negative_columns(frame.columns)

@@ -24,8 +24,17 @@ from training.formats import DatasetType
 DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"
 
 LossName = Literal["auto", "mnrl", "cached_mnrl", "cosent", "triplet"]
-MiningStrategy = Literal["none", "auto", "random", "bm25", "model", "curriculum", "contradiction",
-                         "partial_match", "domain_confusion"]
+MiningStrategy = Literal[
+    "none",
+    "auto",
+    "random",
+    "bm25",
+    "model",
+    "curriculum",
+    "contradiction",
+    "partial_match",
+    "domain_confusion",
+]
 
 
 class _Strict(BaseModel):
@@ -46,7 +55,9 @@ class MiningConfig(_Strict):
 
     strategy: MiningStrategy = "auto"  # auto: model-mined negatives for pairs / IR data, none otherwise
     num_negatives: int = Field(1, ge=1, le=32)
-    range_min: int = Field(0, ge=0, le=1000)  # skip this many top-ranked candidates (likely unlabelled positives)
+    range_min: int = Field(
+        0, ge=0, le=1000
+    )  # skip this many top-ranked candidates (likely unlabelled positives)
     range_max: int = Field(50, ge=1, le=1000)  # consider candidates up to this rank
     relative_margin: float = Field(0.05, ge=0.0, lt=1.0)  # drop negatives scoring > (1 - margin) * positive
     sampling_strategy: Literal["top", "random"] = "top"
@@ -55,10 +66,14 @@ class MiningConfig(_Strict):
     @model_validator(mode="after")
     def _range(self) -> MiningConfig:
         if self.range_max <= self.range_min:
-            raise ValueError(f"range_max ({self.range_max}) must be greater than range_min ({self.range_min})")
+            raise ValueError(
+                f"range_max ({self.range_max}) must be greater than range_min ({self.range_min})"
+            )
         if self.strategy == "domain_confusion" and self.domain_confusion_path is None:
-            raise ValueError("strategy domain_confusion needs domain_confusion_path: a file of texts from a "
-                             "related but different domain")
+            raise ValueError(
+                "strategy domain_confusion needs domain_confusion_path: a file of texts from a "
+                "related but different domain"
+            )
         return self
 
 
@@ -101,7 +116,9 @@ class TrainConfig(_Strict):
     mining: MiningConfig = MiningConfig()
     prompts: PromptsConfig | None = None  # query/document prompts; null = the base model's own
     output_dir: Path = Path("artifacts/runs")
-    device: str | None = None  # auto | cpu | cuda | cuda:N; null = $EMBEDGATE_DEVICE, else auto (training/device.py)
+    device: str | None = (
+        None  # auto | cpu | cuda | cuda:N; null = $EMBEDGATE_DEVICE, else auto (training/device.py)
+    )
     run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$")
 
     @field_validator("matryoshka_dims")
@@ -122,8 +139,10 @@ class TrainConfig(_Strict):
     def _weights(self) -> TrainConfig:
         if self.matryoshka_weights is not None:
             if self.matryoshka_dims is None or len(self.matryoshka_weights) != len(self.matryoshka_dims):
-                raise ValueError(f"matryoshka_weights needs one weight per matryoshka_dims entry; got "
-                                 f"{self.matryoshka_weights} for dims {self.matryoshka_dims}")
+                raise ValueError(
+                    f"matryoshka_weights needs one weight per matryoshka_dims entry; got "
+                    f"{self.matryoshka_weights} for dims {self.matryoshka_dims}"
+                )
             if any(w <= 0 for w in self.matryoshka_weights):
                 raise ValueError(f"matryoshka_weights must be positive, got {self.matryoshka_weights}")
         return self
@@ -179,12 +198,16 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found (relative paths are from {Path.cwd()}); pass an existing "
-                          f"YAML file (gates/demo.yaml is a pipeline config to start from)")
+        raise ConfigError(
+            f"config file {path} not found (relative paths are from {Path.cwd()}); pass an existing "
+            f"YAML file (gates/demo.yaml is a pipeline config to start from)"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the config as UTF-8 YAML") from None
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}); save the config as UTF-8 YAML"
+        ) from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -196,8 +219,12 @@ def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def config_from_mapping(raw: dict[str, Any], source: str = "(flags)", base_dir: Path | None = None,
-                        overrides: dict[str, Any] | None = None) -> TrainConfig:
+def config_from_mapping(
+    raw: dict[str, Any],
+    source: str = "(flags)",
+    base_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
     """A mapping (+ dotted overrides) -> TrainConfig. Relative data paths resolve against `base_dir` (the config
     file's folder) when they exist there, so configs can travel with their data."""
     raw = dict(raw)

@@ -11,18 +11,43 @@ from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicates
 
 
 class CurriculumBatchSampler(DefaultBatchSampler):
-    def __init__(self, dataset, batch_size: int, drop_last: bool, stages: list[tuple[str, int, int]],
-                 valid_label_columns=None, generator=None, seed: int = 0):
-        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
-                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+    def __init__(
+        self,
+        dataset,
+        batch_size: int,
+        drop_last: bool,
+        stages: list[tuple[str, int, int]],
+        valid_label_columns=None,
+        generator=None,
+        seed: int = 0,
+    ):
+        super().__init__(
+            dataset,
+            batch_size=batch_size,
+            drop_last=drop_last,
+            valid_label_columns=valid_label_columns,
+            generator=generator,
+            seed=seed,
+        )
         covered = sorted((start, end) for _, start, end in stages)
-        if covered[0][0] != 0 or covered[-1][1] != len(dataset) or any(
-                a[1] != b[0] for a, b in zip(covered, covered[1:], strict=False)):
-            raise ValueError(f"curriculum stages {stages} must tile the dataset rows 0..{len(dataset)} in order")
+        if (
+            covered[0][0] != 0
+            or covered[-1][1] != len(dataset)
+            or any(a[1] != b[0] for a, b in zip(covered, covered[1:], strict=False))
+        ):
+            raise ValueError(
+                f"curriculum stages {stages} must tile the dataset rows 0..{len(dataset)} in order"
+            )
         self.stages = [(start, end) for _, start, end in stages if end > start]
         self.samplers = [
-            NoDuplicatesBatchSampler(dataset.select(range(start, end)), batch_size=batch_size, drop_last=drop_last,
-                                     valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+            NoDuplicatesBatchSampler(
+                dataset.select(range(start, end)),
+                batch_size=batch_size,
+                drop_last=drop_last,
+                valid_label_columns=valid_label_columns,
+                generator=generator,
+                seed=seed,
+            )
             for start, end in self.stages
         ]
 

@@ -41,8 +41,10 @@ def matryoshka_dims_for(model_dim: int) -> list[int]:
 def check_dims(dims: list[int], model_dim: int) -> None:
     too_big = [d for d in dims if d > model_dim]
     if too_big:
-        raise ConfigError(f"matryoshka_dims {too_big} exceed the model's embedding dim {model_dim}; "
-                          f"allowed: 1..{model_dim} (e.g. {matryoshka_dims_for(model_dim)})")
+        raise ConfigError(
+            f"matryoshka_dims {too_big} exceed the model's embedding dim {model_dim}; "
+            f"allowed: 1..{model_dim} (e.g. {matryoshka_dims_for(model_dim)})"
+        )
 
 
 def resolve(config: TrainConfig, n_rows: int, model_dim: int) -> Resolved:
@@ -72,8 +74,10 @@ def resolve(config: TrainConfig, n_rows: int, model_dim: int) -> Resolved:
     if config.epochs is None:
         epochs = min(MAX_EPOCHS, max(1, -(-TARGET_STEPS // steps_per_epoch)))
         updates["epochs"] = float(epochs)
-        reasons["epochs"] = (f"{epochs}: about {TARGET_STEPS} steps at {steps_per_epoch} steps/epoch "
-                             f"(1..{MAX_EPOCHS}); the best dev checkpoint is kept")
+        reasons["epochs"] = (
+            f"{epochs}: about {TARGET_STEPS} steps at {steps_per_epoch} steps/epoch "
+            f"(1..{MAX_EPOCHS}); the best dev checkpoint is kept"
+        )
     if config.learning_rate is None:
         updates["learning_rate"] = LEARNING_RATE
         reasons["learning_rate"] = f"{LEARNING_RATE:g}: beat 2e-5 and matched 1e-4 in the defaults sweep"

@@ -33,22 +33,33 @@ def binary_ndcg_per_query(scores: np.ndarray, relevant: list[set[int]], k: int =
 class MatryoshkaRetrievalEvaluator(BaseEvaluator):
     """NDCG@10 of dev queries against a dev corpus at each dim; primary metric `ndcg@10_mean`."""
 
-    def __init__(self, queries: list[str], corpus: list[str], relevant: list[set[int]], dims: list[int],
-                 name: str = "dev", batch_size: int = 64):
+    def __init__(
+        self,
+        queries: list[str],
+        corpus: list[str],
+        relevant: list[set[int]],
+        dims: list[int],
+        name: str = "dev",
+        batch_size: int = 64,
+    ):
         super().__init__()
         self.queries, self.corpus, self.relevant = queries, corpus, relevant
         self.dims = sorted(dims, reverse=True)
         self.name = name
         self.batch_size = batch_size
         self.primary_metric = "ndcg@10_mean"
-        self.per_query_history: dict[int, np.ndarray] = {}  # global step -> per-query scores (checkpoint choice)
+        self.per_query_history: dict[
+            int, np.ndarray
+        ] = {}  # global step -> per-query scores (checkpoint choice)
 
     def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
         # encode_query / encode_document apply the model's query and document prompts (training/prompts.py).
-        q = model.encode_query(self.queries, batch_size=self.batch_size, convert_to_numpy=True,
-                               show_progress_bar=False)
-        d = model.encode_document(self.corpus, batch_size=self.batch_size, convert_to_numpy=True,
-                                  show_progress_bar=False)
+        q = model.encode_query(
+            self.queries, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        d = model.encode_document(
+            self.corpus, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
         return q, d
 
     def scores(self, q: np.ndarray, d: np.ndarray) -> dict[str, float]:
@@ -62,8 +73,13 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
 
     def per_query(self, q: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Each query's NDCG@10 averaged over dims: what the dev decisions compare, query by query."""
-        return np.mean([binary_ndcg_per_query(_unit(q[:, :dim]) @ _unit(d[:, :dim]).T, self.relevant)
-                        for dim in self.dims], axis=0)
+        return np.mean(
+            [
+                binary_ndcg_per_query(_unit(q[:, :dim]) @ _unit(d[:, :dim]).T, self.relevant)
+                for dim in self.dims
+            ],
+            axis=0,
+        )
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         q, d = self.encode(model)

@@ -32,8 +32,10 @@ class DevGain:
         return self.low > 0
 
     def describe(self) -> str:
-        return (f"{self.mean:+.4f} (95% lower bound {self.low:+.4f} over {self.n} dev queries: "
-                f"{'beyond' if self.beyond_noise else 'within'} the dev set's noise)")
+        return (
+            f"{self.mean:+.4f} (95% lower bound {self.low:+.4f} over {self.n} dev queries: "
+            f"{'beyond' if self.beyond_noise else 'within'} the dev set's noise)"
+        )
 
     def to_dict(self) -> dict:
         return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
@@ -43,14 +45,22 @@ def paired_gain(after, before, seed: int = 0) -> DevGain:
     """The mean per-query gain of `after` over `before` (same queries, same order) with its bootstrap interval."""
     after, before = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
     if after.ndim != 1 or after.shape != before.shape or after.size < 2:
-        raise ValueError(f"need two equally long per-query score lists (at least 2 queries), got shapes "
-                         f"{after.shape} and {before.shape}")
+        raise ValueError(
+            f"need two equally long per-query score lists (at least 2 queries), got shapes "
+            f"{after.shape} and {before.shape}"
+        )
     diff = after - before
     mean = float(diff.mean())
     if np.ptp(diff) == 0:  # every query moved by the same amount: no spread to resample (scipy would warn)
         return DevGain(mean, mean, mean, int(diff.size))
     from scipy.stats import bootstrap
 
-    interval = bootstrap((diff,), np.mean, confidence_level=CONFIDENCE, n_resamples=RESAMPLES,
-                         method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
+    interval = bootstrap(
+        (diff,),
+        np.mean,
+        confidence_level=CONFIDENCE,
+        n_resamples=RESAMPLES,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    ).confidence_interval
     return DevGain(mean, float(interval.low), float(interval.high), int(diff.size))

@@ -46,8 +46,10 @@ def requested_device(setting: str | None = None) -> str:
     """The setting, else $EMBEDGATE_DEVICE, else auto; checked against the grammar."""
     value = (setting if setting is not None else os.environ.get(ENV, "auto")).strip().lower()
     if not PATTERN.match(value):
-        raise DeviceError(f"device {value!r}: expected auto, cpu, cuda or cuda:N (e.g. cuda:0); set it in the "
-                          f"config, with --set device=..., or ${ENV}")
+        raise DeviceError(
+            f"device {value!r}: expected auto, cpu, cuda or cuda:N (e.g. cuda:0); set it in the "
+            f"config, with --set device=..., or ${ENV}"
+        )
     return value
 
 
@@ -60,14 +62,20 @@ def resolve_device(setting: str | None = None) -> ResolvedDevice:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if value == "auto":
         if count:
-            return ResolvedDevice("cuda:0", value, f"device auto: using cuda:0 ({torch.cuda.get_device_name(0)})")
+            return ResolvedDevice(
+                "cuda:0", value, f"device auto: using cuda:0 ({torch.cuda.get_device_name(0)})"
+            )
         return ResolvedDevice("cpu", value, "device auto: no CUDA GPU visible to torch, running on the CPU")
     index = int(PATTERN.match(value).group(2) or 0)
     if not count:
-        raise DeviceError(f"device {value!r}: torch {torch.__version__} sees no CUDA GPU; install a CUDA build "
-                          f"(pip install 'embedgate[gpu]', see docs/performance.md) on a machine with a GPU, or "
-                          f"set device: cpu (or auto)")
+        raise DeviceError(
+            f"device {value!r}: torch {torch.__version__} sees no CUDA GPU; install a CUDA build "
+            f"(pip install 'embedgate[gpu]', see docs/performance.md) on a machine with a GPU, or "
+            f"set device: cpu (or auto)"
+        )
     if index >= count:
-        raise DeviceError(f"device {value!r}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1}); pick "
-                          f"one of those or set device: auto")
+        raise DeviceError(
+            f"device {value!r}: only {count} CUDA GPU(s) visible (cuda:0..cuda:{count - 1}); pick "
+            f"one of those or set device: auto"
+        )
     return ResolvedDevice(f"cuda:{index}", value)

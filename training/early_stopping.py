@@ -21,11 +21,15 @@ SMALL_DEV = 50
 def patience_from_data(evaluations: int, dev_size: int) -> tuple[int, str]:
     """(patience in evaluations, why) for a run with `evaluations` scheduled dev evaluations."""
     if evaluations < 1 or dev_size < 1:
-        raise ValueError(f"need at least one scheduled evaluation and one dev item, got {evaluations} and {dev_size}")
+        raise ValueError(
+            f"need at least one scheduled evaluation and one dev item, got {evaluations} and {dev_size}"
+        )
     patience = math.ceil(evaluations / 4) + (1 if dev_size < SMALL_DEV else 0)
     patience = min(MAX_PATIENCE, max(MIN_PATIENCE, patience))
-    return patience, (f"stop after {patience} evaluations without a dev gain ({evaluations} scheduled, "
-                      f"{dev_size} dev items{'; small dev set: +1' if dev_size < SMALL_DEV else ''})")
+    return patience, (
+        f"stop after {patience} evaluations without a dev gain ({evaluations} scheduled, "
+        f"{dev_size} dev items{'; small dev set: +1' if dev_size < SMALL_DEV else ''})"
+    )
 
 
 def early_stopping_callback(patience: int):

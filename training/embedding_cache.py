@@ -58,8 +58,12 @@ class CacheStats:
     events: list[dict] = field(default_factory=list)  # one per lookup: label, backend, hit, texts
 
     def to_dict(self) -> dict:
-        return {"hits": self.hits, "misses": self.misses, "encoded_texts": self.encoded_texts,
-                "lookups": self.events}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "encoded_texts": self.encoded_texts,
+            "lookups": self.events,
+        }
 
 
 class EmbeddingCache:
@@ -70,21 +74,40 @@ class EmbeddingCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"embedding cache folder {self.folder}: cannot create it ({err.strerror}); set "
-                              f"cache.dir to a writable folder, or cache.enabled: false") from None
+            raise ConfigError(
+                f"embedding cache folder {self.folder}: cannot create it ({err.strerror}); set "
+                f"cache.dir to a writable folder, or cache.enabled: false"
+            ) from None
         if not os.access(self.folder, os.W_OK):
-            raise ConfigError(f"embedding cache folder {self.folder} is not writable; set cache.dir to a writable "
-                              f"folder, or cache.enabled: false")
+            raise ConfigError(
+                f"embedding cache folder {self.folder} is not writable; set cache.dir to a writable "
+                f"folder, or cache.enabled: false"
+            )
         self.stats = CacheStats()
 
     @staticmethod
     def key(model: str, backend: str, dim: int, texts: Sequence[str], extra: str = "") -> str:
-        payload = {"format": FORMAT, "model": model, "backend": backend, "dim": int(dim),
-                   "texts": texts_sha256(texts), "extra": extra}
+        payload = {
+            "format": FORMAT,
+            "model": model,
+            "backend": backend,
+            "dim": int(dim),
+            "texts": texts_sha256(texts),
+            "extra": extra,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def encode(self, texts: Sequence[str], *, model: str, backend: str, dim: int,
-               encode: Callable[[Sequence[str]], np.ndarray], extra: str = "", label: str = "") -> np.ndarray:
+    def encode(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str,
+        backend: str,
+        dim: int,
+        encode: Callable[[Sequence[str]], np.ndarray],
+        extra: str = "",
+        label: str = "",
+    ) -> np.ndarray:
         """The cached vectors for `texts`, or `encode(texts)` stored under the key. -> float32 [len(texts), dim]."""
         texts = list(texts)
         key = self.key(model, backend, dim, texts, extra)
@@ -99,10 +122,23 @@ class EmbeddingCache:
         self.stats.encoded_texts += len(texts)
         vectors = np.ascontiguousarray(encode(texts), dtype=np.float32)
         if vectors.shape != (len(texts), dim):
-            raise ValueError(f"{backend} encoder returned shape {vectors.shape} for {len(texts)} texts at dim "
-                             f"{dim}; expected ({len(texts)}, {dim})")
-        self._store(path, vectors, {"model": model, "backend": backend, "dim": dim, "n": len(texts),
-                                    "texts_sha256": texts_sha256(texts), "extra": extra, "label": label})
+            raise ValueError(
+                f"{backend} encoder returned shape {vectors.shape} for {len(texts)} texts at dim "
+                f"{dim}; expected ({len(texts)}, {dim})"
+            )
+        self._store(
+            path,
+            vectors,
+            {
+                "model": model,
+                "backend": backend,
+                "dim": dim,
+                "n": len(texts),
+                "texts_sha256": texts_sha256(texts),
+                "extra": extra,
+                "label": label,
+            },
+        )
         return vectors
 
     @staticmethod

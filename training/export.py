@@ -122,15 +122,21 @@ def validate_dims(dims: Sequence[int], full_dim: int) -> tuple[int, ...]:
     dim from the full graph by slicing."""
     if isinstance(dims, (str, bytes)) or not isinstance(dims, Sequence) or len(dims) == 0:
         raise ConfigError(f"dims: expected a non-empty list of integers in 1..{full_dim}, got {dims!r}")
-    bad = [dim for dim in dims if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= full_dim]
+    bad = [
+        dim for dim in dims if isinstance(dim, bool) or not isinstance(dim, int) or not 0 < dim <= full_dim
+    ]
     if bad:
-        raise ConfigError(f"dims: {bad} outside the allowed range 1..{full_dim} (the model dim); "
-                          f"got {list(dims)}, e.g. use {list(default_dims(full_dim))}")
+        raise ConfigError(
+            f"dims: {bad} outside the allowed range 1..{full_dim} (the model dim); "
+            f"got {list(dims)}, e.g. use {list(default_dims(full_dim))}"
+        )
     if len(set(dims)) != len(dims):
         raise ConfigError(f"dims: duplicates in {list(dims)}; list each dim once")
     if full_dim not in dims:
-        raise ConfigError(f"dims: {list(dims)} must include the model dim {full_dim} (the served graph; smaller "
-                          f"dims are sliced from it); add {full_dim}")
+        raise ConfigError(
+            f"dims: {list(dims)} must include the model dim {full_dim} (the served graph; smaller "
+            f"dims are sliced from it); add {full_dim}"
+        )
     return tuple(sorted(dims, reverse=True))
 
 
@@ -156,8 +162,9 @@ def export_run(
     model = _load_model(model_dir)
     spec = inspect_model(model, model_dir)
     prompts = resolve_prompts(prompts, model)
-    texts = texts + tuple(prompt + text for prompt in dict.fromkeys(prompts.values()) if prompt
-                          for text in texts[:2])
+    texts = texts + tuple(
+        prompt + text for prompt in dict.fromkeys(prompts.values()) if prompt for text in texts[:2]
+    )
     dims = validate_dims(dims, spec.full_dim) if dims is not None else default_dims(spec.full_dim)
     settings = Int8Settings() if int8 else None
     source_sha256 = _tree_sha256(model_dir)  # before staging exists, in case out_dir lies inside model_dir
@@ -174,14 +181,24 @@ def export_run(
             folder.mkdir()
             fp32_path = folder / PRECISION_FILES["fp32"]
             export_graph(model, spec, dim, fp32_path, opset)
-            graphs.append(_check_graph(staging, fp32_path, dim, "fp32", opset, feeds, reference, min_fp32_cosine))
+            graphs.append(
+                _check_graph(staging, fp32_path, dim, "fp32", opset, feeds, reference, min_fp32_cosine)
+            )
             if settings is not None:
                 int8_path = folder / PRECISION_FILES["int8"]
                 quantize_int8(fp32_path, int8_path, settings)
-                graphs.append(_check_graph(staging, int8_path, dim, "int8", opset, feeds, reference,
-                                           min_int8_cosine))
-        result = ExportResult(out_dir=out_dir, model_dir=model_dir, dims=dims, spec=spec, graphs=tuple(graphs),
-                              int8=settings, seconds=time.perf_counter() - started)
+                graphs.append(
+                    _check_graph(staging, int8_path, dim, "int8", opset, feeds, reference, min_int8_cosine)
+                )
+        result = ExportResult(
+            out_dir=out_dir,
+            model_dir=model_dir,
+            dims=dims,
+            spec=spec,
+            graphs=tuple(graphs),
+            int8=settings,
+            seconds=time.perf_counter() - started,
+        )
         _write_json(staging / "embedder.json", _embedder_config(result, source_sha256, texts, prompts))
         _write_json(staging / "export.json", result.to_dict())
         _fsync_tree(staging)
@@ -193,15 +210,20 @@ def export_run(
     return result
 
 
-def _check_inputs(model_dir: Path, out_dir: Path, opset: int, probe_texts: Sequence[str] | None,
-                  overwrite: bool) -> tuple[str, ...]:
+def _check_inputs(
+    model_dir: Path, out_dir: Path, opset: int, probe_texts: Sequence[str] | None, overwrite: bool
+) -> tuple[str, ...]:
     if not (model_dir / "modules.json").is_file():
-        raise ConfigError(f"model_dir {model_dir}: expected a SentenceTransformer save (a folder with "
-                          f"modules.json), found {'no such folder' if not model_dir.is_dir() else 'no modules.json'}; "
-                          f"pass the run's model/ folder")
+        raise ConfigError(
+            f"model_dir {model_dir}: expected a SentenceTransformer save (a folder with "
+            f"modules.json), found {'no such folder' if not model_dir.is_dir() else 'no modules.json'}; "
+            f"pass the run's model/ folder"
+        )
     if out_dir.exists() and not overwrite:
-        raise ConfigError(f"out_dir {out_dir} already exists; exports are immutable: choose another folder, "
-                          f"or pass overwrite=True (--overwrite) to replace it")
+        raise ConfigError(
+            f"out_dir {out_dir} already exists; exports are immutable: choose another folder, "
+            f"or pass overwrite=True (--overwrite) to replace it"
+        )
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"opset: expected an integer in {MIN_OPSET}..{MAX_OPSET}, got {opset!r}")
     texts = PROBE_TEXTS if probe_texts is None else probe_texts
@@ -216,7 +238,9 @@ def _load_model(model_dir: Path) -> Any:
     try:
         model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
     except Exception as err:  # any loader failure means the folder is not a usable model
-        raise ExportError(f"{model_dir}: cannot load as a SentenceTransformer: {type(err).__name__}: {err}") from err
+        raise ExportError(
+            f"{model_dir}: cannot load as a SentenceTransformer: {type(err).__name__}: {err}"
+        ) from err
     model.truncate_dim = None  # dims are the export's business; the reference must be the full embedding
     return model.eval()
 
@@ -240,7 +264,9 @@ def _write_tokenizer(model: Any, spec: ModelSpec, folder: Path) -> Path:
 def _reference_embeddings(model: Any, texts: tuple[str, ...]) -> Any:
     import numpy as np
 
-    embeddings = model.encode(list(texts), batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False)
+    embeddings = model.encode(
+        list(texts), batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False
+    )
     return np.asarray(embeddings, dtype=np.float64)
 
 
@@ -258,8 +284,16 @@ def _probe_feeds(tokenizer_file: Path, texts: tuple[str, ...], pad_id: int) -> d
     }
 
 
-def _check_graph(root: Path, path: Path, dim: int, precision: str, opset: int, feeds: dict[str, Any],
-                 reference: Any, min_cosine: float) -> GraphRecord:
+def _check_graph(
+    root: Path,
+    path: Path,
+    dim: int,
+    precision: str,
+    opset: int,
+    feeds: dict[str, Any],
+    reference: Any,
+    min_cosine: float,
+) -> GraphRecord:
     import numpy as np
     import onnxruntime as ort
 
@@ -282,15 +316,26 @@ def _check_graph(root: Path, path: Path, dim: int, precision: str, opset: int, f
             f"(probe text {parity.worst_text_index}), expected >= {min_cosine}; mean {parity.mean_cosine:.6f}. "
             f"Nothing was written. Check the model's modules, or report this model as unsupported."
         )
-    return GraphRecord(path=path.relative_to(root).as_posix(), dim=dim, precision=precision,
-                       sha256=sha256_file(path), size_bytes=path.stat().st_size, opset=opset, parity=parity)
+    return GraphRecord(
+        path=path.relative_to(root).as_posix(),
+        dim=dim,
+        precision=precision,
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        opset=opset,
+        parity=parity,
+    )
 
 
-def _embedder_config(result: ExportResult, source_sha256: str, texts: tuple[str, ...],
-                     prompts: dict[str, str]) -> dict[str, Any]:
+def _embedder_config(
+    result: ExportResult, source_sha256: str, texts: tuple[str, ...], prompts: dict[str, str]
+) -> dict[str, Any]:
     graphs: dict[str, dict[str, Any]] = {}
     for record in result.graphs:
-        graphs.setdefault(str(record.dim), {})[record.precision] = {"path": record.path, "sha256": record.sha256}
+        graphs.setdefault(str(record.dim), {})[record.precision] = {
+            "path": record.path,
+            "sha256": record.sha256,
+        }
     identity = hashlib.sha256("".join(record.sha256 for record in result.graphs).encode()).hexdigest()
     spec = result.spec
     return {

@@ -44,7 +44,9 @@ class TrainResult:
     rotation: dict | None = None
     advice: list[dict] = field(default_factory=list)
     early_stopping: dict | None = None  # patience, why, whether it stopped, epochs run of epochs scheduled
-    checkpoint_choice: str | None = None  # which checkpoint became the model and why (training/checkpoint_choice.py)
+    checkpoint_choice: str | None = (
+        None  # which checkpoint became the model and why (training/checkpoint_choice.py)
+    )
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -53,9 +55,18 @@ class TrainResult:
         return out
 
 
-def train(config: TrainConfig | None = None, *, resume: str | Path | None = None, run_dir: Path | None = None,
-          progress: bool = True, callbacks: list | None = None, check_mined=None,
-          keep_checkpoints: bool = True, report=None, embedding_cache: Path | None = None) -> TrainResult:
+def train(
+    config: TrainConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    callbacks: list | None = None,
+    check_mined=None,
+    keep_checkpoints: bool = True,
+    report=None,
+    embedding_cache: Path | None = None,
+) -> TrainResult:
     """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config.
 
     check_mined: called with the mined hard_negatives.jsonl before training (the pipeline passes the data gate
@@ -108,16 +119,25 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     if mining is not None and check_mined is not None and is_main_process():
         check_mined(paths.mined / "hard_negatives.jsonl")
     choice = choose_loss(prepared.dataset_type, config.loss, config.cached, len(train_rows))
-    loss = build_loss(model, choice, config.matryoshka_dims if config.matryoshka else None,
-                      config.matryoshka_weights, config.mini_batch_size or 32)
+    loss = build_loss(
+        model,
+        choice,
+        config.matryoshka_dims if config.matryoshka else None,
+        config.matryoshka_weights,
+        config.mini_batch_size or 32,
+    )
     evaluator = _dev_evaluator(prepared, config)
-    args = _training_arguments(config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts,
-                               device)
+    args = _training_arguments(
+        config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts, device
+    )
     stopper, stopping = _early_stopping(config, args, prepared, len(train_rows))
     if report is not None:
         from training.progress import epoch_reporter
 
-        callbacks = [epoch_reporter(report, _best_metric_name(evaluator) if evaluator else None), *(callbacks or [])]
+        callbacks = [
+            epoch_reporter(report, _best_metric_name(evaluator) if evaluator else None),
+            *(callbacks or []),
+        ]
 
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -131,9 +151,14 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
         import datasets
 
         datasets.disable_progress_bars()
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_rows, loss=loss,
-                                         evaluator=evaluator,
-                                         callbacks=[JsonlLogCallback(paths.train_log), *stopper, *(callbacks or [])])
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_rows,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[JsonlLogCallback(paths.train_log), *stopper, *(callbacks or [])],
+    )
     if not progress:  # no bars and no printed log dicts: the pipeline reports stages itself
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -143,8 +168,11 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     if stopping is not None:
-        stopping |= {"stopped": trainer.state.global_step < trainer.state.max_steps,
-                     "epochs_run": round(float(trainer.state.epoch or 0), 2), "epochs_scheduled": config.epochs}
+        stopping |= {
+            "stopped": trainer.state.global_step < trainer.state.max_steps,
+            "epochs_run": round(float(trainer.state.epoch or 0), 2),
+            "epochs_scheduled": config.epochs,
+        }
     rotation = checkpoint_choice = None
     if is_main_process():
         from training.checkpoint_choice import choose_checkpoint
@@ -152,8 +180,9 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
         model, checkpoint_choice = choose_checkpoint(trainer, evaluator, model, config)
 
-        model, rotation = choose_rotation(model, _rotation_data(prepared), _dev_dims(config), config.rotation,
-                                          seed=config.seed)
+        model, rotation = choose_rotation(
+            model, _rotation_data(prepared), _dev_dims(config), config.rotation, seed=config.seed
+        )
     dev_metrics = evaluator(model) if evaluator is not None and is_main_process() else {}
     if is_main_process():
         model.save(str(paths.model), safe_serialization=True)
@@ -163,15 +192,25 @@ def train(config: TrainConfig | None = None, *, resume: str | Path | None = None
 
             shutil.rmtree(paths.checkpoints, ignore_errors=True)  # only needed to resume; ~3x the model each
     result = TrainResult(
-        run_dir=paths.root, config=config.to_yaml_dict(), reasons=resolved.reasons, loss=choice.name,
-        loss_reason=choice.reason, train_rows=len(train_rows), steps=int(output.global_step),
-        train_seconds=round(seconds, 2), examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 2),
-        best_checkpoint=trainer.state.best_model_checkpoint, best_metric=trainer.state.best_metric,
-        dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()}, mining=mining,
+        run_dir=paths.root,
+        config=config.to_yaml_dict(),
+        reasons=resolved.reasons,
+        loss=choice.name,
+        loss_reason=choice.reason,
+        train_rows=len(train_rows),
+        steps=int(output.global_step),
+        train_seconds=round(seconds, 2),
+        examples_per_second=round(output.metrics.get("train_samples_per_second", 0.0), 2),
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        best_metric=trainer.state.best_metric,
+        dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()},
+        mining=mining,
         rotation=rotation.to_dict() if rotation else None,
-        advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))], early_stopping=stopping,
+        advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))],
+        early_stopping=stopping,
         checkpoint_choice=checkpoint_choice,
-        notes=[*data_notes(data), *prepared.notes])
+        notes=[*data_notes(data), *prepared.notes],
+    )
     if is_main_process():
         write_json_atomic(paths.train / "summary.json", result.to_dict())
     return result
@@ -209,8 +248,13 @@ def _mining_encoder(config: TrainConfig, model, cache_dir: Path | None, quiet: b
         method = model.encode_query if role == "query" else model.encode_document
 
         def raw(batch):
-            return method(list(batch), batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
-                          show_progress_bar=False)
+            return method(
+                list(batch),
+                batch_size=64,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
 
         return encode_with_bar(raw, texts, f"mining: encoding {role}s", quiet=quiet)
 
@@ -227,14 +271,22 @@ def _mining_encoder(config: TrainConfig, model, cache_dir: Path | None, quiet: b
     def cached(texts, role):
         # The prompt changes the vectors, so it is part of the key.
         extra = f"max_seq_length={model.max_seq_length};prompt={prompts[role]!r}"
-        return cache.encode(texts, model=identity, backend="torch", dim=full,
-                            encode=lambda batch: encode(batch, role), extra=extra, label="mining")
+        return cache.encode(
+            texts,
+            model=identity,
+            backend="torch",
+            dim=full,
+            encode=lambda batch: encode(batch, role),
+            extra=extra,
+            label="mining",
+        )
 
     return cached, cache
 
 
-def _training_rows(config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool,
-                   encode=None):
+def _training_rows(
+    config: TrainConfig, prepared: TrainingData, model, paths: RunPaths, resuming: bool, encode=None
+):
     """Mined rows when mining is on (re-used verbatim on resume, so a resumed run sees identical data)."""
     from training.mining.for_training import mine_training_rows, resolve_strategy
 
@@ -261,7 +313,11 @@ def _rotation_data(prepared: TrainingData):
     for column in ("sentence1", "sentence2", "premise"):  # texts without a pair: PCA sample only
         if column in columns:
             texts += list(prepared.train[column])
-    pairs = list(zip(prepared.train["anchor"], prepared.train["positive"], strict=True)) if prepared.pair_like else []
+    pairs = (
+        list(zip(prepared.train["anchor"], prepared.train["positive"], strict=True))
+        if prepared.pair_like
+        else []
+    )
     dev = prepared.dev or {}
     dev_queries = list(dev["queries"]) if dev.get("kind") == "retrieval" else []
     return RotationData(texts, pairs, prepared.labelled, dev_queries)
@@ -274,16 +330,26 @@ def _dev_dims(config: TrainConfig) -> list[int]:
 def _load_mined(paths: RunPaths):
     from training.mining import MinedSet
 
-    rows = [json.loads(line) for line in paths.mined.joinpath("hard_negatives.jsonl").read_text().splitlines()
-            if line.strip()]
+    rows = [
+        json.loads(line)
+        for line in paths.mined.joinpath("hard_negatives.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
     if not rows:
-        raise ConfigError(f"{paths.mined / 'hard_negatives.jsonl'} is empty: the interrupted run's mining did not "
-                          f"finish; start a new run instead of resuming this one")
+        raise ConfigError(
+            f"{paths.mined / 'hard_negatives.jsonl'} is empty: the interrupted run's mining did not "
+            f"finish; start a new run instead of resuming this one"
+        )
     summary = json.loads(paths.mined.joinpath("mining.json").read_text())
     negs = sorted((k for k in rows[0] if k.startswith("negative_")), key=lambda k: int(k.split("_")[1]))
-    return MinedSet([r["anchor"] for r in rows], [r["positive"] for r in rows], [[r[k] for k in negs] for r in rows],
-                    summary["strategy"], [(s["name"], s["start"], s["end"]) for s in summary["stages"]],
-                    {k: v for k, v in summary.items() if k not in ("strategy", "rows", "num_negatives", "stages")})
+    return MinedSet(
+        [r["anchor"] for r in rows],
+        [r["positive"] for r in rows],
+        [[r[k] for k in negs] for r in rows],
+        summary["strategy"],
+        [(s["name"], s["start"], s["end"]) for s in summary["stages"]],
+        {k: v for k, v in summary.items() if k not in ("strategy", "rows", "num_negatives", "stages")},
+    )
 
 
 def _dev_evaluator(prepared: TrainingData, config: TrainConfig):
@@ -295,16 +361,28 @@ def _dev_evaluator(prepared: TrainingData, config: TrainConfig):
 
         rows = dev["rows"]
         prompt = (config.prompts.query if config.prompts else None) or ""  # symmetric: both sides are queries
-        return EmbeddingSimilarityEvaluator([prompt + t for t in rows["sentence1"]],
-                                            [prompt + t for t in rows["sentence2"]],
-                                            [s / 5.0 for s in list(rows["score"])], name="dev")
+        return EmbeddingSimilarityEvaluator(
+            [prompt + t for t in rows["sentence1"]],
+            [prompt + t for t in rows["sentence2"]],
+            [s / 5.0 for s in list(rows["score"])],
+            name="dev",
+        )
     from training.dev_eval import MatryoshkaRetrievalEvaluator
 
     return MatryoshkaRetrievalEvaluator(dev["queries"], dev["corpus"], dev["relevant"], _dev_dims(config))
 
 
-def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, evaluator, n_rows: int,
-                        progress: bool, prompts: dict[str, str] | None = None, device=None):
+def _training_arguments(
+    config: TrainConfig,
+    paths: RunPaths,
+    choice,
+    stages,
+    evaluator,
+    n_rows: int,
+    progress: bool,
+    prompts: dict[str, str] | None = None,
+    device=None,
+):
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -361,17 +439,23 @@ def _training_arguments(config: TrainConfig, paths: RunPaths, choice, stages, ev
     )
 
 
-def _early_stopping(config: TrainConfig, args, prepared: TrainingData, n_rows: int) -> tuple[list, dict | None]:
+def _early_stopping(
+    config: TrainConfig, args, prepared: TrainingData, n_rows: int
+) -> tuple[list, dict | None]:
     """transformers' EarlyStoppingCallback with the patience from the data, when there is a dev set to watch."""
     if not config.early_stopping or args.eval_strategy == "no":
         return [], None
     from training.early_stopping import early_stopping_callback, patience_from_data
 
-    total = args.max_steps if args.max_steps > 0 else int(max(1, -(-n_rows // config.batch_size)) * config.epochs)
+    total = (
+        args.max_steps if args.max_steps > 0 else int(max(1, -(-n_rows // config.batch_size)) * config.epochs)
+    )
     patience, why = patience_from_data(max(1, -(-total // args.eval_steps)), prepared.dev["size"])
     if config.early_stopping_patience is not None:
-        patience, why = config.early_stopping_patience, f"stop after {config.early_stopping_patience} " \
-                                                        "evaluations without a dev gain (configured)"
+        patience, why = (
+            config.early_stopping_patience,
+            f"stop after {config.early_stopping_patience} evaluations without a dev gain (configured)",
+        )
     return [early_stopping_callback(patience)], {"patience": patience, "reason": why}
 
 
@@ -394,9 +478,13 @@ def _last_checkpoint(paths: RunPaths) -> Path | None:
     from transformers.trainer_utils import get_last_checkpoint
 
     if not paths.checkpoints.is_dir():
-        raise ConfigError(f"nothing to resume in {paths.root}: no checkpoints were saved "
-                          f"(train/checkpoints is missing); start a new run instead")
+        raise ConfigError(
+            f"nothing to resume in {paths.root}: no checkpoints were saved "
+            f"(train/checkpoints is missing); start a new run instead"
+        )
     last = get_last_checkpoint(str(paths.checkpoints))
     if last is None:
-        raise ConfigError(f"nothing to resume in {paths.root}: train/checkpoints holds no checkpoint-<step> folder")
+        raise ConfigError(
+            f"nothing to resume in {paths.root}: train/checkpoints holds no checkpoint-<step> folder"
+        )
     return Path(last)

@@ -48,8 +48,19 @@ TEXT_COLUMNS: dict[DatasetType, tuple[str, ...]] = {
 # Source column names (lower-cased) that map to each canonical column, most specific first.
 ALIASES: dict[str, tuple[str, ...]] = {
     "anchor": ("anchor", "query", "question", "question1", "q1", "text1", "sentence_a", "chq", "source"),
-    "positive": ("positive", "pos", "question2", "q2", "text2", "sentence_b", "faq", "target", "passage",
-                 "document", "answer"),
+    "positive": (
+        "positive",
+        "pos",
+        "question2",
+        "q2",
+        "text2",
+        "sentence_b",
+        "faq",
+        "target",
+        "passage",
+        "document",
+        "answer",
+    ),
     "negative": ("negative", "neg", "hard_negative"),
     "sentence1": ("sentence1", "s1", "text_a", "sentence_1"),
     "sentence2": ("sentence2", "s2", "text_b", "sentence_2"),
@@ -92,8 +103,15 @@ def parse_type(value: str | DatasetType | None) -> DatasetType | None:
     if value is None or isinstance(value, DatasetType):
         return value
     key = value.strip().lower().replace("-", "_")
-    key = {"pair": "pairs", "triplet": "triplets", "hard_negative": "hard_negatives", "hn": "hard_negatives",
-           "beir": "ir", "retrieval": "ir", "ranking": "ir"}.get(key, key)
+    key = {
+        "pair": "pairs",
+        "triplet": "triplets",
+        "hard_negative": "hard_negatives",
+        "hn": "hard_negatives",
+        "beir": "ir",
+        "retrieval": "ir",
+        "ranking": "ir",
+    }.get(key, key)
     try:
         return DatasetType(key)
     except ValueError:

@@ -26,7 +26,7 @@ def hub_name(path: str | Path) -> str | None:
     text = str(path)
     for prefix in (HUB_PREFIX, "hf:/"):
         if text.startswith(prefix):
-            return text[len(prefix):]
+            return text[len(prefix) :]
     return None
 
 
@@ -56,8 +56,10 @@ def _from_disk(path: Path) -> Any:
     try:
         loaded = datasets.load_from_disk(str(path))
     except Exception as err:  # datasets raises FileNotFoundError / its own errors for a damaged folder
-        raise DataFormatError(f"{path}: not a readable datasets save_to_disk folder ({type(err).__name__}: {err}); "
-                              f"save it again with Dataset.save_to_disk") from None
+        raise DataFormatError(
+            f"{path}: not a readable datasets save_to_disk folder ({type(err).__name__}: {err}); "
+            f"save it again with Dataset.save_to_disk"
+        ) from None
     return _one_split(loaded, str(path), DEFAULT_SPLIT)
 
 
@@ -70,10 +72,15 @@ def _from_hub(name: str) -> Any:
     try:
         loaded = datasets.load_dataset(repo, split=split)
     except Exception as err:  # network, missing repo, missing split, offline without a cached copy
-        why = ("the Hub is off (HF_HUB_OFFLINE=1) and it is not in the Hugging Face cache" if offline else
-               f"it could not be loaded from the Hub ({type(err).__name__})")
-        raise DataFormatError(f"dataset {HUB_PREFIX}{name}: {why}; check the name and split, or save it with "
-                              f"save_to_disk where the Hub is reachable and pass that folder") from None
+        why = (
+            "the Hub is off (HF_HUB_OFFLINE=1) and it is not in the Hugging Face cache"
+            if offline
+            else f"it could not be loaded from the Hub ({type(err).__name__})"
+        )
+        raise DataFormatError(
+            f"dataset {HUB_PREFIX}{name}: {why}; check the name and split, or save it with "
+            f"save_to_disk where the Hub is reachable and pass that folder"
+        ) from None
     return _one_split(loaded, f"{HUB_PREFIX}{name}", split)
 
 
@@ -82,8 +89,10 @@ def _one_split(loaded: Any, where: str, split: str) -> Any:
 
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise DataFormatError(f"{where}: a DatasetDict without a {split!r} split (it has {sorted(loaded)}); "
-                                  f"save the split to train on with Dataset.save_to_disk")
+            raise DataFormatError(
+                f"{where}: a DatasetDict without a {split!r} split (it has {sorted(loaded)}); "
+                f"save the split to train on with Dataset.save_to_disk"
+            )
         loaded = loaded[split]
     if not isinstance(loaded, datasets.Dataset):
         raise DataFormatError(f"{where}: expected a datasets.Dataset, got {type(loaded).__name__}")

@@ -46,17 +46,25 @@ class HeldOutSplit:
     eval_anchors: int
     train_rows: int
     corpus_docs: int
-    eval_anchors_sha256: str  # of the sorted held-out anchor texts: what to compare to prove a split identical
+    eval_anchors_sha256: (
+        str  # of the sorted held-out anchor texts: what to compare to prove a split identical
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "train_path": str(self.train_path), "eval_dir": str(self.eval_dir),
-                "method": "by anchor: connected components of anchor-positive links, seeded shuffle"}
+        return {
+            **asdict(self),
+            "train_path": str(self.train_path),
+            "eval_dir": str(self.eval_dir),
+            "method": "by anchor: connected components of anchor-positive links, seeded shuffle",
+        }
 
     def describe(self) -> str:
-        return (f"no BEIR folder given: gating on {self.eval_anchors} anchors held out from the training data "
-                f"({self.source}, {self.fraction:.0%} of {self.train_anchors + self.eval_anchors} anchors, seed "
-                f"{self.seed}; corpus {self.corpus_docs} positives and negatives; split recorded in "
-                f"{self.eval_dir.parent / SPLIT_FILE})")
+        return (
+            f"no BEIR folder given: gating on {self.eval_anchors} anchors held out from the training data "
+            f"({self.source}, {self.fraction:.0%} of {self.train_anchors + self.eval_anchors} anchors, seed "
+            f"{self.seed}; corpus {self.corpus_docs} positives and negatives; split recorded in "
+            f"{self.eval_dir.parent / SPLIT_FILE})"
+        )
 
 
 def hold_out_by_anchor(data: Any, out_dir: Path, fraction: float = 0.2, seed: int = 42) -> HeldOutSplit:
@@ -66,9 +74,11 @@ def hold_out_by_anchor(data: Any, out_dir: Path, fraction: float = 0.2, seed: in
 
     kind = getattr(data, "dataset_type", None)
     if kind not in PAIR_LIKE:
-        raise ConfigError(f"a held-out evaluation can be built from pairs, triplets or hard-negative tables, not "
-                          f"{getattr(kind, 'value', kind)!r} data; set evaluation.data to a BEIR folder (e.g. "
-                          f"SciFact) with judged test queries")
+        raise ConfigError(
+            f"a held-out evaluation can be built from pairs, triplets or hard-negative tables, not "
+            f"{getattr(kind, 'value', kind)!r} data; set evaluation.data to a BEIR folder (e.g. "
+            f"SciFact) with judged test queries"
+        )
     if not 0 < fraction < 1:
         raise ConfigError(f"evaluation.holdout_fraction: expected a fraction in (0, 1), got {fraction!r}")
     out_dir = Path(out_dir)
@@ -80,10 +90,12 @@ def hold_out_by_anchor(data: Any, out_dir: Path, fraction: float = 0.2, seed: in
     eval_anchors = _pick_eval_anchors(anchors, component, fraction, seed)
     unique_anchors = len(set(anchors))
     if len(eval_anchors) < MIN_EVAL_ANCHORS or unique_anchors - len(eval_anchors) < MIN_EVAL_ANCHORS:
-        raise ConfigError(f"{data.source}: holding out {fraction:.0%} by anchor gives {len(eval_anchors)} eval and "
-                          f"{unique_anchors - len(eval_anchors)} training anchors (at least {MIN_EVAL_ANCHORS} each "
-                          f"needed; anchors sharing positives stay together); add data, change "
-                          f"evaluation.holdout_fraction, or set evaluation.data to a BEIR folder")
+        raise ConfigError(
+            f"{data.source}: holding out {fraction:.0%} by anchor gives {len(eval_anchors)} eval and "
+            f"{unique_anchors - len(eval_anchors)} training anchors (at least {MIN_EVAL_ANCHORS} each "
+            f"needed; anchors sharing positives stay together); add data, change "
+            f"evaluation.holdout_fraction, or set evaluation.data to a BEIR folder"
+        )
     is_eval = rows["anchor"].astype(str).isin(eval_anchors)
     out_dir.mkdir(parents=True)
     train_path = out_dir / "train.jsonl"
@@ -91,10 +103,18 @@ def hold_out_by_anchor(data: Any, out_dir: Path, fraction: float = 0.2, seed: in
     eval_dir = out_dir / "eval"
     corpus_docs = _write_beir(eval_dir, rows, is_eval)
     split = HeldOutSplit(
-        train_path=train_path, eval_dir=eval_dir, source=str(data.source), dataset_type=kind.value, seed=seed,
-        fraction=fraction, train_anchors=unique_anchors - len(eval_anchors), eval_anchors=len(eval_anchors),
-        train_rows=int((~is_eval).sum()), corpus_docs=corpus_docs,
-        eval_anchors_sha256=hashlib.sha256("\n".join(sorted(eval_anchors)).encode()).hexdigest())
+        train_path=train_path,
+        eval_dir=eval_dir,
+        source=str(data.source),
+        dataset_type=kind.value,
+        seed=seed,
+        fraction=fraction,
+        train_anchors=unique_anchors - len(eval_anchors),
+        eval_anchors=len(eval_anchors),
+        train_rows=int((~is_eval).sum()),
+        corpus_docs=corpus_docs,
+        eval_anchors_sha256=hashlib.sha256("\n".join(sorted(eval_anchors)).encode()).hexdigest(),
+    )
     (out_dir / SPLIT_FILE).write_text(json.dumps(split.to_dict(), indent=2) + "\n", encoding="utf-8")
     return split
 
@@ -143,14 +163,20 @@ def _write_beir(eval_dir: Path, rows: Any, is_eval: Any) -> int:
     queries = list(dict.fromkeys(held["anchor"].astype(str)))
     query_id = {text: f"q{i}" for i, text in enumerate(queries)}
     (eval_dir / "qrels").mkdir(parents=True)
-    (eval_dir / "corpus.jsonl").write_text("".join(json.dumps({"_id": doc_id[t], "title": "", "text": t},
-                                                              ensure_ascii=False) + "\n" for t in corpus),
-                                           encoding="utf-8")
-    (eval_dir / "queries.jsonl").write_text("".join(json.dumps({"_id": query_id[t], "text": t},
-                                                               ensure_ascii=False) + "\n" for t in queries),
-                                            encoding="utf-8")
-    judged = sorted({(query_id[str(a)], doc_id[str(p)]) for a, p in zip(held["anchor"], held["positive"],
-                                                                         strict=True)})
-    (eval_dir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t1\n" for q, d in judged), encoding="utf-8")
+    (eval_dir / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": doc_id[t], "title": "", "text": t}, ensure_ascii=False) + "\n" for t in corpus
+        ),
+        encoding="utf-8",
+    )
+    (eval_dir / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": query_id[t], "text": t}, ensure_ascii=False) + "\n" for t in queries),
+        encoding="utf-8",
+    )
+    judged = sorted(
+        {(query_id[str(a)], doc_id[str(p)]) for a, p in zip(held["anchor"], held["positive"], strict=True)}
+    )
+    (eval_dir / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in judged), encoding="utf-8"
+    )
     return len(corpus)

@@ -1,8 +1,8 @@
 """One entry point to load any of the six dataset types, and the conversion to a `datasets.Dataset`.
 
-    from training.loading import load_dataset, to_hf_dataset
-    data = load_dataset("pairs.csv", columns="anchor=question1,positive=question2")
-    train = to_hf_dataset(data)          # columns in the order sentence-transformers losses expect
+from training.loading import load_dataset, to_hf_dataset
+data = load_dataset("pairs.csv", columns="anchor=question1,positive=question2")
+train = to_hf_dataset(data)          # columns in the order sentence-transformers losses expect
 """
 
 from __future__ import annotations
@@ -32,17 +32,24 @@ class TableDataset:
         return len(self.frame)
 
 
-def load_dataset(path: str | Path, dataset_type: str | DatasetType | None = None,
-                 columns: str | dict[str, str] | None = None) -> TableDataset | IRDataset:
+def load_dataset(
+    path: str | Path,
+    dataset_type: str | DatasetType | None = None,
+    columns: str | dict[str, str] | None = None,
+) -> TableDataset | IRDataset:
     path = Path(path)
     dataset_type = parse_type(dataset_type)
     if dataset_type is not DatasetType.IR and is_hf_source(path):  # save_to_disk folder or hf:// Hub dataset
-        mapped = map_columns(read_hf_table(path), dataset_type, parse_column_overrides(columns), source=str(path))
+        mapped = map_columns(
+            read_hf_table(path), dataset_type, parse_column_overrides(columns), source=str(path)
+        )
         return TableDataset(mapped.dataset_type, mapped.frame, path, mapped.column_map, mapped.notes)
     if dataset_type is DatasetType.IR or (dataset_type is None and path.is_dir()):
         if columns:
-            raise DataFormatError("--columns applies to table files; an IR dataset uses the BEIR layout "
-                                  "(corpus.jsonl: _id,title,text; queries.jsonl: _id,text; qrels/<split>.tsv)")
+            raise DataFormatError(
+                "--columns applies to table files; an IR dataset uses the BEIR layout "
+                "(corpus.jsonl: _id,title,text; queries.jsonl: _id,text; qrels/<split>.tsv)"
+            )
         return load_beir(path)
     frame = read_table(path)
     mapped = map_columns(frame, dataset_type, parse_column_overrides(columns), source=str(path))

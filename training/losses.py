@@ -42,8 +42,9 @@ class LossChoice:
         return self.name in IN_BATCH_LOSSES
 
 
-def choose_loss(dataset_type: DatasetType, requested: str = "auto", cached: bool = False,
-                n_rows: int = 0) -> LossChoice:
+def choose_loss(
+    dataset_type: DatasetType, requested: str = "auto", cached: bool = False, n_rows: int = 0
+) -> LossChoice:
     """Pick the loss for a dataset type, or check the one the config asks for.
 
     Args:
@@ -70,19 +71,28 @@ def choose_loss(dataset_type: DatasetType, requested: str = "auto", cached: bool
         if cached and requested == "mnrl":
             return LossChoice("cached_mnrl", "cached: true")
         if cached and requested not in IN_BATCH_LOSSES:
-            raise ConfigError(f"cached: true needs an in-batch-negatives loss (mnrl or cached_mnrl), got loss "
-                              f"{requested!r}; drop cached, or use loss: mnrl")
+            raise ConfigError(
+                f"cached: true needs an in-batch-negatives loss (mnrl or cached_mnrl), got loss "
+                f"{requested!r}; drop cached, or use loss: mnrl"
+            )
         return LossChoice(requested, "set in config")
     if dataset_type is DatasetType.STS:
         return LossChoice("cosent", "STS scores: CoSENT learns the ranking of similarity scores")
     if cached or n_rows >= CACHED_THRESHOLD:
-        why = "cached: true" if cached else f"{n_rows} rows >= {CACHED_THRESHOLD}: large batches via GradCache"
+        why = (
+            "cached: true" if cached else f"{n_rows} rows >= {CACHED_THRESHOLD}: large batches via GradCache"
+        )
         return LossChoice("cached_mnrl", why)
     return LossChoice("mnrl", "in-batch negatives (plus any hard negatives) for retrieval")
 
 
-def build_loss(model, choice: LossChoice, matryoshka_dims: list[int] | None = None,
-               matryoshka_weights: list[float] | None = None, mini_batch_size: int = 32):
+def build_loss(
+    model,
+    choice: LossChoice,
+    matryoshka_dims: list[int] | None = None,
+    matryoshka_weights: list[float] | None = None,
+    mini_batch_size: int = 32,
+):
     """Instantiate the sentence-transformers loss; wrap it in MatryoshkaLoss when dims are given.
 
     MNRL is the in-batch-negatives ranking loss of Henderson et al., "Efficient Natural Language Response
@@ -113,7 +123,9 @@ def build_loss(model, choice: LossChoice, matryoshka_dims: list[int] | None = No
         inner = losses.CoSENTLoss(model)
     elif choice.name == "triplet":
         # Cosine distance with a margin on the cosine scale (the Euclidean default of 5 never binds for unit vectors).
-        inner = losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=0.3)
+        inner = losses.TripletLoss(
+            model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=0.3
+        )
     else:  # guarded by choose_loss
         raise ConfigError(f"unknown loss {choice.name!r}")
     if not matryoshka_dims:
@@ -121,7 +133,9 @@ def build_loss(model, choice: LossChoice, matryoshka_dims: list[int] | None = No
     model_dim = model.get_embedding_dimension()
     too_big = [d for d in matryoshka_dims if d > model_dim]
     if too_big:
-        raise ConfigError(f"matryoshka_dims {too_big} exceed the model's embedding dim {model_dim}; "
-                          f"allowed: 1..{model_dim}")
-    return losses.MatryoshkaLoss(model, inner, matryoshka_dims=matryoshka_dims,
-                                 matryoshka_weights=matryoshka_weights)
+        raise ConfigError(
+            f"matryoshka_dims {too_big} exceed the model's embedding dim {model_dim}; allowed: 1..{model_dim}"
+        )
+    return losses.MatryoshkaLoss(
+        model, inner, matryoshka_dims=matryoshka_dims, matryoshka_weights=matryoshka_weights
+    )

@@ -60,56 +60,81 @@ def inspect_model(model: Any, source: Path) -> ModelSpec:
     found = " -> ".join(names) or "no modules"
 
     def refuse(problem: str, fix: str) -> ExportError:
-        return ExportError(f"{source}: cannot export this model faithfully: {problem} (modules: {found}); "
-                           f"supported: {SUPPORTED_SHAPE} with pooling in {SUPPORTED_POOLING_MODES}. {fix}")
+        return ExportError(
+            f"{source}: cannot export this model faithfully: {problem} (modules: {found}); "
+            f"supported: {SUPPORTED_SHAPE} with pooling in {SUPPORTED_POOLING_MODES}. {fix}"
+        )
 
     if len(modules) < 2 or not isinstance(modules[0], Transformer) or not isinstance(modules[1], Pooling):
-        raise refuse("expected a Transformer followed by a Pooling module",
-                     "Rebuild the model as Transformer -> Pooling (-> Normalize) and save it again.")
+        raise refuse(
+            "expected a Transformer followed by a Pooling module",
+            "Rebuild the model as Transformer -> Pooling (-> Normalize) and save it again.",
+        )
     for index, module in enumerate(modules[2:], start=2):
         if isinstance(module, Dense):
             if (module.module_input_name, module.module_output_name) != (OUTPUT_NAME, OUTPUT_NAME):
-                raise refuse(f"module {index} (Dense) maps {module.module_input_name!r} -> "
-                             f"{module.module_output_name!r}, expected {OUTPUT_NAME!r} -> {OUTPUT_NAME!r}",
-                             "Only a Dense head on the pooled sentence embedding can be exported.")
+                raise refuse(
+                    f"module {index} (Dense) maps {module.module_input_name!r} -> "
+                    f"{module.module_output_name!r}, expected {OUTPUT_NAME!r} -> {OUTPUT_NAME!r}",
+                    "Only a Dense head on the pooled sentence embedding can be exported.",
+                )
         elif not isinstance(module, Normalize):
-            raise refuse(f"module {index} is {type(module).__name__}",
-                         "Remove the module, or serve this model with sentence-transformers instead.")
+            raise refuse(
+                f"module {index} is {type(module).__name__}",
+                "Remove the module, or serve this model with sentence-transformers instead.",
+            )
 
     transformer, pooling = modules[0], modules[1]
     text_config = transformer.modality_config.get("text", {})
-    if transformer.transformer_task != "feature-extraction" or text_config.get("method") != "forward" \
-            or text_config.get("method_output_name") != "last_hidden_state":
-        raise refuse(f"the Transformer is a {transformer.transformer_task!r} model with text config "
-                     f"{text_config}, expected a 'feature-extraction' encoder returning last_hidden_state",
-                     "Export a text encoder (BERT, MiniLM, MPNet, ...).")
+    if (
+        transformer.transformer_task != "feature-extraction"
+        or text_config.get("method") != "forward"
+        or text_config.get("method_output_name") != "last_hidden_state"
+    ):
+        raise refuse(
+            f"the Transformer is a {transformer.transformer_task!r} model with text config "
+            f"{text_config}, expected a 'feature-extraction' encoder returning last_hidden_state",
+            "Export a text encoder (BERT, MiniLM, MPNet, ...).",
+        )
     tokenizer = transformer.tokenizer
     if tokenizer is None or not tokenizer.is_fast:
-        raise refuse(f"tokenizer {type(tokenizer).__name__} has no tokenizer.json (not a fast tokenizer)",
-                     "Convert it with transformers' AutoTokenizer.from_pretrained(..., use_fast=True) and save.")
+        raise refuse(
+            f"tokenizer {type(tokenizer).__name__} has no tokenizer.json (not a fast tokenizer)",
+            "Convert it with transformers' AutoTokenizer.from_pretrained(..., use_fast=True) and save.",
+        )
     unknown_inputs = set(tokenizer.model_input_names) - {"input_ids", "attention_mask", "token_type_ids"}
     if unknown_inputs:
-        raise refuse(f"the tokenizer produces inputs {sorted(unknown_inputs)} that the graph cannot take",
-                     "Only input_ids, attention_mask and token_type_ids are supported.")
+        raise refuse(
+            f"the tokenizer produces inputs {sorted(unknown_inputs)} that the graph cannot take",
+            "Only input_ids, attention_mask and token_type_ids are supported.",
+        )
     if tokenizer.padding_side != "right":
-        raise refuse(f"the tokenizer pads on the {tokenizer.padding_side!r}, the runtime pads on the right",
-                     "Set tokenizer.padding_side = 'right' and save the model again.")
+        raise refuse(
+            f"the tokenizer pads on the {tokenizer.padding_side!r}, the runtime pads on the right",
+            "Set tokenizer.padding_side = 'right' and save the model again.",
+        )
     modes = (pooling.pooling_mode,) if isinstance(pooling.pooling_mode, str) else tuple(pooling.pooling_mode)
     unsupported = [mode for mode in modes if mode not in SUPPORTED_POOLING_MODES]
     if unsupported:
         raise refuse(f"pooling mode {unsupported} is not supported", "Use a supported pooling mode.")
     max_seq_length = transformer.max_seq_length
     if not isinstance(max_seq_length, int) or max_seq_length <= 0 or max_seq_length > 100_000:
-        raise refuse(f"max_seq_length is {max_seq_length!r}, expected a positive token count",
-                     "Set model.max_seq_length (e.g. 256) and save the model again.")
+        raise refuse(
+            f"max_seq_length is {max_seq_length!r}, expected a positive token count",
+            "Set model.max_seq_length (e.g. 256) and save the model again.",
+        )
     if not getattr(pooling, "include_prompt", True):
-        raise refuse("the Pooling module excludes prompt tokens (include_prompt=False), which needs the prompt "
-                     "length at run time", "Set pooling include_prompt to true, or serve this model with "
-                     "sentence-transformers.")
+        raise refuse(
+            "the Pooling module excludes prompt tokens (include_prompt=False), which needs the prompt "
+            "length at run time",
+            "Set pooling include_prompt to true, or serve this model with sentence-transformers.",
+        )
     prompt = model.prompts.get(model.default_prompt_name, "") if model.default_prompt_name else ""
     if prompt:
-        raise refuse(f"the model prepends the default prompt {prompt!r} to every text",
-                     "The ONNX runtime applies no prompts: clear default_prompt_name, or add the prompt to texts.")
+        raise refuse(
+            f"the model prepends the default prompt {prompt!r} to every text",
+            "The ONNX runtime applies no prompts: clear default_prompt_name, or add the prompt to texts.",
+        )
 
     return ModelSpec(
         full_dim=int(model.get_embedding_dimension()),
@@ -129,8 +154,9 @@ def export_graph(model: Any, spec: ModelSpec, dim: int, path: Path, opset: int) 
     wrapper = _build_wrapper(model, spec, dim).eval()
     # Two rows of different lengths: the traced graph must take the padded, masked path, never an
     # "all tokens are real" shortcut that a mask of ones could let the tracer bake in.
-    batch = model[0].tokenizer(["the patient took the tablet twice a day", "hi"], padding=True,
-                               return_tensors="pt")
+    batch = model[0].tokenizer(
+        ["the patient took the tablet twice a day", "hi"], padding=True, return_tensors="pt"
+    )
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     axes = {0: "batch", 1: "sequence"}
     # The tracer warns about every Python-level shape check it freezes (e.g. "mask width == sequence width",

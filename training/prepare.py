@@ -54,24 +54,32 @@ class TrainingData:
         return set(self.train.column_names) == {"anchor", "positive"}
 
 
-def prepare_training_data(data: TableDataset | IRDataset, split: str = "train", dev_fraction: float = 0.1,
-                          seed: int = 42) -> TrainingData:
+def prepare_training_data(
+    data: TableDataset | IRDataset, split: str = "train", dev_fraction: float = 0.1, seed: int = 42
+) -> TrainingData:
     kind = dataset_type_of(data)
     notes: list[str] = []
     corpus: list[str] = []
     labelled: dict[str, set[str]] = {}
     if kind is DatasetType.NLI:
         frame = data.frame
-        triplets = nli_triplets(frame["premise"].tolist(), frame["hypothesis"].tolist(),
-                                frame["label"].astype(float).astype(int).tolist())
+        triplets = nli_triplets(
+            frame["premise"].tolist(),
+            frame["hypothesis"].tolist(),
+            frame["label"].astype(float).astype(int).tolist(),
+        )
         rows = triplets.to_hf_dataset()
-        notes.append(f"NLI -> {len(rows)} (premise, entailment, contradiction) triplets; "
-                     f"{triplets.premises_without_pair} premises lacked an entailment or a contradiction")
+        notes.append(
+            f"NLI -> {len(rows)} (premise, entailment, contradiction) triplets; "
+            f"{triplets.premises_without_pair} premises lacked an entailment or a contradiction"
+        )
     else:
         rows = to_hf_dataset(data, split=split)
     if len(rows) == 0:
-        raise DataFormatError(f"no training rows in {getattr(data, 'source', getattr(data, 'root', ''))} "
-                              f"(split {split!r}); for pairs with a label column, no row has label 1")
+        raise DataFormatError(
+            f"no training rows in {getattr(data, 'source', getattr(data, 'root', ''))} "
+            f"(split {split!r}); for pairs with a label column, no row has label 1"
+        )
     if kind is DatasetType.IR:
         corpus = list(data.doc_texts().values())
         queries = data.query_texts()
@@ -82,7 +90,9 @@ def prepare_training_data(data: TableDataset | IRDataset, split: str = "train", 
                     labelled.setdefault(queries[qid], set()).update(docs[d] for d in rels if d in docs)
     if "positive" in rows.column_names:
         negs = [c for c in rows.column_names if c == "negative" or c in negative_columns(rows.column_names)]
-        corpus = list(dict.fromkeys(corpus + list(rows["positive"]) + [t for c in negs for t in list(rows[c])]))
+        corpus = list(
+            dict.fromkeys(corpus + list(rows["positive"]) + [t for c in negs for t in list(rows[c])])
+        )
         for a, p in zip(list(rows["anchor"]), list(rows["positive"]), strict=True):
             labelled.setdefault(a, set()).add(p)
     train, dev = _hold_out_dev(rows, kind, corpus, labelled, dev_fraction, seed)
@@ -118,5 +128,11 @@ def _hold_out_dev(rows, kind, corpus, labelled, fraction, seed):
     position = {t: i for i, t in enumerate(dev_corpus)}
     # `labelled` already holds every positive of each anchor (dev rows included).
     relevant = [{position[t] for t in labelled.get(a, ()) if t in position} for a in queries]
-    return train, {"kind": "retrieval", "queries": queries, "corpus": dev_corpus, "relevant": relevant,
-                   "size": n_dev, "unit": "anchors"}
+    return train, {
+        "kind": "retrieval",
+        "queries": queries,
+        "corpus": dev_corpus,
+        "relevant": relevant,
+        "size": n_dev,
+        "unit": "anchors",
+    }

@@ -36,7 +36,9 @@ def epoch_reporter(report: Report, metric: str | None = None):
                 self.last_loss = float(logs["loss"])
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            report(epoch_line(state, metrics or {}, metric, self.last_loss, time.perf_counter() - self.started))
+            report(
+                epoch_line(state, metrics or {}, metric, self.last_loss, time.perf_counter() - self.started)
+            )
 
     return EpochReporter()
 
@@ -49,22 +51,35 @@ def epoch_line(state, metrics: dict, metric: str | None, loss: float | None, ela
     loss_text = f"loss {loss:.4f}, " if loss is not None else ""
     name = metric.removeprefix("eval_").removeprefix("dev_") if metric else ""
     dev = f"dev {name} {score:.4f}{best}, " if score is not None else ""
-    return (f"  epoch {state.epoch or 0:.2f} step {state.global_step}/{state.max_steps}: {loss_text}{dev}"
-            f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s")
+    return (
+        f"  epoch {state.epoch or 0:.2f} step {state.global_step}/{state.max_steps}: {loss_text}{dev}"
+        f"{elapsed:.0f}s elapsed, ETA {eta:.0f}s"
+    )
 
 
-def encode_with_bar(encode: Callable[[Sequence[str]], np.ndarray], texts: Sequence[str], label: str,
-                    batch: int = 256, quiet: bool = False) -> np.ndarray:
+def encode_with_bar(
+    encode: Callable[[Sequence[str]], np.ndarray],
+    texts: Sequence[str],
+    label: str,
+    batch: int = 256,
+    quiet: bool = False,
+) -> np.ndarray:
     """`encode(texts)` in slices under a tqdm bar (texts/s and ETA); one call when quiet or not on a terminal."""
     from tqdm.auto import tqdm
 
     texts = list(texts)
-    with tqdm(total=len(texts), desc=label, unit="text", disable=True if quiet else None, leave=False,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(texts),
+        desc=label,
+        unit="text",
+        disable=True if quiet else None,
+        leave=False,
+        dynamic_ncols=True,
+    ) as bar:
         if bar.disable or len(texts) <= batch:
             return encode(texts)
         parts = []
         for start in range(0, len(texts), batch):
-            parts.append(encode(texts[start:start + batch]))
+            parts.append(encode(texts[start : start + batch]))
             bar.update(len(parts[-1]))
     return np.concatenate(parts, axis=0)

@@ -22,7 +22,9 @@ from typing import Any
 ROLES = ("query", "document")
 # sentence-transformers' encode_document falls back to these names, in this order, when "document" is absent.
 DOCUMENT_NAMES = ("document", "passage", "corpus")
-QUERY_COLUMNS = ("anchor",)  # the query side of pair / triplet / IR rows; every other text column is a document
+QUERY_COLUMNS = (
+    "anchor",
+)  # the query side of pair / triplet / IR rows; every other text column is a document
 SYMMETRIC_COLUMNS = ("sentence1", "sentence2", "premise", "hypothesis")  # both sides the same role: query
 
 
@@ -63,8 +65,9 @@ def strip_prompt_columns(rows: Any, by_column: Mapping[str, str]) -> Any:
 
     def strip(batch: dict[str, list]) -> dict[str, list]:
         for column, prompt in by_column.items():
-            batch[column] = [t[len(prompt):] if isinstance(t, str) and t.startswith(prompt) else t
-                             for t in batch[column]]
+            batch[column] = [
+                t[len(prompt) :] if isinstance(t, str) and t.startswith(prompt) else t for t in batch[column]
+            ]
         return batch
 
     return rows.map(strip, batched=True, desc=None)
@@ -79,12 +82,14 @@ def strip_prepared(prepared: Any, prompts: Mapping[str, str]) -> Any:
         return prepared
 
     def strip_q(text: str) -> str:
-        return text[len(query):] if query and text.startswith(query) else text
+        return text[len(query) :] if query and text.startswith(query) else text
 
     def strip_d(text: str) -> str:
-        return text[len(document):] if document and text.startswith(document) else text
+        return text[len(document) :] if document and text.startswith(document) else text
 
-    prepared.train = strip_prompt_columns(prepared.train, column_prompts(prepared.train.column_names, prompts))
+    prepared.train = strip_prompt_columns(
+        prepared.train, column_prompts(prepared.train.column_names, prompts)
+    )
     prepared.corpus = list(dict.fromkeys(strip_d(t) for t in prepared.corpus))
     prepared.labelled = {strip_q(a): {strip_d(p) for p in ps} for a, ps in prepared.labelled.items()}
     dev = prepared.dev

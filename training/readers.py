@@ -13,8 +13,16 @@ from pathlib import Path
 
 from training.errors import DataFormatError
 
-SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-            ".parquet": "parquet", ".pq": "parquet"}
+SUFFIXES = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
 
 
 def table_format(path: Path) -> str:
@@ -29,10 +37,13 @@ def table_format(path: Path) -> str:
 
 def require_file(path: Path) -> Path:
     if not path.exists():
-        raise DataFormatError(f"{path}: file not found (check the path; relative paths are from {Path.cwd()})")
+        raise DataFormatError(
+            f"{path}: file not found (check the path; relative paths are from {Path.cwd()})"
+        )
     if path.is_dir():
-        raise DataFormatError(f"{path}: expected a file, got a directory (an IR dataset is a BEIR folder: "
-                              f"pass --type ir)")
+        raise DataFormatError(
+            f"{path}: expected a file, got a directory (an IR dataset is a BEIR folder: pass --type ir)"
+        )
     return path
 
 
@@ -77,17 +88,26 @@ def read_delimited(path: Path, sep: str):
     if not text.strip():
         raise DataFormatError(f"{path}: the file is empty; expected a header row and at least one data row")
     try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-                            quoting=csv.QUOTE_MINIMAL, engine="c")
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            quoting=csv.QUOTE_MINIMAL,
+            engine="c",
+        )
     except pd.errors.ParserError as err:
         msg = str(err).strip().splitlines()[-1].removeprefix("Error tokenizing data. C error: ")
-        raise DataFormatError(f"{path}{_parser_error_line(msg)}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: "
-                              f"{msg}; check quoting and the delimiter (CSV uses ',', TSV uses tabs)") from None
+        raise DataFormatError(
+            f"{path}{_parser_error_line(msg)}: cannot parse as {'TSV' if sep == chr(9) else 'CSV'}: "
+            f"{msg}; check quoting and the delimiter (CSV uses ',', TSV uses tabs)"
+        ) from None
     return frame
 
 
 def _parser_error_line(message: str) -> str:
-    """":<line>" from pandas' parser message: "Expected 3 fields in line 5, saw 4" names the 1-based file line;
+    """ ":<line>" from pandas' parser message: "Expected 3 fields in line 5, saw 4" names the 1-based file line;
     "EOF inside string starting at row 2" counts lines from 0 (the header is row 0)."""
     import re
 
@@ -117,8 +137,10 @@ def read_table(path: str | Path):
         try:
             frame = pd.read_parquet(path)
         except Exception as err:  # pyarrow raises several types; all mean "not a readable parquet file"
-            raise DataFormatError(f"{path}: cannot read as Parquet ({type(err).__name__}: {err}); "
-                                  f"expected a Parquet file written by pandas/pyarrow") from None
+            raise DataFormatError(
+                f"{path}: cannot read as Parquet ({type(err).__name__}: {err}); "
+                f"expected a Parquet file written by pandas/pyarrow"
+            ) from None
     if frame.empty:
         raise DataFormatError(f"{path}: no data rows; expected a header and at least one row")
     frame.columns = [str(c).strip() for c in frame.columns]

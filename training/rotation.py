@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_PAIRS = 10000  # training pairs used (their anchors join the PCA's sample)
-MAX_CORPUS_TEXTS = 10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
+MAX_CORPUS_TEXTS = (
+    10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
+)
 MIN_DEV_QUERIES = 5
 
 
@@ -40,7 +42,9 @@ def fit_rotation(embeddings: np.ndarray) -> np.ndarray:
     """Rows are the principal axes (uncentered: a pure rotation, so cosine similarity is preserved)."""
     _, _, vt = np.linalg.svd(np.asarray(embeddings, dtype=np.float64), full_matrices=False)
     if vt.shape[0] != embeddings.shape[1]:
-        raise ValueError(f"need at least {embeddings.shape[1]} texts to fit a rotation, got {embeddings.shape[0]}")
+        raise ValueError(
+            f"need at least {embeddings.shape[1]} texts to fit a rotation, got {embeddings.shape[0]}"
+        )
     return vt.astype(np.float32)
 
 
@@ -52,8 +56,13 @@ def add_rotation(model, rotation: np.ndarray):
     from sentence_transformers.sentence_transformer.modules import Normalize
 
     dim = rotation.shape[0]
-    dense = Dense(dim, dim, bias=False, activation_function=torch.nn.Identity(),
-                  init_weight=torch.tensor(rotation, dtype=torch.float32))
+    dense = Dense(
+        dim,
+        dim,
+        bias=False,
+        activation_function=torch.nn.Identity(),
+        init_weight=torch.tensor(rotation, dtype=torch.float32),
+    )
     modules = list(model._modules.values())
     position = len(modules) - 1 if isinstance(modules[-1], Normalize) else len(modules)
     modules.insert(position, dense)
@@ -70,8 +79,9 @@ class RotationData:
     dev_queries: list[str] = ()  # held-out anchors, ranked against the whole corpus to decide
 
 
-def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0,
-                    batch_size: int = 64) -> tuple[object, RotationDecision]:
+def choose_rotation(
+    model, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0, batch_size: int = 64
+) -> tuple[object, RotationDecision]:
     """PCA rotation, refined on the training pairs when there are any (not with mode == "pca"); kept if
     mode == "on", or if it raises the dev queries' mean NDCG@10 over `dims` against the whole corpus.
 
@@ -90,20 +100,30 @@ def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "aut
     dim = model.get_embedding_dimension()
     fitted = len(corpus) + len(anchors)
     if fitted < dim:
-        return model, RotationDecision(False, f"only {fitted} texts to fit a {dim}-dim rotation", {}, {}, fitted)
+        return model, RotationDecision(
+            False, f"only {fitted} texts to fit a {dim}-dim rotation", {}, {}, fitted
+        )
+
     def encode(texts: list[str], role: str) -> np.ndarray:  # with the model's query / document prompt
         method = model.encode_query if role == "query" else model.encode_document
-        return method(texts, batch_size=batch_size, convert_to_numpy=True,
-                      show_progress_bar=False) if texts else np.zeros((0, dim), np.float32)
+        return (
+            method(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+            if texts
+            else np.zeros((0, dim), np.float32)
+        )
 
     corpus_emb, anchor_emb = encode(corpus, "document"), encode(anchors, "query")
     pca = fit_rotation(np.vstack([corpus_emb, anchor_emb]))
-    scorers = _whole_corpus_dev(data.dev_queries, corpus, labelled, dims, lambda t: encode(t, "query"), corpus_emb)
+    scorers = _whole_corpus_dev(
+        data.dev_queries, corpus, labelled, dims, lambda t: encode(t, "query"), corpus_emb
+    )
     dev, per_query = scorers or (None, None)
     if dev is None:
         applied = mode == "on"
         why = "rotation (PCA): on" if applied else "no dev set to confirm the rotation helps: not applied"
-        return (add_rotation(model, pca) if applied else model), RotationDecision(applied, why, {}, {}, fitted)
+        return (add_rotation(model, pca) if applied else model), RotationDecision(
+            applied, why, {}, {}, fitted
+        )
     from training.dev_noise import paired_gain
 
     identity = np.eye(dim, dtype=np.float32)
@@ -115,9 +135,15 @@ def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "aut
         position = {t: i for i, t in enumerate(corpus)}
         anchor_row = {a: i for i, a in enumerate(anchors)}
         learned = learn_rotation(
-            pca, anchor_emb[[anchor_row[a] for a, _ in pairs]], np.array([position[p] for _, p in pairs]),
-            corpus_emb, [{position[t] for t in labelled.get(a, ()) if t in position and t != p} for a, p in pairs],
-            dims, lambda r: dev(r)["ndcg@10_mean"], seed=seed)
+            pca,
+            anchor_emb[[anchor_row[a] for a, _ in pairs]],
+            np.array([position[p] for _, p in pairs]),
+            corpus_emb,
+            [{position[t] for t in labelled.get(a, ()) if t in position and t != p} for a, p in pairs],
+            dims,
+            lambda r: dev(r)["ndcg@10_mean"],
+            seed=seed,
+        )
         if learned.step:
             refined = f"PCA refined on {len(pairs)} training pairs for {learned.step} steps"
             # The refinement stopped on these dev queries, so its dev gain is optimistic: keep it only beyond noise.
@@ -129,12 +155,15 @@ def choose_rotation(model, data: RotationData, dims: list[int], mode: str = "aut
     after = dev(chosen)
     gain = paired_gain(per_query(chosen), per_query(identity), seed)
     applied = mode == "on" or gain.beyond_noise
-    reason = (f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
-              f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {gain.describe()}: "
-              f"{'applied' if applied else 'not applied'}")
+    reason = (
+        f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
+        f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {gain.describe()}: "
+        f"{'applied' if applied else 'not applied'}"
+    )
     rounded = lambda m: {k: round(v, 5) for k, v in m.items()}  # noqa: E731
     return (add_rotation(model, chosen) if applied else model), RotationDecision(
-        applied, reason, rounded(before), rounded(after), fitted, gain.to_dict())
+        applied, reason, rounded(before), rounded(after), fitted, gain.to_dict()
+    )
 
 
 def _sample_corpus(corpus: list[str], needed: set[str], rng) -> list[str]:
@@ -160,5 +189,7 @@ def _whole_corpus_dev(queries, corpus, labelled, dims, encode, corpus_emb):
         return None
     evaluator = MatryoshkaRetrievalEvaluator([q for q, _ in kept], corpus, [rel for _, rel in kept], dims)
     query_emb = encode([q for q, _ in kept])
-    return (lambda r: evaluator.scores(query_emb @ r.T, corpus_emb @ r.T),
-            lambda r: evaluator.per_query(query_emb @ r.T, corpus_emb @ r.T))
+    return (
+        lambda r: evaluator.scores(query_emb @ r.T, corpus_emb @ r.T),
+        lambda r: evaluator.per_query(query_emb @ r.T, corpus_emb @ r.T),
+    )

@@ -35,9 +35,18 @@ class LearnedRotation:
     history: list[dict]
 
 
-def learn_rotation(init: np.ndarray, anchors: np.ndarray, positives: np.ndarray, corpus: np.ndarray,
-                   also_positive: list[set[int]], dims: list[int], dev_score: Callable[[np.ndarray], float],
-                   seed: int = 0, learning_rate: float = LEARNING_RATE, max_steps: int = MAX_STEPS) -> LearnedRotation:
+def learn_rotation(
+    init: np.ndarray,
+    anchors: np.ndarray,
+    positives: np.ndarray,
+    corpus: np.ndarray,
+    also_positive: list[set[int]],
+    dims: list[int],
+    dev_score: Callable[[np.ndarray], float],
+    seed: int = 0,
+    learning_rate: float = LEARNING_RATE,
+    max_steps: int = MAX_STEPS,
+) -> LearnedRotation:
     """`anchors[i]` should retrieve `corpus[positives[i]]`; `also_positive[i]` (other labelled positives of that
     anchor) are never used as its negatives. `dev_score(rotation)` is higher-is-better; the best rotation seen
     (the PCA start included) is returned."""
@@ -47,9 +56,14 @@ def learn_rotation(init: np.ndarray, anchors: np.ndarray, positives: np.ndarray,
     rng = np.random.default_rng(seed)
     layer = torch.nn.Linear(init.shape[1], init.shape[0], bias=False)
     torch.nn.utils.parametrizations.orthogonal(layer)
-    layer.weight = torch.tensor(init, dtype=torch.float32)  # the parametrization keeps an orthogonal start as is
+    layer.weight = torch.tensor(
+        init, dtype=torch.float32
+    )  # the parametrization keeps an orthogonal start as is
     optimizer = torch.optim.Adam(layer.parameters(), lr=learning_rate)
-    anchors_t, corpus_t = torch.tensor(anchors, dtype=torch.float32), torch.tensor(corpus, dtype=torch.float32)
+    anchors_t, corpus_t = (
+        torch.tensor(anchors, dtype=torch.float32),
+        torch.tensor(corpus, dtype=torch.float32),
+    )
     targets = torch.tensor(positives, dtype=torch.long)
     small = [d for d in sorted(dims) if d < init.shape[0]]  # the full dim is rotation-invariant
     best = LearnedRotation(init, 0, dev_score(init), [])
@@ -60,7 +74,9 @@ def learn_rotation(init: np.ndarray, anchors: np.ndarray, positives: np.ndarray,
         weight = layer.weight
         queries, docs = anchors_t[batch] @ weight.T, corpus_t @ weight.T
         mask = _mask(batch, also_positive, corpus.shape[0])
-        loss = sum(_ranking_loss(queries[:, :d], docs[:, :d], targets[batch], mask) for d in small) / len(small)
+        loss = sum(_ranking_loss(queries[:, :d], docs[:, :d], targets[batch], mask) for d in small) / len(
+            small
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

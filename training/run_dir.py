@@ -1,11 +1,11 @@
 """The run directory: one folder per run, immutable once written (GUIDE.md section 3).
 
-    artifacts/runs/<run_id>/
-      config.yaml            the resolved config        data/report.json, data/docs/   the data gate
-      mined/                 mined hard negatives       model/                        SentenceTransformer (safetensors)
-      train/train_log.jsonl, train/loss_curve.png, train/checkpoints/
-      onnx/d{dim}/model.onnx (+ model_int8.onnx), onnx/tokenizer/, onnx/export.json
-      eval/  gate/decision.json  manifest.json
+artifacts/runs/<run_id>/
+  config.yaml            the resolved config        data/report.json, data/docs/   the data gate
+  mined/                 mined hard negatives       model/                        SentenceTransformer (safetensors)
+  train/train_log.jsonl, train/loss_curve.png, train/checkpoints/
+  onnx/d{dim}/model.onnx (+ model_int8.onnx), onnx/tokenizer/, onnx/export.json
+  eval/  gate/decision.json  manifest.json
 """
 
 from __future__ import annotations
@@ -46,8 +46,11 @@ def new_run_id(config_payload: dict) -> str:
     """`<UTC time>-<config hash>`. Under torchrun every rank must agree, so the launcher's run id replaces time."""
     digest = hashlib.sha256(json.dumps(config_payload, sort_keys=True, default=str).encode()).hexdigest()[:8]
     launcher = os.environ.get("TORCHELASTIC_RUN_ID")
-    stamp = f"ddp{hashlib.sha256(launcher.encode()).hexdigest()[:6]}" if launcher else time.strftime(
-        "%Y%m%d-%H%M%S", time.gmtime())
+    stamp = (
+        f"ddp{hashlib.sha256(launcher.encode()).hexdigest()[:6]}"
+        if launcher
+        else time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    )
     return f"{stamp}-{digest}"
 
 
@@ -55,8 +58,10 @@ def create_run_dir(output_dir: Path, run_id: str, *, shared: bool = False) -> Ru
     """Create a new run folder; an existing one is never reused (runs are immutable). `shared`: DDP ranks."""
     root = Path(output_dir) / run_id
     if root.exists() and not shared:
-        raise ConfigError(f"run directory {root} already exists and runs are immutable; choose another run_id, "
-                          f"or pass --resume {root} to continue an interrupted run")
+        raise ConfigError(
+            f"run directory {root} already exists and runs are immutable; choose another run_id, "
+            f"or pass --resume {root} to continue an interrupted run"
+        )
     root.mkdir(parents=True, exist_ok=shared)
     return RunPaths(root)
 
@@ -65,14 +70,18 @@ def new_run_dir(config) -> RunPaths:
     """The one way a run directory is created for a TrainConfig: its `run_id`, else `<UTC time>-<config hash>`.
     Under torchrun (WORLD_SIZE > 1) every rank gets the same folder; only rank 0 writes files into it."""
     shared = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    return create_run_dir(config.output_dir, config.run_id or new_run_id(config.to_yaml_dict()), shared=shared)
+    return create_run_dir(
+        config.output_dir, config.run_id or new_run_id(config.to_yaml_dict()), shared=shared
+    )
 
 
 def open_run_dir(path: str | Path) -> RunPaths:
     root = Path(path)
     if not (root / "config.yaml").is_file():
-        raise ConfigError(f"{root} is not an embedgate run directory (no config.yaml); expected a folder under "
-                          f"artifacts/runs/ created by `embedgate train` or `embedgate pipeline`")
+        raise ConfigError(
+            f"{root} is not an embedgate run directory (no config.yaml); expected a folder under "
+            f"artifacts/runs/ created by `embedgate train` or `embedgate pipeline`"
+        )
     return RunPaths(root)
 
 

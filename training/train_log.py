@@ -54,7 +54,9 @@ def plot_loss_curve(log_path: Path, out: Path) -> Path | None:
     dev = [(r["step"], r["eval_dev_ndcg@10_mean"]) for r in records if "eval_dev_ndcg@10_mean" in r]
     if dev:
         ax2 = ax.twinx()
-        ax2.plot(*zip(*dev, strict=True), color="tab:orange", marker="o", label="dev NDCG@10 (mean over dims)")
+        ax2.plot(
+            *zip(*dev, strict=True), color="tab:orange", marker="o", label="dev NDCG@10 (mean over dims)"
+        )
         ax2.set_ylabel("dev NDCG@10", color="tab:orange")
     ax.set_title("embedgate training")
     fig.tight_layout()

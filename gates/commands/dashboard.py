@@ -27,10 +27,16 @@ def register(app: typer.Typer) -> None:
 
 
 def dashboard(
-    workspace: Annotated[Path | None, typer.Option(
-        help="Evidently workspace folder (default: EMBEDGATE_DRIFT_DIR/workspace, i.e. drift/workspace).")] = None,
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Evidently workspace folder (default: EMBEDGATE_DRIFT_DIR/workspace, i.e. drift/workspace)."
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve the UI on.")] = 8000,
-    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it on this machine.")
+    ] = "127.0.0.1",
 ) -> None:
     from service.drift.errors import DriftInputError
     from service.drift.settings import DriftSettings
@@ -38,13 +44,20 @@ def dashboard(
 
     workspace = workspace or DriftSettings.from_env().workspace_dir
     if not workspace.is_dir():
-        raise DriftInputError(f"workspace {workspace} does not exist; it is created when the first drift window is "
-                              f"judged (`embedgate drift`, or the service's monitor). Pass --workspace DIR.")
+        raise DriftInputError(
+            f"workspace {workspace} does not exist; it is created when the first drift window is "
+            f"judged (`embedgate drift`, or the service's monitor). Pass --workspace DIR."
+        )
     projects = DriftWorkspace(workspace).ensure_dashboards()
     if not _is_loopback(host):
-        typer.echo(f"warning: serving the drift dashboard on {host}, reachable from other machines, without "
-                   f"authentication", err=True)
-    typer.echo(f"Evidently UI for {workspace} ({projects} drift project(s)) on http://{host}:{port}", err=True)
+        typer.echo(
+            f"warning: serving the drift dashboard on {host}, reachable from other machines, without "
+            f"authentication",
+            err=True,
+        )
+    typer.echo(
+        f"Evidently UI for {workspace} ({projects} drift project(s)) on http://{host}:{port}", err=True
+    )
     _serve(workspace, host, port)
 
 

@@ -29,19 +29,37 @@ def register(app: typer.Typer) -> None:
 
 
 def drift(
-    registry: Annotated[str, typer.Option(
-        envvar="EMBEDGATE_REGISTRY", help="Registry root (or s3://bucket/prefix) holding each version's "
-                                          "reference/.")] = Path("registry"),
-    drift_dir: Annotated[Path | None, typer.Option(
-        help="Drift folder (windows/, summaries/, workspace/); default EMBEDGATE_DRIFT_DIR or drift.")] = None,
-    window: Annotated[list[str] | None, typer.Option(
-        help="Judge this window id again (repeatable); ids are listed by --list.")] = None,
+    registry: Annotated[
+        str,
+        typer.Option(
+            envvar="EMBEDGATE_REGISTRY",
+            help="Registry root (or s3://bucket/prefix) holding each version's reference/.",
+        ),
+    ] = Path("registry"),
+    drift_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Drift folder (windows/, summaries/, workspace/); default EMBEDGATE_DRIFT_DIR or drift."
+        ),
+    ] = None,
+    window: Annotated[
+        list[str] | None,
+        typer.Option(help="Judge this window id again (repeatable); ids are listed by --list."),
+    ] = None,
     all_windows: Annotated[bool, typer.Option("--all", help="Judge every kept window again.")] = False,
-    list_only: Annotated[bool, typer.Option("--list", help="Show the verdicts so far; compute nothing.")] = False,
-    alert_windows: Annotated[int | None, typer.Option(
-        min=1, help="Drifted windows in a row that alert (default EMBEDGATE_DRIFT_ALERT_WINDOWS or 3).")] = None,
-    snapshots: Annotated[bool, typer.Option(
-        "--snapshots/--no-snapshots", help="Write an Evidently snapshot per judged window.")] = True,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="Show the verdicts so far; compute nothing.")
+    ] = False,
+    alert_windows: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Drifted windows in a row that alert (default EMBEDGATE_DRIFT_ALERT_WINDOWS or 3)."
+        ),
+    ] = None,
+    snapshots: Annotated[
+        bool,
+        typer.Option("--snapshots/--no-snapshots", help="Write an Evidently snapshot per judged window."),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     from service.drift.errors import DriftInputError
@@ -57,11 +75,16 @@ def drift(
         overrides["alert_windows"] = alert_windows
     settings = settings.model_copy(update=overrides)
     if list_only:
-        result = DriftRunResult((), (), alert_states(settings.summaries_dir, settings.alert_windows),
-                                served_version(registry, list_windows(settings.windows_dir)))
+        result = DriftRunResult(
+            (),
+            (),
+            alert_states(settings.summaries_dir, settings.alert_windows),
+            served_version(registry, list_windows(settings.windows_dir)),
+        )
     else:
-        result = run_drift(settings, registry, window_ids=window or None, recompute=all_windows,
-                           write_snapshots=snapshots)
+        result = run_drift(
+            settings, registry, window_ids=window or None, recompute=all_windows, write_snapshots=snapshots
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
@@ -81,18 +104,30 @@ def _print(result, settings) -> None:
         cells = []
         for name in SIGNALS:
             signal = window.signal(name)
-            cells.append("-" if signal is None or signal.score is None
-                         else f"{signal.score:.3f}/{signal.threshold:.3f}{'*' if signal.drifted else ''}")
-        verdict = f"skipped: {window.skipped_reason}" if window.skipped else ("DRIFT" if window.drifted else "ok")
-        typer.echo(f"{window.window_id:<40} {window.rows:>5} " + " ".join(f"{cell:>15}" for cell in cells) +
-                   f"  {verdict}")
+            cells.append(
+                "-"
+                if signal is None or signal.score is None
+                else f"{signal.score:.3f}/{signal.threshold:.3f}{'*' if signal.drifted else ''}"
+            )
+        verdict = (
+            f"skipped: {window.skipped_reason}" if window.skipped else ("DRIFT" if window.drifted else "ok")
+        )
+        typer.echo(
+            f"{window.window_id:<40} {window.rows:>5} "
+            + " ".join(f"{cell:>15}" for cell in cells)
+            + f"  {verdict}"
+        )
     if not shown:
-        typer.echo(f"(no judged windows in {settings.dir}; windows fill at EMBEDGATE_DRIFT_WINDOW_ROWS="
-                   f"{settings.window_rows} captured rows)")
+        typer.echo(
+            f"(no judged windows in {settings.dir}; windows fill at EMBEDGATE_DRIFT_WINDOW_ROWS="
+            f"{settings.window_rows} captured rows)"
+        )
     for failure in result.failed:
         typer.echo(f"failed {failure.window_id}: {failure.error}", err=True)
     for state in result.alerts:
         served = " (served)" if state.model_version == result.served_version else ""
         status = "ALERT" if state.alerting else "ok"
-        typer.echo(f"{state.model_version}{served}: {state.consecutive} drifted window(s) in a row, alert at "
-                   f"{state.alert_windows}: {status}")
+        typer.echo(
+            f"{state.model_version}{served}: {state.consecutive} drifted window(s) in a row, alert at "
+            f"{state.alert_windows}: {status}"
+        )

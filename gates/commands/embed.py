@@ -39,19 +39,27 @@ def embed(
     corpus: Annotated[Path, typer.Argument(help="A .jsonl/.csv/.parquet table or a BEIR folder.")],
     version: Annotated[str, typer.Option(help="Registry version (v0003) or alias (champion, candidate).")],
     out: Annotated[Path, typer.Option(help="Output folder (created; resumed when it holds the same run).")],
-    registry: Annotated[str, typer.Option(help="Registry folder, or s3://bucket/prefix.",
-                                          envvar="EMBEDGATE_REGISTRY")] = Path("registry"),
+    registry: Annotated[
+        str, typer.Option(help="Registry folder, or s3://bucket/prefix.", envvar="EMBEDGATE_REGISTRY")
+    ] = Path("registry"),
     dim: Annotated[int | None, typer.Option(help="Output dims (default: the version's serving dim).")] = None,
     id_column: Annotated[str | None, typer.Option(help="Id column (default: id or _id).")] = None,
     text_column: Annotated[str, typer.Option(help="Text column.")] = "text",
     shard_size: Annotated[int, typer.Option(help="Rows per Parquet shard (the unit of resume).")] = 4096,
-    threads: Annotated[int | None, typer.Option(help="onnxruntime threads, local engine (default: all cores).")
-                       ] = None,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address ('auto', ray://host:10001).",
-                                                    envvar="RAY_ADDRESS")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="onnxruntime threads, local engine (default: all cores).")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address ('auto', ray://host:10001).", envvar="RAY_ADDRESS")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Ray actors, one model copy each.")] = 2,
-    cutover: Annotated[bool, typer.Option(help="When every shard is done, cut the champion over to this version "
-                                               "(as `embedgate cutover`, same dim guard).")] = False,
+    cutover: Annotated[
+        bool,
+        typer.Option(
+            help="When every shard is done, cut the champion over to this version "
+            "(as `embedgate cutover`, same dim guard)."
+        ),
+    ] = False,
     allow_dim_change: Annotated[bool, typer.Option(help="With --cutover: allow a new default dim.")] = False,
 ) -> None:
     from tqdm import tqdm
@@ -59,25 +67,40 @@ def embed(
     from gates.reembed import embed_corpus, read_corpus
 
     texts = read_corpus(corpus, id_column, text_column)  # every input problem is reported before work starts
-    bar = tqdm(total=len(texts.ids), unit="text", unit_scale=True, desc=f"embed {version}", dynamic_ncols=True)
+    bar = tqdm(
+        total=len(texts.ids), unit="text", unit_scale=True, desc=f"embed {version}", dynamic_ncols=True
+    )
 
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
     try:
-        result = embed_corpus(texts, registry, version, out, dim=dim, shard_size=shard_size,
-                              threads=threads or os.cpu_count(), ray_address=ray_address, workers=workers,
-                              progress=progress)
+        result = embed_corpus(
+            texts,
+            registry,
+            version,
+            out,
+            dim=dim,
+            shard_size=shard_size,
+            threads=threads or os.cpu_count(),
+            ray_address=ray_address,
+            workers=workers,
+            progress=progress,
+        )
     finally:
         bar.close()
     if result.skipped_shards == result.shards:
-        typer.echo(f"nothing left to embed: all {result.shards} shard(s) of {result.rows} texts in {result.out} are "
-                   f"done (version {result.version}, dim {result.dim}); manifest: {result.out / 'manifest.json'}")
+        typer.echo(
+            f"nothing left to embed: all {result.shards} shard(s) of {result.rows} texts in {result.out} are "
+            f"done (version {result.version}, dim {result.dim}); manifest: {result.out / 'manifest.json'}"
+        )
     else:
         skipped = f"; {result.skipped_shards} shard(s) already done, skipped" if result.skipped_shards else ""
-        typer.echo(f"embedded {result.rows} texts with {result.version} at dim {result.dim} ({result.engine}, "
-                   f"{result.texts_per_s:.0f} texts/s) into {result.shards} shard(s) in {result.out}{skipped}; "
-                   f"manifest: {result.out / 'manifest.json'}")
+        typer.echo(
+            f"embedded {result.rows} texts with {result.version} at dim {result.dim} ({result.engine}, "
+            f"{result.texts_per_s:.0f} texts/s) into {result.shards} shard(s) in {result.out}{skipped}; "
+            f"manifest: {result.out / 'manifest.json'}"
+        )
     if cutover:
         from gates.commands.registry import cutover as cutover_command
 
@@ -85,6 +108,10 @@ def embed(
         if champion == result.version:
             typer.echo(f"{result.version} is already the champion: nothing to cut over")
             return
-        cutover_command(result.version, registry, allow_dim_change=allow_dim_change,
-                        reason=f"re-embedding done: {result.rows} texts in {result.out}",
-                        webhook=os.environ.get("EMBEDGATE_WEBHOOK_URL") or None)
+        cutover_command(
+            result.version,
+            registry,
+            allow_dim_change=allow_dim_change,
+            reason=f"re-embedding done: {result.rows} texts in {result.out}",
+            webhook=os.environ.get("EMBEDGATE_WEBHOOK_URL") or None,
+        )

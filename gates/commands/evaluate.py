@@ -40,15 +40,19 @@ def evaluate(
     data: Annotated[Path, typer.Option(help="BEIR folder with qrels for the split.")],
     split: Annotated[str, typer.Option(help="qrels split to evaluate on.")] = "test",
     registry: Annotated[Path | None, typer.Option(help="Registry whose champion is the baseline.")] = Path(
-        "registry"),
-    backends: Annotated[str, typer.Option(help="Comma list of onnx-fp32, onnx-int8, torch.")] =
-        "onnx-fp32,onnx-int8,torch",
+        "registry"
+    ),
+    backends: Annotated[
+        str, typer.Option(help="Comma list of onnx-fp32, onnx-int8, torch.")
+    ] = "onnx-fp32,onnx-int8,torch",
     general_sts: Annotated[Path | None, typer.Option(help="Optional general-domain STS table.")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Embedding cache folder (default: `cache` beside the "
-                                                       "runs folder).")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Embedding cache folder (default: `cache` beside the runs folder).")
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Encode everything, keep nothing.")] = False,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: $EMBEDGATE_DEVICE, "
-                                                    "else auto).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: $EMBEDGATE_DEVICE, else auto).")
+    ] = None,
 ) -> None:
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
     from training.device import resolve_device
@@ -60,17 +64,26 @@ def evaluate(
     if resolved.note:
         typer.echo(resolved.note, err=True)
     cache = None if no_cache else (cache_dir or run.root.resolve().parent.parent / "cache")
-    outcome = run_evaluation(run, data, split, registry_root=registry,
-                             backends=tuple(b.strip() for b in backends.split(",") if b.strip()), sts=sts,
-                             cache_dir=cache, device=resolved.name,
-                             onnx_device="auto" if resolved.requested == "auto" else resolved.name)
+    outcome = run_evaluation(
+        run,
+        data,
+        split,
+        registry_root=registry,
+        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        sts=sts,
+        cache_dir=cache,
+        device=resolved.name,
+        onnx_device="auto" if resolved.requested == "auto" else resolved.name,
+    )
     typer.echo((run.eval / "summary.md").read_text())
     typer.echo(f"wrote {', '.join(outcome.files.values())}")
 
 
 def gate(
     run_dir: Annotated[Path, typer.Argument(help="An evaluated run directory.")],
-    policy: Annotated[Path | None, typer.Option(help="Gate policy YAML (default: the packaged policy).")] = None,
+    policy: Annotated[
+        Path | None, typer.Option(help="Gate policy YAML (default: the packaged policy).")
+    ] = None,
 ) -> None:
     from gates.quality_gate.stage import run_gate
     from training.run_dir import open_run_dir

@@ -27,26 +27,46 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    run_dir: Annotated[Path | None, typer.Argument(
-        help="A run folder holding model/ (a SentenceTransformer save); the export goes to RUN_DIR/onnx.")] = None,
-    model: Annotated[Path | None, typer.Option(help="The SentenceTransformer folder (default: RUN_DIR/model).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Where to write the export (default: RUN_DIR/onnx).")] = None,
-    dims: Annotated[str | None, typer.Option(
-        help="Comma-separated dims, e.g. 384,256,128,64 (default: the model dim and its halvings down to 64).")] = None,
-    int8: Annotated[bool, typer.Option("--int8/--no-int8", help="Also write a dynamically quantised int8 graph.")] = True,
+    run_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A run folder holding model/ (a SentenceTransformer save); the export goes to RUN_DIR/onnx."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="The SentenceTransformer folder (default: RUN_DIR/model).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the export (default: RUN_DIR/onnx).")
+    ] = None,
+    dims: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated dims, e.g. 384,256,128,64 (default: the model dim and its halvings down to 64)."
+        ),
+    ] = None,
+    int8: Annotated[
+        bool, typer.Option("--int8/--no-int8", help="Also write a dynamically quantised int8 graph.")
+    ] = True,
     opset: Annotated[int, typer.Option(help="ONNX opset (14-20).")] = 17,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing export instead of refusing.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an existing export instead of refusing.")
+    ] = False,
 ) -> None:
     from training.export import export_run
 
     model_dir, out_dir = _resolve_paths(run_dir, model, out)
-    result = export_run(model_dir, out_dir, dims=_parse_dims(dims), int8=int8, opset=opset, overwrite=overwrite)
+    result = export_run(
+        model_dir, out_dir, dims=_parse_dims(dims), int8=int8, opset=opset, overwrite=overwrite
+    )
     typer.echo(f"exported {model_dir} -> {out_dir} in {result.seconds:.1f} s (dims {list(result.dims)})")
     typer.echo(f"{'graph':<24} {'MB':>7} {'min cos':>9} {'mean cos':>9} {'max |diff|':>11}")
     for graph in result.graphs:
         parity = graph.parity
-        typer.echo(f"{graph.path:<24} {graph.size_bytes / 1e6:7.1f} {parity.min_cosine:9.6f} "
-                   f"{parity.mean_cosine:9.6f} {parity.max_abs_diff:11.2e}")
+        typer.echo(
+            f"{graph.path:<24} {graph.size_bytes / 1e6:7.1f} {parity.min_cosine:9.6f} "
+            f"{parity.mean_cosine:9.6f} {parity.max_abs_diff:11.2e}"
+        )
 
 
 def _resolve_paths(run_dir: Path | None, model: Path | None, out: Path | None) -> tuple[Path, Path]:
@@ -54,12 +74,15 @@ def _resolve_paths(run_dir: Path | None, model: Path | None, out: Path | None) -
 
     if run_dir is None:
         if model is None or out is None:
-            raise RunDirectoryError("expected RUN_DIR, or both --model PATH and --out PATH; got "
-                                    f"--model {model} --out {out} (e.g. `embedgate export artifacts/runs/r1`)")
+            raise RunDirectoryError(
+                "expected RUN_DIR, or both --model PATH and --out PATH; got "
+                f"--model {model} --out {out} (e.g. `embedgate export artifacts/runs/r1`)"
+            )
         return model, out
     if model is None and not (run_dir / "model").is_dir():
-        raise RunDirectoryError(f"{run_dir}: no model/ folder in this run directory; train first, or pass "
-                                f"--model PATH")
+        raise RunDirectoryError(
+            f"{run_dir}: no model/ folder in this run directory; train first, or pass --model PATH"
+        )
     return model or run_dir / "model", out or run_dir / "onnx"
 
 
@@ -69,5 +92,6 @@ def _parse_dims(text: str | None) -> list[int] | None:
     try:
         return [int(part) for part in text.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers like 384,256,128,64, got {text!r}",
-                                 param_hint="--dims") from None
+        raise typer.BadParameter(
+            f"expected comma-separated integers like 384,256,128,64, got {text!r}", param_hint="--dims"
+        ) from None

@@ -29,21 +29,34 @@ def register(app: typer.Typer) -> None:
 
 def mine_command(
     data: Annotated[Path, typer.Argument(help="Pairs/IR/hard-negatives table or BEIR folder, or NLI data.")],
-    out: Annotated[Path, typer.Option(help="Output folder (hard_negatives.jsonl, mining.json, data-gate/).")] = Path(
-        "artifacts/mined"),
-    strategy: Annotated[str, typer.Option(help="random, bm25, model, curriculum, partial_match, "
-                                               "domain_confusion or contradiction.")] = "model",
+    out: Annotated[
+        Path, typer.Option(help="Output folder (hard_negatives.jsonl, mining.json, data-gate/).")
+    ] = Path("artifacts/mined"),
+    strategy: Annotated[
+        str,
+        typer.Option(
+            help="random, bm25, model, curriculum, partial_match, domain_confusion or contradiction."
+        ),
+    ] = "model",
     num_negatives: Annotated[int, typer.Option(help="Negatives per row.")] = 1,
     range_min: Annotated[int, typer.Option(help="Skip this many top candidates.")] = 0,
     range_max: Annotated[int, typer.Option(help="Consider candidates up to this rank.")] = 50,
-    relative_margin: Annotated[float, typer.Option(help="Drop candidates scoring > (1-m) x positive.")] = 0.05,
+    relative_margin: Annotated[
+        float, typer.Option(help="Drop candidates scoring > (1-m) x positive.")
+    ] = 0.05,
     sampling: Annotated[str, typer.Option(help="top or random among the candidates that pass.")] = "top",
     model: Annotated[str, typer.Option(help="Model that scores candidates.")] = "all-MiniLM-L6-v2",
-    dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
+    dataset_type: Annotated[
+        str | None, typer.Option("--type", help="Dataset type (default: detected).")
+    ] = None,
     columns: Annotated[str | None, typer.Option(help="canonical=source column map.")] = None,
     split: Annotated[str, typer.Option(help="IR qrels split to mine for.")] = "train",
-    eval_path: Annotated[Path | None, typer.Option("--eval", help="Eval set: the mined set must not leak it.")] = None,
-    domain_texts: Annotated[Path | None, typer.Option(help="Text file (one per line) from a related domain.")] = None,
+    eval_path: Annotated[
+        Path | None, typer.Option("--eval", help="Eval set: the mined set must not leak it.")
+    ] = None,
+    domain_texts: Annotated[
+        Path | None, typer.Option(help="Text file (one per line) from a related domain.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
 ) -> None:
     import json
@@ -59,14 +72,22 @@ def mine_command(
     from training.prepare import prepare_training_data
 
     if (out / "hard_negatives.jsonl").exists():
-        raise ConfigError(f"{out / 'hard_negatives.jsonl'} already exists; choose another --out (mined sets are "
-                          f"not overwritten)")
+        raise ConfigError(
+            f"{out / 'hard_negatives.jsonl'} already exists; choose another --out (mined sets are "
+            f"not overwritten)"
+        )
     data_set = load_dataset(data, dataset_type, columns)
     prepared = prepare_training_data(data_set, split, dev_fraction=0.0, seed=seed)
     try:
-        cfg = MiningConfig(strategy=strategy, num_negatives=num_negatives, range_min=range_min, range_max=range_max,
-                           relative_margin=relative_margin, sampling_strategy=sampling,
-                           domain_confusion_path=domain_texts)
+        cfg = MiningConfig(
+            strategy=strategy,
+            num_negatives=num_negatives,
+            range_min=range_min,
+            range_max=range_max,
+            relative_margin=relative_margin,
+            sampling_strategy=sampling,
+            domain_confusion_path=domain_texts,
+        )
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, "(mine options)")) from None
     # Every retrieval strategy scores candidates with the model (the false-negative margin filter).

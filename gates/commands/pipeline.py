@@ -39,11 +39,15 @@ def register(app: typer.Typer) -> None:
     app.command("demo", help=DEMO_HELP)(demo)
 
 
-DEMO_QUERIES = ["my landlord won't give back my deposit after I moved out",
-                "can I be fired for refusing to sign a non-compete?"]
+DEMO_QUERIES = [
+    "my landlord won't give back my deposit after I moved out",
+    "can I be fired for refusing to sign a non-compete?",
+]
 
 
-def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = None, quiet: bool = False) -> int:
+def _run(
+    config_path: Path, sets: list[str] | None, overrides: dict | None = None, quiet: bool = False
+) -> int:
     from gates.commands.train import parse_set
     from gates.pipeline.config import load_pipeline_config
     from gates.pipeline.run import run_pipeline
@@ -55,16 +59,24 @@ def _run(config_path: Path, sets: list[str] | None, overrides: dict | None = Non
     for stage in outcome.stages:
         typer.echo(f"  {stage.name:<16} {stage.status:<8} {stage.seconds:8.1f}s")
     verdict = {"promoted": "PROMOTED", "passed": "PASSED (not promoted)", "blocked": "BLOCKED"}.get(
-        outcome.status, "ERROR")
+        outcome.status, "ERROR"
+    )
     typer.echo(f"{verdict}: {outcome.reason}", err=outcome.exit_code != 0)
     return outcome.exit_code
 
 
 def pipeline(
-    config: Annotated[Path, typer.Argument(help="Pipeline YAML: training fields + export/evaluation/gate/"
-                                                "promotion sections (see gates/demo.yaml).")],
+    config: Annotated[
+        Path,
+        typer.Argument(
+            help="Pipeline YAML: training fields + export/evaluation/gate/"
+            "promotion sections (see gates/demo.yaml)."
+        ),
+    ],
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override any field: key=value.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")
+    ] = False,
 ) -> None:
     code = _run(config, sets, quiet=quiet)
     if code:
@@ -72,18 +84,25 @@ def pipeline(
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for runs and the demo registry.")] = Path("artifacts/demo"),
+    out: Annotated[Path, typer.Option(help="Folder for runs and the demo registry.")] = Path(
+        "artifacts/demo"
+    ),
     sets: Annotated[list[str] | None, typer.Option("--set", help="Override any field: key=value.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")
+    ] = False,
 ) -> None:
     registry = out / "registry"
-    code = _run(DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(registry)},
-                quiet=quiet)
+    code = _run(
+        DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(registry)}, quiet=quiet
+    )
     if code == 2:
         raise typer.Exit(code=2)
     if code == 1:
-        typer.echo("(the demo's candidate did not beat the current demo champion: that is the gate working; "
-                   f"delete {out} to start the demo from the base model again)")
+        typer.echo(
+            "(the demo's candidate did not beat the current demo champion: that is the gate working; "
+            f"delete {out} to start the demo from the base model again)"
+        )
     from gates.pipeline.served_call import call_served_champion
 
     typer.echo("\n[serve] starting the service on the champion and calling it with the openai client ...")

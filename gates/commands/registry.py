@@ -56,12 +56,21 @@ embedgate history --registry registry
 ```
 """
 
-Registry = Annotated[str, typer.Option(help="Registry folder, or an object-store URL such as s3://bucket/prefix "
-                                           "(docs/registry.md).", envvar="EMBEDGATE_REGISTRY")]
+Registry = Annotated[
+    str,
+    typer.Option(
+        help="Registry folder, or an object-store URL such as s3://bucket/prefix (docs/registry.md).",
+        envvar="EMBEDGATE_REGISTRY",
+    ),
+]
 Reason = Annotated[str, typer.Option(help="Why (recorded in the history).")]
-WebhookUrl = Annotated[str | None, typer.Option(
-    help="POST the event here, signed with HMAC-SHA256 of $EMBEDGATE_WEBHOOK_SECRET (docs/versions.md).",
-    envvar="EMBEDGATE_WEBHOOK_URL")]
+WebhookUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="POST the event here, signed with HMAC-SHA256 of $EMBEDGATE_WEBHOOK_SECRET (docs/versions.md).",
+        envvar="EMBEDGATE_WEBHOOK_URL",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -80,18 +89,27 @@ def _webhook(url: str | None):
 
 def _report_webhook(error: str | None) -> None:
     if error:
-        typer.echo(f"warning: promotion event not delivered ({error}); recorded in the history, the registry "
-                   f"change stands", err=True)
+        typer.echo(
+            f"warning: promotion event not delivered ({error}); recorded in the history, the registry "
+            f"change stands",
+            err=True,
+        )
 
 
 def promote(
     run_dir: Annotated[Path, typer.Argument(help="A gated run directory.")],
     registry: Registry = Path("registry"),
-    force: Annotated[bool, typer.Option(help="Promote even though the gate failed (needs --reason).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Promote even though the gate failed (needs --reason).")
+    ] = False,
     reason: Reason = "",
     no_bento_store: Annotated[bool, typer.Option(help="Skip saving to the BentoML model store.")] = False,
-    staged: Annotated[bool, typer.Option(help="Stage it: servable by name and as `candidate`; the champion "
-                                               "moves with `embedgate cutover`.")] = False,
+    staged: Annotated[
+        bool,
+        typer.Option(
+            help="Stage it: servable by name and as `candidate`; the champion moves with `embedgate cutover`."
+        ),
+    ] = False,
     webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import PromotionRefused, promote_run
@@ -99,51 +117,76 @@ def promote(
 
     hook = _webhook(webhook)  # a bad URL or a missing secret stops here, before anything is promoted
     try:
-        result = promote_run(open_run_dir(run_dir), registry, force=force, reason=reason,
-                             bento_store=not no_bento_store, mode="staged" if staged else "immediate", webhook=hook)
+        result = promote_run(
+            open_run_dir(run_dir),
+            registry,
+            force=force,
+            reason=reason,
+            bento_store=not no_bento_store,
+            mode="staged" if staged else "immediate",
+            webhook=hook,
+        )
     except PromotionRefused as refused:
         typer.echo(f"refused: {refused}", err=True)
         raise typer.Exit(code=1) from None
     if result.alias == "candidate":
-        typer.echo(f"staged {result.run_id} as {result.version} (the candidate; champion stays "
-                   f"{result.previous or 'none'}; serving dim {result.serving_dim}; re-embedding needed to switch: "
-                   f"{'yes' if result.reembed_required else 'no'}); when clients are ready: embedgate cutover "
-                   f"{result.version}")
+        typer.echo(
+            f"staged {result.run_id} as {result.version} (the candidate; champion stays "
+            f"{result.previous or 'none'}; serving dim {result.serving_dim}; re-embedding needed to switch: "
+            f"{'yes' if result.reembed_required else 'no'}); when clients are ready: embedgate cutover "
+            f"{result.version}"
+        )
     else:
-        typer.echo(f"promoted {result.run_id} as {result.version} (previous champion: "
-                   f"{result.previous or 'none'}; serving dim {result.serving_dim}; bento model "
-                   f"{result.bento_tag or 'not saved'}; clients must re-embed: "
-                   f"{'yes' if result.reembed_required else 'no'})")
+        typer.echo(
+            f"promoted {result.run_id} as {result.version} (previous champion: "
+            f"{result.previous or 'none'}; serving dim {result.serving_dim}; bento model "
+            f"{result.bento_tag or 'not saved'}; clients must re-embed: "
+            f"{'yes' if result.reembed_required else 'no'})"
+        )
     _report_webhook(result.webhook_error)
     if result.bento_error:
-        typer.echo(f"warning: not saved to the BentoML model store ({result.bento_error}); the registry "
-                   f"promotion stands, but `bentoml build` will not package this version", err=True)
+        typer.echo(
+            f"warning: not saved to the BentoML model store ({result.bento_error}); the registry "
+            f"promotion stands, but `bentoml build` will not package this version",
+            err=True,
+        )
 
 
 def rollback(
     registry: Registry = Path("registry"),
     reason: Reason = "",
-    to: Annotated[str | None, typer.Option(help="A specific version (default: the previous champion).")] = None,
+    to: Annotated[
+        str | None, typer.Option(help="A specific version (default: the previous champion).")
+    ] = None,
     no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
     webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import rollback as do_rollback
 
     _report_repairs(registry)
-    result = do_rollback(registry, reason=reason, to=to, bento_store=not no_bento_store, webhook=_webhook(webhook))
-    typer.echo(f"rolled back: {result.version} is the champion (previous: {result.previous or 'none'}; "
-               f"bento model {result.bento_tag or 'not saved'} is :latest; clients must re-embed: "
-               f"{'yes' if result.reembed_required else 'no'})")
+    result = do_rollback(
+        registry, reason=reason, to=to, bento_store=not no_bento_store, webhook=_webhook(webhook)
+    )
+    typer.echo(
+        f"rolled back: {result.version} is the champion (previous: {result.previous or 'none'}; "
+        f"bento model {result.bento_tag or 'not saved'} is :latest; clients must re-embed: "
+        f"{'yes' if result.reembed_required else 'no'})"
+    )
     _report_webhook(result.webhook_error)
     if result.bento_error:
-        typer.echo(f"warning: BentoML's model store not updated ({result.bento_error}); a Bento built now would "
-                   f"pack the last promoted version", err=True)
+        typer.echo(
+            f"warning: BentoML's model store not updated ({result.bento_error}); a Bento built now would "
+            f"pack the last promoted version",
+            err=True,
+        )
 
 
 def cutover(
     version: Annotated[str, typer.Argument(help="The version to serve as the champion, e.g. v0003.")],
     registry: Registry = Path("registry"),
-    allow_dim_change: Annotated[bool, typer.Option(help="Allow a different default `dimensions` (recorded).")] = False,
+    allow_dim_change: Annotated[
+        bool, typer.Option(help="Allow a different default `dimensions` (recorded).")
+    ] = False,
     reason: Reason = "",
     no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
     webhook: WebhookUrl = None,
@@ -153,20 +196,34 @@ def cutover(
 
     hook = _webhook(webhook)
     try:
-        outcome = do_cutover(registry, version, allow_dim_change=allow_dim_change, reason=reason,
-                             bento_store=not no_bento_store, webhook=hook)
+        outcome = do_cutover(
+            registry,
+            version,
+            allow_dim_change=allow_dim_change,
+            reason=reason,
+            bento_store=not no_bento_store,
+            webhook=hook,
+        )
     except CutoverRefused as refused:
         typer.echo(f"refused: {refused}", err=True)
         raise typer.Exit(code=1) from None
     result = outcome.result
-    dims = (f"default dimensions {result.previous_dim} -> {result.serving_dim}" if result.dim_changed
-            else f"default dimensions {result.serving_dim}")
-    typer.echo(f"cut over: {result.version} is the champion (previous: {result.previous or 'none'}; {dims}; "
-               f"clients must re-embed: {'yes' if result.reembed_required else 'no'}); undo with `embedgate "
-               f"rollback`")
+    dims = (
+        f"default dimensions {result.previous_dim} -> {result.serving_dim}"
+        if result.dim_changed
+        else f"default dimensions {result.serving_dim}"
+    )
+    typer.echo(
+        f"cut over: {result.version} is the champion (previous: {result.previous or 'none'}; {dims}; "
+        f"clients must re-embed: {'yes' if result.reembed_required else 'no'}); undo with `embedgate "
+        f"rollback`"
+    )
     if outcome.bento_error:
-        typer.echo(f"warning: BentoML's model store not updated ({outcome.bento_error}); a Bento built now would "
-                   f"pack the last promoted version", err=True)
+        typer.echo(
+            f"warning: BentoML's model store not updated ({outcome.bento_error}); a Bento built now would "
+            f"pack the last promoted version",
+            err=True,
+        )
     _report_webhook(outcome.webhook_error)
 
 
@@ -200,16 +257,22 @@ def history(
     from service.aliases import read_state
 
     state = read_state(Store(registry))
-    typer.echo(f"champion: {state.champion or 'none'}; candidate: {state.candidate or 'none'}; servable: "
-               f"{', '.join(state.servable) or 'none'}" + (f"; retired: {', '.join(state.retired)}"
-                                                           if state.retired else ""))
-    typer.echo(f"{'time':<21} {'action':<15} {'version':<8} {'from':<8} {'alias':<9} {'re-embed':<8} "
-               f"{'who':<12} {'run':<28} reason")
+    typer.echo(
+        f"champion: {state.champion or 'none'}; candidate: {state.candidate or 'none'}; servable: "
+        f"{', '.join(state.servable) or 'none'}"
+        + (f"; retired: {', '.join(state.retired)}" if state.retired else "")
+    )
+    typer.echo(
+        f"{'time':<21} {'action':<15} {'version':<8} {'from':<8} {'alias':<9} {'re-embed':<8} "
+        f"{'who':<12} {'run':<28} reason"
+    )
     for e in entries:
         reembed = {True: "yes", False: "no", None: "-"}[e.get("reembed_required")]
-        typer.echo(f"{e['time']:<21} {e['action']:<15} {e['version'] or '-':<8} {e['from_version'] or '-':<8} "
-                   f"{e.get('alias') or '-':<9} {reembed:<8} {e['who'][:12]:<12} {(e['run_id'] or '-')[:28]:<28} "
-                   f"{e['reason']}")
+        typer.echo(
+            f"{e['time']:<21} {e['action']:<15} {e['version'] or '-':<8} {e['from_version'] or '-':<8} "
+            f"{e.get('alias') or '-':<9} {reembed:<8} {e['who'][:12]:<12} {(e['run_id'] or '-')[:28]:<28} "
+            f"{e['reason']}"
+        )
 
 
 def _report_repairs(registry: Path) -> None:

@@ -23,7 +23,9 @@ def register(app: typer.Typer) -> None:
     app.command("report", help=REPORT_HELP)(report)
 
 
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory (artifacts/runs/<run_id>).")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (artifacts/runs/<run_id>).")],
+) -> None:
     from gates.pipeline.run_report import build_report
     from training.run_dir import open_run_dir
 

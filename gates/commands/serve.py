@@ -29,28 +29,52 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
-    registry: Annotated[str | None, typer.Option(
-        help="Registry root or object-store URL, s3://bucket/prefix (default: $EMBEDGATE_REGISTRY, else ./registry if it exists, else the BentoML model "
-             "store's embedgate-embedder:latest).")] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
+    registry: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry root or object-store URL, s3://bucket/prefix (default: $EMBEDGATE_REGISTRY, else ./registry if it exists, else the BentoML model "
+            "store's embedgate-embedder:latest)."
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 to accept other machines.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 3000,
-    api_key_env: Annotated[str | None, typer.Option(
-        help="Name of the environment variable holding the API key (the key itself never goes on the command "
-             "line, where `ps` would show it).")] = None,
+    api_key_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of the environment variable holding the API key (the key itself never goes on the command "
+            "line, where `ps` would show it)."
+        ),
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own model copy.")] = 1,
-    precision: Annotated[str | None, typer.Option(
-        help="fp32 or int8 (default: the version's serve_precision).")] = None,
-    threads: Annotated[int | None, typer.Option(
-        min=1, help="onnxruntime threads per worker (default: cores / workers).")] = None,
-    poll_interval: Annotated[float | None, typer.Option(
-        help="Seconds between checks of the champion pointer (default 5).")] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="fp32 or int8 (default: the version's serve_precision).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="onnxruntime threads per worker (default: cores / workers).")
+    ] = None,
+    poll_interval: Annotated[
+        float | None, typer.Option(help="Seconds between checks of the champion pointer (default 5).")
+    ] = None,
 ) -> None:
     from gates.serve_process import run_until_stopped, serve_command
     from service.settings import ServeSettings
 
-    argv, env = serve_command(registry=registry, host=host, port=port, api_key_env=api_key_env, workers=workers,
-                              precision=precision, threads=threads, poll_interval=poll_interval)
+    argv, env = serve_command(
+        registry=registry,
+        host=host,
+        port=port,
+        api_key_env=api_key_env,
+        workers=workers,
+        precision=precision,
+        threads=threads,
+        poll_interval=poll_interval,
+    )
     drain_timeout_s = ServeSettings.from_env(env).drain_timeout_s
-    typer.echo(f"serving on http://{host}:{port} (docs/serving.md); Ctrl-C or SIGTERM stops it after in-flight "
-               f"requests finish (at most {drain_timeout_s:g} s, EMBEDGATE_DRAIN_TIMEOUT_S)", err=True)
+    typer.echo(
+        f"serving on http://{host}:{port} (docs/serving.md); Ctrl-C or SIGTERM stops it after in-flight "
+        f"requests finish (at most {drain_timeout_s:g} s, EMBEDGATE_DRAIN_TIMEOUT_S)",
+        err=True,
+    )
     raise typer.Exit(code=run_until_stopped(argv, env, drain_timeout_s))

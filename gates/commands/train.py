@@ -49,25 +49,53 @@ def config_from_options(config: Path | None, data: Path | None, sets: list[str] 
 
     if config is None and data is None:
         raise ConfigError("give a CONFIG file or --data PATH (e.g. embedgate train --data pairs.csv)")
-    overrides = {"data.path": str(data) if data else None, **{k: v for k, v in flags.items() if v is not None}}
+    overrides = {
+        "data.path": str(data) if data else None,
+        **{k: v for k, v in flags.items() if v is not None},
+    }
     overrides.update(parse_set(sets))
     return load_config(config, overrides)
 
 
 def train(
-    config: Annotated[Path | None, typer.Argument(help="YAML config of training fields: base_model, data, loss, epochs, ... (the fields of training/config.py TrainConfig).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Training data: a table file, a BEIR folder, a datasets save_to_disk folder or hf://owner/name.")] = None,
-    base_model: Annotated[str | None, typer.Option(help="Base model: a SentenceTransformer folder, a Hugging Face Hub id (through the HF cache; HF_HUB_OFFLINE=1: cache only) or all-MiniLM-L6-v2 (bundled).")] = None,
-    dataset_type: Annotated[str | None, typer.Option("--type", help="Dataset type (default: detected).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="YAML config of training fields: base_model, data, loss, epochs, ... (the fields of training/config.py TrainConfig)."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Training data: a table file, a BEIR folder, a datasets save_to_disk folder or hf://owner/name."
+        ),
+    ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Base model: a SentenceTransformer folder, a Hugging Face Hub id (through the HF cache; HF_HUB_OFFLINE=1: cache only) or all-MiniLM-L6-v2 (bundled)."
+        ),
+    ] = None,
+    dataset_type: Annotated[
+        str | None, typer.Option("--type", help="Dataset type (default: detected).")
+    ] = None,
     loss: Annotated[str | None, typer.Option(help="auto, mnrl, cached_mnrl, cosent or triplet.")] = None,
     epochs: Annotated[float | None, typer.Option(help="Epochs (default: from the data size).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (default: from the data size).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Parent folder of run directories.")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run directory name (default: time + config hash).")] = None,
-    sets: Annotated[list[str] | None, typer.Option("--set", help="Any config field: key=value (repeatable).")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = None,
-    skip_data_gate: Annotated[bool, typer.Option(help="Train without the data gate (not recommended).")] = False,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run directory name (default: time + config hash).")
+    ] = None,
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Any config field: key=value (repeatable).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue an interrupted run from its last checkpoint.")
+    ] = None,
+    skip_data_gate: Annotated[
+        bool, typer.Option(help="Train without the data gate (not recommended).")
+    ] = False,
 ) -> None:
     import json
 
@@ -79,9 +107,21 @@ def train(
     if resume is not None:
         result = run_training(resume=resume)
     else:
-        cfg = config_from_options(config, data, sets, **{
-            "base_model": base_model, "data.type": dataset_type, "loss": loss, "epochs": epochs, "batch_size": batch_size,
-            "learning_rate": lr, "output_dir": str(output_dir) if output_dir else None, "run_id": run_id})
+        cfg = config_from_options(
+            config,
+            data,
+            sets,
+            **{
+                "base_model": base_model,
+                "data.type": dataset_type,
+                "loss": loss,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": lr,
+                "output_dir": str(output_dir) if output_dir else None,
+                "run_id": run_id,
+            },
+        )
         paths = new_run_dir(cfg)
         if not skip_data_gate:
             gate = data_gate(cfg, paths.data)
@@ -90,11 +130,29 @@ def train(
             if not gate.passed:
                 typer.echo(f"data gate failed: training stopped; see {paths.data / 'report.json'}", err=True)
                 raise typer.Exit(code=1)
-        result = run_training(cfg, run_dir=paths.root, check_mined=None if skip_data_gate else _mined_gate(cfg))
+        result = run_training(
+            cfg, run_dir=paths.root, check_mined=None if skip_data_gate else _mined_gate(cfg)
+        )
     if is_main_process():
-        typer.echo(json.dumps({k: result.to_dict()[k] for k in (
-            "run_dir", "loss", "train_rows", "steps", "train_seconds", "examples_per_second", "best_metric",
-            "dev_metrics", "rotation")}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    k: result.to_dict()[k]
+                    for k in (
+                        "run_dir",
+                        "loss",
+                        "train_rows",
+                        "steps",
+                        "train_seconds",
+                        "examples_per_second",
+                        "best_metric",
+                        "dev_metrics",
+                        "rotation",
+                    )
+                },
+                indent=2,
+            )
+        )
         for tip in result.advice:
             typer.echo(f"advice: {tip['message']}")
 
@@ -109,8 +167,11 @@ def _mined_gate(cfg):
         gate = validate_mined(path, cfg.data.eval_path, resolve_model_path(cfg.base_model))
         typer.echo(gate.summary)
         if not gate.passed:
-            typer.echo(f"data gate failed on the mined rows: training stopped; see "
-                       f"{path.parent / 'data-gate' / 'report.json'}", err=True)
+            typer.echo(
+                f"data gate failed on the mined rows: training stopped; see "
+                f"{path.parent / 'data-gate' / 'report.json'}",
+                err=True,
+            )
             raise typer.Exit(code=1)
 
     return check

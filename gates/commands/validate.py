@@ -25,19 +25,47 @@ def register(app: typer.Typer) -> None:
 
 
 def validate(
-    path: Annotated[Path, typer.Argument(help="A CSV, TSV, JSONL or Parquet table, a BEIR folder (IR), a datasets save_to_disk folder, or hf://owner/name (a Hub dataset).")],
-    dataset_type: Annotated[str | None, typer.Option(
-        "--type", help="pairs, triplets, sts, nli, ir or hard_negatives (default: detected from the columns).")] = None,
-    columns: Annotated[str | None, typer.Option(
-        help="Map your column names: canonical=source pairs, e.g. anchor=question1,positive=question2.")] = None,
-    eval_path: Annotated[Path | None, typer.Option(
-        "--eval", help="An eval set of any type: its queries/anchors must not appear in PATH (leakage).")] = None,
-    out: Annotated[Path | None, typer.Option(
-        help="Folder for report.json and docs/ (default: artifacts/data-gate/NAME, NAME the file or folder name).")] = None,
-    max_seq_length: Annotated[int | None, typer.Option(
-        help="Tokens before truncation (default: the tokenizer model's max_seq_length, else 256).")] = None,
-    tokenizer: Annotated[Path | None, typer.Option(
-        help="Model folder holding tokenizer.json (default: the bundled all-MiniLM-L6-v2).")] = None,
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="A CSV, TSV, JSONL or Parquet table, a BEIR folder (IR), a datasets save_to_disk folder, or hf://owner/name (a Hub dataset)."
+        ),
+    ],
+    dataset_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="pairs, triplets, sts, nli, ir or hard_negatives (default: detected from the columns).",
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Map your column names: canonical=source pairs, e.g. anchor=question1,positive=question2."
+        ),
+    ] = None,
+    eval_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval", help="An eval set of any type: its queries/anchors must not appear in PATH (leakage)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for report.json and docs/ (default: artifacts/data-gate/NAME, NAME the file or folder name)."
+        ),
+    ] = None,
+    max_seq_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Tokens before truncation (default: the tokenizer model's max_seq_length, else 256)."
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="Model folder holding tokenizer.json (default: the bundled all-MiniLM-L6-v2)."),
+    ] = None,
 ) -> None:
     from gates.data_gate import validate_dataset, write_report
     from gates.data_gate.console import summary_text

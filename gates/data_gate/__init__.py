@@ -16,5 +16,12 @@ from gates.data_gate.errors import DataGateError
 from gates.data_gate.gate import validate_dataset
 from gates.data_gate.report import DataGateReport, DatasetSummary, ExpectationResult
 
-__all__ = ["DataGateError", "DataGateReport", "DatasetSummary", "ExpectationResult", "WrittenReport",
-           "validate_dataset", "write_report"]
+__all__ = [
+    "DataGateError",
+    "DataGateReport",
+    "DatasetSummary",
+    "ExpectationResult",
+    "WrittenReport",
+    "validate_dataset",
+    "write_report",
+]

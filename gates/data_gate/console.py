@@ -12,15 +12,19 @@ def summary_text(report: DataGateReport, written: WrittenReport | None = None) -
     data = report.dataset
     rows = ", ".join(f"{t.name} {t.rows:,}" for t in data.tables)
     verdict = "PASSED" if report.passed else "FAILED"
-    lines = [f"{verdict}  {data.source}  ({data.dataset_type}; rows: {rows})",
-             f"  {len(report.results)} checks: {len(report.failures)} failed errors, "
-             f"{len(report.warnings)} warnings"]
+    lines = [
+        f"{verdict}  {data.source}  ({data.dataset_type}; rows: {rows})",
+        f"  {len(report.results)} checks: {len(report.failures)} failed errors, "
+        f"{len(report.warnings)} warnings",
+    ]
     flagged = report.failures + report.warnings
     if flagged:
         table = [HEADER] + [_row(r) for r in flagged]
         widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-                  for row in table]
+        lines += [
+            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in table
+        ]
     lines += [f"  note: {note}" for note in data.notes]
     if written is not None:
         lines.append(f"report: {written.report_json}")
@@ -36,7 +40,12 @@ def _row(result: ExpectationResult) -> tuple[str, ...]:
     elif result.unexpected_count is not None:
         offending = f"{result.unexpected_count:,} ({result.unexpected_percent:.2f}%)"
     else:
-        offending = f"observed {result.observed_value:,}" if isinstance(result.observed_value, (int, float)) \
-            else "column missing" if result.name == "expect_column_to_exist" else str(result.observed_value)
+        offending = (
+            f"observed {result.observed_value:,}"
+            if isinstance(result.observed_value, (int, float))
+            else "column missing"
+            if result.name == "expect_column_to_exist"
+            else str(result.observed_value)
+        )
     rows = ", ".join(str(e.row) for e in result.examples)
     return (result.severity, result.table, result.check, ", ".join(result.columns), offending, rows)

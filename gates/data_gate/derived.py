@@ -19,8 +19,9 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and value != value)
 
 
-def add_text_columns(frame: pd.DataFrame, column: str, tokenizer: Tokenizer | None,
-                     token_limit: int | None = None) -> None:
+def add_text_columns(
+    frame: pd.DataFrame, column: str, tokenizer: Tokenizer | None, token_limit: int | None = None
+) -> None:
     """`<col>__type` (type name of non-strings), `<col>__text` (strings only), and `<col>__tokens` (token
     count; see tokens.count_tokens for `token_limit`) unless `tokenizer` is None (a column whose tokens are
     counted in a joined text instead)."""
@@ -28,8 +29,9 @@ def add_text_columns(frame: pd.DataFrame, column: str, tokenizer: Tokenizer | No
 
     values = frame[column]
     is_text = values.map(lambda v: isinstance(v, str))
-    frame[f"{column}__type"] = values.map(lambda v: None if isinstance(v, str) or _is_missing(v)
-                                          else type(v).__name__).astype(object)
+    frame[f"{column}__type"] = values.map(
+        lambda v: None if isinstance(v, str) or _is_missing(v) else type(v).__name__
+    ).astype(object)
     frame[f"{column}__text"] = values.where(is_text, None).astype(object)
     if tokenizer is not None:
         frame[f"{column}__tokens"] = count_tokens(values, tokenizer, token_limit)

@@ -27,8 +27,10 @@ class WrittenReport:
     docs_index: Path | None  # None when the report carries no GX results (e.g. built by hand)
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"report_json": str(self.report_json), "docs_index": None if self.docs_index is None
-                else str(self.docs_index)}
+        return {
+            "report_json": str(self.report_json),
+            "docs_index": None if self.docs_index is None else str(self.docs_index),
+        }
 
 
 def build_data_docs(report: DataGateReport, target: Path) -> Path:
@@ -42,18 +44,27 @@ def build_data_docs(report: DataGateReport, target: Path) -> Path:
     from gates.data_gate.runner import quiet_context
 
     context = quiet_context()
-    context.add_data_docs_site(SITE, {
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(target.resolve())},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
+    context.add_data_docs_site(
+        SITE,
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(target.resolve()),
+            },
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     for run in report.gx_runs:
-        suite = gx.ExpectationSuite(name=run.suite.name, expectations=[
-            copy.copy(e) for e in run.suite.expectations])  # copies: an expectation belongs to one suite
+        suite = gx.ExpectationSuite(
+            name=run.suite.name, expectations=[copy.copy(e) for e in run.suite.expectations]
+        )  # copies: an expectation belongs to one suite
         context.suites.add(suite)
         key = ValidationResultIdentifier(
             expectation_suite_identifier=ExpectationSuiteIdentifier(name=run.suite.name),
-            run_id=run.result.meta["run_id"], batch_identifier=run.table.name.replace("/", "_"))
+            run_id=run.result.meta["run_id"],
+            batch_identifier=run.table.name.replace("/", "_"),
+        )
         context.validation_results_store.set(key, run.result)
     context.build_data_docs(site_names=[SITE])
     index = target / "index.html"
@@ -77,9 +88,11 @@ def write_summary_page(report: DataGateReport, docs: Path) -> Path:
         offending = "" if r.unexpected_count is None else f"{r.unexpected_count:,}"
         link = pages.get(r.table.replace("/", "_"))
         table = f'<a href="{html.escape(link)}">{html.escape(r.table)}</a>' if link else html.escape(r.table)
-        rows.append(f'<tr class="{status}"><td>{status}</td><td>{r.severity}</td><td>{table}</td>'
-                    f"<td>{html.escape(r.check)}</td><td>{html.escape(', '.join(r.columns))}</td>"
-                    f"<td>{offending}</td><td>{html.escape(first)}</td><td>{html.escape(r.description)}</td></tr>")
+        rows.append(
+            f'<tr class="{status}"><td>{status}</td><td>{r.severity}</td><td>{table}</td>'
+            f"<td>{html.escape(r.check)}</td><td>{html.escape(', '.join(r.columns))}</td>"
+            f"<td>{offending}</td><td>{html.escape(first)}</td><td>{html.escape(r.description)}</td></tr>"
+        )
     verdict = "PASSED" if report.passed else "FAILED"
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>embedgate data gate: {verdict}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
@@ -88,7 +101,7 @@ padding:4px 8px;font-size:13px;text-align:left}}tr.FAIL td{{background:#fdd}}tr.
 <p>{len(report.results)} checks, {len(report.failures)} failed errors, {len(report.warnings)} warnings.
 Full Great Expectations pages: <a href="index.html">index.html</a> (needs internet for styles).</p>
 <table><tr><th>status</th><th>severity</th><th>table</th><th>check</th><th>columns</th><th>offending</th>
-<th>first rows</th><th>what it checks</th></tr>{''.join(rows)}</table></body></html>
+<th>first rows</th><th>what it checks</th></tr>{"".join(rows)}</table></body></html>
 """
     out = docs / "summary.html"
     out.write_text(page, encoding="utf-8")
@@ -103,8 +116,9 @@ def write_report(report: DataGateReport, out_dir: str | Path) -> WrittenReport:
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise DataGateError(f"--out {out_dir}: expected a folder for report.json and docs/, got a file; "
-                            f"pass a folder path")
+        raise DataGateError(
+            f"--out {out_dir}: expected a folder for report.json and docs/, got a file; pass a folder path"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it owner-only; it becomes out_dir, which others read

@@ -1,9 +1,9 @@
 """`validate_dataset`: run the data gate on a loaded dataset and return an immutable `DataGateReport`.
 
-    from training.loading import load_dataset
-    from gates.data_gate import validate_dataset, write_report
-    report = validate_dataset(load_dataset("pairs.csv"), eval_data=load_dataset("eval.csv"))
-    write_report(report, "artifacts/data-gate/pairs")      # report.json + docs/index.html
+from training.loading import load_dataset
+from gates.data_gate import validate_dataset, write_report
+report = validate_dataset(load_dataset("pairs.csv"), eval_data=load_dataset("eval.csv"))
+write_report(report, "artifacts/data-gate/pairs")      # report.json + docs/index.html
 """
 
 from __future__ import annotations
@@ -31,9 +31,14 @@ if TYPE_CHECKING:
 MAX_CHARS = 20_000  # a text longer than this is a broken file (a whole document in one cell), not a sentence
 
 
-def validate_dataset(data: TableDataset | IRDataset, *, eval_data: TableDataset | IRDataset | None = None,
-                     max_seq_length: int | None = None, tokenizer: Tokenizer | str | Path | None = None,
-                     max_chars: int = MAX_CHARS) -> DataGateReport:
+def validate_dataset(
+    data: TableDataset | IRDataset,
+    *,
+    eval_data: TableDataset | IRDataset | None = None,
+    max_seq_length: int | None = None,
+    tokenizer: Tokenizer | str | Path | None = None,
+    max_chars: int = MAX_CHARS,
+) -> DataGateReport:
     """Validate `data` (what `training.loading.load_dataset` returns) with the suite for its type.
 
     eval_data: an eval set of any type; its query-side texts must not appear in `data` (leakage is an error).
@@ -62,11 +67,14 @@ def validate_dataset(data: TableDataset | IRDataset, *, eval_data: TableDataset 
         tables = [build_table(data, limits, tok, leak)]
     runs = run_tables(tables, _name(data))
     summary = DatasetSummary(
-        dataset_type=dataset_type_of(data).value, source=str(_source(data)),
+        dataset_type=dataset_type_of(data).value,
+        source=str(_source(data)),
         tables=tuple(TableSummary(t.name, t.source, len(t.frame), t.row_numbers) for t in tables),
         column_map=MappingProxyType(dict(getattr(data, "column_map", {}))),
         notes=tuple(getattr(data, "notes", ())) + _eval_notes(eval_data, eval_side),
-        max_seq_length=limits.max_seq_length, max_chars=limits.max_chars, tokenizer=tokenizer_label,
+        max_seq_length=limits.max_seq_length,
+        max_chars=limits.max_chars,
+        tokenizer=tokenizer_label,
         eval_source=None if eval_data is None else str(_source(eval_data)),
         eval_type=None if eval_data is None else dataset_type_of(eval_data).value,
     )
@@ -75,8 +83,10 @@ def validate_dataset(data: TableDataset | IRDataset, *, eval_data: TableDataset 
 
 def _require_dataset(value: object, name: str) -> None:
     if not isinstance(value, (TableDataset, IRDataset)):
-        raise DataGateError(f"{name}: expected a TableDataset or IRDataset from training.loading.load_dataset, "
-                            f"got {type(value).__name__}; load the file first: load_dataset(path)")
+        raise DataGateError(
+            f"{name}: expected a TableDataset or IRDataset from training.loading.load_dataset, "
+            f"got {type(value).__name__}; load the file first: load_dataset(path)"
+        )
 
 
 def _positive(value: int, name: str) -> int:
@@ -91,8 +101,10 @@ def _resolve_tokenizer(tokenizer: Tokenizer | str | Path | None) -> tuple[Tokeni
         model_dir = default_model_dir() if tokenizer is None else Path(tokenizer)
         return load_tokenizer(model_dir), str(model_dir), model_max_seq_length(model_dir)
     if not hasattr(tokenizer, "encode_batch") or not hasattr(tokenizer, "to_str"):
-        raise DataGateError(f"tokenizer: expected a model folder or a tokenizers.Tokenizer, got "
-                            f"{type(tokenizer).__name__}; pass the folder that holds tokenizer.json")
+        raise DataGateError(
+            f"tokenizer: expected a model folder or a tokenizers.Tokenizer, got "
+            f"{type(tokenizer).__name__}; pass the folder that holds tokenizer.json"
+        )
     return untruncated(tokenizer), "tokenizers.Tokenizer given by the caller", None
 
 

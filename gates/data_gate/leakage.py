@@ -68,7 +68,9 @@ def ir_query_side(data: IRDataset, splits: list[str]) -> QuerySide | None:
         judged.update(data.qrels[split]["query_id"].astype(str))
     in_splits = queries["_id"].isin(judged)
     texts = normalise_text(queries["text"]).where(in_splits, None).astype(object)
-    where = queries["index"].astype(str).radd("queries.jsonl row ") + " (_id " + queries["_id"].astype(str) + ")"
+    where = (
+        queries["index"].astype(str).radd("queries.jsonl row ") + " (_id " + queries["_id"].astype(str) + ")"
+    )
     return QuerySide("text", texts, where)
 
 

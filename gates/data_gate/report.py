@@ -46,11 +46,19 @@ class ExpectationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "check": self.check, "table": self.table, "columns": list(self.columns),
-            "severity": self.severity, "passed": self.passed, "description": self.description,
-            "element_count": self.element_count, "unexpected_count": self.unexpected_count,
-            "unexpected_percent": self.unexpected_percent, "observed_value": jsonable(self.observed_value),
-            "examples": [e.to_dict() for e in self.examples], "exception": self.exception,
+            "name": self.name,
+            "check": self.check,
+            "table": self.table,
+            "columns": list(self.columns),
+            "severity": self.severity,
+            "passed": self.passed,
+            "description": self.description,
+            "element_count": self.element_count,
+            "unexpected_count": self.unexpected_count,
+            "unexpected_percent": self.unexpected_percent,
+            "observed_value": jsonable(self.observed_value),
+            "examples": [e.to_dict() for e in self.examples],
+            "exception": self.exception,
         }
 
 
@@ -80,11 +88,18 @@ class DatasetSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "type": self.dataset_type, "source": self.source,
-            "rows": {t.name: t.rows for t in self.tables}, "tables": [t.to_dict() for t in self.tables],
-            "column_map": dict(self.column_map), "notes": list(self.notes),
-            "max_seq_length": self.max_seq_length, "max_chars": self.max_chars, "tokenizer": self.tokenizer,
-            "eval": None if self.eval_source is None else {"source": self.eval_source, "type": self.eval_type},
+            "type": self.dataset_type,
+            "source": self.source,
+            "rows": {t.name: t.rows for t in self.tables},
+            "tables": [t.to_dict() for t in self.tables],
+            "column_map": dict(self.column_map),
+            "notes": list(self.notes),
+            "max_seq_length": self.max_seq_length,
+            "max_chars": self.max_chars,
+            "tokenizer": self.tokenizer,
+            "eval": None
+            if self.eval_source is None
+            else {"source": self.eval_source, "type": self.eval_type},
         }
 
 
@@ -118,8 +133,11 @@ class DataGateReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
-            "summary": {"expectations": len(self.results), "failed_errors": len(self.failures),
-                        "failed_warnings": len(self.warnings)},
+            "summary": {
+                "expectations": len(self.results),
+                "failed_errors": len(self.failures),
+                "failed_warnings": len(self.warnings),
+            },
             "dataset": self.dataset.to_dict(),
             "expectations": [r.to_dict() for r in self.results],
         }
@@ -142,11 +160,18 @@ def _result(check: Check, run: TableRun, gx_result: Any) -> ExpectationResult:
     positions = result.get("partial_unexpected_index_list") or []
     examples = tuple(_example(run, check, int(p)) for p in positions[:MAX_EXAMPLES])
     return ExpectationResult(
-        name=gx_result.expectation_config.type, check=check.key, table=run.table.name, columns=check.columns,
-        severity=check.severity, passed=bool(gx_result.success) and not raised, description=check.description,
-        element_count=result.get("element_count"), unexpected_count=result.get("unexpected_count"),
+        name=gx_result.expectation_config.type,
+        check=check.key,
+        table=run.table.name,
+        columns=check.columns,
+        severity=check.severity,
+        passed=bool(gx_result.success) and not raised,
+        description=check.description,
+        element_count=result.get("element_count"),
+        unexpected_count=result.get("unexpected_count"),
         unexpected_percent=_rounded(result.get("unexpected_percent")),
-        observed_value=jsonable(result.get("observed_value"), integral=True), examples=examples,
+        observed_value=jsonable(result.get("observed_value"), integral=True),
+        examples=examples,
         exception=info.get("exception_message") if raised else None,
     )
 
@@ -154,8 +179,11 @@ def _result(check: Check, run: TableRun, gx_result: Any) -> ExpectationResult:
 def _example(run: TableRun, check: Check, position: int) -> Example:
     frame = run.table.frame
     # Derived columns (`<col>__<what>`) hold counts and row numbers: show 312, not 312.0.
-    values = {col: jsonable(frame[col].iat[position], cut=True, integral="__" in col)
-              for col in check.show if col in frame.columns}
+    values = {
+        col: jsonable(frame[col].iat[position], cut=True, integral="__" in col)
+        for col in check.show
+        if col in frame.columns
+    }
     return Example(int(run.table.rows[position]), MappingProxyType(values))
 
 

@@ -56,8 +56,12 @@ def run_tables(tables: list[CheckTable], dataset_name: str) -> list[TableRun]:
     for table in tables:
         name = gx_name(f"{dataset_name}.{table.name}")
         batch = source.add_dataframe_asset(name=name).add_batch_definition_whole_dataframe("whole_table")
-        suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=[ck.build() for ck in table.checks]))
-        definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
+        suite = context.suites.add(
+            gx.ExpectationSuite(name=name, expectations=[ck.build() for ck in table.checks])
+        )
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=name, data=batch, suite=suite)
+        )
         result = definition.run(batch_parameters={"dataframe": table.frame}, result_format=RESULT_FORMAT)
         runs.append(TableRun(table, suite, result))
     return runs

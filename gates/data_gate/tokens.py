@@ -37,8 +37,10 @@ def tokenizer_file(model_dir: Path) -> Path:
     """`tokenizer.json` in a model dir, or in its Transformer module folder (older sentence-transformers saves)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise DataGateError(f"--tokenizer {model_dir}: expected a model folder holding tokenizer.json, "
-                            f"got {'a file' if model_dir.exists() else 'a path that does not exist'}")
+        raise DataGateError(
+            f"--tokenizer {model_dir}: expected a model folder holding tokenizer.json, "
+            f"got {'a file' if model_dir.exists() else 'a path that does not exist'}"
+        )
     candidates = [model_dir / "tokenizer.json", *sorted(model_dir.glob("*Transformer*/tokenizer.json"))]
     for candidate in candidates:
         if candidate.is_file():
@@ -56,8 +58,10 @@ def load_tokenizer(model_dir: str | Path) -> Tokenizer:
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as err:  # tokenizers raises a bare Exception for a malformed file
-        raise DataGateError(f"{path}: cannot load as a tokenizers tokenizer ({err}); expected the tokenizer.json "
-                            f"written by a fast Hugging Face tokenizer") from None
+        raise DataGateError(
+            f"{path}: cannot load as a tokenizers tokenizer ({err}); expected the tokenizer.json "
+            f"written by a fast Hugging Face tokenizer"
+        ) from None
     return untruncated(tokenizer)
 
 
@@ -85,7 +89,16 @@ def model_max_seq_length(model_dir: str | Path) -> int | None:
 
 # Normalizers that never lengthen ASCII text (ASCII is invariant under NFC/NFD/NFKC/NFKD and lowercasing).
 # A `Replace` normalizer could, so a tokenizer that has one gets every text encoded.
-ASCII_SAFE_NORMALIZERS = {"BertNormalizer", "Lowercase", "NFC", "NFD", "NFKC", "NFKD", "StripAccents", "Strip"}
+ASCII_SAFE_NORMALIZERS = {
+    "BertNormalizer",
+    "Lowercase",
+    "NFC",
+    "NFD",
+    "NFKC",
+    "NFKD",
+    "StripAccents",
+    "Strip",
+}
 
 
 def _ascii_safe(node: dict | None) -> bool:

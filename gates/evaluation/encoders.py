@@ -22,7 +22,9 @@ class Encoder:
     encode: Callable[[Sequence[str]], np.ndarray]
     source: str
     prompts: dict[str, str] = field(default_factory=dict)  # query/document prompts the evaluation prepends
-    identity: str = ""  # sha256 of what produces the vectors (graph + tokenizer, or model folder): the cache key
+    identity: str = (
+        ""  # sha256 of what produces the vectors (graph + tokenizer, or model folder): the cache key
+    )
 
 
 def _identity(*parts: object) -> str:
@@ -36,16 +38,25 @@ def onnx_encoder(onnx_dir: Path, precision: str, threads: int | None = None, dev
     from service.embedder import OnnxEmbedder
     from training.run_dir import sha256_file
 
-    embedder = OnnxEmbedder.from_export_dir(Path(onnx_dir), precision=precision, threads=threads, device=device)
+    embedder = OnnxEmbedder.from_export_dir(
+        Path(onnx_dir), precision=precision, threads=threads, device=device
+    )
     tokenizer = sha256_file(Path(onnx_dir) / "tokenizer" / "tokenizer.json")
     identity = _identity(embedder.info.graph_sha256, tokenizer, embedder.max_seq_length)
-    return Encoder(f"onnx-{precision}", embedder.full_dim, tuple(embedder.dims),
-                   lambda texts: embedder.embed(list(texts), batch_size=BATCH_SIZE), embedder.info.graph_path,
-                   identity=identity, prompts=dict(embedder.info.prompts or {}))
+    return Encoder(
+        f"onnx-{precision}",
+        embedder.full_dim,
+        tuple(embedder.dims),
+        lambda texts: embedder.embed(list(texts), batch_size=BATCH_SIZE),
+        embedder.info.graph_path,
+        identity=identity,
+        prompts=dict(embedder.info.prompts or {}),
+    )
 
 
-def torch_encoder(model_dir: Path, dims: Sequence[int], prompts: dict[str, str] | None = None,
-                  device: str = "cpu") -> Encoder:
+def torch_encoder(
+    model_dir: Path, dims: Sequence[int], prompts: dict[str, str] | None = None, device: str = "cpu"
+) -> Encoder:
     """The SentenceTransformer itself; `prompts` (default: the model's own) should be its export's."""
     from training.embedding_cache import folder_fingerprint
     from training.models import load_sentence_transformer
@@ -53,8 +64,18 @@ def torch_encoder(model_dir: Path, dims: Sequence[int], prompts: dict[str, str] 
 
     model = load_sentence_transformer(model_dir, device=device)
     full = model.get_embedding_dimension()
-    return Encoder("torch", full, tuple(sorted(dims, reverse=True)),
-                   lambda texts: model.encode(list(texts), batch_size=BATCH_SIZE, normalize_embeddings=True,
-                                              convert_to_numpy=True, show_progress_bar=False),
-                   str(model_dir), identity=_identity(folder_fingerprint(model_dir), model.max_seq_length),
-                   prompts=model_prompts(model) if prompts is None else dict(prompts))
+    return Encoder(
+        "torch",
+        full,
+        tuple(sorted(dims, reverse=True)),
+        lambda texts: model.encode(
+            list(texts),
+            batch_size=BATCH_SIZE,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ),
+        str(model_dir),
+        identity=_identity(folder_fingerprint(model_dir), model.max_seq_length),
+        prompts=model_prompts(model) if prompts is None else dict(prompts),
+    )

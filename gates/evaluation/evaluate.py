@@ -59,10 +59,20 @@ class EvaluationOutcome:
         return {"timings": self.timings, "files": self.files}
 
 
-def score_encoder(encoder: Encoder, query_ids: list[str], queries: list[str], doc_ids: list[str],
-                  docs: list[str], qrels: dict[str, dict[str, int]], dims: tuple[int, ...],
-                  sts: StsSet | None, timings: dict[str, float], label: str,
-                  cache: EmbeddingCache | None = None, quiet: bool = False):
+def score_encoder(
+    encoder: Encoder,
+    query_ids: list[str],
+    queries: list[str],
+    doc_ids: list[str],
+    docs: list[str],
+    qrels: dict[str, dict[str, int]],
+    dims: tuple[int, ...],
+    sts: StsSet | None,
+    timings: dict[str, float],
+    label: str,
+    cache: EmbeddingCache | None = None,
+    quiet: bool = False,
+):
     """Encode once at full dim (through the cache when one is given); score every dim by truncation.
     -> (retrieval results, sts results)."""
     started = time.perf_counter()
@@ -73,20 +83,28 @@ def score_encoder(encoder: Encoder, query_ids: list[str], queries: list[str], do
     q_full = embed(apply_prompt(queries, query_prompt), "queries")
     d_full = embed(apply_prompt(docs, role_prompt(encoder.prompts, "document")), "corpus")
     # STS is a symmetric task: both sides are queries.
-    sts_full = (embed(apply_prompt(sts.sentences1, query_prompt), "sts1"),
-                embed(apply_prompt(sts.sentences2, query_prompt), "sts2")) if sts is not None else None
+    sts_full = (
+        (
+            embed(apply_prompt(sts.sentences1, query_prompt), "sts1"),
+            embed(apply_prompt(sts.sentences2, query_prompt), "sts2"),
+        )
+        if sts is not None
+        else None
+    )
     timings[f"{label}/{encoder.backend}/encode_s"] = round(time.perf_counter() - started, 2)
     retrieval, sts_results = [], []
     for dim in dims:
         q, d = truncate_dims(q_full, dim), truncate_dims(d_full, dim)
         run: dict[str, dict[str, float]] = {}
         for start in range(0, len(query_ids), QUERY_CHUNK):
-            chunk = q[start:start + QUERY_CHUNK] @ d.T
-            run.update(top_k_run(query_ids[start:start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
+            chunk = q[start : start + QUERY_CHUNK] @ d.T
+            run.update(top_k_run(query_ids[start : start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
         retrieval.append(RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS)))
         if sts_full is not None:
             a, b = truncate_dims(sts_full[0], dim), truncate_dims(sts_full[1], dim)
-            sts_results.append(StsResult.from_scores(encoder.backend, dim, sts_correlations(a, b, sts.scores)))
+            sts_results.append(
+                StsResult.from_scores(encoder.backend, dim, sts_correlations(a, b, sts.scores))
+            )
     return retrieval, sts_results
 
 
@@ -101,14 +119,30 @@ def _embedder(encoder: Encoder, cache: EmbeddingCache | None, label: str, quiet:
 
         if cache is None or not encoder.identity:
             return encode(texts)
-        return cache.encode(texts, model=encoder.identity, backend=encoder.backend, dim=encoder.full_dim,
-                            encode=encode, label=f"{label}/{encoder.backend}/{what}")
+        return cache.encode(
+            texts,
+            model=encoder.identity,
+            backend=encoder.backend,
+            dim=encoder.full_dim,
+            encode=encode,
+            label=f"{label}/{encoder.backend}/{what}",
+        )
+
     return embed
 
 
-def evaluate_model(label: str, name: str, path: str, encoders: tuple[Encoder, ...], split, dims: tuple[int, ...],
-                   sts: StsSet | None, timings: dict[str, float], cache: EmbeddingCache | None = None,
-                   quiet: bool = False) -> EvalResults:
+def evaluate_model(
+    label: str,
+    name: str,
+    path: str,
+    encoders: tuple[Encoder, ...],
+    split,
+    dims: tuple[int, ...],
+    sts: StsSet | None,
+    timings: dict[str, float],
+    cache: EmbeddingCache | None = None,
+    quiet: bool = False,
+) -> EvalResults:
     qrels = {q: docs for q, docs in split.qrels.items() if q in split.queries}
     query_ids = sorted(qrels)
     doc_ids = sorted(split.corpus)
@@ -117,38 +151,57 @@ def evaluate_model(label: str, name: str, path: str, encoders: tuple[Encoder, ..
     retrieval, sts_results = [], []
     for encoder in encoders:
         usable = tuple(d for d in dims if d <= encoder.full_dim)
-        r, s = score_encoder(encoder, query_ids, queries, doc_ids, docs, qrels, usable, sts, timings, label, cache,
-                             quiet)
+        r, s = score_encoder(
+            encoder, query_ids, queries, doc_ids, docs, qrels, usable, sts, timings, label, cache, quiet
+        )
         retrieval += r
         sts_results += s
-    return EvalResults(model=ModelIdentity(label=label, name=name, path=path), retrieval=tuple(retrieval),
-                       sts=tuple(sts_results))
+    return EvalResults(
+        model=ModelIdentity(label=label, name=name, path=path),
+        retrieval=tuple(retrieval),
+        sts=tuple(sts_results),
+    )
 
 
-def candidate_encoders(run: RunPaths, backends: tuple[str, ...], device: str = "cpu",
-                       onnx_device: str | None = None) -> tuple[Encoder, ...]:
+def candidate_encoders(
+    run: RunPaths, backends: tuple[str, ...], device: str = "cpu", onnx_device: str | None = None
+) -> tuple[Encoder, ...]:
     unknown = [backend for backend in backends if backend not in BACKENDS]
     if unknown or not backends:
-        raise EmbedgateGateError(f"backends: expected one or more of {', '.join(BACKENDS)}, got "
-                                 f"{list(backends)}; e.g. --backends onnx-fp32,onnx-int8,torch")
+        raise EmbedgateGateError(
+            f"backends: expected one or more of {', '.join(BACKENDS)}, got "
+            f"{list(backends)}; e.g. --backends onnx-fp32,onnx-int8,torch"
+        )
     if not (run.onnx / "embedder.json").is_file():
-        raise RunDirectoryError(f"{run.root} has no ONNX export (onnx/embedder.json missing); run "
-                                f"`embedgate export {run.root}` first")
+        raise RunDirectoryError(
+            f"{run.root} has no ONNX export (onnx/embedder.json missing); run "
+            f"`embedgate export {run.root}` first"
+        )
     encoders = []
     for backend in backends:
         if backend == "torch":
             if not (run.model / "modules.json").is_file():
                 raise RunDirectoryError(f"{run.model}: no trained model to evaluate as the torch reference")
             export = json.loads((run.onnx / "embedder.json").read_text())
-            encoders.append(torch_encoder(run.model, export["dims"], export.get("prompts"), device))  # as served
+            encoders.append(
+                torch_encoder(run.model, export["dims"], export.get("prompts"), device)
+            )  # as served
         else:
-            encoders.append(onnx_encoder(run.onnx, backend.removeprefix("onnx-"), device=onnx_device or device))
+            encoders.append(
+                onnx_encoder(run.onnx, backend.removeprefix("onnx-"), device=onnx_device or device)
+            )
     return tuple(encoders)
 
 
-def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
-                     backends: tuple[str, ...] = ("onnx-fp32",), prompts: dict | None = None,
-                     device: str = "cpu", cache_dir: Path | None = None) -> Baseline:
+def resolve_baseline(
+    run: RunPaths,
+    base_model: str,
+    registry_root: Path | None,
+    backends: tuple[str, ...] = ("onnx-fp32",),
+    prompts: dict | None = None,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+) -> Baseline:
     """The current champion's served artifacts (with the prompts it serves with), else the base model exported into
     the run the same way, with the run's prompts (`prompts`; None = the base model's own), from
     `cache_dir`/exports when the same base model was exported before (same folder, dims, precisions, prompts)."""
@@ -177,7 +230,9 @@ def resolve_baseline(run: RunPaths, base_model: str, registry_root: Path | None,
     return Baseline(f"base model {base_model}", encoders, str(out))
 
 
-def _copy_cached_export(base_dir: Path, out: Path, int8: bool, cache_dir: Path, prompts: dict | None = None) -> None:
+def _copy_cached_export(
+    base_dir: Path, out: Path, int8: bool, cache_dir: Path, prompts: dict | None = None
+) -> None:
     """Export the base model once per (model folder sha256, precisions, prompts) into the cache, then copy it into
     the run: the run stays self-contained and the graph bytes (hence the embedding cache's key) stay the same."""
     import hashlib
@@ -188,7 +243,9 @@ def _copy_cached_export(base_dir: Path, out: Path, int8: bool, cache_dir: Path, 
     from training.export import export_run
 
     # The prompts are recorded in the export (embedder.json), so exports with other prompts are other entries.
-    prompted = hashlib.sha256(json.dumps(prompts, sort_keys=True).encode()).hexdigest()[:8] if prompts else "own"
+    prompted = (
+        hashlib.sha256(json.dumps(prompts, sort_keys=True).encode()).hexdigest()[:8] if prompts else "own"
+    )
     name = f"{folder_fingerprint(base_dir)[:32]}-{'int8' if int8 else 'fp32'}-{prompted}"
     exported = Path(cache_dir) / "exports" / name
     if not (exported / "embedder.json").is_file():
@@ -200,11 +257,21 @@ def _copy_cached_export(base_dir: Path, out: Path, int8: bool, cache_dir: Path, 
     staging.replace(out)
 
 
-def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, registry_root: Path | None = None,
-                   base_model: str | None = None, backends: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "torch"),
-                   baseline_backends: tuple[str, ...] = ("onnx-fp32",), sts: StsSet | None = None,
-                   cache_dir: Path | None = None, device: str = "cpu", onnx_device: str | None = None,
-                   quiet: bool = False) -> EvaluationOutcome:
+def run_evaluation(
+    run: RunPaths,
+    data_path: Path,
+    split: str = "test",
+    *,
+    registry_root: Path | None = None,
+    base_model: str | None = None,
+    backends: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "torch"),
+    baseline_backends: tuple[str, ...] = ("onnx-fp32",),
+    sts: StsSet | None = None,
+    cache_dir: Path | None = None,
+    device: str = "cpu",
+    onnx_device: str | None = None,
+    quiet: bool = False,
+) -> EvaluationOutcome:
     """Score the candidate's backends and the baseline on `split`; with `cache_dir`, embeddings (and the base
     model's export) are kept there and reused by the next run that asks for the same thing. `device`: torch's
     (cpu, cuda:N); `onnx_device`: onnxruntime's (cpu, cuda[:N], auto; default the same as `device`)."""
@@ -215,7 +282,9 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     data = load_dataset(data_path, "ir")
     view = data.split(split)
     if not view.queries:
-        raise RunDirectoryError(f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl")
+        raise RunDirectoryError(
+            f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl"
+        )
     encoders = candidate_encoders(run, backends, device, onnx_device)
     # Every backend reads the export's dims (torch takes them from embedder.json), so `--backends torch` alone
     # still has dims to score.
@@ -223,13 +292,17 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     config = load_config(run.config)
     base_model = base_model or config.base_model
     prompts = config.prompts.model_dump() if config.prompts else None
-    baseline = resolve_baseline(run, base_model, registry_root, baseline_backends, prompts, onnx_device, cache_dir)
+    baseline = resolve_baseline(
+        run, base_model, registry_root, baseline_backends, prompts, onnx_device, cache_dir
+    )
     cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir is not None else None
     timings: dict[str, float] = {}
-    candidate = evaluate_model("candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings, cache,
-                               quiet)
-    base = evaluate_model("baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings,
-                          cache, quiet)
+    candidate = evaluate_model(
+        "candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings, cache, quiet
+    )
+    base = evaluate_model(
+        "baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings, cache, quiet
+    )
     run.eval.mkdir(parents=True, exist_ok=True)
     files = {"candidate": run.eval / "candidate.json", "baseline": run.eval / "baseline.json"}
     for key, results in (("candidate", candidate), ("baseline", base)):
@@ -243,9 +316,14 @@ def run_evaluation(run: RunPaths, data_path: Path, split: str = "test", *, regis
     write_json_atomic(run.eval / "timings.json", timings)
     if cache is not None:
         write_json_atomic(run.eval / "cache.json", {"folder": str(cache.folder), **cache.stats.to_dict()})
-    return EvaluationOutcome(candidate, base, timings, {k: str(v) for k, v in files.items()} | {
-        "summary": str(run.eval / "summary.md"), "plot": str(run.eval / "metrics_vs_dim.png")},
-        cache.stats.to_dict() if cache is not None else None)
+    return EvaluationOutcome(
+        candidate,
+        base,
+        timings,
+        {k: str(v) for k, v in files.items()}
+        | {"summary": str(run.eval / "summary.md"), "plot": str(run.eval / "metrics_vs_dim.png")},
+        cache.stats.to_dict() if cache is not None else None,
+    )
 
 
 def load_sts_set(path: Path, limit: int | None = None) -> StsSet:
@@ -256,5 +334,9 @@ def load_sts_set(path: Path, limit: int | None = None) -> StsSet:
     frame = data.frame.dropna()
     if limit:
         frame = frame.head(limit)
-    return StsSet(frame["sentence1"].tolist(), frame["sentence2"].tolist(), frame["score"].astype(float).tolist(),
-                  Path(path).name)
+    return StsSet(
+        frame["sentence1"].tolist(),
+        frame["sentence2"].tolist(),
+        frame["score"].astype(float).tolist(),
+        Path(path).name,
+    )

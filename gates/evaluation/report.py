@@ -10,10 +10,14 @@ TABLE_METRICS = ("ndcg@10", "mrr@10", "recall@10", "map@100")
 
 
 def summary_table(candidate: EvalResults, baseline: EvalResults, data: Path | str, split: str) -> str:
-    lines = [f"# Evaluation on {data} ({split} split)", "",
-             f"candidate: {candidate.model.name}  |  baseline: {baseline.model.name}", "",
-             "| model | backend | dim | " + " | ".join(TABLE_METRICS) + " |",
-             "|---|---|---:|" + "---:|" * len(TABLE_METRICS)]
+    lines = [
+        f"# Evaluation on {data} ({split} split)",
+        "",
+        f"candidate: {candidate.model.name}  |  baseline: {baseline.model.name}",
+        "",
+        "| model | backend | dim | " + " | ".join(TABLE_METRICS) + " |",
+        "|---|---|---:|" + "---:|" * len(TABLE_METRICS),
+    ]
     for results in (candidate, baseline):
         for entry in sorted(results.retrieval, key=lambda e: (e.backend, -e.dim)):
             values = " | ".join(f"{entry.mean.get(m, float('nan')):.4f}" for m in TABLE_METRICS)
@@ -28,7 +32,9 @@ def summary_table(candidate: EvalResults, baseline: EvalResults, data: Path | st
     return "\n".join(lines) + "\n"
 
 
-def plot_metric_vs_dim(candidate: EvalResults, baseline: EvalResults, out: Path, metric: str = "ndcg@10") -> Path:
+def plot_metric_vs_dim(
+    candidate: EvalResults, baseline: EvalResults, out: Path, metric: str = "ndcg@10"
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,8 +45,13 @@ def plot_metric_vs_dim(candidate: EvalResults, baseline: EvalResults, out: Path,
     for results, color in ((candidate, "tab:blue"), (baseline, "tab:gray")):
         for backend in sorted({e.backend for e in results.retrieval}):
             points = sorted((e.dim, e.mean[metric]) for e in results.retrieval if e.backend == backend)
-            ax.plot(*zip(*points, strict=True), styles.get(backend, "-"), marker="o", color=color,
-                    label=f"{results.model.label} ({results.model.name}) {backend}")
+            ax.plot(
+                *zip(*points, strict=True),
+                styles.get(backend, "-"),
+                marker="o",
+                color=color,
+                label=f"{results.model.label} ({results.model.name}) {backend}",
+            )
     ax.set_xscale("log", base=2)
     dims = sorted({e.dim for e in candidate.retrieval})
     ax.set_xticks(dims, [str(d) for d in dims])

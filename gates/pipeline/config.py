@@ -1,12 +1,12 @@
 """The pipeline's config: the training config (flat, as for `embedgate train`) plus one section per later stage.
 
-    base_model: all-MiniLM-L6-v2
-    data: {path: path/to/scifact, split: train, eval_split: test}   # a table or a BEIR folder
-    export: {int8: true}
-    evaluation: {split: test, backends: [onnx-fp32, onnx-int8]}   # add torch for the PyTorch reference
-    cache: {dir: null, enabled: true}     # null = <output_dir>/../cache (embeddings + the base model's export)
-    gate: {policy: null}                  # null = the packaged default policy
-    promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
+base_model: all-MiniLM-L6-v2
+data: {path: path/to/scifact, split: train, eval_split: test}   # a table or a BEIR folder
+export: {int8: true}
+evaluation: {split: test, backends: [onnx-fp32, onnx-int8]}   # add torch for the PyTorch reference
+cache: {dir: null, enabled: true}     # null = <output_dir>/../cache (embeddings + the base model's export)
+gate: {policy: null}                  # null = the packaged default policy
+promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ class ExportSection(_Section):
 
 
 class EvaluationSection(_Section):
-    data: Path | None = None  # BEIR folder; null = the training data when it is an IR folder, else held out from it
+    data: Path | None = (
+        None  # BEIR folder; null = the training data when it is an IR folder, else held out from it
+    )
     holdout_fraction: float = Field(0.2, gt=0, lt=1)  # share of anchors held out when there is no BEIR folder
     split: str = "test"
     # The served graphs. torch (the SentenceTransformer itself) is an opt-in reference: the export already checks
@@ -56,7 +58,9 @@ class PromotionSection(_Section):
     # immediate: the champion moves at once; staged: the version is servable by name and as `candidate`, and the
     # champion moves with `embedgate cutover` (docs/versions.md)
     mode: Literal["immediate", "staged"] = "immediate"
-    webhook: str | None = None  # POST each promotion event here, signed with HMAC-SHA256 of webhook_secret_env
+    webhook: str | None = (
+        None  # POST each promotion event here, signed with HMAC-SHA256 of webhook_secret_env
+    )
     webhook_secret_env: str = "EMBEDGATE_WEBHOOK_SECRET"
     reference_queries: int = Field(5000, ge=10)  # drift reference: up to this many of the domain's queries
     reference_corpus: int = Field(1000, ge=10)
@@ -74,7 +78,9 @@ class TrackingSection(_Section):
 
     mlflow: str | None = None  # tracking server URI, e.g. http://127.0.0.1:5000
     experiment: str = Field("embedgate", min_length=1)
-    registered_model: str = Field("embedgate", min_length=1)  # MLflow model registry name for promoted versions
+    registered_model: str = Field(
+        "embedgate", min_length=1
+    )  # MLflow model registry name for promoted versions
 
 
 class PipelineConfig(_Section):
@@ -89,16 +95,23 @@ class PipelineConfig(_Section):
     def needs_holdout(self) -> bool:
         """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
         # A user-given eval set (data.eval_path) is never replaced by a split of the training data.
-        return self.evaluation.data is None and self.train.data.eval_path is None \
+        return (
+            self.evaluation.data is None
+            and self.train.data.eval_path is None
             and not _is_beir(self.train.data.path)
+        )
 
     def with_holdout(self, train_path: Path, eval_dir: Path) -> PipelineConfig:
         """This config training on the held-out split's train rows and evaluating on its eval folder."""
-        data = self.train.data.model_copy(update={"path": train_path, "columns": None, "eval_path": eval_dir,
-                                                  "eval_split": "test"})
-        return self.model_copy(update={"train": self.train.model_copy(update={"data": data}),
-                                       "evaluation": self.evaluation.model_copy(update={"data": eval_dir,
-                                                                                        "split": "test"})})
+        data = self.train.data.model_copy(
+            update={"path": train_path, "columns": None, "eval_path": eval_dir, "eval_split": "test"}
+        )
+        return self.model_copy(
+            update={
+                "train": self.train.model_copy(update={"data": data}),
+                "evaluation": self.evaluation.model_copy(update={"data": eval_dir, "split": "test"}),
+            }
+        )
 
     def general_sts(self) -> Path | None:
         """The STS table the forgetting check scores, or None when the check is turned off."""
@@ -113,8 +126,10 @@ class PipelineConfig(_Section):
             return self.evaluation.data
         if _is_beir(self.train.data.path):
             return Path(self.train.data.path)
-        raise ConfigError("evaluation.data is required: a BEIR folder with the eval split (the training data "
-                          f"{self.train.data.path} is a table, not a BEIR folder)")
+        raise ConfigError(
+            "evaluation.data is required: a BEIR folder with the eval split (the training data "
+            f"{self.train.data.path} is a table, not a BEIR folder)"
+        )
 
     def cache_dir(self) -> Path | None:
         if not self.cache.enabled:
@@ -128,8 +143,14 @@ def _is_beir(path: Path) -> bool:
     return Path(path).is_dir() and not is_hf_source(path)  # a save_to_disk folder is a table
 
 
-SECTIONS = {"export": ExportSection, "evaluation": EvaluationSection, "gate": GateSection,
-            "promotion": PromotionSection, "cache": CacheSection, "tracking": TrackingSection}
+SECTIONS = {
+    "export": ExportSection,
+    "evaluation": EvaluationSection,
+    "gate": GateSection,
+    "promotion": PromotionSection,
+    "cache": CacheSection,
+    "tracking": TrackingSection,
+}
 
 
 def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
@@ -140,9 +161,11 @@ def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = N
     for name in SECTIONS:
         section = raw.pop(name, None) or {}
         if not isinstance(section, dict):
-            raise ConfigError(f"invalid config {path or '(flags)'}: section '{name}' must be a mapping of "
-                              f"{', '.join(SECTIONS[name].model_fields)}, got {type(section).__name__} "
-                              f"{section!r:.60}")
+            raise ConfigError(
+                f"invalid config {path or '(flags)'}: section '{name}' must be a mapping of "
+                f"{', '.join(SECTIONS[name].model_fields)}, got {type(section).__name__} "
+                f"{section!r:.60}"
+            )
         sections[name] = dict(section)
     for key in list(overrides):
         head, _, rest = key.partition(".")
@@ -151,9 +174,15 @@ def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = N
     base = Path(path).parent if path is not None else Path.cwd()
     for section in sections.values():
         for key, value in section.items():  # relative paths in a config file are relative to the file
-            if key in {"data", "general_sts", "policy"} and isinstance(value, str) and not Path(value).is_absolute():
+            if (
+                key in {"data", "general_sts", "policy"}
+                and isinstance(value, str)
+                and not Path(value).is_absolute()
+            ):
                 candidate = base / value
-                section[key] = str(candidate.resolve()) if candidate.exists() and not Path(value).exists() else value
+                section[key] = (
+                    str(candidate.resolve()) if candidate.exists() and not Path(value).exists() else value
+                )
     source = str(path or "(flags)")
     train = config_from_mapping(raw, source, base if path is not None else None, overrides)
     try:

@@ -48,10 +48,14 @@ class PipelineOutcome:
         return {"promoted": 0, "passed": 0, "blocked": 1}.get(self.status, 2)
 
     def to_dict(self) -> dict:
-        return {"run_dir": str(self.run_dir), "status": self.status, "reason": self.reason,
-                "exit_code": self.exit_code,
-                "stages": [vars(s) for s in self.stages],
-                "promotion": self.promotion.to_dict() if self.promotion else None}
+        return {
+            "run_dir": str(self.run_dir),
+            "status": self.status,
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "stages": [vars(s) for s in self.stages],
+            "promotion": self.promotion.to_dict() if self.promotion else None,
+        }
 
 
 STAGE_DOES = {  # what a person watching the run is told each stage is doing
@@ -59,7 +63,7 @@ STAGE_DOES = {  # what a person watching the run is told each stage is doing
     "mine + train": "mining hard negatives with the base model, then fine-tuning (one line per dev evaluation) ...",
     "export": "exporting one ONNX graph per Matryoshka dim, fp32 and int8, each checked against PyTorch ...",
     "evaluate": "encoding the eval queries and corpus with the candidate and the baseline (cached ones are "
-                "reused) ...",
+    "reused) ...",
     "gate": "applying the gate policy (significance over the eval queries) ...",
     "drift reference": "embedding the drift reference for the served version ...",
     "promote": "copying the version into the registry and switching the champion ...",
@@ -97,14 +101,17 @@ class _Stages:
         self.progress(f"[{name}] {status} in {seconds:.1f}s")
 
 
-def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, quiet: bool = False
-                 ) -> PipelineOutcome:
+def run_pipeline(
+    config: PipelineConfig, progress: Progress = lambda _: None, quiet: bool = False
+) -> PipelineOutcome:
     """Every stage, in order; `progress` gets one readable line per step (stage starts, epochs, results).
     quiet: no per-epoch lines and no progress bars (the CLI's --quiet also drops the stage lines)."""
     from training.device import resolve_device
     from training.run_dir import new_run_dir
 
-    resolve_device(config.train.device)  # a device that cannot be used stops the run before anything is written
+    resolve_device(
+        config.train.device
+    )  # a device that cannot be used stops the run before anything is written
     run = new_run_dir(config.train)
     stages = _Stages(progress)
     outcome = PipelineOutcome(run.root, "error", "", stages.records)
@@ -124,20 +131,31 @@ def run_pipeline(config: PipelineConfig, progress: Progress = lambda _: None, qu
     return outcome
 
 
-def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome: PipelineOutcome,
-                progress: Progress, quiet: bool = False) -> None:
+def _run_stages(
+    config: PipelineConfig,
+    run: RunPaths,
+    stages: _Stages,
+    outcome: PipelineOutcome,
+    progress: Progress,
+    quiet: bool = False,
+) -> None:
     from gates.pipeline.stages import data_gate, validate_mined
     from gates.promotion_events import Webhook
 
     # A webhook without its secret is refused before hours of training, not after.
-    webhook = Webhook.from_config(config.promotion.webhook, config.promotion.webhook_secret_env) \
-        if config.promotion.enabled else None
+    webhook = (
+        Webhook.from_config(config.promotion.webhook, config.promotion.webhook_secret_env)
+        if config.promotion.enabled
+        else None
+    )
     gate = stages.run("data gate", data_gate, config.train, run.data)
     stages.note(report=str(run.data / "report.json"))
     progress(gate.summary)
     if not gate.passed:
         stages.records[-1].status = "blocked"
-        raise StageBlocked(f"data gate failed: {len(gate.report.failures)} check(s); see {run.data / 'report.json'}")
+        raise StageBlocked(
+            f"data gate failed: {len(gate.report.failures)} check(s); see {run.data / 'report.json'}"
+        )
     holdout = None
     if config.needs_holdout():
         config, holdout = _hold_out(config, run, stages, progress)
@@ -145,25 +163,50 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     def check_mined(path: Path) -> None:
         mined_gate = validate_mined(path, _eval_path(config), _tokenizer(config))
         if not mined_gate.passed:
-            raise StageBlocked(f"the mined hard-negatives set failed the data gate; see "
-                               f"{path.parent / 'data-gate' / 'report.json'}")
+            raise StageBlocked(
+                f"the mined hard-negatives set failed the data gate; see "
+                f"{path.parent / 'data-gate' / 'report.json'}"
+            )
 
     from training.finetune import train
 
-    trained = stages.run("mine + train", train, config.train, run_dir=run.root, progress=False,
-                         check_mined=check_mined, keep_checkpoints=False, report=None if quiet else progress,
-                         embedding_cache=config.cache_dir())
-    stages.note(loss=trained.loss, rows=trained.train_rows, steps=trained.steps,
-                examples_per_second=trained.examples_per_second, best_dev=trained.best_metric,
-                mining=(trained.mining or {}).get("strategy"), rotation=(trained.rotation or {}).get("reason"),
-                advice=[tip["message"] for tip in trained.advice], early_stopping=trained.early_stopping,
-                checkpoint=trained.checkpoint_choice)
+    trained = stages.run(
+        "mine + train",
+        train,
+        config.train,
+        run_dir=run.root,
+        progress=False,
+        check_mined=check_mined,
+        keep_checkpoints=False,
+        report=None if quiet else progress,
+        embedding_cache=config.cache_dir(),
+    )
+    stages.note(
+        loss=trained.loss,
+        rows=trained.train_rows,
+        steps=trained.steps,
+        examples_per_second=trained.examples_per_second,
+        best_dev=trained.best_metric,
+        mining=(trained.mining or {}).get("strategy"),
+        rotation=(trained.rotation or {}).get("reason"),
+        advice=[tip["message"] for tip in trained.advice],
+        early_stopping=trained.early_stopping,
+        checkpoint=trained.checkpoint_choice,
+    )
     stopping = trained.early_stopping
-    for line in [f"rotation: {(trained.rotation or {}).get('reason', 'n/a')}",
-                 *([f"checkpoint: {trained.checkpoint_choice}"] if trained.checkpoint_choice else []),
-                 *([f"early stopping: {stopping['reason']}; ran {stopping['epochs_run']:g} of "
-                    f"{stopping['epochs_scheduled']:g} epochs"] if stopping else []),
-                 *(f"advice: {tip['message']}" for tip in trained.advice)]:
+    for line in [
+        f"rotation: {(trained.rotation or {}).get('reason', 'n/a')}",
+        *([f"checkpoint: {trained.checkpoint_choice}"] if trained.checkpoint_choice else []),
+        *(
+            [
+                f"early stopping: {stopping['reason']}; ran {stopping['epochs_run']:g} of "
+                f"{stopping['epochs_scheduled']:g} epochs"
+            ]
+            if stopping
+            else []
+        ),
+        *(f"advice: {tip['message']}" for tip in trained.advice),
+    ]:
         progress(line)
 
     from training.export import export_run
@@ -178,20 +221,36 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     sts = load_sts_set(sts_path, config.evaluation.sts_limit) if sts_path else None
     backends = tuple(b for b in config.evaluation.backends if b != "onnx-int8" or config.export.int8)
     registry = config.promotion.registry if config.promotion.enabled else None
-    evaluated = stages.run("evaluate", run_evaluation, run, config.evaluation_data(), config.evaluation.split,
-                           registry_root=registry, base_model=config.train.base_model, backends=backends, sts=sts,
-                           cache_dir=config.cache_dir(), quiet=quiet, **_eval_devices(config))
+    evaluated = stages.run(
+        "evaluate",
+        run_evaluation,
+        run,
+        config.evaluation_data(),
+        config.evaluation.split,
+        registry_root=registry,
+        base_model=config.train.base_model,
+        backends=backends,
+        sts=sts,
+        cache_dir=config.cache_dir(),
+        quiet=quiet,
+        **_eval_devices(config),
+    )
     stages.note(timings=evaluated.timings, baseline=evaluated.baseline.model.name, cache=evaluated.cache)
     if evaluated.cache:
-        progress(f"  embedding cache: {evaluated.cache['hits']} hit(s), {evaluated.cache['misses']} encoded "
-                 f"({evaluated.cache['encoded_texts']} texts)")
+        progress(
+            f"  embedding cache: {evaluated.cache['hits']} hit(s), {evaluated.cache['misses']} encoded "
+            f"({evaluated.cache['encoded_texts']} texts)"
+        )
 
     from gates.quality_gate.stage import run_gate
 
     decision = stages.run("gate", run_gate, run, config.gate.policy)
     outcome.decision = decision
-    stages.note(passed=decision.passed, serving_dim=decision.serving_dim,
-                evaluation=holdout.describe() if holdout else str(config.evaluation_data()))
+    stages.note(
+        passed=decision.passed,
+        serving_dim=decision.serving_dim,
+        evaluation=holdout.describe() if holdout else str(config.evaluation_data()),
+    )
     if holdout is not None:
         progress(f"evaluation: {holdout.describe()}")
     progress(decision.table())
@@ -201,8 +260,12 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
             from gates.promotion import served_metrics
             from service.registry import Registry
 
-            Registry(registry).record_refusal(run_id=run.run_id, who=None, reason="pipeline: gate failed",
-                                              metrics=served_metrics(decision.to_dict()))
+            Registry(registry).record_refusal(
+                run_id=run.run_id,
+                who=None,
+                reason="pipeline: gate failed",
+                metrics=served_metrics(decision.to_dict()),
+            )
         reasons = "; ".join(f"{r.check} [{r.metric}]: {r.reason}" for r in decision.failures)
         raise StageBlocked(f"quality gate failed, not promoted: {reasons}")
     if not config.promotion.enabled:
@@ -215,15 +278,25 @@ def _run_stages(config: PipelineConfig, run: RunPaths, stages: _Stages, outcome:
     stages.note(reference=str(reference) if reference else None, note=note)
     if note:
         progress(f"drift reference: {note}")
-    promoted = stages.run("promote", promote_run, run, registry, reason="pipeline: gate passed",
-                          reference_dir=reference, mode=config.promotion.mode, webhook=webhook)
+    promoted = stages.run(
+        "promote",
+        promote_run,
+        run,
+        registry,
+        reason="pipeline: gate passed",
+        reference_dir=reference,
+        mode=config.promotion.mode,
+        webhook=webhook,
+    )
     stages.note(**promoted.to_dict())
     outcome.promotion = promoted
     outcome.status = "promoted"
-    outcome.reason = (f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
-                      if promoted.alias == "champion" else
-                      f"{promoted.version} is staged as the candidate; {promoted.previous or 'none'} stays the "
-                      f"champion until `embedgate cutover {promoted.version}`")
+    outcome.reason = (
+        f"{promoted.version} is the champion (was {promoted.previous or 'none'})"
+        if promoted.alias == "champion"
+        else f"{promoted.version} is staged as the candidate; {promoted.previous or 'none'} stays the "
+        f"champion until `embedgate cutover {promoted.version}`"
+    )
 
 
 def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: Progress):
@@ -234,17 +307,27 @@ def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: 
     from training.loading import load_dataset
 
     data = load_dataset(config.train.data.path, config.train.data.type, config.train.data.columns)
-    split = stages.run("held-out split", hold_out_by_anchor, data, run.root / "heldout",
-                       config.evaluation.holdout_fraction, config.train.seed)
+    split = stages.run(
+        "held-out split",
+        hold_out_by_anchor,
+        data,
+        run.root / "heldout",
+        config.evaluation.holdout_fraction,
+        config.train.seed,
+    )
     stages.note(**split.to_dict())
     progress(f"evaluation: {split.describe()}")
     config = config.with_holdout(split.train_path, split.eval_dir)
     leakage = data_gate(config.train, run.root / "heldout" / "data-gate")
     if not leakage.passed:
         stages.records[-1].status = "blocked"
-        raise StageBlocked(f"the held-out split failed the data gate (leakage between its sides); see "
-                           f"{run.root / 'heldout' / 'data-gate' / 'report.json'}")
+        raise StageBlocked(
+            f"the held-out split failed the data gate (leakage between its sides); see "
+            f"{run.root / 'heldout' / 'data-gate' / 'report.json'}"
+        )
     return config, split
+
+
 def _write_report(run: RunPaths, progress: Progress) -> None:
     """report.html for every run, blocked or not. It only reads what the stages wrote, so a failure to draw it
     is reported and does not change the run's outcome."""
@@ -253,7 +336,9 @@ def _write_report(run: RunPaths, progress: Progress) -> None:
     try:
         progress(f"report: {build_report(run)}")
     except Exception as err:  # noqa: BLE001 - the run's outcome is already recorded; say why there is no page
-        progress(f"report: not written ({type(err).__name__}: {err}); rebuild with `embedgate report {run.root}`")
+        progress(
+            f"report: not written ({type(err).__name__}: {err}); rebuild with `embedgate report {run.root}`"
+        )
 
 
 def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, progress: Progress) -> None:
@@ -263,16 +348,24 @@ def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, prog
 
     section = config.tracking
     try:
-        logged = log_pipeline_run(section.mlflow, section.experiment, section.registered_model, run,
-                                  outcome.to_dict(), {"train": config.train.to_yaml_dict(),
-                                                      **config.model_dump(mode="json", exclude={"train"})},
-                                  config.promotion.registry if config.promotion.enabled else None)
+        logged = log_pipeline_run(
+            section.mlflow,
+            section.experiment,
+            section.registered_model,
+            run,
+            outcome.to_dict(),
+            {"train": config.train.to_yaml_dict(), **config.model_dump(mode="json", exclude={"train"})},
+            config.promotion.registry if config.promotion.enabled else None,
+        )
     except TrackingError as err:
         write_json_atomic(run.root / "tracking.json", {"uri": section.mlflow, "error": str(err)})
         progress(f"tracking: not logged: {err}")
         return
-    alias = f"; {section.registered_model} version {logged['model_version']} is @champion" \
-        if logged["model_version"] else ""
+    alias = (
+        f"; {section.registered_model} version {logged['model_version']} is @champion"
+        if logged["model_version"]
+        else ""
+    )
     progress(f"tracking: MLflow run {logged['run_id']} in experiment {section.experiment}{alias}")
 
 
@@ -312,12 +405,20 @@ def _build_reference(config: PipelineConfig, run: RunPaths) -> tuple[Path | None
     judged = len(texts.queries) + len(texts.held_out_queries)
     if judged < MIN_REFERENCE_QUERIES:
         # Too few queries to calibrate a drift threshold; quality is what the gate judged, so promote anyway.
-        return None, (f"only {judged} judged queries (calibration needs {MIN_REFERENCE_QUERIES}): promoted "
-                      f"without a drift reference, so this version is not drift-monitored")
+        return None, (
+            f"only {judged} judged queries (calibration needs {MIN_REFERENCE_QUERIES}): promoted "
+            f"without a drift reference, so this version is not drift-monitored"
+        )
     dims = json.loads((run.onnx / "embedder.json").read_text())["dims"]
     out = run.root / "reference"
-    summary = build_reference(run.onnx, texts.queries, texts.corpus_sample, out, dim=min(dims),
-                              held_out_queries=texts.held_out_queries)
+    summary = build_reference(
+        run.onnx,
+        texts.queries,
+        texts.corpus_sample,
+        out,
+        dim=min(dims),
+        held_out_queries=texts.held_out_queries,
+    )
     return out, "; ".join(f"drift signal {name}: {why}" for name, why in summary.excluded.items())
 
 
@@ -325,5 +426,6 @@ def write_manifest(run: RunPaths) -> None:
     """sha256 and size of every file in the run (checkpoints excluded: they are deleted after training)."""
     from service.registry import build_manifest
 
-    write_json_atomic(run.manifest, build_manifest(run.root, {"run_id": run.run_id},
-                                                   skip_prefixes=("train/checkpoints/",)))
+    write_json_atomic(
+        run.manifest, build_manifest(run.root, {"run_id": run.run_id}, skip_prefixes=("train/checkpoints/",))
+    )

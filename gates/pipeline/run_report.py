@@ -31,8 +31,9 @@ def build_report(run: RunPaths) -> Path:
         raise RunDirectoryError(f"{run.root}: no such run directory; expected a folder under artifacts/runs/")
     import jinja2
 
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
     env.filters["num"] = _num
     html = env.from_string(TEMPLATE.read_text(encoding="utf-8")).render(**report_context(run))
     out = run.root / "report.html"
@@ -84,9 +85,13 @@ def _data_gate(report: dict | None) -> dict | None:
     if report is None:
         return None
     failed = [e for e in report.get("expectations", []) if not e.get("passed")]
-    return {"passed": report.get("passed"), "summary": report.get("summary", {}),
-            "rows": report.get("dataset", {}).get("rows", {}), "type": report.get("dataset", {}).get("type"),
-            "failed": failed}
+    return {
+        "passed": report.get("passed"),
+        "summary": report.get("summary", {}),
+        "rows": report.get("dataset", {}).get("rows", {}),
+        "type": report.get("dataset", {}).get("type"),
+        "failed": failed,
+    }
 
 
 def _dev_log(path: Path) -> list[dict]:
@@ -112,8 +117,15 @@ def _metric_rows(candidate: dict | None, baseline: dict | None) -> list[dict]:
     for entry in sorted(candidate.get("retrieval", []), key=lambda e: (e["backend"], -e["dim"])):
         other = base.get((entry["backend"], entry["dim"])) or {}
         cells = [(m, entry["mean"].get(m), other.get(m)) for m in METRICS]
-        rows.append({"backend": entry["backend"], "dim": entry["dim"], "n": entry.get("n_queries"),
-                     "cells": cells, "has_baseline": bool(other)})
+        rows.append(
+            {
+                "backend": entry["backend"],
+                "dim": entry["dim"],
+                "n": entry.get("n_queries"),
+                "cells": cells,
+                "has_baseline": bool(other),
+            }
+        )
     return rows
 
 

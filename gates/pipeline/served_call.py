@@ -29,9 +29,11 @@ class ServedCall:
 
     def summary(self) -> str:
         norms = ", ".join(f"{n:.4f}" for n in self.norms)
-        return (f"POST {self.url}/v1/embeddings (openai client): {self.vectors} vectors x {self.dimensions} dims, "
-                f"norms [{norms}], {self.prompt_tokens} prompt tokens, model {self.model}, "
-                f"x-embedgate-model-version: {self.model_version} (ready after {self.seconds_to_ready:.1f}s)")
+        return (
+            f"POST {self.url}/v1/embeddings (openai client): {self.vectors} vectors x {self.dimensions} dims, "
+            f"norms [{norms}], {self.prompt_tokens} prompt tokens, model {self.model}, "
+            f"x-embedgate-model-version: {self.model_version} (ready after {self.seconds_to_ready:.1f}s)"
+        )
 
 
 def _free_port() -> int:
@@ -40,16 +42,29 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def call_served_champion(registry: Path, texts: list[str], dimensions: int | None = None,
-                         startup_timeout_s: float = 180.0, log_path: Path | None = None) -> ServedCall:
+def call_served_champion(
+    registry: Path,
+    texts: list[str],
+    dimensions: int | None = None,
+    startup_timeout_s: float = 180.0,
+    log_path: Path | None = None,
+) -> ServedCall:
     import httpx
     from openai import OpenAI
 
     from gates import serve_process
 
     port = _free_port()
-    argv, env = serve_process.serve_command(registry=registry, host="127.0.0.1", port=port, api_key_env=None, workers=1,
-                              precision=None, threads=None, poll_interval=None)
+    argv, env = serve_process.serve_command(
+        registry=registry,
+        host="127.0.0.1",
+        port=port,
+        api_key_env=None,
+        workers=1,
+        precision=None,
+        threads=None,
+        poll_interval=None,
+    )
     env["EMBEDGATE_DRIFT_SAMPLE_RATE"] = env.get("EMBEDGATE_DRIFT_SAMPLE_RATE", "0")
     log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
     try:
@@ -63,16 +78,20 @@ def call_served_champion(registry: Path, texts: list[str], dimensions: int | Non
     try:
         while True:
             if process.poll() is not None:
-                raise EmbedgateGateError(f"the service exited with code {process.returncode} before it was ready"
-                                         + (f"; see {log_path}" if log_path else ""))
+                raise EmbedgateGateError(
+                    f"the service exited with code {process.returncode} before it was ready"
+                    + (f"; see {log_path}" if log_path else "")
+                )
             try:
                 if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.perf_counter() - started > startup_timeout_s:
-                raise EmbedgateGateError(f"the service was not ready after {startup_timeout_s:.0f}s"
-                                         + (f"; see {log_path}" if log_path else ""))
+                raise EmbedgateGateError(
+                    f"the service was not ready after {startup_timeout_s:.0f}s"
+                    + (f"; see {log_path}" if log_path else "")
+                )
             time.sleep(0.5)
         ready = time.perf_counter() - started
         client = OpenAI(base_url=f"{url}/v1", api_key=os.environ.get("EMBEDGATE_API_KEY", "not-needed"))
@@ -82,9 +101,16 @@ def call_served_champion(registry: Path, texts: list[str], dimensions: int | Non
         import numpy as np
 
         vectors = np.array([item.embedding for item in result.data], dtype=np.float32)
-        return ServedCall(url, raw.headers.get("x-embedgate-model-version", "?"), result.model, vectors.shape[0],
-                          vectors.shape[1], tuple(float(n) for n in np.linalg.norm(vectors, axis=1)),
-                          result.usage.prompt_tokens, ready)
+        return ServedCall(
+            url,
+            raw.headers.get("x-embedgate-model-version", "?"),
+            result.model,
+            vectors.shape[0],
+            vectors.shape[1],
+            tuple(float(n) for n in np.linalg.norm(vectors, axis=1)),
+            result.usage.prompt_tokens,
+            ready,
+        )
     finally:
         # The whole process group, drained then killed if need be; a group that is gone already (the service
         # exited before it was ready) raises nothing that would replace the error being raised.

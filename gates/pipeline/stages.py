@@ -33,7 +33,9 @@ def data_gate(config: TrainConfig, out_dir: Path) -> DataGateOutcome:
     if config.data.eval_path is not None and Path(config.data.eval_path) != Path(config.data.path):
         eval_data = load_dataset(config.data.eval_path)
     tokenizer = resolve_model_path(config.base_model)
-    report = validate_dataset(data, eval_data=eval_data, max_seq_length=config.max_seq_length, tokenizer=tokenizer)
+    report = validate_dataset(
+        data, eval_data=eval_data, max_seq_length=config.max_seq_length, tokenizer=tokenizer
+    )
     written = write_report(report, out_dir) if is_main_process() else None
     return DataGateOutcome(report.passed, report, written)
 

@@ -30,34 +30,52 @@ class TrackingError(EmbedgateGateError):
     """The tracking server could not be reached or refused what was logged."""
 
 
-def log_pipeline_run(uri: str, experiment: str, model_name: str, run: RunPaths, outcome: dict,
-                     config: dict, registry: Path | None = None) -> dict:
+def log_pipeline_run(
+    uri: str,
+    experiment: str,
+    model_name: str,
+    run: RunPaths,
+    outcome: dict,
+    config: dict,
+    registry: Path | None = None,
+) -> dict:
     """Log one pipeline run; register and alias the promoted version. -> {run_id, experiment_id, model_version}."""
     try:
         from mlflow import MlflowClient
     except ImportError as err:
-        raise TrackingError("tracking.mlflow is set but mlflow is not installed: pip install "
-                            "'mlflow-skinny==3.17.2' (in requirements/lock.txt), or remove tracking.mlflow") from err
+        raise TrackingError(
+            "tracking.mlflow is set but mlflow is not installed: pip install "
+            "'mlflow-skinny==3.17.2' (in requirements/lock.txt), or remove tracking.mlflow"
+        ) from err
     from mlflow.entities import Param
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else client.create_experiment(experiment)
-        mlflow_run = client.create_run(experiment_id, run_name=run.run_id,
-                                       tags={"embedgate.run_id": run.run_id, "embedgate.status": outcome["status"]})
+        mlflow_run = client.create_run(
+            experiment_id,
+            run_name=run.run_id,
+            tags={"embedgate.run_id": run.run_id, "embedgate.status": outcome["status"]},
+        )
     except Exception as err:  # the client raises MlflowException / requests errors for an unreachable server
-        raise TrackingError(f"tracking.mlflow {uri}: cannot create a run ({type(err).__name__}: {err}); check "
-                            f"that the tracking server is up, or remove tracking.mlflow") from None
+        raise TrackingError(
+            f"tracking.mlflow {uri}: cannot create a run ({type(err).__name__}: {err}); check "
+            f"that the tracking server is up, or remove tracking.mlflow"
+        ) from None
     run_id = mlflow_run.info.run_id
     params = [Param(k, str(v)[:6000]) for k, v in sorted(_flatten(config).items())]
     metrics = _step_metrics(run) + _final_metrics(run, outcome)
     for start in range(0, len(params), 100):  # the REST API takes at most 100 params per batch
-        client.log_batch(run_id, params=params[start:start + 100])
+        client.log_batch(run_id, params=params[start : start + 100])
     for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start:start + 1000])
-    for path, folder in ((run.gate / "decision.json", "gate"), (run.root / "pipeline.json", None),
-                         (run.root / "report.html", None), (run.eval / "summary.md", "eval")):
+        client.log_batch(run_id, metrics=metrics[start : start + 1000])
+    for path, folder in (
+        (run.gate / "decision.json", "gate"),
+        (run.root / "pipeline.json", None),
+        (run.root / "report.html", None),
+        (run.eval / "summary.md", "eval"),
+    ):
         if path.is_file():
             client.log_artifact(run_id, str(path), folder)
     version = None
@@ -76,9 +94,13 @@ def _register(client, name: str, run_id: str, run: RunPaths, promotion: dict, re
     from training.run_dir import sha256_file
 
     manifest = Path(registry) / "versions" / promotion["version"] / "manifest.json" if registry else None
-    pointer = {"embedgate_version": promotion["version"], "registry": str(Path(registry).resolve()) if registry else None,
-               "run_id": run.run_id, "serving_dim": promotion.get("serving_dim"),
-               "manifest_sha256": sha256_file(manifest) if manifest and manifest.is_file() else None}
+    pointer = {
+        "embedgate_version": promotion["version"],
+        "registry": str(Path(registry).resolve()) if registry else None,
+        "run_id": run.run_id,
+        "serving_dim": promotion.get("serving_dim"),
+        "manifest_sha256": sha256_file(manifest) if manifest and manifest.is_file() else None,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "embedgate.json").write_text(json.dumps(pointer, indent=2) + "\n")
         client.log_artifacts(run_id, tmp, "model")
@@ -86,10 +108,14 @@ def _register(client, name: str, run_id: str, run: RunPaths, promotion: dict, re
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="embedgate champions (the served registry is "
-                                                         "embedgate's; these versions point to it)")
-    created = client.create_model_version(name, source, run_id=run_id,
-                                          tags={"embedgate.version": str(promotion.get("version"))})
+        client.create_registered_model(
+            name,
+            description="embedgate champions (the served registry is "
+            "embedgate's; these versions point to it)",
+        )
+    created = client.create_model_version(
+        name, source, run_id=run_id, tags={"embedgate.version": str(promotion.get("version"))}
+    )
     client.set_registered_model_alias(name, CHAMPION_ALIAS, created.version)
     return str(created.version)
 
@@ -105,7 +131,11 @@ def _step_metrics(run: RunPaths) -> list:
         record = json.loads(line) if line.strip() else {}
         step = int(record.get("step", 0))
         for key, value in record.items():
-            if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if (
+                key not in ("step", "epoch")
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+            ):
                 out.append(Metric(_key(f"train/{key}"), float(value), 0, step))
     return out
 
@@ -119,15 +149,23 @@ def _final_metrics(run: RunPaths, outcome: dict) -> list:
         if path.is_file():
             for entry in json.loads(path.read_text())["retrieval"]:
                 for metric, value in entry["mean"].items():
-                    out.append(Metric(_key(f"{label}/{entry['backend']}/d{entry['dim']}/{metric}"), value, 0, 0))
+                    out.append(
+                        Metric(_key(f"{label}/{entry['backend']}/d{entry['dim']}/{metric}"), value, 0, 0)
+                    )
     if (run.gate / "decision.json").is_file():
         decision = json.loads((run.gate / "decision.json").read_text())
         out.append(Metric("gate/passed", float(bool(decision["passed"])), 0, 0))
         for row in decision["checks"]:
             for field in ("delta", "p_value"):
                 if isinstance(row.get(field), (int, float)):
-                    out.append(Metric(_key(f"gate/{row['check']}/{row.get('metric') or ''}/{field}"),
-                                      float(row[field]), 0, 0))
+                    out.append(
+                        Metric(
+                            _key(f"gate/{row['check']}/{row.get('metric') or ''}/{field}"),
+                            float(row[field]),
+                            0,
+                            0,
+                        )
+                    )
     for stage in outcome.get("stages", []):
         out.append(Metric(_key(f"stage_seconds/{stage['name']}"), float(stage["seconds"]), 0, 0))
     return out

@@ -155,7 +155,9 @@ def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int
     raise AssertionError("unreachable: the full dim always keeps 100% of itself")
 
 
-def _retention_lower_bound(candidate: EvalResults, metric: str, dim: int, full_dim: int, fraction: float) -> float:
+def _retention_lower_bound(
+    candidate: EvalResults, metric: str, dim: int, full_dim: int, fraction: float
+) -> float:
     """Lower end of the 95% bootstrap interval of mean over queries of (dim - fraction * full); >= 0 at full dim."""
     if dim == full_dim:
         return 0.0
@@ -163,6 +165,6 @@ def _retention_lower_bound(candidate: EvalResults, metric: str, dim: int, full_d
 
     small = candidate.per_query_metric(metric, "onnx-fp32", dim)
     full = candidate.per_query_metric(metric, "onnx-fp32", full_dim)
-    return compare_paired(small, {q: fraction * v for q, v in full.items()}, method="bootstrap",
-                          n_resamples=2000).ci_low
-
+    return compare_paired(
+        small, {q: fraction * v for q, v in full.items()}, method="bootstrap", n_resamples=2000
+    ).ci_low

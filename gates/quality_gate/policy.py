@@ -81,7 +81,9 @@ def load_policy(path: str | Path) -> GatePolicy:
     except OSError as err:
         raise PolicyError(f"{path}: cannot read the gate policy ({err.strerror}); check the path") from None
     except UnicodeDecodeError as err:
-        raise PolicyError(f"{path}: not UTF-8 text (byte {err.start}); save the policy as UTF-8 YAML") from None
+        raise PolicyError(
+            f"{path}: not UTF-8 text (byte {err.start}); save the policy as UTF-8 YAML"
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -1,6 +1,6 @@
 """The quality gate stage: read a run's evaluation and export parity, apply the policy, write gate/decision.json.
 
-    embedgate gate artifacts/runs/<run_id> [--policy my_policy.yaml]
+embedgate gate artifacts/runs/<run_id> [--policy my_policy.yaml]
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ def read_results(run: RunPaths) -> tuple[EvalResults, EvalResults]:
     for role in ("candidate", "baseline"):
         path = run.eval / f"{role}.json"
         if not path.is_file():
-            raise RunDirectoryError(f"{path} is missing: evaluate the run first (embedgate evaluate {run.root} "
-                                    f"--data BEIR_DIR)")
+            raise RunDirectoryError(
+                f"{path} is missing: evaluate the run first (embedgate evaluate {run.root} --data BEIR_DIR)"
+            )
         out.append(EvalResults.from_json(path.read_text(encoding="utf-8"), source=str(path)))
     return out[0], out[1]
 
@@ -46,6 +47,8 @@ def run_gate(run: RunPaths, policy_path: Path | None = None) -> GateDecision:
 def read_decision(run: RunPaths) -> dict:
     path = run.gate / "decision.json"
     if not path.is_file():
-        raise RunDirectoryError(f"{path} is missing: gate the run first (embedgate gate {run.root}) or run the "
-                                f"whole pipeline (embedgate pipeline CONFIG)")
+        raise RunDirectoryError(
+            f"{path} is missing: gate the run first (embedgate gate {run.root}) or run the "
+            f"whole pipeline (embedgate pipeline CONFIG)"
+        )
     return json.loads(path.read_text(encoding="utf-8"))

@@ -84,42 +84,82 @@ def novelty_window_threshold(spec: ReferenceSpec, rows: int) -> float:
     return novelty_threshold(rows, baseline, NOVELTY_ALPHA, FLOORS["novelty"])
 
 
-def reference_statistics(queries: np.ndarray, held_out: np.ndarray, corpus: np.ndarray) -> ReferenceStatistics:
+def reference_statistics(
+    queries: np.ndarray, held_out: np.ndarray, corpus: np.ndarray
+) -> ReferenceStatistics:
     """The retrieval baseline and novelty cutoff of a reference (what `build_reference` stores)."""
     queries, held_out = np.asarray(queries, dtype=np.float32), _mask(held_out, len(queries))
     baseline = held_out if _enough(int(held_out.sum())) else np.ones(len(queries), dtype=bool)
     rows = np.flatnonzero(baseline)
     nearest = nearest_doc_cosine(queries[rows], corpus)
-    return ReferenceStatistics(baseline, float(nearest.mean()),
-                               novelty_cutoff(_leave_one_out(queries[rows] @ queries.T, rows)))
+    return ReferenceStatistics(
+        baseline, float(nearest.mean()), novelty_cutoff(_leave_one_out(queries[rows] @ queries.T, rows))
+    )
 
 
-EMBEDDING_METHOD = {"evidently": "ModelDriftMethod", "bootstrap": False, "score": "ROC AUC",
-                    "rows": "distinct rows of the window vs the reference queries"}
+EMBEDDING_METHOD = {
+    "evidently": "ModelDriftMethod",
+    "bootstrap": False,
+    "score": "ROC AUC",
+    "rows": "distinct rows of the window vs the reference queries",
+}
 
 
-def reference_spec(queries: np.ndarray, held_out: Sequence[bool] | np.ndarray, corpus: np.ndarray,
-                   query_rows: Sequence[dict[str, float]], dim: int, window_rows: int, *, precision: str = "fp32",
-                   splits: int = DEFAULT_SPLITS, seed: int = 0, alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
-                   embedder: dict[str, Any] | None = None) -> ReferenceSpec:
+def reference_spec(
+    queries: np.ndarray,
+    held_out: Sequence[bool] | np.ndarray,
+    corpus: np.ndarray,
+    query_rows: Sequence[dict[str, float]],
+    dim: int,
+    window_rows: int,
+    *,
+    precision: str = "fp32",
+    splits: int = DEFAULT_SPLITS,
+    seed: int = 0,
+    alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
+    embedder: dict[str, Any] | None = None,
+) -> ReferenceSpec:
     """reference.json for embedded queries (`held_out` marks those never trained on) and a corpus sample: the
     baselines and the calibration. `write_reference` stores it beside the arrays."""
     held = _mask(np.asarray(held_out, dtype=bool) if held_out is not None else None, len(queries))
-    calibration = calibrate(queries, {name: [row[name] for row in query_rows] for name in DESCRIPTOR_NAMES}, corpus,
-                            window_rows, splits=splits, seed=seed, alarm_signals=alarm_signals, held_out=held)
+    calibration = calibrate(
+        queries,
+        {name: [row[name] for row in query_rows] for name in DESCRIPTOR_NAMES},
+        corpus,
+        window_rows,
+        splits=splits,
+        seed=seed,
+        alarm_signals=alarm_signals,
+        held_out=held,
+    )
     stats = reference_statistics(queries, held, corpus)
     return ReferenceSpec(
-        dim=dim, precision=precision, query_count=len(queries), corpus_count=len(corpus),
-        descriptor_names=DESCRIPTOR_NAMES, embedding_method=EMBEDDING_METHOD,
-        retrieval_reference_mean=stats.retrieval_mean, novelty_cutoff=stats.novelty_cutoff,
-        held_out_count=int(held.sum()), calibration=calibration,
-        created_at=datetime.datetime.now(datetime.UTC).isoformat(), embedder=embedder or {})
+        dim=dim,
+        precision=precision,
+        query_count=len(queries),
+        corpus_count=len(corpus),
+        descriptor_names=DESCRIPTOR_NAMES,
+        embedding_method=EMBEDDING_METHOD,
+        retrieval_reference_mean=stats.retrieval_mean,
+        novelty_cutoff=stats.novelty_cutoff,
+        held_out_count=int(held.sum()),
+        calibration=calibration,
+        created_at=datetime.datetime.now(datetime.UTC).isoformat(),
+        embedder=embedder or {},
+    )
 
 
-def calibrate(queries: np.ndarray, query_descriptors: dict[str, Sequence[float]], corpus: np.ndarray,
-              window_rows: int, splits: int = DEFAULT_SPLITS, k: float = DEFAULT_K, seed: int = 0,
-              alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
-              held_out: Sequence[bool] | np.ndarray | None = None) -> Calibration:
+def calibrate(
+    queries: np.ndarray,
+    query_descriptors: dict[str, Sequence[float]],
+    corpus: np.ndarray,
+    window_rows: int,
+    splits: int = DEFAULT_SPLITS,
+    k: float = DEFAULT_K,
+    seed: int = 0,
+    alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
+    held_out: Sequence[bool] | np.ndarray | None = None,
+) -> Calibration:
     """Null distributions and thresholds for each signal, for windows of `window_rows` rows.
 
     `held_out` marks the queries the model was not trained on (default: none, so nothing can alarm)."""
@@ -148,21 +188,32 @@ def calibrate(queries: np.ndarray, query_descriptors: dict[str, Sequence[float]]
         window_scores = similarity[window_at][:, rest].max(axis=1)
         base_scores = _leave_one_out(similarity[base_at][:, rest], np.searchsorted(rest, base))
         scores["novelty"].append(tail_share(window_scores, novelty_cutoff(base_scores)))
-        scores["descriptors"].append(descriptor_drift_share(
-            {name: values[window] for name, values in descriptors.items()},
-            {name: values[rest] for name, values in descriptors.items()}))
+        scores["descriptors"].append(
+            descriptor_drift_share(
+                {name: values[window] for name, values in descriptors.items()},
+                {name: values[rest] for name, values in descriptors.items()},
+            )
+        )
     held_count = int(held.sum())
-    signals = tuple(_threshold(name, np.asarray(scores[name]), k, name in alarm_signals, held_count)
-                    for name in SIGNALS)
+    signals = tuple(
+        _threshold(name, np.asarray(scores[name]), k, name in alarm_signals, held_count) for name in SIGNALS
+    )
     # Novelty: the exact threshold for a full window of distinct rows (each window gets its own, for its
     # effective rows); the resampled null above stays in the record, as a check on it.
     novelty_at = novelty_threshold(window_rows, len(pool), NOVELTY_ALPHA, FLOORS["novelty"])
     signals = tuple(replace(s, threshold=novelty_at) if s.name == "novelty" else s for s in signals)
-    return Calibration(window_rows=window_rows, current_rows=current_rows, reference_rows=len(queries),
-                       splits=splits, k=k, seed=seed, seconds=round(time.perf_counter() - started, 2),
-                       signals=signals, held_out_rows=held_count,
-                       null_from="held-out queries" if _enough(held_count)
-                       else "reference queries (too few held-out)")
+    return Calibration(
+        window_rows=window_rows,
+        current_rows=current_rows,
+        reference_rows=len(queries),
+        splits=splits,
+        k=k,
+        seed=seed,
+        seconds=round(time.perf_counter() - started, 2),
+        signals=signals,
+        held_out_rows=held_count,
+        null_from="held-out queries" if _enough(held_count) else "reference queries (too few held-out)",
+    )
 
 
 def _leave_one_out(similarity: np.ndarray, own_columns: np.ndarray) -> np.ndarray:
@@ -176,11 +227,20 @@ def _threshold(name: str, null: np.ndarray, k: float, wanted: bool, held_out: in
     mean, std, top = float(null.mean()), float(null.std()), float(null.max())
     excluded = None
     if wanted and held_out < MIN_HELD_OUT[name]:
-        excluded = (f"{held_out} held-out queries (never trained on), {MIN_HELD_OUT[name]} needed to calibrate "
-                    f"{name} on unseen traffic: reported, not in the alarm")
-    return SignalThreshold(name=name, threshold=round(max(mean + k * std, top, FLOORS[name]), 4), null_mean=mean,
-                           null_std=std, null_max=top, floor=FLOORS[name], in_alarm=wanted and excluded is None,
-                           excluded=excluded)
+        excluded = (
+            f"{held_out} held-out queries (never trained on), {MIN_HELD_OUT[name]} needed to calibrate "
+            f"{name} on unseen traffic: reported, not in the alarm"
+        )
+    return SignalThreshold(
+        name=name,
+        threshold=round(max(mean + k * std, top, FLOORS[name]), 4),
+        null_mean=mean,
+        null_std=std,
+        null_max=top,
+        floor=FLOORS[name],
+        in_alarm=wanted and excluded is None,
+        excluded=excluded,
+    )
 
 
 def _mask(held_out: Sequence[bool] | np.ndarray | None, rows: int) -> np.ndarray:
@@ -188,24 +248,35 @@ def _mask(held_out: Sequence[bool] | np.ndarray | None, rows: int) -> np.ndarray
         return np.zeros(rows, dtype=bool)
     mask = np.asarray(held_out)
     if mask.shape != (rows,) or mask.dtype != bool:
-        raise DriftInputError(f"held_out: expected {rows} booleans (one per reference query, True = never trained "
-                              f"on), got {mask.dtype} {mask.shape}")
+        raise DriftInputError(
+            f"held_out: expected {rows} booleans (one per reference query, True = never trained "
+            f"on), got {mask.dtype} {mask.shape}"
+        )
     return mask
 
 
-def _check(queries: np.ndarray, window_rows: int, splits: int, k: float, alarm_signals: Sequence[str]) -> None:
+def _check(
+    queries: np.ndarray, window_rows: int, splits: int, k: float, alarm_signals: Sequence[str]
+) -> None:
     if queries.ndim != 2 or len(queries) < MIN_REFERENCE_QUERIES:
-        raise DriftInputError(f"calibration needs at least {MIN_REFERENCE_QUERIES} reference queries [rows, dim]; "
-                              f"got shape {queries.shape}: pass more eval queries to build_reference")
+        raise DriftInputError(
+            f"calibration needs at least {MIN_REFERENCE_QUERIES} reference queries [rows, dim]; "
+            f"got shape {queries.shape}: pass more eval queries to build_reference"
+        )
     if isinstance(window_rows, bool) or not isinstance(window_rows, int) or window_rows < 10:
-        raise DriftInputError(f"window_rows: expected an integer >= 10 (EMBEDGATE_DRIFT_WINDOW_ROWS), got "
-                              f"{window_rows!r}")
+        raise DriftInputError(
+            f"window_rows: expected an integer >= 10 (EMBEDGATE_DRIFT_WINDOW_ROWS), got {window_rows!r}"
+        )
     if isinstance(splits, bool) or not isinstance(splits, int) or splits < 5:
-        raise DriftInputError(f"splits: expected an integer >= 5 (the null distribution needs a spread), got "
-                              f"{splits!r}")
+        raise DriftInputError(
+            f"splits: expected an integer >= 5 (the null distribution needs a spread), got {splits!r}"
+        )
     if not isinstance(k, (int, float)) or isinstance(k, bool) or k < 0:
-        raise DriftInputError(f"k: expected a number >= 0 (standard deviations above the null mean), got {k!r}")
+        raise DriftInputError(
+            f"k: expected a number >= 0 (standard deviations above the null mean), got {k!r}"
+        )
     unknown = [name for name in alarm_signals if name not in SIGNALS]
     if unknown or not alarm_signals:
-        raise DriftInputError(f"alarm_signals: expected a non-empty subset of {list(SIGNALS)}, got "
-                              f"{list(alarm_signals)}")
+        raise DriftInputError(
+            f"alarm_signals: expected a non-empty subset of {list(SIGNALS)}, got {list(alarm_signals)}"
+        )

@@ -59,8 +59,10 @@ class DriftCapture:
 
     def __init__(self, settings: DriftSettings, seed: int | None = None) -> None:
         if settings.sample_rate <= 0:
-            raise ValueError("DriftCapture needs sample_rate > 0; with EMBEDGATE_DRIFT_SAMPLE_RATE=0 use "
-                             "DriftCapture.from_env(), which returns None")
+            raise ValueError(
+                "DriftCapture needs sample_rate > 0; with EMBEDGATE_DRIFT_SAMPLE_RATE=0 use "
+                "DriftCapture.from_env(), which returns None"
+            )
         self.settings = settings
         self._rate = settings.sample_rate
         self._rng = random.Random(seed)
@@ -71,9 +73,11 @@ class DriftCapture:
         try:
             self._writer = WindowWriter(settings.windows_dir, settings.window_rows, settings.keep_windows)
         except OSError as err:
-            raise DriftSettingsError(f"EMBEDGATE_DRIFT_DIR={settings.dir}: cannot create {settings.windows_dir} "
-                                     f"({err.strerror or err}); point it at a writable folder, or set "
-                                     f"EMBEDGATE_DRIFT_SAMPLE_RATE=0 to serve without drift capture") from None
+            raise DriftSettingsError(
+                f"EMBEDGATE_DRIFT_DIR={settings.dir}: cannot create {settings.windows_dir} "
+                f"({err.strerror or err}); point it at a writable folder, or set "
+                f"EMBEDGATE_DRIFT_SAMPLE_RATE=0 to serve without drift capture"
+            ) from None
         self._counters = _capture_counters()
         self._thread = threading.Thread(target=self._run, name="embedgate-drift-writer", daemon=True)
         self._thread.start()
@@ -84,8 +88,15 @@ class DriftCapture:
         settings = DriftSettings.from_env(environ)
         return cls(settings) if settings.sample_rate > 0 else None
 
-    def record(self, texts: Sequence[str], embeddings: np.ndarray, token_counts: Sequence[int],
-               truncated: Sequence[bool], model_version: str, dim: int) -> None:
+    def record(
+        self,
+        texts: Sequence[str],
+        embeddings: np.ndarray,
+        token_counts: Sequence[int],
+        truncated: Sequence[bool],
+        model_version: str,
+        dim: int,
+    ) -> None:
         """Sample some of `texts` and enqueue them with their vectors [len(texts), dim]. Never blocks, never
         raises; checks happen on the writer thread (a bad call is counted as an error there)."""
         try:
@@ -103,8 +114,15 @@ class DriftCapture:
             vectors = np.asarray(embeddings)
             if vectors.ndim != 2 or len(vectors) != count:
                 raise ValueError("one vector per text expected")  # counted below; detail checks on the writer
-            item = (time.time(), model_version, dim, [texts[i] for i in picked], vectors[picked],
-                    [token_counts[i] for i in picked], [truncated[i] for i in picked])
+            item = (
+                time.time(),
+                model_version,
+                dim,
+                [texts[i] for i in picked],
+                vectors[picked],
+                [token_counts[i] for i in picked],
+                [truncated[i] for i in picked],
+            )
             try:
                 self._queue.put_nowait(item)
             except queue.Full:
@@ -124,8 +142,12 @@ class DriftCapture:
     def stats(self) -> CaptureStats:
         with self._lock:
             counts = dict(self._counts)
-        return CaptureStats(**counts, queued=self._queue.qsize(), windows_sealed=self._writer.sealed_count,
-                            windows_deleted=self._writer.deleted_count)
+        return CaptureStats(
+            **counts,
+            queued=self._queue.qsize(),
+            windows_sealed=self._writer.sealed_count,
+            windows_deleted=self._writer.deleted_count,
+        )
 
     def close(self, timeout_s: float = 10.0) -> CaptureStats:
         """Stop sampling, write what is queued, seal the current (partial) window. Safe to call twice."""
@@ -134,8 +156,10 @@ class DriftCapture:
             try:
                 self._queue.put(_STOP, timeout=timeout_s)
             except queue.Full:
-                logger.warning("drift capture: the writer did not drain its queue in %.1f s; queued rows are "
-                               "lost", timeout_s)
+                logger.warning(
+                    "drift capture: the writer did not drain its queue in %.1f s; queued rows are lost",
+                    timeout_s,
+                )
             self._thread.join(timeout_s)
         return self.stats()
 
@@ -152,8 +176,13 @@ class DriftCapture:
             except Exception as err:
                 errors = self._add("errors", 1)
                 if errors == 1 or errors % ERROR_LOG_EVERY == 0:
-                    logger.warning("drift capture: could not write sampled rows (%s: %s); %d errors so far; "
-                                   "serving continues", type(err).__name__, err, errors)
+                    logger.warning(
+                        "drift capture: could not write sampled rows (%s: %s); %d errors so far; "
+                        "serving continues",
+                        type(err).__name__,
+                        err,
+                        errors,
+                    )
             finally:
                 self._queue.task_done()
         try:
@@ -171,16 +200,28 @@ class DriftCapture:
         return total
 
 
-def _rows_from(when: float, model_version: str, dim: int, texts: list[str], vectors: np.ndarray,
-               token_counts: list[int], truncated: list[bool]) -> list[CapturedRow]:
+def _rows_from(
+    when: float,
+    model_version: str,
+    dim: int,
+    texts: list[str],
+    vectors: np.ndarray,
+    token_counts: list[int],
+    truncated: list[bool],
+) -> list[CapturedRow]:
     """Check one enqueued sample and turn it into rows (on the writer thread)."""
     if not isinstance(model_version, str) or not model_version:
         raise ValueError(f"model_version: expected a non-empty string, got {model_version!r}")
     if vectors.ndim != 2 or vectors.shape != (len(texts), dim):
-        raise ValueError(f"embeddings: expected shape ({len(texts)}, {dim}) (texts x dim), got {vectors.shape}")
+        raise ValueError(
+            f"embeddings: expected shape ({len(texts)}, {dim}) (texts x dim), got {vectors.shape}"
+        )
     descriptors = describe_texts([str(text) for text in texts], token_counts, truncated)
     vectors = vectors.astype(np.float32, copy=False)
-    return [CapturedRow(when, model_version, int(dim), row, vector) for row, vector in zip(descriptors, vectors, strict=True)]
+    return [
+        CapturedRow(when, model_version, int(dim), row, vector)
+        for row, vector in zip(descriptors, vectors, strict=True)
+    ]
 
 
 def _capture_counters() -> dict[str, Any]:

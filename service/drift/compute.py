@@ -84,9 +84,11 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
     embeddings, comparable = window.embeddings_at(reference.dim)
     base = _base_fields(window, int(comparable.sum()))
     if window.rows < calibration.current_rows:
-        reason = (f"window has {window.rows} rows; the reference was calibrated on windows of "
-                  f">= {calibration.current_rows} (set EMBEDGATE_DRIFT_WINDOW_ROWS >= {calibration.current_rows}, "
-                  f"or rebuild the reference with window_rows={window.rows})")
+        reason = (
+            f"window has {window.rows} rows; the reference was calibrated on windows of "
+            f">= {calibration.current_rows} (set EMBEDGATE_DRIFT_WINDOW_ROWS >= {calibration.current_rows}, "
+            f"or rebuild the reference with window_rows={window.rows})"
+        )
         return _skipped(base, calibration, reason, started), None
     measure_vectors = len(embeddings) >= calibration.current_rows
     thresholds = {signal.name: signal.threshold for signal in calibration.signals}
@@ -97,28 +99,45 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
     report, metrics = _report(reference, measure_vectors, thresholds)
     current = _frame(window.descriptors, embeddings, comparable, reference)
     with _quiet_correlations():
-        snapshot = report.run(_dataset(current, reference, measure_vectors),
-                              _dataset(_reference_frame(reference), reference, measure_vectors),
-                              timestamp=_window_time(window), name=window.info.window_id,
-                              metadata={"window_id": window.info.window_id,
-                                        "model_version": window.info.model_version, "rows": str(window.rows)})
+        snapshot = report.run(
+            _dataset(current, reference, measure_vectors),
+            _dataset(_reference_frame(reference), reference, measure_vectors),
+            timestamp=_window_time(window),
+            name=window.info.window_id,
+            metadata={
+                "window_id": window.info.window_id,
+                "model_version": window.info.model_version,
+                "rows": str(window.rows),
+            },
+        )
     values = {item["id"]: item["value"] for item in snapshot.dict()["metrics"]}
     signals = []
     for name, metric in metrics.items():
         threshold = calibration.signal(name)
         limit = thresholds[name]
         if metric is None:
-            detail = {"reason": f"only {len(embeddings)} of {window.rows} rows were served at dim >= "
-                                f"{reference.dim} (the reference dim); need {calibration.current_rows}"}
+            detail = {
+                "reason": f"only {len(embeddings)} of {window.rows} rows were served at dim >= "
+                f"{reference.dim} (the reference dim); need {calibration.current_rows}"
+            }
             signals.append(SignalResult(name, None, threshold.threshold, None, threshold.in_alarm, detail))
             continue
         value = values[metric.metric_id]
         score = float(value["share"] if isinstance(value, dict) else value)
-        signals.append(SignalResult(name, score, limit, score > limit,
-                                    threshold.in_alarm, _detail(name, values, current, reference, report)))
+        signals.append(
+            SignalResult(
+                name,
+                score,
+                limit,
+                score > limit,
+                threshold.in_alarm,
+                _detail(name, values, current, reference, report),
+            )
+        )
     drifted = any(signal.drifted for signal in signals if signal.in_alarm)
-    result = WindowDriftResult(**base, drifted=drifted, signals=tuple(signals),
-                               seconds=round(time.perf_counter() - started, 3))
+    result = WindowDriftResult(
+        **base, drifted=drifted, signals=tuple(signals), seconds=round(time.perf_counter() - started, 3)
+    )
     return result, snapshot
 
 
@@ -130,11 +149,15 @@ def descriptor_drift_share(current: dict[str, np.ndarray], reference: dict[str, 
     from service.drift.descriptors import DESCRIPTOR_NAMES
 
     metric = _descriptor_count_metric()
-    frames = [pd.DataFrame({name: columns[name] for name in DESCRIPTOR_NAMES}) for columns in (current, reference)]
+    frames = [
+        pd.DataFrame({name: columns[name] for name in DESCRIPTOR_NAMES}) for columns in (current, reference)
+    ]
     definition = _definition(None)
     with _quiet_correlations():
-        snapshot = Report([metric]).run(Dataset.from_pandas(frames[0], data_definition=definition),
-                                        Dataset.from_pandas(frames[1], data_definition=definition))
+        snapshot = Report([metric]).run(
+            Dataset.from_pandas(frames[0], data_definition=definition),
+            Dataset.from_pandas(frames[1], data_definition=definition),
+        )
     return float(snapshot.dict()["metrics"][0]["value"]["share"])
 
 
@@ -146,8 +169,9 @@ def _quiet_correlations():
 
 
 # ---- the report ----
-def _report(reference: DriftReference, measure_vectors: bool,
-            thresholds: dict[str, float]) -> tuple[Any, dict[str, Any]]:
+def _report(
+    reference: DriftReference, measure_vectors: bool, thresholds: dict[str, float]
+) -> tuple[Any, dict[str, Any]]:
     from evidently import Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import ModelDriftMethod
     from evidently.metrics import MeanValue, ValueDrift
@@ -163,13 +187,24 @@ def _report(reference: DriftReference, measure_vectors: bool,
     calibration = reference.spec.calibration
     embedding = retrieval = novelty = None
     if measure_vectors:
-        embedding = EmbedgateEmbeddingDrift(embeddings_name=EMBEDDINGS_NAME, drift_method=ModelDriftMethod(
-            threshold=calibration.signal("embedding").threshold, bootstrap=False))
+        embedding = EmbedgateEmbeddingDrift(
+            embeddings_name=EMBEDDINGS_NAME,
+            drift_method=ModelDriftMethod(
+                threshold=calibration.signal("embedding").threshold, bootstrap=False
+            ),
+        )
         # Against the held-out queries' mean, not every reference query's: see service/drift/calibration.py.
-        retrieval = EmbedgateMeanDrop(column=NEAREST_COLUMN, reference_mean=reference.spec.retrieval_reference_mean)
+        retrieval = EmbedgateMeanDrop(
+            column=NEAREST_COLUMN, reference_mean=reference.spec.retrieval_reference_mean
+        )
         novelty = EmbedgateTailShare(column=NOVELTY_COLUMN, cutoff=reference.spec.novelty_cutoff)
     descriptors = _descriptor_count_metric()
-    signal_metrics = {"embedding": embedding, "retrieval": retrieval, "novelty": novelty, "descriptors": descriptors}
+    signal_metrics = {
+        "embedding": embedding,
+        "retrieval": retrieval,
+        "novelty": novelty,
+        "descriptors": descriptors,
+    }
     metrics: list[Any] = [metric for metric in signal_metrics.values() if metric is not None]
     metrics += [EmbedgateThreshold(signal=name, value=value) for name, value in thresholds.items()]
     if measure_vectors:
@@ -206,8 +241,12 @@ def _dataset(frame: Any, reference: DriftReference, measure_vectors: bool) -> An
     return Dataset.from_pandas(frame, data_definition=_definition(reference, measure_vectors))
 
 
-def _frame(descriptors: dict[str, np.ndarray], embeddings: np.ndarray, comparable: np.ndarray,
-           reference: DriftReference) -> Any:
+def _frame(
+    descriptors: dict[str, np.ndarray],
+    embeddings: np.ndarray,
+    comparable: np.ndarray,
+    reference: DriftReference,
+) -> Any:
     """Window rows: descriptors for all; vectors, nearest-document and nearest-query cosine where served at >=
     reference dim."""
     import pandas as pd
@@ -220,16 +259,23 @@ def _frame(descriptors: dict[str, np.ndarray], embeddings: np.ndarray, comparabl
         nearest[comparable] = nearest_doc_cosine(embeddings, reference.corpus)
         novelty[comparable] = nearest_query_cosine(embeddings, reference.queries)
     columns = {**descriptors, NEAREST_COLUMN: nearest, NOVELTY_COLUMN: novelty}
-    return pd.concat([pd.DataFrame(columns), pd.DataFrame(vectors, columns=_vector_columns(reference.dim))], axis=1)
+    return pd.concat(
+        [pd.DataFrame(columns), pd.DataFrame(vectors, columns=_vector_columns(reference.dim))], axis=1
+    )
 
 
 def _reference_frame(reference: DriftReference) -> Any:
     import pandas as pd
 
-    columns = {**reference.query_descriptors, NEAREST_COLUMN: reference.query_nearest,
-               NOVELTY_COLUMN: reference.query_novelty}
-    return pd.concat([pd.DataFrame(columns), pd.DataFrame(reference.queries,
-                                                          columns=_vector_columns(reference.dim))], axis=1)
+    columns = {
+        **reference.query_descriptors,
+        NEAREST_COLUMN: reference.query_nearest,
+        NOVELTY_COLUMN: reference.query_novelty,
+    }
+    return pd.concat(
+        [pd.DataFrame(columns), pd.DataFrame(reference.queries, columns=_vector_columns(reference.dim))],
+        axis=1,
+    )
 
 
 def _vector_columns(dim: int) -> list[str]:
@@ -245,30 +291,47 @@ def _detail(name: str, values: dict[str, Any], current: Any, reference: DriftRef
     if name == "embedding":
         return {"method": "Evidently classifier (ModelDriftMethod) ROC AUC on distinct rows"}
     if name == "retrieval":
-        return {"window_mean": float(np.nanmean(current[NEAREST_COLUMN])),
-                "reference_mean": float(reference.spec.retrieval_reference_mean),
-                "baseline": "held-out queries" if reference.spec.held_out_count else "all reference queries"}
+        return {
+            "window_mean": float(np.nanmean(current[NEAREST_COLUMN])),
+            "reference_mean": float(reference.spec.retrieval_reference_mean),
+            "baseline": "held-out queries" if reference.spec.held_out_count else "all reference queries",
+        }
     if name == "novelty":
         vectors = current[_vector_columns(reference.dim)].dropna().to_numpy(np.float32)
-        return {"cutoff": float(reference.spec.novelty_cutoff), "effective_rows": effective_rows(vectors),
-                "threshold": "Beta-Binomial 1 - alpha quantile for the effective rows (calibration.py)"}
+        return {
+            "cutoff": float(reference.spec.novelty_cutoff),
+            "effective_rows": effective_rows(vectors),
+            "threshold": "Beta-Binomial 1 - alpha quantile for the effective rows (calibration.py)",
+        }
     by_column = {}
     for metric in report.metrics:
         column = getattr(metric, "column", None)
         if isinstance(metric, ValueDrift) and column in DESCRIPTOR_NAMES:
-            by_column[column] = {"p_value": float(values[metric.metric_id]),
-                                 "window_mean": float(np.mean(current[column])),
-                                 "reference_mean": float(np.mean(reference.query_descriptors[column]))}
+            by_column[column] = {
+                "p_value": float(values[metric.metric_id]),
+                "window_mean": float(np.mean(current[column])),
+                "reference_mean": float(np.mean(reference.query_descriptors[column])),
+            }
     return {"per_descriptor": by_column}
 
 
 def _base_fields(window: WindowData, embedding_rows: int) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC)
-    ended = (datetime.datetime.fromtimestamp(float(window.times.max()), datetime.UTC).isoformat()
-             if window.rows else None)
-    return {"window_id": window.info.window_id, "model_version": window.info.model_version, "rows": window.rows,
-            "embedding_rows": embedding_rows, "started_at": window.info.started_at, "ended_at": ended,
-            "computed_at": now.isoformat(), "computed_at_unix": now.timestamp()}
+    ended = (
+        datetime.datetime.fromtimestamp(float(window.times.max()), datetime.UTC).isoformat()
+        if window.rows
+        else None
+    )
+    return {
+        "window_id": window.info.window_id,
+        "model_version": window.info.model_version,
+        "rows": window.rows,
+        "embedding_rows": embedding_rows,
+        "started_at": window.info.started_at,
+        "ended_at": ended,
+        "computed_at": now.isoformat(),
+        "computed_at_unix": now.timestamp(),
+    }
 
 
 def skipped_result(window: WindowData, reason: str) -> WindowDriftResult:
@@ -277,10 +340,17 @@ def skipped_result(window: WindowData, reason: str) -> WindowDriftResult:
 
 
 def _skipped(base: dict[str, Any], calibration: Any, reason: str, started: float) -> WindowDriftResult:
-    signals = tuple(SignalResult(s.name, None, s.threshold, None, s.in_alarm, {"reason": reason})
-                    for s in calibration.signals)
-    return WindowDriftResult(**base, drifted=False, signals=signals, skipped_reason=reason,
-                             seconds=round(time.perf_counter() - started, 3))
+    signals = tuple(
+        SignalResult(s.name, None, s.threshold, None, s.in_alarm, {"reason": reason})
+        for s in calibration.signals
+    )
+    return WindowDriftResult(
+        **base,
+        drifted=False,
+        signals=signals,
+        skipped_reason=reason,
+        seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def _window_time(window: WindowData) -> datetime.datetime:

@@ -14,8 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-DESCRIPTOR_NAMES = ("tokens", "truncated", "emptyish", "ascii_letter_share", "non_latin_share", "digit_ratio",
-                    "punct_ratio")
+DESCRIPTOR_NAMES = (
+    "tokens",
+    "truncated",
+    "emptyish",
+    "ascii_letter_share",
+    "non_latin_share",
+    "digit_ratio",
+    "punct_ratio",
+)
 # 0/1 columns: Evidently tests them as categories (Z-test), not as continuous values (K-S).
 BINARY_DESCRIPTORS = ("truncated", "emptyish")
 
@@ -36,13 +43,19 @@ def describe_text(text: str, token_count: int, truncated: bool) -> dict[str, flo
     }
 
 
-def describe_texts(texts: Sequence[str], token_counts: Sequence[int],
-                   truncated: Sequence[bool]) -> list[dict[str, float]]:
+def describe_texts(
+    texts: Sequence[str], token_counts: Sequence[int], truncated: Sequence[bool]
+) -> list[dict[str, float]]:
     """Descriptors for each text; the three sequences must have the same length."""
     if not len(texts) == len(token_counts) == len(truncated):
-        raise ValueError(f"texts, token_counts and truncated must have one entry per text; got lengths "
-                         f"{len(texts)}, {len(token_counts)}, {len(truncated)}")
-    return [describe_text(text, count, cut) for text, count, cut in zip(texts, token_counts, truncated, strict=True)]
+        raise ValueError(
+            f"texts, token_counts and truncated must have one entry per text; got lengths "
+            f"{len(texts)}, {len(token_counts)}, {len(truncated)}"
+        )
+    return [
+        describe_text(text, count, cut)
+        for text, count, cut in zip(texts, token_counts, truncated, strict=True)
+    ]
 
 
 def _is_latin(letter: str) -> bool:

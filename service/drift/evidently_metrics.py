@@ -71,8 +71,11 @@ class EmbedgateTailShare(SingleValueMetric):
 
 class EmbedgateTailShareCalculation(SingleValueCalculation[EmbedgateTailShare]):
     def calculate(self, context: Any, current_data: Any, reference_data: Any) -> SingleValue:
-        return self.result(tail_share(current_data.as_dataframe()[self.metric.column].to_numpy(np.float64),
-                                      self.metric.cutoff))
+        return self.result(
+            tail_share(
+                current_data.as_dataframe()[self.metric.column].to_numpy(np.float64), self.metric.cutoff
+            )
+        )
 
     def display_name(self) -> str:
         return f"Share of rows with {self.metric.column} below {self.metric.cutoff:.3f}"

@@ -59,10 +59,19 @@ class DriftGauges:
 
     def forget_versions_except(self, keep: set[str]) -> None:
         """Drop the series of versions no longer served (after a swap), so dashboards do not show stale values."""
-        for gauge in (self.score, self.threshold, self.detected, self.consecutive, self.alert, self.window_rows,
-                      self.last_computed):
+        for gauge in (
+            self.score,
+            self.threshold,
+            self.detected,
+            self.consecutive,
+            self.alert,
+            self.window_rows,
+            self.last_computed,
+        ):
             # Sample labels come in the gauge's label-name order, which is what remove() takes.
-            label_sets = {tuple(sample.labels.values()) for family in gauge.collect() for sample in family.samples}
+            label_sets = {
+                tuple(sample.labels.values()) for family in gauge.collect() for sample in family.samples
+            }
             for labels in label_sets:
                 if labels[0] not in keep:
                     gauge.remove(*labels)
@@ -76,20 +85,33 @@ def drift_gauges(registry: Any = None) -> DriftGauges:
     with _LOCK:
         key = (id(registry), "gauges")
         if key not in _CACHE:
+
             def gauge(name: str, doc: str, labels: tuple[str, ...] = ("model_version",)) -> Any:
                 # Under BentoML's multiprocess metrics, the worker whose monitor judged last has the value.
-                return Gauge(f"embedgate_drift_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent")
+                return Gauge(
+                    f"embedgate_drift_{name}", doc, labels, registry=registry, multiprocess_mode="mostrecent"
+                )
 
             _CACHE[key] = DriftGauges(
-                score=gauge("score", "drift score of the last computed window, per signal",
-                            ("model_version", "signal")),
-                threshold=gauge("threshold", "calibrated alarm threshold per signal (score > threshold drifts)",
-                                ("model_version", "signal")),
+                score=gauge(
+                    "score",
+                    "drift score of the last computed window, per signal",
+                    ("model_version", "signal"),
+                ),
+                threshold=gauge(
+                    "threshold",
+                    "calibrated alarm threshold per signal (score > threshold drifts)",
+                    ("model_version", "signal"),
+                ),
                 detected=gauge("detected", "1 if the last computed window drifted, else 0"),
-                consecutive=gauge("consecutive_windows", "drifted windows in a row, up to the last computed one"),
+                consecutive=gauge(
+                    "consecutive_windows", "drifted windows in a row, up to the last computed one"
+                ),
                 alert=gauge("alert", "1 while EMBEDGATE_DRIFT_ALERT_WINDOWS drifted windows in a row hold"),
                 window_rows=gauge("window_rows", "rows in the last computed window"),
-                last_computed=gauge("last_computed_timestamp_seconds", "unix time of the last drift computation"),
+                last_computed=gauge(
+                    "last_computed_timestamp_seconds", "unix time of the last drift computation"
+                ),
             )
         return _CACHE[key]
 
@@ -102,6 +124,8 @@ def capture_counters(registry: Any = None) -> dict[str, Any]:
     with _LOCK:
         key = (id(registry), "capture")
         if key not in _CACHE:
-            _CACHE[key] = {name: Counter(f"embedgate_drift_capture_{name}", doc, registry=registry)
-                           for name, doc in CAPTURE_COUNTS.items()}
+            _CACHE[key] = {
+                name: Counter(f"embedgate_drift_capture_{name}", doc, registry=registry)
+                for name, doc in CAPTURE_COUNTS.items()
+            }
         return _CACHE[key]

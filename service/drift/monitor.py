@@ -70,10 +70,19 @@ class DriftMonitor:
         gauges = self._gauges_or_default()
         latest = {}
         for window in result.computed:
-            logger.info(json.dumps({"event": WINDOW_EVENT, "window_id": window.window_id,
-                                    "model_version": window.model_version, "rows": window.rows,
-                                    "drifted": window.drifted, "skipped_reason": window.skipped_reason,
-                                    "scores": {s.name: s.score for s in window.signals}}))
+            logger.info(
+                json.dumps(
+                    {
+                        "event": WINDOW_EVENT,
+                        "window_id": window.window_id,
+                        "model_version": window.model_version,
+                        "rows": window.rows,
+                        "drifted": window.drifted,
+                        "skipped_reason": window.skipped_reason,
+                        "scores": {s.name: s.score for s in window.signals},
+                    }
+                )
+            )
             if not window.skipped:
                 latest[window.model_version] = window
         # One gauge update and at most one alert line per version and pass, from its newest judged window.
@@ -110,10 +119,16 @@ class DriftMonitor:
 def alert_record(window: Any, consecutive: int, alert_windows: int) -> dict[str, Any]:
     """The structured alert: which version, how long, which signals, and what to do."""
     return {
-        "event": ALERT_EVENT, "level": "warning", "model_version": window.model_version,
-        "consecutive_drifted_windows": consecutive, "alert_windows": alert_windows, "window_id": window.window_id,
-        "signals": {s.name: {"score": s.score, "threshold": s.threshold, "drifted": s.drifted, "in_alarm": s.in_alarm}
-                    for s in window.signals},
+        "event": ALERT_EVENT,
+        "level": "warning",
+        "model_version": window.model_version,
+        "consecutive_drifted_windows": consecutive,
+        "alert_windows": alert_windows,
+        "window_id": window.window_id,
+        "signals": {
+            s.name: {"score": s.score, "threshold": s.threshold, "drifted": s.drifted, "in_alarm": s.in_alarm}
+            for s in window.signals
+        },
         "action": "served traffic no longer looks like the reference: review the drift dashboard and re-train "
-                  "(`embedgate drift` exits 1 while this holds)",
+        "(`embedgate drift` exits 1 while this holds)",
     }

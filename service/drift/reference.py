@@ -53,7 +53,9 @@ class SignalThreshold:
     null_max: float
     floor: float
     in_alarm: bool  # whether this signal's verdict can raise the window's drift flag
-    excluded: str | None = None  # why a signal asked for in the alarm is kept out of it (too few held-out queries)
+    excluded: str | None = (
+        None  # why a signal asked for in the alarm is kept out of it (too few held-out queries)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +81,9 @@ class Calibration:
         for signal in self.signals:
             if signal.name == name:
                 return signal
-        raise DriftReferenceError(f"the calibration has no signal {name!r}; it has {[s.name for s in self.signals]}")
+        raise DriftReferenceError(
+            f"the calibration has no signal {name!r}; it has {[s.name for s in self.signals]}"
+        )
 
     @property
     def alarm_signals(self) -> tuple[str, ...]:
@@ -91,12 +95,16 @@ class Calibration:
         return {signal.name: signal.excluded for signal in self.signals if signal.excluded}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in asdict(self).items() if k != "signals"},
-                "signals": {signal.name: signal.to_dict() for signal in self.signals}}
+        return {
+            **{k: v for k, v in asdict(self).items() if k != "signals"},
+            "signals": {signal.name: signal.to_dict() for signal in self.signals},
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibration:
-        signals = tuple(SignalThreshold(**data["signals"][name]) for name in SIGNALS if name in data["signals"])
+        signals = tuple(
+            SignalThreshold(**data["signals"][name]) for name in SIGNALS if name in data["signals"]
+        )
         return cls(**{k: v for k, v in data.items() if k != "signals"}, signals=signals)
 
 
@@ -119,13 +127,21 @@ class ReferenceSpec:
     format_version: int = REFERENCE_FORMAT
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "descriptor_names": list(self.descriptor_names),
-                "calibration": self.calibration.to_dict()}
+        return {
+            **asdict(self),
+            "descriptor_names": list(self.descriptor_names),
+            "calibration": self.calibration.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ReferenceSpec:
-        return cls(**{**data, "descriptor_names": tuple(data["descriptor_names"]),
-                      "calibration": Calibration.from_dict(data["calibration"])})
+        return cls(
+            **{
+                **data,
+                "descriptor_names": tuple(data["descriptor_names"]),
+                "calibration": Calibration.from_dict(data["calibration"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -150,22 +166,34 @@ class DriftReference:
         return {"path": str(self.path), **self.spec.to_dict()}
 
 
-def write_reference(out_dir: Path, spec: ReferenceSpec, queries: np.ndarray, corpus: np.ndarray,
-                    query_descriptors: Sequence[dict[str, float]],
-                    corpus_descriptors: Sequence[dict[str, float]], held_out: Sequence[bool]) -> list[Path]:
+def write_reference(
+    out_dir: Path,
+    spec: ReferenceSpec,
+    queries: np.ndarray,
+    corpus: np.ndarray,
+    query_descriptors: Sequence[dict[str, float]],
+    corpus_descriptors: Sequence[dict[str, float]],
+    held_out: Sequence[bool],
+) -> list[Path]:
     """Write the four reference files into `out_dir` (created; must not hold a reference already)."""
     out_dir = Path(out_dir)
     if (out_dir / SPEC_FILE).exists():
-        raise DriftReferenceError(f"{out_dir} already holds a drift reference ({SPEC_FILE}); write to an empty "
-                                  f"folder (a promoted version's reference is immutable)")
+        raise DriftReferenceError(
+            f"{out_dir} already holds a drift reference ({SPEC_FILE}); write to an empty "
+            f"folder (a promoted version's reference is immutable)"
+        )
     if len(held_out) != len(query_descriptors) or sum(bool(h) for h in held_out) != spec.held_out_count:
-        raise DriftReferenceError(f"held_out: expected {len(query_descriptors)} flags with {spec.held_out_count} "
-                                  f"set (reference.json), got {len(held_out)} with {sum(map(bool, held_out))}")
+        raise DriftReferenceError(
+            f"held_out: expected {len(query_descriptors)} flags with {spec.held_out_count} "
+            f"set (reference.json), got {len(held_out)} with {sum(map(bool, held_out))}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / QUERIES_FILE, np.asarray(queries, dtype=np.float32))
     np.save(out_dir / CORPUS_FILE, np.asarray(corpus, dtype=np.float32))
-    lines = [json.dumps({"set": "queries", "held_out": bool(flag), **row})
-             for row, flag in zip(query_descriptors, held_out, strict=True)]
+    lines = [
+        json.dumps({"set": "queries", "held_out": bool(flag), **row})
+        for row, flag in zip(query_descriptors, held_out, strict=True)
+    ]
     lines += [json.dumps({"set": "corpus", **row}) for row in corpus_descriptors]
     (out_dir / DESCRIPTORS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     # reference.json last: its presence marks a complete reference.
@@ -176,29 +204,53 @@ def write_reference(out_dir: Path, spec: ReferenceSpec, queries: np.ndarray, cor
 def load_reference(ref_dir: Path) -> DriftReference:
     """Read and check a reference folder; every problem is a DriftReferenceError that says how to fix it."""
     ref_dir = Path(ref_dir)
-    how = ("rebuild it with service.drift.reference_builder.build_reference (promotion writes it to "
-           "registry/versions/<v>/reference)")
+    how = (
+        "rebuild it with service.drift.reference_builder.build_reference (promotion writes it to "
+        "registry/versions/<v>/reference)"
+    )
     missing = [name for name in REFERENCE_FILES if not (ref_dir / name).is_file()]
     if missing:
         raise DriftReferenceError(f"{ref_dir}: not a drift reference, missing {missing}; {how}")
     try:
         data = json.loads((ref_dir / SPEC_FILE).read_text(encoding="utf-8"))
         if data.get("format_version") != REFERENCE_FORMAT:
-            old = (" (format 1 was calibrated on the queries the model was trained on and flags new queries of "
-                   "its own domain as drift)" if data.get("format_version") == 1 else "")
-            raise DriftReferenceError(f"{ref_dir / SPEC_FILE}: format_version {data.get('format_version')!r}, this "
-                                      f"runtime reads {REFERENCE_FORMAT}{old}; {how}")
+            old = (
+                " (format 1 was calibrated on the queries the model was trained on and flags new queries of "
+                "its own domain as drift)"
+                if data.get("format_version") == 1
+                else ""
+            )
+            raise DriftReferenceError(
+                f"{ref_dir / SPEC_FILE}: format_version {data.get('format_version')!r}, this "
+                f"runtime reads {REFERENCE_FORMAT}{old}; {how}"
+            )
         spec = ReferenceSpec.from_dict(data)
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise DriftReferenceError(f"{ref_dir / SPEC_FILE}: unreadable ({type(err).__name__}: {err}); {how}") from None
+        raise DriftReferenceError(
+            f"{ref_dir / SPEC_FILE}: unreadable ({type(err).__name__}: {err}); {how}"
+        ) from None
     queries, corpus = _load_matrix(ref_dir / QUERIES_FILE, how), _load_matrix(ref_dir / CORPUS_FILE, how)
-    for name, matrix, count in (("queries", queries, spec.query_count), ("corpus", corpus, spec.corpus_count)):
+    for name, matrix, count in (
+        ("queries", queries, spec.query_count),
+        ("corpus", corpus, spec.corpus_count),
+    ):
         if matrix.shape != (count, spec.dim):
-            raise DriftReferenceError(f"{ref_dir}: {name}.npy has shape {matrix.shape}, reference.json says "
-                                      f"({count}, {spec.dim}); the reference is damaged: {how}")
+            raise DriftReferenceError(
+                f"{ref_dir}: {name}.npy has shape {matrix.shape}, reference.json says "
+                f"({count}, {spec.dim}); the reference is damaged: {how}"
+            )
     query_descriptors, corpus_descriptors, held_out = _load_descriptors(ref_dir / DESCRIPTORS_FILE, spec, how)
-    return DriftReference(ref_dir, spec, queries, corpus, query_descriptors, corpus_descriptors,
-                          nearest_doc_cosine(queries, corpus), held_out, _leave_one_out_nearest(queries))
+    return DriftReference(
+        ref_dir,
+        spec,
+        queries,
+        corpus,
+        query_descriptors,
+        corpus_descriptors,
+        nearest_doc_cosine(queries, corpus),
+        held_out,
+        _leave_one_out_nearest(queries),
+    )
 
 
 def _leave_one_out_nearest(queries: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
@@ -219,16 +271,20 @@ def _load_matrix(path: Path, how: str) -> np.ndarray:
     except (ValueError, OSError) as err:
         raise DriftReferenceError(f"{path}: not a numpy array file ({err}); {how}") from None
     if matrix.ndim != 2 or matrix.dtype != np.float32 or not np.isfinite(matrix).all():
-        raise DriftReferenceError(f"{path}: expected finite float32 [rows, dim], got {matrix.dtype} {matrix.shape}; "
-                                  f"{how}")
+        raise DriftReferenceError(
+            f"{path}: expected finite float32 [rows, dim], got {matrix.dtype} {matrix.shape}; {how}"
+        )
     return matrix
 
 
-def _load_descriptors(path: Path, spec: ReferenceSpec,
-                      how: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+def _load_descriptors(
+    path: Path, spec: ReferenceSpec, how: str
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
     if tuple(spec.descriptor_names) != DESCRIPTOR_NAMES:
-        raise DriftReferenceError(f"{path}: descriptors {list(spec.descriptor_names)}, this runtime computes "
-                                  f"{list(DESCRIPTOR_NAMES)}; {how}")
+        raise DriftReferenceError(
+            f"{path}: descriptors {list(spec.descriptor_names)}, this runtime computes "
+            f"{list(DESCRIPTOR_NAMES)}; {how}"
+        )
     rows: dict[str, list[dict[str, Any]]] = {"queries": [], "corpus": []}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
@@ -239,13 +295,21 @@ def _load_descriptors(path: Path, spec: ReferenceSpec,
     result = []
     for name, count in (("queries", spec.query_count), ("corpus", spec.corpus_count)):
         if len(rows[name]) != count:
-            raise DriftReferenceError(f"{path}: {len(rows[name])} {name} lines, reference.json says {count}; {how}")
+            raise DriftReferenceError(
+                f"{path}: {len(rows[name])} {name} lines, reference.json says {count}; {how}"
+            )
         try:
-            result.append({d: np.asarray([row[d] for row in rows[name]], dtype=np.float64) for d in DESCRIPTOR_NAMES})
+            result.append(
+                {d: np.asarray([row[d] for row in rows[name]], dtype=np.float64) for d in DESCRIPTOR_NAMES}
+            )
         except (KeyError, ValueError, TypeError) as err:
-            raise DriftReferenceError(f"{path}: a {name} line lacks a numeric descriptor ({err}); {how}") from None
+            raise DriftReferenceError(
+                f"{path}: a {name} line lacks a numeric descriptor ({err}); {how}"
+            ) from None
     held_out = np.asarray([record.get("held_out") is True for record in rows["queries"]], dtype=bool)
     if int(held_out.sum()) != spec.held_out_count:
-        raise DriftReferenceError(f"{path}: {int(held_out.sum())} queries marked held_out, reference.json says "
-                                  f"{spec.held_out_count}; {how}")
+        raise DriftReferenceError(
+            f"{path}: {int(held_out.sum())} queries marked held_out, reference.json says "
+            f"{spec.held_out_count}; {how}"
+        )
     return result[0], result[1], held_out

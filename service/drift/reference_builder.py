@@ -62,10 +62,20 @@ class ReferenceSummary:
         return {**asdict(self), "files": list(self.files), "alarm_signals": list(self.alarm_signals)}
 
 
-def build_reference(onnx_dir: Path, queries: list[str], corpus_sample: list[str], out_dir: Path, dim: int,
-                    precision: str = "fp32", *, held_out_queries: Sequence[str] = (),
-                    window_rows: int = DEFAULT_WINDOW_ROWS, splits: int = DEFAULT_SPLITS, seed: int = 0,
-                    alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS) -> ReferenceSummary:
+def build_reference(
+    onnx_dir: Path,
+    queries: list[str],
+    corpus_sample: list[str],
+    out_dir: Path,
+    dim: int,
+    precision: str = "fp32",
+    *,
+    held_out_queries: Sequence[str] = (),
+    window_rows: int = DEFAULT_WINDOW_ROWS,
+    splits: int = DEFAULT_SPLITS,
+    seed: int = 0,
+    alarm_signals: Sequence[str] = DEFAULT_ALARM_SIGNALS,
+) -> ReferenceSummary:
     """Write the drift reference for the export in `onnx_dir` into `out_dir` (empty or absent).
 
     `queries`: queries the model was trained on; `held_out_queries`: queries it never saw (at least 20, 40 for
@@ -77,45 +87,77 @@ def build_reference(onnx_dir: Path, queries: list[str], corpus_sample: list[str]
     _check_texts("queries", queries, minimum=0)
     _check_texts("held_out_queries", held_out_queries, minimum=0)
     if len(queries) + len(held_out_queries) < MIN_REFERENCE_QUERIES:
-        raise DriftInputError(f"queries + held_out_queries: expected at least {MIN_REFERENCE_QUERIES} strings in "
-                              f"all, got "
-                              f"{len(queries)} + {len(held_out_queries)}")
+        raise DriftInputError(
+            f"queries + held_out_queries: expected at least {MIN_REFERENCE_QUERIES} strings in "
+            f"all, got "
+            f"{len(queries)} + {len(held_out_queries)}"
+        )
     _check_texts("corpus_sample", corpus_sample, minimum=1)
     trained = set(queries)
     seen = [index for index, text in enumerate(held_out_queries) if text in trained]
     if seen:
-        raise DriftInputError(f"held_out_queries: entries {seen[:10]} (e.g. {held_out_queries[seen[0]]!r}) are also "
-                              f"in queries, which the model was trained on; a held-out query must be one it never "
-                              f"saw: drop them from held_out_queries")
+        raise DriftInputError(
+            f"held_out_queries: entries {seen[:10]} (e.g. {held_out_queries[seen[0]]!r}) are also "
+            f"in queries, which the model was trained on; a held-out query must be one it never "
+            f"saw: drop them from held_out_queries"
+        )
     held_out = np.asarray([False] * len(queries) + [True] * len(held_out_queries))
     queries = [*queries, *held_out_queries]
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
-        raise DriftInputError(f"out_dir {out_dir} is not empty; build the reference into a new folder (a promoted "
-                              f"version's reference is never rewritten)")
+        raise DriftInputError(
+            f"out_dir {out_dir} is not empty; build the reference into a new folder (a promoted "
+            f"version's reference is never rewritten)"
+        )
     embedder = OnnxEmbedder.from_export_dir(Path(onnx_dir), precision=precision)
     if isinstance(dim, bool) or not isinstance(dim, int) or dim not in embedder.dims:
-        raise DriftInputError(f"dim {dim!r} is not served by the export {onnx_dir}; served dims: "
-                              f"{list(embedder.dims)}")
+        raise DriftInputError(
+            f"dim {dim!r} is not served by the export {onnx_dir}; served dims: {list(embedder.dims)}"
+        )
     # With the export's prompts, as clients sending input_type query / document are served (service/prompts.py).
-    query_vectors = embedder.embed(apply_prompt(queries, role_prompt(embedder.info.prompts, "query")), dimensions=dim)
-    corpus_vectors = embedder.embed(apply_prompt(corpus_sample, role_prompt(embedder.info.prompts, "document")),
-                                    dimensions=dim)
+    query_vectors = embedder.embed(
+        apply_prompt(queries, role_prompt(embedder.info.prompts, "query")), dimensions=dim
+    )
+    corpus_vectors = embedder.embed(
+        apply_prompt(corpus_sample, role_prompt(embedder.info.prompts, "document")), dimensions=dim
+    )
     query_rows = _describe(embedder, queries)
     corpus_rows = _describe(embedder, corpus_sample)
-    spec = reference_spec(query_vectors, held_out, corpus_vectors, query_rows, dim, window_rows,
-                          precision=precision, splits=splits, seed=seed, alarm_signals=alarm_signals,
-                          embedder={"export_id": embedder.info.export_id,
-                                    "graph_sha256": embedder.info.graph_sha256, "precision": precision,
-                                    "max_seq_length": embedder.max_seq_length})
+    spec = reference_spec(
+        query_vectors,
+        held_out,
+        corpus_vectors,
+        query_rows,
+        dim,
+        window_rows,
+        precision=precision,
+        splits=splits,
+        seed=seed,
+        alarm_signals=alarm_signals,
+        embedder={
+            "export_id": embedder.info.export_id,
+            "graph_sha256": embedder.info.graph_sha256,
+            "precision": precision,
+            "max_seq_length": embedder.max_seq_length,
+        },
+    )
     calibration = spec.calibration
     files = write_reference(out_dir, spec, query_vectors, corpus_vectors, query_rows, corpus_rows, held_out)
     return ReferenceSummary(
-        out_dir=str(out_dir), files=tuple(path.name for path in files), dim=dim, precision=precision,
-        query_count=len(queries), held_out_count=spec.held_out_count, corpus_count=len(corpus_sample),
-        window_rows=window_rows, thresholds={s.name: s.threshold for s in calibration.signals},
-        alarm_signals=calibration.alarm_signals, excluded=calibration.excluded,
-        retrieval_reference_mean=spec.retrieval_reference_mean, seconds=round(time.perf_counter() - started, 2))
+        out_dir=str(out_dir),
+        files=tuple(path.name for path in files),
+        dim=dim,
+        precision=precision,
+        query_count=len(queries),
+        held_out_count=spec.held_out_count,
+        corpus_count=len(corpus_sample),
+        window_rows=window_rows,
+        thresholds={s.name: s.threshold for s in calibration.signals},
+        alarm_signals=calibration.alarm_signals,
+        excluded=calibration.excluded,
+        retrieval_reference_mean=spec.retrieval_reference_mean,
+        seconds=round(time.perf_counter() - started, 2),
+    )
 
 
 def _describe(embedder: Any, texts: list[str]) -> list[dict[str, float]]:
@@ -126,9 +168,15 @@ def _describe(embedder: Any, texts: list[str]) -> list[dict[str, float]]:
 
 def _check_texts(name: str, texts: Any, minimum: int) -> None:
     if not isinstance(texts, (list, tuple)) or len(texts) < minimum:
-        got = f"{type(texts).__name__} of {len(texts)}" if isinstance(texts, (list, tuple)) else repr(texts)[:80]
+        got = (
+            f"{type(texts).__name__} of {len(texts)}"
+            if isinstance(texts, (list, tuple))
+            else repr(texts)[:80]
+        )
         raise DriftInputError(f"{name}: expected a list of at least {minimum} strings, got {got}")
     bad = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
     if bad:
-        raise DriftInputError(f"{name}: entries {bad[:10]} are not non-empty strings (e.g. {texts[bad[0]]!r}); "
-                              f"drop them before building the reference")
+        raise DriftInputError(
+            f"{name}: entries {bad[:10]} are not non-empty strings (e.g. {texts[bad[0]]!r}); "
+            f"drop them before building the reference"
+        )

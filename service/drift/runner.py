@@ -72,16 +72,22 @@ class DriftRunResult:
         return next((state for state in self.alerts if state.model_version == model_version), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alerting": self.alerting, "served_version": self.served_version,
-                "computed": [r.to_dict() for r in self.computed],
-                "failed": [f.to_dict() for f in self.failed], "alerts": [a.to_dict() for a in self.alerts]}
+        return {
+            "alerting": self.alerting,
+            "served_version": self.served_version,
+            "computed": [r.to_dict() for r in self.computed],
+            "failed": [f.to_dict() for f in self.failed],
+            "alerts": [a.to_dict() for a in self.alerts],
+        }
 
 
 class ReferenceCache:
     """Loads each version's reference once, after checking its files against the version's manifest."""
 
     def __init__(self, registry_root: Path) -> None:
-        self.registry_root = registry_root if "://" in str(registry_root) else Path(registry_root)  # s3://: kept
+        self.registry_root = (
+            registry_root if "://" in str(registry_root) else Path(registry_root)
+        )  # s3://: kept
         self._loaded: dict[str, DriftReference | DriftReferenceError] = {}
 
     def get(self, model_version: str) -> DriftReference:
@@ -105,21 +111,32 @@ class ReferenceCache:
             raise DriftReferenceError(f"no drift reference for {model_version}: {err}") from None
         ref_dir = version_dir / REFERENCE_DIR
         if not ref_dir.is_dir():
-            raise DriftReferenceError(f"{model_version} has no drift reference ({ref_dir} is missing): it was "
-                                      f"promoted without one; promote a version built with build_reference")
+            raise DriftReferenceError(
+                f"{model_version} has no drift reference ({ref_dir} is missing): it was "
+                f"promoted without one; promote a version built with build_reference"
+            )
         manifest_path = version_dir / "manifest.json"
         if manifest_path.is_file():  # the reference is only as trustworthy as the registry's manifest says
             listed = json.loads(manifest_path.read_text(encoding="utf-8")).get("files", {})
             for rel, meta in listed.items():
                 if rel.startswith(f"{REFERENCE_DIR}/") and sha256_of(version_dir / rel) != meta["sha256"]:
-                    raise DriftReferenceError(f"{version_dir / rel}: sha256 does not match the version's manifest "
-                                              f"(changed after promotion); refusing to judge drift with it")
+                    raise DriftReferenceError(
+                        f"{version_dir / rel}: sha256 does not match the version's manifest "
+                        f"(changed after promotion); refusing to judge drift with it"
+                    )
         return load_reference(ref_dir)
 
 
-def run_drift(settings: DriftSettings, registry_root: Path, *, window_ids: Sequence[str] | None = None,
-              recompute: bool = False, write_snapshots: bool = True, references: ReferenceCache | None = None,
-              wait: bool = True) -> DriftRunResult:
+def run_drift(
+    settings: DriftSettings,
+    registry_root: Path,
+    *,
+    window_ids: Sequence[str] | None = None,
+    recompute: bool = False,
+    write_snapshots: bool = True,
+    references: ReferenceCache | None = None,
+    wait: bool = True,
+) -> DriftRunResult:
     """Judge pending windows (no summary yet), or `window_ids`, or every kept window with `recompute`.
 
     One pass at a time per drift folder (a file lock): several service workers, each with a monitor, and a
@@ -129,17 +146,33 @@ def run_drift(settings: DriftSettings, registry_root: Path, *, window_ids: Seque
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            return DriftRunResult((), (), alert_states(settings.summaries_dir, settings.alert_windows),
-                                  served_version(registry_root, list_windows(settings.windows_dir)))
+            return DriftRunResult(
+                (),
+                (),
+                alert_states(settings.summaries_dir, settings.alert_windows),
+                served_version(registry_root, list_windows(settings.windows_dir)),
+            )
         try:
-            return _run_locked(settings, registry_root, window_ids, recompute, write_snapshots,
-                               references or ReferenceCache(registry_root))
+            return _run_locked(
+                settings,
+                registry_root,
+                window_ids,
+                recompute,
+                write_snapshots,
+                references or ReferenceCache(registry_root),
+            )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _run_locked(settings: DriftSettings, registry_root: Path, window_ids: Sequence[str] | None, recompute: bool,
-                write_snapshots: bool, references: ReferenceCache) -> DriftRunResult:
+def _run_locked(
+    settings: DriftSettings,
+    registry_root: Path,
+    window_ids: Sequence[str] | None,
+    recompute: bool,
+    write_snapshots: bool,
+    references: ReferenceCache,
+) -> DriftRunResult:
     windows = list_windows(settings.windows_dir)
     chosen = _choose(windows, settings.summaries_dir, window_ids, recompute)
     workspace = None
@@ -152,17 +185,25 @@ def _run_locked(settings: DriftSettings, registry_root: Path, window_ids: Sequen
                     from service.drift.workspace import DriftWorkspace
 
                     workspace = DriftWorkspace(settings.workspace_dir)
-                snapshot_id = workspace.add_snapshot(info.model_version, snapshot, result.drifted,
-                                                     settings.keep_snapshots)
+                snapshot_id = workspace.add_snapshot(
+                    info.model_version, snapshot, result.drifted, settings.keep_snapshots
+                )
                 result = WindowDriftResult.from_dict({**result.to_dict(), "snapshot_id": snapshot_id})
             write_summary(settings.summaries_dir, result)
             computed.append(result)
         except (DriftError, OSError, ValueError) as err:
             failed.append(WindowFailure(info.window_id, f"{type(err).__name__}: {err}"))
-    _prune_summaries(settings.summaries_dir, {w.window_id for w in list_windows(settings.windows_dir)},
-                     settings.keep_windows)
-    return DriftRunResult(tuple(computed), tuple(failed), alert_states(settings.summaries_dir, settings.alert_windows),
-                          served_version(registry_root, list_windows(settings.windows_dir)))
+    _prune_summaries(
+        settings.summaries_dir,
+        {w.window_id for w in list_windows(settings.windows_dir)},
+        settings.keep_windows,
+    )
+    return DriftRunResult(
+        tuple(computed),
+        tuple(failed),
+        alert_states(settings.summaries_dir, settings.alert_windows),
+        served_version(registry_root, list_windows(settings.windows_dir)),
+    )
 
 
 def served_version(registry_root: Path, windows: Sequence[WindowInfo]) -> str | None:
@@ -189,15 +230,18 @@ def _judge(info: WindowInfo, references: ReferenceCache) -> tuple[WindowDriftRes
     return compute_window(window, reference)
 
 
-def _choose(windows: list[WindowInfo], summaries_dir: Path, window_ids: Sequence[str] | None,
-            recompute: bool) -> list[WindowInfo]:
+def _choose(
+    windows: list[WindowInfo], summaries_dir: Path, window_ids: Sequence[str] | None, recompute: bool
+) -> list[WindowInfo]:
     if window_ids:
         by_id = {w.window_id: w for w in windows}
         unknown = [w for w in window_ids if w not in by_id]
         if unknown:
             kept = ", ".join(w.window_id for w in windows[-5:]) or "none"
-            raise DriftInputError(f"windows {unknown} are not on disk (kept windows end with: {kept}); pass an id "
-                                  f"from `embedgate drift --list`, or --all")
+            raise DriftInputError(
+                f"windows {unknown} are not on disk (kept windows end with: {kept}); pass an id "
+                f"from `embedgate drift --list`, or --all"
+            )
         return [by_id[w] for w in window_ids]
     if recompute:
         return windows
@@ -237,8 +281,15 @@ def alert_states(summaries_dir: Path, alert_windows: int) -> tuple[AlertState, .
             if not result.drifted:
                 break
             streak += 1
-        states.append(AlertState(version, streak, alert_windows, streak >= alert_windows,
-                                 judged[-1].window_id if judged else None))
+        states.append(
+            AlertState(
+                version,
+                streak,
+                alert_windows,
+                streak >= alert_windows,
+                judged[-1].window_id if judged else None,
+            )
+        )
     return tuple(states)
 
 

@@ -30,29 +30,72 @@ class DriftSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    sample_rate: float = Field(0.1, ge=0.0, le=1.0, description=(
-        "share of served texts captured for drift (each text drawn independently); 0 switches capture off"))
-    dir: Path = Field(Path("drift"), description=(
-        "drift folder: windows/ (captured rows), summaries/ (one JSON per window), workspace/ (Evidently)"))
-    window_rows: int = Field(DEFAULT_WINDOW_ROWS, ge=10, le=100_000, description=(
-        "captured rows per window file; a window is compared to the reference once it is full"))
-    keep_windows: int = Field(48, ge=1, le=100_000, description=(
-        "window files kept on disk (oldest deleted first): disk use is bounded by keep_windows x window_rows rows"))
-    queue_size: int = Field(1024, ge=1, le=1_000_000, description=(
-        "requests waiting for the writer thread; when full, new samples are dropped and counted, never waited for"))
-    alert_windows: int = Field(3, ge=1, le=1000, description=(
-        "consecutive drifted windows that raise the alert (JSON warning log, `embedgate drift` exit 1)"))
-    interval_s: float = Field(60.0, gt=0, description="how often the service's monitor looks for full windows")
-    monitor: bool = Field(True, description=(
-        "judge full windows inside the service (a background thread); false: capture only, and judge them with a "
-        "scheduled `embedgate drift`"))
-    keep_snapshots: int = Field(500, ge=1, description=(
-        "Evidently snapshots kept per model version in the workspace (oldest deleted first)"))
+    sample_rate: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "share of served texts captured for drift (each text drawn independently); 0 switches capture off"
+        ),
+    )
+    dir: Path = Field(
+        Path("drift"),
+        description=(
+            "drift folder: windows/ (captured rows), summaries/ (one JSON per window), workspace/ (Evidently)"
+        ),
+    )
+    window_rows: int = Field(
+        DEFAULT_WINDOW_ROWS,
+        ge=10,
+        le=100_000,
+        description=("captured rows per window file; a window is compared to the reference once it is full"),
+    )
+    keep_windows: int = Field(
+        48,
+        ge=1,
+        le=100_000,
+        description=(
+            "window files kept on disk (oldest deleted first): disk use is bounded by keep_windows x window_rows rows"
+        ),
+    )
+    queue_size: int = Field(
+        1024,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "requests waiting for the writer thread; when full, new samples are dropped and counted, never waited for"
+        ),
+    )
+    alert_windows: int = Field(
+        3,
+        ge=1,
+        le=1000,
+        description=(
+            "consecutive drifted windows that raise the alert (JSON warning log, `embedgate drift` exit 1)"
+        ),
+    )
+    interval_s: float = Field(
+        60.0, gt=0, description="how often the service's monitor looks for full windows"
+    )
+    monitor: bool = Field(
+        True,
+        description=(
+            "judge full windows inside the service (a background thread); false: capture only, and judge them with a "
+            "scheduled `embedgate drift`"
+        ),
+    )
+    keep_snapshots: int = Field(
+        500,
+        ge=1,
+        description=("Evidently snapshots kept per model version in the workspace (oldest deleted first)"),
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DriftSettings:
         """Settings from `EMBEDGATE_DRIFT_*` variables (default: the process environment); empty means unset."""
-        return settings_from_env(cls, ENV_PREFIX, environ, DriftSettingsError, "drift settings", "docs/drift.md")
+        return settings_from_env(
+            cls, ENV_PREFIX, environ, DriftSettingsError, "drift settings", "docs/drift.md"
+        )
 
     @property
     def windows_dir(self) -> Path:

@@ -45,12 +45,16 @@ def embedding_drift_score(current: np.ndarray, reference: np.ndarray, drift_meth
 
     current, reference = _as_matrix(current, "current"), _as_matrix(reference, "reference")
     if current.shape[1] != reference.shape[1]:
-        raise DriftInputError(f"current and reference embeddings must have the same dim; got {current.shape[1]} "
-                              f"and {reference.shape[1]}")
+        raise DriftInputError(
+            f"current and reference embeddings must have the same dim; got {current.shape[1]} "
+            f"and {reference.shape[1]}"
+        )
     current, reference = distinct_rows(current), distinct_rows(reference)
     if min(len(current), len(reference)) < MIN_CLASSIFIER_ROWS:
-        raise DriftInputError(f"the classifier needs at least {MIN_CLASSIFIER_ROWS} distinct rows per side; got "
-                              f"{len(current)} current and {len(reference)} reference")
+        raise DriftInputError(
+            f"the classifier needs at least {MIN_CLASSIFIER_ROWS} distinct rows per side; got "
+            f"{len(current)} current and {len(reference)} reference"
+        )
     method = drift_method if drift_method is not None else ModelDriftMethod(bootstrap=False)
     # Evidently's method adds a `target` column to the frames it gets: give it fresh ones.
     score, _, _ = method(pd.DataFrame(current), pd.DataFrame(reference))
@@ -61,15 +65,23 @@ def nearest_doc_cosine(queries: np.ndarray, corpus: np.ndarray, chunk_rows: int 
     """For each unit-length query, the cosine to its nearest unit-length corpus document."""
     queries, corpus = _as_matrix(queries, "queries"), _as_matrix(corpus, "corpus")
     if queries.shape[1] != corpus.shape[1]:
-        raise DriftInputError(f"queries and corpus must have the same dim; got {queries.shape[1]} and "
-                              f"{corpus.shape[1]}")
+        raise DriftInputError(
+            f"queries and corpus must have the same dim; got {queries.shape[1]} and {corpus.shape[1]}"
+        )
     if len(corpus) == 0:
         raise DriftInputError("the corpus sample is empty; the retrieval signal needs at least one document")
-    return np.concatenate([(queries[start : start + chunk_rows] @ corpus.T).max(axis=1)
-                           for start in range(0, len(queries), chunk_rows)] or [np.zeros(0, np.float32)])
+    return np.concatenate(
+        [
+            (queries[start : start + chunk_rows] @ corpus.T).max(axis=1)
+            for start in range(0, len(queries), chunk_rows)
+        ]
+        or [np.zeros(0, np.float32)]
+    )
 
 
-def nearest_query_cosine(rows: np.ndarray, reference_queries: np.ndarray, chunk_rows: int = 1024) -> np.ndarray:
+def nearest_query_cosine(
+    rows: np.ndarray, reference_queries: np.ndarray, chunk_rows: int = 1024
+) -> np.ndarray:
     """For each unit-length row, the cosine to its nearest reference query (the novelty score: low = novel)."""
     return nearest_doc_cosine(rows, reference_queries, chunk_rows)
 
@@ -97,8 +109,9 @@ def effective_rows(rows: np.ndarray) -> int:
     return max(1, int(len(rows) ** 2 // int((counts.astype(np.int64) ** 2).sum())))
 
 
-def novelty_threshold(rows: int, held_out_count: int, alpha: float, floor: float,
-                      quantile: float = NOVELTY_QUANTILE) -> float:
+def novelty_threshold(
+    rows: int, held_out_count: int, alpha: float, floor: float, quantile: float = NOVELTY_QUANTILE
+) -> float:
     """The novel-row share a window of `rows` effective rows of new same-domain traffic stays under with
     probability 1 - alpha: the count of rows below the k-th of H held-out scores is Beta-Binomial(rows, k,
     H + 1 - k) (order statistics of exchangeable scores). Exact for any window size, where resampling the
@@ -125,8 +138,10 @@ def retrieval_drop(current_nearest: np.ndarray, reference_nearest: np.ndarray) -
     current = np.asarray(current_nearest, dtype=np.float64)
     current = current[~np.isnan(current)]
     if len(current) == 0 or len(reference_nearest) == 0:
-        raise DriftInputError(f"retrieval_drop needs values on both sides; got {len(current)} current and "
-                              f"{len(reference_nearest)} reference")
+        raise DriftInputError(
+            f"retrieval_drop needs values on both sides; got {len(current)} current and "
+            f"{len(reference_nearest)} reference"
+        )
     return float(np.mean(reference_nearest) - np.mean(current))
 
 

@@ -34,8 +34,10 @@ import numpy as np
 
 SEALED_SUFFIX = ".jsonl"
 PART_SUFFIX = ".jsonl.part"
-WINDOW_NAME = re.compile(r"^(?P<started>\d{8}T\d{6}\.\d{6}Z)(?:-h(?P<host>[A-Za-z0-9_.]+))?-p(?P<pid>\d+)"
-                         r"(?:-r(?P<writer>[0-9a-f]+))?-(?P<version>[A-Za-z0-9_.:-]+)$")
+WINDOW_NAME = re.compile(
+    r"^(?P<started>\d{8}T\d{6}\.\d{6}Z)(?:-h(?P<host>[A-Za-z0-9_.]+))?-p(?P<pid>\d+)"
+    r"(?:-r(?P<writer>[0-9a-f]+))?-(?P<version>[A-Za-z0-9_.:-]+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,13 @@ class CapturedRow:
     embedding: np.ndarray  # float32 [dim], unit length as served
 
     def to_dict(self) -> dict[str, Any]:
-        return {"time": self.time, "model_version": self.model_version, "dim": self.dim, **self.descriptors,
-                "embedding_b64": base64.b64encode(np.asarray(self.embedding, "<f4").tobytes()).decode("ascii")}
+        return {
+            "time": self.time,
+            "model_version": self.model_version,
+            "dim": self.dim,
+            **self.descriptors,
+            "embedding_b64": base64.b64encode(np.asarray(self.embedding, "<f4").tobytes()).decode("ascii"),
+        }
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,13 @@ class WindowInfo:
     pid: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"window_id": self.window_id, "path": str(self.path), "model_version": self.model_version,
-                "started_at": self.started_at, "pid": self.pid}
+        return {
+            "window_id": self.window_id,
+            "path": str(self.path),
+            "model_version": self.model_version,
+            "started_at": self.started_at,
+            "pid": self.pid,
+        }
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,12 @@ class WindowData:
         return truncate_dims(rows, dim), mask
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.info.to_dict(), "rows": self.rows, "bad_lines": self.bad_lines,
-                "dims": sorted({int(d) for d in self.dims})}
+        return {
+            **self.info.to_dict(),
+            "rows": self.rows,
+            "bad_lines": self.bad_lines,
+            "dims": sorted({int(d) for d in self.dims}),
+        }
 
 
 class WindowWriter:
@@ -104,8 +120,14 @@ class WindowWriter:
 
     Not thread-safe: the capture's single writer thread owns it."""
 
-    def __init__(self, windows_dir: Path, window_rows: int, keep_windows: int, pid: int | None = None,
-                 host: str | None = None) -> None:
+    def __init__(
+        self,
+        windows_dir: Path,
+        window_rows: int,
+        keep_windows: int,
+        pid: int | None = None,
+        host: str | None = None,
+    ) -> None:
         for name, value, low in (("window_rows", window_rows, 1), ("keep_windows", keep_windows, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -114,7 +136,9 @@ class WindowWriter:
         self.keep_windows = keep_windows
         self.pid = os.getpid() if pid is None else pid
         self.host = host_label(host)
-        self.writer_id = secrets.token_hex(4)  # tells apart two writers with the same host and pid (containers)
+        self.writer_id = secrets.token_hex(
+            4
+        )  # tells apart two writers with the same host and pid (containers)
         self.windows_dir.mkdir(parents=True, exist_ok=True)
         self.sealed_count = 0
         self.deleted_count = 0
@@ -164,10 +188,14 @@ class WindowWriter:
 
     def _open(self, version: str) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+", version):
-            raise ValueError(f"model_version {version!r} cannot be part of a file name; expected letters, digits "
-                             f"and . _ : - (e.g. v0003)")
+            raise ValueError(
+                f"model_version {version!r} cannot be part of a file name; expected letters, digits "
+                f"and . _ : - (e.g. v0003)"
+            )
         started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self._part = self.windows_dir / f"{started}-h{self.host}-p{self.pid}-r{self.writer_id}-{version}{PART_SUFFIX}"
+        self._part = (
+            self.windows_dir / f"{started}-h{self.host}-p{self.pid}-r{self.writer_id}-{version}{PART_SUFFIX}"
+        )
         self._handle = open(self._part, "a", encoding="utf-8")
         self._version = version
 
@@ -182,8 +210,15 @@ def list_windows(windows_dir: Path) -> list[WindowInfo]:
         match = WINDOW_NAME.match(path.name[: -len(SEALED_SUFFIX)])
         if match:
             started = datetime.datetime.strptime(match["started"], "%Y%m%dT%H%M%S.%fZ")
-            found.append(WindowInfo(path.name[: -len(SEALED_SUFFIX)], path, match["version"],
-                                    started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), int(match["pid"])))
+            found.append(
+                WindowInfo(
+                    path.name[: -len(SEALED_SUFFIX)],
+                    path,
+                    match["version"],
+                    started.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    int(match["pid"]),
+                )
+            )
     return sorted(found, key=lambda info: info.window_id)
 
 
@@ -208,9 +243,14 @@ def read_window(info: WindowInfo, descriptor_names: Sequence[str]) -> WindowData
             vectors.append(vector)
             for name, value in zip(descriptor_names, values, strict=True):
                 columns[name].append(value)
-    return WindowData(info, np.asarray(times, dtype=np.float64), np.asarray(dims, dtype=np.int64),
-                      {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()},
-                      tuple(vectors), bad)
+    return WindowData(
+        info,
+        np.asarray(times, dtype=np.float64),
+        np.asarray(dims, dtype=np.int64),
+        {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()},
+        tuple(vectors),
+        bad,
+    )
 
 
 def rotate(windows_dir: Path, keep_windows: int) -> int:

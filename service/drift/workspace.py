@@ -57,8 +57,11 @@ class DriftWorkspace:
 
     def projects(self) -> dict[str, str]:
         """{project name: project id} for the drift projects in the workspace."""
-        return {project.name: str(project.id) for project in self._workspace.list_projects()
-                if project.name.startswith(PROJECT_PREFIX)}
+        return {
+            project.name: str(project.id)
+            for project in self._workspace.list_projects()
+            if project.name.startswith(PROJECT_PREFIX)
+        }
 
     def snapshot_ids(self, model_version: str) -> list[str]:
         found = self._workspace.search_project(project_name(model_version))
@@ -74,7 +77,9 @@ class DriftWorkspace:
         with self._locked():
             projects = [p for p in self._workspace.list_projects() if p.name.startswith(PROJECT_PREFIX)]
             for project in projects:
-                self._workspace.save_dashboard(project.id, dashboard_model(project.name[len(PROJECT_PREFIX):]))
+                self._workspace.save_dashboard(
+                    project.id, dashboard_model(project.name[len(PROJECT_PREFIX) :])
+                )
             return len(projects)
 
     def _project_id(self, model_version: str) -> Any:
@@ -83,10 +88,13 @@ class DriftWorkspace:
         found = self._workspace.search_project(project_name(model_version))
         if found:
             return found[0].id
-        project = self._workspace.add_project(ProjectModel(
-            name=project_name(model_version),
-            description=f"Drift of served traffic for model version {model_version} against the reference stored "
-                        f"at its promotion (registry/versions/{model_version}/reference)"))
+        project = self._workspace.add_project(
+            ProjectModel(
+                name=project_name(model_version),
+                description=f"Drift of served traffic for model version {model_version} against the reference stored "
+                f"at its promotion (registry/versions/{model_version}/reference)",
+            )
+        )
         self._workspace.save_dashboard(project.id, dashboard_model(model_version))
         return project.id
 
@@ -116,42 +124,78 @@ def dashboard_model(model_version: str) -> Any:
         return PanelMetric(legend=legend, metric=name, metric_labels=labels)
 
     def score_panel(title: str, score: Any, signal: str, description: str) -> Any:
-        return line_plot_panel(title, [score, metric("EmbedgateThreshold", "alarm threshold", signal=signal)],
-                               description=description, size="half")
+        return line_plot_panel(
+            title,
+            [score, metric("EmbedgateThreshold", "alarm threshold", signal=signal)],
+            description=description,
+            size="half",
+        )
 
     signals = [
-        text_panel(f"Drift of model {model_version}", description=(
-            "One point per captured window. A window drifts when an alarm signal's score is above its threshold "
-            "(calibrated on held-out queries the model was never trained on); alarm signals: embedding, retrieval "
-            "and novelty (the reference says which, if too few held-out queries kept one out). Windows that "
-            "drifted are tagged 'drifted'; open a snapshot for the descriptor distributions.")),
-        score_panel("Embedding drift vs threshold", metric("EmbedgateEmbeddingDrift", "classifier ROC AUC"),
-                    "embedding", "0.5 = same distribution as the reference queries, 1.0 = fully separable"),
-        score_panel("Retrieval: drop in nearest-document cosine vs threshold",
-                    metric("EmbedgateMeanDrop", "held-out mean - window mean"), "retrieval",
-                    "how much further the window's queries are from their nearest reference document than "
-                    "held-out queries of the domain"),
-        score_panel("Novelty: share of novel rows vs threshold",
-                    metric("EmbedgateTailShare", "share of novel rows"), "novelty",
-                    "share of the window's rows further from every reference query than all but 1% of "
-                    "the held-out queries"),
-        score_panel("Descriptor drift vs threshold",
-                    metric("DriftedColumnsCount", "share of drifted descriptors", value_type="share"),
-                    "descriptors", "share of text descriptors whose distribution drifted (Evidently tests)"),
-        line_plot_panel("Nearest-document and nearest-query cosine (window means)",
-                        [metric("MeanValue", "nearest document", column="nearest_doc_cosine"),
-                         metric("MeanValue", "nearest reference query", column="nearest_query_cosine")],
-                        size="half"),
+        text_panel(
+            f"Drift of model {model_version}",
+            description=(
+                "One point per captured window. A window drifts when an alarm signal's score is above its threshold "
+                "(calibrated on held-out queries the model was never trained on); alarm signals: embedding, retrieval "
+                "and novelty (the reference says which, if too few held-out queries kept one out). Windows that "
+                "drifted are tagged 'drifted'; open a snapshot for the descriptor distributions."
+            ),
+        ),
+        score_panel(
+            "Embedding drift vs threshold",
+            metric("EmbedgateEmbeddingDrift", "classifier ROC AUC"),
+            "embedding",
+            "0.5 = same distribution as the reference queries, 1.0 = fully separable",
+        ),
+        score_panel(
+            "Retrieval: drop in nearest-document cosine vs threshold",
+            metric("EmbedgateMeanDrop", "held-out mean - window mean"),
+            "retrieval",
+            "how much further the window's queries are from their nearest reference document than "
+            "held-out queries of the domain",
+        ),
+        score_panel(
+            "Novelty: share of novel rows vs threshold",
+            metric("EmbedgateTailShare", "share of novel rows"),
+            "novelty",
+            "share of the window's rows further from every reference query than all but 1% of "
+            "the held-out queries",
+        ),
+        score_panel(
+            "Descriptor drift vs threshold",
+            metric("DriftedColumnsCount", "share of drifted descriptors", value_type="share"),
+            "descriptors",
+            "share of text descriptors whose distribution drifted (Evidently tests)",
+        ),
+        line_plot_panel(
+            "Nearest-document and nearest-query cosine (window means)",
+            [
+                metric("MeanValue", "nearest document", column="nearest_doc_cosine"),
+                metric("MeanValue", "nearest reference query", column="nearest_query_cosine"),
+            ],
+            size="half",
+        ),
     ]
     shares = [name for name in DESCRIPTOR_NAMES if name != "tokens"]
     descriptors = [
-        line_plot_panel("Input length: mean tokens per text", [metric("MeanValue", "tokens", column="tokens")],
-                        size="half"),
-        line_plot_panel("Text descriptors: window means (shares 0-1)",
-                        [metric("MeanValue", name, column=name) for name in shares], size="half"),
-        line_plot_panel("Descriptor drift p-values (below 0.05: drifted)",
-                        [metric("ValueDrift", name, column=name) for name in DESCRIPTOR_NAMES], size="full"),
+        line_plot_panel(
+            "Input length: mean tokens per text",
+            [metric("MeanValue", "tokens", column="tokens")],
+            size="half",
+        ),
+        line_plot_panel(
+            "Text descriptors: window means (shares 0-1)",
+            [metric("MeanValue", name, column=name) for name in shares],
+            size="half",
+        ),
+        line_plot_panel(
+            "Descriptor drift p-values (below 0.05: drifted)",
+            [metric("ValueDrift", name, column=name) for name in DESCRIPTOR_NAMES],
+            size="full",
+        ),
     ]
-    tabs = [DashboardTabModel(title="Drift", panels=[panel.id for panel in signals]),
-            DashboardTabModel(title="Descriptors", panels=[panel.id for panel in descriptors])]
+    tabs = [
+        DashboardTabModel(title="Drift", panels=[panel.id for panel in signals]),
+        DashboardTabModel(title="Descriptors", panels=[panel.id for panel in descriptors]),
+    ]
     return DashboardModel(tabs=tabs, panels=signals + descriptors)

@@ -21,7 +21,9 @@ def untrained_run(tmp_path_factory, tiny_model_dir):
     data = write_lay_jargon_beir(root / "data", train_queries=40, test_queries=40)
     run = root / "runs" / "same-as-base"
     run.mkdir(parents=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(tiny_model_dir), "data": {"path": str(data)}}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"base_model": str(tiny_model_dir), "data": {"path": str(data)}})
+    )
     shutil.copytree(tiny_model_dir, run / "model")
     export_run(run / "model", run / "onnx", dims=[32, 16])
     return root, run, data
@@ -35,7 +37,9 @@ def test_evaluate_then_gate_blocks_a_model_no_better_than_base(untrained_run, ca
     candidate = json.loads((run / "eval" / "candidate.json").read_text())
     baseline = json.loads((run / "eval" / "baseline.json").read_text())
     fp32 = lambda r, d: next(e for e in r["retrieval"] if e["backend"] == "onnx-fp32" and e["dim"] == d)  # noqa: E731
-    assert fp32(candidate, 32)["mean"]["ndcg@10"] == pytest.approx(fp32(baseline, 32)["mean"]["ndcg@10"], abs=1e-6)
+    assert fp32(candidate, 32)["mean"]["ndcg@10"] == pytest.approx(
+        fp32(baseline, 32)["mean"]["ndcg@10"], abs=1e-6
+    )
     assert len(fp32(candidate, 32)["per_query"]) == 40  # per-query scores kept for the paired test
     assert {e["backend"] for e in candidate["retrieval"]} == {"onnx-fp32", "onnx-int8", "torch"}
     assert (run / "eval" / "metrics_vs_dim.png").stat().st_size > 10_000
@@ -57,17 +61,56 @@ def test_forced_promotion_then_rollback_and_history(untrained_run, capsys):
     registry = root / "registry-forced"
     assert main(["promote", str(run), "--registry", str(registry), "--force", "--no-bento-store"]) == 2
     assert "--force needs --reason" in capsys.readouterr().err
-    assert main(["promote", str(run), "--registry", str(registry), "--force", "--reason", "drill",
-                 "--no-bento-store"]) == 0
+    assert (
+        main(
+            [
+                "promote",
+                str(run),
+                "--registry",
+                str(registry),
+                "--force",
+                "--reason",
+                "drill",
+                "--no-bento-store",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     # The same run again is a duplicate, refused (exit 1); a copy under another run id is a new version.
-    assert main(["promote", str(run), "--registry", str(registry), "--force", "--reason", "drill",
-                 "--no-bento-store"]) == 1
+    assert (
+        main(
+            [
+                "promote",
+                str(run),
+                "--registry",
+                str(registry),
+                "--force",
+                "--reason",
+                "drill",
+                "--no-bento-store",
+            ]
+        )
+        == 1
+    )
     assert "run same-as-base is already v0001 of this registry" in capsys.readouterr().err
     copy = run.parent / "same-as-base-again"
     shutil.copytree(run, copy)
-    assert main(["promote", str(copy), "--registry", str(registry), "--force", "--reason", "drill",
-                 "--no-bento-store"]) == 0
+    assert (
+        main(
+            [
+                "promote",
+                str(copy),
+                "--registry",
+                str(registry),
+                "--force",
+                "--reason",
+                "drill",
+                "--no-bento-store",
+            ]
+        )
+        == 0
+    )
     assert "promoted same-as-base-again as v0002 (previous champion: v0001" in capsys.readouterr().out
     assert main(["rollback", "--registry", str(registry), "--reason", "drill over"]) == 0
     assert "v0001 is the champion" in capsys.readouterr().out
@@ -90,16 +133,31 @@ def test_evaluate_and_gate_errors_exit_2(tmp_path, untrained_run, capsys):
     assert main(["evaluate", str(run), "--data", str(data), "--split", "dev"]) == 2
     assert "no qrels for split 'dev'; available splits: test, train" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--data", str(data), "--backends", "onnx-fp16"]) == 2
-    assert "backends: expected one or more of onnx-fp32, onnx-int8, torch, got ['onnx-fp16']" in \
-        capsys.readouterr().err
+    assert (
+        "backends: expected one or more of onnx-fp32, onnx-int8, torch, got ['onnx-fp16']"
+        in capsys.readouterr().err
+    )
 
 
 def test_evaluate_the_torch_backend_alone(tmp_path, untrained_run, capsys):
     _, run, data = untrained_run
     copy = tmp_path / "torch-only"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval", "gate"))
-    assert main(["evaluate", str(copy), "--data", str(data), "--registry", str(tmp_path / "registry"),
-                 "--backends", "torch"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(copy),
+                "--data",
+                str(data),
+                "--registry",
+                str(tmp_path / "registry"),
+                "--backends",
+                "torch",
+            ]
+        )
+        == 0
+    )
     assert "| candidate | torch | 32 |" in capsys.readouterr().out
     candidate = json.loads((copy / "eval" / "candidate.json").read_text())
     assert {(e["backend"], e["dim"]) for e in candidate["retrieval"]} == {("torch", 32), ("torch", 16)}

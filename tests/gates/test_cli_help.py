@@ -7,8 +7,26 @@ import pytest
 
 from gates.cli import app, main
 
-COMMANDS = ("validate", "mine", "train", "export", "evaluate", "gate", "promote", "rollback", "cutover", "retire",
-            "history", "embed", "pipeline", "demo", "report", "serve", "drift", "dashboard")
+COMMANDS = (
+    "validate",
+    "mine",
+    "train",
+    "export",
+    "evaluate",
+    "gate",
+    "promote",
+    "rollback",
+    "cutover",
+    "retire",
+    "history",
+    "embed",
+    "pipeline",
+    "demo",
+    "report",
+    "serve",
+    "drift",
+    "dashboard",
+)
 
 
 def _example_lines(help_text: str) -> list[str]:

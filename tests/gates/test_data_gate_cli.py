@@ -25,7 +25,11 @@ def test_a_clean_file_exits_0_and_says_where_the_report_is(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("PASSED")
     assert "warning   pairs  rows.minimum" in printed
-    assert f"report: {out / 'report.json'}" in printed and f"docs:   {out / 'docs' / 'summary.html'}" in printed and str(out / 'docs' / 'index.html') in printed
+    assert (
+        f"report: {out / 'report.json'}" in printed
+        and f"docs:   {out / 'docs' / 'summary.html'}" in printed
+        and str(out / "docs" / "index.html") in printed
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is True
     assert report["dataset"]["column_map"] == {"anchor": "question1", "positive": "question2"}
@@ -46,11 +50,27 @@ def test_options_reach_the_gate(tmp_path, capsys):
     path = write(tmp_path / "odd.csv", "left,right,extra\nhow do I renew a lease,ask,1\nrent,yes,2\n")
     eval_path = write(tmp_path / "eval.jsonl", '{"query": "How do I renew a LEASE?", "answer": "x"}\n')
     out = tmp_path / "out"
-    code = main(["validate", str(path), "--type", "pairs", "--columns", "anchor=left,positive=right",
-                 "--eval", str(eval_path), "--out", str(out), "--max-seq-length", "5"])
+    code = main(
+        [
+            "validate",
+            str(path),
+            "--type",
+            "pairs",
+            "--columns",
+            "anchor=left,positive=right",
+            "--eval",
+            str(eval_path),
+            "--out",
+            str(out),
+            "--max-seq-length",
+            "5",
+        ]
+    )
     assert code == 1
     report = json.loads((out / "report.json").read_text())
-    failed = {e["check"]: [x["row"] for x in e["examples"]] for e in report["expectations"] if not e["passed"]}
+    failed = {
+        e["check"]: [x["row"] for x in e["examples"]] for e in report["expectations"] if not e["passed"]
+    }
     assert failed["anchor.not_in_eval"] == [1]
     assert failed["anchor.max_tokens"] == [1]  # 7 words + 2 special tokens > 5
     assert report["dataset"]["eval"] == {"source": str(eval_path), "type": "pairs"}
@@ -84,15 +104,26 @@ def test_a_beir_folder_is_validated(tmp_path, capsys):
     assert "qrels/test" in line and line.rstrip().endswith("3")
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("missing.csv", None, r"missing\.csv: file not found"),
-    ("latin1.csv", b"anchor,positive\na,b\ncaf\xe9,d\n", r"latin1\.csv:3: not valid UTF-8"),
-    ("broken.jsonl", b'{"anchor": "a", "positive": "b"}\n{"anchor": "c",\n', r"broken\.jsonl:2: broken JSON line"),
-    ("badrow.csv", b"anchor,positive\na,b\nc,d,e\n", r"badrow\.csv:3: cannot parse as CSV: Expected 2 fields"),
-    ("table.xlsx", b"PK", r"table\.xlsx: unsupported file extension '\.xlsx'"),
-    ("empty.csv", b"", r"empty\.csv: the file is empty"),
-    ("empty.jsonl", b"", r"empty\.jsonl: the file holds no JSON objects"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("missing.csv", None, r"missing\.csv: file not found"),
+        ("latin1.csv", b"anchor,positive\na,b\ncaf\xe9,d\n", r"latin1\.csv:3: not valid UTF-8"),
+        (
+            "broken.jsonl",
+            b'{"anchor": "a", "positive": "b"}\n{"anchor": "c",\n',
+            r"broken\.jsonl:2: broken JSON line",
+        ),
+        (
+            "badrow.csv",
+            b"anchor,positive\na,b\nc,d,e\n",
+            r"badrow\.csv:3: cannot parse as CSV: Expected 2 fields",
+        ),
+        ("table.xlsx", b"PK", r"table\.xlsx: unsupported file extension '\.xlsx'"),
+        ("empty.csv", b"", r"empty\.csv: the file is empty"),
+        ("empty.jsonl", b"", r"empty\.jsonl: the file holds no JSON objects"),
+    ],
+)
 def test_unreadable_input_exits_2_with_one_line(tmp_path, capsys, name, content, message):
     import re
 
@@ -108,12 +139,15 @@ def test_unreadable_input_exits_2_with_one_line(tmp_path, capsys, name, content,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--type", "pears"], r"unknown dataset type 'pears'"),
-    (["--columns", "anchor=nope"], r"--columns anchor=nope: no column 'nope'"),
-    (["--max-seq-length", "0"], r"max_seq_length: expected a positive whole number, got 0"),
-    (["--tokenizer", "/no/such/model"], r"--tokenizer /no/such/model: expected a model folder"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--type", "pears"], r"unknown dataset type 'pears'"),
+        (["--columns", "anchor=nope"], r"--columns anchor=nope: no column 'nope'"),
+        (["--max-seq-length", "0"], r"max_seq_length: expected a positive whole number, got 0"),
+        (["--tokenizer", "/no/such/model"], r"--tokenizer /no/such/model: expected a model folder"),
+    ],
+)
 def test_bad_options_exit_2(tmp_path, capsys, args, message):
     import re
 

@@ -37,7 +37,11 @@ def broken_folder(root: Path) -> Path:
         {"_id": "d4", "title": "", "text": "   "},  # 4 blank text
         {"_id": None, "title": "", "text": "No id here."},  # 5 missing id
         {"_id": "d6", "title": "Long", "text": LONG},  # 6 longer than max_seq_length (warning)
-        {"_id": "d7", "title": "", "text": "Rent is income for the landlord."},  # 7 same document as row 2 (warning)
+        {
+            "_id": "d7",
+            "title": "",
+            "text": "Rent is income for the landlord.",
+        },  # 7 same document as row 2 (warning)
         {"_id": "  ", "title": "", "text": "blank id"},  # 8 blank id
         {"_id": "d9", "title": 5, "text": "a number as title"},  # 9 title not text
     ]
@@ -48,13 +52,15 @@ def broken_folder(root: Path) -> Path:
         {"_id": "q4", "text": "who pays repairs"},  # 4 judged in test, nothing relevant
         {"_id": "q2", "text": "dup id"},  # 5 duplicate id
     ]
-    train = ("query-id\tcorpus-id\tscore\n"
-             "q1\td1\t1\n"  # line 2
-             "q9\td1\t1\n"  # line 3 unknown query
-             "q1\td99\t1\n"  # line 4 unknown document
-             "q2\td2\t-1\n"  # line 5 negative grade
-             "q2\td2\t1.5\n"  # line 6 not an integer, and the pair is judged twice
-             "q2\td1\t1\n")
+    train = (
+        "query-id\tcorpus-id\tscore\n"
+        "q1\td1\t1\n"  # line 2
+        "q9\td1\t1\n"  # line 3 unknown query
+        "q1\td99\t1\n"  # line 4 unknown document
+        "q2\td2\t-1\n"  # line 5 negative grade
+        "q2\td2\t1.5\n"  # line 6 not an integer, and the pair is judged twice
+        "q2\td1\t1\n"
+    )
     test = "q3 0 d1 1\nq4 0 d2 0\n"  # TREC format
     return write_beir(root, corpus, queries, {"train.tsv": train, "test.txt": test})
 
@@ -80,10 +86,15 @@ def test_ir_every_check_fails_at_its_rows(tmp_path):
         ("qrels/train", "rows.no_duplicates"): [6],
     }
     assert {r.check for r in report.warnings} == {"text.max_tokens", "text.no_duplicates", "judged.minimum"}
-    assert report.result("text.not_in_test").examples[0].values["text__in_test"] == "queries.jsonl row 3 (_id q3)"
+    assert (
+        report.result("text.not_in_test").examples[0].values["text__in_test"]
+        == "queries.jsonl row 3 (_id q3)"
+    )
     assert report.result("rows.no_duplicates", "qrels/train").examples[0].values["duplicate_of_row"] == 5
     assert report.result("text.no_duplicates", "corpus").examples[0].values["duplicate_of_row"] == 2
-    assert report.result("judged.minimum").observed_value == 3  # rows of queries with a relevant train judgement
+    assert (
+        report.result("judged.minimum").observed_value == 3
+    )  # rows of queries with a relevant train judgement
     assert report.result("text.max_tokens", "corpus").columns == ("title", "text")
     tables = {t.name: (t.rows, t.row_numbers) for t in report.dataset.tables}
     assert tables["qrels/test"] == (2, "line number in the file")
@@ -113,8 +124,12 @@ def test_below_100_judged_training_queries_is_only_a_warning(tmp_path):
 
 
 def test_a_missing_text_key_fails_the_column_check(tmp_path):
-    root = write_beir(tmp_path / "ir", [{"_id": "d1", "body": "x"}], [{"_id": "q1", "text": "q"}],
-                      {"test.tsv": "q1\td1\t1\n"})
+    root = write_beir(
+        tmp_path / "ir",
+        [{"_id": "d1", "body": "x"}],
+        [{"_id": "q1", "text": "q"}],
+        {"test.tsv": "q1\td1\t1\n"},
+    )
     report = validate_dataset(load_dataset(root), max_seq_length=SEQ)
     assert ("corpus", "text.exists") in failing(report)
     assert not report.passed
@@ -123,23 +138,33 @@ def test_a_missing_text_key_fails_the_column_check(tmp_path):
 def test_ir_training_queries_against_a_separate_eval_set(tmp_path):
     root = clean_folder(tmp_path / "ir")
     eval_path = tmp_path / "eval.jsonl"
-    write_jsonl(eval_path, [{"anchor": "Question 7 about RENT?", "positive": "x"}, {"anchor": "new", "positive": "y"}])
+    write_jsonl(
+        eval_path, [{"anchor": "Question 7 about RENT?", "positive": "x"}, {"anchor": "new", "positive": "y"}]
+    )
     report = validate_dataset(load_dataset(root), eval_data=load_dataset(eval_path), max_seq_length=SEQ)
     assert failing(report) == {("queries", "text.not_in_eval"): [8]}  # q7 is the 8th query object
     assert report.result("text.not_in_eval").examples[0].values["text__in_eval"] == "eval.jsonl row 1"
 
 
 def test_no_split_leak_check_without_a_train_split(tmp_path):
-    root = write_beir(tmp_path / "ir", [{"_id": "d1", "text": "x"}], [{"_id": "q1", "text": "q"}],
-                      {"test.tsv": "q1\td1\t1\n"})
+    root = write_beir(
+        tmp_path / "ir",
+        [{"_id": "d1", "text": "x"}],
+        [{"_id": "q1", "text": "q"}],
+        {"test.tsv": "q1\td1\t1\n"},
+    )
     report = validate_dataset(load_dataset(root), max_seq_length=SEQ)
     assert "text.not_in_test" not in {r.check for r in report.results}
     assert report.passed
 
 
 def test_an_empty_qrels_split_is_an_error(tmp_path):
-    root = write_beir(tmp_path / "ir", [{"_id": "d1", "text": "x"}], [{"_id": "q1", "text": "q"}],
-                      {"test.tsv": "query-id\tcorpus-id\tscore\n", "train.tsv": "q1\td1\t1\n"})
+    root = write_beir(
+        tmp_path / "ir",
+        [{"_id": "d1", "text": "x"}],
+        [{"_id": "q1", "text": "q"}],
+        {"test.tsv": "query-id\tcorpus-id\tscore\n", "train.tsv": "q1\td1\t1\n"},
+    )
     report = validate_dataset(load_dataset(root), max_seq_length=SEQ)
     assert failing(report) == {("qrels/test", "rows.not_empty"): [], ("queries", "judged.minimum"): []}
     assert report.result("rows.not_empty", "qrels/test").observed_value == 0

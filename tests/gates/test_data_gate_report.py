@@ -103,7 +103,11 @@ def test_summary_text_lists_failures_warnings_and_paths(tmp_path, blank_report):
     assert "1 failed errors, 1 warnings" in text
     line = next(line for line in text.splitlines() if "anchor.not_blank" in line)
     assert "8 (80.00%)" in line and "2, 3, 4, 5, 6" in line
-    assert f"report: {written.report_json}" in text and f"docs:   {written.docs_index.parent / 'summary.html'}" in text and f"        {written.docs_index}" in text
+    assert (
+        f"report: {written.report_json}" in text
+        and f"docs:   {written.docs_index.parent / 'summary.html'}" in text
+        and f"        {written.docs_index}" in text
+    )
 
 
 # --- tokenizers -------------------------------------------------------------------------------------------
@@ -224,16 +228,30 @@ def byte_level_bpe():
     return tokenizer
 
 
-BOUND_TEXTS = ["a", "What is a lease?", "x" * 300, "tenant " * 40, "a  b\t\tc", "rent!!!???...", "İSTANBUL café",
-               "日本語のテキスト", "\ufdfa", "naïve", ""]
+BOUND_TEXTS = [
+    "a",
+    "What is a lease?",
+    "x" * 300,
+    "tenant " * 40,
+    "a  b\t\tc",
+    "rent!!!???...",
+    "İSTANBUL café",
+    "日本語のテキスト",
+    "\ufdfa",
+    "naïve",
+    "",
+]
 
 
 @pytest.mark.parametrize("make", ["minilm", "byte_level_bpe", "word_level"])
 def test_the_token_bound_never_undercounts(make, minilm_dir):
     from gates.data_gate.tokens import load_tokenizer, token_upper_bound, untruncated
 
-    tokenizer = {"minilm": lambda: load_tokenizer(minilm_dir), "byte_level_bpe": byte_level_bpe,
-                 "word_level": word_tokenizer}[make]()
+    tokenizer = {
+        "minilm": lambda: load_tokenizer(minilm_dir),
+        "byte_level_bpe": byte_level_bpe,
+        "word_level": word_tokenizer,
+    }[make]()
     tokenizer = untruncated(tokenizer)
     bound = token_upper_bound(tokenizer)
     checked = 0

@@ -33,27 +33,33 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def validate(path: Path, dataset_type: str | None = None, eval_path: Path | None = None, **kwargs):
     eval_data = load_dataset(eval_path) if eval_path else None
-    return validate_dataset(load_dataset(path, dataset_type), eval_data=eval_data, max_seq_length=SEQ, **kwargs)
+    return validate_dataset(
+        load_dataset(path, dataset_type), eval_data=eval_data, max_seq_length=SEQ, **kwargs
+    )
 
 
 # --- pairs ----------------------------------------------------------------------------------------------
 
+
 def test_pairs_every_check_fails_at_its_rows(tmp_path):
-    path = write_csv(tmp_path / "pairs.csv", [
-        ["question1", "question2", "label"],
-        ["what is a lease", "a lease is a rental contract", "1"],  # 1 ok
-        ["", "pay rent monthly", "1"],  # 2 anchor missing
-        ["   ", "blank anchor", "1"],  # 3 anchor whitespace-only
-        ["What is a LEASE?", "what is a lease", "1"],  # 4 anchor == positive once normalised
-        ["what is a lease", "a lease is a rental contract", "1"],  # 5 duplicate of row 1
-        ["can I sue my landlord", "yes in small claims court", "2"],  # 6 label not binary
-        ["word " * 4001, "an absurdly long anchor", "0"],  # 7 > 20,000 chars (and too many tokens)
-        [LONG, "a long anchor", "1"],  # 8 too many tokens (warning)
-        ["is rent taxed", "rent is income", ""],  # 9 label missing
-        ["who pays repairs", "", "1"],  # 10 positive missing
-        ["How do I renew a LEASE", "ask the landlord", "1"],  # 11 also in the eval set
-        ["is a deposit refundable", LONG, "0"],  # 12 positive too many tokens (warning)
-    ])
+    path = write_csv(
+        tmp_path / "pairs.csv",
+        [
+            ["question1", "question2", "label"],
+            ["what is a lease", "a lease is a rental contract", "1"],  # 1 ok
+            ["", "pay rent monthly", "1"],  # 2 anchor missing
+            ["   ", "blank anchor", "1"],  # 3 anchor whitespace-only
+            ["What is a LEASE?", "what is a lease", "1"],  # 4 anchor == positive once normalised
+            ["what is a lease", "a lease is a rental contract", "1"],  # 5 duplicate of row 1
+            ["can I sue my landlord", "yes in small claims court", "2"],  # 6 label not binary
+            ["word " * 4001, "an absurdly long anchor", "0"],  # 7 > 20,000 chars (and too many tokens)
+            [LONG, "a long anchor", "1"],  # 8 too many tokens (warning)
+            ["is rent taxed", "rent is income", ""],  # 9 label missing
+            ["who pays repairs", "", "1"],  # 10 positive missing
+            ["How do I renew a LEASE", "ask the landlord", "1"],  # 11 also in the eval set
+            ["is a deposit refundable", LONG, "0"],  # 12 positive too many tokens (warning)
+        ],
+    )
     eval_path = write_csv(tmp_path / "eval.csv", [["anchor", "positive"], ["how do i renew a lease?", "x"]])
 
     report = validate(path, eval_path=eval_path)
@@ -75,8 +81,12 @@ def test_pairs_every_check_fails_at_its_rows(tmp_path):
     assert not report.passed
     assert {r.check for r in report.warnings} == {"anchor.max_tokens", "positive.max_tokens", "rows.minimum"}
     duplicate = report.result("rows.no_duplicates").examples[0]
-    assert dict(duplicate.values) == {"anchor": "what is a lease", "positive": "a lease is a rental contract",
-                                      "label": "1", "duplicate_of_row": 1}
+    assert dict(duplicate.values) == {
+        "anchor": "what is a lease",
+        "positive": "a lease is a rental contract",
+        "label": "1",
+        "duplicate_of_row": 1,
+    }
     leak = report.result("anchor.not_in_eval")
     assert leak.examples[0].values["anchor__in_eval"] == "eval.csv row 1"
     assert leak.unexpected_count == 1 and leak.element_count == 12
@@ -88,8 +98,14 @@ def test_pairs_every_check_fails_at_its_rows(tmp_path):
 
 
 def test_clean_pairs_pass_with_only_the_seed_size_warning(tmp_path):
-    path = write_csv(tmp_path / "pairs.csv", [["anchor", "positive"], ["what is a lease", "a rental contract"],
-                                              ["is rent taxed", "rent is income"]])
+    path = write_csv(
+        tmp_path / "pairs.csv",
+        [
+            ["anchor", "positive"],
+            ["what is a lease", "a rental contract"],
+            ["is rent taxed", "rent is income"],
+        ],
+    )
     report = validate(path)
     assert report.passed
     assert failing(report) == {("pairs", "rows.minimum"): []}
@@ -105,12 +121,15 @@ def test_pairs_at_the_seed_minimum_pass_every_check(tmp_path):
 
 
 def test_pairs_from_jsonl_flag_non_text_values_and_accept_boolean_labels(tmp_path):
-    path = write_jsonl(tmp_path / "pairs.jsonl", [
-        {"anchor": "what is a lease", "positive": "a contract", "label": True},
-        {"anchor": 42, "positive": "a number", "label": False},
-        {"anchor": ["a", "list"], "positive": "a list", "label": 1},
-        {"anchor": "is rent taxed", "positive": "yes", "label": "true"},
-    ])
+    path = write_jsonl(
+        tmp_path / "pairs.jsonl",
+        [
+            {"anchor": "what is a lease", "positive": "a contract", "label": True},
+            {"anchor": 42, "positive": "a number", "label": False},
+            {"anchor": ["a", "list"], "positive": "a list", "label": 1},
+            {"anchor": "is rent taxed", "positive": "yes", "label": "true"},
+        ],
+    )
     report = validate(path)
     assert failing(report) == {("pairs", "anchor.is_text"): [2, 3], ("pairs", "rows.minimum"): []}
     assert report.result("anchor.is_text").examples[0].values == {"anchor": 42, "anchor__type": "int"}
@@ -127,10 +146,19 @@ def test_leakage_against_an_ir_eval_set(tmp_path):
     root = tmp_path / "ir"
     (root / "qrels").mkdir(parents=True)
     write_jsonl(root / "corpus.jsonl", [{"_id": "d1", "text": "a lease is a contract"}])
-    write_jsonl(root / "queries.jsonl", [{"_id": "q1", "text": "Is rent taxed?"}, {"_id": "q2", "text": "other"}])
+    write_jsonl(
+        root / "queries.jsonl", [{"_id": "q1", "text": "Is rent taxed?"}, {"_id": "q2", "text": "other"}]
+    )
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n", encoding="utf-8")
-    train = write_csv(tmp_path / "pairs.csv", [["anchor", "positive"], ["what is a lease", "a contract"],
-                                               ["is  RENT taxed", "yes"], ["other", "not judged in test"]])
+    train = write_csv(
+        tmp_path / "pairs.csv",
+        [
+            ["anchor", "positive"],
+            ["what is a lease", "a contract"],
+            ["is  RENT taxed", "yes"],
+            ["other", "not judged in test"],
+        ],
+    )
     report = validate(train, eval_path=root)
     assert failing(report)[("pairs", "anchor.not_in_eval")] == [2]
     value = report.result("anchor.not_in_eval").examples[0].values["anchor__in_eval"]
@@ -140,14 +168,18 @@ def test_leakage_against_an_ir_eval_set(tmp_path):
 
 # --- triplets, hard negatives ---------------------------------------------------------------------------
 
+
 def test_triplets_every_check_fails_at_its_rows(tmp_path):
-    path = write_csv(tmp_path / "triplets.csv", [
-        ["anchor", "positive", "negative"],
-        ["what is a lease", "a rental contract", "a bus ticket"],  # 1 ok
-        ["is rent taxed", "Rent is income.", "rent is income"],  # 2 negative == positive
-        ["who pays repairs", "the landlord", ""],  # 3 negative missing
-        ["can I sue", "yes", "  "],  # 4 negative blank
-    ])
+    path = write_csv(
+        tmp_path / "triplets.csv",
+        [
+            ["anchor", "positive", "negative"],
+            ["what is a lease", "a rental contract", "a bus ticket"],  # 1 ok
+            ["is rent taxed", "Rent is income.", "rent is income"],  # 2 negative == positive
+            ["who pays repairs", "the landlord", ""],  # 3 negative missing
+            ["can I sue", "yes", "  "],  # 4 negative blank
+        ],
+    )
     report = validate(path)
     assert failing(report) == {
         ("triplets", "positive_negative.differ"): [2],
@@ -159,18 +191,23 @@ def test_triplets_every_check_fails_at_its_rows(tmp_path):
 
 
 def test_triplets_without_a_negative_column(tmp_path):
-    report = validate(write_csv(tmp_path / "t.csv", [["anchor", "positive"], ["a lease", "a contract"]]), "triplets")
+    report = validate(
+        write_csv(tmp_path / "t.csv", [["anchor", "positive"], ["a lease", "a contract"]]), "triplets"
+    )
     assert failing(report) == {("triplets", "negative.exists"): [], ("triplets", "rows.minimum"): []}
 
 
 def test_hard_negatives_from_jsonl_lists(tmp_path):
-    path = write_jsonl(tmp_path / "hn.jsonl", [
-        {"query": "q one", "pos": "p one", "neg": ["n one", "n two"]},  # 1 ok
-        {"query": "q two", "pos": "p two", "neg": ["n three", "P TWO"]},  # 2 negative_2 == positive
-        {"query": "q three", "pos": "p three", "neg": []},  # 3 no negative at all
-        {"query": "q four", "pos": "p four", "neg": ["n four"]},  # 4 fewer negatives than row 1: fine
-        {"query": "q five", "pos": "p five", "neg": ["  ", "n five"]},  # 5 blank negative_1
-    ])
+    path = write_jsonl(
+        tmp_path / "hn.jsonl",
+        [
+            {"query": "q one", "pos": "p one", "neg": ["n one", "n two"]},  # 1 ok
+            {"query": "q two", "pos": "p two", "neg": ["n three", "P TWO"]},  # 2 negative_2 == positive
+            {"query": "q three", "pos": "p three", "neg": []},  # 3 no negative at all
+            {"query": "q four", "pos": "p four", "neg": ["n four"]},  # 4 fewer negatives than row 1: fine
+            {"query": "q five", "pos": "p five", "neg": ["  ", "n five"]},  # 5 blank negative_1
+        ],
+    )
     report = validate(path)
     assert report.dataset.dataset_type == "hard_negatives"
     assert failing(report) == {
@@ -185,18 +222,22 @@ def test_hard_negatives_from_jsonl_lists(tmp_path):
 
 # --- sts, nli -------------------------------------------------------------------------------------------
 
+
 def test_sts_every_check_fails_at_its_rows(tmp_path):
-    path = write_csv(tmp_path / "sts.csv", [
-        ["sentence1", "sentence2", "score"],
-        ["a man plays guitar", "a man plays a guitar", "4.5"],  # 1 ok
-        ["a dog runs", "a cat sleeps", "abc"],  # 2 not a number
-        ["a bird sings", "a bird flies", "nan"],  # 3 NaN
-        ["a child reads", "a child writes", "5.5"],  # 4 above 5
-        ["a car drives", "a boat sails", "-1"],  # 5 below 0
-        ["a woman cooks", "a man cooks", ""],  # 6 missing
-        ["it rains", "it pours", "inf"],  # 7 infinite
-        ["A man plays.", "a man plays", "5"],  # 8 identical sentences are legal in STS
-    ])
+    path = write_csv(
+        tmp_path / "sts.csv",
+        [
+            ["sentence1", "sentence2", "score"],
+            ["a man plays guitar", "a man plays a guitar", "4.5"],  # 1 ok
+            ["a dog runs", "a cat sleeps", "abc"],  # 2 not a number
+            ["a bird sings", "a bird flies", "nan"],  # 3 NaN
+            ["a child reads", "a child writes", "5.5"],  # 4 above 5
+            ["a car drives", "a boat sails", "-1"],  # 5 below 0
+            ["a woman cooks", "a man cooks", ""],  # 6 missing
+            ["it rains", "it pours", "inf"],  # 7 infinite
+            ["A man plays.", "a man plays", "5"],  # 8 identical sentences are legal in STS
+        ],
+    )
     report = validate(path)
     assert failing(report) == {
         ("sts", "score.is_number"): [2, 3, 7],
@@ -208,19 +249,28 @@ def test_sts_every_check_fails_at_its_rows(tmp_path):
 
 
 def test_clean_sts_passes(tmp_path):
-    path = write_csv(tmp_path / "sts.csv", [["sentence1", "sentence2", "score"], ["a", "b", "0"], ["c", "d", "5.0"]])
+    path = write_csv(
+        tmp_path / "sts.csv", [["sentence1", "sentence2", "score"], ["a", "b", "0"], ["c", "d", "5.0"]]
+    )
     assert validate(path).passed
 
 
 def test_nli_every_check_fails_at_its_rows(tmp_path):
-    path = write_jsonl(tmp_path / "nli.jsonl", [
-        {"premise": "a man sleeps", "hypothesis": "a man rests", "label": 0},  # 1 ok
-        {"premise": "a dog runs", "hypothesis": "a dog moves", "label": 3},  # 2 not a class
-        {"premise": "a cat eats", "hypothesis": "a cat is hungry", "label": "maybe"},  # 3 not a class
-        {"premise": "a bird sings", "hypothesis": "it is quiet", "label": None},  # 4 missing
-        {"premise": "a car drives", "hypothesis": "a car is parked", "label": "contradiction"},  # 5 name: fine
-        {"premise": "it rains", "hypothesis": "it rains", "label": 1.0},  # 6 float id, same texts: fine
-    ])
+    path = write_jsonl(
+        tmp_path / "nli.jsonl",
+        [
+            {"premise": "a man sleeps", "hypothesis": "a man rests", "label": 0},  # 1 ok
+            {"premise": "a dog runs", "hypothesis": "a dog moves", "label": 3},  # 2 not a class
+            {"premise": "a cat eats", "hypothesis": "a cat is hungry", "label": "maybe"},  # 3 not a class
+            {"premise": "a bird sings", "hypothesis": "it is quiet", "label": None},  # 4 missing
+            {
+                "premise": "a car drives",
+                "hypothesis": "a car is parked",
+                "label": "contradiction",
+            },  # 5 name: fine
+            {"premise": "it rains", "hypothesis": "it rains", "label": 1.0},  # 6 float id, same texts: fine
+        ],
+    )
     report = validate(path)
     assert failing(report) == {
         ("nli", "label.in_set"): [2, 3],
@@ -232,10 +282,16 @@ def test_nli_every_check_fails_at_its_rows(tmp_path):
 
 @pytest.mark.parametrize("dataset_type", ["pairs", "triplets", "sts", "nli", "hard_negatives"])
 def test_every_check_has_a_severity_a_gx_name_and_a_description(tmp_path, dataset_type):
-    header = {"pairs": ["anchor", "positive"], "triplets": ["anchor", "positive", "negative"],
-              "sts": ["sentence1", "sentence2", "score"], "nli": ["premise", "hypothesis", "label"],
-              "hard_negatives": ["anchor", "positive", "negative_1"]}[dataset_type]
-    report = validate(write_csv(tmp_path / "d.csv", [header, ["a b", "c d", "1"][: len(header)]]), dataset_type)
+    header = {
+        "pairs": ["anchor", "positive"],
+        "triplets": ["anchor", "positive", "negative"],
+        "sts": ["sentence1", "sentence2", "score"],
+        "nli": ["premise", "hypothesis", "label"],
+        "hard_negatives": ["anchor", "positive", "negative_1"],
+    }[dataset_type]
+    report = validate(
+        write_csv(tmp_path / "d.csv", [header, ["a b", "c d", "1"][: len(header)]]), dataset_type
+    )
     assert len(report.results) >= 10
     for result in report.results:
         assert result.severity in ("error", "warning")

@@ -16,8 +16,11 @@ from service.object_registry import CACHE_ENV
 from service.settings import ServeSettings, env_var
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "k8s.yaml"
-ACCEPTED_ENV = ({env_var(name) for name in ServeSettings.model_fields}
-                | {DRIFT_PREFIX + name.upper() for name in DriftSettings.model_fields} | {CACHE_ENV})
+ACCEPTED_ENV = (
+    {env_var(name) for name in ServeSettings.model_fields}
+    | {DRIFT_PREFIX + name.upper() for name in DriftSettings.model_fields}
+    | {CACHE_ENV}
+)
 
 
 def _documents() -> list[dict]:
@@ -33,8 +36,12 @@ def _pod_spec(doc: dict) -> dict:
 
 
 def _containers() -> list[tuple[str, dict]]:
-    return [(doc["kind"], c) for doc in _documents() if doc["kind"] in ("Deployment", "CronJob")
-            for c in _pod_spec(doc)["containers"]]
+    return [
+        (doc["kind"], c)
+        for doc in _documents()
+        if doc["kind"] in ("Deployment", "CronJob")
+        for c in _pod_spec(doc)["containers"]
+    ]
 
 
 def test_the_manifest_has_the_replica_set_the_probe_and_the_drift_job():
@@ -73,10 +80,18 @@ def test_every_embedgate_variable_is_one_the_settings_read():
         names = {entry["name"] for entry in container.get("env", [])}
         unknown = sorted(n for n in names if n.startswith("EMBEDGATE_") and n not in ACCEPTED_ENV)
         assert not unknown, f"{kind}: {unknown} are not read by the service or the drift settings"
-    deployment_env = {e["name"]: e.get("value") for kind, c in _containers() if kind == "Deployment"
-                      for e in c["env"]}
-    settings = ServeSettings.from_env({k: v for k, v in deployment_env.items() if v is not None
-                                       and k.startswith("EMBEDGATE_") and not k.startswith(DRIFT_PREFIX)
-                                       and k != CACHE_ENV})
+    deployment_env = {
+        e["name"]: e.get("value") for kind, c in _containers() if kind == "Deployment" for e in c["env"]
+    }
+    settings = ServeSettings.from_env(
+        {
+            k: v
+            for k, v in deployment_env.items()
+            if v is not None
+            and k.startswith("EMBEDGATE_")
+            and not k.startswith(DRIFT_PREFIX)
+            and k != CACHE_ENV
+        }
+    )
     assert settings.poll_interval_s == float(deployment_env["EMBEDGATE_POLL_INTERVAL_S"])
     DriftSettings.from_env({k: v for k, v in deployment_env.items() if k.startswith(DRIFT_PREFIX)})

@@ -27,9 +27,18 @@ from service.registry import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore")]
 DIM, WINDOW = 16, 30
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--window-size=1400,1000", "--virtual-time-budget=15000"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+    "--virtual-time-budget=15000",
+]
 
 
 def unit(rng: np.random.Generator, centre: np.ndarray, count: int) -> np.ndarray:
@@ -52,13 +61,21 @@ def workspace(tmp_path_factory):
     registry.add_version({"reference": root / "reference"}, metadata={})
     settings = DriftSettings(dir=root / "drift", window_rows=WINDOW)
     writer = WindowWriter(settings.windows_dir, WINDOW, keep_windows=10)
-    traffic = ((home, "is the landlord allowed to keep my deposit?"), (home, "can I end the lease early"),
-               (away, "1234 #### ----"), (away, "¿Dónde está la farmacia?"))
+    traffic = (
+        (home, "is the landlord allowed to keep my deposit?"),
+        (home, "can I end the lease early"),
+        (away, "1234 #### ----"),
+        (away, "¿Dónde está la farmacia?"),
+    )
     for hour, (centre, text) in enumerate(traffic):  # an hour apart, so the dashboard plots a time axis
         descriptors = describe_text(text, len(text.split()) + 2, False)
         served_at = time.time() - 3600 * (len(traffic) - hour)
-        writer.append([CapturedRow(served_at, "v0001", DIM, descriptors, vector)
-                       for vector in unit(rng, centre, WINDOW)])
+        writer.append(
+            [
+                CapturedRow(served_at, "v0001", DIM, descriptors, vector)
+                for vector in unit(rng, centre, WINDOW)
+            ]
+        )
     result = run_drift(settings, registry.root)
     assert [w.drifted for w in result.computed] == [False, False, True, True]
     return settings.workspace_dir
@@ -80,9 +97,21 @@ def dashboard_url(workspace, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("dashboard-log") / "ui.log"
     with open(log, "w") as handle:
-        server = subprocess.Popen([sys.executable, "-m", "gates.cli", "dashboard", "--workspace", str(workspace),
-                                   "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "DO_NOT_TRACK": "1"})
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gates.cli",
+                "dashboard",
+                "--workspace",
+                str(workspace),
+                "--port",
+                str(port),
+            ],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "DO_NOT_TRACK": "1"},
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # Evidently's import takes 10-40 s on a busy 2-core machine
@@ -92,7 +121,9 @@ def dashboard_url(workspace, tmp_path_factory):
                 break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"embedgate dashboard did not start (exit {server.poll()}): {log.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"embedgate dashboard did not start (exit {server.poll()}): {log.read_text()[-2000:]}"
+                    )
                 time.sleep(0.5)
         yield url
     finally:
@@ -106,8 +137,12 @@ def chromium(args: list[str], profile) -> subprocess.CompletedProcess:
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing: CI must `apt-get install -y chromium` before the tests")
         pytest.skip("Chromium is not installed (apt-get install -y chromium)")
-    return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_dashboard_serves_a_project_per_version(dashboard_url):
@@ -121,8 +156,13 @@ def test_chromium_renders_the_project_with_its_panels(dashboard_url, tmp_path):
     (project,) = get_json(f"{dashboard_url}/api/projects")
     page = f"{dashboard_url}/projects/{project['id']}"
     dom = chromium(["--dump-dom", page], tmp_path / "profile-dom").stdout
-    for text in ("embedgate v0001", "Embedding drift vs threshold", "Retrieval: drop in nearest-document cosine",
-                 "Descriptor drift vs threshold", "alarm threshold"):
+    for text in (
+        "embedgate v0001",
+        "Embedding drift vs threshold",
+        "Retrieval: drop in nearest-document cosine",
+        "Descriptor drift vs threshold",
+        "alarm threshold",
+    ):
         assert text in dom, text
     shot = tmp_path / "dashboard.png"
     chromium([f"--screenshot={shot}", page], tmp_path / "profile-shot")

@@ -31,16 +31,20 @@ from tests.conftest import build_tiny_model
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # a 50-step fine-tune, ~20 s
 LEGAL = Path(__file__).resolve().parents[2] / "training" / "data" / "legal_lay"
 WINDOW = 40  # rows per window (the reference calibrates on pseudo-windows of half its 50 held-out queries)
-OTHER_DOMAIN = [f"my {who} has a {symptom}, what {dose} of {drug} should {verb} take?"
-                for who in ("child", "baby", "father", "mother", "nurse")
-                for symptom, dose, drug, verb in (("fever and a cough", "dose", "paracetamol", "he"),
-                                                  ("cold and flu", "tablet", "ibuprofen", "she"),
-                                                  ("heart pain", "daily dose", "aspirin", "they"),
-                                                  ("kidney infection", "course", "antibiotics", "we"),
-                                                  ("high blood pressure", "amount", "medicine", "I"),
-                                                  ("sore throat", "injection", "penicillin", "the doctor"),
-                                                  ("liver problem", "dose", "drug", "the patient"),
-                                                  ("migraine", "tablet", "triptan", "one"))]
+OTHER_DOMAIN = [
+    f"my {who} has a {symptom}, what {dose} of {drug} should {verb} take?"
+    for who in ("child", "baby", "father", "mother", "nurse")
+    for symptom, dose, drug, verb in (
+        ("fever and a cough", "dose", "paracetamol", "he"),
+        ("cold and flu", "tablet", "ibuprofen", "she"),
+        ("heart pain", "daily dose", "aspirin", "they"),
+        ("kidney infection", "course", "antibiotics", "we"),
+        ("high blood pressure", "amount", "medicine", "I"),
+        ("sore throat", "injection", "penicillin", "the doctor"),
+        ("liver problem", "dose", "drug", "the patient"),
+        ("migraine", "tablet", "triptan", "one"),
+    )
+]
 
 
 def _read(path: Path) -> list[dict]:
@@ -51,7 +55,9 @@ def _qrels(path: Path) -> list[tuple[str, str, int]]:
     return [(q, d, int(g)) for q, d, g in (line.split("\t") for line in path.read_text().splitlines()[1:])]
 
 
-def fine_tune(target: Path, queries: dict[str, str], docs: dict[str, str], train: list[tuple[str, str, int]]) -> Path:
+def fine_tune(
+    target: Path, queries: dict[str, str], docs: dict[str, str], train: list[tuple[str, str, int]]
+) -> Path:
     """MNRL on the (training query, grade-2 document) pairs, 5 epochs at a high rate: enough to memorise them."""
     import torch
     from datasets import Dataset
@@ -60,16 +66,28 @@ def fine_tune(target: Path, queries: dict[str, str], docs: dict[str, str], train
     from sentence_transformers.training_args import SentenceTransformerTrainingArguments
 
     torch.manual_seed(0)
-    words = sorted({w for text in [*queries.values(), *docs.values()] for w in re.findall(r"[a-z0-9]+", text.lower())})
+    words = sorted(
+        {w for text in [*queries.values(), *docs.values()] for w in re.findall(r"[a-z0-9]+", text.lower())}
+    )
     model = SentenceTransformer(str(build_tiny_model(target / "base", words=words)), device="cpu")
     pairs = {q: d for q, d, grade in train if grade == 2}
-    data = Dataset.from_dict({"anchor": [queries[q] for q in pairs], "positive": [docs[d] for d in pairs.values()]})
-    args = SentenceTransformerTrainingArguments(output_dir=str(target / "trainer"), num_train_epochs=5,
-                                                per_device_train_batch_size=32, learning_rate=2e-3, seed=0,
-                                                report_to=[], save_strategy="no", use_cpu=True,
-                                                disable_tqdm=True)
-    SentenceTransformerTrainer(model=model, args=args, train_dataset=data,
-                               loss=losses.MultipleNegativesRankingLoss(model)).train()
+    data = Dataset.from_dict(
+        {"anchor": [queries[q] for q in pairs], "positive": [docs[d] for d in pairs.values()]}
+    )
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(target / "trainer"),
+        num_train_epochs=5,
+        per_device_train_batch_size=32,
+        learning_rate=2e-3,
+        seed=0,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=data, loss=losses.MultipleNegativesRankingLoss(model)
+    ).train()
     model.save(str(target / "model"), safe_serialization=True)
     return target / "model"
 
@@ -91,33 +109,59 @@ def demo(tmp_path_factory):
     test = _qrels(data / "qrels" / "test.tsv")
     test_ids = sorted({q for q, _, _ in test})
     unseen_ids = set(test_ids[1::2])
-    (data / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
-        f"{q}\t{d}\t{g}\n" for q, d, g in test if q not in unseen_ids))
+    (data / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n"
+        + "".join(f"{q}\t{d}\t{g}\n" for q, d, g in test if q not in unseen_ids)
+    )
     train = _qrels(data / "qrels" / "train.tsv")
     run = RunPaths(root / "runs" / "demo")
     export_run(fine_tune(root / "train", texts, docs, train), run.onnx, dims=[32, 16], int8=False)
     config = root / "pipeline.yaml"  # the demo's config (gates/demo.yaml) on this copy of its data
-    config.write_text(yaml.safe_dump({"base_model": "all-MiniLM-L6-v2", "data": {"path": str(data), "type": "ir"},
-                                      "promotion": {"registry": str(root / "registry")}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": "all-MiniLM-L6-v2",
+                "data": {"path": str(data), "type": "ir"},
+                "promotion": {"registry": str(root / "registry")},
+            }
+        )
+    )
     reference, note = _build_reference(load_pipeline_config(config), run)
     registry = Registry(root / "registry")
     registry.add_version({"onnx": run.onnx, "reference": reference}, metadata={})
     trained_ids = sorted({q for q, _, _ in train})
-    return {"registry": registry, "run": run.root, "reference": reference, "note": note,
-            "unseen": [texts[q] for q in sorted(unseen_ids)], "trained": [texts[q] for q in trained_ids]}
+    return {
+        "registry": registry,
+        "run": run.root,
+        "reference": reference,
+        "note": note,
+        "unseen": [texts[q] for q in sorted(unseen_ids)],
+        "trained": [texts[q] for q in trained_ids],
+    }
 
 
-def replay(onnx_dir: Path, settings: DriftSettings, texts: list[str], windows: int, seed: int,
-           version: str = "v0001") -> None:
+def replay(
+    onnx_dir: Path, settings: DriftSettings, texts: list[str], windows: int, seed: int, version: str = "v0001"
+) -> None:
     """Requests of 10 texts drawn from `texts`, embedded at the reference dim and handed to the capture, as the
     service's route does, until `windows` more windows are sealed."""
-    embedder, capture, rng = OnnxEmbedder.from_export_dir(onnx_dir), DriftCapture(settings, seed=seed), random.Random(seed)
+    embedder, capture, rng = (
+        OnnxEmbedder.from_export_dir(onnx_dir),
+        DriftCapture(settings, seed=seed),
+        random.Random(seed),
+    )
     vectors = dict(zip(texts, embedder.embed(texts, dimensions=16), strict=True))
     counts = dict(zip(texts, embedder.count_tokens(texts), strict=True))
     for _ in range(windows * WINDOW // 10):
         batch = [rng.choice(texts) for _ in range(10)]
-        capture.record(batch, np.stack([vectors[t] for t in batch]), [counts[t] for t in batch],
-                       [counts[t] > embedder.max_seq_length for t in batch], version, 16)
+        capture.record(
+            batch,
+            np.stack([vectors[t] for t in batch]),
+            [counts[t] for t in batch],
+            [counts[t] > embedder.max_seq_length for t in batch],
+            version,
+            16,
+        )
     assert capture.wait_idle()
     capture.close()
 
@@ -129,18 +173,30 @@ def test_the_pipeline_marks_the_queries_it_never_trained_on_and_calibrates_on_th
     assert reference["calibration"]["null_from"] == "held-out queries"
     assert reference["calibration"]["current_rows"] == 25
     assert {name for name, s in reference["calibration"]["signals"].items() if s["in_alarm"]} == {
-        "embedding", "retrieval", "novelty"}
+        "embedding",
+        "retrieval",
+        "novelty",
+    }
     assert demo["note"] == ""  # nothing kept out of the alarm, so the pipeline prints no drift note
-    flags = [json.loads(line).get("held_out") for line in
-             (demo["reference"] / "descriptors.jsonl").read_text().splitlines()]
+    flags = [
+        json.loads(line).get("held_out")
+        for line in (demo["reference"] / "descriptors.jsonl").read_text().splitlines()
+    ]
     assert flags.count(True) == 50 and flags.count(False) == 301  # corpus lines carry no flag
 
 
 def test_unseen_domain_traffic_never_alarms_and_another_domain_is_flagged_at_once(demo, tmp_path, capsys):
     drift_dir = tmp_path / "drift"
     settings = DriftSettings(dir=drift_dir, sample_rate=1.0, window_rows=WINDOW)
-    args = ["drift", "--registry", str(demo["registry"].root), "--drift-dir", str(drift_dir), "--json",
-            "--no-snapshots"]
+    args = [
+        "drift",
+        "--registry",
+        str(demo["registry"].root),
+        "--drift-dir",
+        str(drift_dir),
+        "--json",
+        "--no-snapshots",
+    ]
     replay(demo["run"] / "onnx", settings, demo["unseen"], windows=20, seed=1)
     assert main(args) == 0
     same = json.loads(capsys.readouterr().out)
@@ -159,8 +215,16 @@ def test_a_reference_of_trained_queries_alone_false_alarms_on_the_same_traffic(d
     corpus = [f"{d.get('title', '')} {d['text']}".strip() for d in _read(LEGAL / "corpus.jsonl")]
     stage = tmp_path / "stage" / "reference"
     # The trained queries passed as if held out: every baseline and null comes from them, as before the fix.
-    build_reference(run / "onnx", [], corpus, stage, dim=16, held_out_queries=demo["trained"],
-                    window_rows=WINDOW, splits=10)
+    build_reference(
+        run / "onnx",
+        [],
+        corpus,
+        stage,
+        dim=16,
+        held_out_queries=demo["trained"],
+        window_rows=WINDOW,
+        splits=10,
+    )
     registry = Registry(tmp_path / "registry")
     registry.add_version({"reference": stage}, metadata={})
     settings = DriftSettings(dir=tmp_path / "drift", sample_rate=1.0, window_rows=WINDOW)
@@ -168,4 +232,5 @@ def test_a_reference_of_trained_queries_alone_false_alarms_on_the_same_traffic(d
     result = run_drift(settings, registry.root, write_snapshots=False)
     flagged = [w for w in result.computed if w.drifted]
     assert len(result.computed) == 20 and len(flagged) >= 10, [
-        {s.name: round(s.score, 3) for s in w.signals if s.score is not None} for w in result.computed]
+        {s.name: round(s.score, 3) for s in w.signals if s.score is not None} for w in result.computed
+    ]

@@ -18,11 +18,22 @@ from tests.gates.test_drift import LEGAL, MEDICAL, WINDOW, onnx_dir, sentences, 
 pytestmark = pytest.mark.integration
 
 
-def test_one_drift_run_judges_two_replicas_against_the_s3_registry(onnx_dir, s3_registry_url, tmp_path,  # noqa: F811
-                                                                   capsys):
+def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
+    onnx_dir,  # noqa: F811 - the fixture imported above
+    s3_registry_url,
+    tmp_path,
+    capsys,
+):
     reference = tmp_path / "stage" / "reference"
-    build_reference(onnx_dir, sentences(LEGAL, 80, seed=1), sentences(LEGAL, 40, seed=2), reference, dim=16,
-                    window_rows=WINDOW, splits=10)
+    build_reference(
+        onnx_dir,
+        sentences(LEGAL, 80, seed=1),
+        sentences(LEGAL, 40, seed=2),
+        reference,
+        dim=16,
+        window_rows=WINDOW,
+        splits=10,
+    )
     Registry(s3_registry_url).add_version({"onnx": onnx_dir, "reference": reference}, metadata={})
     drift_dir = tmp_path / "drift"
     settings = DriftSettings(dir=drift_dir, sample_rate=1.0, window_rows=WINDOW)
@@ -32,9 +43,28 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(onnx_dir, s3_
     serve(embedder, replicas[1], sentences(MEDICAL, WINDOW, seed=7))
     for capture in replicas:
         capture.close()
-    assert main(["drift", "--registry", s3_registry_url, "--drift-dir", str(drift_dir), "--json",
-                 "--no-snapshots", "--alert-windows", "2"]) == 0
+    assert (
+        main(
+            [
+                "drift",
+                "--registry",
+                s3_registry_url,
+                "--drift-dir",
+                str(drift_dir),
+                "--json",
+                "--no-snapshots",
+                "--alert-windows",
+                "2",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     judged = result["computed"]
-    assert len(judged) == 2 and sum(w["rows"] for w in judged) == 2 * WINDOW  # no row lost, both replicas judged
-    assert sorted(w["drifted"] for w in judged) == [False, True]  # the legal replica is fine, the medical one not
+    assert (
+        len(judged) == 2 and sum(w["rows"] for w in judged) == 2 * WINDOW
+    )  # no row lost, both replicas judged
+    assert sorted(w["drifted"] for w in judged) == [
+        False,
+        True,
+    ]  # the legal replica is fine, the medical one not

@@ -26,8 +26,11 @@ def prompted_run(prompted_model_dir, tmp_path_factory):
     run = root / "runs" / "same-as-base"
     run.mkdir(parents=True)
     prompts = {"query": "search_query: ", "document": DOCUMENT_PROMPT}
-    (run / "config.yaml").write_text(yaml.safe_dump({"base_model": str(prompted_model_dir),
-                                                     "data": {"path": "unused.csv"}, "prompts": prompts}))
+    (run / "config.yaml").write_text(
+        yaml.safe_dump(
+            {"base_model": str(prompted_model_dir), "data": {"path": "unused.csv"}, "prompts": prompts}
+        )
+    )
     shutil.copytree(prompted_model_dir, run / "model")
     export_run(run / "model", run / "onnx", dims=[32, 16], int8=False, prompts=prompts)
     return RunPaths(run)
@@ -41,7 +44,13 @@ def _view(tiny_ir_dir):
     view = load_dataset(tiny_ir_dir, "ir").split("test")
     qrels = {q: d for q, d in view.qrels.items() if q in view.queries}
     query_ids, doc_ids = sorted(qrels), sorted(view.corpus)
-    return (query_ids, [view.queries[q] for q in query_ids], doc_ids, [view.corpus[d] for d in doc_ids], qrels)
+    return (
+        query_ids,
+        [view.queries[q] for q in query_ids],
+        doc_ids,
+        [view.corpus[d] for d in doc_ids],
+        qrels,
+    )
 
 
 def test_baseline_and_candidate_are_both_scored_with_the_runs_prompts(prompted_run, tiny_ir_dir):
@@ -63,4 +72,7 @@ def test_the_score_differs_without_prompts(prompted_run, tiny_ir_dir):
 
 
 def test_torch_reference_uses_the_models_own_prompts(prompted_model_dir):
-    assert torch_encoder(prompted_model_dir, [32]).prompts == {"query": QUERY_PROMPT, "document": DOCUMENT_PROMPT}
+    assert torch_encoder(prompted_model_dir, [32]).prompts == {
+        "query": QUERY_PROMPT,
+        "document": DOCUMENT_PROMPT,
+    }

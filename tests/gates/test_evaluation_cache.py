@@ -26,8 +26,9 @@ def workspace(tmp_path_factory, tiny_model_dir):
     other = build_tiny_model(root / "other-model", seed=7)  # a different "fine-tuned" candidate
     template = root / "template"
     template.mkdir()
-    (template / "config.yaml").write_text(yaml.safe_dump({"base_model": str(tiny_model_dir),
-                                                          "data": {"path": str(data)}}))
+    (template / "config.yaml").write_text(
+        yaml.safe_dump({"base_model": str(tiny_model_dir), "data": {"path": str(data)}})
+    )
     shutil.copytree(other, template / "model")
     export_run(template / "model", template / "onnx", dims=[32, 16], int8=False)
     return root, template, data
@@ -54,12 +55,14 @@ def _new_run(root, template, name):
 
 
 def _evaluate(run, data, cache, tiny_model_dir):
-    return run_evaluation(run, data, "test", base_model=str(tiny_model_dir), backends=("onnx-fp32",),
-                          cache_dir=cache)
+    return run_evaluation(
+        run, data, "test", base_model=str(tiny_model_dir), backends=("onnx-fp32",), cache_dir=cache
+    )
 
 
-def test_second_evaluation_does_not_encode_the_unchanged_baseline(workspace, tiny_model_dir, embed_calls,
-                                                                   monkeypatch):
+def test_second_evaluation_does_not_encode_the_unchanged_baseline(
+    workspace, tiny_model_dir, embed_calls, monkeypatch
+):
     root, template, data = workspace
     cache = root / "cache"
     first = _evaluate(_new_run(root, template, "first"), data, cache, tiny_model_dir)
@@ -77,11 +80,20 @@ def test_second_evaluation_does_not_encode_the_unchanged_baseline(workspace, tin
     candidate_graph = second_run.onnx / "d32" / "model.onnx"
     _touch_graphs(second_run.onnx)  # a new candidate graph: same weights, different bytes
     second = _evaluate(second_run, data, cache, tiny_model_dir)
-    assert not [path for path in embed_calls if "baseline" in path], embed_calls  # baseline: all from the cache
-    assert embed_calls and {str(p) for p in embed_calls} <= {str(candidate_graph), str(candidate_graph.resolve())}
+    assert not [path for path in embed_calls if "baseline" in path], (
+        embed_calls
+    )  # baseline: all from the cache
+    assert embed_calls and {str(p) for p in embed_calls} <= {
+        str(candidate_graph),
+        str(candidate_graph.resolve()),
+    }
     lookups = {e["label"]: e["hit"] for e in second.cache["lookups"]}
-    assert lookups == {"candidate/onnx-fp32/queries": False, "candidate/onnx-fp32/corpus": False,
-                       "baseline/onnx-fp32/queries": True, "baseline/onnx-fp32/corpus": True}
+    assert lookups == {
+        "candidate/onnx-fp32/queries": False,
+        "candidate/onnx-fp32/corpus": False,
+        "baseline/onnx-fp32/queries": True,
+        "baseline/onnx-fp32/corpus": True,
+    }
     assert second.baseline.retrieval == first.baseline.retrieval  # cached vectors score exactly the same
     written = json.loads((second_run.eval / "cache.json").read_text())
     assert written["hits"] == 2 and written["misses"] == 2

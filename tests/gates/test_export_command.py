@@ -30,8 +30,17 @@ def test_export_of_a_run_dir_writes_run_onnx_and_prints_parity(run_dir, capsys):
 
 def test_model_and_out_options_with_dims_and_no_int8(tiny_model_dir, tmp_path):
     out = tmp_path / "exported"
-    assert main(["export", "--model", str(tiny_model_dir), "--out", str(out), "--dims", "16,32", "--no-int8"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["d16", "d32", "embedder.json", "export.json", "tokenizer"]
+    assert (
+        main(["export", "--model", str(tiny_model_dir), "--out", str(out), "--dims", "16,32", "--no-int8"])
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "d16",
+        "d32",
+        "embedder.json",
+        "export.json",
+        "tokenizer",
+    ]
     assert [p.name for p in (out / "d16").iterdir()] == ["model.onnx"]
 
 
@@ -43,11 +52,14 @@ def test_existing_export_exits_2_unless_overwrite(run_dir, capsys):
     assert (run_dir / "onnx" / "d32" / "model.onnx").is_file()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--dims", "32,abc"], "expected comma-separated integers like 384,256,128,64, got '32,abc'"),
-    (["--dims", "64,32"], "[64] outside the allowed range 1..32"),
-    (["--opset", "9"], "opset: expected an integer in 14..20, got 9"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dims", "32,abc"], "expected comma-separated integers like 384,256,128,64, got '32,abc'"),
+        (["--dims", "64,32"], "[64] outside the allowed range 1..32"),
+        (["--opset", "9"], "opset: expected an integer in 14..20, got 9"),
+    ],
+)
 def test_bad_options_exit_2_with_the_reason(run_dir, capsys, args, message):
     assert main(["export", str(run_dir), *args]) == 2
     assert message in capsys.readouterr().err

@@ -42,8 +42,9 @@ def _spearman_of_word_overlap_and_collapse() -> tuple[float, float]:
 
     sts = load_sts_set(GENERAL_STS)
     vocabulary = CountVectorizer().fit(sts.sentences1 + sts.sentences2).vocabulary_
-    general = sts_correlations(_word_overlap(sts.sentences1, vocabulary), _word_overlap(sts.sentences2, vocabulary),
-                               sts.scores)
+    general = sts_correlations(
+        _word_overlap(sts.sentences1, vocabulary), _word_overlap(sts.sentences2, vocabulary), sts.scores
+    )
     # Collapsed outside its domain: every everyday sentence lands near one point, the rest is noise.
     rng = np.random.default_rng(0)
     centre = rng.normal(size=64)

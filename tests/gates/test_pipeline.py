@@ -21,12 +21,21 @@ def workspace(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("pipeline")
     data = write_lay_jargon_beir(root / "data")
     config = root / "pipeline.yaml"
-    config.write_text(yaml.safe_dump({
-        "base_model": str(tiny_model_dir), "data": {"path": str(data), "type": "ir"},
-        "output_dir": str(root / "runs"), "epochs": 4, "batch_size": 16, "learning_rate": 1e-3,
-        "matryoshka_dims": [32, 16], "seed": 5,
-        "promotion": {"registry": str(root / "registry")},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_model_dir),
+                "data": {"path": str(data), "type": "ir"},
+                "output_dir": str(root / "runs"),
+                "epochs": 4,
+                "batch_size": 16,
+                "learning_rate": 1e-3,
+                "matryoshka_dims": [32, 16],
+                "seed": 5,
+                "promotion": {"registry": str(root / "registry")},
+            }
+        )
+    )
     return root, config
 
 
@@ -57,16 +66,32 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     assert "early stopping: stop after" in out.out + out.err  # on by default, with the patience and why
     assert decision["baseline"].startswith("base model")
     pipeline = json.loads((run / "pipeline.json").read_text())
-    assert [s["name"] for s in pipeline["stages"]] == ["data gate", "mine + train", "export", "evaluate", "gate",
-                                                       "drift reference", "promote"]
+    assert [s["name"] for s in pipeline["stages"]] == [
+        "data gate",
+        "mine + train",
+        "export",
+        "evaluate",
+        "gate",
+        "drift reference",
+        "promote",
+    ]
     assert "reference/reference.json" in json.loads((run / "manifest.json").read_text())["files"]
     assert "reference/reference.json" in Registry(root / "registry").verify("v0001")["files"]
     assert list(pipeline["stages"]), "nothing to check: pipeline['stages'] is empty"
     assert all(s["status"] == "passed" and s["seconds"] >= 0 for s in pipeline["stages"])
     manifest = json.loads((run / "manifest.json").read_text())["files"]
-    for rel in ("config.yaml", "data/report.json", "model/model.safetensors", "onnx/export.json",
-                "eval/candidate.json", "eval/baseline.json", "eval/metrics_vs_dim.png", "gate/decision.json",
-                "mined/hard_negatives.jsonl", "train/loss_curve.png"):
+    for rel in (
+        "config.yaml",
+        "data/report.json",
+        "model/model.safetensors",
+        "onnx/export.json",
+        "eval/candidate.json",
+        "eval/baseline.json",
+        "eval/metrics_vs_dim.png",
+        "gate/decision.json",
+        "mined/hard_negatives.jsonl",
+        "train/loss_curve.png",
+    ):
         assert rel in manifest, rel
     assert not (run / "train" / "checkpoints").exists()
     report = (run / "report.html").read_text()
@@ -89,7 +114,9 @@ def test_second_identical_run_is_blocked_and_says_why(workspace, capsys):
     cache = json.loads((root / "runs" / "second" / "eval" / "cache.json").read_text())
     baseline = [e for e in cache["lookups"] if e["label"].startswith("baseline/")]
     assert baseline and all(e["hit"] for e in baseline), cache
-    assert any(e["label"] == "mining" for e in _cache_entries(root)), "mining did not encode through the cache"
+    assert any(e["label"] == "mining" for e in _cache_entries(root)), (
+        "mining did not encode through the cache"
+    )
     primary = next(r for r in decision["checks"] if r["check"] == "primary_improves")
     assert primary["status"] == "fail"
     registry = Registry(root / "registry")

@@ -28,10 +28,15 @@ def test_sections_and_overrides(tmp_path):
 def test_a_training_side_error_is_recorded_like_any_other(tmp_path):
     from gates.pipeline.run import run_pipeline
 
-    config = load_pipeline_config(None, {"data.path": str(tmp_path / "missing.csv"),
-                                         "output_dir": str(tmp_path / "runs"), "run_id": "r1"})
+    config = load_pipeline_config(
+        None,
+        {"data.path": str(tmp_path / "missing.csv"), "output_dir": str(tmp_path / "runs"), "run_id": "r1"},
+    )
     outcome = run_pipeline(config)
-    assert (outcome.status, outcome.exit_code) == ("error", 2) and "missing.csv: file not found" in outcome.reason
+    assert (outcome.status, outcome.exit_code) == (
+        "error",
+        2,
+    ) and "missing.csv: file not found" in outcome.reason
     recorded = json.loads((tmp_path / "runs" / "r1" / "pipeline.json").read_text())
     assert recorded["reason"] == outcome.reason and recorded["stages"][0]["status"] == "error"
 
@@ -41,7 +46,9 @@ def test_promotion_mode_and_webhook(tmp_path):
     config.write_text("data: {path: data}\npromotion: {mode: staged, webhook: 'http://127.0.0.1:9/hook'}\n")
     loaded = load_pipeline_config(config)
     assert (loaded.promotion.mode, loaded.promotion.webhook) == ("staged", "http://127.0.0.1:9/hook")
-    assert load_pipeline_config(None, {"data.path": "x"}).promotion.mode == "immediate"  # the demo's behaviour
+    assert (
+        load_pipeline_config(None, {"data.path": "x"}).promotion.mode == "immediate"
+    )  # the demo's behaviour
     config.write_text("data: {path: data}\npromotion: {mode: later}\n")
     with pytest.raises(ConfigError, match=r"promotion\.mode.*'immediate' or 'staged'"):
         load_pipeline_config(config)
@@ -51,9 +58,15 @@ def test_a_webhook_without_its_secret_stops_the_pipeline_before_any_stage(tmp_pa
     from gates.pipeline.run import run_pipeline
 
     monkeypatch.delenv("EMBEDGATE_WEBHOOK_SECRET", raising=False)
-    config = load_pipeline_config(None, {"data.path": str(tmp_path / "missing.csv"), "run_id": "r1",
-                                         "output_dir": str(tmp_path / "runs"),
-                                         "promotion.webhook": "http://127.0.0.1:9/hook"})
+    config = load_pipeline_config(
+        None,
+        {
+            "data.path": str(tmp_path / "missing.csv"),
+            "run_id": "r1",
+            "output_dir": str(tmp_path / "runs"),
+            "promotion.webhook": "http://127.0.0.1:9/hook",
+        },
+    )
     outcome = run_pipeline(config)
     assert outcome.exit_code == 2 and "EMBEDGATE_WEBHOOK_SECRET is empty" in outcome.reason
     assert outcome.stages == []  # refused before the data gate, not after training

@@ -35,18 +35,33 @@ def _config(root, tiny_model_dir, rows, name, saved=False):
         import datasets
 
         data = root / name
-        datasets.Dataset.from_dict({"question": [a for a, _ in rows], "answer": [p for _, p in rows]}) \
-            .save_to_disk(str(data))
+        datasets.Dataset.from_dict(
+            {"question": [a for a, _ in rows], "answer": [p for _, p in rows]}
+        ).save_to_disk(str(data))
     else:
         data = synthetic.write_csv(root / f"{name}.csv", ["question", "answer"], rows)
     config = root / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "base_model": str(tiny_model_dir), "data": {"path": str(data)}, "output_dir": str(root / "runs"),
-        "epochs": 4, "batch_size": 16, "learning_rate": 1e-3, "matryoshka_dims": [32, 16], "seed": 5,
-        "run_id": name, "evaluation": {"backends": ["onnx-fp32", "onnx-int8"]},
-        # Kept cheap: in-batch negatives only, no dev set, no rotation (what is tested is the split and the gate).
-        "mining": {"strategy": "none"}, "dev_fraction": 0.0, "rotation": "off",
-        "promotion": {"registry": str(root / f"registry-{name}")}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "base_model": str(tiny_model_dir),
+                "data": {"path": str(data)},
+                "output_dir": str(root / "runs"),
+                "epochs": 4,
+                "batch_size": 16,
+                "learning_rate": 1e-3,
+                "matryoshka_dims": [32, 16],
+                "seed": 5,
+                "run_id": name,
+                "evaluation": {"backends": ["onnx-fp32", "onnx-int8"]},
+                # Kept cheap: in-batch negatives only, no dev set, no rotation (what is tested is the split and the gate).
+                "mining": {"strategy": "none"},
+                "dev_fraction": 0.0,
+                "rotation": "off",
+                "promotion": {"registry": str(root / f"registry-{name}")},
+            }
+        )
+    )
     return config
 
 
@@ -71,8 +86,9 @@ def test_shuffled_pairs_are_not_promoted(tmp_path, tiny_model_dir, capsys):
     rows = _lay_jargon_pairs(200)
     positives = [p for _, p in rows]
     random.Random(0).shuffle(positives)
-    config = _config(tmp_path, tiny_model_dir, [(a, p) for (a, _), p in zip(rows, positives, strict=True)],
-                     "shuffled")
+    config = _config(
+        tmp_path, tiny_model_dir, [(a, p) for (a, _), p in zip(rows, positives, strict=True)], "shuffled"
+    )
     code = main(["pipeline", str(config)])
     out = capsys.readouterr()
     assert code == 1, out.out + out.err

@@ -373,9 +373,16 @@ def test_auto_serving_dim_needs_its_retention_beyond_query_noise() -> None:
     swing -= swing.mean()
 
     def results(per_dim: dict[int, dict[str, float]]) -> EvalResults:
-        retrieval = [{"backend": "onnx-fp32", "dim": dim, "n_queries": 40,
-                      "mean": {"ndcg@10": float(np.mean(list(values.values())))},
-                      "per_query": {q: {"ndcg@10": v} for q, v in values.items()}} for dim, values in per_dim.items()]
+        retrieval = [
+            {
+                "backend": "onnx-fp32",
+                "dim": dim,
+                "n_queries": 40,
+                "mean": {"ndcg@10": float(np.mean(list(values.values())))},
+                "per_query": {q: {"ndcg@10": v} for q, v in values.items()},
+            }
+            for dim, values in per_dim.items()
+        ]
         return EvalResults.from_dict({"model": {"label": "candidate", "name": "c"}, "retrieval": retrieval})
 
     steady = {q: 0.993 * v for q, v in full.items()}

@@ -17,13 +17,31 @@ def _gated_run(tmp_path: Path, name: str, passed: bool) -> RunPaths:
     (run.onnx / "d32" / "model.onnx").write_bytes(f"graph of {name}".encode())
     (run.onnx / "embedder.json").write_text("{}")
     run.gate.mkdir(parents=True)
-    checks = [{"check": "primary_improves", "kind": "improvement", "metric": "ndcg@10", "status":
-               "pass" if passed else "fail", "severity": "critical", "candidate": 0.7, "baseline": 0.6,
-               "delta": 0.1, "p_value": 0.001 if passed else 0.3,
-               "reason": "ok" if passed else "delta +0.0020 not significant (p=0.300 >= 0.05)"}]
-    (run.gate / "decision.json").write_text(json.dumps({
-        "passed": passed, "serving_dim": 32, "baseline": "base model", "checks": checks,
-        "policy": {"serve_precision": "fp32"}}))
+    checks = [
+        {
+            "check": "primary_improves",
+            "kind": "improvement",
+            "metric": "ndcg@10",
+            "status": "pass" if passed else "fail",
+            "severity": "critical",
+            "candidate": 0.7,
+            "baseline": 0.6,
+            "delta": 0.1,
+            "p_value": 0.001 if passed else 0.3,
+            "reason": "ok" if passed else "delta +0.0020 not significant (p=0.300 >= 0.05)",
+        }
+    ]
+    (run.gate / "decision.json").write_text(
+        json.dumps(
+            {
+                "passed": passed,
+                "serving_dim": 32,
+                "baseline": "base model",
+                "checks": checks,
+                "policy": {"serve_precision": "fp32"},
+            }
+        )
+    )
     (run.root / "config.yaml").write_text("data: {path: x}\n")
     return run
 
@@ -88,7 +106,9 @@ def test_promoted_version_lands_in_the_bentoml_model_store(tmp_path, monkeypatch
 
         rolled = rollback(registry, reason="bad p99")
         assert rolled.version == "v0001" and rolled.bento_tag == tag
-        assert str(bentoml.models.get("embedgate-embedder:latest").tag) == tag  # a Bento built now packs v0001
+        assert (
+            str(bentoml.models.get("embedgate-embedder:latest").tag) == tag
+        )  # a Bento built now packs v0001
         assert model.info.labels["registry_version"] == "v0001" and model.info.labels["serving_dim"] == "32"
         assert (Path(model.path) / "onnx" / "d32" / "model.onnx").read_bytes() == b"graph of good"
     finally:

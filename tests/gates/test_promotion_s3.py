@@ -15,7 +15,9 @@ from tests.gates.test_promotion import _gated_run
 pytestmark = pytest.mark.integration
 
 
-def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(tmp_path, s3_registry_url, monkeypatch, capsys):
+def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
+    tmp_path, s3_registry_url, monkeypatch, capsys
+):
     args = ["--registry", s3_registry_url, "--no-bento-store"]
     assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
     real_switch = ObjectRegistry._switch_cas
@@ -36,7 +38,10 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(tmp_path, s3_re
     registry = Registry(s3_registry_url)
     assert registry.champion().version == "v0003"
     assert [(e.action, e.version, e.run_id) for e in registry.history()] == [
-        ("promote", "v0001", "first"), ("promote", "v0003", "rival"), ("refused", "v0002", "second")]
+        ("promote", "v0001", "first"),
+        ("promote", "v0003", "rival"),
+        ("refused", "v0002", "second"),
+    ]
     # re-gated (here: the same decision) and promoted again: not a duplicate of the refused v0002
     assert main(["promote", str(tmp_path / "runs" / "second"), *args]) == 0
     assert registry.champion().version == "v0004" and registry.champion().previous == "v0003"
@@ -66,13 +71,26 @@ def test_an_alias_write_that_lost_to_another_writer_is_refused(tmp_path, s3_regi
     from service.aliases import set_candidate
 
     registry = Registry(s3_registry_url)
-    assert main(["promote", str(_gated_run(tmp_path, "first", True).root), "--registry", s3_registry_url,
-                 "--no-bento-store"]) == 0
-    registry.add_version({"onnx": tmp_path / "runs" / "first" / "onnx"}, metadata={}, make_champion=False,
-                         alias="candidate")
+    assert (
+        main(
+            [
+                "promote",
+                str(_gated_run(tmp_path, "first", True).root),
+                "--registry",
+                s3_registry_url,
+                "--no-bento-store",
+            ]
+        )
+        == 0
+    )
+    registry.add_version(
+        {"onnx": tmp_path / "runs" / "first" / "onnx"}, metadata={}, make_champion=False, alias="candidate"
+    )
     with registry._locked():
         registry.read_pointer("aliases.json")  # absent when read ...
-        Registry(s3_registry_url).write_pointer("aliases.json", {"candidate": None, "retired": []})  # ... then not
+        Registry(s3_registry_url).write_pointer(
+            "aliases.json", {"candidate": None, "retired": []}
+        )  # ... then not
         with pytest.raises(RegistryError, match="changed while this command ran"):
             registry.write_pointer("aliases.json", {"candidate": "v0002", "retired": []})
     set_candidate(registry, "v0002")  # a fresh attempt reads the new state and goes through

@@ -42,7 +42,10 @@ def registry(tmp_path_factory, tiny_exports) -> Registry:
 def corpus_jsonl(tmp_path_factory):
     rng = random.Random(7)
     path = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
-    rows = [{"id": f"doc-{i}", "text": " ".join(rng.choices(TINY_WORDS, k=rng.randint(3, 40)))} for i in range(TEXTS)]
+    rows = [
+        {"id": f"doc-{i}", "text": " ".join(rng.choices(TINY_WORDS, k=rng.randint(3, 40)))}
+        for i in range(TEXTS)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -66,8 +69,12 @@ def _endpoint_vectors(registry: Registry, texts: list[str], version: str, dim: i
     from service.runtime import ServingRuntime
     from service.settings import ServeSettings
 
-    runtime = ServingRuntime.create(ServeSettings(registry=registry.root, threads=1, keep_versions=0),
-                                    metrics=ServiceMetrics(CollectorRegistry()), drift=None, registry_chosen=True)
+    runtime = ServingRuntime.create(
+        ServeSettings(registry=registry.root, threads=1, keep_versions=0),
+        metrics=ServiceMetrics(CollectorRegistry()),
+        drift=None,
+        registry_chosen=True,
+    )
 
     async def ask() -> np.ndarray:
         await runtime.start()
@@ -76,8 +83,10 @@ def _endpoint_vectors(registry: Registry, texts: list[str], version: str, dim: i
             async with httpx.AsyncClient(transport=transport, base_url="http://embedgate.test") as client:
                 parts = []
                 for start in range(0, len(texts), 256):
-                    response = await client.post("/v1/embeddings", json={
-                        "input": texts[start:start + 256], "model": version, "dimensions": dim})
+                    response = await client.post(
+                        "/v1/embeddings",
+                        json={"input": texts[start : start + 256], "model": version, "dimensions": dim},
+                    )
                     assert response.status_code == 200, response.text
                     assert response.headers["x-embedgate-model-version"] == version
                     parts.append([row["embedding"] for row in response.json()["data"]])
@@ -91,17 +100,37 @@ def _endpoint_vectors(registry: Registry, texts: list[str], version: str, dim: i
 def _assert_equal_to_endpoint(registry, corpus_jsonl, ids, vectors, version, dim):
     texts = {row["id"]: row["text"] for row in map(json.loads, corpus_jsonl.read_text().splitlines())}
     expected = _endpoint_vectors(registry, [texts[i] for i in ids], version, dim)
-    cosine = np.sum(vectors * expected, axis=1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(expected, axis=1))
+    cosine = np.sum(vectors * expected, axis=1) / (
+        np.linalg.norm(vectors, axis=1) * np.linalg.norm(expected, axis=1)
+    )
     assert cosine.min() >= 0.99999, f"lowest cosine {cosine.min()}"
 
 
-def test_local_embed_equals_the_endpoint_and_a_rerun_skips_every_shard(registry, corpus_jsonl, tmp_path, capsys):
+def test_local_embed_equals_the_endpoint_and_a_rerun_skips_every_shard(
+    registry, corpus_jsonl, tmp_path, capsys
+):
     out = tmp_path / "out"
-    args = ["embed", str(corpus_jsonl), "--version", "v0001", "--dim", "8", "--out", str(out),
-            "--registry", str(registry.root), "--shard-size", "700", "--threads", "2"]
+    args = [
+        "embed",
+        str(corpus_jsonl),
+        "--version",
+        "v0001",
+        "--dim",
+        "8",
+        "--out",
+        str(out),
+        "--registry",
+        str(registry.root),
+        "--shard-size",
+        "700",
+        "--threads",
+        "2",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert f"embedded {TEXTS} texts with v0001 at dim 8 (local" in captured.out and "5 shard(s)" in captured.out
+    assert (
+        f"embedded {TEXTS} texts with v0001 at dim 8 (local" in captured.out and "5 shard(s)" in captured.out
+    )
     assert "text/s" in captured.err or "texts/s" in captured.err  # tqdm's rate
     ids, vectors, manifest = _read_output(out)
     assert sorted(ids) == sorted(f"doc-{i}" for i in range(TEXTS)) and vectors.shape == (TEXTS, 8)
@@ -120,8 +149,15 @@ def test_ray_embed_on_a_local_cluster_equals_the_endpoint(registry, corpus_jsonl
 
     context = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        result = embed_corpus(read_corpus(corpus_jsonl), registry.root, "champion", tmp_path / "out",
-                              shard_size=1000, ray_address=context.address_info["address"], workers=2)
+        result = embed_corpus(
+            read_corpus(corpus_jsonl),
+            registry.root,
+            "champion",
+            tmp_path / "out",
+            shard_size=1000,
+            ray_address=context.address_info["address"],
+            workers=2,
+        )
     finally:
         ray.shutdown()
     assert (result.engine, result.version, result.dim, result.shards) == ("ray", "v0002", 16, 3)
@@ -132,11 +168,27 @@ def test_ray_embed_on_a_local_cluster_equals_the_endpoint(registry, corpus_jsonl
 
 def test_a_killed_run_resumes_without_duplicate_rows(registry, corpus_jsonl, tmp_path):
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "gates.cli", "embed", str(corpus_jsonl), "--version", "v0001", "--out", str(out),
-            "--registry", str(registry.root), "--shard-size", "10", "--threads", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gates.cli",
+        "embed",
+        str(corpus_jsonl),
+        "--version",
+        "v0001",
+        "--out",
+        str(out),
+        "--registry",
+        str(registry.root),
+        "--shard-size",
+        "10",
+        "--threads",
+        "1",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and len(list((out / "shards").glob("part-*"))) < 3:
@@ -155,14 +207,25 @@ def test_a_killed_run_resumes_without_duplicate_rows(registry, corpus_jsonl, tmp
     assert not list((out / "shards").glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("content, suffix, message", [
-    ('{"id": "a", "body": "x"}\n', ".jsonl", r"no column \['text'\]; columns are \['id', 'body'\].*--text-column"),
-    ('{"id": "a", "text": "x"}\n{"id": "b", "text": "  "}\n', ".jsonl", r"1 empty text\(s\), e.g. ids \['b'\]"),
-    ("id,text\na,one\na,two\n", ".csv", r"duplicate ids, e.g. \['a'\]"),
-    ("id,text\n", ".csv", "no rows; nothing to embed"),
-    ("x", ".txt", r"unknown format '.txt'; expected \['.csv', '.jsonl', '.parquet'\]"),
-    ("{not json", ".jsonl", "not a readable .jsonl table"),
-])
+@pytest.mark.parametrize(
+    "content, suffix, message",
+    [
+        (
+            '{"id": "a", "body": "x"}\n',
+            ".jsonl",
+            r"no column \['text'\]; columns are \['id', 'body'\].*--text-column",
+        ),
+        (
+            '{"id": "a", "text": "x"}\n{"id": "b", "text": "  "}\n',
+            ".jsonl",
+            r"1 empty text\(s\), e.g. ids \['b'\]",
+        ),
+        ("id,text\na,one\na,two\n", ".csv", r"duplicate ids, e.g. \['a'\]"),
+        ("id,text\n", ".csv", "no rows; nothing to embed"),
+        ("x", ".txt", r"unknown format '.txt'; expected \['.csv', '.jsonl', '.parquet'\]"),
+        ("{not json", ".jsonl", "not a readable .jsonl table"),
+    ],
+)
 def test_bad_corpora_are_refused_with_the_fix(tmp_path, content, suffix, message):
     path = tmp_path / f"corpus{suffix}"
     path.write_text(content)
@@ -172,7 +235,9 @@ def test_bad_corpora_are_refused_with_the_fix(tmp_path, content, suffix, message
 
 def test_a_bad_version_dim_or_folder_is_refused_before_any_work(registry, corpus_jsonl, tmp_path):
     corpus = read_corpus(corpus_jsonl)
-    with pytest.raises(ReembedError, match=r"version 'v0042' does not exist .*servable: \['v0001', 'v0002'\]"):
+    with pytest.raises(
+        ReembedError, match=r"version 'v0042' does not exist .*servable: \['v0001', 'v0002'\]"
+    ):
         embed_corpus(corpus, registry.root, "v0042", tmp_path / "a")
     with pytest.raises(ReembedError, match=r"--dim 12: v0001 was exported for dims \[32, 16, 8\]"):
         embed_corpus(corpus, registry.root, "v0001", tmp_path / "b", dim=12)
@@ -184,7 +249,9 @@ def test_a_bad_version_dim_or_folder_is_refused_before_any_work(registry, corpus
     small = tmp_path / "small.csv"
     small.write_text("id,text\na,heart\n")
     embed_corpus(read_corpus(small), registry.root, "v0001", tmp_path / "d")
-    with pytest.raises(ReembedError, match=r"earlier run with other settings \{'version': \('v0001', 'v0002'\)"):
+    with pytest.raises(
+        ReembedError, match=r"earlier run with other settings \{'version': \('v0001', 'v0002'\)"
+    ):
         embed_corpus(read_corpus(small), registry.root, "v0002", tmp_path / "d")
 
 
@@ -194,8 +261,17 @@ def test_embed_with_cutover_moves_the_champion_once_every_shard_is_done(tmp_path
     promote(registry, tiny_exports["b"], make_champion=False)  # staged by hand: v0001 stays the champion
     corpus = tmp_path / "corpus.csv"
     corpus.write_text("id,text\na,heart blood pressure\nb,the tenant pays rent\n")
-    args = ["embed", str(corpus), "--version", "v0002", "--out", str(tmp_path / "out"), "--registry",
-            str(registry.root), "--cutover"]
+    args = [
+        "embed",
+        str(corpus),
+        "--version",
+        "v0002",
+        "--out",
+        str(tmp_path / "out"),
+        "--registry",
+        str(registry.root),
+        "--cutover",
+    ]
     assert main(args) == 0
     assert "cut over: v0002 is the champion (previous: v0001" in capsys.readouterr().out
     entry = registry.history()[-1]

@@ -24,8 +24,22 @@ def _promote_cli(run, registry, kill_at: str | None = None) -> subprocess.Comple
     env = {**os.environ, "PYTHONPATH": REPO_ROOT, "EMBEDGATE_USER": "tests"}
     if kill_at:
         env[KILL_AT_ENV] = kill_at
-    return subprocess.run([sys.executable, "-m", "gates.cli", "promote", str(run.root), "--registry", str(registry),
-                           "--no-bento-store"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gates.cli",
+            "promote",
+            str(run.root),
+            "--registry",
+            str(registry),
+            "--no-bento-store",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+    )
 
 
 def _history(registry, capsys) -> list[dict]:
@@ -34,14 +48,18 @@ def _history(registry, capsys) -> list[dict]:
     return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
 
 
-@pytest.mark.parametrize("step, champion, versions", [
-    ("staged", "v0001", ["v0001"]),
-    ("version_visible", "v0001", ["v0001", "v0002"]),
-    ("champion_switched", "v0002", ["v0001", "v0002"]),
-    ("history_written", "v0002", ["v0001", "v0002"]),
-])
-def test_a_promotion_killed_at_any_step_leaves_a_registry_whose_history_tells_the_truth(tmp_path, capsys, step,
-                                                                                        champion, versions):
+@pytest.mark.parametrize(
+    "step, champion, versions",
+    [
+        ("staged", "v0001", ["v0001"]),
+        ("version_visible", "v0001", ["v0001", "v0002"]),
+        ("champion_switched", "v0002", ["v0001", "v0002"]),
+        ("history_written", "v0002", ["v0001", "v0002"]),
+    ],
+)
+def test_a_promotion_killed_at_any_step_leaves_a_registry_whose_history_tells_the_truth(
+    tmp_path, capsys, step, champion, versions
+):
     registry = tmp_path / "registry"
     assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
     second = _gated_run(tmp_path, "second", True)
@@ -64,7 +82,9 @@ def test_a_promotion_killed_at_any_step_leaves_a_registry_whose_history_tells_th
         assert Registry(registry).champion().version == "v0003"
     for version in reg.versions():
         reg.verify(version)
-    assert main(["rollback", "--registry", str(registry), "--no-bento-store", "--reason", "after the kill"]) in (0, 2)
+    assert main(
+        ["rollback", "--registry", str(registry), "--no-bento-store", "--reason", "after the kill"]
+    ) in (0, 2)
     assert Registry(registry).champion() is not None
 
 
@@ -79,9 +99,17 @@ def test_leftovers_are_removed_by_the_next_command_that_takes_the_lock(tmp_path,
     assert not (registry / "versions" / ".tmp-v0002-4242").exists()
 
 
-@pytest.mark.parametrize("damage", [b'{"time": "t", "action": "promote"\n', b'{"who": "caf\xe9"}\n',
-                                    b'{"time": "t", "action": "promote", "version": "v0002", "from_version": null, '
-                                    b'"who": null, "reason": null}\n', b'[1, 2]\n', b'\xff\xfe\n'])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b'{"time": "t", "action": "promote"\n',
+        b'{"who": "caf\xe9"}\n',
+        b'{"time": "t", "action": "promote", "version": "v0002", "from_version": null, '
+        b'"who": null, "reason": null}\n',
+        b"[1, 2]\n",
+        b"\xff\xfe\n",
+    ],
+)
 def test_a_damaged_history_line_is_skipped_with_a_warning_and_rollback_still_works(tmp_path, capsys, damage):
     registry = tmp_path / "registry"
     assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
@@ -104,8 +132,10 @@ def test_the_same_run_promoted_twice_is_refused_as_a_duplicate(tmp_path, capsys)
     assert _promote_cli(run, registry).returncode == 0
     again = _promote_cli(run, registry)
     assert again.returncode == 1
-    assert "refused: run first is already v0001 of this registry (same serving dim and precision); it is the " \
-           "champion now; nothing was promoted" in again.stderr
+    assert (
+        "refused: run first is already v0001 of this registry (same serving dim and precision); it is the "
+        "champion now; nothing was promoted" in again.stderr
+    )
     assert Registry(registry).versions() == ["v0001"]
 
 

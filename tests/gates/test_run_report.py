@@ -43,7 +43,8 @@ def external_references(html: str) -> list[str]:
 
 def test_the_reference_check_can_fail():
     assert external_references('<img src="https://cdn.example.com/x.png"><a href="#gate">g</a>') == [
-        "https://cdn.example.com/x.png"]
+        "https://cdn.example.com/x.png"
+    ]
     css = "<style>@import 'http://x/y.css'; b{background:url(//x/z.png)}</style>"
     assert sorted(external_references(css)) == ["//x/z.png", "http://x/y.css"]
 
@@ -67,8 +68,16 @@ def test_report_command_builds_a_page_with_every_section(gated_run, capsys):
     html = (gated_run / "report.html").read_text()
     assert external_references(html) == []
     assert html.count('src="data:image/png;base64,') == 1  # the metrics-vs-dim plot (no training in this run)
-    for text in ("Candidate vs baseline", "primary_improves", "p-value", "FAILED", "base model",
-                 "onnx-int8", "The data gate did not run.", "Training did not run."):
+    for text in (
+        "Candidate vs baseline",
+        "primary_improves",
+        "p-value",
+        "FAILED",
+        "base model",
+        "onnx-int8",
+        "The data gate did not run.",
+        "Training did not run.",
+    ):
         assert text in html, text
 
 

@@ -12,17 +12,43 @@ from service.settings import SettingsError
 
 
 def _command(**overrides):
-    options = dict(registry=None, host="127.0.0.1", port=3000, api_key_env=None, workers=1, precision=None,
-                   threads=None, poll_interval=None, environ={})
+    options = dict(
+        registry=None,
+        host="127.0.0.1",
+        port=3000,
+        api_key_env=None,
+        workers=1,
+        precision=None,
+        threads=None,
+        poll_interval=None,
+        environ={},
+    )
     options.update(overrides)
     return serve_command(**options)
 
 
 def test_flags_become_embedgate_variables_and_bentoml_arguments(tmp_path):
-    argv, env = _command(registry=tmp_path / "registry", port=3123, host="0.0.0.0", api_key_env="MY_KEY",
-                         precision="int8", poll_interval=0.5, environ={"MY_KEY": " s3cret "})
-    assert argv[1:] == ["-m", "bentoml", "serve", SERVICE, "--host", "0.0.0.0", "--port", "3123",
-                        "--timeout-graceful-shutdown", "30"]
+    argv, env = _command(
+        registry=tmp_path / "registry",
+        port=3123,
+        host="0.0.0.0",
+        api_key_env="MY_KEY",
+        precision="int8",
+        poll_interval=0.5,
+        environ={"MY_KEY": " s3cret "},
+    )
+    assert argv[1:] == [
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "3123",
+        "--timeout-graceful-shutdown",
+        "30",
+    ]
     assert "s3cret" not in " ".join(argv)  # the key travels in the environment, not on the command line
     assert env["EMBEDGATE_API_KEY"] == "s3cret" and env["EMBEDGATE_PRECISION"] == "int8"
     assert env["EMBEDGATE_REGISTRY"] == str((tmp_path / "registry").resolve())
@@ -41,7 +67,9 @@ def test_workers_share_the_cores_unless_threads_are_given():
 
 
 def test_an_unset_key_variable_is_refused_before_starting():
-    with pytest.raises(SettingsError, match=r"--api-key-env MY_KEY: that environment variable is unset or empty"):
+    with pytest.raises(
+        SettingsError, match=r"--api-key-env MY_KEY: that environment variable is unset or empty"
+    ):
         _command(api_key_env="MY_KEY", environ={"MY_KEY": "  "})
 
 

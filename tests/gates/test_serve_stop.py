@@ -60,8 +60,10 @@ def _start_slow_request(port: int) -> tuple[socket.socket, bytes]:
     """An embed request whose headers and first half of the body are sent: in flight, waiting for the rest."""
     body = json.dumps({"input": ["the tenant pays rent", "heart blood pressure"]}).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-    sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10])
+    sock.sendall(
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:10]
+    )
     return sock, body[10:]
 
 

@@ -40,13 +40,21 @@ def test_staged_promotion_leaves_the_champion_until_cutover_and_rollback_restore
     registry = Registry(root)
     promote_run(_run(tmp_path, "first"), root, bento_store=False)
     staged = promote_run(_run(tmp_path, "second"), root, bento_store=False, mode="staged")
-    assert (staged.version, staged.alias, staged.previous, staged.reembed_required) == ("v0002", "candidate",
-                                                                                         "v0001", True)
+    assert (staged.version, staged.alias, staged.previous, staged.reembed_required) == (
+        "v0002",
+        "candidate",
+        "v0001",
+        True,
+    )
     state = read_state(registry)
     assert (state.champion, state.candidate, state.servable) == ("v0001", "v0002", ("v0001", "v0002"))
 
     done = cutover(root, "v0002", who="ops", reason="corpus re-embedded", bento_store=False)
-    assert (done.result.previous, done.result.reembed_required, done.result.dim_changed) == ("v0001", True, False)
+    assert (done.result.previous, done.result.reembed_required, done.result.dim_changed) == (
+        "v0001",
+        True,
+        False,
+    )
     state = read_state(registry)
     assert (state.champion, state.candidate) == ("v0002", None)
 
@@ -54,8 +62,12 @@ def test_staged_promotion_leaves_the_champion_until_cutover_and_rollback_restore
     assert (back.version, back.reembed_required) == ("v0001", True)
     assert registry.champion().version == "v0001"
     actions = [(e.action, e.version, e.from_version, e.alias, e.reembed_required) for e in registry.history()]
-    assert actions == [("promote", "v0001", None, "champion", False), ("promote", "v0002", "v0001", "candidate", True),
-                       ("cutover", "v0002", "v0001", "champion", True), ("rollback", "v0001", "v0002", "champion", True)]
+    assert actions == [
+        ("promote", "v0001", None, "champion", False),
+        ("promote", "v0002", "v0001", "candidate", True),
+        ("cutover", "v0002", "v0001", "champion", True),
+        ("rollback", "v0001", "v0002", "champion", True),
+    ]
 
 
 def test_a_cutover_that_changes_the_default_dim_is_refused_without_the_flag_and_recorded(tmp_path):
@@ -63,7 +75,9 @@ def test_a_cutover_that_changes_the_default_dim_is_refused_without_the_flag_and_
     registry = Registry(root)
     promote_run(_run(tmp_path, "first", serving_dim=32), root, bento_store=False)
     promote_run(_run(tmp_path, "second", serving_dim=16), root, bento_store=False, mode="staged")
-    with pytest.raises(CutoverRefused, match=r"default dimensions would change from 32 to 16.*--allow-dim-change"):
+    with pytest.raises(
+        CutoverRefused, match=r"default dimensions would change from 32 to 16.*--allow-dim-change"
+    ):
         cutover(root, "v0002", bento_store=False)
     assert registry.champion().version == "v0001"
     assert registry.history()[-1].action == "cutover_refused"
@@ -140,15 +154,20 @@ def test_the_webhook_receives_each_signed_event_and_retries_a_5xx(tmp_path, monk
     assert len(events) == 5  # the first delivery was answered 503 and retried
     assert events[0]["delivery"] == events[1]["delivery"]
     assert [(e["event"], e["version"], e["alias"], e["reembed_required"]) for e in events[1:]] == [
-        ("promotion", "v0001", "champion", False), ("promotion", "v0002", "candidate", True),
-        ("cutover", "v0002", "champion", True), ("rollback", "v0001", "champion", True)]
+        ("promotion", "v0001", "champion", False),
+        ("promotion", "v0002", "candidate", True),
+        ("cutover", "v0002", "champion", True),
+        ("rollback", "v0001", "champion", True),
+    ]
     assert not [e for e in Registry(root).history() if e.action == "webhook_failed"]
 
 
 def test_a_receiver_that_is_down_neither_blocks_nor_undoes_the_promotion(tmp_path, monkeypatch):
     monkeypatch.setenv(SECRET_ENV, SECRET)
     root = tmp_path / "registry"
-    hook = Webhook.from_config(f"http://127.0.0.1:{free_port()}/hook", attempts=3, backoff_s=0.01, timeout_s=1)
+    hook = Webhook.from_config(
+        f"http://127.0.0.1:{free_port()}/hook", attempts=3, backoff_s=0.01, timeout_s=1
+    )
     started = time.monotonic()
     result = promote_run(_run(tmp_path, "first"), root, bento_store=False, webhook=hook)
     assert time.monotonic() - started < 10
@@ -166,8 +185,20 @@ def test_a_webhook_without_its_secret_is_refused_before_promoting(tmp_path, monk
         Webhook.from_config("ftp://example/hook")
     root = tmp_path / "registry"
     run = _run(tmp_path, "first")
-    assert main(["promote", str(run.root), "--registry", str(root), "--no-bento-store", "--webhook",
-                 "http://127.0.0.1:9/hook"]) == 2
+    assert (
+        main(
+            [
+                "promote",
+                str(run.root),
+                "--registry",
+                str(root),
+                "--no-bento-store",
+                "--webhook",
+                "http://127.0.0.1:9/hook",
+            ]
+        )
+        == 2
+    )
     assert f"{SECRET_ENV} is empty" in capsys.readouterr().err and not root.exists()
 
 

@@ -44,10 +44,25 @@ def mlflow_uri(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     log = open(root / "server.log", "w")
-    server = subprocess.Popen([mlflow_binary(), "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            mlflow_binary(),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 180
@@ -80,7 +95,8 @@ def gated_run(tmp_path_factory, tiny_model_dir):
     (run / "train").mkdir()
     (run / "train" / "train_log.jsonl").write_text(  # what JsonlLogCallback writes during training
         '{"step": 1, "epoch": 0.5, "loss": 2.5, "learning_rate": 1e-3}\n'
-        '{"step": 2, "epoch": 1.0, "loss": 1.5, "eval_dev_ndcg@10_mean": 0.61, "eval_dev_ndcg@10_d32": 0.64}\n')
+        '{"step": 2, "epoch": 1.0, "loss": 1.5, "eval_dev_ndcg@10_mean": 0.61, "eval_dev_ndcg@10_d32": 0.64}\n'
+    )
     assert main(["evaluate", str(run), "--data", str(data), "--registry", str(root / "registry")]) == 0
     assert main(["gate", str(run)]) == 1  # the model against itself: blocked
     assert main(["report", str(run)]) == 0
@@ -92,8 +108,12 @@ def _promoted_outcome(run, registry):
     from training.run_dir import RunPaths
 
     promoted = promote_run(RunPaths(run), registry, force=True, reason="tracking test", bento_store=False)
-    return {"status": "promoted", "exit_code": 0, "promotion": promoted.to_dict(),
-            "stages": [{"name": "evaluate", "status": "passed", "seconds": 3.5}]}
+    return {
+        "status": "promoted",
+        "exit_code": 0,
+        "promotion": promoted.to_dict(),
+        "stages": [{"name": "evaluate", "status": "passed", "seconds": 3.5}],
+    }
 
 
 def test_a_promoted_run_is_logged_and_registered_as_champion(mlflow_uri, gated_run):
@@ -105,8 +125,15 @@ def test_a_promoted_run_is_logged_and_registered_as_champion(mlflow_uri, gated_r
     root, run = gated_run
     registry = root / "registry"
     config = {"train": {"base_model": "tiny", "epochs": 2}, "gate": {"policy": None}}
-    first = log_pipeline_run(mlflow_uri, "embedgate-test", "legal-embedder", RunPaths(run),
-                             _promoted_outcome(run, registry), config, registry)
+    first = log_pipeline_run(
+        mlflow_uri,
+        "embedgate-test",
+        "legal-embedder",
+        RunPaths(run),
+        _promoted_outcome(run, registry),
+        config,
+        registry,
+    )
     client = MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri)
     logged = client.get_run(first["run_id"])
     assert logged.data.params["train.epochs"] == "2" and logged.data.params["gate.policy"] == "None"
@@ -116,15 +143,28 @@ def test_a_promoted_run_is_logged_and_registered_as_champion(mlflow_uri, gated_r
     assert logged.data.metrics["gate/passed"] == 0.0  # a forced promotion: the gate said no, and it shows
     losses = client.get_metric_history(first["run_id"], "train/loss")
     assert [(m.step, m.value) for m in losses] == [(1, 2.5), (2, 1.5)]
-    assert [m.value for m in client.get_metric_history(first["run_id"], "train/eval_dev_ndcg_at_10_mean")] == [0.61]
+    assert [
+        m.value for m in client.get_metric_history(first["run_id"], "train/eval_dev_ndcg_at_10_mean")
+    ] == [0.61]
     artifacts = {a.path for a in client.list_artifacts(first["run_id"])}
     assert {"report.html", "gate", "model"} <= artifacts
     champion = client.get_model_version_by_alias("legal-embedder", "champion")
     assert champion.version == first["model_version"] == "1" and champion.tags["embedgate.version"] == "v0001"
 
-    second = log_pipeline_run(mlflow_uri, "embedgate-test", "legal-embedder", RunPaths(run),
-                              _promoted_outcome(run, registry), config, registry)
-    assert client.get_model_version_by_alias("legal-embedder", "champion").version == second["model_version"] == "2"
+    second = log_pipeline_run(
+        mlflow_uri,
+        "embedgate-test",
+        "legal-embedder",
+        RunPaths(run),
+        _promoted_outcome(run, registry),
+        config,
+        registry,
+    )
+    assert (
+        client.get_model_version_by_alias("legal-embedder", "champion").version
+        == second["model_version"]
+        == "2"
+    )
     pointer = Path(client.download_artifacts(second["run_id"], "model/embedgate.json", str(root / "dl")))
     assert '"embedgate_version": "v0002"' in pointer.read_text()
 
@@ -134,8 +174,14 @@ def test_a_blocked_run_is_logged_without_a_model_version(mlflow_uri, gated_run):
     from training.run_dir import RunPaths
 
     _, run = gated_run
-    logged = log_pipeline_run(mlflow_uri, "embedgate-test", "legal-embedder", RunPaths(run),
-                              {"status": "blocked", "exit_code": 1, "promotion": None, "stages": []}, {})
+    logged = log_pipeline_run(
+        mlflow_uri,
+        "embedgate-test",
+        "legal-embedder",
+        RunPaths(run),
+        {"status": "blocked", "exit_code": 1, "promotion": None, "stages": []},
+        {},
+    )
     assert logged["model_version"] is None
 
 
@@ -147,6 +193,8 @@ def test_an_unreachable_server_is_a_clear_error(gated_run, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     _, run = gated_run
     uri = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(TrackingError, match=f"tracking.mlflow {uri}: cannot create a run .*check that the tracking "
-                                            f"server is up"):
+    with pytest.raises(
+        TrackingError,
+        match=f"tracking.mlflow {uri}: cannot create a run .*check that the tracking server is up",
+    ):
         log_pipeline_run(uri, "embedgate-test", "m", RunPaths(run), {"status": "blocked", "exit_code": 1}, {})

@@ -25,8 +25,10 @@ def moto_server_executable() -> str:
     configured = os.environ.get("EMBEDGATE_TEST_MOTO_SERVER")
     path = Path(configured) if configured else REPO / ".venv-s3" / "bin" / "moto_server"
     if not path.is_file():
-        pytest.fail(f"no moto_server at {path}: run `make s3-test-server` (builds .venv-s3 from "
-                    f"requirements/s3-test-server.txt) or set EMBEDGATE_TEST_MOTO_SERVER")
+        pytest.fail(
+            f"no moto_server at {path}: run `make s3-test-server` (builds .venv-s3 from "
+            f"requirements/s3-test-server.txt) or set EMBEDGATE_TEST_MOTO_SERVER"
+        )
     return str(path)
 
 
@@ -40,8 +42,11 @@ def _free_port() -> int:
 def s3_endpoint() -> Iterator[str]:
     """The moto server's URL; the process is stopped (and reaped) at the end of the session."""
     port = _free_port()
-    proc = subprocess.Popen([moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -51,7 +56,9 @@ def s3_endpoint() -> Iterator[str]:
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {url} (exit code {proc.poll()})") from None
+                    raise RuntimeError(
+                        f"moto_server did not start on {url} (exit code {proc.poll()})"
+                    ) from None
                 time.sleep(0.2)
         yield url
     finally:
@@ -67,8 +74,13 @@ def s3_endpoint() -> Iterator[str]:
 def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The standard AWS_* variables pointing at the server (as a user would set them), for this process and
     subprocesses; returns them."""
-    env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
+    env = {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ALLOW_HTTP": "true",
+    }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env

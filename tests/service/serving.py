@@ -24,11 +24,22 @@ TINY_SERVING_DIM = 16
 SERVICE = "service.app:EmbedgateService"
 
 
-def promote(registry: Registry, onnx_dir: Path, serving_dim: int = TINY_SERVING_DIM, precision: str = "fp32",
-            make_champion: bool = True, run_id: str = "test-run") -> str:
-    return registry.add_version({"onnx": onnx_dir}, metadata={"serving_dim": serving_dim,
-                                                              "serve_precision": precision},
-                                who="tests", reason="serving test", run_id=run_id, make_champion=make_champion)
+def promote(
+    registry: Registry,
+    onnx_dir: Path,
+    serving_dim: int = TINY_SERVING_DIM,
+    precision: str = "fp32",
+    make_champion: bool = True,
+    run_id: str = "test-run",
+) -> str:
+    return registry.add_version(
+        {"onnx": onnx_dir},
+        metadata={"serving_dim": serving_dim, "serve_precision": precision},
+        who="tests",
+        reason="serving test",
+        run_id=run_id,
+        make_champion=make_champion,
+    )
 
 
 def point_champion(registry: Registry, version: str, previous: str | None = None) -> None:
@@ -50,13 +61,29 @@ class ServerProcess:
 
     Used as a context manager: waits until /health answers, stops the process group it started on exit."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None,
-                 argv: list[str] | None = None, startup_timeout_s: float = 120.0, cwd: Path = REPO_ROOT) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        port: int | None = None,
+        argv: list[str] | None = None,
+        startup_timeout_s: float = 120.0,
+        cwd: Path = REPO_ROOT,
+    ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self.argv = argv or [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", "127.0.0.1",
-                             "--port", str(self.port)]
+        self.argv = argv or [
+            sys.executable,
+            "-m",
+            "bentoml",
+            "serve",
+            SERVICE,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self.env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "TOKENIZERS_PARALLELISM": "false", **env}
         self.startup_timeout_s = startup_timeout_s
         self.cwd = cwd
@@ -65,8 +92,14 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__ with the process
         self._log = log
-        self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -78,7 +111,9 @@ class ServerProcess:
                 pass
             time.sleep(0.3)
         self.__exit__(None, None, None)
-        raise RuntimeError(f"server did not answer /health within {self.startup_timeout_s} s:\n{self.log()[-3000:]}")
+        raise RuntimeError(
+            f"server did not answer /health within {self.startup_timeout_s} s:\n{self.log()[-3000:]}"
+        )
 
     def __exit__(self, *exc_info) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -99,8 +134,9 @@ class ServerProcess:
             if predicate():
                 return
             time.sleep(0.2)
-        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; server log tail:\n"
-                             f"{self.log()[-3000:]}")
+        raise AssertionError(
+            f"timed out after {timeout_s} s waiting for {what}; server log tail:\n{self.log()[-3000:]}"
+        )
 
 
 def served_version(base_url: str) -> str | None:

@@ -25,12 +25,15 @@ from tests.service.serving import (
 pytestmark = pytest.mark.integration
 
 # Packages that must never reach the served image (GUIDE: the service ships without torch).
-HEAVY = re.compile(r"^(torch|transformers|sentence-transformers|sentence_transformers|optimum)\b", re.I | re.M)
+HEAVY = re.compile(
+    r"^(torch|transformers|sentence-transformers|sentence_transformers|optimum)\b", re.I | re.M
+)
 
 
 def _run(args: list[str], env: dict[str, str]) -> str:
-    done = subprocess.run([sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, f"{args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
 
@@ -41,9 +44,15 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     registry = Registry(tmp_path / "registry")
     version = promote(registry, tiny_exports["a"])
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    _run(["-c", "import sys; from pathlib import Path; from gates.promotion import save_to_bento_store; "
-                "from service.registry import Registry; "
-                f"print(save_to_bento_store(Registry(Path({str(registry.root)!r})), {version!r}))"], env)
+    _run(
+        [
+            "-c",
+            "import sys; from pathlib import Path; from gates.promotion import save_to_bento_store; "
+            "from service.registry import Registry; "
+            f"print(save_to_bento_store(Registry(Path({str(registry.root)!r})), {version!r}))",
+        ],
+        env,
+    )
 
     tag = _run(["-m", "bentoml", "build", "--output", "tag"], env).strip().splitlines()[-1]
     tag = tag.removeprefix("__tag__:")
@@ -51,7 +60,9 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     bento_dir = tmp_path / "bentoml" / "bentos" / "embedgate" / tag.split(":")[1]
     requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and not HEAVY.findall(requirements)
-    assert "embedgate-embedder:v0001-" in (bento_dir / "bento.yaml").read_text()  # tag: version + manifest hash
+    assert (
+        "embedgate-embedder:v0001-" in (bento_dir / "bento.yaml").read_text()
+    )  # tag: version + manifest hash
     packed = {path.name for path in (bento_dir / "src" / "service").rglob("*.py")}
     assert {"app.py", "routes.py", "embedder.py", "capture.py"} <= packed
 
@@ -59,8 +70,9 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     serve_dir.mkdir()
     env = {key: value for key, value in env.items() if key != "EMBEDGATE_REGISTRY"}
     argv = [sys.executable, "-m", "bentoml", "serve", tag, "--host", "127.0.0.1"]
-    server = ServerProcess({**env, "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}, tmp_path / "server.log", cwd=serve_dir,
-                           argv=argv)
+    server = ServerProcess(
+        {**env, "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}, tmp_path / "server.log", cwd=serve_dir, argv=argv
+    )
     server.argv += ["--port", str(server.port)]
     with server:
         info = httpx.get(f"{server.base_url}/info").json()
@@ -69,13 +81,28 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
         response = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": ["heart", "the lease"]})
         assert response.status_code == 200 and response.headers["x-embedgate-model-version"] == "v0001"
         vectors = np.array([row["embedding"] for row in response.json()["data"]], dtype=np.float32)
-        expected = OnnxEmbedder.from_export_dir(tiny_exports["a"]).embed(["heart", "the lease"],
-                                                                         dimensions=TINY_SERVING_DIM)
+        expected = OnnxEmbedder.from_export_dir(tiny_exports["a"]).embed(
+            ["heart", "the lease"], dimensions=TINY_SERVING_DIM
+        )
         np.testing.assert_allclose(vectors, expected, atol=1e-5)
 
 
-SERVED_MODULES = ("app", "routes", "runtime", "hot_swap", "batcher", "serving_model", "model_store", "settings",
-                  "api_models", "api_responses", "api_errors", "auth", "limits", "metrics")
+SERVED_MODULES = (
+    "app",
+    "routes",
+    "runtime",
+    "hot_swap",
+    "batcher",
+    "serving_model",
+    "model_store",
+    "settings",
+    "api_models",
+    "api_responses",
+    "api_errors",
+    "auth",
+    "limits",
+    "metrics",
+)
 
 
 def test_the_served_process_imports_no_torch_and_loads_no_pickles(tmp_path, tiny_exports):
@@ -84,12 +111,14 @@ def test_the_served_process_imports_no_torch_and_loads_no_pickles(tmp_path, tiny
 
     registry = Registry(tmp_path / "registry")
     promote(registry, tiny_exports["a"])
-    code = ("import sys, json; import service.app; from service.runtime import ServingRuntime; "
-            "from service.settings import ServeSettings; "
-            "runtime = ServingRuntime.create(ServeSettings.from_env(), drift=None); "
-            "assert runtime.model is not None, runtime.holder.not_ready_reason; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'transformers', 'sentence_transformers', 'training', 'gates'))))")
+    code = (
+        "import sys, json; import service.app; from service.runtime import ServingRuntime; "
+        "from service.settings import ServeSettings; "
+        "runtime = ServingRuntime.create(ServeSettings.from_env(), drift=None); "
+        "assert runtime.model is not None, runtime.holder.not_ready_reason; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'transformers', 'sentence_transformers', 'training', 'gates'))))"
+    )
     env = {**os.environ, "EMBEDGATE_REGISTRY": str(registry.root), "BENTOML_DO_NOT_TRACK": "true"}
     imported = _run(["-c", code], env).strip().splitlines()[-1]
     heavy = json.loads(imported)

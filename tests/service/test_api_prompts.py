@@ -34,8 +34,12 @@ def server(prompted_model_dir, tmp_path_factory):
 
 
 def _post(server, path, body):
-    return httpx.post(f"{server.base_url}{path}", content=json.dumps(body).encode(), timeout=30,
-                      headers={"Content-Type": "application/json"})
+    return httpx.post(
+        f"{server.base_url}{path}",
+        content=json.dumps(body).encode(),
+        timeout=30,
+        headers={"Content-Type": "application/json"},
+    )
 
 
 def _openai(server, body) -> np.ndarray:
@@ -67,8 +71,11 @@ def test_input_type_equals_sentence_transformers_prompt_name(server, prompted_mo
 
 
 def test_a_client_that_adds_the_prompt_itself_gets_it_once(server):
-    assert np.allclose(_openai(server, {"input": [QUERY_PROMPT + t for t in TEXTS], "input_type": "query"}),
-                       _openai(server, {"input": TEXTS, "input_type": "query"}), atol=1e-6)
+    assert np.allclose(
+        _openai(server, {"input": [QUERY_PROMPT + t for t in TEXTS], "input_type": "query"}),
+        _openai(server, {"input": TEXTS, "input_type": "query"}),
+        atol=1e-6,
+    )
 
 
 def test_unknown_input_type_and_prompt_name_are_422(server):

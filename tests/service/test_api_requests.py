@@ -32,32 +32,58 @@ def _api_error(call, *args) -> ApiError:
     return caught.value
 
 
-@pytest.mark.parametrize("body, code, message", [
-    ({}, "missing_input", r"input is required"),
-    ({"input": []}, "empty_input", r"the list is empty"),
-    ({"input": ""}, "empty_input", r"input: the text is empty or whitespace only"),
-    ({"input": ["ok", " \n\t"]}, "empty_input", r"input\[1\]: the text is empty or whitespace only"),
-    ({"input": ["a"] * 5}, "too_many_inputs", r"5 texts in one request, the limit is 4 "
-                                              r"\(EMBEDGATE_MAX_INPUTS_PER_REQUEST\)"),
-    ({"input": 5}, "invalid_input", r"input: expected a string or a list of strings, got a number \(5\)"),
-    ({"input": [1, 2]}, "invalid_input", r"input\[0\]: expected a string, got a number \(1\); token-id input"),
-    ({"input": None}, "invalid_input", r"got null"),
-    ({"input": ["ok", None]}, "invalid_input", r"input\[1\]: expected a string, got null"),
-    ({"input": [["nested"]]}, "invalid_input", r"input\[0\]: expected a string, got a nested list"),
-    ({"input": {"text": "x"}}, "invalid_input", r"got an object"),
-    ({"input": "x" * 51}, "input_too_long", r"51 characters, the limit is 50 \(EMBEDGATE_MAX_INPUT_CHARS\)"),
-    ({"input": "bad \ud800 text"}, "invalid_input", r"character 4 is an unpaired surrogate"),
-    ({"input": "x", "dimensions": "16"}, "unsupported_dimensions", r"expected an integer such as 128, got a "
-                                                                   r"string \('16'\)"),
-    ({"input": "x", "dimensions": 16.0}, "unsupported_dimensions", r"got a number \(16.0\)"),
-    ({"input": "x", "dimensions": True}, "unsupported_dimensions", r"got a boolean"),
-    ({"input": "x", "encoding_format": "int8"}, "invalid_encoding_format",
-     r"encoding_format: expected one of \['float', 'base64'\], got a string \('int8'\)"),
-    ({"input": "x", "model": 3}, "invalid_value", r"model: expected a string"),
-    ({"input": "x", "user": 3}, "invalid_value", r"user: expected a string"),
-    ({"input": "x", "dimension": 16}, "unknown_field", r"unknown field\(s\) \['dimension'\]; this endpoint "
-                                                       r"accepts \['input', 'model'"),
-])
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        ({}, "missing_input", r"input is required"),
+        ({"input": []}, "empty_input", r"the list is empty"),
+        ({"input": ""}, "empty_input", r"input: the text is empty or whitespace only"),
+        ({"input": ["ok", " \n\t"]}, "empty_input", r"input\[1\]: the text is empty or whitespace only"),
+        (
+            {"input": ["a"] * 5},
+            "too_many_inputs",
+            r"5 texts in one request, the limit is 4 "
+            r"\(EMBEDGATE_MAX_INPUTS_PER_REQUEST\)",
+        ),
+        ({"input": 5}, "invalid_input", r"input: expected a string or a list of strings, got a number \(5\)"),
+        (
+            {"input": [1, 2]},
+            "invalid_input",
+            r"input\[0\]: expected a string, got a number \(1\); token-id input",
+        ),
+        ({"input": None}, "invalid_input", r"got null"),
+        ({"input": ["ok", None]}, "invalid_input", r"input\[1\]: expected a string, got null"),
+        ({"input": [["nested"]]}, "invalid_input", r"input\[0\]: expected a string, got a nested list"),
+        ({"input": {"text": "x"}}, "invalid_input", r"got an object"),
+        (
+            {"input": "x" * 51},
+            "input_too_long",
+            r"51 characters, the limit is 50 \(EMBEDGATE_MAX_INPUT_CHARS\)",
+        ),
+        ({"input": "bad \ud800 text"}, "invalid_input", r"character 4 is an unpaired surrogate"),
+        (
+            {"input": "x", "dimensions": "16"},
+            "unsupported_dimensions",
+            r"expected an integer such as 128, got a "
+            r"string \('16'\)",
+        ),
+        ({"input": "x", "dimensions": 16.0}, "unsupported_dimensions", r"got a number \(16.0\)"),
+        ({"input": "x", "dimensions": True}, "unsupported_dimensions", r"got a boolean"),
+        (
+            {"input": "x", "encoding_format": "int8"},
+            "invalid_encoding_format",
+            r"encoding_format: expected one of \['float', 'base64'\], got a string \('int8'\)",
+        ),
+        ({"input": "x", "model": 3}, "invalid_value", r"model: expected a string"),
+        ({"input": "x", "user": 3}, "invalid_value", r"user: expected a string"),
+        (
+            {"input": "x", "dimension": 16},
+            "unknown_field",
+            r"unknown field\(s\) \['dimension'\]; this endpoint "
+            r"accepts \['input', 'model'",
+        ),
+    ],
+)
 def test_openai_request_errors_name_the_field_and_the_fix(body, code, message):
     error = _api_error(parse_openai_request, body, LIMITS)
     assert (error.status, error.code) == (422, code)
@@ -69,17 +95,29 @@ def test_openai_request_accepts_a_string_or_a_list_and_defaults():
     parsed = parse_openai_request({"input": "one text", "model": "m", "user": "u-1"}, LIMITS)
     assert parsed.texts == ("one text",) and parsed.dimensions is None and parsed.encoding_format == "float"
     assert parsed.truncate is True and parsed.model == "m"
-    parsed = parse_openai_request({"input": ["a", "b", "a"], "dimensions": 8, "encoding_format": "base64"},
-                                  LIMITS)
+    parsed = parse_openai_request(
+        {"input": ["a", "b", "a"], "dimensions": 8, "encoding_format": "base64"}, LIMITS
+    )
     assert parsed.texts == ("a", "b", "a") and parsed.dimensions == 8 and parsed.encoding_format == "base64"
 
 
-@pytest.mark.parametrize("body, code, message", [
-    ({"input": "x"}, "unknown_field", r"unknown field\(s\) \['input'\]; this endpoint accepts \['inputs'"),
-    ({"inputs": "x", "normalize": False}, "unsupported_option", r"normalize: false is not supported"),
-    ({"inputs": "x", "truncate": "yes"}, "invalid_value", r"truncate: expected true or false, got a string"),
-    ({"inputs": []}, "empty_input", r"inputs: the list is empty"),
-])
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        (
+            {"input": "x"},
+            "unknown_field",
+            r"unknown field\(s\) \['input'\]; this endpoint accepts \['inputs'",
+        ),
+        ({"inputs": "x", "normalize": False}, "unsupported_option", r"normalize: false is not supported"),
+        (
+            {"inputs": "x", "truncate": "yes"},
+            "invalid_value",
+            r"truncate: expected true or false, got a string",
+        ),
+        ({"inputs": []}, "empty_input", r"inputs: the list is empty"),
+    ],
+)
 def test_native_request_errors(body, code, message):
     error = _api_error(parse_native_request, body, LIMITS)
     assert (error.status, error.code) == (422, code)
@@ -97,8 +135,10 @@ def test_native_truncate_overrides_the_server_default():
 def test_dimensions_outside_the_exported_ones_are_refused_with_the_allowed_list(requested):
     error = _api_error(resolve_dimensions, requested, (32, 16, 8), 16)
     assert error.status == 422 and error.param == "dimensions"
-    assert f"dimensions: {requested} is not one this model was trained and exported for; allowed: [32, 16, 8] " \
-           f"(omit it for 16)" == error.message
+    assert (
+        f"dimensions: {requested} is not one this model was trained and exported for; allowed: [32, 16, 8] "
+        f"(omit it for 16)" == error.message
+    )
 
 
 def test_dimensions_default_to_the_serving_dim():
@@ -111,20 +151,30 @@ def test_unknown_model_name_is_404_listing_what_is_served():
     check_model_name("v0001", ("embedgate-embedder", "embedgate-embedder:v0001", "v0001"))
     error = _api_error(check_model_name, "text-embedding-3-small", ("embedgate-embedder", "v0001"))
     assert (error.status, error.code) == (404, "model_not_found")
-    assert "'text-embedding-3-small' is not served here; this service serves 'embedgate-embedder'" in error.message
+    assert (
+        "'text-embedding-3-small' is not served here; this service serves 'embedgate-embedder'"
+        in error.message
+    )
 
 
-@pytest.mark.parametrize("raw, code, message", [
-    (b"", "empty_body", r"the request body is empty"),
-    (b"  \n", "empty_body", r"the request body is empty"),
-    (b'{"input": ["a",]}', "invalid_json", r"not valid JSON: trailing comma is not allowed at line 1 column"),
-    (b"\xff\xfe{}", "invalid_utf8", r"not valid UTF-8: byte 0 is b'\\xff'"),
-    (b'{"input": "caf\xe9"}', "invalid_utf8", r"byte 14"),
-    (b'["a", "b"]', "invalid_json", r"expected a JSON object at the top level, got a list"),
-    (b"null", "invalid_json", r"got null"),
-    (b"[" * 5000 + b"]" * 5000, "invalid_json", r"depth limit exceeded"),
-    (b'{"input": NaN}', "invalid_json", r"not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "raw, code, message",
+    [
+        (b"", "empty_body", r"the request body is empty"),
+        (b"  \n", "empty_body", r"the request body is empty"),
+        (
+            b'{"input": ["a",]}',
+            "invalid_json",
+            r"not valid JSON: trailing comma is not allowed at line 1 column",
+        ),
+        (b"\xff\xfe{}", "invalid_utf8", r"not valid UTF-8: byte 0 is b'\\xff'"),
+        (b'{"input": "caf\xe9"}', "invalid_utf8", r"byte 14"),
+        (b'["a", "b"]', "invalid_json", r"expected a JSON object at the top level, got a list"),
+        (b"null", "invalid_json", r"got null"),
+        (b"[" * 5000 + b"]" * 5000, "invalid_json", r"depth limit exceeded"),
+        (b'{"input": NaN}', "invalid_json", r"not valid JSON"),
+    ],
+)
 def test_unreadable_bodies_are_400(raw, code, message):
     error = _api_error(parse_json_object, raw)
     assert (error.status, error.code) == (400, code)
@@ -179,15 +229,18 @@ def test_concurrency_limit_answers_429_and_frees_its_slot():
     assert limit.in_flight == 0
 
 
-@pytest.mark.parametrize("header, code", [
-    (None, "missing_api_key"),
-    ("", "missing_api_key"),
-    ("Bearer wrong-key", "invalid_api_key"),
-    ("Bearer s3cret-key-extra", "invalid_api_key"),
-    ("Basic czNjcmV0", "invalid_authorization_header"),
-    ("s3cret-key", "invalid_authorization_header"),
-    ("Bearer ", "invalid_authorization_header"),
-])
+@pytest.mark.parametrize(
+    "header, code",
+    [
+        (None, "missing_api_key"),
+        ("", "missing_api_key"),
+        ("Bearer wrong-key", "invalid_api_key"),
+        ("Bearer s3cret-key-extra", "invalid_api_key"),
+        ("Basic czNjcmV0", "invalid_authorization_header"),
+        ("s3cret-key", "invalid_authorization_header"),
+        ("Bearer ", "invalid_authorization_header"),
+    ],
+)
 def test_api_key_errors_never_echo_the_header(header, code):
     error = _api_error(check_api_key, header, SecretStr("s3cret-key"))
     assert (error.status, error.code) == (401, code)
@@ -210,15 +263,23 @@ def test_responses_float_and_base64_carry_the_same_float32_values():
     assert floats["usage"] == {"prompt_tokens": 12, "total_tokens": 12} and floats["model"] == "m:v1"
     assert [row["index"] for row in floats["data"]] == [0, 1, 2]
     assert np.array_equal(np.array([row["embedding"] for row in floats["data"]], dtype=np.float32), vectors)
-    decoded = np.stack([np.frombuffer(base64.b64decode(row["embedding"]), dtype="<f4")
-                        for row in encoded["data"]])
+    decoded = np.stack(
+        [np.frombuffer(base64.b64decode(row["embedding"]), dtype="<f4") for row in encoded["data"]]
+    )
     assert np.array_equal(decoded, vectors)
     assert np.array_equal(np.array(orjson.loads(native_body(vectors)), dtype=np.float32), vectors)
 
 
 def test_settings_from_env_with_defaults_and_types():
-    settings = ServeSettings.from_env({"EMBEDGATE_MAX_INPUTS_PER_REQUEST": "64", "EMBEDGATE_TRUNCATE": "false",
-                                       "EMBEDGATE_API_KEY": "k", "EMBEDGATE_THREADS": " ", "OTHER": "x"})
+    settings = ServeSettings.from_env(
+        {
+            "EMBEDGATE_MAX_INPUTS_PER_REQUEST": "64",
+            "EMBEDGATE_TRUNCATE": "false",
+            "EMBEDGATE_API_KEY": "k",
+            "EMBEDGATE_THREADS": " ",
+            "OTHER": "x",
+        }
+    )
     assert settings.max_inputs_per_request == 64 and settings.truncate is False
     assert settings.threads is None and settings.api_key.get_secret_value() == "k"
     assert settings.max_payload_bytes == 2_000_000 and settings.request_timeout_s == 30.0
@@ -229,13 +290,19 @@ def test_settings_from_env_with_defaults_and_types():
     assert all(row["description"] for row in described.values())
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"EMBEDGATE_MAX_INPUTS_PER_REQUEST": "0"}, r"EMBEDGATE_MAX_INPUTS_PER_REQUEST='0': Input should be greater "
-                                                r"than or equal to 1"),
-    ({"EMBEDGATE_PRECISION": "fp16"}, r"EMBEDGATE_PRECISION='fp16': Input should be 'fp32' or 'int8'"),
-    ({"EMBEDGATE_TRUNCATE": "maybe"}, r"EMBEDGATE_TRUNCATE='maybe': Input should be a valid boolean"),
-    ({"EMBEDGATE_REQUEST_TIMEOUT_S": "7200"}, r"EMBEDGATE_REQUEST_TIMEOUT_S='7200'"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"EMBEDGATE_MAX_INPUTS_PER_REQUEST": "0"},
+            r"EMBEDGATE_MAX_INPUTS_PER_REQUEST='0': Input should be greater "
+            r"than or equal to 1",
+        ),
+        ({"EMBEDGATE_PRECISION": "fp16"}, r"EMBEDGATE_PRECISION='fp16': Input should be 'fp32' or 'int8'"),
+        ({"EMBEDGATE_TRUNCATE": "maybe"}, r"EMBEDGATE_TRUNCATE='maybe': Input should be a valid boolean"),
+        ({"EMBEDGATE_REQUEST_TIMEOUT_S": "7200"}, r"EMBEDGATE_REQUEST_TIMEOUT_S='7200'"),
+    ],
+)
 def test_bad_settings_name_the_variable_and_the_value(env, message):
     with pytest.raises(SettingsError, match=message):
         ServeSettings.from_env(env)
@@ -255,5 +322,8 @@ def test_tokens_per_request_are_capped_after_truncation():
     assert check_request_tokens((10, 500, 20), max_seq_length=256, limit=286) == 286  # 500 is cut to 256
     error = _api_error(check_request_tokens, (10, 500, 21), 256, 286)
     assert (error.status, error.code, error.param) == (422, "too_many_request_tokens", "input")
-    assert re.search(r"287 tokens after truncation \(over 3 texts\), the limit is 286 per request "
-                     r"\(EMBEDGATE_MAX_REQUEST_TOKENS\); split it", error.message)
+    assert re.search(
+        r"287 tokens after truncation \(over 3 texts\), the limit is 286 per request "
+        r"\(EMBEDGATE_MAX_REQUEST_TOKENS\); split it",
+        error.message,
+    )

@@ -28,7 +28,12 @@ API_KEY = "test-key-5b0e3c1d9a"
 HEADER = "x-embedgate-model-version"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 MAX_INPUTS, MAX_CHARS, MAX_PAYLOAD = 8, 2000, 16_384
-TEXTS = ["What is the dose for a child?", "the tenant pays rent", "heart blood pressure", "the tenant pays rent"]
+TEXTS = [
+    "What is the dose for a child?",
+    "the tenant pays rent",
+    "heart blood pressure",
+    "the tenant pays rent",
+]
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +52,15 @@ def reference(tiny_exports) -> OnnxEmbedder:
 def guarded(registry_v1, tmp_path_factory):
     """API key on, small limits, truncation on, every request captured for drift."""
     logs = tmp_path_factory.mktemp("guarded")
-    env = {"EMBEDGATE_REGISTRY": str(registry_v1.root), "EMBEDGATE_API_KEY": API_KEY,
-           "EMBEDGATE_MAX_INPUTS_PER_REQUEST": str(MAX_INPUTS), "EMBEDGATE_MAX_INPUT_CHARS": str(MAX_CHARS),
-           "EMBEDGATE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD), "EMBEDGATE_DRIFT_SAMPLE_RATE": "1.0",
-           "EMBEDGATE_DRIFT_DIR": str(logs / "drift")}
+    env = {
+        "EMBEDGATE_REGISTRY": str(registry_v1.root),
+        "EMBEDGATE_API_KEY": API_KEY,
+        "EMBEDGATE_MAX_INPUTS_PER_REQUEST": str(MAX_INPUTS),
+        "EMBEDGATE_MAX_INPUT_CHARS": str(MAX_CHARS),
+        "EMBEDGATE_MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "1.0",
+        "EMBEDGATE_DRIFT_DIR": str(logs / "drift"),
+    }
     with ServerProcess(env, logs / "server.log") as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
         yield server
@@ -60,9 +70,13 @@ def guarded(registry_v1, tmp_path_factory):
 def strict(registry_v1, tmp_path_factory):
     """No API key, truncation off, one request in flight at a time, a 1 s timeout."""
     logs = tmp_path_factory.mktemp("strict")
-    env = {"EMBEDGATE_REGISTRY": str(registry_v1.root), "EMBEDGATE_TRUNCATE": "false",
-           "EMBEDGATE_MAX_CONCURRENT_REQUESTS": "1", "EMBEDGATE_REQUEST_TIMEOUT_S": "1",
-           "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
+    env = {
+        "EMBEDGATE_REGISTRY": str(registry_v1.root),
+        "EMBEDGATE_TRUNCATE": "false",
+        "EMBEDGATE_MAX_CONCURRENT_REQUESTS": "1",
+        "EMBEDGATE_REQUEST_TIMEOUT_S": "1",
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+    }
     with ServerProcess(env, logs / "server.log") as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
         yield server
@@ -70,8 +84,12 @@ def strict(registry_v1, tmp_path_factory):
 
 def _post(server: ServerProcess, path: str, body, headers=None) -> httpx.Response:
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return httpx.post(f"{server.base_url}{path}", content=content, timeout=30,
-                      headers={"Content-Type": "application/json", **(headers or {})})
+    return httpx.post(
+        f"{server.base_url}{path}",
+        content=content,
+        timeout=30,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
 def _vectors(response: httpx.Response) -> np.ndarray:
@@ -96,36 +114,78 @@ BAD_INPUTS = [
     ("empty list", {"input": []}, 422, "empty_input", "the list is empty"),
     ("empty string", {"input": ""}, 422, "empty_input", "empty or whitespace only"),
     ("whitespace only", {"input": ["fine", "  \t\n "]}, 422, "empty_input", "input[1]"),
-    ("over the batch limit", {"input": ["x"] * (MAX_INPUTS + 1)}, 422, "too_many_inputs",
-     f"{MAX_INPUTS + 1} texts in one request, the limit is {MAX_INPUTS}"),
+    (
+        "over the batch limit",
+        {"input": ["x"] * (MAX_INPUTS + 1)},
+        422,
+        "too_many_inputs",
+        f"{MAX_INPUTS + 1} texts in one request, the limit is {MAX_INPUTS}",
+    ),
     ("over the character limit", {"input": "y" * (MAX_CHARS + 1)}, 422, "input_too_long", "characters"),
     ("a number", {"input": 42}, 422, "invalid_input", "got a number (42)"),
     ("token ids", {"input": [101, 2023]}, 422, "invalid_input", "token-id input is not supported"),
     ("null", {"input": None}, 422, "invalid_input", "got null"),
-    ("null in the list", {"input": ["a", None]}, 422, "invalid_input", "input[1]: expected a string, got null"),
+    (
+        "null in the list",
+        {"input": ["a", None]},
+        422,
+        "invalid_input",
+        "input[1]: expected a string, got null",
+    ),
     ("nested lists", {"input": [["a", "b"]]}, 422, "invalid_input", "nested list"),
     ("missing input", {"model": "embedgate-embedder"}, 422, "missing_input", "input is required"),
     ("unknown field", {"input": "a", "dimension": 16}, 422, "unknown_field", "['dimension']"),
     ("dimensions 0", {"input": "a", "dimensions": 0}, 422, "unsupported_dimensions", "allowed: [32, 16, 8]"),
     ("dimensions -1", {"input": "a", "dimensions": -1}, 422, "unsupported_dimensions", "-1 is not one"),
     ("dimensions 7", {"input": "a", "dimensions": 7}, 422, "unsupported_dimensions", "7 is not one"),
-    ("dimensions above the model", {"input": "a", "dimensions": 64}, 422, "unsupported_dimensions", "64 is not"),
-    ("dimensions as a string", {"input": "a", "dimensions": "16"}, 422, "unsupported_dimensions",
-     "expected an integer"),
-    ("encoding format", {"input": "a", "encoding_format": "binary"}, 422, "invalid_encoding_format", "base64"),
-    ("unknown model", {"input": "a", "model": "text-embedding-3-large"}, 404, "model_not_found",
-     "'text-embedding-3-large' is not served here"),
+    (
+        "dimensions above the model",
+        {"input": "a", "dimensions": 64},
+        422,
+        "unsupported_dimensions",
+        "64 is not",
+    ),
+    (
+        "dimensions as a string",
+        {"input": "a", "dimensions": "16"},
+        422,
+        "unsupported_dimensions",
+        "expected an integer",
+    ),
+    (
+        "encoding format",
+        {"input": "a", "encoding_format": "binary"},
+        422,
+        "invalid_encoding_format",
+        "base64",
+    ),
+    (
+        "unknown model",
+        {"input": "a", "model": "text-embedding-3-large"},
+        404,
+        "model_not_found",
+        "'text-embedding-3-large' is not served here",
+    ),
     ("malformed JSON", b'{"input": ["a", }', 400, "invalid_json", "not valid JSON"),
     ("invalid UTF-8", b'{"input": "caf\xe9 au lait"}', 400, "invalid_utf8", "byte 14"),
     ("a JSON list", b'["a", "b"]', 400, "invalid_json", "expected a JSON object"),
     ("empty body", b"", 400, "empty_body", "empty"),
-    ("over the size limit", {"input": ["z" * 1500] * 12}, 413, "payload_too_large",
-     f"the limit is {MAX_PAYLOAD} bytes"),
+    (
+        "over the size limit",
+        {"input": ["z" * 1500] * 12},
+        413,
+        "payload_too_large",
+        f"the limit is {MAX_PAYLOAD} bytes",
+    ),
 ]
 
 
-@pytest.mark.parametrize("name, body, status, code, message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
-def test_bad_input_gets_a_clear_json_error_and_the_service_stays_up(guarded, name, body, status, code, message):
+@pytest.mark.parametrize(
+    "name, body, status, code, message", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS]
+)
+def test_bad_input_gets_a_clear_json_error_and_the_service_stays_up(
+    guarded, name, body, status, code, message
+):
     _assert_error(_post(guarded, "/v1/embeddings", body, AUTH), status, code, message)
     assert httpx.get(f"{guarded.base_url}/health").status_code == 200
 
@@ -141,19 +201,29 @@ def test_body_over_the_size_limit_without_content_length_is_413(guarded):
 
 def test_native_endpoint_errors(guarded):
     _assert_error(_post(guarded, "/embed", {"inputs": []}, AUTH), 422, "empty_input")
-    _assert_error(_post(guarded, "/embed", {"inputs": "a", "normalize": False}, AUTH), 422, "unsupported_option")
+    _assert_error(
+        _post(guarded, "/embed", {"inputs": "a", "normalize": False}, AUTH), 422, "unsupported_option"
+    )
     _assert_error(_post(guarded, "/embed", {"input": "a"}, AUTH), 422, "unknown_field", "accepts ['inputs'")
-    _assert_error(_post(guarded, "/embed", {"inputs": "a", "dimensions": 7}, AUTH), 422, "unsupported_dimensions")
+    _assert_error(
+        _post(guarded, "/embed", {"inputs": "a", "dimensions": 7}, AUTH), 422, "unsupported_dimensions"
+    )
 
 
 def test_every_response_names_the_model_version_even_bentomls_own_routes(guarded):
     for path in ("/metrics", "/livez", "/readyz", "/health", "/info"):
-        assert httpx.get(f"{guarded.base_url}{path}", headers=AUTH).headers.get_list(HEADER) == ["v0001"], path
+        assert httpx.get(f"{guarded.base_url}{path}", headers=AUTH).headers.get_list(HEADER) == ["v0001"], (
+            path
+        )
 
 
 def test_unknown_path_is_a_json_404(guarded):
-    error = _assert_error(httpx.post(f"{guarded.base_url}/v1/embedding", headers=AUTH), 404, "not_found",
-                          "no route POST /v1/embedding; routes: POST /v1/embeddings")
+    error = _assert_error(
+        httpx.post(f"{guarded.base_url}/v1/embedding", headers=AUTH),
+        404,
+        "not_found",
+        "no route POST /v1/embedding; routes: POST /v1/embeddings",
+    )
     assert error["type"] == "invalid_request_error"
 
 
@@ -163,12 +233,15 @@ def test_wrong_method_is_a_json_405(guarded):
     assert error["type"] == "invalid_request_error"
 
 
-@pytest.mark.parametrize("headers, code", [
-    ({}, "missing_api_key"),
-    ({"Authorization": "Bearer not-the-key"}, "invalid_api_key"),
-    ({"Authorization": API_KEY}, "invalid_authorization_header"),  # the key without "Bearer"
-    ({"Authorization": f"Basic {API_KEY}"}, "invalid_authorization_header"),
-])
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "missing_api_key"),
+        ({"Authorization": "Bearer not-the-key"}, "invalid_api_key"),
+        ({"Authorization": API_KEY}, "invalid_authorization_header"),  # the key without "Bearer"
+        ({"Authorization": f"Basic {API_KEY}"}, "invalid_authorization_header"),
+    ],
+)
 def test_model_routes_need_the_api_key(guarded, headers, code):
     for path, body in (("/v1/embeddings", {"input": "a"}), ("/embed", {"inputs": "a"})):
         error = _assert_error(_post(guarded, path, body, headers), 401, code)
@@ -188,8 +261,12 @@ def test_health_routes_stay_open_with_a_key_set(guarded):
     assert info["model"]["version"] == "v0001" and info["model"]["dims"] == list(TINY_DIMS)
     assert info["model"]["serving_dim"] == TINY_SERVING_DIM and info["model"]["max_tokens"] == 64
     assert info["limits"]["max_inputs_per_request"] == MAX_INPUTS
-    assert {row["env"] for row in info["settings"]} >= {"EMBEDGATE_API_KEY", "EMBEDGATE_MAX_PAYLOAD_BYTES",
-                                                         "EMBEDGATE_TRUNCATE", "EMBEDGATE_REGISTRY"}
+    assert {row["env"] for row in info["settings"]} >= {
+        "EMBEDGATE_API_KEY",
+        "EMBEDGATE_MAX_PAYLOAD_BYTES",
+        "EMBEDGATE_TRUNCATE",
+        "EMBEDGATE_REGISTRY",
+    }
 
 
 @pytest.mark.parametrize("dimensions", [None, *TINY_DIMS])
@@ -225,10 +302,12 @@ def test_order_is_kept_and_duplicates_are_equal(guarded):
 
 def test_base64_decodes_to_the_float_vectors(guarded):
     floats = _vectors(_post(guarded, "/v1/embeddings", {"input": TEXTS, "dimensions": 8}, AUTH))
-    response = _post(guarded, "/v1/embeddings", {"input": TEXTS, "dimensions": 8, "encoding_format": "base64"},
-                     AUTH)
-    decoded = np.stack([np.frombuffer(base64.b64decode(row["embedding"]), dtype="<f4")
-                        for row in response.json()["data"]])
+    response = _post(
+        guarded, "/v1/embeddings", {"input": TEXTS, "dimensions": 8, "encoding_format": "base64"}, AUTH
+    )
+    decoded = np.stack(
+        [np.frombuffer(base64.b64decode(row["embedding"]), dtype="<f4") for row in response.json()["data"]]
+    )
     np.testing.assert_array_equal(decoded, floats)
 
 
@@ -247,17 +326,22 @@ def test_text_far_over_the_token_limit_is_truncated_when_truncation_is_on(guarde
     assert response.status_code == 200, response.text
     usage = response.json()["usage"]["prompt_tokens"]
     assert usage == 64 + reference.count_tokens(["short"])[0]  # the long text counts what the model read
-    np.testing.assert_allclose(_vectors(response)[0], reference.embed([LONG_TEXT], dimensions=16)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        _vectors(response)[0], reference.embed([LONG_TEXT], dimensions=16)[0], atol=1e-5
+    )
 
 
 def test_openai_client_works_unchanged(guarded):
     import openai
 
     client = openai.OpenAI(base_url=f"{guarded.base_url}/v1", api_key=API_KEY, max_retries=0)
-    result = client.embeddings.create(model="embedgate-embedder", input=TEXTS, dimensions=8)  # base64 by default
+    result = client.embeddings.create(
+        model="embedgate-embedder", input=TEXTS, dimensions=8
+    )  # base64 by default
     vectors = np.array([item.embedding for item in result.data], dtype=np.float32)
-    np.testing.assert_array_equal(vectors, _vectors(_post(guarded, "/v1/embeddings",
-                                                          {"input": TEXTS, "dimensions": 8}, AUTH)))
+    np.testing.assert_array_equal(
+        vectors, _vectors(_post(guarded, "/v1/embeddings", {"input": TEXTS, "dimensions": 8}, AUTH))
+    )
     assert result.model == "embedgate-embedder:v0001" and result.usage.prompt_tokens > 0
     as_floats = client.embeddings.create(model="embedgate-embedder", input="heart", encoding_format="float")
     assert len(as_floats.data[0].embedding) == TINY_SERVING_DIM
@@ -269,7 +353,8 @@ def test_openai_client_works_unchanged(guarded):
         client.embeddings.create(model="text-embedding-3-small", input="heart")
     with pytest.raises(openai.AuthenticationError, match="the API key is not valid"):
         openai.OpenAI(base_url=f"{guarded.base_url}/v1", api_key="wrong", max_retries=0).embeddings.create(
-            model="embedgate-embedder", input="heart")
+            model="embedgate-embedder", input="heart"
+        )
 
 
 def test_metrics_count_what_happened(guarded):
@@ -303,11 +388,17 @@ def test_served_requests_reach_the_drift_capture(guarded):
     from pathlib import Path
 
     windows = Path(guarded.env["EMBEDGATE_DRIFT_DIR"]) / "windows"
-    assert _post(guarded, "/v1/embeddings", {"input": ["drift probe", "second probe"], "dimensions": 8},
-                 AUTH).status_code == 200
+    assert (
+        _post(
+            guarded, "/v1/embeddings", {"input": ["drift probe", "second probe"], "dimensions": 8}, AUTH
+        ).status_code
+        == 200
+    )
 
     def captured_rows():
-        rows = [json.loads(line) for path in windows.glob("*.jsonl*") for line in path.read_text().splitlines()]
+        rows = [
+            json.loads(line) for path in windows.glob("*.jsonl*") for line in path.read_text().splitlines()
+        ]
         return [row for row in rows if row["dim"] == 8]
 
     guarded.wait_for(lambda: windows.is_dir() and len(captured_rows()) >= 2, timeout_s=15, what="drift rows")
@@ -324,6 +415,7 @@ def test_the_api_key_never_reaches_the_log(guarded):
 
 # ---- auth off, truncation off, 1 request in flight, 1 s timeout ----
 
+
 def test_without_a_key_model_routes_are_open(strict):
     response = _post(strict, "/v1/embeddings", {"input": "heart"})
     assert response.status_code == 200 and response.headers.get_list(HEADER) == ["v0001"]
@@ -331,8 +423,12 @@ def test_without_a_key_model_routes_are_open(strict):
 
 
 def test_over_long_text_is_422_when_truncation_is_off(strict):
-    error = _assert_error(_post(strict, "/v1/embeddings", {"input": ["short", LONG_TEXT]}), 422, "too_many_tokens",
-                          "the model reads at most 64")
+    error = _assert_error(
+        _post(strict, "/v1/embeddings", {"input": ["short", LONG_TEXT]}),
+        422,
+        "too_many_tokens",
+        "the model reads at most 64",
+    )
     assert "text 1 has" in error["message"] and error["param"] == "truncate"
     assert _post(strict, "/embed", {"inputs": LONG_TEXT, "truncate": True}).status_code == 200
     _assert_error(_post(strict, "/embed", {"inputs": LONG_TEXT}), 422, "too_many_tokens")
@@ -341,8 +437,10 @@ def test_over_long_text_is_422_when_truncation_is_off(strict):
 def _hold_open(server: ServerProcess, path: str = "/v1/embeddings") -> socket.socket:
     """A request whose body never finishes arriving: it holds an in-flight slot until its timeout."""
     sock = socket.create_connection(("127.0.0.1", server.port))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: 100\r\n\r\n{{\"input\": ".encode())
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f'Content-Length: 100\r\n\r\n{{"input": '.encode()
+    )
     return sock
 
 

@@ -21,7 +21,9 @@ def drain(lengths: list[int], turns: list[float], max_tokens: int, max_size: int
     left = list(range(len(lengths)))
     batches = []
     while left:
-        chosen = plan_batch([lengths[row] for row in left], [turns[row] for row in left], max_tokens, max_size)
+        chosen = plan_batch(
+            [lengths[row] for row in left], [turns[row] for row in left], max_tokens, max_size
+        )
         assert chosen, "the planner returned an empty batch while rows were queued"
         batches.append([left[index] for index in chosen])
         left = [row for index, row in enumerate(left) if index not in set(chosen)]
@@ -48,7 +50,9 @@ def test_the_row_whose_turn_came_first_is_always_in_the_batch():
         lengths = [rng.randint(2, 256) for _ in range(rng.randint(1, 60))]
         turns = [rng.random() for _ in lengths]
         first = min(range(len(turns)), key=turns.__getitem__)
-        assert first in plan_batch(lengths, turns, max_batch_tokens=rng.choice([64, 512, 2048]), max_batch_size=32)
+        assert first in plan_batch(
+            lengths, turns, max_batch_tokens=rng.choice([64, 512, 2048]), max_batch_size=32
+        )
 
 
 def test_short_and_long_rows_are_batched_apart_so_padding_stays_small():
@@ -135,7 +139,9 @@ def test_a_short_request_is_not_starved_by_a_large_request_of_documents():
         batcher = MicroBatcher(max_batch_size=32, max_batch_tokens=1000)
         batcher.start()
         try:
-            warm = await batcher.embed_tokens(model, rows(0, 4, 250))  # lets the batcher measure the model's speed
+            warm = await batcher.embed_tokens(
+                model, rows(0, 4, 250)
+            )  # lets the batcher measure the model's speed
             documents = asyncio.ensure_future(batcher.embed_tokens(model, rows(1, 64, 250)))
             await asyncio.sleep(0.001)
             query = await batcher.embed_tokens(model, rows(5000, 1, 12))

@@ -27,9 +27,14 @@ def limited(tmp_path_factory, tiny_exports):
     root = tmp_path_factory.mktemp("limits")
     registry = Registry(root / "registry")
     promote(registry, tiny_exports["a"])
-    env = {"EMBEDGATE_REGISTRY": str(registry.root), "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
-           "EMBEDGATE_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES), "EMBEDGATE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-           "EMBEDGATE_KEEP_ALIVE_TIMEOUT_S": str(KEEP_ALIVE_S), "EMBEDGATE_MAX_CONNECTIONS": str(MAX_CONNECTIONS)}
+    env = {
+        "EMBEDGATE_REGISTRY": str(registry.root),
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+        "EMBEDGATE_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES),
+        "EMBEDGATE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "EMBEDGATE_KEEP_ALIVE_TIMEOUT_S": str(KEEP_ALIVE_S),
+        "EMBEDGATE_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+    }
     with ServerProcess(env, root / "server.log") as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
         yield server
@@ -122,8 +127,14 @@ def test_connections_over_the_cap_get_503_and_are_closed(limited):
     assert httpx.get(f"{limited.base_url}/health").status_code == 200  # room again once they are closed
 
 
-@pytest.mark.parametrize("request_bytes", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
-                                           b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n"])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET / HTTP/1.1\r\nbad header\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    ],
+)
 def test_malformed_http_gets_a_json_400(limited, request_bytes):
     sock = _connect(limited)
     sock.sendall(request_bytes)

@@ -28,32 +28,48 @@ def settings_for(tmp_path, **overrides) -> DriftSettings:
 
 def captured(count: int, version: str = "v0001", dim: int = 8) -> list[CapturedRow]:
     vectors = unit_rows(count, dim)
-    return [CapturedRow(1.0 + i, version, dim, describe_text(f"text {i}", 4, False), vectors[i])
-            for i in range(count)]
+    return [
+        CapturedRow(1.0 + i, version, dim, describe_text(f"text {i}", 4, False), vectors[i])
+        for i in range(count)
+    ]
 
 
 # ---- settings ----
 def test_settings_come_from_embedgate_drift_variables(tmp_path):
-    settings = DriftSettings.from_env({"EMBEDGATE_DRIFT_SAMPLE_RATE": "0.25", "EMBEDGATE_DRIFT_DIR": str(tmp_path),
-                                       "EMBEDGATE_DRIFT_WINDOW_ROWS": "100", "EMBEDGATE_DRIFT_ALERT_WINDOWS": " ",
-                                       "EMBEDGATE_DRIFT_MONITOR": "false"})
+    settings = DriftSettings.from_env(
+        {
+            "EMBEDGATE_DRIFT_SAMPLE_RATE": "0.25",
+            "EMBEDGATE_DRIFT_DIR": str(tmp_path),
+            "EMBEDGATE_DRIFT_WINDOW_ROWS": "100",
+            "EMBEDGATE_DRIFT_ALERT_WINDOWS": " ",
+            "EMBEDGATE_DRIFT_MONITOR": "false",
+        }
+    )
     assert (settings.sample_rate, settings.dir, settings.window_rows) == (0.25, tmp_path, 100)
     assert settings.monitor is False
     assert settings.alert_windows == 3  # blank means unset
     assert settings.windows_dir == tmp_path / "windows"
 
 
-@pytest.mark.parametrize(("variable", "value"), [("EMBEDGATE_DRIFT_SAMPLE_RATE", "1.5"),
-                                                  ("EMBEDGATE_DRIFT_SAMPLE_RATE", "often"),
-                                                  ("EMBEDGATE_DRIFT_WINDOW_ROWS", "9"),
-                                                  ("EMBEDGATE_DRIFT_KEEP_WINDOWS", "0")])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("EMBEDGATE_DRIFT_SAMPLE_RATE", "1.5"),
+        ("EMBEDGATE_DRIFT_SAMPLE_RATE", "often"),
+        ("EMBEDGATE_DRIFT_WINDOW_ROWS", "9"),
+        ("EMBEDGATE_DRIFT_KEEP_WINDOWS", "0"),
+    ],
+)
 def test_bad_settings_name_the_variable_and_the_value(variable, value):
     with pytest.raises(DriftSettingsError, match=rf"{variable}='{value}'.*Fix or unset"):
         DriftSettings.from_env({variable: value})
 
 
 def test_sample_rate_zero_switches_capture_off(tmp_path):
-    assert DriftCapture.from_env({"EMBEDGATE_DRIFT_SAMPLE_RATE": "0", "EMBEDGATE_DRIFT_DIR": str(tmp_path)}) is None
+    assert (
+        DriftCapture.from_env({"EMBEDGATE_DRIFT_SAMPLE_RATE": "0", "EMBEDGATE_DRIFT_DIR": str(tmp_path)})
+        is None
+    )
     assert not (tmp_path / "windows").exists()
     with pytest.raises(ValueError, match="sample_rate > 0.*from_env"):
         DriftCapture(DriftSettings(sample_rate=0.0, dir=tmp_path))
@@ -66,7 +82,11 @@ def test_descriptors_of_known_texts():
     assert plain["digit_ratio"] == pytest.approx(2 / 16) and plain["punct_ratio"] == pytest.approx(1 / 16)
     assert plain["ascii_letter_share"] == pytest.approx(13 / 16) and plain["non_latin_share"] == 0
     cyrillic = describe_text("Арендная плата", token_count=30, truncated=True)
-    assert cyrillic["non_latin_share"] == 1.0 and cyrillic["ascii_letter_share"] == 0 and cyrillic["truncated"] == 1
+    assert (
+        cyrillic["non_latin_share"] == 1.0
+        and cyrillic["ascii_letter_share"] == 0
+        and cyrillic["truncated"] == 1
+    )
     assert describe_text("café résumé", 5, False)["non_latin_share"] == 0  # accented Latin is still Latin
     for junk in ("   ", "", "🙂 --- !!", "\t\n"):
         assert describe_text(junk, 2, False)["emptyish"] == 1, junk
@@ -99,7 +119,9 @@ def test_a_model_swap_seals_the_window_so_versions_never_mix(tmp_path):
     writer.append(captured(3, "v0001") + captured(4, "v0002"))
     writer.close()
     assert [(w.model_version, read_window(w, DESCRIPTOR_NAMES).rows) for w in list_windows(tmp_path)] == [
-        ("v0001", 3), ("v0002", 4)]
+        ("v0001", 3),
+        ("v0002", 4),
+    ]
 
 
 def test_only_the_last_k_windows_are_kept(tmp_path):
@@ -132,7 +154,9 @@ def test_a_line_without_a_time_is_skipped_and_counted(tmp_path):
 
 
 def test_a_dead_processs_open_window_is_sealed_by_the_next_writer(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead_pid = int(dead.stdout)
     crashed = WindowWriter(tmp_path, window_rows=100, keep_windows=5, pid=dead_pid)
     crashed.append(captured(4))  # left open: the process "died" before sealing
@@ -143,8 +167,9 @@ def test_a_dead_processs_open_window_is_sealed_by_the_next_writer(tmp_path):
 
 def test_embeddings_at_a_smaller_dim_are_the_renormalised_prefix(tmp_path):
     writer = WindowWriter(tmp_path, window_rows=10, keep_windows=3)
-    writer.append(captured(3, dim=8) + [CapturedRow(9.0, "v0001", 4, describe_text("x", 3, False),
-                                                    unit_rows(1, 4)[0])])
+    writer.append(
+        captured(3, dim=8) + [CapturedRow(9.0, "v0001", 4, describe_text("x", 3, False), unit_rows(1, 4)[0])]
+    )
     writer.close()
     data = read_window(list_windows(tmp_path)[0], DESCRIPTOR_NAMES)
     matrix, used = data.embeddings_at(6)
@@ -168,7 +193,11 @@ def test_record_writes_every_text_at_rate_one(tmp_path):
     stats = capture.close()
     assert (stats.offered, stats.sampled, stats.written, stats.dropped, stats.errors) == (25, 25, 25, 0, 0)
     windows = list_windows(tmp_path / "drift" / "windows")
-    assert [read_window(w, DESCRIPTOR_NAMES).rows for w in windows] == [10, 10, 5]  # the partial one sealed on close
+    assert [read_window(w, DESCRIPTOR_NAMES).rows for w in windows] == [
+        10,
+        10,
+        5,
+    ]  # the partial one sealed on close
     np.testing.assert_array_equal(np.stack(read_window(windows[0], DESCRIPTOR_NAMES).vectors), vectors[:10])
 
 
@@ -212,21 +241,25 @@ def test_record_after_close_is_a_no_op(tmp_path):
 
 def test_an_unwritable_drift_dir_stops_start_up_with_the_fix(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    with pytest.raises(DriftSettingsError, match=r"EMBEDGATE_DRIFT_DIR=.*cannot create .*EMBEDGATE_DRIFT_SAMPLE_RATE=0"):
+    with pytest.raises(
+        DriftSettingsError, match=r"EMBEDGATE_DRIFT_DIR=.*cannot create .*EMBEDGATE_DRIFT_SAMPLE_RATE=0"
+    ):
         DriftCapture(DriftSettings(dir=tmp_path / "file" / "drift", sample_rate=0.1))
 
 
 def test_importing_and_capturing_loads_no_heavy_modules(tmp_path):
     """The capture runs in the served process: no torch, no Evidently or pandas until a drift is judged."""
-    code = ("import sys, numpy as np\n"
-            "from service.drift.capture import DriftCapture\n"
-            "from service.drift.settings import DriftSettings\n"
-            "import service.drift.monitor, service.drift.runner, service.drift.gauges\n"
-            f"c = DriftCapture(DriftSettings(dir={str(tmp_path)!r}, sample_rate=1.0, window_rows=10))\n"
-            "c.record(['a b c'], np.ones((1, 4), np.float32), [5], [False], 'v0001', 4)\n"
-            "assert c.close().written == 1\n"
-            "heavy = sorted(m for m in ('torch', 'transformers', 'evidently', 'pandas', 'sklearn') if m in sys.modules)\n"
-            "print(heavy)\n")
+    code = (
+        "import sys, numpy as np\n"
+        "from service.drift.capture import DriftCapture\n"
+        "from service.drift.settings import DriftSettings\n"
+        "import service.drift.monitor, service.drift.runner, service.drift.gauges\n"
+        f"c = DriftCapture(DriftSettings(dir={str(tmp_path)!r}, sample_rate=1.0, window_rows=10))\n"
+        "c.record(['a b c'], np.ones((1, 4), np.float32), [5], [False], 'v0001', 4)\n"
+        "assert c.close().written == 1\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'evidently', 'pandas', 'sklearn') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
@@ -243,17 +276,27 @@ def test_gauges_of_a_retired_version_are_dropped():
     gauges = drift_gauges(registry)
     for version in ("v0001", "v0002"):
         signal = SimpleNamespace(name="embedding", score=0.6, threshold=0.7)
-        gauges.publish(SimpleNamespace(model_version=version, signals=[signal], drifted=False, rows=500,
-                                       computed_at_unix=1.8e9), consecutive=0, alerting=False)
+        gauges.publish(
+            SimpleNamespace(
+                model_version=version, signals=[signal], drifted=False, rows=500, computed_at_unix=1.8e9
+            ),
+            consecutive=0,
+            alerting=False,
+        )
     gauges.forget_versions_except({"v0002"})
-    assert registry.get_sample_value("embedgate_drift_score", {"model_version": "v0001", "signal": "embedding"}) is None
+    assert (
+        registry.get_sample_value("embedgate_drift_score", {"model_version": "v0001", "signal": "embedding"})
+        is None
+    )
     assert registry.get_sample_value("embedgate_drift_window_rows", {"model_version": "v0002"}) == 500
 
 
 def test_two_hosts_sharing_one_drift_folder_never_seal_each_others_windows(tmp_path):
     """Replica A (another host, a pid that means nothing here) is writing; replica B starts on this host. B must
     not seal A's open window, and every row either wrote is read back exactly once."""
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     a = WindowWriter(tmp_path, window_rows=50, keep_windows=100, pid=int(dead.stdout), host="replica-a")
     a.append(captured(7))
     open_part = next(tmp_path.glob("*.jsonl.part"))
@@ -264,8 +307,10 @@ def test_two_hosts_sharing_one_drift_folder_never_seal_each_others_windows(tmp_p
     b.close()
     a.close()
     windows = list_windows(tmp_path)
-    rows = {name: sum(read_window(w, DESCRIPTOR_NAMES).rows for w in windows if f"-h{name}-" in w.window_id)
-            for name in ("replica_a", "replica_b")}
+    rows = {
+        name: sum(read_window(w, DESCRIPTOR_NAMES).rows for w in windows if f"-h{name}-" in w.window_id)
+        for name in ("replica_a", "replica_b")
+    }
     assert rows == {"replica_a": 12, "replica_b": 10}
     assert not list(tmp_path.glob("*.part"))
     # the same host's dead writer is still sealed by the next writer there

@@ -57,8 +57,9 @@ def token_counts(texts: list[str]) -> list[int]:
     return [len(text.split()) + 2 for text in texts]
 
 
-def promote_reference(root, window_rows: int = WINDOW, queries: int = 120, version_count: int = 1,
-                      held_out: int = 60):
+def promote_reference(
+    root, window_rows: int = WINDOW, queries: int = 120, version_count: int = 1, held_out: int = 60
+):
     """A registry whose versions carry a reference built from legal traffic, the last `held_out` queries marked
     never trained on (what promotion does, minus the embedder)."""
     rng, text_rng = np.random.default_rng(10), random.Random(10)
@@ -68,7 +69,9 @@ def promote_reference(root, window_rows: int = WINDOW, queries: int = 120, versi
     corpus_rows = describe_texts(corpus_texts, token_counts(corpus_texts), [False] * 80)
     mask = np.arange(queries) >= queries - held_out
     spec = reference_spec(query_vectors, mask, corpus_vectors, query_rows, DIM, window_rows, splits=15)
-    write_reference(root / "stage" / "reference", spec, query_vectors, corpus_vectors, query_rows, corpus_rows, mask)
+    write_reference(
+        root / "stage" / "reference", spec, query_vectors, corpus_vectors, query_rows, corpus_rows, mask
+    )
     registry = Registry(root / "registry")
     for _ in range(version_count):
         registry.add_version({"reference": root / "stage" / "reference"}, metadata={})
@@ -102,7 +105,9 @@ def registry(tmp_path_factory):
 
 
 def settings_for(tmp_path, **overrides) -> DriftSettings:
-    return DriftSettings(**{"dir": tmp_path / "drift", "sample_rate": 1.0, "window_rows": WINDOW, **overrides})
+    return DriftSettings(
+        **{"dir": tmp_path / "drift", "sample_rate": 1.0, "window_rows": WINDOW, **overrides}
+    )
 
 
 # ---- the acceptance replay ----
@@ -160,7 +165,10 @@ def test_rows_served_below_the_reference_dim_count_only_for_descriptors(tmp_path
     capture.close()
     (window,) = run_drift(settings, registry.root).computed
     assert window.embedding_rows == 0 and not window.skipped
-    assert window.signal("embedding").score is None and "dim >= 16" in window.signal("embedding").detail["reason"]
+    assert (
+        window.signal("embedding").score is None
+        and "dim >= 16" in window.signal("embedding").detail["reason"]
+    )
     assert window.signal("descriptors").score is not None
 
 
@@ -187,16 +195,31 @@ def test_a_reference_changed_after_promotion_is_refused(tmp_path):
 
 # ---- alert streak ----
 def verdict(window_id: str, version: str, drifted: bool, skipped: bool = False) -> dict:
-    return {"window_id": window_id, "model_version": version, "rows": 40, "embedding_rows": 40,
-            "started_at": "", "ended_at": None, "computed_at": "", "computed_at_unix": 0.0, "drifted": drifted,
-            "signals": [], "skipped_reason": "no reference" if skipped else None}
+    return {
+        "window_id": window_id,
+        "model_version": version,
+        "rows": 40,
+        "embedding_rows": 40,
+        "started_at": "",
+        "ended_at": None,
+        "computed_at": "",
+        "computed_at_unix": 0.0,
+        "drifted": drifted,
+        "signals": [],
+        "skipped_reason": "no reference" if skipped else None,
+    }
 
 
 def test_the_alert_counts_drifted_windows_in_a_row_and_skipped_ones_do_not_break_it(tmp_path):
     from service.drift.compute import WindowDriftResult
 
-    history = [("a1", False, False), ("a2", True, False), ("a3", True, False), ("a4", False, True),
-               ("a5", True, False)]
+    history = [
+        ("a1", False, False),
+        ("a2", True, False),
+        ("a3", True, False),
+        ("a4", False, True),
+        ("a5", True, False),
+    ]
     for window_id, drifted, skipped in history:
         write_summary(tmp_path, WindowDriftResult.from_dict(verdict(window_id, "v0001", drifted, skipped)))
     (state,) = alert_states(tmp_path, alert_windows=3)
@@ -226,7 +249,9 @@ def test_each_version_gets_a_project_with_dashboard_and_snapshots_are_pruned(tmp
     workspace = DriftWorkspace(settings.workspace_dir)
     assert list(workspace.projects()) == [project_name("v0001")]
     assert len(workspace.snapshot_ids("v0001")) == 2  # 3 windows, the oldest snapshot pruned
-    stored = json.loads(next(settings.workspace_dir.rglob(f"{result.computed[-1].snapshot_id}.json")).read_text())
+    stored = json.loads(
+        next(settings.workspace_dir.rglob(f"{result.computed[-1].snapshot_id}.json")).read_text()
+    )
     assert "drifted" in stored["tags"]
     dashboard = workspace.dashboard("v0001")
     assert [tab.title for tab in dashboard.tabs] == ["Drift", "Descriptors"]
@@ -282,7 +307,9 @@ def test_the_monitor_thread_runs_passes_until_stopped(tmp_path, registry):
 
 # ---- bad inputs ----
 def test_load_reference_explains_what_is_wrong(tmp_path, registry):
-    with pytest.raises(DriftReferenceError, match=r"not a drift reference, missing \['queries.npy'.*rebuild it"):
+    with pytest.raises(
+        DriftReferenceError, match=r"not a drift reference, missing \['queries.npy'.*rebuild it"
+    ):
         load_reference(tmp_path)
     ref_dir = registry.version_dir("v0001") / "reference"
     copy = tmp_path / "copy"
@@ -291,7 +318,9 @@ def test_load_reference_explains_what_is_wrong(tmp_path, registry):
         (copy / path.name).write_bytes(path.read_bytes())
     spec = json.loads((copy / "reference.json").read_text())
     (copy / "reference.json").write_text(json.dumps({**spec, "query_count": 7}))
-    with pytest.raises(DriftReferenceError, match=r"queries.npy has shape \(120, 16\), reference.json says \(7, 16\)"):
+    with pytest.raises(
+        DriftReferenceError, match=r"queries.npy has shape \(120, 16\), reference.json says \(7, 16\)"
+    ):
         load_reference(copy)
     (copy / "reference.json").write_text(json.dumps({**spec, "format_version": 99}))
     with pytest.raises(DriftReferenceError, match=r"format_version 99, this runtime reads 2"):
@@ -300,18 +329,32 @@ def test_load_reference_explains_what_is_wrong(tmp_path, registry):
         write_reference(copy, load_reference(ref_dir).spec, np.zeros((1, 2)), np.zeros((1, 2)), [], [], [])
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"queries": np.zeros((5, DIM))}, r"at least 20 reference queries .* got shape \(5, 16\)"),
-    ({"window_rows": 3}, r"window_rows: expected an integer >= 10 .* got 3"),
-    ({"splits": 1}, r"splits: expected an integer >= 5"),
-    ({"alarm_signals": ("embeding",)}, r"alarm_signals: expected a non-empty subset of .* got \['embeding'\]"),
-    ({"held_out": [True] * 3}, r"held_out: expected 40 booleans \(one per reference query, True = never trained on\), "
-                               r"got bool \(3,\)"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"queries": np.zeros((5, DIM))}, r"at least 20 reference queries .* got shape \(5, 16\)"),
+        ({"window_rows": 3}, r"window_rows: expected an integer >= 10 .* got 3"),
+        ({"splits": 1}, r"splits: expected an integer >= 5"),
+        (
+            {"alarm_signals": ("embeding",)},
+            r"alarm_signals: expected a non-empty subset of .* got \['embeding'\]",
+        ),
+        (
+            {"held_out": [True] * 3},
+            r"held_out: expected 40 booleans \(one per reference query, True = never trained on\), "
+            r"got bool \(3,\)",
+        ),
+    ],
+)
 def test_calibrate_refuses_bad_inputs(kwargs, message):
     rng = np.random.default_rng(0)
-    arguments = {"queries": LEGAL_DOMAIN.vectors(rng, 40), "query_descriptors": {}, "corpus":
-                 LEGAL_DOMAIN.vectors(rng, 10), "window_rows": 20, **kwargs}
+    arguments = {
+        "queries": LEGAL_DOMAIN.vectors(rng, 40),
+        "query_descriptors": {},
+        "corpus": LEGAL_DOMAIN.vectors(rng, 10),
+        "window_rows": 20,
+        **kwargs,
+    }
     with pytest.raises(DriftInputError, match=message):
         calibrate(**arguments)
 
@@ -368,8 +411,12 @@ def test_novelty_needs_40_held_out_queries_to_alarm_and_the_calibration_says_why
     rows = describe_texts(texts, token_counts(texts), [False] * 100)
     spec = reference_spec(queries, np.arange(100) >= 75, corpus, rows, DIM, WINDOW, splits=6)
     assert spec.held_out_count == 25 and spec.calibration.alarm_signals == ("embedding", "retrieval")
-    assert spec.calibration.excluded == {"novelty": "25 held-out queries (never trained on), 40 needed to calibrate "
-                                                    "novelty on unseen traffic: reported, not in the alarm"}
+    assert spec.calibration.excluded == {
+        "novelty": "25 held-out queries (never trained on), 40 needed to calibrate "
+        "novelty on unseen traffic: reported, not in the alarm"
+    }
     assert spec.calibration.current_rows == 12  # pseudo-windows of half the held-out queries
     # The baselines come from the held-out queries only.
-    assert spec.retrieval_reference_mean == pytest.approx(float(nearest_doc_cosine(queries[75:], corpus).mean()))
+    assert spec.retrieval_reference_mean == pytest.approx(
+        float(nearest_doc_cosine(queries[75:], corpus).mean())
+    )

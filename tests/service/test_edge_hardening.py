@@ -29,8 +29,11 @@ def keyed(tmp_path_factory, tiny_exports):
     root = tmp_path_factory.mktemp("edge")
     registry = Registry(root / "registry")
     promote(registry, tiny_exports["a"])
-    env = {"EMBEDGATE_REGISTRY": str(registry.root), "EMBEDGATE_API_KEY": API_KEY,
-           "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
+    env = {
+        "EMBEDGATE_REGISTRY": str(registry.root),
+        "EMBEDGATE_API_KEY": API_KEY,
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+    }
     with ServerProcess(env, root / "server.log") as server:
         server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
         yield server
@@ -87,12 +90,15 @@ def test_the_probes_stay_open(keyed):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("method, path, status", [
-    ("TRACE", "/v1/embeddings", 405),      # a method no route of ours knows
-    ("DELETE", "/embed", 405),
-    ("POST", "/livez", 405),               # BentoML's own route: its plain-text 405 becomes ours
-    ("GET", "/v1/embeddings/extra", 404),
-])
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("TRACE", "/v1/embeddings", 405),  # a method no route of ours knows
+        ("DELETE", "/embed", 405),
+        ("POST", "/livez", 405),  # BentoML's own route: its plain-text 405 becomes ours
+        ("GET", "/v1/embeddings/extra", 404),
+    ],
+)
 def test_bad_methods_and_paths_get_json_errors(keyed, method, path, status):
     _assert_json_error(httpx.request(method, f"{keyed.base_url}{path}", headers=AUTH), status)
 
@@ -119,21 +125,32 @@ def test_a_not_ready_answer_names_no_server_path(tmp_path):
     from service.settings import ServeSettings
 
     settings = ServeSettings(registry=tmp_path / "deep" / "registry")
-    runtime = ServingRuntime.create(settings, ServiceMetrics(CollectorRegistry()), drift=None, registry_chosen=True)
+    runtime = ServingRuntime.create(
+        settings, ServiceMetrics(CollectorRegistry()), drift=None, registry_chosen=True
+    )
     assert str(tmp_path) in runtime.holder.not_ready_reason  # the operator's log keeps the full path
     client = TestClient(create_http_app(lambda: runtime))
-    for response in (client.get("/ready"), client.post("/v1/embeddings", json={"input": "a"}), client.get("/info")):
+    for response in (
+        client.get("/ready"),
+        client.post("/v1/embeddings", json={"input": "a"}),
+        client.get("/info"),
+    ):
         assert str(tmp_path) not in response.text and "/deep/" not in response.text, response.text
     assert "no champion in the registry .../registry yet" in client.get("/ready").json()["error"]["message"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("/srv/models/registry/versions/v0004/onnx/model.onnx: sha256 does not match",
-     ".../model.onnx: sha256 does not match"),
-    ("registry:/home/ops/registry", "registry:.../registry"),
-    ("refused (/tmp/a/b.json)", "refused (.../b.json)"),
-    ("see http://host/x/y and ./rel/path and a/b", "see http://host/x/y and ./rel/path and a/b"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "/srv/models/registry/versions/v0004/onnx/model.onnx: sha256 does not match",
+            ".../model.onnx: sha256 does not match",
+        ),
+        ("registry:/home/ops/registry", "registry:.../registry"),
+        ("refused (/tmp/a/b.json)", "refused (.../b.json)"),
+        ("see http://host/x/y and ./rel/path and a/b", "see http://host/x/y and ./rel/path and a/b"),
+    ],
+)
 def test_hide_paths_cuts_absolute_paths_to_their_last_component(text, expected):
     assert hide_paths(text) == expected
 

@@ -18,8 +18,16 @@ from training.export import export_run
 from training.probe_texts import LONG_TEXT, PROBE_TEXTS
 
 DIMS = [TINY_DIM, 16, 8]
-TEXTS = ["the patient took the tablet twice a day", "lease", "Der Mieter zahlt die Miete.", "heart",
-         "what is the risk of liver cancer after the trial", LONG_TEXT, "42 mg", "contract"]
+TEXTS = [
+    "the patient took the tablet twice a day",
+    "lease",
+    "Der Mieter zahlt die Miete.",
+    "heart",
+    "what is the risk of liver cancer after the trial",
+    LONG_TEXT,
+    "42 mg",
+    "contract",
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,14 @@ def test_per_dim_graph_serves_the_exported_dims_it_covers(export_dir):
 
 
 def test_order_is_preserved_and_duplicates_are_equal(embedder):
-    texts = [LONG_TEXT, "a", "kidney liver lung", "a", "the tenant and the landlord signed the lease", LONG_TEXT]
+    texts = [
+        LONG_TEXT,
+        "a",
+        "kidney liver lung",
+        "a",
+        "the tenant and the landlord signed the lease",
+        LONG_TEXT,
+    ]
     together = embedder.embed(texts, batch_size=2)
     alone = np.vstack([embedder.embed([text]) for text in texts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
@@ -131,17 +146,23 @@ def test_truncate_false_names_the_text_that_is_too_long(embedder):
 
 @pytest.mark.parametrize("dimensions", [0, -1, 7, 33, 64, "16", 16.0, True])
 def test_unserved_dimensions_are_refused_listing_the_allowed(embedder, dimensions):
-    with pytest.raises(EmbedRequestError, match=rf"dimensions {dimensions!r} is not served by this model; "
-                                                rf"allowed: \[32, 16, 8\]"):
+    with pytest.raises(
+        EmbedRequestError,
+        match=rf"dimensions {dimensions!r} is not served by this model; "
+        rf"allowed: \[32, 16, 8\]",
+    ):
         embedder.embed(["heart"], dimensions=dimensions)
 
 
-@pytest.mark.parametrize(("texts", "message"), [
-    ("heart", r"texts: expected a list of strings, got str 'heart'; wrap a single text in a list"),
-    (["heart", 3], r"texts\[1\]: expected a string, got int 3"),
-    ([None], r"texts\[0\]: expected a string, got NoneType None"),
-    (None, r"texts: expected a list of strings, got NoneType"),
-])
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ("heart", r"texts: expected a list of strings, got str 'heart'; wrap a single text in a list"),
+        (["heart", 3], r"texts\[1\]: expected a string, got int 3"),
+        ([None], r"texts\[0\]: expected a string, got NoneType None"),
+        (None, r"texts: expected a list of strings, got NoneType"),
+    ],
+)
 def test_texts_that_are_not_a_list_of_strings_are_refused(embedder, texts, message):
     with pytest.raises(EmbedRequestError, match=message):
         embedder.embed(texts)
@@ -162,7 +183,12 @@ def test_info_carries_the_export_identity(embedder, export_dir):
     assert info["export_id"] == config["export_id"] and info["created_at"] == config["created_at"]
     assert info["graph_sha256"] == config["graphs"]["32"]["fp32"]["sha256"]
     assert info["source_model_sha256"] == config["source_model"]["sha256"]
-    assert (info["precision"], info["dims"], info["max_seq_length"], info["threads"]) == ("fp32", (32, 16, 8), 64, 1)
+    assert (info["precision"], info["dims"], info["max_seq_length"], info["threads"]) == (
+        "fp32",
+        (32, 16, 8),
+        64,
+        1,
+    )
     assert info["optimization"] == "all"
 
 
@@ -175,14 +201,19 @@ def test_export_dir_errors(export_dir, tmp_path):
         OnnxEmbedder.from_export_dir(export_dir, dim=12)
     with pytest.raises(ModelLoadError, match=r"threads: expected an integer >= 1 .* got 0"):
         OnnxEmbedder.from_export_dir(export_dir, threads=0)
-    with pytest.raises(ModelLoadError, match=r"optimization: expected one of \['none', 'basic', 'extended', "
-                                             r"'all'\], got 'O3'"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"optimization: expected one of \['none', 'basic', 'extended', "
+        r"'all'\], got 'O3'",
+    ):
         OnnxEmbedder.from_export_dir(export_dir, optimization="O3")
 
 
 def test_fp32_only_export_has_no_int8(tiny_model_dir, tmp_path):
     export_run(tiny_model_dir, tmp_path / "onnx", int8=False)
-    with pytest.raises(ModelLoadError, match=r"precision 'int8' is not in the export .*\['fp32'\].*--no-int8"):
+    with pytest.raises(
+        ModelLoadError, match=r"precision 'int8' is not in the export .*\['fp32'\].*--no-int8"
+    ):
         OnnxEmbedder.from_export_dir(tmp_path / "onnx", precision="int8")
 
 
@@ -210,21 +241,30 @@ def test_an_embedder_json_without_the_graph_entry_is_refused(export_dir, tmp_pat
     config = json.loads((copy / "embedder.json").read_text())
     del config["graphs"]["32"]["int8"]
     (copy / "embedder.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match=r"embedder.json: no usable graphs entry for dim 32 int8 \(missing 'int8'\)"):
+    with pytest.raises(
+        ModelLoadError, match=r"embedder.json: no usable graphs entry for dim 32 int8 \(missing 'int8'\)"
+    ):
         OnnxEmbedder.from_export_dir(copy, precision="int8")
 
 
-def _toy_graph(path: Path, inputs=(("input_ids", "int64"), ("attention_mask", "int64")),
-               outputs=(("sentence_embedding", 4),)) -> Path:
+def _toy_graph(
+    path: Path,
+    inputs=(("input_ids", "int64"), ("attention_mask", "int64")),
+    outputs=(("sentence_embedding", 4),),
+) -> Path:
     """A tiny valid ONNX graph: every output = (number of real tokens) * ones(dim); a dim given as a name makes
     the output the float mask itself, whose width varies with the input (onnxruntime infers fixed widths)."""
     import onnx
     from onnx import TensorProto, helper
 
     types = {"int64": TensorProto.INT64, "float": TensorProto.FLOAT}
-    graph_inputs = [helper.make_tensor_value_info(name, types[kind], ["batch", "sequence"]) for name, kind in inputs]
-    nodes = [helper.make_node("Cast", [inputs[-1][0]], ["mask"], to=TensorProto.FLOAT),
-             helper.make_node("ReduceSum", ["mask", "axis"], ["length"], keepdims=1)]
+    graph_inputs = [
+        helper.make_tensor_value_info(name, types[kind], ["batch", "sequence"]) for name, kind in inputs
+    ]
+    nodes = [
+        helper.make_node("Cast", [inputs[-1][0]], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["mask", "axis"], ["length"], keepdims=1),
+    ]
     initializers = [helper.make_tensor("axis", TensorProto.INT64, [1], [1])]
     graph_outputs = []
     for name, dim in outputs:
@@ -240,24 +280,34 @@ def _toy_graph(path: Path, inputs=(("input_ids", "int64"), ("attention_mask", "i
 
 
 def test_a_graph_that_meets_the_contract_loads(export_dir, tmp_path):
-    embedder = OnnxEmbedder.from_graph(_toy_graph(tmp_path / "ok.onnx"), export_dir / "tokenizer", dims=[4, 2])
+    embedder = OnnxEmbedder.from_graph(
+        _toy_graph(tmp_path / "ok.onnx"), export_dir / "tokenizer", dims=[4, 2]
+    )
     assert embedder.dims == (4, 2) and embedder.max_seq_length == 64
     np.testing.assert_allclose(embedder.embed(["heart"], dimensions=2), [[0.5**0.5, 0.5**0.5]], atol=1e-6)
 
 
-@pytest.mark.parametrize(("graph", "problem"), [
-    ({"inputs": (("ids", "int64"), ("attention_mask", "int64"))}, "wrong input names"),
-    ({"inputs": (("input_ids", "int64"), ("attention_mask", "int64"), ("token_type_ids", "int64"))},
-     "wrong input names"),
-    ({"inputs": (("input_ids", "float"), ("attention_mask", "int64"))}, "inputs must be int64 and 2-d"),
-    ({"outputs": (("embedding", 4),)}, "expected exactly one output named 'sentence_embedding'"),
-    ({"outputs": (("sentence_embedding", 4), ("token_embeddings", 4))}, "expected exactly one output"),
-    ({"outputs": (("sentence_embedding", "dim"),)}, "the output's second axis must have a fixed size"),
-])
+@pytest.mark.parametrize(
+    ("graph", "problem"),
+    [
+        ({"inputs": (("ids", "int64"), ("attention_mask", "int64"))}, "wrong input names"),
+        (
+            {"inputs": (("input_ids", "int64"), ("attention_mask", "int64"), ("token_type_ids", "int64"))},
+            "wrong input names",
+        ),
+        ({"inputs": (("input_ids", "float"), ("attention_mask", "int64"))}, "inputs must be int64 and 2-d"),
+        ({"outputs": (("embedding", 4),)}, "expected exactly one output named 'sentence_embedding'"),
+        ({"outputs": (("sentence_embedding", 4), ("token_embeddings", 4))}, "expected exactly one output"),
+        ({"outputs": (("sentence_embedding", "dim"),)}, "the output's second axis must have a fixed size"),
+    ],
+)
 def test_graphs_that_break_the_contract_are_refused(export_dir, tmp_path, graph, problem):
     path = _toy_graph(tmp_path / "bad.onnx", **graph)
-    with pytest.raises(ModelLoadError, match=rf"bad.onnx: graph does not match the embedder contract "
-                                             rf"\({problem}.*\): expected inputs input_ids and attention_mask"):
+    with pytest.raises(
+        ModelLoadError,
+        match=rf"bad.onnx: graph does not match the embedder contract "
+        rf"\({problem}.*\): expected inputs input_ids and attention_mask",
+    ):
         OnnxEmbedder.from_graph(path, export_dir / "tokenizer")
 
 
@@ -279,9 +329,11 @@ def test_from_graph_rejects_dims_larger_than_the_graph(export_dir):
 
 
 def test_the_runtime_imports_no_torch_or_transformers():
-    code = ("import service.embedder, service.tokenization, sys; "
-            "bad = [m for m in ('torch', 'transformers', 'sentence_transformers', 'training', 'gates') "
-            "if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import service.embedder, service.tokenization, sys; "
+        "bad = [m for m in ('torch', 'transformers', 'sentence_transformers', 'training', 'gates') "
+        "if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
 
 
@@ -310,5 +362,6 @@ def test_minilm_runtime_matches_sentence_transformers(minilm_export, minilm_dir)
 def test_minilm_slice_equals_the_128_graph(minilm_export, precision):
     full = OnnxEmbedder.from_export_dir(minilm_export, precision=precision)
     per_dim = OnnxEmbedder.from_export_dir(minilm_export, precision=precision, dim=128)
-    np.testing.assert_allclose(full.embed(list(PROBE_TEXTS), dimensions=128), per_dim.embed(list(PROBE_TEXTS)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        full.embed(list(PROBE_TEXTS), dimensions=128), per_dim.embed(list(PROBE_TEXTS)), atol=1e-5
+    )

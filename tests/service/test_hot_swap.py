@@ -74,15 +74,22 @@ def watched(tmp_path):
 def models(tmp_path_factory, tiny_exports):
     """{"a": export a served as v0001, "b": export b served as v0002}."""
     registry = Registry(tmp_path_factory.mktemp("two-versions") / "registry")
-    return {name: load_version(registry.version_dir(promote(registry, tiny_exports[name])), precision=None,
-                               threads=1) for name in ("a", "b")}
+    return {
+        name: load_version(
+            registry.version_dir(promote(registry, tiny_exports[name])), precision=None, threads=1
+        )
+        for name in ("a", "b")
+    }
 
 
 def test_watcher_follows_promotions_and_rollbacks(watched, tiny_exports):
     registry, holder, counts, watcher = watched
     outcome = watcher.check()
     assert outcome.action == "no_champion" and holder.current is None
-    assert "no champion in the registry" in holder.not_ready_reason and "embedgate promote" in holder.not_ready_reason
+    assert (
+        "no champion in the registry" in holder.not_ready_reason
+        and "embedgate promote" in holder.not_ready_reason
+    )
 
     promote(registry, tiny_exports["a"])
     assert watcher.check().action == "swapped" and holder.current.version == "v0001"
@@ -191,8 +198,9 @@ def test_batches_group_concurrent_requests_but_never_mix_versions(models):
     for i in range(12):
         model = model_a if i % 4 else model_b
         np.testing.assert_allclose(results[i], model.embedder.embed([f"text {i}"]), atol=1e-6)
-    np.testing.assert_allclose(results[12], model_a.embedder.embed([f"long request {i}" for i in range(20)]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        results[12], model_a.embedder.embed([f"long request {i}" for i in range(20)]), atol=1e-6
+    )
     assert list(runs), "nothing to check: runs is empty"
     assert all(size <= 8 for _, size in runs)
     assert sum(size for version, size in runs if version == "v0002") == 3  # b: i = 0, 4, 8
@@ -204,8 +212,18 @@ def test_batches_group_concurrent_requests_but_never_mix_versions(models):
 def test_end_to_end_through_embedgate_serve(tmp_path, tiny_exports, models):
     registry = Registry(tmp_path / "registry")
     port = free_port()
-    argv = [sys.executable, "-m", "gates.cli", "serve", "--registry", str(registry.root), "--port", str(port),
-            "--poll-interval", "0.3"]
+    argv = [
+        sys.executable,
+        "-m",
+        "gates.cli",
+        "serve",
+        "--registry",
+        str(registry.root),
+        "--port",
+        str(port),
+        "--poll-interval",
+        "0.3",
+    ]
     with ServerProcess({}, tmp_path / "server.log", port=port, argv=argv) as server:
         url = server.base_url
 
@@ -231,9 +249,15 @@ def test_end_to_end_through_embedgate_serve(tmp_path, tiny_exports, models):
         promote(registry, tiny_exports["b"], make_champion=False)
         _corrupt_graph(registry, "v0002")
         point_champion(registry, "v0002", previous="v0001")
-        server.wait_for(lambda: metric_value(httpx.get(f"{url}/metrics").text,
-                                             "embedgate_model_swap_failures_total", version="v0002") == 1,
-                        what="the refusal of v0002")
+        server.wait_for(
+            lambda: (
+                metric_value(
+                    httpx.get(f"{url}/metrics").text, "embedgate_model_swap_failures_total", version="v0002"
+                )
+                == 1
+            ),
+            what="the refusal of v0002",
+        )
         response = embed()
         assert response.headers.get_list(HEADER) == ["v0001"]
         np.testing.assert_allclose(_vectors(response), reference_a, atol=1e-5)

@@ -28,8 +28,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 CLIENTS = 32
 HEADER = "x-embedgate-model-version"
-POOL = [f"{subject} {verb} {detail}" for subject in ("the patient", "the tenant", "a child", "the court")
-        for verb in ("needs", "pays", "asks about") for detail in ("the dose", "rent", "a fever at night")]
+POOL = [
+    f"{subject} {verb} {detail}"
+    for subject in ("the patient", "the tenant", "a child", "the court")
+    for verb in ("needs", "pays", "asks about")
+    for detail in ("the dose", "rent", "a fever at night")
+]
 
 
 def _duration_s() -> float:
@@ -51,8 +55,16 @@ async def _client(session, url: str, stop_at: float, seed: int, results: list) -
         try:
             async with session.post(url, json=body) as response:
                 payload = await response.json(content_type=None)
-                results.append((response.status, response.headers.getall(HEADER, []), texts,
-                                dims or TINY_SERVING_DIM, payload, time.perf_counter() - started))
+                results.append(
+                    (
+                        response.status,
+                        response.headers.getall(HEADER, []),
+                        texts,
+                        dims or TINY_SERVING_DIM,
+                        payload,
+                        time.perf_counter() - started,
+                    )
+                )
         except Exception as err:  # a connection failure is a failed request, reported below
             results.append((None, [], texts, dims, repr(err), time.perf_counter() - started))
 
@@ -64,8 +76,11 @@ def test_32_clients_through_a_promotion_without_a_failed_request(tmp_path, tiny_
     promote(registry, tiny_exports["a"])
     expected = {"v0001": _expected(tiny_exports["a"]), "v0002": _expected(tiny_exports["b"])}
     duration = _duration_s()
-    env = {"EMBEDGATE_REGISTRY": str(registry.root), "EMBEDGATE_POLL_INTERVAL_S": "0.5",
-           "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
+    env = {
+        "EMBEDGATE_REGISTRY": str(registry.root),
+        "EMBEDGATE_POLL_INTERVAL_S": "0.5",
+        "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+    }
 
     async def run(url: str) -> tuple[list, float]:
         results: list = []
@@ -73,8 +88,10 @@ def test_32_clients_through_a_promotion_without_a_failed_request(tmp_path, tiny_
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             stop_at = time.monotonic() + duration
-            clients = [asyncio.ensure_future(_client(session, url, stop_at, seed, results))
-                       for seed in range(CLIENTS)]
+            clients = [
+                asyncio.ensure_future(_client(session, url, stop_at, seed, results))
+                for seed in range(CLIENTS)
+            ]
             await asyncio.sleep(duration / 2)
             promoted_at = len(results)
             await asyncio.get_running_loop().run_in_executor(None, promote, registry, tiny_exports["b"])
@@ -100,8 +117,10 @@ def test_32_clients_through_a_promotion_without_a_failed_request(tmp_path, tiny_
     assert versions_seen[-CLIENTS:] == ["v0002"] * CLIENTS  # the promotion was picked up
     latencies_ms = np.array([r[-1] for r in results]) * 1e3
     with capsys.disabled():
-        print(f"\nload: {CLIENTS} clients x {duration:.0f} s: {len(results)} requests, "
-              f"{len(results) / duration:.0f} req/s, p50 {np.percentile(latencies_ms, 50):.1f} ms, "
-              f"p99 {np.percentile(latencies_ms, 99):.1f} ms, 0 failed; v0001 {versions_seen.count('v0001')}, "
-              f"v0002 {versions_seen.count('v0002')} (promoted after request {promoted_at}); "
-              f"loadavg {os.getloadavg()[0]:.2f}")
+        print(
+            f"\nload: {CLIENTS} clients x {duration:.0f} s: {len(results)} requests, "
+            f"{len(results) / duration:.0f} req/s, p50 {np.percentile(latencies_ms, 50):.1f} ms, "
+            f"p99 {np.percentile(latencies_ms, 99):.1f} ms, 0 failed; v0001 {versions_seen.count('v0001')}, "
+            f"v0002 {versions_seen.count('v0002')} (promoted after request {promoted_at}); "
+            f"loadavg {os.getloadavg()[0]:.2f}"
+        )

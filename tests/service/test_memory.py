@@ -10,11 +10,15 @@ import pytest
 from service.memory import release_freed_memory
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's; the service runs on Linux")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="malloc_trim is glibc's; the service runs on Linux"
+)
 def test_freed_heap_memory_is_returned_to_the_os():
     process = psutil.Process()
     kept, freed = [], []
-    for index in range(100_000):  # ~100 MB in 1 KiB blocks (malloc, not pymalloc), 1% kept to fragment the heap
+    for index in range(
+        100_000
+    ):  # ~100 MB in 1 KiB blocks (malloc, not pymalloc), 1% kept to fragment the heap
         freed.append(bytes(1024))
         if index % 100 == 0:
             kept.append(bytes(1024))

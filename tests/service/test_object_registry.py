@@ -44,7 +44,9 @@ def test_promote_verify_and_read_back(location, tmp_path):
     assert manifest["run_id"] == "run-b" and "onnx/d32/model.onnx" in manifest["files"]
     assert (reg.version_dir("v0001") / "onnx" / "d32" / "model.onnx").read_bytes() == b"one"
     assert [(e.action, e.version, e.from_version) for e in reg.history()] == [
-        ("promote", "v0001", None), ("promote", "v0002", "v0001")]
+        ("promote", "v0001", None),
+        ("promote", "v0002", "v0001"),
+    ]
 
 
 def test_rollback_walks_back_and_is_recorded(location, tmp_path):
@@ -125,8 +127,15 @@ def test_two_promotions_racing_one_champion_both_recorded(s3_registry_url, tmp_p
     for src in sources:
         (src / "d32" / "weights.bin").write_bytes(b"w" * (4 << 20))
     start = time.time() + 3
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, s3_registry_url, str(src), str(start)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for src in sources]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, s3_registry_url, str(src), str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for src in sources
+    ]
     results = [(proc.wait(timeout=120), proc.stdout.read(), proc.stderr.read()) for proc in procs]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 1], results
@@ -155,8 +164,12 @@ def test_a_promotion_killed_at_any_step_leaves_a_readable_registry(s3_registry_u
     reg = Registry(s3_registry_url)
     _promote(reg, _artifact(tmp_path, "a", b"one"))
     _promote(reg, _artifact(tmp_path, "b", b"two"))
-    proc = subprocess.run([sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(_artifact(tmp_path, "c"))],
-                          env={**os.environ, "EMBEDGATE_TEST_KILL_AT": step}, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(_artifact(tmp_path, "c"))],
+        env={**os.environ, "EMBEDGATE_TEST_KILL_AT": step},
+        capture_output=True,
+        timeout=120,
+    )
     assert proc.returncode == -9, proc.stderr  # SIGKILLed at the step
     fresh = Registry(s3_registry_url)
     switched = step in ("champion_switched", "history_written")

@@ -17,10 +17,16 @@ def test_apply_prompt_prepends_once_and_leaves_prompted_texts_alone():
     assert apply_prompt(["a lease"], "") == ["a lease"]
 
 
-@pytest.mark.parametrize("input_type, prompt_name, expected", [
-    ("query", None, "query: "), ("document", None, "passage: "), (None, "document", "passage: "),
-    ("query", "query", "query: "), (None, None, ""),
-])
+@pytest.mark.parametrize(
+    "input_type, prompt_name, expected",
+    [
+        ("query", None, "query: "),
+        ("document", None, "passage: "),
+        (None, "document", "passage: "),
+        ("query", "query", "query: "),
+        (None, None, ""),
+    ],
+)
 def test_prompt_for_picks_the_models_prompt(input_type, prompt_name, expected):
     assert prompt_for(PROMPTS, input_type, prompt_name) == expected
 
@@ -29,11 +35,19 @@ def test_a_model_without_prompts_serves_input_type_as_the_plain_text():
     assert prompt_for({}, "query") == "" and prompt_for(None, "document") == ""
 
 
-@pytest.mark.parametrize("input_type, prompt_name, code, message", [
-    (None, "classification", "unknown_prompt_name", r"'classification' is not one of this model's prompts; "
-                                                    r"available: \['document', 'query'\]"),
-    ("query", "document", "conflicting_prompt", r"input_type 'query' and prompt_name 'document'"),
-])
+@pytest.mark.parametrize(
+    "input_type, prompt_name, code, message",
+    [
+        (
+            None,
+            "classification",
+            "unknown_prompt_name",
+            r"'classification' is not one of this model's prompts; "
+            r"available: \['document', 'query'\]",
+        ),
+        ("query", "document", "conflicting_prompt", r"input_type 'query' and prompt_name 'document'"),
+    ],
+)
 def test_prompt_errors_name_what_is_allowed(input_type, prompt_name, code, message):
     with pytest.raises(ApiError, match=message) as caught:
         prompt_for(PROMPTS, input_type, prompt_name)

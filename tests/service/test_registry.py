@@ -68,8 +68,13 @@ def test_rollback_walks_back_and_is_recorded(tmp_path):
     with pytest.raises(RegistryError, match="v0001 is the first champion"):
         reg.rollback()
     actions = [(e.action, e.version, e.from_version) for e in reg.history()]
-    assert actions == [("promote", "v0001", None), ("promote", "v0002", "v0001"), ("promote", "v0003", "v0002"),
-                       ("rollback", "v0002", "v0003"), ("rollback", "v0001", "v0002")]
+    assert actions == [
+        ("promote", "v0001", None),
+        ("promote", "v0002", "v0001"),
+        ("promote", "v0003", "v0002"),
+        ("rollback", "v0002", "v0003"),
+        ("rollback", "v0001", "v0002"),
+    ]
     assert reg.history()[-1].who == "oncall" and reg.history()[-1].reason == "still bad"
 
 
@@ -179,8 +184,9 @@ def test_a_single_file_source_is_copied_into_the_version(tmp_path):
     reg = Registry(tmp_path / "registry")
     decision = tmp_path / "decision.json"
     decision.write_text('{"passed": true}')
-    version = reg.add_version({"onnx": _artifact(tmp_path, "a"), "gate/decision.json": decision}, metadata={},
-                              who="t", reason="t")
+    version = reg.add_version(
+        {"onnx": _artifact(tmp_path, "a"), "gate/decision.json": decision}, metadata={}, who="t", reason="t"
+    )
     assert reg.verify(version)["files"]["gate/decision.json"]["size"] == len('{"passed": true}')
 
 

@@ -20,21 +20,35 @@ HEADER = "x-embedgate-model-version"
 REPLICAS = 3
 
 
-def test_three_replicas_on_the_s3_registry_follow_a_promotion_under_load(tmp_path, tiny_exports, s3_registry_url,
-                                                                        s3_env):
+def test_three_replicas_on_the_s3_registry_follow_a_promotion_under_load(
+    tmp_path, tiny_exports, s3_registry_url, s3_env
+):
     registry = Registry(s3_registry_url)
     promote(registry, tiny_exports["a"])
     with contextlib.ExitStack() as stack:
         servers = []
         for i in range(REPLICAS):
             port = free_port()
-            argv = [sys.executable, "-m", "gates.cli", "serve", "--registry", s3_registry_url, "--port", str(port),
-                    "--poll-interval", "0.5"]
+            argv = [
+                sys.executable,
+                "-m",
+                "gates.cli",
+                "serve",
+                "--registry",
+                s3_registry_url,
+                "--port",
+                str(port),
+                "--poll-interval",
+                "0.5",
+            ]
             env = {**s3_env, "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / f"cache-{i}")}
-            servers.append(stack.enter_context(ServerProcess(env, tmp_path / f"replica-{i}.log", port=port,
-                                                             argv=argv)))
+            servers.append(
+                stack.enter_context(ServerProcess(env, tmp_path / f"replica-{i}.log", port=port, argv=argv))
+            )
         for server in servers:
-            server.wait_for(lambda s=server: httpx.get(f"{s.base_url}/ready").status_code == 200, what="ready")
+            server.wait_for(
+                lambda s=server: httpx.get(f"{s.base_url}/ready").status_code == 200, what="ready"
+            )
             info = httpx.get(f"{server.base_url}/info").json()
             assert info["replica"]["serving_version"] == "v0001" and info["replica"]["last_checked_at"]
         for i in range(REPLICAS):  # each replica verified its own copy
@@ -60,8 +74,11 @@ def test_three_replicas_on_the_s3_registry_follow_a_promotion_under_load(tmp_pat
             lags = {}
             while len(lags) < REPLICAS and time.monotonic() - promoted_at < 30:
                 for i, server in enumerate(servers):
-                    if i not in lags and httpx.get(f"{server.base_url}/info").json()["replica"][
-                            "serving_version"] == "v0002":
+                    if (
+                        i not in lags
+                        and httpx.get(f"{server.base_url}/info").json()["replica"]["serving_version"]
+                        == "v0002"
+                    ):
                         lags[i] = time.monotonic() - promoted_at
                 time.sleep(0.1)
             time.sleep(0.5)  # requests keep flowing on the new version
@@ -72,4 +89,6 @@ def test_three_replicas_on_the_s3_registry_follow_a_promotion_under_load(tmp_pat
         assert len(lags) == REPLICAS, (lags, [s.log()[-2000:] for s in servers])
         assert failures == [], failures[:5]
         assert all(served[i] == {"v0001", "v0002"} for i in served), served
-        assert max(lags.values()) < 15, lags  # poll interval 0.5 s + download, verify and load on a busy machine
+        assert max(lags.values()) < 15, (
+            lags
+        )  # poll interval 0.5 s + download, verify and load on a busy machine

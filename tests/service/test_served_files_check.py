@@ -21,8 +21,12 @@ from tests.service.serving import promote
 def served(tmp_path, tiny_exports):
     registry = Registry(tmp_path / "registry")
     promote(registry, tiny_exports["a"])
-    runtime = ServingRuntime.create(ServeSettings(registry=registry.root), ServiceMetrics(CollectorRegistry()),
-                                    drift=None, registry_chosen=True)
+    runtime = ServingRuntime.create(
+        ServeSettings(registry=registry.root),
+        ServiceMetrics(CollectorRegistry()),
+        drift=None,
+        registry_chosen=True,
+    )
     assert runtime.model is not None and runtime.model.version == "v0001"
     with TestClient(create_http_app(lambda: runtime)) as client:
         client.portal.call(runtime.batcher.start)  # the batcher runs in the client's event loop

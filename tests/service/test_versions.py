@@ -49,8 +49,10 @@ def registry(tmp_path) -> Registry:
 
 @pytest.fixture(scope="module")
 def references(tiny_exports) -> dict[str, np.ndarray]:
-    return {name: OnnxEmbedder.from_export_dir(tiny_exports[name]).embed(TEXTS, dimensions=TINY_SERVING_DIM)
-            for name in ("a", "b")}
+    return {
+        name: OnnxEmbedder.from_export_dir(tiny_exports[name]).embed(TEXTS, dimensions=TINY_SERVING_DIM)
+        for name in ("a", "b")
+    }
 
 
 def _metrics():
@@ -63,11 +65,15 @@ def _metrics():
 
 
 def test_pinned_clients_keep_their_vectors_through_a_staged_promotion_and_a_cutover(
-        registry, tiny_exports, references):
+    registry, tiny_exports, references
+):
     promote(registry, tiny_exports["a"])  # v0001, the champion
     runtime = ServingRuntime.create(
         ServeSettings(registry=registry.root, poll_interval_s=0.05, threads=1, max_batch_delay_ms=0.0),
-        metrics=_metrics(), drift=None, registry_chosen=True)
+        metrics=_metrics(),
+        drift=None,
+        registry_chosen=True,
+    )
     results: dict[str, list] = {"pinned": [], "alias": [], "failed": []}
 
     async def client_loop(client, name, body, stop):
@@ -81,7 +87,9 @@ def test_pinned_clients_keep_their_vectors_through_a_staged_promotion_and_a_cuto
 
     async def scenario(client):
         stop = asyncio.Event()
-        loops = [asyncio.ensure_future(client_loop(client, "pinned", {"model": "v0001"}, stop)) for _ in range(3)]
+        loops = [
+            asyncio.ensure_future(client_loop(client, "pinned", {"model": "v0001"}, stop)) for _ in range(3)
+        ]
         loops += [asyncio.ensure_future(client_loop(client, "alias", {}, stop)) for _ in range(3)]
         await asyncio.sleep(0.5)
         staged = await asyncio.to_thread(promote, registry, tiny_exports["b"], make_champion=False)
@@ -117,8 +125,9 @@ def test_unknown_and_retired_versions_are_404_naming_what_can_be_asked_for(regis
     for name in ("a", "b", "a"):
         promote(registry, tiny_exports[name])
     retire(registry, "v0001", who="tests")
-    runtime = ServingRuntime.create(ServeSettings(registry=registry.root, threads=1), metrics=_metrics(),
-                                    drift=None, registry_chosen=True)
+    runtime = ServingRuntime.create(
+        ServeSettings(registry=registry.root, threads=1), metrics=_metrics(), drift=None, registry_chosen=True
+    )
 
     async def scenario(client):
         answers = {}
@@ -126,14 +135,18 @@ def test_unknown_and_retired_versions_are_404_naming_what_can_be_asked_for(regis
             answers[model] = await client.post("/v1/embeddings", json={"input": "heart", "model": model})
         answers["embed"] = await client.post("/embed", json={"inputs": "heart", "model": "v0009"})
         answers["models"] = await client.get("/v1/models")
-        answers["pinned"] = await client.post("/embed", json={"inputs": "heart", "model": "embedgate-embedder:v0002"})
+        answers["pinned"] = await client.post(
+            "/embed", json={"inputs": "heart", "model": "embedgate-embedder:v0002"}
+        )
         return answers
 
     answers = asyncio.run(_serve(runtime, scenario))
     for key in ("v0009", "v0001", "gpt-4", "candidate", "embed"):
         response = answers[key]
         error = response.json()["error"]
-        assert response.status_code == 404 and error["code"] == "model_not_found" and error["param"] == "model"
+        assert (
+            response.status_code == 404 and error["code"] == "model_not_found" and error["param"] == "model"
+        )
         assert "'champion', 'v0002', 'v0003'" in error["message"], error["message"]
     assert "v0001 was retired" in answers["v0001"].json()["error"]["message"]
     assert "no version is staged as the candidate" in answers["candidate"].json()["error"]["message"]
@@ -144,14 +157,19 @@ def test_unknown_and_retired_versions_are_404_naming_what_can_be_asked_for(regis
 
 
 def test_on_demand_versions_stay_within_the_memory_bound_and_reload_after_eviction(
-        registry, tiny_exports, references):
+    registry, tiny_exports, references
+):
     for name in ("a", "b", "a"):
         promote(registry, tiny_exports[name])  # v0003 is the champion; v0001 and v0002 load on demand
     graph = max(path.stat().st_size for path in (registry.version_dir("v0001") / "onnx").rglob("*.onnx"))
     runtime = ServingRuntime.create(
-        ServeSettings(registry=registry.root, threads=1, keep_versions=0,
-                      on_demand_memory_mb=1.5 * graph / 2**20),  # room for one on-demand version, not two
-        metrics=_metrics(), drift=None, registry_chosen=True)
+        ServeSettings(
+            registry=registry.root, threads=1, keep_versions=0, on_demand_memory_mb=1.5 * graph / 2**20
+        ),  # room for one on-demand version, not two
+        metrics=_metrics(),
+        drift=None,
+        registry_chosen=True,
+    )
     pool = runtime.versions
     assert pool.loaded() == ["v0003"]
 
@@ -159,12 +177,17 @@ def test_on_demand_versions_stay_within_the_memory_bound_and_reload_after_evicti
         seen = []
         for model in ("v0001", "v0002", "v0001"):
             response = await client.post("/v1/embeddings", json={"input": TEXTS, "model": model})
-            seen.append((response.status_code, response.headers[HEADER], _vectors(response), sorted(pool.loaded())))
+            seen.append(
+                (response.status_code, response.headers[HEADER], _vectors(response), sorted(pool.loaded()))
+            )
         return seen
 
     seen = asyncio.run(_serve(runtime, scenario))
     assert [(status, version, loaded) for status, version, _, loaded in seen] == [
-        (200, "v0001", ["v0001", "v0003"]), (200, "v0002", ["v0002", "v0003"]), (200, "v0001", ["v0001", "v0003"])]
+        (200, "v0001", ["v0001", "v0003"]),
+        (200, "v0002", ["v0002", "v0003"]),
+        (200, "v0001", ["v0001", "v0003"]),
+    ]
     np.testing.assert_allclose(seen[0][2], references["a"], atol=1e-5)
     np.testing.assert_allclose(seen[1][2], references["b"], atol=1e-5)
     np.testing.assert_array_equal(seen[0][2], seen[2][2])  # reloaded after eviction: the same vectors
@@ -173,8 +196,12 @@ def test_on_demand_versions_stay_within_the_memory_bound_and_reload_after_evicti
 def test_keep_versions_preloads_the_newest_and_a_retired_one_is_unloaded(registry, tiny_exports):
     for name in ("a", "b", "a", "b"):
         promote(registry, tiny_exports[name])
-    runtime = ServingRuntime.create(ServeSettings(registry=registry.root, threads=1, keep_versions=2),
-                                    metrics=_metrics(), drift=None, registry_chosen=True)
+    runtime = ServingRuntime.create(
+        ServeSettings(registry=registry.root, threads=1, keep_versions=2),
+        metrics=_metrics(),
+        drift=None,
+        registry_chosen=True,
+    )
     pool = runtime.versions
     assert sorted(pool.loaded()) == ["v0003", "v0004"] and pool.pinned() == {"v0003", "v0004"}
     retire(registry, "v0003", who="tests")

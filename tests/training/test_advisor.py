@@ -6,9 +6,13 @@ from training.advisor import advise
 
 
 def _log(losses, dev=None, steps_per_epoch=10):
-    records = [{"step": i + 1, "epoch": (i + 1) / steps_per_epoch, "loss": float(v)} for i, v in enumerate(losses)]
+    records = [
+        {"step": i + 1, "epoch": (i + 1) / steps_per_epoch, "loss": float(v)} for i, v in enumerate(losses)
+    ]
     for epoch, value in enumerate(dev or [], start=1):
-        records.append({"step": epoch * steps_per_epoch, "epoch": float(epoch), "eval_dev_ndcg@10_mean": value})
+        records.append(
+            {"step": epoch * steps_per_epoch, "epoch": float(epoch), "eval_dev_ndcg@10_mean": value}
+        )
     return records
 
 

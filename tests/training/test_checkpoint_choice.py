@@ -13,7 +13,9 @@ CONFIG = SimpleNamespace(seed=0, max_seq_length=None)
 
 
 def _trainer(checkpoints, best_step):
-    return SimpleNamespace(state=SimpleNamespace(best_model_checkpoint=str(checkpoints / f"checkpoint-{best_step}")))
+    return SimpleNamespace(
+        state=SimpleNamespace(best_model_checkpoint=str(checkpoints / f"checkpoint-{best_step}"))
+    )
 
 
 def _history(best_lead: np.ndarray) -> SimpleNamespace:
@@ -43,5 +45,6 @@ def test_a_lead_within_noise_loads_the_last_checkpoint(tmp_path, tiny_model_dir)
 def test_nothing_to_choose(tmp_path):
     model = SimpleNamespace(device="cpu")
     assert choose_checkpoint(_trainer(tmp_path, 12), _history(np.zeros(5)), model, CONFIG)[1] == (
-        "checkpoint at step 12: the best dev evaluation is the last one")
+        "checkpoint at step 12: the best dev evaluation is the last one"
+    )
     assert choose_checkpoint(_trainer(tmp_path, 8), SimpleNamespace(), model, CONFIG) == (model, None)

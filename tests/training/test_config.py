@@ -18,12 +18,21 @@ def test_flags_only_config_with_defaults(tmp_path):
     [
         ({"epochs": -1}, r"field 'epochs': got -1; Input should be greater than 0"),
         ({"batch_size": 1}, r"field 'batch_size': got 1; Input should be greater than or equal to 2"),
-        ({"learning_rate": 0.5}, r"field 'learning_rate': got 0.5; Input should be less than or equal to 0.01"),
+        (
+            {"learning_rate": 0.5},
+            r"field 'learning_rate': got 0.5; Input should be less than or equal to 0.01",
+        ),
         ({"loss": "cosine"}, r"field 'loss': got 'cosine'; Input should be 'auto', 'mnrl'"),
         ({"matryoshka_dims": [128, 0]}, r"field 'matryoshka_dims': got \[128, 0\]; dims must be positive"),
         ({"matryoshka_dims": [64, 64]}, r"dims must be unique, got \[64, 64\]"),
-        ({"mining.range_min": 60, "mining.range_max": 50}, r"range_max \(50\) must be greater than range_min \(60\)"),
-        ({"mining.relative_margin": 1.5}, r"field 'mining.relative_margin': got 1.5; Input should be less than 1"),
+        (
+            {"mining.range_min": 60, "mining.range_max": 50},
+            r"range_max \(50\) must be greater than range_min \(60\)",
+        ),
+        (
+            {"mining.relative_margin": 1.5},
+            r"field 'mining.relative_margin': got 1.5; Input should be less than 1",
+        ),
         ({"mining.strategy": "domain_confusion"}, r"needs domain_confusion_path"),
         ({"run_id": "../escape"}, r"field 'run_id': got '../escape'"),
         ({"bogus": 1}, r"unknown field 'bogus' \(allowed: base_model, data,"),

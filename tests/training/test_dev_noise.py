@@ -33,7 +33,9 @@ def test_no_change_is_not_a_gain_and_a_uniform_one_is():
     assert paired_gain(before + 0.01, before).low == pytest.approx(0.01)
 
 
-@pytest.mark.parametrize(("after", "before"), [([0.1, 0.2], [0.1]), ([0.5], [0.5]), ([[0.1, 0.2]], [[0.1, 0.2]])])
+@pytest.mark.parametrize(
+    ("after", "before"), [([0.1, 0.2], [0.1]), ([0.5], [0.5]), ([[0.1, 0.2]], [[0.1, 0.2]])]
+)
 def test_mismatched_or_too_few_scores_are_an_error(after, before):
     with pytest.raises(ValueError, match="need two equally long per-query score lists"):
         paired_gain(after, before)

@@ -46,12 +46,16 @@ def test_auto_takes_the_first_gpu(two_gpus):
 
 def test_cuda_index_is_kept_and_checked(two_gpus):
     assert resolve_device("CUDA:1").name == "cuda:1"
-    with pytest.raises(DeviceError, match=r"device 'cuda:2': only 2 CUDA GPU\(s\) visible \(cuda:0..cuda:1\)"):
+    with pytest.raises(
+        DeviceError, match=r"device 'cuda:2': only 2 CUDA GPU\(s\) visible \(cuda:0..cuda:1\)"
+    ):
         resolve_device("cuda:2")
 
 
 def test_cuda_without_a_gpu_is_a_one_line_error(no_gpu):
-    with pytest.raises(DeviceError, match=r"device 'cuda': torch .* sees no CUDA GPU; install a CUDA build") as err:
+    with pytest.raises(
+        DeviceError, match=r"device 'cuda': torch .* sees no CUDA GPU; install a CUDA build"
+    ) as err:
         resolve_device("cuda")
     assert "\n" not in str(err.value)
 
@@ -75,10 +79,15 @@ def test_onnxruntime_providers(monkeypatch):
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     assert onnx_providers(None) == ["CPUExecutionProvider"]  # serving stays on the CPU unless asked
     assert onnx_providers("auto") == ["CPUExecutionProvider"]
-    with pytest.raises(ModelLoadError, match=r"device 'cuda:0' asked for onnxruntime's CUDA provider, but this "
-                                             r"onnxruntime has only \['CPUExecutionProvider'\]: install the GPU"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"device 'cuda:0' asked for onnxruntime's CUDA provider, but this "
+        r"onnxruntime has only \['CPUExecutionProvider'\]: install the GPU",
+    ):
         onnx_providers("cuda:0")
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     assert onnx_providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     assert onnx_providers("auto")[0] == ("CUDAExecutionProvider", {"device_id": 0})
     monkeypatch.setenv("EMBEDGATE_DEVICE", "cpu")

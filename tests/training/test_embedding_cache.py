@@ -24,24 +24,38 @@ def test_second_lookup_is_a_hit_and_returns_the_same_vectors(tmp_path):
     encoder = CountingEncoder()
     cache = EmbeddingCache(tmp_path)
     first = cache.encode(["a", "b", "c"], model="m1", backend="onnx-fp32", dim=4, encode=encoder)
-    again = EmbeddingCache(tmp_path).encode(["a", "b", "c"], model="m1", backend="onnx-fp32", dim=4, encode=encoder)
+    again = EmbeddingCache(tmp_path).encode(
+        ["a", "b", "c"], model="m1", backend="onnx-fp32", dim=4, encode=encoder
+    )
     assert encoder.calls == 1
     np.testing.assert_array_equal(first, again)
     assert cache.stats.misses == 1 and cache.stats.encoded_texts == 3
 
 
-@pytest.mark.parametrize("change", [
-    {"model": "m2"}, {"backend": "onnx-int8"}, {"texts": ["a", "b", "d"]}, {"texts": ["b", "a", "c"]},
-    {"extra": "prompt=query: "},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "m2"},
+        {"backend": "onnx-int8"},
+        {"texts": ["a", "b", "d"]},
+        {"texts": ["b", "a", "c"]},
+        {"extra": "prompt=query: "},
+    ],
+)
 def test_anything_that_changes_the_vectors_misses(tmp_path, change):
     encoder = CountingEncoder()
     cache = EmbeddingCache(tmp_path)
     base = {"model": "m1", "backend": "onnx-fp32", "texts": ["a", "b", "c"], "extra": ""}
     cache.encode(base["texts"], model=base["model"], backend=base["backend"], dim=4, encode=encoder)
     changed = base | change
-    cache.encode(changed["texts"], model=changed["model"], backend=changed["backend"], dim=4, encode=encoder,
-                 extra=changed["extra"])
+    cache.encode(
+        changed["texts"],
+        model=changed["model"],
+        backend=changed["backend"],
+        dim=4,
+        encode=encoder,
+        extra=changed["extra"],
+    )
     assert encoder.calls == 2 and cache.stats.misses == 2
 
 
@@ -64,7 +78,9 @@ def test_a_damaged_entry_is_encoded_again(tmp_path):
 def test_an_encoder_returning_the_wrong_shape_is_refused_and_not_stored(tmp_path):
     cache = EmbeddingCache(tmp_path)
     with pytest.raises(ValueError, match=r"returned shape \(2, 3\) for 2 texts at dim 4; expected \(2, 4\)"):
-        cache.encode(["a", "b"], model="m", backend="torch", dim=4, encode=lambda t: np.zeros((2, 3), np.float32))
+        cache.encode(
+            ["a", "b"], model="m", backend="torch", dim=4, encode=lambda t: np.zeros((2, 3), np.float32)
+        )
     assert not list(tmp_path.rglob("*.npy"))
 
 

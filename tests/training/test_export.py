@@ -15,7 +15,13 @@ from training.export import default_dims, export_run, validate_dims
 from training.probe_texts import LONG_TEXT, PROBE_TEXTS
 
 TINY_DIMS = [TINY_DIM, 16, 8]
-TEXTS = ["the patient took the tablet", "lease", "Der Mieter zahlt die Miete.", "42 mg twice a day", LONG_TEXT]
+TEXTS = [
+    "the patient took the tablet",
+    "lease",
+    "Der Mieter zahlt die Miete.",
+    "42 mg twice a day",
+    LONG_TEXT,
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,9 @@ def test_layout_and_records_match_the_files(tiny_export):
     out = tiny_export.out_dir
     assert (out / "tokenizer" / "tokenizer.json").is_file()
     records = json.loads((out / "export.json").read_text())["graphs"]
-    assert {(r["dim"], r["precision"]) for r in records} == {(d, p) for d in TINY_DIMS for p in ("fp32", "int8")}
+    assert {(r["dim"], r["precision"]) for r in records} == {
+        (d, p) for d in TINY_DIMS for p in ("fp32", "int8")
+    }
     for record in records:
         path = out / record["path"]
         assert path.name == ("model.onnx" if record["precision"] == "fp32" else "model_int8.onnx")
@@ -62,7 +70,10 @@ def test_layout_and_records_match_the_files(tiny_export):
     config = json.loads((out / "embedder.json").read_text())
     assert config["dims"] == TINY_DIMS and config["full_dim"] == TINY_DIM and config["max_seq_length"] == 64
     assert config["pooling"] == ["mean"] and config["inputs"] == ["input_ids", "attention_mask"]
-    assert config["graphs"]["8"]["int8"] == {"path": "d8/model_int8.onnx", "sha256": sha256(out / "d8/model_int8.onnx")}
+    assert config["graphs"]["8"]["int8"] == {
+        "path": "d8/model_int8.onnx",
+        "sha256": sha256(out / "d8/model_int8.onnx"),
+    }
     assert not list(out.parent.glob(".onnx.*")), "staging directories must not be left behind"
 
 
@@ -109,24 +120,34 @@ def test_graph_takes_two_int64_inputs_with_dynamic_batch_and_sequence(tiny_expor
     assert [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim] == ["batch", 16]
 
 
-@pytest.mark.parametrize(("full_dim", "expected"), [
-    (384, (384, 256, 128, 64)), (768, (768, 512, 256, 128, 64)), (512, (512, 256, 128, 64)),
-    (100, (100, 64)), (64, (64,)), (32, (32,)),
-])
+@pytest.mark.parametrize(
+    ("full_dim", "expected"),
+    [
+        (384, (384, 256, 128, 64)),
+        (768, (768, 512, 256, 128, 64)),
+        (512, (512, 256, 128, 64)),
+        (100, (100, 64)),
+        (64, (64,)),
+        (32, (32,)),
+    ],
+)
 def test_default_dims_halve_down_to_64(full_dim, expected):
     assert default_dims(full_dim) == expected
 
 
-@pytest.mark.parametrize(("dims", "message"), [
-    ([0], r"\[0\] outside the allowed range 1\.\.384"),
-    ([384, -1], r"\[-1\] outside the allowed range 1\.\.384"),
-    ([512, 384], r"\[512\] outside the allowed range 1\.\.384"),
-    ([384, 128.0], r"\[128\.0\] outside"),
-    ([384, 128, 128], r"duplicates in \[384, 128, 128\]"),
-    ([256, 128], r"must include the model dim 384"),
-    ([], r"non-empty list of integers in 1\.\.384, got \[\]"),
-    ("384", r"non-empty list of integers in 1\.\.384, got '384'"),
-])
+@pytest.mark.parametrize(
+    ("dims", "message"),
+    [
+        ([0], r"\[0\] outside the allowed range 1\.\.384"),
+        ([384, -1], r"\[-1\] outside the allowed range 1\.\.384"),
+        ([512, 384], r"\[512\] outside the allowed range 1\.\.384"),
+        ([384, 128.0], r"\[128\.0\] outside"),
+        ([384, 128, 128], r"duplicates in \[384, 128, 128\]"),
+        ([256, 128], r"must include the model dim 384"),
+        ([], r"non-empty list of integers in 1\.\.384, got \[\]"),
+        ("384", r"non-empty list of integers in 1\.\.384, got '384'"),
+    ],
+)
 def test_bad_dims_are_config_errors_naming_the_range(dims, message):
     with pytest.raises(ConfigError, match=message):
         validate_dims(dims, 384)
@@ -200,17 +221,23 @@ def test_parity_check_catches_a_wrong_tokenizer_export(tiny_model_dir, tmp_path,
         return path
 
     monkeypatch.setattr(export_module, "_write_tokenizer", truncating_too_early)
-    with pytest.raises(ExportError, match=r"fp32 graph for dim 32 does not reproduce the model: min cosine "
-                                          r"0\.\d+ \(probe text \d+\), expected >= 0\.9999"):
+    with pytest.raises(
+        ExportError,
+        match=r"fp32 graph for dim 32 does not reproduce the model: min cosine "
+        r"0\.\d+ \(probe text \d+\), expected >= 0\.9999",
+    ):
         export_run(tiny_model_dir, tmp_path / "onnx")
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"opset": 9}, r"opset: expected an integer in 14\.\.20, got 9"),
-    ({"probe_texts": []}, r"probe_texts: expected a non-empty list of strings, got \[\]"),
-    ({"probe_texts": ["ok", None]}, r"probe_texts: expected a non-empty list of strings"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"opset": 9}, r"opset: expected an integer in 14\.\.20, got 9"),
+        ({"probe_texts": []}, r"probe_texts: expected a non-empty list of strings, got \[\]"),
+        ({"probe_texts": ["ok", None]}, r"probe_texts: expected a non-empty list of strings"),
+    ],
+)
 def test_bad_arguments_are_config_errors(tiny_model_dir, tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         export_run(tiny_model_dir, tmp_path / "onnx", **kwargs)
@@ -234,7 +261,9 @@ def _tiny_variant(tiny_model_dir: Path, target: Path, heads) -> Path:
 def test_other_pooling_modes_export_faithfully(tiny_model_dir, tmp_path, mode):
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
-    model_dir = _tiny_variant(tiny_model_dir, tmp_path / "model", [Pooling(TINY_DIM, pooling_mode=mode), Normalize()])
+    model_dir = _tiny_variant(
+        tiny_model_dir, tmp_path / "model", [Pooling(TINY_DIM, pooling_mode=mode), Normalize()]
+    )
     result = export_run(model_dir, tmp_path / "onnx", int8=False)
     assert result.graphs[0].parity.min_cosine >= 0.9999
     assert result.spec.pooling == ((mode,) if isinstance(mode, str) else mode)
@@ -259,8 +288,11 @@ def test_unsupported_modules_are_refused_with_what_was_found(tiny_model_dir, tmp
     from sentence_transformers.sentence_transformer.modules import Dropout, Pooling
 
     model_dir = _tiny_variant(tiny_model_dir, tmp_path / "model", [Pooling(TINY_DIM), Dropout(0.1)])
-    with pytest.raises(ExportError, match=r"module 2 is Dropout \(modules: Transformer -> Pooling -> Dropout\); "
-                                          r"supported: Transformer -> Pooling -> \(Dense \| Normalize\)\*"):
+    with pytest.raises(
+        ExportError,
+        match=r"module 2 is Dropout \(modules: Transformer -> Pooling -> Dropout\); "
+        r"supported: Transformer -> Pooling -> \(Dense \| Normalize\)\*",
+    ):
         export_run(model_dir, tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()
 
@@ -280,8 +312,9 @@ def test_unsupported_pooling_mode_is_refused(tiny_model_dir):
 def test_default_prompt_is_refused(tiny_model_dir, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(tiny_model_dir), device="cpu", prompts={"query": "query: "},
-                                default_prompt_name="query")
+    model = SentenceTransformer(
+        str(tiny_model_dir), device="cpu", prompts={"query": "query: "}, default_prompt_name="query"
+    )
     model.save(str(tmp_path / "model"))
     with pytest.raises(ExportError, match=r"prepends the default prompt 'query: '"):
         export_run(tmp_path / "model", tmp_path / "onnx")

@@ -12,8 +12,15 @@ from training.train_log import read_log
 
 
 def _config(tmp_path, model_dir, data, **extra):
-    base = {"base_model": str(model_dir), "data.path": str(data), "output_dir": str(tmp_path / "runs"),
-            "batch_size": 16, "learning_rate": 5e-4, "logging_steps": 1, "seed": 7}
+    base = {
+        "base_model": str(model_dir),
+        "data.path": str(data),
+        "output_dir": str(tmp_path / "runs"),
+        "batch_size": 16,
+        "learning_rate": 5e-4,
+        "logging_steps": 1,
+        "seed": 7,
+    }
     return load_config(None, {**base, **extra})
 
 
@@ -33,12 +40,26 @@ class _Crash(TrainerCallback):
 
 
 def test_run_directory_layout_and_dev_evaluation(tmp_path, tiny_model_dir, tiny_ir_dir):
-    cfg = _config(tmp_path, tiny_model_dir, tiny_ir_dir, epochs=2, dev_fraction=0.2,
-                  **{"mining.strategy": "curriculum", "mining.num_negatives": 1})
+    cfg = _config(
+        tmp_path,
+        tiny_model_dir,
+        tiny_ir_dir,
+        epochs=2,
+        dev_fraction=0.2,
+        **{"mining.strategy": "curriculum", "mining.num_negatives": 1},
+    )
     result = train(cfg, progress=False)
     run = result.run_dir
-    for rel in ("config.yaml", "model/model.safetensors", "model/README.md", "train/train_log.jsonl",
-                "train/loss_curve.png", "train/summary.json", "train/defaults.json", "mined/hard_negatives.jsonl"):
+    for rel in (
+        "config.yaml",
+        "model/model.safetensors",
+        "model/README.md",
+        "train/train_log.jsonl",
+        "train/loss_curve.png",
+        "train/summary.json",
+        "train/defaults.json",
+        "mined/hard_negatives.jsonl",
+    ):
         assert (run / rel).is_file(), rel
     log = read_log(run / "train" / "train_log.jsonl")
     assert any("loss" in r for r in log) and any("eval_dev_ndcg@10_mean" in r for r in log)
@@ -57,8 +78,14 @@ def test_runs_are_immutable(tmp_path, tiny_model_dir, pairs_csv):
 
 
 def test_same_seed_same_weights(tmp_path, tiny_model_dir, pairs_csv):
-    a = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="a", max_steps=6, dev_fraction=0.0), progress=False)
-    b = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="b", max_steps=6, dev_fraction=0.0), progress=False)
+    a = train(
+        _config(tmp_path, tiny_model_dir, pairs_csv, run_id="a", max_steps=6, dev_fraction=0.0),
+        progress=False,
+    )
+    b = train(
+        _config(tmp_path, tiny_model_dir, pairs_csv, run_id="b", max_steps=6, dev_fraction=0.0),
+        progress=False,
+    )
     wa, wb = _weights(a.run_dir), _weights(b.run_dir)
     assert list(wa), "nothing to check: wa is empty"
     assert all((wa[k] == wb[k]).all() for k in wa)
@@ -70,8 +97,11 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_m
     common = {"max_steps": 12, "eval_steps": 3, "dev_fraction": 0.0, "mining.strategy": "none"}
     full = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="full", **common), progress=False)
     with pytest.raises(KeyboardInterrupt):
-        train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="cut", **common), progress=False,
-              callbacks=[_Crash(at_step=7)])
+        train(
+            _config(tmp_path, tiny_model_dir, pairs_csv, run_id="cut", **common),
+            progress=False,
+            callbacks=[_Crash(at_step=7)],
+        )
     cut = tmp_path / "runs" / "cut"
     assert not (cut / "model").exists()  # no half-finished model
     resumed = train(resume=cut, progress=False)
@@ -92,8 +122,11 @@ def test_resume_with_mined_negatives_reuses_the_saved_set(tmp_path, tiny_model_d
     match exactly, the next epoch's order differs)."""
     common = {"max_steps": 12, "eval_steps": 3, "dev_fraction": 0.0, "mining.strategy": "model"}
     with pytest.raises(KeyboardInterrupt):
-        train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="cutm", **common), progress=False,
-              callbacks=[_Crash(at_step=7)])
+        train(
+            _config(tmp_path, tiny_model_dir, pairs_csv, run_id="cutm", **common),
+            progress=False,
+            callbacks=[_Crash(at_step=7)],
+        )
     cut = tmp_path / "runs" / "cutm"
     mined = (cut / "mined" / "hard_negatives.jsonl").read_bytes()
     resumed = train(resume=cut, progress=False)
@@ -116,9 +149,11 @@ def test_resume_errors(tmp_path, tiny_model_dir, pairs_csv):
 def test_nli_trains_on_contradiction_triplets(tmp_path, tiny_model_dir):
     rows = []
     for i in range(40):
-        rows += [{"premise": f"the patient {i} has heart pain", "hypothesis": f"heart pain {i}", "label": 0},
-                 {"premise": f"the patient {i} has heart pain", "hypothesis": f"kidney dose {i}", "label": 1},
-                 {"premise": f"the patient {i} has heart pain", "hypothesis": f"no pain at all {i}", "label": 2}]
+        rows += [
+            {"premise": f"the patient {i} has heart pain", "hypothesis": f"heart pain {i}", "label": 0},
+            {"premise": f"the patient {i} has heart pain", "hypothesis": f"kidney dose {i}", "label": 1},
+            {"premise": f"the patient {i} has heart pain", "hypothesis": f"no pain at all {i}", "label": 2},
+        ]
     data = tmp_path / "nli.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = train(_config(tmp_path, tiny_model_dir, data, max_steps=3, dev_fraction=0.0), progress=False)
@@ -127,7 +162,11 @@ def test_nli_trains_on_contradiction_triplets(tmp_path, tiny_model_dir):
 
 
 def test_unknown_base_model_is_a_clear_error(tmp_path, pairs_csv):
-    cfg = load_config(None, {"base_model": "org/not-here", "data.path": str(pairs_csv),
-                             "output_dir": str(tmp_path / "runs")})
-    with pytest.raises(ConfigError, match=r"'org/not-here': not a local folder and not in the Hugging Face cache"):
+    cfg = load_config(
+        None,
+        {"base_model": "org/not-here", "data.path": str(pairs_csv), "output_dir": str(tmp_path / "runs")},
+    )
+    with pytest.raises(
+        ConfigError, match=r"'org/not-here': not a local folder and not in the Hugging Face cache"
+    ):
         train(cfg, progress=False)

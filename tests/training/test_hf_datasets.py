@@ -39,8 +39,11 @@ def test_hub_dataset_offline_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-    with pytest.raises(DataFormatError, match=r"^dataset hf://someone/pairs: the Hub is off \(HF_HUB_OFFLINE=1\) "
-                                              r"and it is not in the Hugging Face cache"):
+    with pytest.raises(
+        DataFormatError,
+        match=r"^dataset hf://someone/pairs: the Hub is off \(HF_HUB_OFFLINE=1\) "
+        r"and it is not in the Hugging Face cache",
+    ):
         load_dataset("hf://someone/pairs")
 
 

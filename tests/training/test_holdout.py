@@ -20,27 +20,39 @@ def _split(tmp_path, rows, header=("anchor", "positive"), name="split", **kwargs
 
 def _sides(split):
     train = [json.loads(line) for line in split.train_path.read_text().splitlines()]
-    queries = {json.loads(line)["_id"]: json.loads(line)["text"]
-               for line in (split.eval_dir / "queries.jsonl").read_text().splitlines()}
-    docs = {json.loads(line)["_id"]: json.loads(line)["text"]
-            for line in (split.eval_dir / "corpus.jsonl").read_text().splitlines()}
-    qrels = [line.split("\t") for line in (split.eval_dir / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    queries = {
+        json.loads(line)["_id"]: json.loads(line)["text"]
+        for line in (split.eval_dir / "queries.jsonl").read_text().splitlines()
+    }
+    docs = {
+        json.loads(line)["_id"]: json.loads(line)["text"]
+        for line in (split.eval_dir / "corpus.jsonl").read_text().splitlines()
+    }
+    qrels = [
+        line.split("\t") for line in (split.eval_dir / "qrels" / "test.tsv").read_text().splitlines()[1:]
+    ]
     return train, queries, docs, qrels
 
 
 def test_no_anchor_and_no_positive_is_on_both_sides(tmp_path):
     rows = synthetic.make_pairs(120)
     # FAQ-style rows (several anchors, one answer) and question pairs (a text is anchor here, positive there).
-    rows += [("faq question one", "the shared answer"), ("faq question two", "the shared answer"),
-             ("lease tenant 7", "lease deposit rent 8"), ("lease deposit rent 8", "landlord notice 9")]
+    rows += [
+        ("faq question one", "the shared answer"),
+        ("faq question two", "the shared answer"),
+        ("lease tenant 7", "lease deposit rent 8"),
+        ("lease deposit rent 8", "landlord notice 9"),
+    ]
     split = _split(tmp_path, rows, fraction=0.25, seed=3)
     train, queries, docs, qrels = _sides(split)
     train_texts = {r["anchor"] for r in train} | {r["positive"] for r in train}
     eval_positives = {docs[d] for _, d, _ in qrels}
     assert not train_texts & set(queries.values())
     assert not train_texts & eval_positives
-    assert {"faq question one", "faq question two"} <= train_texts or \
-           {"faq question one", "faq question two"} <= set(queries.values())
+    assert {"faq question one", "faq question two"} <= train_texts or {
+        "faq question one",
+        "faq question two",
+    } <= set(queries.values())
     assert split.eval_anchors == len(queries) and 0.2 <= split.eval_anchors / 124 <= 0.3
     assert set(docs.values()) == {p for _, p in rows}  # the corpus is every positive (no negatives here)
 
@@ -78,8 +90,12 @@ def test_the_pipeline_holds_out_only_when_no_eval_set_was_given(tmp_path, tiny_i
 
     pairs = synthetic.write_csv(tmp_path / "p.csv", ["anchor", "positive"], synthetic.make_pairs(30))
     assert load_pipeline_config(None, {"data.path": str(pairs)}).needs_holdout()
-    assert not load_pipeline_config(None, {"data.path": str(pairs), "evaluation.data": str(tiny_ir_dir)}
-                                    ).needs_holdout()
-    assert not load_pipeline_config(None, {"data.path": str(pairs), "data.eval_path": str(tiny_ir_dir)}
-                                    ).needs_holdout()
-    assert not load_pipeline_config(None, {"data.path": str(tiny_ir_dir)}).needs_holdout()  # BEIR: its own split
+    assert not load_pipeline_config(
+        None, {"data.path": str(pairs), "evaluation.data": str(tiny_ir_dir)}
+    ).needs_holdout()
+    assert not load_pipeline_config(
+        None, {"data.path": str(pairs), "data.eval_path": str(tiny_ir_dir)}
+    ).needs_holdout()
+    assert not load_pipeline_config(
+        None, {"data.path": str(tiny_ir_dir)}
+    ).needs_holdout()  # BEIR: its own split

@@ -14,8 +14,12 @@ from training.errors import DataFormatError
 from training.formats import DatasetType
 from training.loading import TableDataset, load_dataset, to_hf_dataset
 
-PAIRS = pd.DataFrame({"anchor": ["what is a lease", "how do I sue", "is rent taxed"],
-                      "positive": ["a lease is a rental contract", "file a claim in court", "rent is income"]})
+PAIRS = pd.DataFrame(
+    {
+        "anchor": ["what is a lease", "how do I sue", "is rent taxed"],
+        "positive": ["a lease is a rental contract", "file a claim in court", "rent is income"],
+    }
+)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -25,10 +29,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 def write_beir(root: Path, qrels: dict[str, str], corpus: list[dict] | None = None) -> Path:
     root.mkdir()
-    corpus = corpus or [{"_id": "d1", "title": "Leases", "text": "A lease is a contract."},
-                        {"_id": 2, "text": "Rent is income."}]
+    corpus = corpus or [
+        {"_id": "d1", "title": "Leases", "text": "A lease is a contract."},
+        {"_id": 2, "text": "Rent is income."},
+    ]
     write_jsonl(root / "corpus.jsonl", corpus)
-    write_jsonl(root / "queries.jsonl", [{"_id": "q1", "text": "what is a lease"}, {"_id": 7, "text": "is rent"}])
+    write_jsonl(
+        root / "queries.jsonl", [{"_id": "q1", "text": "what is a lease"}, {"_id": 7, "text": "is rent"}]
+    )
     (root / "qrels").mkdir()
     for name, text in qrels.items():
         (root / "qrels" / name).write_text(text, encoding="utf-8")
@@ -36,6 +44,7 @@ def write_beir(root: Path, qrels: dict[str, str], corpus: list[dict] | None = No
 
 
 # --- formats ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])
 def test_every_table_format_loads_as_pairs_with_1_based_rows(tmp_path, suffix):
@@ -74,6 +83,7 @@ def test_utf8_bom_is_accepted(tmp_path):
 
 # --- BEIR -----------------------------------------------------------------------------------------------
 
+
 def test_beir_folder_with_beir_tsv_qrels(tmp_path):
     root = write_beir(tmp_path / "ir", {"test.tsv": "query-id\tcorpus-id\tscore\nq1\td1\t1\n7\t2\t0\n"})
     data = load_dataset(root)
@@ -106,14 +116,25 @@ def test_beir_missing_text_key_is_left_missing_for_the_gate(tmp_path):
         data.doc_texts()
 
 
-@pytest.mark.parametrize(("setup", "message"), [
-    (lambda root: None, r"folder not found"),
-    (lambda root: root.mkdir(), r"corpus\.jsonl: file not found"),
-    (lambda root: write_beir(root, {}), r"qrels: no qrels files; expected qrels/<split>\.tsv"),
-    (lambda root: write_beir(root, {"test.tsv": "q1\td1\n"}), r"test\.tsv:1: expected 3 tab-separated fields"),
-    (lambda root: (write_beir(root, {"test.tsv": "q1\td1\t1\n"}), (root / "corpus.jsonl").write_text("\n")),
-     r"corpus\.jsonl: the file holds no JSON objects"),
-])
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        (lambda root: None, r"folder not found"),
+        (lambda root: root.mkdir(), r"corpus\.jsonl: file not found"),
+        (lambda root: write_beir(root, {}), r"qrels: no qrels files; expected qrels/<split>\.tsv"),
+        (
+            lambda root: write_beir(root, {"test.tsv": "q1\td1\n"}),
+            r"test\.tsv:1: expected 3 tab-separated fields",
+        ),
+        (
+            lambda root: (
+                write_beir(root, {"test.tsv": "q1\td1\t1\n"}),
+                (root / "corpus.jsonl").write_text("\n"),
+            ),
+            r"corpus\.jsonl: the file holds no JSON objects",
+        ),
+    ],
+)
 def test_beir_errors_name_the_file(tmp_path, setup, message):
     root = tmp_path / "ir"
     setup(root)
@@ -129,14 +150,20 @@ def test_columns_option_is_refused_for_a_beir_folder(tmp_path):
 
 # --- column mapping and type detection ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("header", "expected_map"), [
-    ("question1,question2,label", {"anchor": "question1", "positive": "question2", "label": "label"}),
-    ("chq,faq,label", {"anchor": "chq", "positive": "faq", "label": "label"}),
-    ("Query,Passage", {"anchor": "Query", "positive": "Passage"}),
-])
+
+@pytest.mark.parametrize(
+    ("header", "expected_map"),
+    [
+        ("question1,question2,label", {"anchor": "question1", "positive": "question2", "label": "label"}),
+        ("chq,faq,label", {"anchor": "chq", "positive": "faq", "label": "label"}),
+        ("Query,Passage", {"anchor": "Query", "positive": "Passage"}),
+    ],
+)
 def test_aliases_map_to_canonical_columns(tmp_path, header, expected_map):
     path = tmp_path / "pairs.csv"
-    path.write_text(f"{header}\n" + ",".join(["x", "y", "1"][: header.count(",") + 1]) + "\n", encoding="utf-8")
+    path.write_text(
+        f"{header}\n" + ",".join(["x", "y", "1"][: header.count(",") + 1]) + "\n", encoding="utf-8"
+    )
     data = load_dataset(path)
     assert data.dataset_type is DatasetType.PAIRS
     assert data.column_map == expected_map
@@ -151,11 +178,17 @@ def test_columns_override_beats_aliases_and_unused_columns_are_noted(tmp_path):
     assert any("ignored columns with no canonical name: id, question" in note for note in data.notes)
 
 
-@pytest.mark.parametrize(("columns", "message"), [
-    ("anchor:left", r"expected canonical=source pairs .* got 'anchor:left'"),
-    ("query_text=left", r"unknown canonical column 'query_text'"),
-    ("anchor=nope", r"--columns anchor=nope: no column 'nope' in the file; available columns: left, right"),
-])
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ("anchor:left", r"expected canonical=source pairs .* got 'anchor:left'"),
+        ("query_text=left", r"unknown canonical column 'query_text'"),
+        (
+            "anchor=nope",
+            r"--columns anchor=nope: no column 'nope' in the file; available columns: left, right",
+        ),
+    ],
+)
 def test_bad_columns_option(tmp_path, columns, message):
     path = tmp_path / "odd.csv"
     path.write_text("left,right\na,b\n", encoding="utf-8")
@@ -163,14 +196,17 @@ def test_bad_columns_option(tmp_path, columns, message):
         load_dataset(path, columns=columns)
 
 
-@pytest.mark.parametrize(("header", "row", "expected"), [
-    ("anchor,positive", "a,b", DatasetType.PAIRS),
-    ("anchor,positive,negative", "a,b,c", DatasetType.TRIPLETS),
-    ("query,pos,neg_1,neg_2", "a,b,c,d", DatasetType.HARD_NEGATIVES),
-    ("sentence1,sentence2,score", "a,b,3.5", DatasetType.STS),
-    ("premise,hypothesis,label", "a,b,entailment", DatasetType.NLI),
-    ("sentence1,sentence2,label", "a,b,2", DatasetType.NLI),
-])
+@pytest.mark.parametrize(
+    ("header", "row", "expected"),
+    [
+        ("anchor,positive", "a,b", DatasetType.PAIRS),
+        ("anchor,positive,negative", "a,b,c", DatasetType.TRIPLETS),
+        ("query,pos,neg_1,neg_2", "a,b,c,d", DatasetType.HARD_NEGATIVES),
+        ("sentence1,sentence2,score", "a,b,3.5", DatasetType.STS),
+        ("premise,hypothesis,label", "a,b,entailment", DatasetType.NLI),
+        ("sentence1,sentence2,label", "a,b,2", DatasetType.NLI),
+    ],
+)
 def test_type_detection(tmp_path, header, row, expected):
     path = tmp_path / "data.csv"
     path.write_text(f"{header}\n{row}\n", encoding="utf-8")
@@ -188,7 +224,9 @@ def test_nli_label_names_become_ids(tmp_path):
 def test_undetectable_columns_name_the_fix(tmp_path):
     path = tmp_path / "mystery.csv"
     path.write_text("foo,bar\na,b\n", encoding="utf-8")
-    with pytest.raises(DataFormatError, match=r"cannot tell the dataset type from columns \['bar', 'foo'\].*--columns"):
+    with pytest.raises(
+        DataFormatError, match=r"cannot tell the dataset type from columns \['bar', 'foo'\].*--columns"
+    ):
         load_dataset(path)
 
 
@@ -200,27 +238,39 @@ def test_given_type_keeps_a_missing_required_column_missing_for_the_gate(tmp_pat
 
 
 def test_unknown_type_is_refused():
-    with pytest.raises(DataFormatError, match=r"unknown dataset type 'pears': expected one of pairs, triplets"):
+    with pytest.raises(
+        DataFormatError, match=r"unknown dataset type 'pears': expected one of pairs, triplets"
+    ):
         load_dataset("x.csv", "pears")
 
 
 def test_jsonl_list_negatives_expand_to_negative_columns(tmp_path):
-    path = write_jsonl(tmp_path / "hn.jsonl", [
-        {"query": "q1", "pos": "p1", "neg": ["n1", "n2", "n3"]},
-        {"query": "q2", "pos": "p2", "neg": ["m1"]},
-    ])
+    path = write_jsonl(
+        tmp_path / "hn.jsonl",
+        [
+            {"query": "q1", "pos": "p1", "neg": ["n1", "n2", "n3"]},
+            {"query": "q2", "pos": "p2", "neg": ["m1"]},
+        ],
+    )
     data = load_dataset(path)
     assert data.dataset_type is DatasetType.HARD_NEGATIVES
     assert list(data.frame.columns) == ["anchor", "positive", "negative_1", "negative_2", "negative_3"]
     assert data.frame.loc[2, "negative_1"] == "m1" and pd.isna(data.frame.loc[2, "negative_2"])
     assert any("expanded list column 'negative' into 3" in note for note in data.notes)
     rows = to_hf_dataset(data)
-    assert rows[1] == {"anchor": "q2", "positive": "p2", "negative_1": "m1", "negative_2": "m1", "negative_3": "m1"}
+    assert rows[1] == {
+        "anchor": "q2",
+        "positive": "p2",
+        "negative_1": "m1",
+        "negative_2": "m1",
+        "negative_3": "m1",
+    }
 
 
 def test_jsonl_list_positives_give_one_row_each_with_the_source_row_number(tmp_path):
-    path = write_jsonl(tmp_path / "multi.jsonl", [{"anchor": "a", "positive": ["p", "q"]}, {"anchor": "b",
-                                                                                            "positive": "r"}])
+    path = write_jsonl(
+        tmp_path / "multi.jsonl", [{"anchor": "a", "positive": ["p", "q"]}, {"anchor": "b", "positive": "r"}]
+    )
     data = load_dataset(path)
     assert data.frame["positive"].tolist() == ["p", "q", "r"]
     assert list(data.frame.index) == [1, 1, 2]
@@ -234,21 +284,42 @@ def test_labelled_pairs_drop_label_0_rows_for_training(tmp_path):
 
 # --- files that cannot be read: one line naming the file (and the line) ----------------------------------
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("latin1.csv", b"anchor,positive\na,b\ncaf\xe9,d\n",
-     r"latin1\.csv:3: not valid UTF-8 \(byte 0xe9 at offset 23\); re-save the file as UTF-8"),
-    ("broken.jsonl", b'{"anchor": "a", "positive": "b"}\n\n{"anchor": "c" "positive": "d"}\n',
-     r"broken\.jsonl:3: broken JSON line \(Expecting ',' delimiter at column 16\).*got '\{\"anchor\": \"c\""),
-    ("list.jsonl", b'["a", "b"]\n', r"list\.jsonl:1: expected a JSON object per line, got list"),
-    ("badrow.csv", b"anchor,positive\na,b\nc,d,e\n",
-     r"badrow\.csv:3: cannot parse as CSV: Expected 2 fields in line 3, saw 3; check quoting and the delimiter"),
-    ("quote.tsv", b'anchor\tpositive\na\tb\n"open\td\n', r"quote\.tsv:3: cannot parse as TSV: EOF inside string"),
-    ("empty.csv", b"", r"empty\.csv: the file is empty; expected a header row and at least one data row"),
-    ("header.csv", b"anchor,positive\n", r"header\.csv: no data rows; expected a header and at least one row"),
-    ("empty.jsonl", b"\n\n", r"empty\.jsonl: the file holds no JSON objects"),
-    ("data.xlsx", b"PK", r"data\.xlsx: unsupported file extension '\.xlsx'; expected one of \.csv"),
-    ("bad.parquet", b"not parquet", r"bad\.parquet: cannot read as Parquet"),
-])
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        (
+            "latin1.csv",
+            b"anchor,positive\na,b\ncaf\xe9,d\n",
+            r"latin1\.csv:3: not valid UTF-8 \(byte 0xe9 at offset 23\); re-save the file as UTF-8",
+        ),
+        (
+            "broken.jsonl",
+            b'{"anchor": "a", "positive": "b"}\n\n{"anchor": "c" "positive": "d"}\n',
+            r"broken\.jsonl:3: broken JSON line \(Expecting ',' delimiter at column 16\).*got '\{\"anchor\": \"c\"",
+        ),
+        ("list.jsonl", b'["a", "b"]\n', r"list\.jsonl:1: expected a JSON object per line, got list"),
+        (
+            "badrow.csv",
+            b"anchor,positive\na,b\nc,d,e\n",
+            r"badrow\.csv:3: cannot parse as CSV: Expected 2 fields in line 3, saw 3; check quoting and the delimiter",
+        ),
+        (
+            "quote.tsv",
+            b'anchor\tpositive\na\tb\n"open\td\n',
+            r"quote\.tsv:3: cannot parse as TSV: EOF inside string",
+        ),
+        ("empty.csv", b"", r"empty\.csv: the file is empty; expected a header row and at least one data row"),
+        (
+            "header.csv",
+            b"anchor,positive\n",
+            r"header\.csv: no data rows; expected a header and at least one row",
+        ),
+        ("empty.jsonl", b"\n\n", r"empty\.jsonl: the file holds no JSON objects"),
+        ("data.xlsx", b"PK", r"data\.xlsx: unsupported file extension '\.xlsx'; expected one of \.csv"),
+        ("bad.parquet", b"not parquet", r"bad\.parquet: cannot read as Parquet"),
+    ],
+)
 def test_unreadable_files_get_one_line_errors(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -270,12 +341,24 @@ def test_ir_training_rows_drop_pairs_repeated_under_another_query_id(tmp_path):
     from training.loading import load_dataset, to_hf_dataset
 
     (tmp_path / "qrels").mkdir()
-    (tmp_path / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "rent deposit"}) + "\n"
-                                           + json.dumps({"_id": "d2", "title": "", "text": "lease notice"}) + "\n")
-    (tmp_path / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in
-                                                    [("q1", "same text"), ("q2", "same text"), ("q3", "other")]))
-    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td1\t1\nq2\td2\t1\n"
-                                                  "q3\td1\t1\n")
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "d1", "title": "", "text": "rent deposit"})
+        + "\n"
+        + json.dumps({"_id": "d2", "title": "", "text": "lease notice"})
+        + "\n"
+    )
+    (tmp_path / "queries.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": q, "text": t}) + "\n"
+            for q, t in [("q1", "same text"), ("q2", "same text"), ("q3", "other")]
+        )
+    )
+    (tmp_path / "qrels" / "train.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td1\t1\nq2\td2\t1\nq3\td1\t1\n"
+    )
     rows = to_hf_dataset(load_dataset(tmp_path))
     assert sorted(zip(rows["anchor"], rows["positive"], strict=True)) == [
-        ("other", "rent deposit"), ("same text", "lease notice"), ("same text", "rent deposit")]
+        ("other", "rent deposit"),
+        ("same text", "lease notice"),
+        ("same text", "rent deposit"),
+    ]

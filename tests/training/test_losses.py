@@ -36,7 +36,9 @@ def test_cached_for_large_sets_or_on_request():
 
 
 def test_loss_that_does_not_fit_the_data_is_refused():
-    with pytest.raises(ConfigError, match=r"loss 'cosent' does not fit pairs data; allowed: cached_mnrl, mnrl"):
+    with pytest.raises(
+        ConfigError, match=r"loss 'cosent' does not fit pairs data; allowed: cached_mnrl, mnrl"
+    ):
         choose_loss(DatasetType.PAIRS, "cosent")
     with pytest.raises(ConfigError, match=r"loss 'mnrl' does not fit sts data; allowed: cosent"):
         choose_loss(DatasetType.STS, "mnrl")
@@ -71,18 +73,37 @@ def _triplet_rows(n=160):
     ("name", "header", "rows", "extra", "expected_loss"),
     [
         ("mnrl", ["anchor", "positive"], make_pairs(160), {}, "mnrl"),
-        ("cached", ["anchor", "positive"], make_pairs(160), {"cached": True, "mini_batch_size": 8}, "cached_mnrl"),
+        (
+            "cached",
+            ["anchor", "positive"],
+            make_pairs(160),
+            {"cached": True, "mini_batch_size": 8},
+            "cached_mnrl",
+        ),
         ("cosent", ["sentence1", "sentence2", "score"], _sts_rows(), {}, "cosent"),
         ("triplet", ["anchor", "positive", "negative"], _triplet_rows(), {"loss": "triplet"}, "triplet"),
     ],
 )
-def test_each_loss_trains_and_its_loss_decreases(tmp_path, tiny_model_dir, name, header, rows, extra,
-                                                 expected_loss):
+def test_each_loss_trains_and_its_loss_decreases(
+    tmp_path, tiny_model_dir, name, header, rows, extra, expected_loss
+):
     data = write_csv(tmp_path / f"{name}.csv", header, rows)
-    cfg = load_config(None, {"base_model": str(tiny_model_dir), "data.path": str(data),
-                             "output_dir": str(tmp_path / "runs"), "batch_size": 16, "learning_rate": 1e-3,
-                             "epochs": 3, "warmup_ratio": 0.0, "logging_steps": 1, "dev_fraction": 0.0,
-                             "matryoshka_dims": [32, 16], **extra})
+    cfg = load_config(
+        None,
+        {
+            "base_model": str(tiny_model_dir),
+            "data.path": str(data),
+            "output_dir": str(tmp_path / "runs"),
+            "batch_size": 16,
+            "learning_rate": 1e-3,
+            "epochs": 3,
+            "warmup_ratio": 0.0,
+            "logging_steps": 1,
+            "dev_fraction": 0.0,
+            "matryoshka_dims": [32, 16],
+            **extra,
+        },
+    )
     result = train(cfg, progress=False)
     assert result.loss == expected_loss
     losses = [r["loss"] for r in read_log(result.run_dir / "train" / "train_log.jsonl") if "loss" in r]
@@ -94,5 +115,7 @@ def test_each_loss_trains_and_its_loss_decreases(tmp_path, tiny_model_dir, name,
 
 
 def test_cached_needs_an_in_batch_loss():
-    with pytest.raises(ConfigError, match=r"cached: true needs an in-batch-negatives loss .* got loss 'triplet'"):
+    with pytest.raises(
+        ConfigError, match=r"cached: true needs an in-batch-negatives loss .* got loss 'triplet'"
+    ):
         choose_loss(DatasetType.TRIPLETS, "triplet", cached=True)

@@ -74,19 +74,35 @@ def test_relative_margin_is_respected(rows, tiny_model):
 
 def test_range_min_skips_the_top_candidates(rows, tiny_model):
     anchors, positives, corpus, labelled = rows
-    top = mine(anchors, positives, corpus, MiningConfig(strategy="model", num_negatives=1, range_min=0,
-                                                        range_max=40, relative_margin=0.0), model=tiny_model,
-               labelled=labelled)
-    skipped = mine(anchors, positives, corpus, MiningConfig(strategy="model", num_negatives=1, range_min=5,
-                                                            range_max=40, relative_margin=0.0), model=tiny_model,
-                   labelled=labelled)
+    top = mine(
+        anchors,
+        positives,
+        corpus,
+        MiningConfig(strategy="model", num_negatives=1, range_min=0, range_max=40, relative_margin=0.0),
+        model=tiny_model,
+        labelled=labelled,
+    )
+    skipped = mine(
+        anchors,
+        positives,
+        corpus,
+        MiningConfig(strategy="model", num_negatives=1, range_min=5, range_max=40, relative_margin=0.0),
+        model=tiny_model,
+        labelled=labelled,
+    )
     assert top.negatives != skipped.negatives
 
 
 def test_curriculum_orders_stages_easy_to_hard(rows, tiny_model):
     anchors, positives, corpus, labelled = rows
-    mined = mine(anchors, positives, corpus, MiningConfig(strategy="curriculum", num_negatives=1),
-                 model=tiny_model, labelled=labelled)
+    mined = mine(
+        anchors,
+        positives,
+        corpus,
+        MiningConfig(strategy="curriculum", num_negatives=1),
+        model=tiny_model,
+        labelled=labelled,
+    )
     assert [s[0] for s in mined.stages] == ["random", "bm25", "model"]
     assert mined.stages[0][1] == 0 and mined.stages[-1][2] == len(mined)
     assert len(mined.stages) > 1, "nothing to check: fewer than two curriculum stages"
@@ -96,9 +112,17 @@ def test_curriculum_orders_stages_easy_to_hard(rows, tiny_model):
 def test_domain_confusion_draws_from_the_other_domain(rows, tiny_model):
     anchors, positives, corpus, labelled = rows
     other = [f"recipe for bread number {i} with flour" for i in range(20)]
-    mined = mine(anchors, positives, corpus, MiningConfig(strategy="domain_confusion", num_negatives=2,
-                                                          domain_confusion_path="x", relative_margin=0.0),
-                 model=tiny_model, labelled=labelled, domain_texts=other)
+    mined = mine(
+        anchors,
+        positives,
+        corpus,
+        MiningConfig(
+            strategy="domain_confusion", num_negatives=2, domain_confusion_path="x", relative_margin=0.0
+        ),
+        model=tiny_model,
+        labelled=labelled,
+        domain_texts=other,
+    )
     assert list(mined.negatives), "nothing to check: mined.negatives is empty"
     assert all(n in other for negs in mined.negatives for n in negs)
 
@@ -117,8 +141,14 @@ def test_mined_set_saves_a_valid_hard_negatives_file(tmp_path, rows, tiny_model)
     from training.loading import load_dataset
 
     anchors, positives, corpus, labelled = rows
-    mined = mine(anchors, positives, corpus, MiningConfig(strategy="bm25", num_negatives=2), model=tiny_model,
-                 labelled=labelled)
+    mined = mine(
+        anchors,
+        positives,
+        corpus,
+        MiningConfig(strategy="bm25", num_negatives=2),
+        model=tiny_model,
+        labelled=labelled,
+    )
     path = mined.save(tmp_path / "mined")
     loaded = load_dataset(path)
     assert loaded.dataset_type.value == "hard_negatives"

@@ -34,9 +34,12 @@ def test_offline_hub_id_loads_from_the_cache(hub_cache):
 
 
 def test_offline_hub_id_not_in_the_cache_is_one_clear_line(hub_cache):
-    with pytest.raises(ConfigError, match=r"^base model 'BAAI/bge-small-en-v1.5': not a local folder and not in "
-                                          r"the Hugging Face cache, and the Hub is off \(HF_HUB_OFFLINE=1\); fetch "
-                                          r"it where the Hub is reachable") as caught:
+    with pytest.raises(
+        ConfigError,
+        match=r"^base model 'BAAI/bge-small-en-v1.5': not a local folder and not in "
+        r"the Hugging Face cache, and the Hub is off \(HF_HUB_OFFLINE=1\); fetch "
+        r"it where the Hub is reachable",
+    ) as caught:
         resolve_model_path("BAAI/bge-small-en-v1.5")
     assert "\n" not in str(caught.value)
 
@@ -48,8 +51,11 @@ def test_unreachable_hub_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
-    with pytest.raises(ConfigError, match=r"^base model 'someone/elsewhere': the Hugging Face Hub could not be "
-                                          r"reached") as caught:
+    with pytest.raises(
+        ConfigError,
+        match=r"^base model 'someone/elsewhere': the Hugging Face Hub could not be "
+        r"reached",
+    ) as caught:
         resolve_model_path("someone/elsewhere")
     assert "\n" not in str(caught.value)
 

@@ -9,14 +9,17 @@ from training.loading import load_dataset
 from training.prepare import dev_size, prepare_training_data
 
 
-@pytest.mark.parametrize(("n", "fraction", "expected"), [
-    (300, 0.1, 50),    # 10% would be 30: raised to the 50-query floor (17%)
-    (100, 0.1, 25),    # the floor never takes more than a quarter
-    (800, 0.1, 80),    # large enough: the fraction as given
-    (5000, 0.1, 200),  # capped: evaluations during training stay cheap
-    (300, 0.3, 90),
-    (300, 0.0, 0),     # 0 turns the dev set off
-])
+@pytest.mark.parametrize(
+    ("n", "fraction", "expected"),
+    [
+        (300, 0.1, 50),  # 10% would be 30: raised to the 50-query floor (17%)
+        (100, 0.1, 25),  # the floor never takes more than a quarter
+        (800, 0.1, 80),  # large enough: the fraction as given
+        (5000, 0.1, 200),  # capped: evaluations during training stay cheap
+        (300, 0.3, 90),
+        (300, 0.0, 0),  # 0 turns the dev set off
+    ],
+)
 def test_dev_size_from_the_data(n, fraction, expected):
     assert dev_size(n, fraction) == expected
 

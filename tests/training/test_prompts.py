@@ -44,8 +44,9 @@ def test_export_records_the_models_prompts(prompted_export):
 
 @pytest.mark.parametrize("role", ["query", "document"])
 @pytest.mark.parametrize("dim", [32, 16])
-def test_runtime_with_the_prompt_equals_sentence_transformers_prompt_name(prompted_export, prompted_model_dir,
-                                                                          role, dim):
+def test_runtime_with_the_prompt_equals_sentence_transformers_prompt_name(
+    prompted_export, prompted_model_dir, role, dim
+):
     embedder = OnnxEmbedder.from_export_dir(prompted_export)
     served = embedder.embed(apply_prompt(TEXTS, embedder.info.prompts[role]), dimensions=dim)
     expected = _unit(_st(prompted_model_dir).encode(TEXTS, prompt_name=role), dim)
@@ -62,8 +63,13 @@ def test_a_prompt_already_in_the_text_is_not_added_twice(prompted_export):
 
 
 def test_export_prompts_override_the_models(prompted_model_dir, tmp_path):
-    export_run(prompted_model_dir, tmp_path / "onnx", dims=[32], int8=False,
-               prompts={"query": "search_query: ", "document": None})
+    export_run(
+        prompted_model_dir,
+        tmp_path / "onnx",
+        dims=[32],
+        int8=False,
+        prompts={"query": "search_query: ", "document": None},
+    )
     config = json.loads((tmp_path / "onnx" / "embedder.json").read_text())
     assert config["prompts"] == {"query": "search_query: ", "document": DOCUMENT_PROMPT}
 
@@ -75,8 +81,11 @@ def test_pooling_that_excludes_the_prompt_is_refused(prompted_model_dir, tmp_pat
     from training.errors import ExportError
 
     base = _st(prompted_model_dir)
-    model = SentenceTransformer(modules=[base[0], Pooling(32, include_prompt=False), Normalize()], device="cpu",
-                                prompts=dict(base.prompts))
+    model = SentenceTransformer(
+        modules=[base[0], Pooling(32, include_prompt=False), Normalize()],
+        device="cpu",
+        prompts=dict(base.prompts),
+    )
     model.save(str(tmp_path / "model"))
     with pytest.raises(ExportError, match=r"excludes prompt tokens \(include_prompt=False\)"):
         export_run(tmp_path / "model", tmp_path / "onnx")
@@ -88,8 +97,9 @@ def test_unknown_prompt_role_in_the_config_is_refused():
         load_config(None, {"data.path": "x.csv", "prompts.passage": "p: "})
 
 
-def test_training_rows_carry_each_prompt_exactly_once_and_the_run_records_them(tmp_path, prompted_model_dir,
-                                                                               monkeypatch):
+def test_training_rows_carry_each_prompt_exactly_once_and_the_run_records_them(
+    tmp_path, prompted_model_dir, monkeypatch
+):
     from sentence_transformers.base.modality import InputFormatter
 
     rows = [list(row) for row in synthetic.make_pairs(64)]
@@ -105,9 +115,19 @@ def test_training_rows_carry_each_prompt_exactly_once_and_the_run_records_them(t
         return out
 
     monkeypatch.setattr(InputFormatter, "prepend_prompt_to_texts", recording)
-    cfg = load_config(None, {"base_model": str(prompted_model_dir), "data.path": str(data),
-                             "output_dir": str(tmp_path / "runs"), "batch_size": 16, "max_steps": 3,
-                             "dev_fraction": 0.0, "mining.strategy": "random", "prompts.document": "doc: "})
+    cfg = load_config(
+        None,
+        {
+            "base_model": str(prompted_model_dir),
+            "data.path": str(data),
+            "output_dir": str(tmp_path / "runs"),
+            "batch_size": 16,
+            "max_steps": 3,
+            "dev_fraction": 0.0,
+            "mining.strategy": "random",
+            "prompts.document": "doc: ",
+        },
+    )
     result = train(cfg, progress=False)
     trained = [t for t in seen if t.startswith(("query: ", "doc: "))]
     assert len(trained) >= 3 * 16 * 3  # 3 steps x 16 rows x anchor + positive + mined negative

@@ -49,7 +49,9 @@ def test_rotated_model_outputs_rotated_unit_vectors_and_survives_save(tmp_path, 
 
 def _rotation_data(n: int = 30, dev: int = 6) -> RotationData:
     """Anchors whose positive is its own paraphrase; the last `dev` anchors are held out for the decision."""
-    anchors = [f"heart pain doctor visit {i}" for i in range(n)] + [f"lease tenant rent deposit {i}" for i in range(n)]
+    anchors = [f"heart pain doctor visit {i}" for i in range(n)] + [
+        f"lease tenant rent deposit {i}" for i in range(n)
+    ]
     positives = [f"{a} again" for a in anchors]
     labelled = {a: {p} for a, p in zip(anchors, positives, strict=True)}
     corpus = positives + [f"unrelated filler text {i}" for i in range(20)]

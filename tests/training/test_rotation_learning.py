@@ -19,7 +19,9 @@ def _domain(seed: int = 0, n: int = 200):
 
 def _ndcg_at(rotation, queries, docs, dim, relevant):
     unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
-    return binary_ndcg_at_k(unit((queries @ rotation.T)[:, :dim]) @ unit((docs @ rotation.T)[:, :dim]).T, relevant)
+    return binary_ndcg_at_k(
+        unit((queries @ rotation.T)[:, :dim]) @ unit((docs @ rotation.T)[:, :dim]).T, relevant
+    )
 
 
 def test_learned_rotation_moves_what_retrieval_needs_into_the_prefix_and_stays_orthogonal():
@@ -27,8 +29,9 @@ def test_learned_rotation_moves_what_retrieval_needs_into_the_prefix_and_stays_o
     train, dev = np.arange(150), np.arange(150, 200)
     pca = fit_rotation(np.vstack([docs, queries[train]]))
     dev_score = lambda r: _ndcg_at(r, queries[dev], docs, 4, [{int(i)} for i in dev])  # noqa: E731
-    learned = learn_rotation(pca, queries[train], train, docs, [set() for _ in train], [8, 4], dev_score,
-                             learning_rate=0.05)  # a 90-degree turn of 4 axes: larger steps than a refinement
+    learned = learn_rotation(
+        pca, queries[train], train, docs, [set() for _ in train], [8, 4], dev_score, learning_rate=0.05
+    )  # a 90-degree turn of 4 axes: larger steps than a refinement
     assert learned.step > 0
     assert learned.dev > dev_score(pca) + 0.2  # held-out queries, not the pairs it was trained on
     assert learned.dev == dev_score(learned.rotation)
@@ -42,8 +45,9 @@ def test_learned_rotation_moves_what_retrieval_needs_into_the_prefix_and_stays_o
 def test_learning_stops_early_and_keeps_the_start_when_dev_never_improves():
     docs, queries = _domain(seed=1, n=60)
     pca = fit_rotation(np.vstack([docs, queries]))
-    learned = learn_rotation(pca, queries, np.arange(60), docs, [set() for _ in range(60)], [8, 4],
-                             dev_score=lambda r: 0.5)
+    learned = learn_rotation(
+        pca, queries, np.arange(60), docs, [set() for _ in range(60)], [8, 4], dev_score=lambda r: 0.5
+    )
     assert learned.step == 0 and np.array_equal(learned.rotation, pca)
     assert len(learned.history) == 1 + PATIENCE  # the start, then PATIENCE evaluations without a gain
 

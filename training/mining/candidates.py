@@ -23,9 +23,20 @@ class FilterStats:
         return dict(vars(self))
 
 
-def pick_negatives(ranked: np.ndarray, *, forbidden: set[int], anchor_scores: np.ndarray | None,
-                   positive_score: float | None, num_negatives: int, range_min: int, range_max: int,
-                   relative_margin: float, sampling: str, rng: np.random.Generator, stats: FilterStats) -> list[int]:
+def pick_negatives(
+    ranked: np.ndarray,
+    *,
+    forbidden: set[int],
+    anchor_scores: np.ndarray | None,
+    positive_score: float | None,
+    num_negatives: int,
+    range_min: int,
+    range_max: int,
+    relative_margin: float,
+    sampling: str,
+    rng: np.random.Generator,
+    stats: FilterStats,
+) -> list[int]:
     """Choose `num_negatives` corpus indices from `ranked` (best first) that pass every filter."""
     window = ranked[range_min:range_max]
     kept = []
@@ -48,8 +59,15 @@ def pick_negatives(ranked: np.ndarray, *, forbidden: set[int], anchor_scores: np
     return kept
 
 
-def fill_random(chosen: list[int], *, n_corpus: int, forbidden: set[int], num_negatives: int,
-                rng: np.random.Generator, stats: FilterStats) -> list[int]:
+def fill_random(
+    chosen: list[int],
+    *,
+    n_corpus: int,
+    forbidden: set[int],
+    num_negatives: int,
+    rng: np.random.Generator,
+    stats: FilterStats,
+) -> list[int]:
     """Top up with random corpus texts (easy negatives) so every row has exactly `num_negatives`."""
     taken = set(chosen) | forbidden
     attempts = 0

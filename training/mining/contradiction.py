@@ -22,8 +22,9 @@ class NliTriplets:
     def to_hf_dataset(self):
         import datasets
 
-        return datasets.Dataset.from_dict({"anchor": self.anchors, "positive": self.positives,
-                                           "negative": self.negatives})
+        return datasets.Dataset.from_dict(
+            {"anchor": self.anchors, "positive": self.positives, "negative": self.negatives}
+        )
 
 
 def nli_triplets(premises: list[str], hypotheses: list[str], labels: list[int]) -> NliTriplets:

@@ -41,15 +41,31 @@ def mine_training_rows(prepared, mining: MiningConfig, model, seed: int, encode=
     strategy = mining.strategy
     if strategy == "contradiction":
         if prepared.dataset_type.value != "nli":
-            raise ConfigError(f"strategy contradiction needs NLI data (premise, hypothesis, label), got "
-                              f"{prepared.dataset_type.value}")
+            raise ConfigError(
+                f"strategy contradiction needs NLI data (premise, hypothesis, label), got "
+                f"{prepared.dataset_type.value}"
+            )
         rows = prepared.train
-        return MinedSet(list(rows["anchor"]), list(rows["positive"]), [[n] for n in rows["negative"]],
-                        "contradiction", stats={"rows_in": len(rows)})
+        return MinedSet(
+            list(rows["anchor"]),
+            list(rows["positive"]),
+            [[n] for n in rows["negative"]],
+            "contradiction",
+            stats={"rows_in": len(rows)},
+        )
     domain = None
     if strategy == "domain_confusion":
         from training.readers import read_text
 
         domain = [t for t in read_text(mining.domain_confusion_path).splitlines() if t.strip()]
-    return mine(list(prepared.train["anchor"]), list(prepared.train["positive"]), prepared.corpus, mining,
-                model=model, labelled=prepared.labelled, seed=seed, domain_texts=domain, encode=encode)
+    return mine(
+        list(prepared.train["anchor"]),
+        list(prepared.train["positive"]),
+        prepared.corpus,
+        mining,
+        model=model,
+        labelled=prepared.labelled,
+        seed=seed,
+        domain_texts=domain,
+        encode=encode,
+    )

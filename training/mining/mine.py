@@ -44,8 +44,13 @@ class MinedSet:
         return datasets.Dataset.from_dict(columns)
 
     def summary(self) -> dict:
-        return {"strategy": self.strategy, "rows": len(self), "num_negatives": self.num_negatives,
-                "stages": [{"name": n, "start": s, "end": e} for n, s, e in self.stages], **self.stats}
+        return {
+            "strategy": self.strategy,
+            "rows": len(self),
+            "num_negatives": self.num_negatives,
+            "stages": [{"name": n, "start": s, "end": e} for n, s, e in self.stages],
+            **self.stats,
+        }
 
     def save(self, folder: Path) -> Path:
         """hard_negatives.jsonl (a hard-negatives dataset the data gate can validate) + mining.json."""
@@ -61,9 +66,19 @@ class MinedSet:
         return path
 
 
-def mine(anchors: list[str], positives: list[str], corpus: list[str], config: MiningConfig, *,
-         model=None, labelled: dict[str, set[str]] | None = None, seed: int = 42,
-         domain_texts: list[str] | None = None, batch_size: int = 64, encode=None) -> MinedSet:
+def mine(
+    anchors: list[str],
+    positives: list[str],
+    corpus: list[str],
+    config: MiningConfig,
+    *,
+    model=None,
+    labelled: dict[str, set[str]] | None = None,
+    seed: int = 42,
+    domain_texts: list[str] | None = None,
+    batch_size: int = 64,
+    encode=None,
+) -> MinedSet:
     """Mine `config.num_negatives` negatives per row with `config.strategy`.
 
     `corpus`: candidate texts (positives are added); `labelled`: every labelled positive per anchor text (all
@@ -74,29 +89,42 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     """
     strategy = config.strategy
     if strategy in ("none", "auto", "contradiction"):
-        raise ConfigError(f"mine() needs a retrieval strategy, got {strategy!r} (contradiction mining is "
-                          f"training.mining.contradiction.nli_triplets)")
+        raise ConfigError(
+            f"mine() needs a retrieval strategy, got {strategy!r} (contradiction mining is "
+            f"training.mining.contradiction.nli_triplets)"
+        )
     if len(anchors) != len(positives):
         raise ConfigError(f"anchors ({len(anchors)}) and positives ({len(positives)}) must have equal length")
     if strategy in NEEDS_MODEL and model is None:
         raise ConfigError(f"mining strategy {strategy!r} needs a model to score candidates")
     if strategy == "domain_confusion" and not domain_texts:
-        raise ConfigError("mining strategy 'domain_confusion' needs domain_texts: texts from a related domain")
+        raise ConfigError(
+            "mining strategy 'domain_confusion' needs domain_texts: texts from a related domain"
+        )
     rng = np.random.default_rng(seed)
     pool = list(dict.fromkeys([*corpus, *positives]))  # deduplicated, order kept: index = position
     index = {text: i for i, text in enumerate(pool)}
     labelled = labelled or {}
-    forbidden = [{index[t] for t in labelled.get(a, ()) if t in index} | {index[p]}
-                 for a, p in zip(anchors, positives, strict=True)]
+    forbidden = [
+        {index[t] for t in labelled.get(a, ()) if t in index} | {index[p]}
+        for a, p in zip(anchors, positives, strict=True)
+    ]
     n_needed = config.range_max
 
     q_emb = c_emb = None
     if model is not None and encode is None:
+
         def encode(texts, role):
             # Queries and documents with the model's own prompts (none when it has none), as they will be served.
             method = model.encode_query if role == "query" else model.encode_document
-            return method(list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                          show_progress_bar=False)
+            return method(
+                list(texts),
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+
     if model is not None:
         unique_anchors = list(dict.fromkeys(anchors))
         by_anchor = dict(zip(unique_anchors, encode(unique_anchors, "query"), strict=True))
@@ -114,8 +142,9 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
     stats = FilterStats()
     out_a, out_p, out_n, stages = [], [], [], []
     for stage, rows in plan:
-        candidates_pool, pool_emb, rankings = _rank(stage, rows, anchors, positives, pool, q_emb, c_emb,
-                                                   n_needed, rng, domain_texts, encode)
+        candidates_pool, pool_emb, rankings = _rank(
+            stage, rows, anchors, positives, pool, q_emb, c_emb, n_needed, rng, domain_texts, encode
+        )
         start = len(out_a)
         for j, r in enumerate(rows):
             in_domain = candidates_pool is pool
@@ -125,14 +154,28 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
             scores = pool_emb @ q_emb[r] if q_emb is not None and in_domain else None
             pos_score = float(c_emb[index[positives[r]]] @ q_emb[r]) if q_emb is not None else None
             chosen = pick_negatives(
-                rankings[j], forbidden=own, anchor_scores=scores, positive_score=pos_score,
-                num_negatives=config.num_negatives, range_min=0 if stage == "random" else config.range_min,
-                range_max=config.range_max, relative_margin=config.relative_margin,
-                sampling=config.sampling_strategy, rng=rng, stats=stats)
+                rankings[j],
+                forbidden=own,
+                anchor_scores=scores,
+                positive_score=pos_score,
+                num_negatives=config.num_negatives,
+                range_min=0 if stage == "random" else config.range_min,
+                range_max=config.range_max,
+                relative_margin=config.relative_margin,
+                sampling=config.sampling_strategy,
+                rng=rng,
+                stats=stats,
+            )
             texts = [candidates_pool[i] for i in chosen]
             if len(texts) < config.num_negatives:  # top up from the main pool, never a positive
-                extra = fill_random([], n_corpus=len(pool), forbidden=forbidden[r] | {index.get(t, -1) for t in texts},
-                                    num_negatives=config.num_negatives - len(texts), rng=rng, stats=stats)
+                extra = fill_random(
+                    [],
+                    n_corpus=len(pool),
+                    forbidden=forbidden[r] | {index.get(t, -1) for t in texts},
+                    num_negatives=config.num_negatives - len(texts),
+                    rng=rng,
+                    stats=stats,
+                )
                 texts += [pool[i] for i in extra]
             if len(texts) < config.num_negatives:
                 continue  # the corpus has no text left that is not a positive of this anchor
@@ -141,10 +184,22 @@ def mine(anchors: list[str], positives: list[str], corpus: list[str], config: Mi
             out_n.append(texts)
         stages.append((stage, start, len(out_a)))
     dropped = len(anchors) - len(out_a)
-    return MinedSet(out_a, out_p, out_n, strategy, stages if strategy == "curriculum" else [],
-                    {"rows_in": len(anchors), "rows_dropped_no_candidates": dropped, "pool_size": len(pool),
-                     "range_min": config.range_min, "range_max": config.range_max,
-                     "relative_margin": config.relative_margin, **stats.to_dict()})
+    return MinedSet(
+        out_a,
+        out_p,
+        out_n,
+        strategy,
+        stages if strategy == "curriculum" else [],
+        {
+            "rows_in": len(anchors),
+            "rows_dropped_no_candidates": dropped,
+            "pool_size": len(pool),
+            "range_min": config.range_min,
+            "range_max": config.range_max,
+            "relative_margin": config.relative_margin,
+            **stats.to_dict(),
+        },
+    )
 
 
 def _rank(stage, rows, anchors, positives, pool, q_emb, c_emb, k, rng, domain_texts, encode):

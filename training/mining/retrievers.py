@@ -23,16 +23,22 @@ def dense_rankings(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, chunk:
     k = min(k, corpus_emb.shape[0])
     out = np.empty((query_emb.shape[0], k), dtype=np.int64)
     for start in range(0, query_emb.shape[0], chunk):
-        scores = query_emb[start:start + chunk] @ corpus_emb.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(
-            np.arange(scores.shape[1]), (scores.shape[0], 1))
+        scores = query_emb[start : start + chunk] @ corpus_emb.T
+        top = (
+            np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            if k < scores.shape[1]
+            else np.tile(np.arange(scores.shape[1]), (scores.shape[0], 1))
+        )
         top_scores = np.take_along_axis(scores, top, axis=1)
         order = np.lexsort((top, -top_scores), axis=1)
-        out[start:start + chunk] = np.take_along_axis(top, order, axis=1)
+        out[start : start + chunk] = np.take_along_axis(top, order, axis=1)
     return out
 
 
 def random_rankings(n_queries: int, n_corpus: int, k: int, rng: np.random.Generator) -> np.ndarray:
     k = min(k, n_corpus)
-    return np.stack([rng.choice(n_corpus, size=k, replace=False) for _ in range(n_queries)]) if n_queries else \
-        np.empty((0, k), dtype=np.int64)
+    return (
+        np.stack([rng.choice(n_corpus, size=k, replace=False) for _ in range(n_queries)])
+        if n_queries
+        else np.empty((0, k), dtype=np.int64)
+    )

@@ -32,6 +32,13 @@ EVALUATORS: dict[str, Callable[..., list[GateRow]]] = {
 }
 
 __all__ = [
-    "EVALUATORS", "Check", "CheckContext", "GeneralDomainCheck", "ImprovementCheck", "NoRegressionCheck",
-    "ParityCheck", "RetentionCheck", "Significance",
+    "EVALUATORS",
+    "Check",
+    "CheckContext",
+    "GeneralDomainCheck",
+    "ImprovementCheck",
+    "NoRegressionCheck",
+    "ParityCheck",
+    "RetentionCheck",
+    "Significance",
 ]

@@ -1,5 +1,4 @@
-"""no_regression: the candidate keeps each listed metric within `tolerance` of the baseline (a row per metric).
-"""
+"""no_regression: the candidate keeps each listed metric within `tolerance` of the baseline (a row per metric)."""
 
 from __future__ import annotations
 
