@@ -6,8 +6,10 @@ from gates.cli import main
 from tests.synthetic import make_pairs, write_csv
 
 
-def test_train_runs_data_gate_then_trains(tmp_path, tiny_model_dir, pairs_csv, capsys):
-    code = main(
+def _train_tiny(tmp_path, tiny_model_dir, pairs_csv, run_id: str, *sets: str) -> int:
+    """`embedgate train` on the tiny model for 2 steps, no dev split; `sets`: extra --set key=value options."""
+    extra = [arg for item in sets for arg in ("--set", item)]
+    return main(
         [
             "train",
             "--data",
@@ -17,13 +19,18 @@ def test_train_runs_data_gate_then_trains(tmp_path, tiny_model_dir, pairs_csv, c
             "--output-dir",
             str(tmp_path / "runs"),
             "--run-id",
-            "ok",
+            run_id,
             "--set",
             "max_steps=2",
             "--set",
             "dev_fraction=0",
+            *extra,
         ]
     )
+
+
+def test_train_runs_data_gate_then_trains(tmp_path, tiny_model_dir, pairs_csv, capsys):
+    code = _train_tiny(tmp_path, tiny_model_dir, pairs_csv, "ok")
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASSED" in out
@@ -134,25 +141,7 @@ def test_mine_contradiction_needs_nli(tmp_path, tiny_model_dir, pairs_csv, capsy
 
 
 def test_train_runs_the_data_gate_on_the_mined_rows(tmp_path, tiny_model_dir, pairs_csv, capsys):
-    code = main(
-        [
-            "train",
-            "--data",
-            str(pairs_csv),
-            "--set",
-            f"base_model={tiny_model_dir}",
-            "--output-dir",
-            str(tmp_path / "runs"),
-            "--run-id",
-            "mined",
-            "--set",
-            "max_steps=2",
-            "--set",
-            "dev_fraction=0",
-            "--set",
-            "mining.strategy=random",
-        ]
-    )
+    code = _train_tiny(tmp_path, tiny_model_dir, pairs_csv, "mined", "mining.strategy=random")
     assert code == 0, capsys.readouterr()
     report = json.loads((tmp_path / "runs" / "mined" / "mined" / "data-gate" / "report.json").read_text())
     assert report["passed"] is True and report["dataset"]["type"] == "hard_negatives"
@@ -170,25 +159,7 @@ def test_train_stops_when_the_mined_rows_fail_the_data_gate(
         return type(outcome)(False, outcome.report, outcome.written)
 
     monkeypatch.setattr(stages, "validate_mined", failing)
-    code = main(
-        [
-            "train",
-            "--data",
-            str(pairs_csv),
-            "--set",
-            f"base_model={tiny_model_dir}",
-            "--output-dir",
-            str(tmp_path / "runs"),
-            "--run-id",
-            "bad-mined",
-            "--set",
-            "max_steps=2",
-            "--set",
-            "dev_fraction=0",
-            "--set",
-            "mining.strategy=random",
-        ]
-    )
+    code = _train_tiny(tmp_path, tiny_model_dir, pairs_csv, "bad-mined", "mining.strategy=random")
     assert code == 1
     assert "data gate failed on the mined rows" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "bad-mined" / "model").exists()

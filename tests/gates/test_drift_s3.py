@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from gates.drift_reference import build_reference
 
 from gates.cli import main
 from service.drift.capture import DriftCapture
+from service.drift.reference_builder import build_reference
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
