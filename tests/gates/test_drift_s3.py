@@ -33,7 +33,8 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
         dim=16,
         window_rows=WINDOW,
         splits=10,
-        held_out_queries=sentences(LEGAL, 60, seed=11),  # the queries that calibrate the alarms (docs/drift.md)
+        # the queries that calibrate the alarms (docs/drift.md)
+        held_out_queries=sentences(LEGAL, 60, seed=11),
     )
     Registry(s3_registry_url).add_version({"onnx": onnx_dir, "reference": reference}, metadata={})
     drift_dir = tmp_path / "drift"
