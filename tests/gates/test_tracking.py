@@ -7,6 +7,7 @@ side uses the mlflow-skinny client from the lock. CI builds the server first, so
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -151,12 +152,14 @@ def test_a_promoted_run_is_logged_and_registered_as_champion(mlflow_uri, gated_r
     champion = client.get_model_version_by_alias("legal-embedder", "champion")
     assert champion.version == first["model_version"] == "1" and champion.tags["embedgate.version"] == "v0001"
 
+    # The next promotion: a re-gated copy of the run (the same run twice is refused as a duplicate).
+    regated = Path(shutil.copytree(run, run.with_name("r2")))
     second = log_pipeline_run(
         mlflow_uri,
         "embedgate-test",
         "legal-embedder",
-        RunPaths(run),
-        _promoted_outcome(run, registry),
+        RunPaths(regated),
+        _promoted_outcome(regated, registry),
         config,
         registry,
     )
