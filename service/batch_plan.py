@@ -22,6 +22,19 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Sequence
 
+# Default padded-token budgets per run. CPU: a 256-token passage costs the same per text alone or four to a run
+# (MiniLM, 2 cores), so a larger run only makes queued queries wait longer (mixed stream, short-query p99 239 ms at
+# 1024 against 147 ms at 256, same run; benchmarks/serve_throughput.py). GPU: batching is where the speed is; this
+# is text-embeddings-inference's default.
+CPU_BATCH_TOKENS = 256
+GPU_BATCH_TOKENS = 16384
+
+
+def default_batch_tokens(providers: Sequence) -> int:
+    """The budget for a session on `providers` (onnxruntime's list): the GPU one when CUDA runs the graph."""
+    names = [provider[0] if isinstance(provider, tuple) else provider for provider in providers]
+    return GPU_BATCH_TOKENS if "CUDAExecutionProvider" in names else CPU_BATCH_TOKENS
+
 
 def plan_batch(
     lengths: Sequence[int], turns: Sequence[float], max_batch_tokens: int, max_batch_size: int

@@ -14,11 +14,12 @@ request tokenised it once, for its token limit and usage count). Whenever the mo
 planned from every queued row at once (service/batch_plan.py): the row whose turn came first, plus rows of similar
 length, within `max_batch_tokens` padded tokens and `max_batch_size` rows. Under load rows queue while a batch
 runs, so batches fill without waiting; `max_delay_s` (default 0) may hold a batch that is not full yet for late
-joiners. A row's turn is when it would start if every queued request got an equal share of the model (processor
-sharing): its arrival, pushed back by the model time of the earlier rows of its own request (shortest first) times
-the number of requests queued. So a request of 64 documents, or three clients indexing back to back, cannot make a
-short query that arrives meanwhile wait for all of their rows: it runs within a batch or two, and every row's turn
-comes in bounded time. The model time per padded token is measured from the batches run so far.
+joiners. A row's turn is when it would finish if every queued request got an equal share of the model (processor
+sharing, as weighted fair queueing schedules packets): its arrival, pushed back by the model time of its own
+request's rows up to and including it (shortest first) times the number of requests queued. So a request of 64
+documents, or three clients indexing back to back, cannot make a short query that arrives meanwhile wait for all
+of their rows, a query queued beside a single passage goes first, and every row's turn comes in bounded time.
+The model time per padded token is measured from the batches run so far.
 
 Rows bound to another model (a hot swap happened) wait for the next batch, so a batch never mixes versions. One
 thread runs the graph at a time: onnxruntime already spreads one run over the cores, and two concurrent runs
@@ -122,13 +123,16 @@ class MicroBatcher:
         if not ids:
             raise ValueError("embed_tokens needs at least one row of token ids, got none")
         request = _Request(model, asyncio.get_running_loop().create_future(), len(ids))
-        # Shortest rows first, each turn pushed back by the model time of the request's rows before it, times the
-        # requests sharing the model (each gets its share of it): when it would start under processor sharing.
+        # Shortest rows first, each turn its virtual finish time under processor sharing (weighted fair queueing):
+        # its arrival, pushed back by the model time of the request's rows up to and including it, times the
+        # requests sharing the model. Finish rather than start times, so that of two one-text requests queued
+        # together the short one goes first (a query is not stuck behind a passage that arrived 1 ms earlier),
+        # while a long row's turn still comes in bounded time.
         sharing = 1 + len({id(row.request) for row in self._rows})
         turn = request.enqueued_at
         for index in sorted(range(len(ids)), key=lambda row: len(ids[row])):
-            self._rows.append(_Row(request, index, ids[index], turn))
             turn += len(ids[index]) * self._seconds_per_token * sharing
+            self._rows.append(_Row(request, index, ids[index], turn))
         self._arrived.set()
         try:
             return await request.future
@@ -206,7 +210,13 @@ class MicroBatcher:
             return
         elapsed = time.perf_counter() - started
         padded = len(batch) * max(len(row.ids) for row in batch)
-        self._seconds_per_token += SECONDS_PER_TOKEN_SMOOTHING * (elapsed / padded - self._seconds_per_token)
+        measured = elapsed / padded
+        if (
+            self._seconds_per_token == 0.0
+        ):  # the first run sets it: averaging with the initial 0 would take 5x less
+            self._seconds_per_token = measured
+        else:
+            self._seconds_per_token += SECONDS_PER_TOKEN_SMOOTHING * (measured - self._seconds_per_token)
         if self._metrics is not None:
             self._metrics.batch_duration.observe(elapsed)
             self._metrics.batch_size.observe(len(batch))

@@ -159,7 +159,7 @@ class EmbeddingApi:
             },
             "batching": {
                 "max_batch_size": settings.max_batch_size,
-                "max_batch_tokens": settings.max_batch_tokens,
+                "max_batch_tokens": runtime.batcher.max_batch_tokens,  # the device's default when unset
                 "max_batch_delay_ms": settings.max_batch_delay_ms,
             },
             "api_key_required": settings.api_key is not None,

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from service.batch_plan import default_batch_tokens
 from service.batcher import MicroBatcher
 from service.errors import EmbedgateServiceError
 from service.hot_swap import ChampionWatcher, ModelHolder
@@ -56,7 +57,7 @@ class ServingRuntime:
             settings.max_batch_size,
             settings.max_batch_delay_ms / 1000,
             metrics,
-            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_tokens=settings.max_batch_tokens or default_batch_tokens(_providers_or_cpu()),
         )
         self.concurrency = ConcurrencyLimit(settings.max_concurrent_requests)
         self._watch_task: asyncio.Task | None = None
@@ -150,6 +151,17 @@ class ServingRuntime:
             await asyncio.to_thread(self.drift_monitor.stop)
         if self.drift is not None:
             self.drift.close()
+
+
+def _providers_or_cpu() -> list:
+    """The providers the served graphs will run on ($EMBEDGATE_DEVICE), for the default batch budget. A device that
+    cannot be had is reported by the model load itself, with its fix; here it only means the CPU's budget."""
+    from service.devices import onnx_providers
+
+    try:
+        return onnx_providers()
+    except EmbedgateServiceError:
+        return ["CPUExecutionProvider"]
 
 
 def _store_has(tag: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from service.batch_plan import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
 from service.errors import EmbedgateServiceError
 
 ENV_PREFIX = "EMBEDGATE_"
@@ -119,12 +120,14 @@ class ServeSettings(BaseModel):
         ge=1,
         description=("texts per model run at most; concurrent requests are batched together up to this"),
     )
-    max_batch_tokens: int = Field(
-        1024,
+    max_batch_tokens: int | None = Field(
+        None,
         ge=1,
         description=(
             "padded tokens per model run (texts x longest text) at most; texts of similar length share a run. "
-            "Bounds one run's time, so short requests never wait long behind documents (a longer text runs alone)"
+            "Bounds one run's time, so short requests never wait long behind documents (a longer text runs alone). "
+            f"Default: {CPU_BATCH_TOKENS} on the CPU (batching longer runs buys no speed there and a 4-passage run "
+            f"kept queries waiting), {GPU_BATCH_TOKENS} on a GPU (as text-embeddings-inference)"
         ),
     )
     max_batch_delay_ms: float = Field(

@@ -159,6 +159,37 @@ def test_a_short_request_is_not_starved_by_a_large_request_of_documents():
     assert query_run <= 2, f"the query ran as batch {query_run} of {len(runs)}: {runs}"
 
 
+def test_a_one_text_query_queued_beside_one_text_passages_runs_before_them():
+    # Two single-passage requests, then a single-query request 1 ms later, all queued behind a running batch.
+    # Turns are virtual finish times (processor sharing), so the query runs first; with start times (arrival
+    # order) it would wait for both passages.
+    model = fake_model()
+
+    async def scenario():
+        batcher = MicroBatcher(max_batch_size=32, max_batch_tokens=250)
+        batcher.start()
+        try:
+            await batcher.embed_tokens(model, rows(0, 1, 250))  # lets the batcher measure the model's speed
+            # A 2500-token row runs alone for 50 ms: what follows queues behind it.
+            blocker = asyncio.ensure_future(batcher.embed_tokens(model, rows(10, 1, 2500)))
+            await asyncio.sleep(0.001)
+            passages = [
+                asyncio.ensure_future(batcher.embed_tokens(model, rows(20 + k, 1, 250))) for k in range(2)
+            ]
+            await asyncio.sleep(0.001)
+            query = await batcher.embed_tokens(model, rows(5000, 1, 12))
+            passages_done = [passage.done() for passage in passages]
+            await asyncio.gather(blocker, *passages)
+            return query, passages_done
+        finally:
+            await batcher.stop()
+
+    query, passages_done = asyncio.run(scenario())
+    np.testing.assert_array_equal(query, [[5000, 12]])
+    runs = model.embedder.first_ids[2:]  # after the warm-up and the blocker
+    assert runs[0] == {5000} and not any(passages_done), runs
+
+
 def test_short_requests_keep_bounded_latency_while_documents_stream_in():
     model = fake_model()
 
@@ -214,3 +245,22 @@ def test_microbatcher_rejects_bad_settings_and_empty_requests():
 
     with pytest.raises(ValueError, match="at least one row of token ids, got none"):
         asyncio.run(empty())
+
+
+def test_the_default_budget_follows_the_device_and_an_explicit_one_wins(monkeypatch):
+    from service.batch_plan import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, default_batch_tokens
+    from service.runtime import _providers_or_cpu
+    from service.settings import ServeSettings
+
+    assert default_batch_tokens(["CPUExecutionProvider"]) == CPU_BATCH_TOKENS
+    assert default_batch_tokens([("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]) == (
+        GPU_BATCH_TOKENS
+    )
+    monkeypatch.delenv("EMBEDGATE_DEVICE", raising=False)
+    assert default_batch_tokens(_providers_or_cpu()) == CPU_BATCH_TOKENS
+    monkeypatch.setenv(
+        "EMBEDGATE_DEVICE", "cuda"
+    )  # no CUDA provider here: the model load reports it, not this
+    assert default_batch_tokens(_providers_or_cpu()) == CPU_BATCH_TOKENS
+    assert ServeSettings.from_env({}).max_batch_tokens is None
+    assert ServeSettings.from_env({"EMBEDGATE_MAX_BATCH_TOKENS": "2048"}).max_batch_tokens == 2048
