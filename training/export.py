@@ -59,6 +59,9 @@ from training.run_dir import sha256_file
 
 FORMAT_VERSION = 1
 PRECISION_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
+# fp16 graphs normalise their output again in fp32 (training/fp16.py), so lengths are 1 to fp32 precision; 1e-4
+# still catches one that normalised in fp16 only (1 +- 5e-4 measured on the tiny test model).
+MAX_FP16_NORM_ERROR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -196,8 +199,7 @@ def export_run(
         reference = _reference_embeddings(model, texts)
         feeds = _probe_feeds(tokenizer_file, texts, model[0].tokenizer.pad_token_id or 0)
         graphs: list[GraphRecord] = []
-        halves: list[GraphRecord] = []
-        providers: set[str] = set()
+        halves: list[_Fp16Candidate] = []
         for dim in dims:
             folder = staging / f"d{dim}"
             folder.mkdir()
@@ -214,13 +216,10 @@ def export_run(
                     _check_graph(staging, int8_path, dim, "int8", opset, feeds, expected, min_int8_cosine)
                 )
             if half is not None:
-                record, measured_on = _fp16_twin(staging, fp32_path, dim, opset, feeds, half)
-                halves.append(record)
-                providers.update(measured_on)
-        fp16_outcome = (
-            _keep_or_drop_fp16(staging, halves, half, sorted(providers)) if half is not None else None
-        )
-        graphs += [record for record in halves if fp16_outcome and fp16_outcome["status"] == "written"]
+                halves.append(_fp16_twin(staging, fp32_path, dim, opset, feeds, half))
+        fp16_outcome = _keep_or_drop_fp16(staging, halves, half) if half is not None else None
+        if fp16_outcome is not None and fp16_outcome["status"] == "written":
+            graphs += [candidate.record for candidate in halves]
         result = ExportResult(
             out_dir=out_dir,
             model_dir=model_dir,
@@ -384,51 +383,72 @@ def _check_graph(
     return _record(root, path, dim, precision, opset, parity)
 
 
+@dataclass(frozen=True)
+class _Fp16Candidate:
+    record: GraphRecord
+    providers: tuple[str, ...]  # where it was measured; the worst counts
+    norm_error: float  # max |length - 1| of its outputs: clients are promised unit vectors
+
+
 def _fp16_twin(
     root: Path, fp32_path: Path, dim: int, opset: int, feeds: dict[str, Any], settings: Fp16Settings
-) -> tuple[GraphRecord, list[str]]:
+) -> _Fp16Candidate:
     """Convert, then measure against the fp32 graph on the CPU provider and, when this onnxruntime has it and it
-    starts (a GPU build on a machine without a usable GPU does not), the CUDA one: the worst counts. Returns the
-    record and the providers measured on. Judged later, over all dims, by _keep_or_drop_fp16."""
+    starts (a GPU build on a machine without a usable GPU does not), the CUDA one. Judged later, over all dims, by
+    _keep_or_drop_fp16."""
+    import numpy as np
     import onnxruntime as ort
 
     fp16_path = fp32_path.with_name(PRECISION_FILES["fp16"])
     convert_fp16(fp32_path, fp16_path, settings)
     expected = _run_graph(fp32_path, feeds)
-    measured = {
-        "CPUExecutionProvider": _parity(fp16_path, dim, _run_graph(fp16_path, feeds), expected, "fp32 graph")
-    }
+    outputs = {"CPUExecutionProvider": _run_graph(fp16_path, feeds)}
     if "CUDAExecutionProvider" in ort.get_available_providers():
         try:
-            output = _run_graph(fp16_path, feeds, "CUDAExecutionProvider")
+            outputs["CUDAExecutionProvider"] = _run_graph(fp16_path, feeds, "CUDAExecutionProvider")
         except Exception:  # noqa: BLE001 - no usable GPU here: the CPU measurement stands alone
-            output = None
-        if output is not None:
-            measured["CUDAExecutionProvider"] = _parity(fp16_path, dim, output, expected, "fp32 graph")
-    worst = min(measured.values(), key=lambda parity: parity.min_cosine)
-    return _record(root, fp16_path, dim, "fp16", opset, worst), sorted(measured)
+            pass
+    parities = [_parity(fp16_path, dim, output, expected, "fp32 graph") for output in outputs.values()]
+    with np.errstate(invalid="ignore"):
+        norm_error = max(float(np.abs(np.linalg.norm(out, axis=1) - 1).max()) for out in outputs.values())
+    return _Fp16Candidate(
+        record=_record(root, fp16_path, dim, "fp16", opset, min(parities, key=lambda p: p.min_cosine)),
+        providers=tuple(sorted(outputs)),
+        norm_error=norm_error if np.isfinite(norm_error) else float("inf"),
+    )
 
 
 def _keep_or_drop_fp16(
-    root: Path, records: list[GraphRecord], settings: Fp16Settings, providers: list[str]
+    root: Path, candidates: list[_Fp16Candidate], settings: Fp16Settings
 ) -> dict[str, Any]:
-    """fp16 for every dim, or for none (so embedder.json's `precisions` stays true of every dim): below the bar on
-    any dim, every fp16 file is deleted and the reason kept for export.json."""
-    failed = [record for record in records if record.parity.min_cosine < settings.min_cosine]
+    """fp16 for every dim, or for none (so embedder.json's `precisions` stays true of every dim): below the bar
+    (or not unit length) on any dim, every fp16 file is deleted and the reason kept for export.json."""
+    records = [candidate.record for candidate in candidates]
+    worst = min(records, key=lambda record: record.parity.min_cosine)
+    longest = max(candidates, key=lambda candidate: candidate.norm_error)
+    reason = None
+    if worst.parity.min_cosine < settings.min_cosine:
+        reason = (
+            f"fp16 graph for dim {worst.dim} has min cosine {worst.parity.min_cosine:.6f} to the fp32 graph "
+            f"(probe text {worst.parity.worst_text_index}), below {settings.min_cosine}"
+        )
+    elif longest.norm_error > MAX_FP16_NORM_ERROR:
+        reason = (
+            f"fp16 graph for dim {longest.record.dim} outputs vectors of length 1 +- {longest.norm_error:.2e}, "
+            f"expected unit length within {MAX_FP16_NORM_ERROR}"
+        )
     outcome: dict[str, Any] = {
         "settings": settings.to_dict(),
-        "status": "refused" if failed else "written",
-        "reason": None,
+        "status": "refused" if reason else "written",
+        "reason": f"{reason}; no fp16 graph was written: serve fp32 (or int8) for this model"
+        if reason
+        else None,
         "parity": {str(record.dim): record.parity.to_dict() for record in records},
-        "measured_on": providers,  # onnxruntime providers the parity was measured on (the worst one counts)
+        "max_norm_error": {str(c.record.dim): c.norm_error for c in candidates},
+        # onnxruntime providers the parity was measured on (the worst one counts)
+        "measured_on": sorted({provider for candidate in candidates for provider in candidate.providers}),
     }
-    if failed:
-        worst = min(failed, key=lambda record: record.parity.min_cosine)
-        outcome["reason"] = (
-            f"fp16 graph for dim {worst.dim} has min cosine {worst.parity.min_cosine:.6f} to the fp32 graph "
-            f"(probe text {worst.parity.worst_text_index}), below {settings.min_cosine}; no fp16 graph was "
-            f"written: serve fp32 (or int8) for this model"
-        )
+    if reason:
         for record in records:
             (root / record.path).unlink(missing_ok=True)
     return outcome

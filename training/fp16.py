@@ -8,6 +8,10 @@ present instead of a missing onnxruntime.transformers). The graph's inputs and o
 (keep_io_types): int64 ids in, float32 `sentence_embedding` out, so service.embedder, its contract check and every
 client are unchanged; Cast nodes at the boundary do the rest.
 
+The output is normalised once more in fp32, after the cast back: the graph's own L2 normalisation ran in fp16 and
+its vectors came out 1 +- 5e-4 long on the tiny test model, while clients are promised unit vectors (dot = cosine).
+The direction is fp16's; the length is exact to fp32 precision.
+
 Whether the twin is kept is the export's decision (training/export.py): cosine >= `min_cosine` to the fp32 graph
 on the probe texts for every dim, otherwise no fp16 graph is written and the reason is recorded in export.json.
 """
@@ -28,6 +32,7 @@ class Fp16Settings:
 
     keep_io_types: bool = True  # int64 ids in, float32 embedding out: the embedder contract stays as it is
     min_cosine: float = MIN_FP16_COSINE
+    fp32_normalize: bool = True  # normalise the output again in fp32: unit length to fp32 precision
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": f"{_converter_module()}.convert_float_to_float16", **asdict(self)}
@@ -52,7 +57,51 @@ def convert_fp16(fp32_path: Path, fp16_path: Path, settings: Fp16Settings = Fp16
         )
     finally:
         logger.setLevel(level)
+    if settings.fp32_normalize:
+        _normalize_output_in_fp32(model)
+    onnx.checker.check_model(model)
     onnx.save(model, str(fp16_path))
+
+
+def _normalize_output_in_fp32(model: Any) -> None:
+    """Append `y / max(||y||, 1e-12)` in fp32 after the output's cast back to float32.
+
+    Blocking the graph's own final normalisation from conversion does not help: with keep_io_types the converter
+    casts the blocked node's fp32 result to fp16 and back before the output, so lengths stay 1 +- 5e-4."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    (output,) = graph.output
+    raw = f"{output.name}_before_fp32_normalize"
+    for node in graph.node:
+        node.output[:] = [raw if name == output.name else name for name in node.output]
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset >= 18:  # ReduceL2 took its axes as an attribute until opset 18, as an input from then on
+        graph.initializer.append(helper.make_tensor("fp32_normalize_axes", TensorProto.INT64, [1], [1]))
+        reduce = helper.make_node(
+            "ReduceL2",
+            [raw, "fp32_normalize_axes"],
+            ["fp32_normalize_norm"],
+            keepdims=1,
+            name="fp32_normalize_l2",
+        )
+    else:
+        reduce = helper.make_node(
+            "ReduceL2", [raw], ["fp32_normalize_norm"], axes=[1], keepdims=1, name="fp32_normalize_l2"
+        )
+    graph.initializer.append(helper.make_tensor("fp32_normalize_eps", TensorProto.FLOAT, [], [1e-12]))
+    graph.node.extend(
+        [
+            reduce,
+            helper.make_node(
+                "Max",
+                ["fp32_normalize_norm", "fp32_normalize_eps"],
+                ["fp32_normalize_floor"],
+                name="fp32_normalize_max",
+            ),
+            helper.make_node("Div", [raw, "fp32_normalize_floor"], [output.name], name="fp32_normalize_div"),
+        ]
+    )
 
 
 def _converter_module() -> str:

@@ -166,7 +166,7 @@ def test_cache_info_and_prune_commands(cache_root, capsys):
 
     assert main(["cache", "prune", "--dir", str(cache_root), "--dry-run"]) == 0
     shown = capsys.readouterr().out
-    assert "would remove 1 entry" in shown and "(age)" in shown and old.exists()
+    assert "would remove 1 entry" in shown and ", age)" in shown and old.exists()
 
     assert main(["cache", "prune", "--dir", str(cache_root), "--json"]) == 0
     pruned = json.loads(capsys.readouterr().out)
