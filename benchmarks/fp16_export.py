@@ -2,7 +2,7 @@
 
     python benchmarks/fp16_export.py                          # CPU: onnxruntime's CPU provider
     python benchmarks/fp16_export.py --device cuda --threads 8  # a GPU machine with onnxruntime-gpu
-    python benchmarks/fp16_export.py --texts corpus.jsonl      # parity also on a BEIR corpus (first 2000 texts)
+    python benchmarks/fp16_export.py --texts corpus.jsonl      # parity also on a BEIR corpus (first --limit texts)
 
 1. Exports MiniLM at the default dims (384, 256, 128, 64) twice, without and with fp16, and prints the wall time,
    the bytes per precision and the fp16 parity per dim the export recorded (min cosine to the fp32 graph).
@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--texts", type=Path, help="a BEIR corpus.jsonl for the parity part")
+    parser.add_argument("--limit", type=int, default=2000, help="texts for the parity part")
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,7 +80,7 @@ def main() -> None:
         if record["fp16"]["status"] != "written":
             return
 
-        texts = _texts(args.texts) if args.texts else short_sentences(2000, seed=1)
+        texts = _texts(args.texts, args.limit) if args.texts else short_sentences(args.limit, seed=1)
         full = OnnxEmbedder.from_export_dir(exports[True], precision="fp32", threads=args.threads).embed(
             texts
         )

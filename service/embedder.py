@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 FORMAT_VERSION = 1  # of embedder.json, as written by training.export
-PRECISIONS = ("fp32", "int8", "fp16")  # fp16: for the CUDA provider; the CPU one runs it too, slower
+PRECISIONS = ("fp32", "int8", "fp16")  # fp16: for the CUDA provider (the CPU one runs it, no faster)
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 # onnxruntime's session-level graph optimisations, applied when a graph loads (nothing is rewritten on disk).

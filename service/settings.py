@@ -65,7 +65,7 @@ class ServeSettings(BaseModel):
         None,
         description=(
             "graph precision to serve; unset: the version's serve_precision (manifest), else fp32. fp16 is "
-            "for EMBEDGATE_DEVICE=cuda (exported with --fp16); onnxruntime's CPU provider runs it, slower"
+            "for EMBEDGATE_DEVICE=cuda (exported with --fp16); onnxruntime's CPU provider runs it, no faster than fp32"
         ),
     )
     threads: int | None = Field(

@@ -174,7 +174,7 @@ def export_run(
     """Export the SentenceTransformer saved in `model_dir` to `out_dir` (layout in the module docstring).
 
     `fp16` adds a float16 twin per dim where it keeps parity with fp32 (off by default: onnxruntime's CPU provider
-    gains nothing from it, see docs/performance.md).
+    runs it no faster than fp32, see docs/performance.md).
 
     `prompts` ({"query", "document"}; None = the model's own) are recorded in embedder.json for the service, which
     prepends them as text, as sentence-transformers does; parity is also checked on prompted probe texts."""

@@ -30,9 +30,9 @@ class ExportSection(_Section):
     dims: list[int] | None = None  # null = the training Matryoshka dims
     int8: bool = True
     # A float16 twin per dim for onnxruntime's CUDA provider, kept where cosine >= 0.999 to fp32. auto: when the
-    # run's device resolves to a CUDA GPU. Not built on CPU by default: it costs export time and half an fp32
-    # graph per dim in every run and registry version, and onnxruntime's CPU provider runs it slower than fp32
-    # (docs/performance.md has the numbers).
+    # run's device resolves to a CUDA GPU. Not built on CPU by default: on MiniLM it added 58 s to a 99 s export and
+    # 181 MB (half the fp32 graphs) to every run and registry version, for a graph the CPU provider runs no faster
+    # than fp32 (docs/performance.md).
     fp16: bool | Literal["auto"] = "auto"
 
     def wants_fp16(self, device: str | None) -> bool:
