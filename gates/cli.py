@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "embed",
     "pipeline",
     "report",
+    "cache",
     "serve",
     "drift",
     "dashboard",

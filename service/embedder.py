@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 FORMAT_VERSION = 1  # of embedder.json, as written by training.export
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "fp16")  # fp16: for the CUDA provider (the CPU one runs it, no faster)
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 # onnxruntime's session-level graph optimisations, applied when a graph loads (nothing is rewritten on disk).
@@ -100,7 +100,8 @@ class OnnxEmbedder:
         if precision not in config["precisions"]:
             raise ModelLoadError(
                 f"precision {precision!r} is not in the export {onnx_dir}; available: "
-                f"{config['precisions']} (int8 is missing if it was exported with --no-int8)"
+                f"{config['precisions']} (int8 is missing if it was exported with --no-int8; fp16 is there "
+                f"only when exported with --fp16 / export.fp16 and it kept parity: see export.json's fp16)"
             )
         dim = config["full_dim"] if dim is None else dim
         if dim not in config["dims"]:

@@ -62,9 +62,12 @@ class ServeSettings(BaseModel):
             "the name clients pass as `model`; `<name>:<version>` and the bare version are accepted too"
         ),
     )
-    precision: Literal["fp32", "int8"] | None = Field(
+    precision: Literal["fp32", "int8", "fp16"] | None = Field(
         None,
-        description=("graph precision to serve; unset: the version's serve_precision (manifest), else fp32"),
+        description=(
+            "graph precision to serve; unset: the version's serve_precision (manifest), else fp32. fp16 is "
+            "for EMBEDGATE_DEVICE=cuda (exported with --fp16); onnxruntime's CPU provider runs it, no faster than fp32"
+        ),
     )
     threads: int | None = Field(
         None, ge=1, description=("onnxruntime intra-op threads; unset: one per physical core")

@@ -144,6 +144,17 @@ def tiny_exports(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_export_fp16(tmp_path_factory, tiny_model_dir) -> Path:
+    """The session's tiny model exported like tiny_exports["a"], plus its fp16 graphs (export --fp16)."""
+    from tests.service.serving import TINY_DIMS
+    from training.export import export_run
+
+    out = tmp_path_factory.mktemp("tiny-export-fp16") / "onnx"
+    export_run(tiny_model_dir, out, dims=TINY_DIMS, fp16=True)
+    return out
+
+
+@pytest.fixture(scope="session")
 def prompted_model_dir(tmp_path_factory) -> Path:
     """The tiny model saved with prompts {"query": "query: ", "document": "passage: "} (tests/prompted.py)."""
     from tests.prompted import build_prompted_model

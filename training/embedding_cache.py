@@ -14,6 +14,10 @@ Why hand-written: the usual caches (joblib.Memory, diskcache) key on a function'
 must be the *content* identity of a model on disk and of a text list, which they cannot see, and the values are
 plain arrays best stored as .npy (memory-mappable, readable by anything). Writes go through a temp file and
 os.replace, so a crash or a concurrent writer never leaves half an entry; an unreadable or misshapen entry is a miss.
+
+Bounded by gates/cache_prune.py (`embedgate cache prune`, and after every pipeline run): least recently used
+first. "Used" is the .npy's mtime, set when an entry is written and again on every hit (atime cannot be trusted:
+most filesystems are mounted relatime or noatime).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,6 +156,7 @@ class EmbeddingCache:
             return None  # damaged entry: encode again and overwrite it
         if vectors.shape != (n, dim) or vectors.dtype != np.float32 or not np.isfinite(vectors).all():
             return None
+        _mark_used(path)
         return vectors
 
     @staticmethod
@@ -165,3 +171,56 @@ class EmbeddingCache:
         meta_tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.json")
         meta_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         os.replace(meta_tmp, path.with_suffix(".json"))
+
+
+def _mark_used(path: Path) -> None:
+    """Set the entry's last use (its mtime) to now, for LRU pruning. Best effort: a read-only shared cache still
+    serves hits, and an entry pruned meanwhile was already read."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """One stored embedding: the .npy and the .json beside it."""
+
+    key: str
+    files: tuple[Path, ...]
+    size_bytes: int
+    last_used: float  # epoch seconds (the .npy's mtime)
+
+    def remove(self) -> None:
+        for path in self.files:  # the .npy first: without it the entry is a miss, whatever is left
+            path.unlink(missing_ok=True)
+
+
+def list_entries(folder: Path) -> Iterator[CacheEntry]:
+    """Every complete entry under `folder` (an EmbeddingCache folder); nothing is created or changed."""
+    for npy in sorted(Path(folder).glob("??/*.npy")):
+        if npy.name.startswith("."):
+            continue  # a write in progress (or one a killed process left): see stale_temp_files
+        meta = npy.with_suffix(".json")
+        try:
+            stat = npy.stat()
+            meta_size = meta.stat().st_size if meta.exists() else None
+        except FileNotFoundError:  # pruned by another process meanwhile
+            continue
+        files = (npy,) if meta_size is None else (npy, meta)
+        size = stat.st_size + (meta_size or 0)
+        yield CacheEntry(key=npy.stem, files=files, size_bytes=size, last_used=stat.st_mtime)
+
+
+def stale_temp_files(folder: Path, older_than_s: float = 86_400) -> list[Path]:
+    """Temp files of writes that never finished (the writer was killed) older than `older_than_s`: no live write
+    takes a day, so these are safe to delete."""
+    cutoff = time.time() - older_than_s
+    stale = []
+    for path in Path(folder).glob("??/.*.tmp.*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                stale.append(path)
+        except FileNotFoundError:
+            continue
+    return stale

@@ -1,4 +1,4 @@
-"""Export a SentenceTransformer to one ONNX graph per Matryoshka dim (fp32 + int8), each checked against the model.
+"""Export a SentenceTransformer to one ONNX graph per Matryoshka dim (fp32 + int8, fp16 on request), each checked.
 
     from training.export import export_run
     result = export_run(Path("artifacts/runs/r1/model"), Path("artifacts/runs/r1/onnx"))
@@ -7,6 +7,7 @@ Layout written (all or nothing: built in a temp dir beside `out_dir`, then moved
 
     out_dir/d{dim}/model.onnx        fp32 graph: input_ids, attention_mask -> sentence_embedding [batch, dim]
     out_dir/d{dim}/model_int8.onnx   its dynamically quantised int8 twin (unless int8=False)
+    out_dir/d{dim}/model_fp16.onnx   its float16 twin (fp16=True, and only where it keeps parity: see below)
     out_dir/tokenizer/               tokenizer.json (+ configs) loadable by `tokenizers` alone
     out_dir/embedder.json            what the runtime (service.embedder) reads
     out_dir/export.json              per graph: sha256, size, opset, parity against the PyTorch model
@@ -16,6 +17,13 @@ too: reference = SentenceTransformer.encode -> first `dim` values -> L2 normalis
 `min_fp32_cosine` (0.9999) or an int8 graph below `min_int8_cosine` (0.90: catches broken quantisation, e.g.
 per-tensor scales gave 0.75 on a long text; the quality decision for int8 belongs to the retrieval gates) fails
 the export, and nothing is left behind.
+
+fp16 (training/fp16.py, for onnxruntime's CUDA provider) is judged against the fp32 graph it was converted from,
+the graph the gate evaluated: min cosine >= `min_fp16_cosine` (0.999) on the same probe batch. It is all or
+nothing across dims and never fails the export: below the bar on any dim, no fp16 graph is written, embedder.json
+does not list fp16, and export.json's `fp16` entry says why (`refused`, with each dim's parity). The check runs on
+onnxruntime's CPU provider (there on every install), and also on its CUDA provider when this onnxruntime has one,
+keeping the worse of the two.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Any
 
 from training.defaults import matryoshka_dims_for
 from training.errors import ConfigError, ExportError
+from training.fp16 import MIN_FP16_COSINE, Fp16Settings, convert_fp16
 from training.onnx_graph import (
     INPUT_NAMES,
     MAX_OPSET,
@@ -49,18 +58,23 @@ from training.quantize import Int8Settings, quantize_int8
 from training.run_dir import sha256_file
 
 FORMAT_VERSION = 1
-PRECISION_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+PRECISION_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
+# fp16 graphs normalise their output again in fp32 (training/fp16.py), so lengths are 1 to fp32 precision; 1e-4
+# still catches one that normalised in fp16 only (1 +- 5e-4 measured on the tiny test model).
+MAX_FP16_NORM_ERROR = 1e-4
 
 
 @dataclass(frozen=True)
 class Parity:
-    """Agreement of one graph with the PyTorch model on the probe set (both unit vectors, so cosine = dot)."""
+    """Agreement of one graph with its reference on the probe set: the PyTorch model for fp32 and int8, the fp32
+    graph for fp16 (`reference` says which)."""
 
     texts: int
     max_abs_diff: float
     min_cosine: float
     mean_cosine: float
     worst_text_index: int
+    reference: str = "pytorch"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +105,8 @@ class ExportResult:
     graphs: tuple[GraphRecord, ...]
     int8: Int8Settings | None
     seconds: float
+    # None when fp16 was not asked for; else {"settings", "status": "written" | "refused", "reason", "parity"}
+    fp16: dict[str, Any] | None = None
 
     def graph(self, dim: int, precision: str = "fp32") -> GraphRecord:
         for record in self.graphs:
@@ -107,6 +123,7 @@ class ExportResult:
             "model": self.spec.to_dict(),
             "graphs": [record.to_dict() for record in self.graphs],
             "int8": self.int8.to_dict() if self.int8 else None,
+            "fp16": self.fp16,
             "seconds": round(self.seconds, 3),
         }
 
@@ -151,8 +168,13 @@ def export_run(
     min_fp32_cosine: float = 0.9999,
     min_int8_cosine: float = 0.90,
     prompts: Mapping[str, str | None] | None = None,
+    fp16: bool = False,
+    min_fp16_cosine: float = MIN_FP16_COSINE,
 ) -> ExportResult:
     """Export the SentenceTransformer saved in `model_dir` to `out_dir` (layout in the module docstring).
+
+    `fp16` adds a float16 twin per dim where it keeps parity with fp32 (off by default: onnxruntime's CPU provider
+    runs it no faster than fp32, see docs/performance.md).
 
     `prompts` ({"query", "document"}; None = the model's own) are recorded in embedder.json for the service, which
     prepends them as text, as sentence-transformers does; parity is also checked on prompted probe texts."""
@@ -167,6 +189,7 @@ def export_run(
     )
     dims = validate_dims(dims, spec.full_dim) if dims is not None else default_dims(spec.full_dim)
     settings = Int8Settings() if int8 else None
+    half = Fp16Settings(min_cosine=min_fp16_cosine) if fp16 else None
     source_sha256 = _tree_sha256(model_dir)  # before staging exists, in case out_dir lies inside model_dir
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -176,20 +199,27 @@ def export_run(
         reference = _reference_embeddings(model, texts)
         feeds = _probe_feeds(tokenizer_file, texts, model[0].tokenizer.pad_token_id or 0)
         graphs: list[GraphRecord] = []
+        halves: list[_Fp16Candidate] = []
         for dim in dims:
             folder = staging / f"d{dim}"
             folder.mkdir()
             fp32_path = folder / PRECISION_FILES["fp32"]
             export_graph(model, spec, dim, fp32_path, opset)
+            expected = _unit_prefix(reference, dim)
             graphs.append(
-                _check_graph(staging, fp32_path, dim, "fp32", opset, feeds, reference, min_fp32_cosine)
+                _check_graph(staging, fp32_path, dim, "fp32", opset, feeds, expected, min_fp32_cosine)
             )
             if settings is not None:
                 int8_path = folder / PRECISION_FILES["int8"]
                 quantize_int8(fp32_path, int8_path, settings)
                 graphs.append(
-                    _check_graph(staging, int8_path, dim, "int8", opset, feeds, reference, min_int8_cosine)
+                    _check_graph(staging, int8_path, dim, "int8", opset, feeds, expected, min_int8_cosine)
                 )
+            if half is not None:
+                halves.append(_fp16_twin(staging, fp32_path, dim, opset, feeds, half))
+        fp16_outcome = _keep_or_drop_fp16(staging, halves, half) if half is not None else None
+        if fp16_outcome is not None and fp16_outcome["status"] == "written":
+            graphs += [candidate.record for candidate in halves]
         result = ExportResult(
             out_dir=out_dir,
             model_dir=model_dir,
@@ -198,6 +228,7 @@ def export_run(
             graphs=tuple(graphs),
             int8=settings,
             seconds=time.perf_counter() - started,
+            fp16=fp16_outcome,
         )
         _write_json(staging / "embedder.json", _embedder_config(result, source_sha256, texts, prompts))
         _write_json(staging / "export.json", result.to_dict())
@@ -284,38 +315,40 @@ def _probe_feeds(tokenizer_file: Path, texts: tuple[str, ...], pad_id: int) -> d
     }
 
 
-def _check_graph(
-    root: Path,
-    path: Path,
-    dim: int,
-    precision: str,
-    opset: int,
-    feeds: dict[str, Any],
-    reference: Any,
-    min_cosine: float,
-) -> GraphRecord:
+def _unit_prefix(reference: Any, dim: int) -> Any:
+    """The first `dim` values of each reference row, L2-normalised: what the graph for `dim` must output."""
+    import numpy as np
+
+    return reference[:, :dim] / np.linalg.norm(reference[:, :dim], axis=1, keepdims=True)
+
+
+def _run_graph(path: Path, feeds: dict[str, Any], provider: str = "CPUExecutionProvider") -> Any:
     import numpy as np
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    output = session.run([OUTPUT_NAME], {name: feeds[name] for name in INPUT_NAMES})[0].astype(np.float64)
-    expected = reference[:, :dim] / np.linalg.norm(reference[:, :dim], axis=1, keepdims=True)
+    session = ort.InferenceSession(str(path), providers=[provider])
+    return session.run([OUTPUT_NAME], {name: feeds[name] for name in INPUT_NAMES})[0].astype(np.float64)
+
+
+def _parity(path: Path, dim: int, output: Any, expected: Any, reference: str = "pytorch") -> Parity:
+    import numpy as np
+
     if output.shape != expected.shape:
         raise ExportError(f"{path.name} (dim {dim}): output shape {output.shape}, expected {expected.shape}")
-    cosines = (output * expected).sum(axis=1) / np.linalg.norm(output, axis=1)
-    parity = Parity(
+    with np.errstate(invalid="ignore", divide="ignore"):  # a non-finite output is judged by the caller
+        cosines = (output * expected).sum(axis=1) / np.linalg.norm(output, axis=1)
+    cosines = np.where(np.isfinite(cosines), cosines, -1.0)  # NaN would compare as "not below" any bar
+    return Parity(
         texts=len(cosines),
-        max_abs_diff=float(np.abs(output - expected).max()),
+        max_abs_diff=float(np.nan_to_num(np.abs(output - expected), nan=np.inf).max()),
         min_cosine=float(cosines.min()),
         mean_cosine=float(cosines.mean()),
         worst_text_index=int(cosines.argmin()),
+        reference=reference,
     )
-    if not np.isfinite(output).all() or parity.min_cosine < min_cosine:
-        raise ExportError(
-            f"{precision} graph for dim {dim} does not reproduce the model: min cosine {parity.min_cosine:.6f} "
-            f"(probe text {parity.worst_text_index}), expected >= {min_cosine}; mean {parity.mean_cosine:.6f}. "
-            f"Nothing was written. Check the model's modules, or report this model as unsupported."
-        )
+
+
+def _record(root: Path, path: Path, dim: int, precision: str, opset: int, parity: Parity) -> GraphRecord:
     return GraphRecord(
         path=path.relative_to(root).as_posix(),
         dim=dim,
@@ -325,6 +358,100 @@ def _check_graph(
         opset=opset,
         parity=parity,
     )
+
+
+def _check_graph(
+    root: Path,
+    path: Path,
+    dim: int,
+    precision: str,
+    opset: int,
+    feeds: dict[str, Any],
+    expected: Any,
+    min_cosine: float,
+) -> GraphRecord:
+    import numpy as np
+
+    output = _run_graph(path, feeds)
+    parity = _parity(path, dim, output, expected)
+    if not np.isfinite(output).all() or parity.min_cosine < min_cosine:
+        raise ExportError(
+            f"{precision} graph for dim {dim} does not reproduce the model: min cosine {parity.min_cosine:.6f} "
+            f"(probe text {parity.worst_text_index}), expected >= {min_cosine}; mean {parity.mean_cosine:.6f}. "
+            f"Nothing was written. Check the model's modules, or report this model as unsupported."
+        )
+    return _record(root, path, dim, precision, opset, parity)
+
+
+@dataclass(frozen=True)
+class _Fp16Candidate:
+    record: GraphRecord
+    providers: tuple[str, ...]  # where it was measured; the worst counts
+    norm_error: float  # max |length - 1| of its outputs: clients are promised unit vectors
+
+
+def _fp16_twin(
+    root: Path, fp32_path: Path, dim: int, opset: int, feeds: dict[str, Any], settings: Fp16Settings
+) -> _Fp16Candidate:
+    """Convert, then measure against the fp32 graph on the CPU provider and, when this onnxruntime has it and it
+    starts (a GPU build on a machine without a usable GPU does not), the CUDA one. Judged later, over all dims, by
+    _keep_or_drop_fp16."""
+    import numpy as np
+    import onnxruntime as ort
+
+    fp16_path = fp32_path.with_name(PRECISION_FILES["fp16"])
+    convert_fp16(fp32_path, fp16_path, settings)
+    expected = _run_graph(fp32_path, feeds)
+    outputs = {"CPUExecutionProvider": _run_graph(fp16_path, feeds)}
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        try:
+            outputs["CUDAExecutionProvider"] = _run_graph(fp16_path, feeds, "CUDAExecutionProvider")
+        except Exception:  # noqa: BLE001 - no usable GPU here: the CPU measurement stands alone
+            pass
+    parities = [_parity(fp16_path, dim, output, expected, "fp32 graph") for output in outputs.values()]
+    with np.errstate(invalid="ignore"):
+        norm_error = max(float(np.abs(np.linalg.norm(out, axis=1) - 1).max()) for out in outputs.values())
+    return _Fp16Candidate(
+        record=_record(root, fp16_path, dim, "fp16", opset, min(parities, key=lambda p: p.min_cosine)),
+        providers=tuple(sorted(outputs)),
+        norm_error=norm_error if np.isfinite(norm_error) else float("inf"),
+    )
+
+
+def _keep_or_drop_fp16(
+    root: Path, candidates: list[_Fp16Candidate], settings: Fp16Settings
+) -> dict[str, Any]:
+    """fp16 for every dim, or for none (so embedder.json's `precisions` stays true of every dim): below the bar
+    (or not unit length) on any dim, every fp16 file is deleted and the reason kept for export.json."""
+    records = [candidate.record for candidate in candidates]
+    worst = min(records, key=lambda record: record.parity.min_cosine)
+    longest = max(candidates, key=lambda candidate: candidate.norm_error)
+    reason = None
+    if worst.parity.min_cosine < settings.min_cosine:
+        reason = (
+            f"fp16 graph for dim {worst.dim} has min cosine {worst.parity.min_cosine:.6f} to the fp32 graph "
+            f"(probe text {worst.parity.worst_text_index}), below {settings.min_cosine}"
+        )
+    elif longest.norm_error > MAX_FP16_NORM_ERROR:
+        reason = (
+            f"fp16 graph for dim {longest.record.dim} outputs vectors of length 1 +- {longest.norm_error:.2e}, "
+            f"expected unit length within {MAX_FP16_NORM_ERROR}"
+        )
+    outcome: dict[str, Any] = {
+        "settings": settings.to_dict(),
+        "status": "refused" if reason else "written",
+        "reason": f"{reason}; no fp16 graph was written: serve fp32 (or int8) for this model"
+        if reason
+        else None,
+        "parity": {str(record.dim): record.parity.to_dict() for record in records},
+        "max_norm_error": {str(c.record.dim): c.norm_error for c in candidates},
+        # onnxruntime providers the parity was measured on (the worst one counts)
+        "measured_on": sorted({provider for candidate in candidates for provider in candidate.providers}),
+    }
+    if reason:
+        for record in records:
+            (root / record.path).unlink(missing_ok=True)
+    return outcome
 
 
 def _embedder_config(

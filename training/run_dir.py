@@ -4,7 +4,7 @@ artifacts/runs/<run_id>/
   config.yaml            the resolved config        data/report.json, data/docs/   the data gate
   mined/                 mined hard negatives       model/                        SentenceTransformer (safetensors)
   train/train_log.jsonl, train/loss_curve.png, train/checkpoints/
-  onnx/d{dim}/model.onnx (+ model_int8.onnx), onnx/tokenizer/, onnx/export.json
+  onnx/d{dim}/model.onnx (+ model_int8.onnx, model_fp16.onnx), onnx/tokenizer/, onnx/export.json
   eval/  gate/decision.json  manifest.json
 """
 

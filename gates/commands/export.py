@@ -1,4 +1,4 @@
-"""`embedgate export`: a run's SentenceTransformer -> one ONNX graph per Matryoshka dim (fp32 + int8)."""
+"""`embedgate export`: a run's SentenceTransformer -> one ONNX graph per Matryoshka dim (fp32 + int8, fp16 opt-in)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,16 @@ unit-length sentence_embedding), each with an int8 twin, every graph checked aga
 probe set (fp32 must reach cosine 0.9999). Exit 0 on success, 2 on a bad input or a failed parity check; a failed
 export writes nothing.
 
+--fp16 adds a float16 twin per dim for onnxruntime's CUDA provider (serve it with EMBEDGATE_PRECISION=fp16
+EMBEDGATE_DEVICE=cuda). It is kept only if every dim's fp16 graph reaches cosine 0.999 to its fp32 graph; otherwise
+none is written, the export still succeeds, and export.json's `fp16` says why.
+
 Examples:
 
 ```
 embedgate export artifacts/runs/r1
 embedgate export artifacts/runs/r1 --dims 384,128 --no-int8
+embedgate export artifacts/runs/r1 --fp16 --overwrite
 embedgate export --model path/to/st-model --out path/to/onnx
 ```
 """
@@ -48,6 +53,13 @@ def export(
     int8: Annotated[
         bool, typer.Option("--int8/--no-int8", help="Also write a dynamically quantised int8 graph.")
     ] = True,
+    fp16: Annotated[
+        bool,
+        typer.Option(
+            "--fp16/--no-fp16",
+            help="Also write a float16 graph per dim (for CUDA serving), kept only where it keeps parity.",
+        ),
+    ] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset (14-20).")] = 17,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an existing export instead of refusing.")
@@ -57,7 +69,7 @@ def export(
 
     model_dir, out_dir = _resolve_paths(run_dir, model, out)
     result = export_run(
-        model_dir, out_dir, dims=_parse_dims(dims), int8=int8, opset=opset, overwrite=overwrite
+        model_dir, out_dir, dims=_parse_dims(dims), int8=int8, opset=opset, overwrite=overwrite, fp16=fp16
     )
     typer.echo(f"exported {model_dir} -> {out_dir} in {result.seconds:.1f} s (dims {list(result.dims)})")
     typer.echo(f"{'graph':<24} {'MB':>7} {'min cos':>9} {'mean cos':>9} {'max |diff|':>11}")
@@ -67,6 +79,10 @@ def export(
             f"{graph.path:<24} {graph.size_bytes / 1e6:7.1f} {parity.min_cosine:9.6f} "
             f"{parity.mean_cosine:9.6f} {parity.max_abs_diff:11.2e}"
         )
+    if result.fp16 is not None and result.fp16["status"] == "refused":
+        typer.echo(f"fp16: refused: {result.fp16['reason']}")
+    elif result.fp16 is not None:
+        typer.echo("(fp16 rows: cosine to the fp32 graph; the others: to the PyTorch model)")
 
 
 def _resolve_paths(run_dir: Path | None, model: Path | None, out: Path | None) -> tuple[Path, Path]:

@@ -19,7 +19,9 @@ embedgate pipeline gates/demo.yaml --set device=cuda:0 --quiet
 ```
 
 Embeddings are cached in `cache.dir` (default: `cache` beside `output_dir`), so an unchanged baseline is not
-encoded again by the next run. `device` (or $EMBEDGATE_DEVICE): auto, cpu, cuda or cuda:N.
+encoded again by the next run; after each run the cache is pruned, least recently used first, to `cache.max_gb`
+and `cache.max_age_days` (`embedgate cache info / prune`). `device` (or $EMBEDGATE_DEVICE): auto, cpu, cuda or
+cuda:N; on a CUDA device the export also writes fp16 graphs (`export.fp16`, kept where they keep parity).
 """
 DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (about 20 minutes on 2 CPU cores),
 ending with the gate decision table.

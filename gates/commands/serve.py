@@ -49,7 +49,11 @@ def serve(
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own model copy.")] = 1,
     precision: Annotated[
-        str | None, typer.Option(help="fp32 or int8 (default: the version's serve_precision).")
+        str | None,
+        typer.Option(
+            help="fp32, int8 or fp16 (default: the version's serve_precision); fp16 needs an export made "
+            "with --fp16 and is meant for EMBEDGATE_DEVICE=cuda."
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="onnxruntime threads per worker (default: cores / workers).")

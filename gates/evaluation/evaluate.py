@@ -239,6 +239,7 @@ def _copy_cached_export(
     import json
     import shutil
 
+    from gates.cache_prune import mark_export_used
     from training.embedding_cache import folder_fingerprint
     from training.export import export_run
 
@@ -251,6 +252,7 @@ def _copy_cached_export(
     if not (exported / "embedder.json").is_file():
         shutil.rmtree(exported, ignore_errors=True)  # a half-copied folder from an interrupted run
         export_run(base_dir, exported, dims=None, int8=int8, prompts=prompts)
+    mark_export_used(exported)  # its last use, for gates/cache_prune.py's LRU
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(exported, staging)

@@ -202,7 +202,7 @@ class EvalResults(_Frozen):
 class GraphParity(_Frozen):
     """How closely one exported ONNX graph reproduces the PyTorch model (lowest cosine, probe texts)."""
 
-    backend: Literal["onnx-fp32", "onnx-int8"]
+    backend: Literal["onnx-fp32", "onnx-int8", "onnx-fp16"]  # fp16's parity is to the fp32 graph
     dim: int = Field(gt=0)
     min_cosine: float = Field(ge=-1, le=1.000001)  # float rounding can put a perfect match a hair above 1
     graph: str = ""  # file of the graph, for the report

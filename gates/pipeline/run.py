@@ -42,6 +42,7 @@ class PipelineOutcome:
     stages: list[StageRecord]
     decision: object | None = None  # gates.quality_gate.decision.GateDecision
     promotion: object | None = None  # gates.promotion.PromotionResult
+    cache_prune: dict | None = None  # gates.cache_prune.PruneResult.to_dict(), or {"error": ...}
 
     @property
     def exit_code(self) -> int:
@@ -55,13 +56,14 @@ class PipelineOutcome:
             "exit_code": self.exit_code,
             "stages": [vars(s) for s in self.stages],
             "promotion": self.promotion.to_dict() if self.promotion else None,
+            "cache_prune": self.cache_prune,
         }
 
 
 STAGE_DOES = {  # what a person watching the run is told each stage is doing
     "data gate": "checking the training and eval data with the Great Expectations suites ...",
     "mine + train": "mining hard negatives with the base model, then fine-tuning (one line per dev evaluation) ...",
-    "export": "exporting one ONNX graph per Matryoshka dim, fp32 and int8, each checked against PyTorch ...",
+    "export": "exporting one ONNX graph per Matryoshka dim, fp32 and int8 (+ fp16 on a GPU), each checked for parity ...",
     "evaluate": "encoding the eval queries and corpus with the candidate and the baseline (cached ones are "
     "reused) ...",
     "gate": "applying the gate policy (significance over the eval queries) ...",
@@ -112,6 +114,7 @@ def run_pipeline(
     resolve_device(
         config.train.device
     )  # a device that cannot be used stops the run before anything is written
+    started = time.time()
     run = new_run_dir(config.train)
     stages = _Stages(progress)
     outcome = PipelineOutcome(run.root, "error", "", stages.records)
@@ -123,6 +126,7 @@ def run_pipeline(
         # Every user-facing error ends the run the same way: recorded in pipeline.json, exit code 2.
         outcome.status, outcome.reason = "error", str(err)
     finally:
+        outcome.cache_prune = _prune_cache(config, started, progress)
         write_json_atomic(run.root / "pipeline.json", outcome.to_dict())
         _write_report(run, progress)
         if config.tracking.mlflow:
@@ -212,8 +216,18 @@ def _run_stages(
     from training.export import export_run
 
     dims = config.export.dims or trained.config["matryoshka_dims"]
-    exported = stages.run("export", export_run, run.model, run.onnx, dims=dims, int8=config.export.int8)
-    stages.note(graphs=len(exported.graphs))
+    exported = stages.run(
+        "export",
+        export_run,
+        run.model,
+        run.onnx,
+        dims=dims,
+        int8=config.export.int8,
+        fp16=config.export.wants_fp16(config.train.device),
+    )
+    stages.note(graphs=len(exported.graphs), fp16=(exported.fp16 or {}).get("status"))
+    if exported.fp16 and exported.fp16["status"] == "refused":
+        progress(f"  fp16: {exported.fp16['reason']}")
 
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
 
@@ -367,6 +381,26 @@ def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, prog
         else ""
     )
     progress(f"tracking: MLflow run {logged['run_id']} in experiment {section.experiment}{alias}")
+
+
+def _prune_cache(config: PipelineConfig, started: float, progress: Progress) -> dict | None:
+    """Bound the cache after every run (cache.max_gb, cache.max_age_days), never removing what this run used. A
+    failure to prune is reported, not raised: it must not turn a finished run into an error."""
+    cache_dir = config.cache_dir()
+    if cache_dir is None:
+        return None
+    from gates.cache_prune import CacheBounds, prune_cache
+
+    try:
+        result = prune_cache(
+            cache_dir, CacheBounds(config.cache.max_gb, config.cache.max_age_days), keep_since=started
+        )
+    except OSError as err:
+        progress(f"cache: not pruned: {err}")
+        return {"error": str(err)}
+    if result.removed:
+        progress(result.summary())
+    return result.to_dict()
 
 
 def _eval_devices(config: PipelineConfig) -> dict[str, str]:

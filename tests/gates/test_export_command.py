@@ -71,3 +71,13 @@ def test_missing_paths_exit_2(tmp_path, capsys):
     assert "expected RUN_DIR, or both --model PATH and --out PATH" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) == 2
     assert "no model/ folder in this run directory" in capsys.readouterr().err
+
+
+def test_fp16_flag_adds_the_fp16_graphs_and_says_what_their_cosine_is_to(run_dir, capsys):
+    assert main(["export", str(run_dir), "--no-int8", "--fp16"]) == 0
+    printed = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in printed.splitlines() if line.startswith("d32/")}
+    assert set(rows) == {"d32/model.onnx", "d32/model_fp16.onnx"}
+    assert float(rows["d32/model_fp16.onnx"][2]) >= 0.999
+    assert "fp16 rows: cosine to the fp32 graph" in printed
+    assert "fp16" in json.loads((run_dir / "onnx" / "embedder.json").read_text())["precisions"]

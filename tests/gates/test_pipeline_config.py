@@ -70,3 +70,20 @@ def test_a_webhook_without_its_secret_stops_the_pipeline_before_any_stage(tmp_pa
     outcome = run_pipeline(config)
     assert outcome.exit_code == 2 and "EMBEDGATE_WEBHOOK_SECRET is empty" in outcome.reason
     assert outcome.stages == []  # refused before the data gate, not after training
+
+
+def test_export_fp16_setting_follows_the_device_when_auto():
+    from gates.pipeline.config import load_pipeline_config
+    from training.errors import ConfigError
+
+    assert load_pipeline_config(None, {"data.path": "x"}).export.fp16 == "auto"
+    assert load_pipeline_config(None, {"data.path": "x"}).export.wants_fp16("cpu") is False
+    assert (
+        load_pipeline_config(None, {"data.path": "x", "export.fp16": True}).export.wants_fp16("cpu") is True
+    )
+    assert (
+        load_pipeline_config(None, {"data.path": "x", "export.fp16": False}).export.wants_fp16("auto")
+        is False
+    )
+    with pytest.raises(ConfigError, match="fp16"):
+        load_pipeline_config(None, {"data.path": "x", "export.fp16": "sometimes"})

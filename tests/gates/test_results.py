@@ -137,8 +137,8 @@ def test_parity_record_reads_the_export_record() -> None:
         ),
         ({"nothing": []}, r"missing or malformed: 'graphs'"),
         (
-            {"graphs": [{"dim": 384, "precision": "fp16", "parity": {"min_cosine": 1}}]},
-            r"graphs\[0\]\.backend: Input should be 'onnx-fp32' or 'onnx-int8' \(got 'onnx-fp16'\)",
+            {"graphs": [{"dim": 384, "precision": "bf16", "parity": {"min_cosine": 1}}]},
+            r"graphs\[0\]\.backend: Input should be 'onnx-fp32', 'onnx-int8' or 'onnx-fp16' \(got 'onnx-bf16'\)",
         ),
         ({"graphs": []}, r"graphs: Tuple should have at least 1 item"),
     ],

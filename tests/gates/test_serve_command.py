@@ -74,6 +74,6 @@ def test_an_unset_key_variable_is_refused_before_starting():
 
 
 def test_bad_settings_exit_2_with_the_variable_named(capsys):
-    assert main(["serve", "--precision", "fp16", "--registry", str(Path("registry"))]) == 2
-    assert "EMBEDGATE_PRECISION='fp16': Input should be 'fp32' or 'int8'" in capsys.readouterr().err
+    assert main(["serve", "--precision", "bf16", "--registry", str(Path("registry"))]) == 2
+    assert "EMBEDGATE_PRECISION='bf16': Input should be 'fp32', 'int8' or 'fp16'" in capsys.readouterr().err
     assert main(["serve", "--port", "0"]) == 2

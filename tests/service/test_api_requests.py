@@ -298,7 +298,10 @@ def test_settings_from_env_with_defaults_and_types():
             r"EMBEDGATE_MAX_INPUTS_PER_REQUEST='0': Input should be greater "
             r"than or equal to 1",
         ),
-        ({"EMBEDGATE_PRECISION": "fp16"}, r"EMBEDGATE_PRECISION='fp16': Input should be 'fp32' or 'int8'"),
+        (
+            {"EMBEDGATE_PRECISION": "bf16"},
+            r"EMBEDGATE_PRECISION='bf16': Input should be 'fp32', 'int8' or 'fp16'",
+        ),
         ({"EMBEDGATE_TRUNCATE": "maybe"}, r"EMBEDGATE_TRUNCATE='maybe': Input should be a valid boolean"),
         ({"EMBEDGATE_REQUEST_TIMEOUT_S": "7200"}, r"EMBEDGATE_REQUEST_TIMEOUT_S='7200'"),
     ],
