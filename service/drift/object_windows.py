@@ -75,6 +75,7 @@ class ObjectWindowWriter:
         self._name: str | None = None
         self._version: str | None = None
         self._last_upload = 0.0
+        self._started = ""
         self.repairs = seal_stale_parts(self.store, self.lease_s)
 
     @property
@@ -156,7 +157,9 @@ class ObjectWindowWriter:
                 f"and . _ : - (e.g. v0003)"
             )
         started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        # a fresh writer id per window too: a window re-opened in the same microsecond never reuses a name
+        while started == self._started:  # a window re-opened in the same microsecond must not reuse the name
+            started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        self._started = started
         self._name = f"{started}-h{self.host}-p{self.pid}-r{self.writer_id}-{version}"
         self._version = version
         self._lines, self._uploaded, self._etag, self._last_upload = [], 0, None, 0.0
