@@ -58,7 +58,7 @@ def wrk_many(urls: list[str], connections: int, seconds: float, script: Path) ->
     per = max(1, connections // len(urls))
     procs = [
         subprocess.Popen(
-            ["wrk", "-t1", f"-c{per}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+            ["wrk", "-t1", f"-c{per}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
             stdout=subprocess.PIPE,
             text=True,
         )
