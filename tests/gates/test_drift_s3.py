@@ -9,8 +9,8 @@ import json
 import pytest
 
 from gates.cli import main
+from gates.commands import dashboard as dashboard_command
 from service.drift.capture import DriftCapture
-from service.drift.object_mirror import pull_for_reading
 from service.drift.reference_builder import build_reference
 from service.drift.settings import DriftSettings
 from service.drift.workspace import DriftWorkspace
@@ -81,7 +81,18 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
         monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "second-judge"))
         assert main(["drift", "--registry", s3_registry_url, "--drift-dir", drift_dir, "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["computed"] == []
-        # and the dashboard's copy of the workspace shows both replicas' windows
-        dashboard = DriftSettings(dir=drift_dir, cache_dir=tmp_path / "dashboard-copy")
-        pull_for_reading(dashboard, ("workspace/",))
-        assert len(DriftWorkspace(dashboard.workspace_dir).snapshot_ids("v0001")) == 2
+        # `--list` reads the verdicts from the bucket (a third, empty copy)
+        monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "lister"))
+        assert (
+            main(["drift", "--registry", s3_registry_url, "--drift-dir", drift_dir, "--list", "--json"]) == 0
+        )
+        assert json.loads(capsys.readouterr().out)["alerts"][0]["last_window_id"] == judged[-1]["window_id"]
+        # and `embedgate dashboard` serves a copy of the judge's workspace showing both replicas' windows
+        served = []
+        monkeypatch.setattr(
+            dashboard_command, "_serve", lambda workspace, host, port: served.append(workspace)
+        )
+        monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "dashboard-copy"))
+        assert main(["dashboard", "--drift-dir", drift_dir]) == 0
+        assert served == [tmp_path / "dashboard-copy" / "workspace"]
+        assert len(DriftWorkspace(served[0]).snapshot_ids("v0001")) == 2

@@ -15,6 +15,7 @@ import pytest
 from service import object_store
 from service.drift.capture import DriftCapture
 from service.drift.descriptors import DESCRIPTOR_NAMES
+from service.drift.object_mirror import RunLease
 from service.drift.object_windows import CLAIM_KEY, ObjectWindowWriter, seal_stale_parts, sealed_keys
 from service.drift.settings import DriftSettings
 from service.drift.windows import WindowWriter, list_windows, read_window, seal_orphaned_parts
@@ -151,3 +152,20 @@ def test_on_a_folder_the_heartbeat_keeps_an_idle_window_alive(tmp_path):
     writer.tick()  # the capture's writer thread calls this every flush interval, traffic or not
     assert seal_orphaned_parts(tmp_path, own_pid=os.getpid(), host="judge", lease_s=writer.lease_s) == []
     writer.close()
+
+
+def test_one_judge_at_a_time_and_a_dead_judges_lease_expires(drift_url):
+    store = object_store.open_store(drift_url, "test")
+    first, second = RunLease(store, lease_s=60), RunLease(store, lease_s=60)
+    assert first.acquire(wait=False)
+    assert not second.acquire(wait=False)  # a monitor's pass skips; `embedgate drift` would wait
+    first.release()
+    assert second.acquire(wait=False)
+    # the holder dies without releasing: its lease runs out, and the next judge takes it over
+    obstore.put(store, ".run.lock", json.dumps({"holder": "dead", "expires_at": time.time() - 1}).encode())
+    third = RunLease(store, lease_s=60)
+    assert third.acquire(wait=False)
+    second.release()  # a judge whose lease was taken over never releases the new holder's
+    assert object_store.get(store, ".run.lock") is not None
+    third.release()
+    assert object_store.get(store, ".run.lock") is None
