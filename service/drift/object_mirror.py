@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,11 +33,12 @@ from service.drift.object_windows import WINDOWS, seal_stale_parts
 from service.drift.windows import SEALED_SUFFIX
 
 RUN_LEASE_KEY = ".run.lock"
-RUN_LEASE_S = (
-    900.0  # a pass judges about one window a second: far longer than a pass, short enough after a crash
-)
+# Renewed every third of it while a pass runs, so a long pass keeps it; after a judge's crash, the next one waits
+# at most this long.
+RUN_LEASE_S = 300.0
 INDEX = ".mirror.json"
 PREFIXES = ("windows/", "summaries/", "workspace/")
+logger = logging.getLogger("embedgate.drift")
 
 
 class Mirror:
@@ -141,6 +144,39 @@ class RunLease:
                 return False
             time.sleep(poll_s)
 
+    def renew(self) -> bool:
+        """Push the expiry out by a lease, only if this judge still holds it; False: it was taken over."""
+        payload = json.dumps({"holder": self.holder, "expires_at": time.time() + self.lease_s}).encode()
+        etag = object_store.put_if(self.store, RUN_LEASE_KEY, payload, self._etag)
+        if etag is None:
+            return False
+        self._etag = etag
+        return True
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """Renew the lease every third of it on a background thread while the block runs (a long pass)."""
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(self.lease_s / 3):
+                try:
+                    if not self.renew():
+                        logger.warning(
+                            "drift judge: lost the run lease %s (another judge took it)", self.holder
+                        )
+                        return
+                except Exception as err:  # the store is down for a moment: try again next time
+                    logger.warning("drift judge: could not renew the run lease (%s)", type(err).__name__)
+
+        thread = threading.Thread(target=renew, name="embedgate-drift-lease", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
     def release(self) -> None:
         found = object_store.get(self.store, RUN_LEASE_KEY)
         if found is not None and found[1] == self._etag:  # never release a lease another judge took over
@@ -164,14 +200,15 @@ def judging(settings: Any, wait: bool = True, snapshots: bool = True) -> Iterato
         yield None
         return
     try:
-        mirror = Mirror(store, settings.local_dir)
-        mirror.repairs = seal_stale_parts(store, settings.lease_s)
-        prefixes = PREFIXES if snapshots else PREFIXES[:2]
-        for prefix in prefixes:
-            mirror.pull(prefix)
-        yield mirror
-        for prefix in prefixes[1:]:
-            mirror.push(prefix)
+        with lease.kept():
+            mirror = Mirror(store, settings.local_dir)
+            mirror.repairs = seal_stale_parts(store, settings.lease_s)
+            prefixes = PREFIXES if snapshots else PREFIXES[:2]
+            for prefix in prefixes:
+                mirror.pull(prefix)
+            yield mirror
+            for prefix in prefixes[1:]:
+                mirror.push(prefix)
     finally:
         lease.release()
 

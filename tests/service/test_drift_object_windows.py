@@ -169,3 +169,13 @@ def test_one_judge_at_a_time_and_a_dead_judges_lease_expires(drift_url):
     assert object_store.get(store, ".run.lock") is not None
     third.release()
     assert object_store.get(store, ".run.lock") is None
+
+
+def test_a_long_pass_keeps_its_lease(drift_url):
+    store = object_store.open_store(drift_url, "test")
+    judge = RunLease(store, lease_s=1.5)
+    assert judge.acquire(wait=False)
+    with judge.kept():  # renewed every 0.5 s
+        time.sleep(2.5)  # longer than the lease
+        assert not RunLease(store, lease_s=1.5).acquire(wait=False)
+    judge.release()
