@@ -22,6 +22,7 @@ every sha256 before use (`version_dir`), so the rest of the service reads ordina
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import json
@@ -39,6 +40,7 @@ from service.errors import RegistryError
 from service.object_store import is_object_url
 from service.registry import (
     MANIFEST,
+    RECONCILER,
     VERSION_PATTERN,
     Champion,
     ChampionChanged,
@@ -46,6 +48,7 @@ from service.registry import (
     HistoryEntry,
     Registry,
     _kill_point,
+    _moved_the_champion,
     _now,
     build_manifest,
     champion_changed_message,
@@ -56,6 +59,7 @@ from service.registry import (
 CACHE_ENV = "EMBEDGATE_REGISTRY_CACHE"
 VERSION_CLAIM_TRIES = 20
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long with no marker is a killed promotion's
+RECORD_SWITCH_AFTER_S = 60.0  # a champion this long without its history event: its writer was killed
 
 
 def local_path_of(location: str | Path) -> Path:
@@ -203,9 +207,12 @@ class ObjectRegistry(Registry):
                 logger.warning("%s", problem)
         return entries
 
-    def reconcile(self, stale_after_s: float = STALE_UPLOAD_S) -> list[str]:
+    def reconcile(
+        self, stale_after_s: float = STALE_UPLOAD_S, record_after_s: float = RECORD_SWITCH_AFTER_S
+    ) -> list[str]:
         """Delete the blobs of uploads that no version marker names and that nothing has written to for
-        `stale_after_s` (a promotion killed before its marker; a live upload is younger). Nothing else needs
+        `stale_after_s` (a promotion killed before its marker; a live upload is younger), and record a champion
+        switch whose writer was killed before its history event (`_record_unrecorded_switch`). Nothing else needs
         repair: a version is visible only through its marker, written after its blobs."""
         named = {
             marker.get("blobs") for marker in (self._marker_or_none(v) for v in self.versions()) if marker
@@ -225,8 +232,56 @@ class ObjectRegistry(Registry):
                 repairs.append(f"could not remove the interrupted upload {prefix} ({type(err).__name__})")
                 continue
             repairs.append(f"removed {len(keys)} object(s) of an interrupted upload ({prefix})")
+        repairs.extend(self._record_unrecorded_switch(record_after_s))
         self.repairs = repairs
         return repairs
+
+    def _record_unrecorded_switch(self, record_after_s: float) -> list[str]:
+        """A writer killed between the champion switch and its history event leaves a champion the history does
+        not name. Recorded once it has stayed so for `record_after_s` (a live writer writes its event within
+        milliseconds of its switch). A marker named after the switch (repairs/, created with If-None-Match: *) is
+        claimed first, so that several commands repairing at once record it exactly once."""
+        champion = self.champion()
+        if champion is None:
+            return []
+        try:
+            switched = calendar.timegm(time.strptime(champion.updated_at, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            return []
+        entries = self.history()
+        last_switch = next((e for e in reversed(entries) if _moved_the_champion(e)), None)
+        if (
+            time.time() - switched < record_after_s
+            or self.history_problems  # its event may be one of the damaged ones: do not guess
+            or (last_switch is not None and last_switch.version == champion.version)
+        ):
+            return []
+        recorded = {e.version for e in entries if e.action == "promote"}
+        staged = {e.version for e in entries if e.action == "promote" and e.alias not in (None, "champion")}
+        action = (
+            "promote"
+            if champion.version not in recorded
+            else "cutover"
+            if champion.version in staged
+            else "rollback"
+        )
+        entry = HistoryEntry(
+            _now(),
+            action,
+            champion.version,
+            champion.previous,
+            RECONCILER,
+            f"{action} interrupted after the champion switch, before its history event; recorded from "
+            f"champion.json ({champion.updated_at})",
+            run_id=self._manifest_field(champion.version, "run_id"),
+            alias="champion",
+        )
+        # The claim is a marker named after the switch (not the event: its key must sort after every event so far)
+        claim = f"repairs/switch-{champion.version}-{switched}.json"
+        if not self._create(claim, json.dumps(entry.to_dict(), sort_keys=True).encode()):
+            return []  # another command recorded it first
+        self._append_history(entry)
+        return [f"{champion.version}: {action} to the champion recorded after the fact"]
 
     def _marker_or_none(self, version: str) -> dict[str, Any] | None:
         try:

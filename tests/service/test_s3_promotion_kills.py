@@ -66,6 +66,9 @@ def test_a_promotion_killed_at_20_random_points_leaves_a_registry_every_command_
         champion = fresh.champion()
         if kill_at == writes:  # killed after the switch, before its history event: the new version serves
             assert champion.previous == before.version and champion.version not in bases, where
+            # the next command records the switch (at once here; by default once it is a minute old)
+            assert fresh.reconcile(record_after_s=0), where
+            assert fresh.history()[-1].version == champion.version, where
         else:
             assert champion == before, where
         model = load_version(fresh.version_dir(champion.version), precision=None, threads=1)
