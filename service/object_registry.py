@@ -232,7 +232,10 @@ class ObjectRegistry(Registry):
                 repairs.append(f"could not remove the interrupted upload {prefix} ({type(err).__name__})")
                 continue
             repairs.append(f"removed {len(keys)} object(s) of an interrupted upload ({prefix})")
-        repairs.extend(self._record_unrecorded_switch(record_after_s))
+        try:
+            repairs.extend(self._record_unrecorded_switch(record_after_s))
+        except Exception as err:  # read-only credentials (a replica's): leave it to a writer's command
+            repairs.append(f"could not record the champion's unrecorded switch ({type(err).__name__})")
         self.repairs = repairs
         return repairs
 
