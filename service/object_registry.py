@@ -22,6 +22,7 @@ every sha256 before use (`version_dir`), so the rest of the service reads ordina
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import json
@@ -33,19 +34,24 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from service import object_store
 from service.atomic_files import sha256_of
 from service.errors import RegistryError
+from service.object_store import is_object_url
 from service.registry import (
     MANIFEST,
+    RECONCILER,
     VERSION_PATTERN,
     Champion,
+    ChampionChanged,
     DuplicatePromotion,
     HistoryEntry,
     Registry,
     _kill_point,
+    _moved_the_champion,
     _now,
-    _user,
     build_manifest,
+    champion_changed_message,
     logger,
     verify_manifest,
 )
@@ -53,16 +59,7 @@ from service.registry import (
 CACHE_ENV = "EMBEDGATE_REGISTRY_CACHE"
 VERSION_CLAIM_TRIES = 20
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long with no marker is a killed promotion's
-
-
-class ChampionChanged(RegistryError):
-    """Another writer moved the champion between this writer's read and its switch (a lost compare-and-swap)."""
-
-
-def is_object_url(location: str | Path) -> bool:
-    """True for `scheme://...` locations other than `file://` (a local folder goes through the local registry)."""
-    text = str(location)
-    return "://" in text and not text.startswith("file://")
+RECORD_SWITCH_AFTER_S = 60.0  # a champion this long without its history event: its writer was killed
 
 
 def local_path_of(location: str | Path) -> Path:
@@ -80,17 +77,9 @@ class ObjectRegistry(Registry):
     """`Registry` on an object-store URL. `root` is the local cache (versions/vNNNN, verified); `url` the store."""
 
     def __init__(self, url: str | Path, cache_dir: str | Path | None = None):
-        import obstore.store  # lazy: only object-store registries need it
-
         self.url = str(url).rstrip("/")
-        try:
-            self.store = obstore.store.from_url(self.url)  # credentials/endpoint: the standard AWS_* env only
-        except Exception as err:  # obstore raises its own config errors (unknown scheme, no bucket)
-            raise RegistryError(
-                f"cannot open the registry {self.url}: {err}; expected s3://bucket/prefix with "
-                f"credentials in the standard environment (AWS_ACCESS_KEY_ID, AWS_REGION, "
-                f"AWS_ENDPOINT_URL for S3-compatible servers)"
-            ) from None
+        # credentials/endpoint: the standard AWS_* environment only
+        self.store = object_store.open_store(self.url, "the registry", RegistryError)
         self.root = Path(cache_dir) if cache_dir else _default_cache(self.url)
         self.repairs: list[str] = []
         self._read_etags: dict[str, str | None] | None = None  # set inside `_locked`
@@ -107,33 +96,14 @@ class ObjectRegistry(Registry):
 
     # ---- object helpers ----
     def _get(self, key: str) -> tuple[bytes, str] | None:
-        import obstore
-        from obstore.exceptions import NotFoundError
-
-        try:
-            result = obstore.get(self.store, key)
-        except (NotFoundError, FileNotFoundError):
-            return None
-        return bytes(result.bytes()), result.meta["e_tag"]
+        return object_store.get(self.store, key)
 
     def _create(self, key: str, payload: bytes) -> bool:
         """Create `key` only if absent (If-None-Match: *). False: it already exists."""
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        try:
-            obstore.put(self.store, key, payload, mode="create")
-        except (AlreadyExistsError, PreconditionError, FileExistsError):
-            return False
-        return True
+        return object_store.create(self.store, key, payload)
 
     def _keys(self, prefix: str) -> list[str]:
-        import obstore
-
-        keys = []
-        for batch in obstore.list(self.store, prefix=prefix):
-            keys.extend(meta["path"] for meta in batch)
-        return sorted(keys)
+        return object_store.keys(self.store, prefix)
 
     # ---- reading ----
     def _champion_with_etag(self) -> tuple[Champion | None, str | None]:
@@ -183,7 +153,6 @@ class ObjectRegistry(Registry):
 
     def version_dir(self, version: str) -> Path:
         """The version's files in the local cache, downloaded once and sha256-verified against its marker."""
-        import obstore
 
         if not VERSION_PATTERN.match(version or ""):
             raise RegistryError(f"invalid version {version!r}: expected v0001-style ids")
@@ -204,7 +173,13 @@ class ObjectRegistry(Registry):
                     )
                 target = staging / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(bytes(obstore.get(self.store, f"{marker['blobs']}/{rel}").bytes()))
+                found = object_store.get(self.store, f"{marker['blobs']}/{rel}")
+                if found is None:
+                    raise RegistryError(
+                        f"{self.url}/{marker['blobs']}/{rel} is missing although {version}'s marker lists it "
+                        f"(deleted by hand?); refusing to load {version}: roll back or promote another version"
+                    )
+                target.write_bytes(found[0])
             (staging / MANIFEST).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
             verify_manifest(staging)  # a changed or truncated object is refused before anything can load it
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -232,33 +207,84 @@ class ObjectRegistry(Registry):
                 logger.warning("%s", problem)
         return entries
 
-    def reconcile(self, stale_after_s: float = STALE_UPLOAD_S) -> list[str]:
+    def reconcile(
+        self, stale_after_s: float = STALE_UPLOAD_S, record_after_s: float = RECORD_SWITCH_AFTER_S
+    ) -> list[str]:
         """Delete the blobs of uploads that no version marker names and that nothing has written to for
-        `stale_after_s` (a promotion killed before its marker; a live upload is younger). Nothing else needs
+        `stale_after_s` (a promotion killed before its marker; a live upload is younger), and record a champion
+        switch whose writer was killed before its history event (`_record_unrecorded_switch`). Nothing else needs
         repair: a version is visible only through its marker, written after its blobs."""
-        import obstore
-
         named = {
             marker.get("blobs") for marker in (self._marker_or_none(v) for v in self.versions()) if marker
         }
         newest: dict[str, float] = {}
-        for batch in obstore.list(self.store, prefix="blobs/"):
-            for meta in batch:
-                prefix = "/".join(meta["path"].split("/")[:2])
-                newest[prefix] = max(newest.get(prefix, 0.0), meta["last_modified"].timestamp())
+        for meta in object_store.listing(self.store, "blobs/"):
+            prefix = "/".join(meta["path"].split("/")[:2])
+            newest[prefix] = max(newest.get(prefix, 0.0), meta["last_modified"].timestamp())
         repairs = []
         for prefix, modified in sorted(newest.items()):
             if prefix in named or time.time() - modified < stale_after_s:
                 continue
             keys = self._keys(prefix + "/")
             try:
-                obstore.delete(self.store, keys)
+                object_store.delete(self.store, keys)
             except Exception as err:  # read-only credentials (a replica's): leave it to a writer's command
                 repairs.append(f"could not remove the interrupted upload {prefix} ({type(err).__name__})")
                 continue
             repairs.append(f"removed {len(keys)} object(s) of an interrupted upload ({prefix})")
+        try:
+            repairs.extend(self._record_unrecorded_switch(record_after_s))
+        except Exception as err:  # read-only credentials (a replica's): leave it to a writer's command
+            repairs.append(f"could not record the champion's unrecorded switch ({type(err).__name__})")
         self.repairs = repairs
         return repairs
+
+    def _record_unrecorded_switch(self, record_after_s: float) -> list[str]:
+        """A writer killed between the champion switch and its history event leaves a champion the history does
+        not name. Recorded once it has stayed so for `record_after_s` (a live writer writes its event within
+        milliseconds of its switch). A marker named after the switch (repairs/, created with If-None-Match: *) is
+        claimed first, so that several commands repairing at once record it exactly once."""
+        champion = self.champion()
+        if champion is None:
+            return []
+        try:
+            switched = calendar.timegm(time.strptime(champion.updated_at, "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            return []
+        entries = self.history()
+        last_switch = next((e for e in reversed(entries) if _moved_the_champion(e)), None)
+        if (
+            time.time() - switched < record_after_s
+            or self.history_problems  # its event may be one of the damaged ones: do not guess
+            or (last_switch is not None and last_switch.version == champion.version)
+        ):
+            return []
+        recorded = {e.version for e in entries if e.action == "promote"}
+        staged = {e.version for e in entries if e.action == "promote" and e.alias not in (None, "champion")}
+        action = (
+            "promote"
+            if champion.version not in recorded
+            else "cutover"
+            if champion.version in staged
+            else "rollback"
+        )
+        entry = HistoryEntry(
+            _now(),
+            action,
+            champion.version,
+            champion.previous,
+            RECONCILER,
+            f"{action} interrupted after the champion switch, before its history event; recorded from "
+            f"champion.json ({champion.updated_at})",
+            run_id=self._manifest_field(champion.version, "run_id"),
+            alias="champion",
+        )
+        # The claim is a marker named after the switch (not the event: its key must sort after every event so far)
+        claim = f"repairs/switch-{champion.version}-{switched}.json"
+        if not self._create(claim, json.dumps(entry.to_dict(), sort_keys=True).encode()):
+            return []  # another command recorded it first
+        self._append_history(entry)
+        return [f"{champion.version}: {action} to the champion recorded after the fact"]
 
     def _marker_or_none(self, version: str) -> dict[str, Any] | None:
         try:
@@ -300,14 +326,8 @@ class ObjectRegistry(Registry):
         return self._read_etags[name]
 
     def _put_if_unchanged(self, key: str, payload: bytes, etag: str | None, lost: str) -> None:
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        mode: Any = "create" if etag is None else {"e_tag": etag}
-        try:
-            obstore.put(self.store, key, payload, mode=mode)
-        except (AlreadyExistsError, PreconditionError, FileExistsError):
-            raise RegistryError(lost) from None
+        if object_store.put_if(self.store, key, payload, etag) is None:
+            raise RegistryError(lost)
         if self._read_etags is not None:
             self._read_etags.pop(key, None)  # a second write in the block reads the new etag
 
@@ -323,29 +343,17 @@ class ObjectRegistry(Registry):
 
     def _switch_cas(self, version: str, previous: str | None, etag: str | None) -> None:
         """Replace the champion only if it is still the one read (etag), or create it only if still absent."""
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
         payload = (json.dumps(Champion(version, previous, _now()).to_dict(), indent=2) + "\n").encode()
-        mode: Any = "create" if etag is None else {"e_tag": etag}
-        try:
-            obstore.put(self.store, "champion.json", payload, mode=mode)
-        except (AlreadyExistsError, PreconditionError, FileExistsError):
-            now = self._champion_with_etag()[0]
-            raise ChampionChanged(
-                f"the champion changed since the gate ran (it was {previous or 'none'}, it is now "
-                f"{now.version if now else 'none'}): re-gate the run against the new champion"
-            ) from None
+        if object_store.put_if(self.store, "champion.json", payload, etag) is None:
+            raise ChampionChanged(champion_changed_message(previous, self._champion_with_etag()[0]))
 
     def _upload(self, sources: dict[str, Path], blobs: str) -> None:
-        import obstore
-
         for name, src in sources.items():
             src = Path(src)
             files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if p.is_file())
             for path in files:
                 rel = name if path == src else f"{name}/{path.relative_to(src).as_posix()}"
-                obstore.put(self.store, f"{blobs}/{rel}", path)
+                object_store.put(self.store, f"{blobs}/{rel}", path)
 
     def _claim_version(self, marker: dict[str, Any]) -> str:
         """Create the next free versions/vNNNN.json; a number taken by a concurrent writer -> the next one."""
@@ -360,94 +368,14 @@ class ObjectRegistry(Registry):
             f"(many concurrent promotions?); retry"
         )
 
-    def add_version(
-        self,
-        sources: dict[str, Path],
-        *,
-        metadata: dict[str, Any],
-        who: str | None = None,
-        reason: str = "",
-        forced: bool = False,
-        run_id: str | None = None,
-        metrics: dict | None = None,
-        make_champion: bool = True,
-        reembed_required: bool | None = None,
-        alias: str | None = None,
-        refuse_duplicate_run: bool = False,
-        expected_champion: str | None = None,
-    ) -> str:
-        """Upload, verify, mark, then move the champion by compare-and-swap. `expected_champion`: the champion
-        the gate compared against (default: the one read when this call starts); a different one -> ChampionChanged,
-        recorded in the history as a refusal naming the version that was uploaded but not served."""
-        who = who or _user()
-        for name, src in sources.items():
-            if not Path(src).exists():
-                raise RegistryError(f"cannot promote: {src} ({name}) does not exist")
-        current, etag = self._champion_with_etag()
-        if refuse_duplicate_run and run_id is not None:
-            self._refuse_duplicate(run_id, metadata)
-        gated_against = (
-            expected_champion if expected_champion is not None else (current.version if current else None)
-        )
+    def _store_version(self, sources: dict[str, Path], fields: dict[str, Any]) -> str:
+        """Upload under a fresh blobs/ prefix, then claim the next number with the marker (its manifest, built from
+        the local sources: the same files just uploaded; readers verify the downloaded copy)."""
         blobs = f"blobs/{uuid.uuid4().hex}"
         self._upload(sources, blobs)
-        # The manifest from the local sources (the same files just uploaded); readers verify the downloaded copy.
         manifest = build_manifest_of_sources(sources)
         _kill_point("staged")
-        version = self._claim_version(
-            {**manifest, "created_at": _now(), "run_id": run_id, "blobs": blobs, **metadata}
-        )
-        _kill_point("version_visible")
-        if not make_champion:  # staged: the candidate alias moves afterwards (service.aliases.set_candidate)
-            self._append_history(
-                HistoryEntry(
-                    _now(),
-                    "promote",
-                    version,
-                    gated_against,
-                    who,
-                    reason,
-                    forced,
-                    run_id,
-                    metrics,
-                    alias,
-                    reembed_required,
-                )
-            )
-            return version
-        try:
-            if (current.version if current else None) != gated_against:
-                raise ChampionChanged(
-                    f"the champion changed since the gate ran (it was {gated_against or 'none'}, "
-                    f"it is now {current.version if current else 'none'}): re-gate the run "
-                    f"against the new champion"
-                )
-            self._switch_cas(version, gated_against, etag)
-        except ChampionChanged as err:
-            self._append_history(
-                HistoryEntry(
-                    _now(), "refused", version, gated_against, who, str(err), forced, run_id, metrics
-                )
-            )
-            raise
-        _kill_point("champion_switched")
-        self._append_history(
-            HistoryEntry(
-                _now(),
-                "promote",
-                version,
-                gated_against,
-                who,
-                reason,
-                forced,
-                run_id,
-                metrics,
-                "champion",
-                reembed_required,
-            )
-        )
-        _kill_point("history_written")
-        return version
+        return self._claim_version({**manifest, **fields, "blobs": blobs})
 
 
 def build_manifest_of_sources(sources: dict[str, Path]) -> dict[str, Any]:

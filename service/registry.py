@@ -46,6 +46,17 @@ class DuplicatePromotion(RegistryError):
     """The run is already a version of this registry (same run id, serving dim and precision)."""
 
 
+class ChampionChanged(RegistryError):
+    """Another writer moved the champion between this writer's read and its switch (a lost compare-and-swap)."""
+
+
+def champion_changed_message(gated_against: str | None, now: Champion | None) -> str:
+    return (
+        f"the champion changed since the gate ran (it was {gated_against or 'none'}, it is now "
+        f"{now.version if now else 'none'}): re-gate the run against the new champion"
+    )
+
+
 @dataclass(frozen=True)
 class Champion:
     version: str
@@ -370,39 +381,42 @@ class Registry:
         reembed_required: bool | None = None,
         alias: str | None = None,
         refuse_duplicate_run: bool = False,
+        expected_champion: str | None = None,
     ) -> str:
-        """Copy `sources` ({name in version: file or folder}) into a new immutable version; optionally switch the
+        """Store `sources` ({name in version: file or folder}) as a new immutable version; optionally switch the
         champion to it. `alias` names the alias a staged promotion moves instead (recorded; service.aliases moves
         it). `refuse_duplicate_run`: DuplicatePromotion when `run_id` is already a version with the same serving
-        dim and precision (checked under the lock). Returns the version id."""
+        dim and precision. `expected_champion`: the champion the gate compared against (default: the one read
+        when this call starts); another one at the switch -> ChampionChanged, recorded as a refusal naming the
+        version that was stored but not served. Returns the version id.
+
+        The steps are the same on a folder and on object storage; the backend supplies `_locked` (a flock, or
+        compare-and-swap on every pointer read inside it), `_store_version` (copy + rename, or upload + marker)
+        and `_switch` (atomic rename, or If-Match on the champion's etag read here)."""
         who = who or _user()
         for name, src in sources.items():
             if not Path(src).exists():
                 raise RegistryError(f"cannot promote: {src} ({name}) does not exist")
         with self._locked():
+            current = self.champion()  # under the lock / the etag the switch is conditional on
             if refuse_duplicate_run and run_id is not None:
                 self._refuse_duplicate(run_id, metadata)
-            version = self._next_version()
-            staging = self.root / "versions" / f".tmp-{version}-{os.getpid()}"
-            staging.mkdir()
-            for name, src in sources.items():
-                src = Path(src)
-                if src.is_dir():
-                    _copy_tree_synced(src, staging / name)
-                else:
-                    _copy_file_synced(src, staging / name)
-            manifest = build_manifest(
-                staging, {"version": version, "created_at": _now(), "run_id": run_id, **metadata}
+            gated_against = (
+                expected_champion if expected_champion is not None else (current.version if current else None)
             )
-            write_json_atomic(staging / MANIFEST, manifest)
-            _kill_point("staged")
-            final = self.root / "versions" / version
-            os.rename(staging, final)  # atomic: the version appears complete or not at all
-            fsync_dir(final.parent)
+            version = self._store_version(sources, {"created_at": _now(), "run_id": run_id, **metadata})
             _kill_point("version_visible")
-            previous = self.champion()  # read under the lock: concurrent promotions each see the one before
             if make_champion:
-                self._switch(version, previous.version if previous else None)
+                try:
+                    if (current.version if current else None) != gated_against:
+                        raise ChampionChanged(champion_changed_message(gated_against, current))
+                    self._switch(version, gated_against)
+                except ChampionChanged as err:
+                    refused = HistoryEntry(
+                        _now(), "refused", version, gated_against, who, str(err), forced, run_id, metrics
+                    )
+                    self._append_history(refused)
+                    raise
             _kill_point("champion_switched")
             # After the switch: a kill in between is repaired by the next locked command (_reconcile_history).
             self._append_history(
@@ -410,7 +424,7 @@ class Registry:
                     _now(),
                     "promote",
                     version,
-                    previous.version if previous else None,
+                    gated_against,
                     who,
                     reason,
                     forced,
@@ -422,6 +436,24 @@ class Registry:
             )
             _kill_point("history_written")
             return version
+
+    def _store_version(self, sources: dict[str, Path], fields: dict[str, Any]) -> str:
+        """Copy the sources into versions/.tmp-*, write the manifest, rename into place (atomic); the version id."""
+        version = self._next_version()
+        staging = self.root / "versions" / f".tmp-{version}-{os.getpid()}"
+        staging.mkdir()
+        for name, src in sources.items():
+            src = Path(src)
+            if src.is_dir():
+                _copy_tree_synced(src, staging / name)
+            else:
+                _copy_file_synced(src, staging / name)
+        write_json_atomic(staging / MANIFEST, build_manifest(staging, {"version": version, **fields}))
+        _kill_point("staged")
+        final = self.root / "versions" / version
+        os.rename(staging, final)  # atomic: the version appears complete or not at all
+        fsync_dir(final.parent)
+        return version
 
     def _refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
         same = ("serving_dim", "serve_precision")

@@ -127,9 +127,8 @@ class ServingRuntime:
     async def start(self) -> None:
         self.batcher.start()
         if self.drift is not None and self.watcher is not None:
-            self.drift_monitor = _start_drift_monitor(
-                self.drift.settings, self.watcher.registry.root
-            )  # a URL's: its cache
+            # the registry's location (a folder, or its URL: the references are read through the verified cache)
+            self.drift_monitor = _start_drift_monitor(self.drift.settings, self.watcher.registry.location)
         if self.watcher is not None:
             self._watch_task = asyncio.get_running_loop().create_task(
                 self.watcher.watch(self.settings.poll_interval_s, self.settings.verify_interval_s),

@@ -18,6 +18,7 @@ Examples:
 ```
 embedgate dashboard                                  # EMBEDGATE_DRIFT_DIR/workspace on http://127.0.0.1:8000
 embedgate dashboard --workspace drift/workspace --port 8001
+embedgate dashboard --drift-dir s3://models/drift    # a local copy of the judge's workspace in the bucket
 ```
 """
 
@@ -33,6 +34,13 @@ def dashboard(
             help="Evidently workspace folder (default: EMBEDGATE_DRIFT_DIR/workspace, i.e. drift/workspace)."
         ),
     ] = None,
+    drift_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Drift folder or object-store URL whose workspace/ to show (default EMBEDGATE_DRIFT_DIR); a URL's "
+            "workspace is copied to EMBEDGATE_DRIFT_CACHE_DIR first (restart to refresh)."
+        ),
+    ] = None,
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve the UI on.")] = 8000,
     host: Annotated[
         str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it on this machine.")
@@ -42,7 +50,15 @@ def dashboard(
     from service.drift.settings import DriftSettings
     from service.drift.workspace import DriftWorkspace
 
-    workspace = workspace or DriftSettings.from_env().workspace_dir
+    if workspace is None:
+        settings = DriftSettings.from_env()
+        if drift_dir:
+            settings = DriftSettings.model_validate({**settings.model_dump(), "dir": drift_dir})
+        if settings.on_object_store:
+            from service.drift.object_mirror import pull_for_reading
+
+            pull_for_reading(settings, ("workspace/",))
+        workspace = settings.workspace_dir
     if not workspace.is_dir():
         raise DriftInputError(
             f"workspace {workspace} does not exist; it is created when the first drift window is "

@@ -20,6 +20,7 @@ Examples:
 embedgate drift                                  # EMBEDGATE_DRIFT_DIR (default drift), registry/
 embedgate drift --registry registry --all --json
 embedgate drift --list                           # verdicts so far, nothing computed
+embedgate drift --registry s3://models/embedgate --drift-dir s3://models/drift   # every replica's windows
 ```
 """
 
@@ -37,9 +38,10 @@ def drift(
         ),
     ] = Path("registry"),
     drift_dir: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="Drift folder (windows/, summaries/, workspace/); default EMBEDGATE_DRIFT_DIR or drift."
+            help="Drift folder (windows/, summaries/, workspace/) or object-store URL (s3://bucket/drift); "
+            "default EMBEDGATE_DRIFT_DIR or drift."
         ),
     ] = None,
     window: Annotated[
@@ -73,8 +75,12 @@ def drift(
     overrides = {"dir": drift_dir} if drift_dir else {}
     if alert_windows:
         overrides["alert_windows"] = alert_windows
-    settings = settings.model_copy(update=overrides)
+    settings = DriftSettings.model_validate({**settings.model_dump(), **overrides})  # a URL stays a URL
     if list_only:
+        if settings.on_object_store:
+            from service.drift.object_mirror import pull_for_reading
+
+            pull_for_reading(settings, ("summaries/",))
         result = DriftRunResult(
             (),
             (),

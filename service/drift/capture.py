@@ -71,7 +71,7 @@ class DriftCapture:
         self._counts = dict.fromkeys(("offered", "sampled", "written", "dropped", "errors"), 0)
         self._closed = False
         try:
-            self._writer = WindowWriter(settings.windows_dir, settings.window_rows, settings.keep_windows)
+            self._writer = _writer_for(settings)
         except OSError as err:
             raise DriftSettingsError(
                 f"EMBEDGATE_DRIFT_DIR={settings.dir}: cannot create {settings.windows_dir} "
@@ -166,7 +166,12 @@ class DriftCapture:
     # ---- the writer thread ----
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                # wake at least every flush interval: the writer's heartbeat keeps its open window its own
+                item = self._queue.get(timeout=self.settings.flush_interval_s)
+            except queue.Empty:
+                self._tick()
+                continue
             try:
                 if item is _STOP:
                     break
@@ -185,10 +190,19 @@ class DriftCapture:
                     )
             finally:
                 self._queue.task_done()
+            self._tick()
         try:
             self._writer.close()
         except Exception as err:
             logger.warning("drift capture: could not seal the last window (%s: %s)", type(err).__name__, err)
+
+    def _tick(self) -> None:
+        try:
+            self._writer.tick()
+        except Exception as err:  # a store that is down for a moment: the next tick or append retries
+            errors = self._add("errors", 1)
+            if errors == 1 or errors % ERROR_LOG_EVERY == 0:
+                logger.warning("drift capture: heartbeat failed (%s: %s)", type(err).__name__, err)
 
     def _add(self, name: str, amount: int) -> int:
         with self._lock:
@@ -222,6 +236,20 @@ def _rows_from(
         CapturedRow(when, model_version, int(dim), row, vector)
         for row, vector in zip(descriptors, vectors, strict=True)
     ]
+
+
+def _writer_for(settings: DriftSettings) -> Any:
+    """This process's window writer: into the drift folder, or onto the object store when it is a URL."""
+    if settings.on_object_store:
+        from service.drift.object_windows import object_writer_for  # lazy: obstore only for URLs
+
+        return object_writer_for(settings)
+    return WindowWriter(
+        settings.windows_dir,
+        settings.window_rows,
+        settings.keep_windows,
+        flush_interval_s=settings.flush_interval_s,
+    )
 
 
 def _capture_counters() -> dict[str, Any]:

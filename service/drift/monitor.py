@@ -32,7 +32,8 @@ class DriftMonitor:
 
     def __init__(self, settings: DriftSettings, registry_root: Path, gauges: Any = None) -> None:
         self.settings = settings
-        self.registry_root = Path(registry_root)
+        # an object-store URL stays text (Path would fold s3://b into s3:/b)
+        self.registry_root = registry_root if "://" in str(registry_root) else Path(registry_root)
         self._references = ReferenceCache(self.registry_root)
         self._gauges = gauges
         self._stop = threading.Event()

@@ -5,12 +5,16 @@ and the alert streak per model version. Used by the service's monitor and by `em
     result.alerting                  # some version drifted in its last EMBEDGATE_DRIFT_ALERT_WINDOWS windows
 
     drift/summaries/<window_id>.json   WindowDriftResult.to_dict(), written atomically
+
+With an object-store drift folder (EMBEDGATE_DRIFT_DIR=s3://...) a pass takes the store's run lease, seals stale
+open windows of dead replicas, judges in a local copy, and pushes the verdicts back (service/drift/object_mirror.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +26,7 @@ from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftError, DriftInputError, DriftReferenceError
 from service.drift.reference import REFERENCE_DIR, DriftReference, load_reference
 from service.drift.settings import DriftSettings
-from service.drift.windows import WindowInfo, list_windows, read_window
+from service.drift.windows import WindowInfo, list_windows, read_window, seal_orphaned_parts
 from service.errors import RegistryError
 
 RUN_LOCK = ".run.lock"
@@ -140,7 +144,13 @@ def run_drift(
     """Judge pending windows (no summary yet), or `window_ids`, or every kept window with `recompute`.
 
     One pass at a time per drift folder (a file lock): several service workers, each with a monitor, and a
-    scheduled `embedgate drift` never judge a window twice. With `wait=False` a busy folder skips this pass."""
+    scheduled `embedgate drift` never judge a window twice. With `wait=False` a busy folder skips this pass.
+    Open windows of dead writers are sealed first (a dead replica's rows are judged without waiting for a
+    writer of its host to start), never a live one (docs/drift.md, "Several replicas")."""
+    if settings.on_object_store:
+        return _run_on_object_store(
+            settings, registry_root, window_ids, recompute, write_snapshots, references, wait
+        )
     settings.dir.mkdir(parents=True, exist_ok=True)
     with open(settings.dir / RUN_LOCK, "a+") as lock:
         try:
@@ -153,6 +163,7 @@ def run_drift(
                 served_version(registry_root, list_windows(settings.windows_dir)),
             )
         try:
+            seal_orphaned_parts(settings.windows_dir, own_pid=os.getpid(), lease_s=settings.lease_s)
             return _run_locked(
                 settings,
                 registry_root,
@@ -163,6 +174,37 @@ def run_drift(
             )
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _run_on_object_store(
+    settings: DriftSettings,
+    registry_root: Path,
+    window_ids: Sequence[str] | None,
+    recompute: bool,
+    write_snapshots: bool,
+    references: ReferenceCache | None,
+    wait: bool,
+) -> DriftRunResult:
+    from service.drift.object_mirror import judging
+
+    local = settings.model_copy(update={"dir": settings.local_dir})
+    with judging(settings, wait=wait, snapshots=write_snapshots) as mirror:
+        if mirror is None:  # another judge holds the store's run lease
+            return DriftRunResult(
+                (),
+                (),
+                alert_states(local.summaries_dir, settings.alert_windows),
+                served_version(registry_root, list_windows(local.windows_dir)),
+            )
+        return run_drift(
+            local,
+            registry_root,
+            window_ids=window_ids,
+            recompute=recompute,
+            write_snapshots=write_snapshots,
+            references=references,
+            wait=True,
+        )
 
 
 def _run_locked(

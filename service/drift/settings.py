@@ -2,23 +2,31 @@
 
     EMBEDGATE_DRIFT_SAMPLE_RATE=0.1 EMBEDGATE_DRIFT_DIR=drift bentoml serve service.app:EmbedgateService
 
-`EMBEDGATE_DRIFT_SAMPLE_RATE=0` switches capture (and so the drift monitor) off.
+`EMBEDGATE_DRIFT_SAMPLE_RATE=0` switches capture (and so the drift monitor) off. `EMBEDGATE_DRIFT_DIR` may be an
+object-store URL (`s3://bucket/drift`): replicas then upload their windows there, and `embedgate drift` judges
+them from a local copy (`cache_dir`), writing the verdicts back (service/drift/object_windows.py, object_mirror.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.errors import EmbedgateServiceError
+from service.object_store import is_object_url
 from service.settings import describe_settings, settings_from_env
 
 ENV_PREFIX = "EMBEDGATE_DRIFT_"
 # The windows a reference is calibrated for by default (`build_reference(window_rows=...)`): keep the two equal.
 DEFAULT_WINDOW_ROWS = 500
+# An open window not updated for this many flush intervals belongs to a dead (or stalled) writer: any host may seal
+# it. Several intervals, so that a writer slowed by a busy machine or a slow store is never taken for dead.
+LEASE_FLUSHES = 6
 
 
 class DriftSettingsError(EmbedgateServiceError):
@@ -38,12 +46,23 @@ class DriftSettings(BaseModel):
             "share of served texts captured for drift (each text drawn independently); 0 switches capture off"
         ),
     )
-    dir: Path = Field(
+    dir: Path | str = Field(
         Path("drift"),
         description=(
-            "drift folder: windows/ (captured rows), summaries/ (one JSON per window), workspace/ (Evidently)"
+            "drift folder: windows/ (captured rows), summaries/ (one JSON per window), workspace/ (Evidently); or "
+            "an object-store URL (s3://bucket/prefix, credentials from the standard AWS_* environment)"
         ),
     )
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _dir_location(cls, value: Any) -> Path | str:
+        # A URL stays text (Path would fold s3://b into s3:/b); a folder (or file://) becomes a Path.
+        text = str(value)
+        if is_object_url(text):
+            return text.rstrip("/")
+        return Path(text[len("file://") :]) if text.startswith("file://") else Path(value)
+
     window_rows: int = Field(
         DEFAULT_WINDOW_ROWS,
         ge=10,
@@ -84,6 +103,23 @@ class DriftSettings(BaseModel):
             "scheduled `embedgate drift`"
         ),
     )
+    flush_interval_s: float = Field(
+        10.0,
+        ge=0.1,
+        le=3600,
+        description=(
+            "how often a writer makes its open window visible (object store: uploads it; a folder: touches it); an "
+            "open window not updated for 6 x this (the lease) is sealed by any host, so a dead replica's rows are "
+            "judged"
+        ),
+    )
+    cache_dir: Path | None = Field(
+        None,
+        description=(
+            "local copy of an object-store drift folder, for `embedgate drift` and `embedgate dashboard` "
+            "(default ~/.cache/embedgate/drift/<hash of the URL>); unused for a folder"
+        ),
+    )
     keep_snapshots: int = Field(
         500,
         ge=1,
@@ -98,16 +134,35 @@ class DriftSettings(BaseModel):
         )
 
     @property
+    def on_object_store(self) -> bool:
+        return isinstance(self.dir, str)
+
+    @property
+    def lease_s(self) -> float:
+        """How long an open window may go without an update before another host may seal it."""
+        return LEASE_FLUSHES * self.flush_interval_s
+
+    @property
+    def local_dir(self) -> Path:
+        """The folder itself, or for a URL its local copy (what the judge and the dashboard read)."""
+        if not self.on_object_store:
+            return Path(self.dir)
+        if self.cache_dir is not None:
+            return Path(self.cache_dir)
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "embedgate" / "drift"
+        return base / hashlib.sha256(str(self.dir).encode()).hexdigest()[:16]
+
+    @property
     def windows_dir(self) -> Path:
-        return self.dir / "windows"
+        return self.local_dir / "windows"
 
     @property
     def summaries_dir(self) -> Path:
-        return self.dir / "summaries"
+        return self.local_dir / "summaries"
 
     @property
     def workspace_dir(self) -> Path:
-        return self.dir / "workspace"
+        return self.local_dir / "workspace"
 
     def describe(self) -> list[dict[str, Any]]:
         """Every setting as {env, value, default, description} (for /info and docs/drift.md)."""

@@ -10,9 +10,15 @@ One JSON line per captured text: time, model_version, dim, the descriptors, and 
 (exact, and 3x smaller than a JSON list). No text is stored: drift needs descriptors and vectors, and captured
 traffic may hold personal data. Each writer writes its own files (host, pid and a random id are in the name: two
 containers on two hosts are often both pid 1), so several BentoML workers or replicas sharing one folder never
-interleave lines, and a writer only seals another's open window when it is on the same host and its pid is gone; names start with the UTC start time, so sorting them sorts windows in time. A
-window is sealed by an atomic rename, so readers only ever see complete files. A window never mixes model
-versions: a hot swap seals the current one, because each version is compared to its own reference.
+interleave lines. Names start with the UTC start time, so sorting them sorts windows in time. A window is sealed
+by an atomic rename, so readers only ever see complete files. A window never mixes model versions: a hot swap
+seals the current one, because each version is compared to its own reference.
+
+Who seals an open window besides its writer: on the same host, the next writer or judge, once its pid is gone; on
+another host (whose pids mean nothing here), any writer or judge, once the window has not been updated for the
+lease (`DriftSettings.lease_s`, 6 flush intervals): a live writer touches its open window every flush interval
+(`tick`), so only a dead or stalled one goes that long. A stalled writer that wakes up finds its window gone and
+opens a new one. On object storage the same rules hold with compare-and-swap (service/drift/object_windows.py).
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ import os
 import re
 import secrets
 import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from service.drift.settings import LEASE_FLUSHES
 
 SEALED_SUFFIX = ".jsonl"
 PART_SUFFIX = ".jsonl.part"
@@ -127,7 +136,11 @@ class WindowWriter:
         keep_windows: int,
         pid: int | None = None,
         host: str | None = None,
+        flush_interval_s: float | None = None,
     ) -> None:
+        """`flush_interval_s`: how often `tick` touches the open window (its heartbeat), and so the lease
+        (LEASE_FLUSHES intervals) after which this writer seals another host's open window; None: no heartbeat,
+        and other hosts' windows are never sealed."""
         for name, value, low in (("window_rows", window_rows, 1), ("keep_windows", keep_windows, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
@@ -146,13 +159,35 @@ class WindowWriter:
         self._part: Path | None = None
         self._version: str | None = None
         self._rows = 0
-        seal_orphaned_parts(self.windows_dir, own_pid=self.pid, host=self.host)
+        self.flush_interval_s = flush_interval_s
+        self._touched = 0.0
+        seal_orphaned_parts(self.windows_dir, own_pid=self.pid, host=self.host, lease_s=self.lease_s)
+
+    @property
+    def lease_s(self) -> float | None:
+        return None if self.flush_interval_s is None else LEASE_FLUSHES * self.flush_interval_s
+
+    def tick(self) -> None:
+        """The heartbeat (called by the capture's writer thread at least every flush interval): touch the open
+        window, so other hosts see it is alive even when no traffic comes."""
+        if self._handle is None or self.flush_interval_s is None:
+            return
+        now = time.time()
+        if now - self._touched < self.flush_interval_s:
+            return
+        if not self._part.exists():  # sealed by another host after the lease (this writer was stalled)
+            self._taken_over()
+            return
+        os.utime(self._part)
+        self._touched = now
 
     @property
     def current_rows(self) -> int:
         return self._rows
 
     def append(self, rows: Sequence[CapturedRow]) -> None:
+        if self._handle is not None and not self._part.exists():
+            self._taken_over()  # another host sealed it after the lease: the rows written so far are in it
         for row in rows:
             if self._handle is not None and row.model_version != self._version:
                 self.seal()  # a hot swap: the new version's rows go to a window of their own
@@ -164,6 +199,12 @@ class WindowWriter:
                 self.seal()
         if self._handle is not None:
             self._handle.flush()  # a crash loses at most the rows still in the capture queue
+            self._touched = time.time()
+
+    def _taken_over(self) -> None:
+        """Forget the open window another host sealed (its rows are in the sealed file); the next row opens one."""
+        self._handle.close()
+        self._handle, self._part, self._rows = None, None, 0
 
     def seal(self) -> Path | None:
         """Close the current window (if it has rows) and make it visible to readers; returns its sealed path."""
@@ -174,11 +215,17 @@ class WindowWriter:
         handle.flush()
         os.fsync(handle.fileno())
         handle.close()
-        if part.stat().st_size == 0:
-            part.unlink()
+        try:
+            if part.stat().st_size == 0:
+                part.unlink()
+                return None
+        except FileNotFoundError:  # another host sealed it after the lease: its rows are in that window
             return None
         final = part.with_name(part.name[: -len(PART_SUFFIX)] + SEALED_SUFFIX)
-        os.replace(part, final)
+        try:
+            os.replace(part, final)
+        except FileNotFoundError:
+            return None
         self.sealed_count += 1
         self.deleted_count += rotate(self.windows_dir, self.keep_windows)
         return final
@@ -263,18 +310,32 @@ def rotate(windows_dir: Path, keep_windows: int) -> int:
     return len(stale)
 
 
-def seal_orphaned_parts(windows_dir: Path, own_pid: int, host: str | None = None) -> list[Path]:
-    """Seal `.part` files left by processes of this host that are gone (a crash or a kill), so their rows are not
-    lost. Another host's windows are never touched: its pids mean nothing here (an unnamed host: an older name)."""
+def seal_orphaned_parts(
+    windows_dir: Path,
+    own_pid: int,
+    host: str | None = None,
+    lease_s: float | None = None,
+    now: float | None = None,
+) -> list[Path]:
+    """Seal `.part` files left by dead writers, so their rows are not lost: on this host, those whose process is
+    gone (a crash or a kill); on another host (its pids mean nothing here), those not updated for `lease_s`
+    seconds (None: never; an unnamed host is an older name of this one). A live writer is never touched."""
     sealed = []
     here = host_label(host)
     for part in Path(windows_dir).glob(f"*{PART_SUFFIX}"):
         match = WINDOW_NAME.match(part.name[: -len(PART_SUFFIX)])
-        if not match or (match["host"] or here) != here:
+        if not match:
             continue
-        if int(match["pid"]) == own_pid or _pid_alive(int(match["pid"])):
+        if (match["host"] or here) != here:
+            if lease_s is None or not _stale(part, lease_s, now):
+                continue
+        elif int(match["pid"]) == own_pid or _pid_alive(int(match["pid"])):
             continue
-        if part.stat().st_size == 0:
+        try:
+            empty = part.stat().st_size == 0
+        except FileNotFoundError:  # its writer or another judge sealed it meanwhile
+            continue
+        if empty:
             part.unlink(missing_ok=True)
             continue
         final = part.with_name(part.name[: -len(PART_SUFFIX)] + SEALED_SUFFIX)
@@ -282,6 +343,13 @@ def seal_orphaned_parts(windows_dir: Path, own_pid: int, host: str | None = None
             os.replace(part, final)
             sealed.append(final)
     return sealed
+
+
+def _stale(part: Path, lease_s: float, now: float | None) -> bool:
+    try:
+        return (time.time() if now is None else now) - part.stat().st_mtime >= lease_s
+    except FileNotFoundError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:

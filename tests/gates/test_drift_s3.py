@@ -1,5 +1,6 @@
-"""One `embedgate drift` run judges the windows of two replicas sharing a drift folder, against the reference of
-a version kept in an S3 registry (moto on 127.0.0.1), read through the registry's verified cache."""
+"""One `embedgate drift` run judges the windows of two replicas writing into one drift location, against the
+reference of a version kept in an S3 registry (moto on 127.0.0.1), read through the registry's verified cache: a
+shared folder, and the same bucket (EMBEDGATE_DRIFT_DIR=s3://...), where the dashboard's copy shows both."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import json
 import pytest
 
 from gates.cli import main
+from gates.commands import dashboard as dashboard_command
 from service.drift.capture import DriftCapture
 from service.drift.reference_builder import build_reference
 from service.drift.settings import DriftSettings
+from service.drift.workspace import DriftWorkspace
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
 from tests.gates.test_drift import LEGAL, MEDICAL, WINDOW, onnx_dir, sentences, serve  # noqa: F401 (fixture)
@@ -18,11 +21,14 @@ from tests.gates.test_drift import LEGAL, MEDICAL, WINDOW, onnx_dir, sentences, 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("where", ["folder", "s3"])
 def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
     onnx_dir,  # noqa: F811 - the fixture imported above
     s3_registry_url,
     tmp_path,
     capsys,
+    monkeypatch,
+    where,
 ):
     reference = tmp_path / "stage" / "reference"
     build_reference(
@@ -37,7 +43,8 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
         held_out_queries=sentences(LEGAL, 60, seed=11),
     )
     Registry(s3_registry_url).add_version({"onnx": onnx_dir, "reference": reference}, metadata={})
-    drift_dir = tmp_path / "drift"
+    drift_dir = tmp_path / "drift" if where == "folder" else s3_registry_url.rsplit("/", 1)[0] + "/drift"
+    monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "judge-copy"))
     settings = DriftSettings(dir=drift_dir, sample_rate=1.0, window_rows=WINDOW)
     embedder = OnnxEmbedder.from_export_dir(onnx_dir)
     replicas = [DriftCapture(settings), DriftCapture(settings)]  # two writers in one folder
@@ -54,7 +61,6 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
                 "--drift-dir",
                 str(drift_dir),
                 "--json",
-                "--no-snapshots",
                 "--alert-windows",
                 "2",
             ]
@@ -70,3 +76,23 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
         False,
         True,
     ]  # the legal replica is fine, the medical one not
+    if where == "s3":
+        # the verdicts went back to the bucket: a second judge (another pod, a fresh copy) has nothing to do
+        monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "second-judge"))
+        assert main(["drift", "--registry", s3_registry_url, "--drift-dir", drift_dir, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["computed"] == []
+        # `--list` reads the verdicts from the bucket (a third, empty copy)
+        monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "lister"))
+        assert (
+            main(["drift", "--registry", s3_registry_url, "--drift-dir", drift_dir, "--list", "--json"]) == 0
+        )
+        assert json.loads(capsys.readouterr().out)["alerts"][0]["last_window_id"] == judged[-1]["window_id"]
+        # and `embedgate dashboard` serves a copy of the judge's workspace showing both replicas' windows
+        served = []
+        monkeypatch.setattr(
+            dashboard_command, "_serve", lambda workspace, host, port: served.append(workspace)
+        )
+        monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "dashboard-copy"))
+        assert main(["dashboard", "--drift-dir", drift_dir]) == 0
+        assert served == [tmp_path / "dashboard-copy" / "workspace"]
+        assert len(DriftWorkspace(served[0]).snapshot_ids("v0001")) == 2

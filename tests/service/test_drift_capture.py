@@ -318,3 +318,18 @@ def test_two_hosts_sharing_one_drift_folder_never_seal_each_others_windows(tmp_p
     crashed.append(captured(3))
     WindowWriter(tmp_path, window_rows=50, keep_windows=100, host="replica-b")
     assert sum(read_window(w, DESCRIPTOR_NAMES).rows for w in list_windows(tmp_path)) == 25
+
+
+def test_a_drift_url_stays_a_url_and_an_unusable_one_stops_start_up(tmp_path):
+    settings = DriftSettings.from_env(
+        {"EMBEDGATE_DRIFT_DIR": "s3://bucket/drift/", "EMBEDGATE_DRIFT_CACHE_DIR": str(tmp_path)}
+    )
+    assert settings.on_object_store and settings.dir == "s3://bucket/drift"  # not folded into s3:/bucket
+    assert settings.windows_dir == tmp_path / "windows" and settings.lease_s == 60  # the judge's local copy
+    assert not DriftSettings(dir=f"file://{tmp_path}").on_object_store
+    with pytest.raises(
+        DriftSettingsError, match=r"EMBEDGATE_DRIFT_DIR=nosuch://b/x: cannot use the object store"
+    ):
+        DriftCapture(DriftSettings(dir="nosuch://b/x", sample_rate=1.0))
+    with pytest.raises(DriftSettingsError, match=r"EMBEDGATE_DRIFT_FLUSH_INTERVAL_S='0'.*Fix or unset"):
+        DriftSettings.from_env({"EMBEDGATE_DRIFT_FLUSH_INTERVAL_S": "0"})

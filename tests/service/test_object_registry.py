@@ -189,3 +189,30 @@ def test_reconcile_removes_only_stale_unmarked_uploads(s3_registry_url, tmp_path
     assert reg.reconcile(stale_after_s=0) == ["removed 1 object(s) of an interrupted upload (blobs/killed)"]
     assert reg._keys("blobs/killed/") == []
     assert Registry(s3_registry_url).verify(version)["files"]  # the promoted version's blobs are untouched
+
+
+def test_a_switch_killed_before_its_history_event_is_recorded_once(s3_registry_url, s3_env, tmp_path):
+    import os
+
+    from service.registry import RECONCILER
+
+    reg = Registry(s3_registry_url)
+    _promote(reg, _artifact(tmp_path, "a", b"one"))
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(_artifact(tmp_path, "b"))],
+        env={**os.environ, "EMBEDGATE_TEST_KILL_AT": "champion_switched"},
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == -9, proc.stderr
+    fresh = Registry(s3_registry_url)
+    assert fresh.reconcile(record_after_s=3600) == []  # too recent: a live writer may be about to record it
+    assert fresh.reconcile(record_after_s=0) == ["v0002: promote to the champion recorded after the fact"]
+    assert Registry(s3_registry_url).reconcile(record_after_s=0) == []  # recorded exactly once
+    last = fresh.history()[-1]
+    assert (last.action, last.version, last.from_version, last.who) == (
+        "promote",
+        "v0002",
+        "v0001",
+        RECONCILER,
+    )

@@ -1,0 +1,173 @@
+"""Serving throughput with 1 vs 3 `embedgate serve` replicas on one S3 registry, and what each replica costs.
+
+    make s3-test-server && PYTHONPATH=. nice -n 19 python benchmarks/registry_replicas.py --seconds 20
+
+The registry is on moto's S3 server (tests/service/s3_server.py, 127.0.0.1); the model is all-MiniLM-L6-v2 exported
+once (benchmarks/serve_throughput.py's `prepare`, reused from --workdir) and served at 128 dims, fp32. Each
+replica is a full `embedgate serve` (launcher, BentoML arbiter, one worker) with its own verified cache and
+`--threads` onnxruntime threads. Load: wrk, one short sentence per request, --connections in all, split evenly
+over the replicas (what a load balancer does), --seconds per configuration after --warmup. Printed: sentences/s
+summed over the replicas, failed requests, and each replica's resident memory (RSS of its whole process tree,
+after the load), with the load average before and after. On a machine with fewer cores than replicas x threads
+expect no gain from more replicas: they share the same cores, and each costs its own model copy in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR.parent))
+sys.path.insert(0, str(BENCH_DIR))
+
+from serve_throughput import SERVING_DIM, Server, prepare  # noqa: E402
+
+from tests.service.s3_server import _free_port, moto_server_executable  # noqa: E402
+
+LUA = (
+    'wrk.method = "POST"\n'
+    'wrk.headers["Content-Type"] = "application/json"\n'
+    f'wrk.body = \'{{"input": ["can my landlord keep the deposit after the lease ends"], '
+    f'"dimensions": {SERVING_DIM}}}\'\n'
+)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its descendants, MiB."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total / 2**20
+
+
+def wrk_many(urls: list[str], connections: int, seconds: float, script: Path) -> tuple[float, int]:
+    """One wrk per replica, at once; (requests/s summed, failed requests)."""
+    per = max(1, connections // len(urls))
+    procs = [
+        subprocess.Popen(
+            ["wrk", "-t1", f"-c{per}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(script), url],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for url in urls
+    ]
+    rate, failed = 0.0, 0
+    for proc in procs:
+        out = proc.communicate()[0]
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if not match:
+            raise SystemExit(f"wrk printed no rate:\n{out}")
+        rate += float(match[1])
+        bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+        errors = re.search(r"Socket errors:.*?(\d+).*?(\d+).*?(\d+).*?(\d+)", out)
+        failed += (int(bad[1]) if bad else 0) + (sum(int(x) for x in errors.groups()) if errors else 0)
+    return rate, failed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", default="1,3", help="replica counts to measure, comma-separated")
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads per replica")
+    parser.add_argument("--connections", type=int, default=12)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "embedgate-serve-bench")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    _, local_registry = prepare(args.workdir)
+    port = _free_port()
+    moto = subprocess.Popen(
+        [moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            s3_env = {
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                "AWS_ACCESS_KEY_ID": "bench",
+                "AWS_SECRET_ACCESS_KEY": "bench",
+                "AWS_REGION": "us-east-1",
+                "AWS_ALLOW_HTTP": "true",
+            }
+            os.environ.update({**s3_env, "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "promoter-cache")})
+            for _ in range(100):
+                try:
+                    urllib.request.urlopen(
+                        urllib.request.Request(f"{s3_env['AWS_ENDPOINT_URL']}/bench", method="PUT")
+                    )
+                    break
+                except OSError:
+                    time.sleep(0.2)
+            from service.registry import Registry
+
+            url = "s3://bench/registry"
+            Registry(url).add_version(
+                {"onnx": Path(local_registry) / "versions" / "v0001" / "onnx"},
+                metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
+                who="benchmark",
+                reason="registry_replicas",
+            )
+            script = tmp_path / "post.lua"
+            script.write_text(LUA)
+            print(
+                f"MiniLM fp32 at {SERVING_DIM} dims from {url} (moto); {args.threads} thread(s) per replica; "
+                f"{args.connections} connections in all; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            for count in [int(n) for n in args.replicas.split(",")]:
+                measure(count, url, s3_env, script, tmp_path, args)
+    finally:
+        moto.terminate()
+        moto.wait(timeout=10)
+
+
+def measure(count: int, url: str, s3_env: dict, script: Path, tmp_path: Path, args) -> None:
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for i in range(count):
+            port = _free_port()
+            env = {
+                **os.environ,
+                **s3_env,
+                "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / f"cache-{count}-{i}"),
+                "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+                "PYTHONPATH": str(BENCH_DIR.parent),
+            }
+            argv = [
+                sys.executable, "-m", "gates.cli", "serve", "--registry", url, "--port", str(port),
+                "--threads", str(args.threads),
+            ]  # fmt: skip
+            server = Server(f"replica-{i}", argv, env, port, tmp_path / f"replica-{count}-{i}.log")
+            servers.append(stack.enter_context(server))
+        for server in servers:
+            server.wait_ready()
+        urls = [server.url for server in servers]
+        wrk_many(urls, args.connections, args.warmup, script)
+        load_before = os.getloadavg()[0]
+        rate, failed = wrk_many(urls, args.connections, args.seconds, script)
+        rss = [rss_mib(server.process.pid) for server in servers]
+        print(
+            f"{count} replica(s): {rate:7.1f} sentences/s, {failed} failed; RSS per replica "
+            f"{', '.join(f'{r:.0f}' for r in rss)} MiB (total {sum(rss):.0f} MiB); load "
+            f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
