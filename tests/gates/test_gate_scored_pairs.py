@@ -130,3 +130,36 @@ def test_a_retrieval_metric_on_scored_pairs_results_names_what_exists():
         MissingMetricError, match=r"available: onnx-fp32 d16, d32; .*metrics: spearman, pearson"
     ):
         results.mean_metric("ndcg@10", "onnx-fp32", 16)
+
+
+def test_a_scored_pairs_entry_needs_one_cosine_and_gold_score_per_pair():
+    gold = _gold()
+    entry = {"backend": "onnx-fp32", "dim": 16, "spearman": 0.5, "pearson": 0.5, "n_pairs": N_PAIRS}
+    with pytest.raises(
+        EvalResultsError, match=rf"one cosine and one gold score per pair \({N_PAIRS}\), got 3"
+    ):
+        EvalResults.from_dict(
+            {
+                "model": {"label": "candidate", "name": "c"},
+                "scored_pairs": [{**entry, "cosine": [0.1, 0.2, 0.3], "gold": gold.tolist()}],
+            }
+        )
+
+
+def test_an_eval_table_that_is_not_scored_pairs_is_refused(tmp_path):
+    from gates.errors import RunDirectoryError
+    from gates.evaluation.evaluate import load_eval_set
+    from tests import synthetic
+
+    pairs = synthetic.write_csv(tmp_path / "pairs.csv", ["anchor", "positive"], synthetic.make_pairs(20))
+    with pytest.raises(
+        RunDirectoryError, match=r"expected a BEIR folder \(retrieval\) or an STS table .* got a pairs"
+    ):
+        load_eval_set(pairs)
+    sts = synthetic.write_csv(
+        tmp_path / "sts.csv",
+        ["sentence1", "sentence2", "score"],
+        [(f"a {i}", f"b {i}", i % 5) for i in range(12)],
+    )
+    view, loaded = load_eval_set(sts)
+    assert view is None and loaded.scores[:3] == [0.0, 1.0, 2.0] and len(loaded.sentences1) == 12
