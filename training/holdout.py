@@ -50,6 +50,11 @@ class HeldOutSplit:
         str  # of the sorted held-out anchor texts: what to compare to prove a split identical
     )
 
+    @property
+    def eval_data(self) -> Path:
+        """What the pipeline evaluates on (a BEIR folder)."""
+        return self.eval_dir
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
@@ -86,7 +91,7 @@ def hold_out_by_anchor(data: Any, out_dir: Path, fraction: float = 0.2, seed: in
         raise ConfigError(f"{out_dir} already exists; a held-out split is written once per run")
     rows = to_hf_dataset(data).to_pandas()
     anchors, positives = rows["anchor"].astype(str).tolist(), rows["positive"].astype(str).tolist()
-    component = _components(anchors, positives)
+    component = text_components(anchors, positives)
     eval_anchors = _pick_eval_anchors(anchors, component, fraction, seed)
     unique_anchors = len(set(anchors))
     if len(eval_anchors) < MIN_EVAL_ANCHORS or unique_anchors - len(eval_anchors) < MIN_EVAL_ANCHORS:
@@ -119,7 +124,7 @@ def hold_out_by_anchor(data: Any, out_dir: Path, fraction: float = 0.2, seed: in
     return split
 
 
-def _components(anchors: list[str], positives: list[str]) -> dict[str, str]:
+def text_components(anchors: list[str], positives: list[str]) -> dict[str, str]:
     """Union-find over texts: each row joins its anchor and its positive. -> text -> component root."""
     parent: dict[str, str] = {}
 

@@ -15,6 +15,7 @@ Example:
 
 ```
 embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data path/to/scifact --split test   # a BEIR folder, e.g. SciFact
+embedgate evaluate artifacts/runs/20261126-120000-ab12cd34 --data sts_eval.csv   # scored pairs: Spearman, Pearson
 ```
 """
 
@@ -37,7 +38,12 @@ def register(app: typer.Typer) -> None:
 
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run directory with onnx/ (and model/).")],
-    data: Annotated[Path, typer.Option(help="BEIR folder with qrels for the split.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="BEIR folder with qrels for the split, or an STS table (sentence1, sentence2, score)."
+        ),
+    ],
     split: Annotated[str, typer.Option(help="qrels split to evaluate on.")] = "test",
     registry: Annotated[Path | None, typer.Option(help="Registry whose champion is the baseline.")] = Path(
         "registry"
@@ -82,7 +88,8 @@ def evaluate(
 def gate(
     run_dir: Annotated[Path, typer.Argument(help="An evaluated run directory.")],
     policy: Annotated[
-        Path | None, typer.Option(help="Gate policy YAML (default: the packaged policy).")
+        Path | None,
+        typer.Option(help="Gate policy YAML (default: the packaged policy; Spearman for an STS eval set)."),
     ] = None,
 ) -> None:
     from gates.quality_gate.stage import run_gate

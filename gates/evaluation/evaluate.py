@@ -1,12 +1,15 @@
 """Evaluate a run's exported artifacts against a baseline on the same data, in the same run.
 
     embedgate evaluate artifacts/runs/<run_id> --data path/to/scifact --split test   # a BEIR folder
+    embedgate evaluate artifacts/runs/<run_id> --data heldout/eval.jsonl              # an STS table
 
 Candidate: the run's ONNX export through the service's embedder (fp32 and int8, every dim), plus the PyTorch
 model for reference. Baseline: the registry's champion (its served ONNX artifacts) or, when there is none, the base
 model exported the same way into the run (`baseline/onnx`), so both sides go through the identical code path and
 nothing is taken from stale numbers. Exact search over the whole corpus; per-query scores are kept because the
-gate's significance test is paired over queries.
+gate's significance test is paired over queries. An STS table (sentence1, sentence2, score) as the eval set is
+scored the same way, every dim through the same graphs: Spearman and Pearson of cosine vs gold score, with the
+per-pair cosines kept for the gate's paired bootstrap over pairs.
 
 Writes eval/candidate.json and eval/baseline.json (gates.evaluation.results.EvalResults), eval/summary.md (a table),
 eval/metrics_vs_dim.png, eval/timings.json.
@@ -21,7 +24,14 @@ from pathlib import Path
 
 from gates.errors import EmbedgateGateError, RunDirectoryError
 from gates.evaluation.encoders import Encoder, onnx_encoder, torch_encoder
-from gates.evaluation.results import BACKENDS, EvalResults, ModelIdentity, RetrievalResult, StsResult
+from gates.evaluation.results import (
+    BACKENDS,
+    EvalResults,
+    ModelIdentity,
+    RetrievalResult,
+    ScoredPairsResult,
+    StsResult,
+)
 from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations, top_k_run
 from service.embedder import truncate_dims
 from service.prompts import apply_prompt, role_prompt
@@ -80,8 +90,9 @@ def score_encoder(
     # Each side with the prompt its export serves with (none when it has none), as clients will send it; the
     # prompted texts are what the cache keys on.
     query_prompt = role_prompt(encoder.prompts, "query")
-    q_full = embed(apply_prompt(queries, query_prompt), "queries")
-    d_full = embed(apply_prompt(docs, role_prompt(encoder.prompts, "document")), "corpus")
+    if query_ids:  # none when the eval set is scored pairs (score_pairs) and only general STS is scored here
+        q_full = embed(apply_prompt(queries, query_prompt), "queries")
+        d_full = embed(apply_prompt(docs, role_prompt(encoder.prompts, "document")), "corpus")
     # STS is a symmetric task: both sides are queries.
     sts_full = (
         (
@@ -94,18 +105,51 @@ def score_encoder(
     timings[f"{label}/{encoder.backend}/encode_s"] = round(time.perf_counter() - started, 2)
     retrieval, sts_results = [], []
     for dim in dims:
-        q, d = truncate_dims(q_full, dim), truncate_dims(d_full, dim)
-        run: dict[str, dict[str, float]] = {}
-        for start in range(0, len(query_ids), QUERY_CHUNK):
-            chunk = q[start : start + QUERY_CHUNK] @ d.T
-            run.update(top_k_run(query_ids[start : start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
-        retrieval.append(RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS)))
+        if query_ids:
+            retrieval.append(_retrieval_at(encoder, dim, q_full, d_full, query_ids, doc_ids, qrels))
         if sts_full is not None:
             a, b = truncate_dims(sts_full[0], dim), truncate_dims(sts_full[1], dim)
             sts_results.append(
                 StsResult.from_scores(encoder.backend, dim, sts_correlations(a, b, sts.scores))
             )
     return retrieval, sts_results
+
+
+def _retrieval_at(encoder, dim, q_full, d_full, query_ids, doc_ids, qrels) -> RetrievalResult:
+    q, d = truncate_dims(q_full, dim), truncate_dims(d_full, dim)
+    run: dict[str, dict[str, float]] = {}
+    for start in range(0, len(query_ids), QUERY_CHUNK):
+        chunk = q[start : start + QUERY_CHUNK] @ d.T
+        run.update(top_k_run(query_ids[start : start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
+    return RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS))
+
+
+def score_pairs(
+    encoder: Encoder,
+    pairs: StsSet,
+    dims: tuple[int, ...],
+    timings: dict[str, float],
+    label: str,
+    cache: EmbeddingCache | None = None,
+    quiet: bool = False,
+) -> list[ScoredPairsResult]:
+    """The domain's scored pairs (an STS eval set): cosine vs gold at every dim, per-pair cosines kept. Both
+    sentences get the query prompt (a symmetric task, as the general STS set and as training did)."""
+    started = time.perf_counter()
+    embed = _embedder(encoder, cache, label, quiet)
+    prompt = role_prompt(encoder.prompts, "query")
+    first = embed(apply_prompt(pairs.sentences1, prompt), "pairs1")
+    second = embed(apply_prompt(pairs.sentences2, prompt), "pairs2")
+    timings[f"{label}/{encoder.backend}/pairs_encode_s"] = round(time.perf_counter() - started, 2)
+    return [
+        ScoredPairsResult.from_scores(
+            encoder.backend,
+            dim,
+            sts_correlations(truncate_dims(first, dim), truncate_dims(second, dim), pairs.scores),
+            pairs.scores,
+        )
+        for dim in dims
+    ]
 
 
 def _embedder(encoder: Encoder, cache: EmbeddingCache | None, label: str, quiet: bool = False):
@@ -142,13 +186,15 @@ def evaluate_model(
     timings: dict[str, float],
     cache: EmbeddingCache | None = None,
     quiet: bool = False,
+    pairs: StsSet | None = None,
 ) -> EvalResults:
-    qrels = {q: docs for q, docs in split.qrels.items() if q in split.queries}
+    """Retrieval on `split` (a BEIR split view), or, with `split` None, scored `pairs` (an STS eval set)."""
+    qrels = {q: docs for q, docs in split.qrels.items() if q in split.queries} if split is not None else {}
     query_ids = sorted(qrels)
-    doc_ids = sorted(split.corpus)
+    doc_ids = sorted(split.corpus) if split is not None else []
     queries = [split.queries[q] for q in query_ids]
     docs = [split.corpus[d] for d in doc_ids]
-    retrieval, sts_results = [], []
+    retrieval, scored, sts_results = [], [], []
     for encoder in encoders:
         usable = tuple(d for d in dims if d <= encoder.full_dim)
         r, s = score_encoder(
@@ -156,9 +202,12 @@ def evaluate_model(
         )
         retrieval += r
         sts_results += s
+        if pairs is not None:
+            scored += score_pairs(encoder, pairs, usable, timings, label, cache, quiet)
     return EvalResults(
         model=ModelIdentity(label=label, name=name, path=path),
         retrieval=tuple(retrieval),
+        scored_pairs=tuple(scored),
         sts=tuple(sts_results),
     )
 
@@ -279,14 +328,8 @@ def run_evaluation(
     (cpu, cuda:N); `onnx_device`: onnxruntime's (cpu, cuda[:N], auto; default the same as `device`)."""
     onnx_device = onnx_device or device
     from training.config import load_config
-    from training.loading import load_dataset
 
-    data = load_dataset(data_path, "ir")
-    view = data.split(split)
-    if not view.queries:
-        raise RunDirectoryError(
-            f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl"
-        )
+    view, pairs = load_eval_set(data_path, split)
     encoders = candidate_encoders(run, backends, device, onnx_device)
     # Every backend reads the export's dims (torch takes them from embedder.json), so `--backends torch` alone
     # still has dims to score.
@@ -300,10 +343,20 @@ def run_evaluation(
     cache = EmbeddingCache(Path(cache_dir) / "embeddings") if cache_dir is not None else None
     timings: dict[str, float] = {}
     candidate = evaluate_model(
-        "candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings, cache, quiet
+        "candidate", run.run_id, str(run.root), encoders, view, dims, sts, timings, cache, quiet, pairs
     )
     base = evaluate_model(
-        "baseline", baseline.name, baseline.path, baseline.encoders, view, dims, sts, timings, cache, quiet
+        "baseline",
+        baseline.name,
+        baseline.path,
+        baseline.encoders,
+        view,
+        dims,
+        sts,
+        timings,
+        cache,
+        quiet,
+        pairs,
     )
     run.eval.mkdir(parents=True, exist_ok=True)
     files = {"candidate": run.eval / "candidate.json", "baseline": run.eval / "baseline.json"}
@@ -328,17 +381,44 @@ def run_evaluation(
     )
 
 
+def load_eval_set(data_path: Path, split: str = "test"):
+    """The eval set: a BEIR folder -> (its `split` view, None); an STS table (sentence1, sentence2, score; a file,
+    a save_to_disk folder or hf://) -> (None, its pairs). Anything else is refused, saying what is accepted."""
+    from training.formats import DatasetType
+    from training.hf_datasets import is_hf_source
+    from training.loading import dataset_type_of, load_dataset
+
+    if Path(data_path).is_dir() and not is_hf_source(data_path):
+        view = load_dataset(data_path, "ir").split(split)
+        if not view.queries:
+            raise RunDirectoryError(
+                f"{data_path}: split {split!r} has no judged query with a text in queries.jsonl"
+            )
+        return view, None
+    data = load_dataset(data_path)
+    kind = dataset_type_of(data)
+    if kind is not DatasetType.STS:
+        raise RunDirectoryError(
+            f"{data_path}: expected a BEIR folder (retrieval) or an STS table (sentence1, sentence2, score) to "
+            f"evaluate on, got a {kind.value} table; give a BEIR folder with judged queries, or scored pairs"
+        )
+    return None, _sts_set(data, None, Path(str(data_path)).name)
+
+
 def load_sts_set(path: Path, limit: int | None = None) -> StsSet:
     """A general-domain STS table (sentence1, sentence2, score 0-5), e.g. STS-B test."""
     from training.loading import load_dataset
 
-    data = load_dataset(path, "sts")
-    frame = data.frame.dropna()
+    return _sts_set(load_dataset(path, "sts"), limit, Path(path).name)
+
+
+def _sts_set(data, limit: int | None, name: str) -> StsSet:
+    frame = data.frame[["sentence1", "sentence2", "score"]].dropna()
     if limit:
         frame = frame.head(limit)
     return StsSet(
         frame["sentence1"].tolist(),
         frame["sentence2"].tolist(),
         frame["score"].astype(float).tolist(),
-        Path(path).name,
+        name,
     )

@@ -4,26 +4,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gates.evaluation.results import EvalResults
+from gates.evaluation.results import BACKENDS, EvalResults
 
 TABLE_METRICS = ("ndcg@10", "mrr@10", "recall@10", "map@100")
 
 
 def summary_table(candidate: EvalResults, baseline: EvalResults, data: Path | str, split: str) -> str:
     lines = [
-        f"# Evaluation on {data} ({split} split)",
+        f"# Evaluation on {data}" + (f" ({split} split)" if candidate.retrieval else " (scored pairs)"),
         "",
         f"candidate: {candidate.model.name}  |  baseline: {baseline.model.name}",
         "",
-        "| model | backend | dim | " + " | ".join(TABLE_METRICS) + " |",
-        "|---|---|---:|" + "---:|" * len(TABLE_METRICS),
     ]
-    for results in (candidate, baseline):
-        for entry in sorted(results.retrieval, key=lambda e: (e.backend, -e.dim)):
-            values = " | ".join(f"{entry.mean.get(m, float('nan')):.4f}" for m in TABLE_METRICS)
-            lines.append(f"| {results.model.label} | {entry.backend} | {entry.dim} | {values} |")
-    n = candidate.retrieval[0].n_queries
-    lines += ["", f"{n} judged queries; metrics macro-averaged over queries; ties broken by doc id."]
+    if candidate.retrieval:
+        lines += [
+            "| model | backend | dim | " + " | ".join(TABLE_METRICS) + " |",
+            "|---|---|---:|" + "---:|" * len(TABLE_METRICS),
+        ]
+        for results in (candidate, baseline):
+            for entry in sorted(results.retrieval, key=lambda e: (e.backend, -e.dim)):
+                values = " | ".join(f"{entry.mean.get(m, float('nan')):.4f}" for m in TABLE_METRICS)
+                lines.append(f"| {results.model.label} | {entry.backend} | {entry.dim} | {values} |")
+        n = candidate.retrieval[0].n_queries
+        lines += ["", f"{n} judged queries; metrics macro-averaged over queries; ties broken by doc id."]
+    if candidate.scored_pairs:
+        lines += ["| model | backend | dim | spearman | pearson |", "|---|---|---:|---:|---:|"]
+        for results in (candidate, baseline):
+            for entry in sorted(results.scored_pairs, key=lambda e: (e.backend, -e.dim)):
+                lines.append(
+                    f"| {results.model.label} | {entry.backend} | {entry.dim} | {entry.spearman:.4f} | "
+                    f"{entry.pearson:.4f} |"
+                )
+        n = candidate.scored_pairs[0].n_pairs
+        lines += ["", f"{n} scored pairs; correlation of cosine similarity with the gold score."]
     if candidate.sts:
         lines += ["", "| model | backend | dim | STS spearman |", "|---|---|---:|---:|"]
         for results in (candidate, baseline):
@@ -33,8 +46,10 @@ def summary_table(candidate: EvalResults, baseline: EvalResults, data: Path | st
 
 
 def plot_metric_vs_dim(
-    candidate: EvalResults, baseline: EvalResults, out: Path, metric: str = "ndcg@10"
+    candidate: EvalResults, baseline: EvalResults, out: Path, metric: str | None = None
 ) -> Path:
+    """`metric` None: ndcg@10 on a retrieval eval set, spearman on scored pairs."""
+    metric = metric or ("ndcg@10" if candidate.retrieval else "spearman")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,8 +58,8 @@ def plot_metric_vs_dim(
     fig, ax = plt.subplots(figsize=(7, 4.2))
     styles = {"onnx-fp32": "-", "onnx-int8": "--", "torch": ":"}
     for results, color in ((candidate, "tab:blue"), (baseline, "tab:gray")):
-        for backend in sorted({e.backend for e in results.retrieval}):
-            points = sorted((e.dim, e.mean[metric]) for e in results.retrieval if e.backend == backend)
+        for backend in [b for b in BACKENDS if results.dims(b)]:
+            points = [(dim, results.mean_metric(metric, backend, dim)) for dim in results.dims(backend)]
             ax.plot(
                 *zip(*points, strict=True),
                 styles.get(backend, "-"),
@@ -53,7 +68,7 @@ def plot_metric_vs_dim(
                 label=f"{results.model.label} ({results.model.name}) {backend}",
             )
     ax.set_xscale("log", base=2)
-    dims = sorted({e.dim for e in candidate.retrieval})
+    dims = sorted({d for b in BACKENDS for d in candidate.dims(b)})
     ax.set_xticks(dims, [str(d) for d in dims])
     ax.set_xlabel("embedding dimension")
     ax.set_ylabel(metric.upper().replace("@", "@"))

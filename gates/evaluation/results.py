@@ -14,7 +14,7 @@ evaluation did not produce raises MissingMetricError listing what it did produce
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 Backend = Literal["onnx-fp32", "onnx-int8", "torch"]
 BACKENDS: tuple[str, ...] = ("onnx-fp32", "onnx-int8", "torch")
 StsMetric = Literal["spearman", "pearson"]
+# Gate metrics of a scored-pairs (STS) evaluation: cosine vs gold score over the held-out pairs. Not per query,
+# so their significance is a paired bootstrap over pairs (gates.evaluation.significance.compare_correlations).
+CORRELATION_METRICS: tuple[str, ...] = ("spearman", "pearson")
 FORMAT_VERSION = 1
 
 
@@ -102,17 +105,62 @@ class StsResult(_Frozen):
         return cls(backend=backend, dim=dim, **scores.to_dict())
 
 
+class ScoredPairsResult(_Frozen):
+    """Spearman and Pearson of cosine vs gold score on the domain's scored pairs (an STS eval table, e.g. held out
+    from STS training data), with the per-pair cosines: the paired bootstrap over pairs resamples them."""
+
+    backend: Backend
+    dim: int = Field(gt=0)
+    spearman: float = Field(ge=-1, le=1)
+    pearson: float = Field(ge=-1, le=1)
+    n_pairs: int = Field(ge=3)
+    cosine: tuple[float, ...]
+    gold: tuple[float, ...]
+
+    @model_validator(mode="after")
+    def _one_value_per_pair(self) -> ScoredPairsResult:
+        if not len(self.cosine) == len(self.gold) == self.n_pairs:
+            raise ValueError(
+                f"expected one cosine and one gold score per pair ({self.n_pairs}), got {len(self.cosine)} "
+                f"cosines and {len(self.gold)} gold scores"
+            )
+        return self
+
+    @classmethod
+    def from_scores(
+        cls, backend: Backend, dim: int, scores: StsScores, gold: Sequence[float]
+    ) -> ScoredPairsResult:
+        return cls(
+            backend=backend,
+            dim=dim,
+            **scores.to_dict(),
+            cosine=scores.cosine,
+            gold=tuple(float(g) for g in gold),
+        )
+
+
 class EvalResults(_Frozen):
-    """Everything measured for one model: retrieval per (backend, dim), optional STS, and who the model is."""
+    """Everything measured for one model: retrieval (IR eval set) or scored pairs (STS eval set) per (backend,
+    dim), optional general-domain STS, and who the model is."""
 
     format_version: Literal[1] = FORMAT_VERSION
     model: ModelIdentity
-    retrieval: tuple[RetrievalResult, ...] = Field(min_length=1)
+    retrieval: tuple[RetrievalResult, ...] = ()
+    scored_pairs: tuple[ScoredPairsResult, ...] = ()
     sts: tuple[StsResult, ...] = ()
 
     @model_validator(mode="after")
     def _one_entry_per_backend_and_dim(self) -> EvalResults:
-        for field_name, entries in (("retrieval", self.retrieval), ("sts", self.sts)):
+        if not self.retrieval and not self.scored_pairs:
+            raise ValueError(
+                "expected retrieval results (a BEIR eval set) or scored_pairs results (an STS eval set), got "
+                "neither"
+            )
+        for field_name, entries in (
+            ("retrieval", self.retrieval),
+            ("scored_pairs", self.scored_pairs),
+            ("sts", self.sts),
+        ):
             seen: set[tuple[str, int]] = set()
             for entry in entries:
                 if (entry.backend, entry.dim) in seen:
@@ -125,13 +173,16 @@ class EvalResults(_Frozen):
 
     def dims(self, backend: str) -> tuple[int, ...]:
         """Dims evaluated for `backend`, ascending."""
-        return tuple(sorted(entry.dim for entry in self.retrieval if entry.backend == backend))
+        entries = (*self.retrieval, *self.scored_pairs)
+        return tuple(sorted({entry.dim for entry in entries if entry.backend == backend}))
 
     def available(self) -> str:
         """What was evaluated, for error messages: 'onnx-fp32 d64, d128; onnx-int8 d128 (metrics: ...)'."""
         by_backend = {b: self.dims(b) for b in BACKENDS if self.dims(b)}
         where = "; ".join(f"{b} " + ", ".join(f"d{d}" for d in dims) for b, dims in by_backend.items())
         metrics = sorted({key for entry in self.retrieval for key in entry.mean})
+        if self.scored_pairs:
+            metrics += CORRELATION_METRICS
         return f"{where} (metrics: {', '.join(metrics)})"
 
     def retrieval_at(self, backend: str, dim: int) -> RetrievalResult:
@@ -143,7 +194,18 @@ class EvalResults(_Frozen):
             f"{self.available()}. Evaluate that backend and dim, or change the check"
         )
 
+    def scored_pairs_at(self, backend: str, dim: int) -> ScoredPairsResult:
+        for entry in self.scored_pairs:
+            if entry.backend == backend and entry.dim == dim:
+                return entry
+        raise MissingMetricError(
+            f"the {self.model.label} ({self.model.name}) has no scored-pairs (STS eval set) result at {backend} "
+            f"d{dim}; available: {self.available()}. Evaluate on an STS table, or gate on a retrieval metric"
+        )
+
     def mean_metric(self, metric: str, backend: str, dim: int) -> float:
+        if metric in CORRELATION_METRICS:
+            return float(getattr(self.scored_pairs_at(backend, dim), metric))
         entry = self.retrieval_at(backend, dim)
         if metric not in entry.mean:
             raise MissingMetricError(
@@ -154,6 +216,11 @@ class EvalResults(_Frozen):
 
     def per_query_metric(self, metric: str, backend: str, dim: int) -> dict[str, float]:
         """Per-query values of one metric: the input of a paired significance test."""
+        if metric in CORRELATION_METRICS:
+            raise MissingMetricError(
+                f"{metric} is one number over all pairs, not a per-query score; compare it with "
+                "gates.evaluation.significance.compare_correlations (a paired bootstrap over pairs)"
+            )
         self.mean_metric(metric, backend, dim)  # raises with the available metrics if it is missing
         entry = self.retrieval_at(backend, dim)
         if not entry.per_query:

@@ -114,6 +114,7 @@ class StsScores:
     spearman: float
     pearson: float
     n_pairs: int
+    cosine: tuple[float, ...] = ()  # per pair, in input order: what a paired bootstrap over pairs resamples
 
     def to_dict(self) -> dict[str, Any]:
         return {"spearman": self.spearman, "pearson": self.pearson, "n_pairs": self.n_pairs}
@@ -321,6 +322,7 @@ def sts_correlations(embeddings1: np.ndarray, embeddings2: np.ndarray, gold: Seq
         spearman=float(stats.spearmanr(cosine, gold_scores).statistic),
         pearson=float(stats.pearsonr(cosine, gold_scores).statistic),
         n_pairs=int(first.shape[0]),
+        cosine=tuple(float(c) for c in cosine),
     )
 
 

@@ -1,4 +1,5 @@
-"""Paired significance tests over per-query scores: is the candidate really better than the baseline?
+"""Paired significance tests over per-query scores (and, for correlations, over scored pairs): is the candidate
+really better than the baseline?
 
     from gates.evaluation.significance import compare_paired
     result = compare_paired(candidate.metric_per_query("ndcg@10"), baseline.metric_per_query("ndcg@10"))
@@ -14,11 +15,14 @@ Either way the confidence interval of the mean difference is the percentile boot
 when many differences are 0 (common in IR, where BCa's acceleration can be NaN), and the usual choice in IR
 evaluation (Sakai 2006). Resampling is vectorised and seeded (numpy for sign flips, scipy.stats.bootstrap
 for the interval): 1,000 queries with 10,000 resamples take about a tenth of a second.
+
+A Spearman or Pearson correlation (an STS eval set) has no per-query scores: `compare_correlations` is a paired
+bootstrap over the scored pairs, both correlations recomputed on each resample.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, Literal
@@ -133,6 +137,109 @@ def compare_paired(
         seed=seed,
         exact=exact,
     )
+
+
+def compare_correlations(
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    gold: Sequence[float],
+    *,
+    metric: str = "spearman",
+    baseline_weight: float = 1.0,
+    confidence: float = 0.95,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> PairedComparison:
+    """Test whether the candidate's cosines correlate better with the gold scores than the baseline's, on the
+    same pairs: corr(candidate, gold) - baseline_weight x corr(baseline, gold).
+
+    A correlation is one number over all pairs, so there is no per-query delta to flip signs on; the test is a
+    paired bootstrap over pairs instead: each resample draws pairs with replacement and recomputes both
+    correlations on the same draw (ranks recomputed, ties averaged), which keeps the two models' dependence. The
+    p-value is the share of centred resampled deltas at least the observed one (as `compare_paired`'s bootstrap),
+    the interval the percentile bootstrap. Resamples whose gold scores are all equal (undefined correlation) are
+    dropped. `baseline_weight` < 1 asks "does the candidate keep that share of the baseline's correlation" (used
+    to pick the serving dim)."""
+    import numpy as np
+
+    _check_settings("bootstrap", confidence, n_resamples, seed)
+    if metric not in ("spearman", "pearson"):
+        raise SignificanceInputError(f"unknown correlation {metric!r}; expected spearman or pearson")
+    n_resamples, seed = int(n_resamples), int(seed)
+    arrays = {}
+    for label, values in (("candidate", candidate), ("baseline", baseline), ("gold", gold)):
+        array = np.asarray(values, dtype=np.float64)
+        if array.ndim != 1 or not np.isfinite(array).all():
+            raise SignificanceInputError(f"{label}: expected a flat list of finite numbers, one per pair")
+        arrays[label] = array
+    sizes = {label: len(a) for label, a in arrays.items()}
+    if len(set(sizes.values())) != 1 or sizes["gold"] < 3:
+        raise SignificanceInputError(
+            f"a paired test over pairs needs one candidate cosine, one baseline cosine and one gold score per "
+            f"pair, at least 3 pairs; got {sizes}. Evaluate both models on the same scored pairs"
+        )
+    c, b, g = arrays["candidate"], arrays["baseline"], arrays["gold"]
+    n = len(g)
+
+    def delta(index: np.ndarray) -> np.ndarray:
+        gold_rows = g[index]
+        return _row_correlation(c[index], gold_rows, metric) - baseline_weight * _row_correlation(
+            b[index], gold_rows, metric
+        )
+
+    mean_candidate = float(_row_correlation(c[None], g[None], metric)[0])
+    mean_baseline = baseline_weight * float(_row_correlation(b[None], g[None], metric)[0])
+    observed = mean_candidate - mean_baseline
+    rng = np.random.default_rng(seed)
+    batch = max(1, _BATCH_ELEMENTS // n)
+    boot = np.concatenate(
+        [
+            delta(rng.integers(0, n, size=(min(batch, n_resamples - start), n)))
+            for start in range(0, n_resamples, batch)
+        ]
+    )
+    boot = boot[np.isfinite(boot)]
+    if boot.size < n_resamples // 2:
+        raise SignificanceInputError(
+            f"{n_resamples - boot.size} of {n_resamples} resamples of {n} pairs had constant gold scores or "
+            "cosines (no correlation); evaluate on more pairs with varied scores"
+        )
+    tail = (1 - confidence) / 2
+    ci_low, ci_high = (float(v) for v in np.quantile(boot, [tail, 1 - tail]))
+    centred = boot - observed
+    p_greater = _tail_share(centred >= observed - _tolerance(observed), 1)
+    p_less = _tail_share(centred <= observed + _tolerance(observed), 1)
+    return PairedComparison(
+        method="bootstrap",
+        n=n,
+        mean_candidate=mean_candidate,
+        mean_baseline=mean_baseline,
+        mean_delta=observed,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        confidence=confidence,
+        p_value_greater=p_greater,
+        p_value_two_sided=min(1.0, 2 * min(p_greater, p_less)),
+        n_resamples=n_resamples,
+        seed=seed,
+        exact=False,
+    )
+
+
+def _row_correlation(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    """Pearson of each row of x with the same row of y; Spearman is Pearson of the ranks (ties averaged, as
+    scipy.stats.spearmanr). NaN where a row is constant."""
+    import numpy as np
+    from scipy import stats
+
+    if metric == "spearman":
+        x, y = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("ij,ij->i", x, y) / np.sqrt(
+            np.einsum("ij,ij->i", x, x) * np.einsum("ij,ij->i", y, y)
+        )
 
 
 def _sign_flip_null(

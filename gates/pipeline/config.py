@@ -45,10 +45,10 @@ class ExportSection(_Section):
 
 
 class EvaluationSection(_Section):
-    data: Path | None = (
-        None  # BEIR folder; null = the training data when it is an IR folder, else held out from it
-    )
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # share of anchors held out when there is no BEIR folder
+    # A BEIR folder, or an STS table (scored pairs: gated on Spearman); null = the training data when it is an IR
+    # folder, else held out from it (pairs-like data by anchor, STS data by sentence)
+    data: Path | None = None
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)  # share of anchors (STS: pairs) held out
     split: str = "test"
     # The served graphs. torch (the SentenceTransformer itself) is an opt-in reference: the export already checks
     # every graph's parity to it, and it costs a third encoding of the corpus.
@@ -117,15 +117,16 @@ class PipelineConfig(_Section):
             and not _is_beir(self.train.data.path)
         )
 
-    def with_holdout(self, train_path: Path, eval_dir: Path) -> PipelineConfig:
-        """This config training on the held-out split's train rows and evaluating on its eval folder."""
+    def with_holdout(self, train_path: Path, eval_data: Path) -> PipelineConfig:
+        """This config training on the held-out split's train rows and evaluating on its eval set (a BEIR folder,
+        or an STS table of held-out scored pairs)."""
         data = self.train.data.model_copy(
-            update={"path": train_path, "columns": None, "eval_path": eval_dir, "eval_split": "test"}
+            update={"path": train_path, "columns": None, "eval_path": eval_data, "eval_split": "test"}
         )
         return self.model_copy(
             update={
                 "train": self.train.model_copy(update={"data": data}),
-                "evaluation": self.evaluation.model_copy(update={"data": eval_dir, "split": "test"}),
+                "evaluation": self.evaluation.model_copy(update={"data": eval_data, "split": "test"}),
             }
         )
 

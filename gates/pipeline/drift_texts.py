@@ -1,6 +1,7 @@
 """Which texts `embedgate pipeline` builds a promoted version's drift reference from: the evaluation folder's
 judged queries, told apart by whether training saw their text (held-out ones calibrate the alarms, see
-service/drift/reference_builder.py and docs/drift.md), and a random sample of the corpus."""
+service/drift/reference_builder.py and docs/drift.md), and a random sample of the corpus. An STS eval set (scored
+pairs) gives its sentences instead, and a sample of all sentences as the corpus."""
 
 from __future__ import annotations
 
@@ -24,9 +25,13 @@ def pipeline_reference_texts(config: Any, seed: int = 0) -> ReferenceTexts:
     (`promotion.reference_queries`, `reference_corpus`) cut: they are the ones that calibrate."""
     import random
 
+    from training.hf_datasets import is_hf_source
     from training.loading import load_dataset
 
-    data = load_dataset(config.evaluation_data(), "ir")
+    eval_path = config.evaluation_data()
+    if not Path(eval_path).is_dir() or is_hf_source(eval_path):
+        return _scored_pairs_texts(config, eval_path, seed)
+    data = load_dataset(eval_path, "ir")
     texts = data.query_texts()
     judged = sorted({q for split in data.splits for q in data.split(split).qrels if q in texts})
     trained_texts = _trained_texts(config, data)
@@ -40,13 +45,37 @@ def pipeline_reference_texts(config: Any, seed: int = 0) -> ReferenceTexts:
     return ReferenceTexts(trained, held, rng.sample(docs, min(len(docs), config.promotion.reference_corpus)))
 
 
+def _scored_pairs_texts(config: Any, eval_path: Path, seed: int) -> ReferenceTexts:
+    """An STS eval set: its sentences are what clients embed; those training never saw (all of them, for pairs
+    the pipeline held out by sentence) calibrate. No corpus: a sample of every sentence stands in for it."""
+    import random
+
+    from training.loading import load_dataset
+
+    pairs = load_dataset(eval_path, "sts").frame
+    trained_texts = _trained_texts(config, None)
+    sentences = list(dict.fromkeys(str(t) for c in ("sentence1", "sentence2") for t in pairs[c].dropna()))
+    rng = random.Random(seed)
+    cap = config.promotion.reference_queries
+    held = [t for t in sentences if t not in trained_texts]
+    held = rng.sample(held, min(len(held), cap))
+    trained = sorted(trained_texts)
+    trained = rng.sample(trained, min(len(trained), cap - len(held)))
+    everything = sorted(trained_texts | set(sentences))
+    return ReferenceTexts(
+        trained, held, rng.sample(everything, min(len(everything), config.promotion.reference_corpus))
+    )
+
+
 def _trained_texts(config: Any, eval_data: Any) -> set[str]:
     """Every text the training split holds: its queries (IR), or every text cell of a training table."""
     from training.beir import IRDataset
     from training.loading import load_dataset
 
     data_config = config.train.data
-    same_folder = Path(data_config.path).resolve() == Path(config.evaluation_data()).resolve()
+    same_folder = eval_data is not None and (
+        Path(data_config.path).resolve() == Path(config.evaluation_data()).resolve()
+    )
     data = eval_data if same_folder else load_dataset(data_config.path, data_config.type, data_config.columns)
     if isinstance(data, IRDataset):
         texts = data.query_texts()

@@ -66,7 +66,7 @@ STAGE_DOES = {  # what a person watching the run is told each stage is doing
     "export": "exporting one ONNX graph per Matryoshka dim, fp32 and int8 (+ fp16 on a GPU), each checked for parity ...",
     "evaluate": "encoding the eval queries and corpus with the candidate and the baseline (cached ones are "
     "reused) ...",
-    "gate": "applying the gate policy (significance over the eval queries) ...",
+    "gate": "applying the gate policy (significance over the eval queries, or pairs for STS) ...",
     "drift reference": "embedding the drift reference for the served version ...",
     "promote": "copying the version into the registry and switching the champion ...",
 }
@@ -314,16 +314,21 @@ def _run_stages(
 
 
 def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: Progress):
-    """No BEIR folder: split the training table by anchor into train rows and an eval folder in the run, then run
-    the data gate's leakage check on the split. -> (the config using the split, the split)."""
+    """No BEIR folder: split the training table into train rows and an eval set in the run (pairs-like data by
+    anchor into a BEIR folder; STS data by sentence into held-out scored pairs, gated on Spearman), then run the
+    data gate's leakage check on the split. -> (the config using the split, the split)."""
     from gates.pipeline.stages import data_gate
+    from training.formats import DatasetType
     from training.holdout import hold_out_by_anchor
+    from training.holdout_sts import hold_out_scored_pairs
     from training.loading import load_dataset
 
     data = load_dataset(config.train.data.path, config.train.data.type, config.train.data.columns)
     split = stages.run(
         "held-out split",
-        hold_out_by_anchor,
+        hold_out_scored_pairs
+        if getattr(data, "dataset_type", None) is DatasetType.STS
+        else hold_out_by_anchor,
         data,
         run.root / "heldout",
         config.evaluation.holdout_fraction,
@@ -331,7 +336,7 @@ def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: 
     )
     stages.note(**split.to_dict())
     progress(f"evaluation: {split.describe()}")
-    config = config.with_holdout(split.train_path, split.eval_dir)
+    config = config.with_holdout(split.train_path, split.eval_data)
     leakage = data_gate(config.train, run.root / "heldout" / "data-gate")
     if not leakage.passed:
         stages.records[-1].status = "blocked"

@@ -23,6 +23,7 @@ from training.run_dir import RunPaths
 
 TEMPLATE = Path(__file__).with_name("run_report.html")
 METRICS = ("ndcg@10", "mrr@10", "recall@10")
+PAIR_METRICS = ("spearman", "pearson")  # an STS eval set (scored pairs)
 
 
 def build_report(run: RunPaths) -> Path:
@@ -109,19 +110,23 @@ def _dev_log(path: Path) -> list[dict]:
 
 def _metric_rows(candidate: dict | None, baseline: dict | None) -> list[dict]:
     """Per (backend, dim): candidate and baseline means of METRICS (baseline: onnx-fp32 when its backend is
-    missing) and the delta of the first."""
+    missing) and the delta of the first; Spearman and Pearson for an STS eval set (scored pairs)."""
     if candidate is None:
         return []
     base = {(e["backend"], e["dim"]): e["mean"] for e in (baseline or {}).get("retrieval", [])}
+    base |= {(e["backend"], e["dim"]): e for e in (baseline or {}).get("scored_pairs", [])}
+    entries = [(e, e["mean"], METRICS, e.get("n_queries"), "queries") for e in candidate.get("retrieval", [])]
+    entries += [(e, e, PAIR_METRICS, e.get("n_pairs"), "pairs") for e in candidate.get("scored_pairs", [])]
     rows = []
-    for entry in sorted(candidate.get("retrieval", []), key=lambda e: (e["backend"], -e["dim"])):
+    for entry, values, metrics, n, unit in sorted(entries, key=lambda e: (e[0]["backend"], -e[0]["dim"])):
         other = base.get((entry["backend"], entry["dim"])) or {}
-        cells = [(m, entry["mean"].get(m), other.get(m)) for m in METRICS]
+        cells = [(m, values.get(m), other.get(m)) for m in metrics]
         rows.append(
             {
                 "backend": entry["backend"],
                 "dim": entry["dim"],
-                "n": entry.get("n_queries"),
+                "n": n,
+                "unit": unit,
                 "cells": cells,
                 "has_baseline": bool(other),
             }

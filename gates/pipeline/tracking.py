@@ -147,8 +147,13 @@ def _final_metrics(run: RunPaths, outcome: dict) -> list:
     for label in ("candidate", "baseline"):
         path = run.eval / f"{label}.json"
         if path.is_file():
-            for entry in json.loads(path.read_text())["retrieval"]:
-                for metric, value in entry["mean"].items():
+            results = json.loads(path.read_text())
+            means = [(e, e["mean"]) for e in results.get("retrieval", [])]
+            means += [
+                (e, {m: e[m] for m in ("spearman", "pearson")}) for e in results.get("scored_pairs", [])
+            ]
+            for entry, values in means:
+                for metric, value in values.items():
                     out.append(
                         Metric(_key(f"{label}/{entry['backend']}/d{entry['dim']}/{metric}"), value, 0, 0)
                     )

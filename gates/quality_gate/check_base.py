@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gates.evaluation.results import Backend, EvalResults, ParityRecord
+from gates.evaluation.results import CORRELATION_METRICS, Backend, EvalResults, ParityRecord
 from gates.evaluation.retrieval_metrics import parse_metric_key
 
 if TYPE_CHECKING:
@@ -50,6 +50,18 @@ def retrieval_metric(key: str) -> str:
     """Validate a metric key such as ndcg@10 (raises MetricInputError, a ValueError, naming the expected form)."""
     parse_metric_key(key)
     return key
+
+
+def gate_metric(key: str) -> str:
+    """A metric a check can compare: a retrieval key (ndcg@10, ...) or, for an STS eval set, spearman/pearson."""
+    if key in CORRELATION_METRICS:
+        return key
+    try:
+        return retrieval_metric(key)
+    except ValueError as err:
+        raise ValueError(
+            f"{err}; or, for an STS eval set (scored pairs), one of {', '.join(CORRELATION_METRICS)}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gates.errors import MissingMetricError
-from gates.evaluation.results import EvalResults, EvalResultsError, ParityRecord
+from gates.evaluation.results import CORRELATION_METRICS, EvalResults, EvalResultsError, ParityRecord
 from gates.quality_gate.check_base import CheckContext, GateRow
 from gates.quality_gate.checks import EVALUATORS
 from gates.quality_gate.policy import GatePolicy
@@ -124,8 +124,8 @@ def decide(
 def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int, str]:
     """The dim to serve, and why: fixed by the policy, or the smallest dim that keeps `serving_dim_fraction`
     of the largest dim's primary metric (candidate, onnx-fp32) beyond query-sampling noise: the lower end of the
-    bootstrap interval of mean(dim - fraction * full) over queries must be >= 0, else the next dim up (the full
-    dim is the conservative choice)."""
+    bootstrap interval of mean(dim - fraction * full) over queries (over pairs for a correlation) must be >= 0,
+    else the next dim up (the full dim is the conservative choice)."""
     dims = candidate.dims("onnx-fp32")
     if not dims:
         raise MissingMetricError(
@@ -134,14 +134,15 @@ def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int
         )
     if policy.serving_dim != "auto":
         # raises, listing the evaluated dims, if the fixed dim was not evaluated
-        candidate.retrieval_at("onnx-fp32", policy.serving_dim)
+        candidate.mean_metric(policy.primary_metric, "onnx-fp32", policy.serving_dim)
         return policy.serving_dim, "fixed by the policy"
     metric, full_dim = policy.primary_metric, dims[-1]
     full = candidate.mean_metric(metric, "onnx-fp32", full_dim)
     within_noise = []
     for dim in dims:
         value = candidate.mean_metric(metric, "onnx-fp32", dim)
-        if value >= policy.serving_dim_fraction * full:
+        # The full dim always qualifies: a correlation can be negative, and then value < fraction * value.
+        if dim == full_dim or value >= policy.serving_dim_fraction * full:
             low = _retention_lower_bound(candidate, metric, dim, full_dim, policy.serving_dim_fraction)
             kept = value / full if full > 0 else 1.0
             if low < 0:
@@ -150,18 +151,31 @@ def resolve_serving_dim(policy: GatePolicy, candidate: EvalResults) -> tuple[int
             noise = f"; {', '.join(within_noise)} kept it only within noise" if within_noise else ""
             return dim, (
                 f"auto: smallest dim keeping >= {policy.serving_dim_fraction:.0%} of d{full_dim}'s {metric} "
-                f"beyond query noise: {value:.4f} = {kept:.1%} of {full:.4f}{noise}"
+                f"beyond {'pair' if metric in CORRELATION_METRICS else 'query'} noise: {value:.4f} = {kept:.1%} of {full:.4f}{noise}"
             )
-    raise AssertionError("unreachable: the full dim always keeps 100% of itself")
+    raise AssertionError("unreachable: the full dim always qualifies")
 
 
 def _retention_lower_bound(
     candidate: EvalResults, metric: str, dim: int, full_dim: int, fraction: float
 ) -> float:
-    """Lower end of the 95% bootstrap interval of mean over queries of (dim - fraction * full); >= 0 at full dim."""
+    """Lower end of the 95% bootstrap interval of mean over queries of (dim - fraction * full); >= 0 at full dim.
+    A correlation (STS eval set): of corr(dim) - fraction * corr(full), bootstrapped over the pairs."""
     if dim == full_dim:
         return 0.0
-    from gates.evaluation.significance import compare_paired
+    from gates.evaluation.significance import compare_correlations, compare_paired
+
+    if metric in CORRELATION_METRICS:
+        small_pairs = candidate.scored_pairs_at("onnx-fp32", dim)
+        full_pairs = candidate.scored_pairs_at("onnx-fp32", full_dim)
+        return compare_correlations(
+            small_pairs.cosine,
+            full_pairs.cosine,
+            small_pairs.gold,
+            metric=metric,
+            baseline_weight=fraction,
+            n_resamples=2000,
+        ).ci_low
 
     small = candidate.per_query_metric(metric, "onnx-fp32", dim)
     full = candidate.per_query_metric(metric, "onnx-fp32", full_dim)

@@ -13,6 +13,7 @@ and reads one backend (onnx-fp32 | onnx-int8 | torch) at one dim (an int, or "se
 - parity: every selected ONNX graph reproduces the PyTorch model with min cosine >= threshold (parity record).
 - retention: int8 keeps >= fraction of the candidate's fp32 metric. severity `auto` is critical only when the
   policy's serve_precision is int8 (a warning while int8 is not what ships).
+- (spearman / pearson instead of a retrieval key: an STS eval set's correlation, see policies/scored_pairs.yaml)
 - general_domain: a general-domain STS correlation may not drop more than `tolerance` below the baseline's;
   skipped, with the reason recorded, when the evaluation produced no STS results.
 `serving_dim: auto` picks the smallest dim whose primary metric (candidate, onnx-fp32) is within
@@ -30,10 +31,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from gates.errors import EmbedgateGateError
 from gates.evaluation.results import validation_error_text
-from gates.quality_gate.check_base import Spec, retrieval_metric
+from gates.quality_gate.check_base import Spec, gate_metric
 from gates.quality_gate.checks import Check
 
 DEFAULT_POLICY_FILE = "policies/default.yaml"  # inside the gates.quality_gate package
+SCORED_PAIRS_POLICY_FILE = "policies/scored_pairs.yaml"  # the default when the eval set is STS (scored pairs)
 
 
 class PolicyError(EmbedgateGateError):
@@ -53,7 +55,7 @@ class GatePolicy(Spec):
     @field_validator("primary_metric")
     @classmethod
     def _primary(cls, key: str) -> str:
-        return retrieval_metric(key)
+        return gate_metric(key)
 
     @field_validator("serving_dim")
     @classmethod
@@ -108,12 +110,13 @@ def policy_from_dict(data: Any, source: str = "gate policy") -> GatePolicy:
         ) from None
 
 
-def default_policy() -> GatePolicy:
-    """The policy shipped with embedgate (gates/quality_gate/policies/default.yaml)."""
+def default_policy(scored_pairs: bool = False) -> GatePolicy:
+    """The policy shipped with embedgate (gates/quality_gate/policies/default.yaml): retrieval metrics; with
+    `scored_pairs`, the one for an STS eval set (policies/scored_pairs.yaml: Spearman, bootstrap over pairs)."""
     from importlib.resources import files
 
-    resource = files("gates.quality_gate").joinpath(DEFAULT_POLICY_FILE)
-    return load_policy(Path(str(resource)))
+    name = SCORED_PAIRS_POLICY_FILE if scored_pairs else DEFAULT_POLICY_FILE
+    return load_policy(Path(str(files("gates.quality_gate").joinpath(name))))
 
 
 def _check_names(err: ValidationError, data: Mapping[str, Any]) -> str:

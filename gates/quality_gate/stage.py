@@ -35,8 +35,10 @@ def read_parity(run: RunPaths) -> ParityRecord:
 
 
 def run_gate(run: RunPaths, policy_path: Path | None = None) -> GateDecision:
-    policy = load_policy(policy_path) if policy_path else default_policy()
+    """No policy given: the packaged default for what was evaluated (retrieval on a BEIR folder, Spearman on an
+    STS eval set)."""
     candidate, baseline = read_results(run)
+    policy = load_policy(policy_path) if policy_path else default_policy(not candidate.retrieval)
     decision = decide(policy, candidate, baseline, parity=read_parity(run))
     run.gate.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run.gate / "decision.json", decision.to_dict() | {"run_id": run.run_id})

@@ -2,7 +2,9 @@
 `significance`) beyond noise: one-sided paired p < alpha and the bootstrap CI of the delta above 0.
 
 The significance test is the paired randomization test (Fisher 1935; Smucker, Allan & Carterette, "A Comparison
-of Statistical Significance Tests for Information Retrieval Evaluation", CIKM 2007) over per-query scores.
+of Statistical Significance Tests for Information Retrieval Evaluation", CIKM 2007) over per-query scores. On an
+STS eval set the metric is a correlation (spearman, pearson), one number over all pairs: its test is a paired
+bootstrap over the pairs (`test: bootstrap`; gates.evaluation.significance.compare_correlations).
 """
 
 from __future__ import annotations
@@ -10,16 +12,18 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from gates.evaluation.significance import SignificanceTest, compare_paired
+from gates.errors import MissingMetricError
+from gates.evaluation.results import CORRELATION_METRICS
+from gates.evaluation.significance import SignificanceTest, compare_correlations, compare_paired
 from gates.quality_gate.check_base import (
     CheckContext,
     CheckSpec,
     GateRow,
     Spec,
     compared_row,
-    retrieval_metric,
+    gate_metric,
 )
 
 
@@ -43,7 +47,17 @@ class ImprovementCheck(CheckSpec):
     @field_validator("metric")
     @classmethod
     def _metric(cls, key: str) -> str:
-        return retrieval_metric(key)
+        return gate_metric(key)
+
+    @model_validator(mode="after")
+    def _correlation_test(self) -> ImprovementCheck:
+        if self.metric in CORRELATION_METRICS and self.significance and self.significance.test != "bootstrap":
+            raise ValueError(
+                f"significance.test {self.significance.test!r} flips the signs of per-query deltas, and "
+                f"{self.metric} has none (one correlation over all pairs); set significance.test: bootstrap "
+                "(a paired bootstrap over the pairs)"
+            )
+        return self
 
 
 def evaluate(check: ImprovementCheck, ctx: CheckContext) -> list[GateRow]:
@@ -64,15 +78,9 @@ def evaluate(check: ImprovementCheck, ctx: CheckContext) -> list[GateRow]:
     comparison = None
     if check.significance is not None:
         sig = check.significance
-        comparison = compare_paired(
-            ctx.candidate.per_query_metric(check.metric, check.backend, dim),
-            ctx.baseline.per_query_metric(check.metric, check.backend, dim),
-            method=sig.test,
-            confidence=sig.confidence,
-            n_resamples=sig.n_resamples,
-            seed=sig.seed,
-        )
-        rule += f"; {sig.test} p < {sig.alpha:g} and {sig.confidence:.0%} CI low > 0"
+        comparison = _compare(check, ctx, dim)
+        over = " over pairs" if check.metric in CORRELATION_METRICS else ""
+        rule += f"; {sig.test}{over} p < {sig.alpha:g} and {sig.confidence:.0%} CI low > 0"
         fields.update(sig.model_dump())
         if comparison.p_value_greater >= sig.alpha:
             problems.append(f"not significant: p {comparison.p_value_greater:.4f} >= alpha {sig.alpha:g}")
@@ -80,13 +88,16 @@ def evaluate(check: ImprovementCheck, ctx: CheckContext) -> list[GateRow]:
             problems.append(
                 f"{sig.confidence:.0%} CI [{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] includes 0"
             )
+    unit = "pairs" if check.metric in CORRELATION_METRICS else "queries"
     evidence = (
         f"; p {comparison.p_value_greater:.4f}, {comparison.confidence:.0%} CI "
-        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] over {comparison.n} queries"
+        f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] over {comparison.n} {unit}"
         if comparison
         else ""
     )
-    reason = "; ".join(problems) if problems else f"improves by {delta:+.4f} ({relative:+.1%}){evidence}"
+    # Relative to a baseline <= 0 (a correlation can be negative) a share means nothing: left out.
+    share = f" ({relative:+.1%})" if old > 0 else ""
+    reason = "; ".join(problems) if problems else f"improves by {delta:+.4f}{share}{evidence}"
     return [
         compared_row(
             check,
@@ -102,3 +113,24 @@ def evaluate(check: ImprovementCheck, ctx: CheckContext) -> list[GateRow]:
             comparison=comparison,
         )
     ]
+
+
+def _compare(check: ImprovementCheck, ctx: CheckContext, dim: int):
+    """Per-query paired test for a retrieval metric; paired bootstrap over the scored pairs for a correlation."""
+    sig = check.significance
+    settings = {"confidence": sig.confidence, "n_resamples": sig.n_resamples, "seed": sig.seed}
+    if check.metric in CORRELATION_METRICS:
+        new = ctx.candidate.scored_pairs_at(check.backend, dim)
+        old = ctx.baseline.scored_pairs_at(check.backend, dim)
+        if new.gold != old.gold:
+            raise MissingMetricError(
+                f"the candidate and the baseline were scored on different pairs ({new.n_pairs} vs "
+                f"{old.n_pairs}, or other gold scores); evaluate both on the same STS eval set"
+            )
+        return compare_correlations(new.cosine, old.cosine, new.gold, metric=check.metric, **settings)
+    return compare_paired(
+        ctx.candidate.per_query_metric(check.metric, check.backend, dim),
+        ctx.baseline.per_query_metric(check.metric, check.backend, dim),
+        method=sig.test,
+        **settings,
+    )

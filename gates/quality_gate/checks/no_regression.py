@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from gates.quality_gate.check_base import CheckContext, CheckSpec, GateRow, compared_row, retrieval_metric
+from gates.quality_gate.check_base import CheckContext, CheckSpec, GateRow, compared_row, gate_metric
 
 
 class NoRegressionCheck(CheckSpec):
@@ -24,7 +24,7 @@ class NoRegressionCheck(CheckSpec):
     def _metrics(cls, metrics: tuple[str, ...]) -> tuple[str, ...]:
         if len(set(metrics)) != len(metrics):
             raise ValueError(f"metric lists a key twice: {list(metrics)}")
-        return tuple(retrieval_metric(key) for key in metrics)
+        return tuple(gate_metric(key) for key in metrics)
 
 
 def evaluate(check: NoRegressionCheck, ctx: CheckContext) -> list[GateRow]:

@@ -15,7 +15,7 @@ from gates.quality_gate.check_base import (
     GateRow,
     Severity,
     compared_row,
-    retrieval_metric,
+    gate_metric,
 )
 
 
@@ -30,7 +30,7 @@ class RetentionCheck(CheckSpec):
     @field_validator("metric")
     @classmethod
     def _metric(cls, key: str | None) -> str | None:
-        return None if key is None else retrieval_metric(key)
+        return None if key is None else gate_metric(key)
 
 
 def evaluate(check: RetentionCheck, ctx: CheckContext) -> list[GateRow]:
