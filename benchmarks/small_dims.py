@@ -10,7 +10,7 @@ Everything is post-hoc on frozen embeddings: each set's corpus and queries are e
 - systems: `none`; `pca` (the rotation's PCA start); `rotation` (today's default chain, training.rotation.
   decide_rotation: PCA, refined on the pairs with dev early stopping, each step kept only beyond dev noise);
   `adaptor` (training.matryoshka_adaptor, similarity-preserving terms only, fixed steps, no dev); `adaptor+rank`
-  (plus the ranking term on the fit pairs);
+  (plus the ranking term on the fit pairs); `rotation+adaptor+rank` (the same, started from `rotation`'s matrix);
 - test: every test query against the whole corpus (graded NDCG@10, linear gain, as BEIR), at 384/256/128/64, with
   the retention 64/384 and 128/384 of the same system and the paired 95% bootstrap interval of the 64d gain
   over `rotation`.
@@ -213,6 +213,19 @@ def bootstrap_low_high(diff: np.ndarray, seed: int = 0, resamples: int = 2000) -
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def serving_dim(per_dim: dict[int, np.ndarray], fraction: float, margin: float, seed: int) -> int:
+    """gates.quality_gate.decision.resolve_serving_dim's rule on per-query scores: the smallest dim keeping
+    `fraction` of the full dim with the lower 95% bound of mean(dim - (fraction - margin) * full) >= 0."""
+    full = per_dim[max(per_dim)]
+    for dim in sorted(per_dim):
+        if dim == max(per_dim):
+            return dim
+        if per_dim[dim].mean() >= fraction * full.mean():
+            if bootstrap_low_high(per_dim[dim] - (fraction - margin) * full, seed)[0] >= 0:
+                return dim
+    return max(per_dim)
+
+
 # ---------------------------------------------------------------- one set
 def run_set(name: str, shared: Path, args) -> dict:
     from training.matryoshka_adaptor import learn_adaptor
@@ -280,6 +293,18 @@ def run_set(name: str, shared: Path, args) -> dict:
         seed=args.seed,
         steps=args.steps,
     ).matrix
+    # The two together: the adaptor (with the ranking term) started from today's rotation choice instead of PCA.
+    systems["rotation+adaptor+rank"] = learn_adaptor(
+        systems["rotation"],
+        texts,
+        dims,
+        anchors,
+        positives,
+        doc_emb,
+        rank_weight=args.rank_weight,
+        seed=args.seed,
+        steps=args.steps,
+    ).matrix
     test_rel = [{row[d]: g for d, g in test[q].items()} for q in test_ids]
     dev_list = sorted(dev_ids)
     dev_emb = train_emb[[train_ids.index(q) for q in dev_list]]
@@ -307,7 +332,11 @@ def run_set(name: str, shared: Path, args) -> dict:
                 "low": round(low, 4),
                 "high": round(high, 4),
             }
-    for system in results:
+    for system in results:  # what the gate's auto serving dim would pick on these test queries
+        per_dim = results[system]["_per_query"]
+        results[system]["serving_dim"] = {
+            f"margin_{margin}": serving_dim(per_dim, 0.99, margin, args.seed) for margin in (0.0, 0.02)
+        }
         del results[system]["_per_query"]
     return {
         "set": name,
@@ -325,8 +354,8 @@ def run_set(name: str, shared: Path, args) -> dict:
 def table(runs: list[dict]) -> str:
     lines = [
         "| set | system | 384 | 256 | 128 | 64 | 64/384 | 128/384 | 64d vs rotation (95% CI) | 384d vs rotation | "
-        "dev 64 / 128 / 384 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "dev 64 / 128 / 384 | serving dim, margin 0 / 0.02 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         for system, r in run["systems"].items():
@@ -335,9 +364,15 @@ def table(runs: list[dict]) -> str:
                 f"| {run['set']} | {system} | {n['384']:.4f} | {n['256']:.4f} | {n['128']:.4f} | {n['64']:.4f} | "
                 f"{r['retention_64']:.1%} | {r['retention_128']:.1%} | "
                 f"{g['mean']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}] | {f['mean']:+.4f} | "
-                f"{dev['64']:.3f} / {dev['128']:.3f} / {dev['384']:.3f} |"
+                f"{dev['64']:.3f} / {dev['128']:.3f} / {dev['384']:.3f} | "
+                f"{_serving(r)} |"
             )
     return "\n".join(lines)
+
+
+def _serving(result: dict) -> str:
+    chosen = result.get("serving_dim")  # absent from results written before the column existed
+    return f"{chosen['margin_0.0']} / {chosen['margin_0.02']}" if chosen else "-"
 
 
 def main() -> None:
@@ -360,7 +395,11 @@ def main() -> None:
     parser.add_argument(
         "--finetune-epochs", type=float, default=0, help="first fine-tune the model on each set's fit pairs"
     )
+    parser.add_argument("--merge", nargs="+", type=Path, help="only print one table from these result files")
     args = parser.parse_args()
+    if args.merge:
+        print(table([run for path in args.merge for run in json.loads(path.read_text())["runs"]]))
+        return
     runs = []
     for name in args.sets:
         runs.append(run_set(name, args.shared, args))

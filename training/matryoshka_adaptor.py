@@ -56,8 +56,8 @@ def learn_adaptor(
     import torch
 
     texts = np.asarray(texts, dtype=np.float32)
-    full = init.shape[0]
-    if init.shape != (full, texts.shape[1]):
+    full = texts.shape[1]
+    if init.shape != (full, full):
         raise ValueError(f"init must be [{texts.shape[1]}, {texts.shape[1]}], got {list(init.shape)}")
     bad = [d for d in dims if not 0 < d <= full]
     if bad:
