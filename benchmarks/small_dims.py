@@ -361,13 +361,18 @@ def table(runs: list[dict]) -> str:
         for system, r in run["systems"].items():
             n, g, f, dev = r["ndcg@10"], r["vs_rotation_64"], r["vs_rotation_384"], r["dev_ndcg@10"]
             lines.append(
-                f"| {run['set']} | {system} | {n['384']:.4f} | {n['256']:.4f} | {n['128']:.4f} | {n['64']:.4f} | "
+                f"| {_label(run)} | {system} | {n['384']:.4f} | {n['256']:.4f} | {n['128']:.4f} | {n['64']:.4f} | "
                 f"{r['retention_64']:.1%} | {r['retention_128']:.1%} | "
                 f"{g['mean']:+.4f} [{g['low']:+.4f}, {g['high']:+.4f}] | {f['mean']:+.4f} | "
                 f"{dev['64']:.3f} / {dev['128']:.3f} / {dev['384']:.3f} | "
                 f"{_serving(r)} |"
             )
     return "\n".join(lines)
+
+
+def _label(run: dict) -> str:
+    model = run.get("model", "all-MiniLM-L6-v2")
+    return run["set"] if model == "all-MiniLM-L6-v2" else f"{run['set']} ({Path(model).name})"
 
 
 def _serving(result: dict) -> str:
