@@ -73,13 +73,14 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
 
     def per_query(self, q: np.ndarray, d: np.ndarray) -> np.ndarray:
         """Each query's NDCG@10 averaged over dims: what the dev decisions compare, query by query."""
-        return np.mean(
-            [
-                binary_ndcg_per_query(_unit(q[:, :dim]) @ _unit(d[:, :dim]).T, self.relevant)
-                for dim in self.dims
-            ],
-            axis=0,
-        )
+        return np.mean(list(self.per_query_by_dim(q, d).values()), axis=0)
+
+    def per_query_by_dim(self, q: np.ndarray, d: np.ndarray) -> dict[int, np.ndarray]:
+        """Each query's NDCG@10 at each dim (the rotation decision checks that no dim is hurt)."""
+        return {
+            dim: binary_ndcg_per_query(_unit(q[:, :dim]) @ _unit(d[:, :dim]).T, self.relevant)
+            for dim in self.dims
+        }
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         q, d = self.encode(model)

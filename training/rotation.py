@@ -8,7 +8,9 @@ to 96% of 384d after MatryoshkaLoss training; benchmarks/results/sweep_h100_scif
 labels (texts only), then refined on the training pairs (training/rotation_learning.py: still orthogonal), and
 kept only when it improves the held-out dev queries' mean NDCG@10 over the Matryoshka dims by more than the dev
 set's noise (training/dev_noise.py), so a domain where it does not help does not get it. The conservative chain:
-the refinement must beat PCA beyond noise (else PCA only), and the rotation must beat none beyond noise (else none). Stored as a bias-free linear `Dense` layer before
+the refinement must beat PCA beyond noise (else PCA only), and the rotation must beat none beyond noise (else none),
+without any single dim losing beyond noise: one graph serves every dim (the runtime truncates the full vector, and a
+smaller dim must stay a prefix of the larger), so one transform is chosen for all of them. Stored as a bias-free linear `Dense` layer before
 `Normalize`, so it is part of the saved model and of every exported ONNX graph.
 """
 
@@ -33,6 +35,7 @@ class RotationDecision:
     dev_after: dict[str, float]
     fit_texts: int
     dev_gain: dict | None = None  # the kept choice's gain over no rotation, with its bootstrap bound
+    dev_gain_by_dim: dict | None = None  # dim -> that gain at each dim alone (no dim may lose beyond noise)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -89,20 +92,7 @@ def choose_rotation(
     every epoch), where small dims look fine; against the full corpus they lose what the test split loses."""
     if mode == "off":
         return model, RotationDecision(False, "rotation: off", {}, {}, 0)
-    rng = np.random.default_rng(seed)
-    labelled = data.labelled or {}
-    pairs = list(dict.fromkeys(data.pairs))
-    if len(pairs) > MAX_PAIRS:
-        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_PAIRS, replace=False))]
-    needed = {p for _, p in pairs} | {t for q in data.dev_queries for t in labelled.get(q, ())}
-    corpus = _sample_corpus(data.corpus, needed, rng)
-    anchors = list(dict.fromkeys(a for a, _ in pairs))
     dim = model.get_embedding_dimension()
-    fitted = len(corpus) + len(anchors)
-    if fitted < dim:
-        return model, RotationDecision(
-            False, f"only {fitted} texts to fit a {dim}-dim rotation", {}, {}, fitted
-        )
 
     def encode(texts: list[str], role: str) -> np.ndarray:  # with the model's query / document prompt
         method = model.encode_query if role == "query" else model.encode_document
@@ -112,18 +102,41 @@ def choose_rotation(
             else np.zeros((0, dim), np.float32)
         )
 
+    matrix, decision = decide_rotation(encode, dim, data, dims, mode, seed)
+    return (add_rotation(model, matrix) if matrix is not None else model), decision
+
+
+def decide_rotation(
+    encode, dim: int, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0
+) -> tuple[np.ndarray | None, RotationDecision]:
+    """choose_rotation on an encoder: `encode(texts, role)` -> unit vectors ("query" / "document"). Returns the
+    matrix to apply (None: no rotation) and the decision; benchmarks/small_dims.py calls it on cached embeddings."""
+    if mode == "off":
+        return None, RotationDecision(False, "rotation: off", {}, {}, 0)
+    rng = np.random.default_rng(seed)
+    labelled = data.labelled or {}
+    pairs = list(dict.fromkeys(data.pairs))
+    if len(pairs) > MAX_PAIRS:
+        pairs = [pairs[i] for i in sorted(rng.choice(len(pairs), MAX_PAIRS, replace=False))]
+    needed = {p for _, p in pairs} | {t for q in data.dev_queries for t in labelled.get(q, ())}
+    corpus = _sample_corpus(data.corpus, needed, rng)
+    anchors = list(dict.fromkeys(a for a, _ in pairs))
+    fitted = len(corpus) + len(anchors)
+    if fitted < dim:
+        return None, RotationDecision(
+            False, f"only {fitted} texts to fit a {dim}-dim rotation", {}, {}, fitted
+        )
+
     corpus_emb, anchor_emb = encode(corpus, "document"), encode(anchors, "query")
     pca = fit_rotation(np.vstack([corpus_emb, anchor_emb]))
     scorers = _whole_corpus_dev(
         data.dev_queries, corpus, labelled, dims, lambda t: encode(t, "query"), corpus_emb
     )
-    dev, per_query = scorers or (None, None)
+    dev, per_query, per_dim = scorers or (None, None, None)
     if dev is None:
         applied = mode == "on"
         why = "rotation (PCA): on" if applied else "no dev set to confirm the rotation helps: not applied"
-        return (add_rotation(model, pca) if applied else model), RotationDecision(
-            applied, why, {}, {}, fitted
-        )
+        return (pca if applied else None), RotationDecision(applied, why, {}, {}, fitted)
     from training.dev_noise import paired_gain
 
     identity = np.eye(dim, dtype=np.float32)
@@ -154,15 +167,31 @@ def choose_rotation(
                 how = f"PCA only: {refined} gained {over_pca.describe()} over PCA"
     after = dev(chosen)
     gain = paired_gain(per_query(chosen), per_query(identity), seed)
-    applied = mode == "on" or gain.beyond_noise
+    by_dim = {
+        dim: paired_gain(a, b, seed)
+        for (dim, a), b in zip(per_dim(chosen).items(), per_dim(identity).values(), strict=True)
+    }
+    # One graph serves every dim (the served runtime truncates the full vector), so one transform must do for all:
+    # it is kept for its mean gain over the dims, but never when it makes one dim worse beyond noise.
+    hurt = [
+        f"d{dim} {g.mean:+.4f} (95% upper bound {g.high:+.4f})" for dim, g in by_dim.items() if g.high < 0
+    ]
+    applied = mode == "on" or (gain.beyond_noise and not hurt)
     reason = (
         f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
-        f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {gain.describe()}: "
+        f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {gain.describe()}"
+        f"{'; but it loses beyond noise at ' + ', '.join(hurt) if hurt else ''}: "
         f"{'applied' if applied else 'not applied'}"
     )
     rounded = lambda m: {k: round(v, 5) for k, v in m.items()}  # noqa: E731
-    return (add_rotation(model, chosen) if applied else model), RotationDecision(
-        applied, reason, rounded(before), rounded(after), fitted, gain.to_dict()
+    return (chosen if applied else None), RotationDecision(
+        applied,
+        reason,
+        rounded(before),
+        rounded(after),
+        fitted,
+        gain.to_dict(),
+        {str(dim): g.to_dict() for dim, g in by_dim.items()},
     )
 
 
@@ -178,8 +207,8 @@ def _sample_corpus(corpus: list[str], needed: set[str], rng) -> list[str]:
 
 
 def _whole_corpus_dev(queries, corpus, labelled, dims, encode, corpus_emb):
-    """(rotation -> dev metrics, rotation -> per-query NDCG@10 averaged over dims) of `queries` against all of
-    `corpus`; None without enough dev queries."""
+    """(rotation -> dev metrics, rotation -> per-query NDCG@10 averaged over dims, rotation -> dim -> per-query
+    NDCG@10) of `queries` against all of `corpus`; None without enough dev queries."""
     from training.dev_eval import MatryoshkaRetrievalEvaluator
 
     position = {t: i for i, t in enumerate(corpus)}
@@ -192,4 +221,5 @@ def _whole_corpus_dev(queries, corpus, labelled, dims, encode, corpus_emb):
     return (
         lambda r: evaluator.scores(query_emb @ r.T, corpus_emb @ r.T),
         lambda r: evaluator.per_query(query_emb @ r.T, corpus_emb @ r.T),
+        lambda r: evaluator.per_query_by_dim(query_emb @ r.T, corpus_emb @ r.T),
     )

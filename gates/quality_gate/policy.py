@@ -17,7 +17,8 @@ and reads one backend (onnx-fp32 | onnx-int8 | torch) at one dim (an int, or "se
 - general_domain: a general-domain STS correlation may not drop more than `tolerance` below the baseline's;
   skipped, with the reason recorded, when the evaluation produced no STS results.
 `serving_dim: auto` picks the smallest dim whose primary metric (candidate, onnx-fp32) is within
-`serving_dim_fraction` of the largest dim's. gates.quality_gate.decision applies a policy to evaluation results.
+`serving_dim_fraction` of the largest dim's, and whose lower 95% bound of that share is at least
+`serving_dim_fraction - serving_dim_margin` (a non-inferiority margin; 0 = the bound itself must reach the fraction). gates.quality_gate.decision applies a policy to evaluation results.
 Each kind's spec and evaluator live in gates.quality_gate.checks (one module per kind).
 """
 
@@ -49,6 +50,7 @@ class GatePolicy(Spec):
     primary_metric: str = "ndcg@10"
     serving_dim: int | Literal["auto"] = "auto"
     serving_dim_fraction: float = Field(0.99, gt=0, le=1)
+    serving_dim_margin: float = Field(0.02, ge=0, lt=1)
     serve_precision: Literal["fp32", "int8"] = "fp32"
     checks: tuple[Check, ...] = Field(min_length=1)
 
@@ -63,6 +65,16 @@ class GatePolicy(Spec):
         if isinstance(dim, int) and dim <= 0:
             raise ValueError(f"serving_dim must be a positive int or 'auto', got {dim}")
         return dim
+
+    @model_validator(mode="after")
+    def _margin_below_fraction(self) -> GatePolicy:
+        if self.serving_dim_margin >= self.serving_dim_fraction:
+            raise ValueError(
+                f"serving_dim_margin ({self.serving_dim_margin}) must be below serving_dim_fraction "
+                f"({self.serving_dim_fraction}): the lower bound a dim must reach is fraction - margin; "
+                f"lower the margin (0.02 is the default)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> GatePolicy:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.rotation import RotationData, add_rotation, choose_rotation, fit_rotation
+from training.rotation import RotationData, add_rotation, choose_rotation, decide_rotation, fit_rotation
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,10 @@ def test_choose_rotation_modes(tiny_model):
     chosen, decision = choose_rotation(tiny_model, data, [32, 8], mode="auto")
     gain = decision.dev_after["ndcg@10_mean"] - decision.dev_before["ndcg@10_mean"]
     assert decision.dev_gain["mean"] == pytest.approx(gain, abs=1e-4) and decision.dev_gain["n"] == 6
-    assert decision.applied == (decision.dev_gain["low"] > 0)  # beyond the dev set's noise, not merely > 0
+    hurt = any(g["high"] < 0 for g in decision.dev_gain_by_dim.values())
+    assert sorted(decision.dev_gain_by_dim) == ["32", "8"]
+    # beyond the dev set's noise, not merely > 0, and no dim worse beyond noise
+    assert decision.applied == (decision.dev_gain["low"] > 0 and not hurt)
     assert (len(chosen._modules) == 4) == decision.applied
     assert "against the whole 80-text corpus" in decision.reason
     assert decision.fit_texts == 80 + 54  # the corpus and the training anchors
@@ -142,3 +145,34 @@ def test_in_auto_a_refinement_within_dev_noise_falls_back_to_pca(tiny_model, mon
     model, decision = choose_rotation(tiny_model, _rotation_data(), [32, 8], mode="auto")
     assert "PCA only: PCA refined on 54 training pairs for 5 steps gained +0.0000" in decision.reason
     assert "within the dev set's noise" in decision.reason
+
+
+@pytest.mark.parametrize(("d16_change", "applied"), [(-0.1, False), (0.0, True)])
+def test_a_rotation_that_loses_beyond_noise_at_one_dim_is_not_applied(monkeypatch, d16_change, applied):
+    """One graph serves every dim, so a rotation is kept for its mean gain over the dims only if no single dim
+    loses beyond noise: here d8 gains 0.3 on every dev query, and d16 loses 0.1 on each (or nothing)."""
+    import training.rotation as rotation
+
+    identity = np.eye(32, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+
+    def by_dim(r):
+        if np.array_equal(r, identity):
+            return dict(base)
+        return {32: base[32], 16: base[16] + d16_change, 8: base[8] + 0.3}
+
+    def mean(r):
+        return np.mean(list(by_dim(r).values()), axis=0)
+
+    def scorers(queries, corpus, labelled, dims, encode, corpus_emb):
+        return (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim)
+
+    monkeypatch.setattr(rotation, "_whole_corpus_dev", scorers)
+    texts = [f"text {i}" for i in range(40)]
+    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
+    matrix, decision = decide_rotation(encode, 32, RotationData(texts, [], {}, texts[:20]), [32, 16, 8])
+    assert decision.dev_gain["low"] > 0  # the mean over dims gains beyond noise either way
+    assert decision.applied == applied and (matrix is not None) == applied
+    assert decision.dev_gain_by_dim["16"]["mean"] == pytest.approx(d16_change)
+    assert ("loses beyond noise at d16 -0.1000" in decision.reason) == (not applied)
