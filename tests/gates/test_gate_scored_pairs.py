@@ -87,7 +87,7 @@ def test_scored_pairs_policy_passes_a_better_candidate_and_blocks_a_shuffled_one
     row = next(r for r in decision.rows if r.check == "spearman_improves")
     assert row.metric == "spearman" and row.p_value < 0.05 and row.ci_low > 0
     assert f"over {N_PAIRS} pairs" in row.reason and "bootstrap over pairs" in row.threshold
-    assert "beyond pair noise" in decision.serving_dim_reason
+    assert "lower bound over pairs" in decision.serving_dim_reason
     # A model trained on shuffled scores: its cosines follow nothing.
     shuffled = _results("candidate", _cosines(gold, 0.0, 5), gold)
     blocked = decide(default_policy(scored_pairs=True), shuffled, baseline, PARITY)

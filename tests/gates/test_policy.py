@@ -391,7 +391,7 @@ def test_auto_serving_dim_needs_its_retention_beyond_query_noise() -> None:
     low = {q: 0.5 * v for q, v in full.items()}
     policy = default_policy()
     dim, reason = resolve_serving_dim(policy, results({64: low, 128: steady, 256: d256, 384: full}))
-    assert dim == 128 and "with its 95% lower bound >= 97%" in reason
+    assert dim == 128 and "with its 95% lower bound over queries >= 97%" in reason
     dim, reason = resolve_serving_dim(policy, results({64: low, 128: noisy, 256: d256, 384: full}))
     assert dim == 256 and "d128 99.3% kept it, but a loss below 97% was within noise" in reason
 
