@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 
 def parse_set(values: list[str] | None) -> dict[str, object]:
-    """`--set key=value` (YAML values: numbers, lists, booleans) -> overrides."""
+    """`--set key=value` (YAML values: numbers, booleans, [lists], {maps}; anything else stays text) -> overrides."""
     import yaml
 
     from training.errors import ConfigError
@@ -38,7 +38,12 @@ def parse_set(values: list[str] | None) -> dict[str, object]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value (e.g. --set mining.num_negatives=3), got {item!r}")
         key, raw = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        # "query: " or "- x" parse as a one-line YAML mapping or list; only {...} / [...] ask for one. So a prompt
+        # such as `--set prompts.query="query: "` stays the text the user typed.
+        if isinstance(value, dict | list) and not raw.lstrip().startswith(("{", "[")):
+            value = raw
+        out[key.strip()] = value
     return out
 
 
