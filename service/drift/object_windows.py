@@ -22,10 +22,8 @@ never stale. A sealer killed after its claim leaves a claimed `.part` that the n
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -33,7 +31,14 @@ from typing import Any
 
 from service import object_store
 from service.drift.settings import LEASE_FLUSHES, DriftSettingsError
-from service.drift.windows import PART_SUFFIX, SEALED_SUFFIX, WINDOW_NAME, CapturedRow, host_label
+from service.drift.windows import (
+    PART_SUFFIX,
+    SEALED_SUFFIX,
+    WINDOW_NAME,
+    CapturedRow,
+    host_label,
+    window_name,
+)
 
 WINDOWS = "windows/"
 CLAIM_KEY = (
@@ -151,16 +156,7 @@ class ObjectWindowWriter:
             self._upload()
 
     def _open(self, version: str) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", version):
-            raise ValueError(
-                f"model_version {version!r} cannot be part of a file name; expected letters, digits "
-                f"and . _ : - (e.g. v0003)"
-            )
-        started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        while started == self._started:  # a window re-opened in the same microsecond must not reuse the name
-            started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self._started = started
-        self._name = f"{started}-h{self.host}-p{self.pid}-r{self.writer_id}-{version}"
+        self._name, self._started = window_name(version, self.host, self.pid, self.writer_id, self._started)
         self._version = version
         self._lines, self._uploaded, self._etag, self._last_upload = [], 0, None, 0.0
 

@@ -234,17 +234,27 @@ class WindowWriter:
         self.seal()
 
     def _open(self, version: str) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.:-]+", version):
-            raise ValueError(
-                f"model_version {version!r} cannot be part of a file name; expected letters, digits "
-                f"and . _ : - (e.g. v0003)"
-            )
-        started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        self._part = (
-            self.windows_dir / f"{started}-h{self.host}-p{self.pid}-r{self.writer_id}-{version}{PART_SUFFIX}"
-        )
+        name, _ = window_name(version, self.host, self.pid, self.writer_id)
+        self._part = self.windows_dir / f"{name}{PART_SUFFIX}"
         self._handle = open(self._part, "a", encoding="utf-8")
         self._version = version
+
+
+def window_name(
+    version: str, host: str, pid: int, writer_id: str, not_started: str | None = None
+) -> tuple[str, str]:
+    """A new window's name (without suffix) and its start stamp: `<UTC start>-h<host>-p<pid>-r<writer>-<version>`,
+    the one naming rule of folder and object-store windows. `not_started`: a stamp the new one must differ from (a
+    window re-opened in the same microsecond must not reuse a sealed name)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]+", version):
+        raise ValueError(
+            f"model_version {version!r} cannot be part of a file name; expected letters, digits "
+            f"and . _ : - (e.g. v0003)"
+        )
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    while started == not_started:
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{started}-h{host}-p{pid}-r{writer_id}-{version}", started
 
 
 def list_windows(windows_dir: Path) -> list[WindowInfo]:
