@@ -53,6 +53,7 @@ from service.registry import (
     build_manifest,
     champion_changed_message,
     logger,
+    unrecorded_switch_action,
     verify_manifest,
 )
 
@@ -259,15 +260,7 @@ class ObjectRegistry(Registry):
             or (last_switch is not None and last_switch.version == champion.version)
         ):
             return []
-        recorded = {e.version for e in entries if e.action == "promote"}
-        staged = {e.version for e in entries if e.action == "promote" and e.alias not in (None, "champion")}
-        action = (
-            "promote"
-            if champion.version not in recorded
-            else "cutover"
-            if champion.version in staged
-            else "rollback"
-        )
+        action = unrecorded_switch_action(champion.version, entries)
         entry = HistoryEntry(
             _now(),
             action,

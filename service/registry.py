@@ -290,11 +290,6 @@ class Registry:
         their line now, marked as recorded afterwards (`who`), from the pointer and the version's manifest."""
         entries = self.history()
         recorded = {entry.version for entry in entries if entry.action in ("promote", "interrupted")}
-        staged = {
-            entry.version
-            for entry in entries
-            if entry.action == "promote" and entry.alias not in (None, "champion")
-        }
         champion = self.champion()
         last_switch = next((entry.version for entry in reversed(entries) if _moved_the_champion(entry)), None)
         for version in self.versions():
@@ -317,13 +312,7 @@ class Registry:
             )
             self.repairs.append(f"{version}: promotion interrupted before the champion switch (recorded)")
         if champion is not None and champion.version != last_switch and champion.version in self.versions():
-            action = (
-                "promote"
-                if champion.version not in recorded
-                else "cutover"
-                if champion.version in staged
-                else "rollback"
-            )
+            action = unrecorded_switch_action(champion.version, entries)
             self._append_history(
                 HistoryEntry(
                     _now(),
@@ -574,6 +563,15 @@ class Registry:
                     metrics,
                 )
             )
+
+
+def unrecorded_switch_action(version: str, entries: list[HistoryEntry]) -> str:
+    """What a champion switch without its history event was, from the events before it: a first promotion of
+    `version`, a cutover to a version staged earlier, or a rollback to one that was champion before."""
+    promoted = [entry for entry in entries if entry.action == "promote" and entry.version == version]
+    if not promoted:
+        return "promote"
+    return "cutover" if any(entry.alias not in (None, "champion") for entry in promoted) else "rollback"
 
 
 def _moved_the_champion(entry: HistoryEntry) -> bool:
