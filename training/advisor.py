@@ -44,7 +44,19 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
-def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> list[Advice]:
+def _kept(checkpoint_choice: str | None) -> str:
+    if checkpoint_choice is None:
+        return "the best checkpoint was kept"
+    if checkpoint_choice.startswith("last"):
+        return "the last checkpoint was kept (the peak's lead was within the dev set's noise)"
+    return "the best checkpoint was kept"
+
+
+def advise(
+    records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean", checkpoint_choice: str | None = None
+) -> list[Advice]:
+    """Tips from a training log. `checkpoint_choice`: what training.checkpoint_choice decided (its sentence starts
+    with "best" or "last"), so the overfitting tip says which checkpoint was kept instead of assuming the best."""
     losses = np.array([r["loss"] for r in records if "loss" in r], dtype=float)
     steps = [r["step"] for r in records if "loss" in r]
     tips: list[Advice] = []
@@ -105,7 +117,7 @@ def advise(records: list[dict], dev_metric: str = "eval_dev_ndcg@10_mean") -> li
                     "overfitting",
                     (
                         f"overfitting: the dev metric peaked at {values[peak]:.4f} (epoch {dev[peak][0]:g}) and fell to "
-                        f"{values[-1]:.4f} while the training loss kept falling; the best checkpoint was kept, and "
+                        f"{values[-1]:.4f} while the training loss kept falling; {_kept(checkpoint_choice)}, and "
                         f"epochs: {max(1, round(dev[peak][0]))} would reach it in less time"
                     ),
                     {

@@ -206,7 +206,9 @@ def train(
         dev_metrics={k: round(float(v), 5) for k, v in dev_metrics.items()},
         mining=mining,
         rotation=rotation.to_dict() if rotation else None,
-        advice=[tip.to_dict() for tip in advise(read_log(paths.train_log))],
+        advice=[
+            tip.to_dict() for tip in advise(read_log(paths.train_log), checkpoint_choice=checkpoint_choice)
+        ],
         early_stopping=stopping,
         checkpoint_choice=checkpoint_choice,
         notes=[*data_notes(data), *prepared.notes],

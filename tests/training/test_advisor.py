@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from training.advisor import advise
 
@@ -55,6 +56,21 @@ def test_overfitting_when_dev_falls_while_loss_falls():
     tips = advise(_log(losses, dev=[0.60, 0.70, 0.69, 0.66, 0.64, 0.62, 0.61, 0.60, 0.59, 0.58]))
     overfit = [t for t in tips if t.kind == "overfitting"]
     assert overfit and overfit[0].evidence["peak_epoch"] == 2.0 and "epochs: 2" in overfit[0].message
+
+
+@pytest.mark.parametrize(
+    ("choice", "said"),
+    [
+        (None, "the best checkpoint was kept"),
+        ("best dev checkpoint (step 20) kept: +0.03 beyond noise", "the best checkpoint was kept"),
+        ("last checkpoint (step 100) kept: the best led within noise", "the last checkpoint was kept"),
+    ],
+)
+def test_the_overfitting_tip_names_the_checkpoint_that_was_kept(choice, said):
+    losses = 3.0 * np.exp(-np.arange(100) / 30) + 0.2
+    tips = advise(_log(losses, dev=[0.60, 0.70, 0.69, 0.66, 0.64, 0.62]), checkpoint_choice=choice)
+    message = next(t for t in tips if t.kind == "overfitting").message
+    assert said in message and ("best" in said) == ("best checkpoint" in message)
 
 
 def test_dev_dip_with_rising_loss_is_not_called_overfitting():
