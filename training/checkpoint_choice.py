@@ -40,6 +40,9 @@ def choose_checkpoint(trainer, evaluator, model, config) -> tuple[object, str | 
     from training.models import load_sentence_transformer
 
     kept = load_sentence_transformer(str(last), config.max_seq_length, device=str(model.device))
+    # The run's prompts live on the model in memory (training/prompts.py); a checkpoint folder does not carry
+    # configured ones, and without them the export would serve a prompt-trained model without its prompts.
+    kept.prompts = {**dict(kept.prompts or {}), **dict(getattr(model, "prompts", None) or {})}
     return kept, (
         f"last checkpoint (step {last_step}) kept: the best dev checkpoint (step "
         f"{best_step}) led by {gain.describe()}"

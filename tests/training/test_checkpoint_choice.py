@@ -31,13 +31,16 @@ def test_a_clear_lead_keeps_the_best_checkpoint(tmp_path):
     assert kept is model and why.startswith("best dev checkpoint (step 8) kept: +0.04")
 
 
-def test_a_lead_within_noise_loads_the_last_checkpoint(tmp_path, tiny_model_dir):
+def test_a_lead_within_noise_loads_the_last_checkpoint_with_the_runs_prompts(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, tmp_path / "checkpoint-12")
-    model = SimpleNamespace(device="cpu")
+    model = SimpleNamespace(device="cpu", prompts={"query": "query: ", "document": "passage: "})
     lead = np.random.default_rng(2).normal(0, 0.2, 30)
     evaluator = _history(lead - lead.mean() + 0.01)  # +0.01 on average, +-0.2 per query: noise
     kept, why = choose_checkpoint(_trainer(tmp_path, 8), evaluator, model, CONFIG)
     assert kept is not model and kept.encode(["a text"]).shape == (1, 32)
+    assert (
+        kept.prompts["query"] == "query: " and kept.prompts["document"] == "passage: "
+    )  # what the run trained with
     assert why.startswith("last checkpoint (step 12) kept: the best dev checkpoint (step 8) led by +0.0100")
     assert "within the dev set's noise" in why
 
