@@ -69,7 +69,12 @@ def add_rotation(model, rotation: np.ndarray):
     modules = list(model._modules.values())
     position = len(modules) - 1 if isinstance(modules[-1], Normalize) else len(modules)
     modules.insert(position, dense)
-    return SentenceTransformer(modules=modules, device=str(model.device))
+    rotated = SentenceTransformer(modules=modules, device=str(model.device))
+    # A model built from modules starts with no prompts: keep the run's, or a prompt-trained model would be saved,
+    # exported and gated without them (training/prompts.py).
+    rotated.prompts = dict(getattr(model, "prompts", None) or {})
+    rotated.default_prompt_name = getattr(model, "default_prompt_name", None)
+    return rotated
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,12 @@ def test_too_few_texts_is_an_error():
 def test_rotated_model_outputs_rotated_unit_vectors_and_survives_save(tmp_path, tiny_model):
     texts = [f"the patient {i} has heart pain and a fever" for i in range(40)] + ["lease deposit rent"]
     r = fit_rotation(tiny_model.encode(texts))
-    rotated = add_rotation(tiny_model, r)
+    original, tiny_model.prompts = tiny_model.prompts, {"query": "query: ", "document": "passage: "}
+    try:
+        rotated = add_rotation(tiny_model, r)
+    finally:
+        tiny_model.prompts = original
+    assert rotated.prompts == {"query": "query: ", "document": "passage: "}
     names = [type(m).__name__ for m in rotated._modules.values()]
     assert names == ["Transformer", "Pooling", "Dense", "Normalize"]
     before, after = tiny_model.encode(texts[:5]), rotated.encode(texts[:5])
@@ -44,6 +49,7 @@ def test_rotated_model_outputs_rotated_unit_vectors_and_survives_save(tmp_path, 
 
     reloaded = SentenceTransformer(str(tmp_path / "m"), device="cpu")
     assert np.allclose(reloaded.encode(texts[:5]), after, atol=1e-5)
+    assert reloaded.prompts["query"] == "query: " and reloaded.prompts["document"] == "passage: "
     assert not list((tmp_path / "m").rglob("*.bin")) and not list((tmp_path / "m").rglob("*.pkl"))
 
 
