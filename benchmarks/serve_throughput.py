@@ -545,7 +545,7 @@ def measure_served(server: Server, workload: str, bodies: dict[str, Path], limit
     if workload in ("c1", "c16", "batch32"):
         body, connections = {"c1": ("single", 1), "c16": ("single", 16), "batch32": ("batch32", 4)}[workload]
         wrk(server.url, bodies[body], connections, args.warmup, script)
-        with _others_cpu() as others:
+        with _others_cpu(server.process.pid) as others:
             result = wrk(server.url, bodies[body], connections, args.seconds, script)
         per_request = 32 if workload == "batch32" else 1
         return {**result, "texts_per_s": result["requests_per_s"] * per_request, **others}
@@ -595,14 +595,23 @@ def measure_served(server: Server, workload: str, bodies: dict[str, Path], limit
 
 
 @contextlib.contextmanager
-def _others_cpu():
-    """Yields a dict that holds, afterwards, the load average and the CPU (cores) other processes used."""
+def _others_cpu(server_pid: int | None = None):
+    """Yields a dict that holds, afterwards, the load average and the CPU (cores) other processes used; with
+    `server_pid`, also the cores the server's process tree used and what the rest of ours (wrk, hey) used."""
     out: dict = {}
     own_before, busy_before, started = _own_ticks(), _busy_ticks(), time.monotonic()
+    server_before = _tree_ticks(server_pid) if server_pid else 0
     yield out
     elapsed = time.monotonic() - started
-    others = ((_busy_ticks() - busy_before) - (_own_ticks() - own_before)) / CLOCK_TICKS / elapsed
+    own = _own_ticks() - own_before
+    others = ((_busy_ticks() - busy_before) - own) / CLOCK_TICKS / elapsed
     out.update(load_1m=os.getloadavg()[0], others_cores=round(max(0.0, others), 2))
+    if server_pid:
+        server = _tree_ticks(server_pid) - server_before
+        out.update(
+            server_cores=round(server / CLOCK_TICKS / elapsed, 2),
+            client_cores=round(max(0, own - server) / CLOCK_TICKS / elapsed, 2),
+        )
 
 
 def _busy_ticks() -> int:
@@ -612,6 +621,11 @@ def _busy_ticks() -> int:
 
 def _own_ticks() -> int:
     """CPU ticks of this process and all its descendants (servers, wrk, hey; BentoML workers included)."""
+    return _tree_ticks(os.getpid())
+
+
+def _tree_ticks(root: int) -> int:
+    """CPU ticks (user + system) of process `root` and all its descendants."""
     stats = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -622,7 +636,7 @@ def _own_ticks() -> int:
             int(fields[1]),
             int(fields[11]) + int(fields[12]),
         )  # ppid, utime+stime
-    ours = {os.getpid()}
+    ours = {root}
     grew = True
     while grew:
         children = {pid for pid, (ppid, _) in stats.items() if ppid in ours} - ours
@@ -664,13 +678,20 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
         ("mixed share of model speed", "mixed", "share_of_model"),
         ("mixed short p50 ms", "mixed", "p50_ms"),
         ("mixed short p99 ms", "mixed", "p99_ms"),
+        ("c16 cores: server / load generator", "c16", "cores"),
         ("load 1m / others' cores", "c16", None),
     )
     for label, workload, key in rows:
         cells = []
         for column in columns:
             figures = results[column].get(workload, {})
-            if key is None:
+            if key == "cores":
+                cells.append(
+                    f"{figures['server_cores']:.2f} / {figures['client_cores']:.2f}"
+                    if "server_cores" in figures
+                    else ""
+                )
+            elif key is None:
                 cells.append(
                     f"{figures['load_1m']:.1f} / {figures['others_cores']:.2f}"
                     if "load_1m" in figures

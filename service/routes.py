@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("embedgate.service")
 
+# The routes that run the model: the hot path, left out of BentoML's request tracing by default (service/app.py).
+EMBEDDING_PATHS = ("/v1/embeddings", "/embed")
+
 # Below this many characters, counting tokens on the event loop is cheaper than handing it to a thread.
 INLINE_TOKENIZE_CHARS = 4096
 
