@@ -97,6 +97,9 @@ class TrainConfig(_Strict):
     # Matryoshka rotation before truncation: PCA refined on the training pairs (training/rotation.py). auto = kept
     # if dev improves; pca = the same without the refinement; on = always kept; off = none.
     rotation: Literal["auto", "pca", "on", "off"] = "auto"
+    # With rotation auto: a Matryoshka-Adaptor (a linear map from the chosen rotation, trained on the pairs) is the
+    # last candidate, kept only when dev gains beyond noise and no dim loses beyond noise; off = never tried.
+    adaptor: Literal["auto", "off"] = "auto"
     epochs: float | None = Field(None, gt=0, le=100)
     batch_size: int | None = Field(None, ge=2, le=65536)  # in-batch negatives need >= 2
     learning_rate: float | None = Field(None, gt=0, le=1e-2)

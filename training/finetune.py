@@ -181,7 +181,12 @@ def train(
         model, checkpoint_choice = choose_checkpoint(trainer, evaluator, model, config)
 
         model, rotation = choose_rotation(
-            model, _rotation_data(prepared), _dev_dims(config), config.rotation, seed=config.seed
+            model,
+            _rotation_data(prepared),
+            _dev_dims(config),
+            config.rotation,
+            seed=config.seed,
+            adaptor=config.adaptor,
         )
     dev_metrics = evaluator(model) if evaluator is not None and is_main_process() else {}
     if is_main_process():

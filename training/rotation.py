@@ -25,6 +25,9 @@ MAX_CORPUS_TEXTS = (
     10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
 )
 MIN_DEV_QUERIES = 5
+ADAPTOR_RANK_WEIGHT = (
+    0.1  # the ranking term's weight in the adaptor candidate (benchmarks/small_dims.py's default)
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,13 @@ class RotationData:
 
 
 def choose_rotation(
-    model, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0, batch_size: int = 64
+    model,
+    data: RotationData,
+    dims: list[int],
+    mode: str = "auto",
+    seed: int = 0,
+    batch_size: int = 64,
+    adaptor: str = "auto",
 ) -> tuple[object, RotationDecision]:
     """PCA rotation, refined on the training pairs when there are any (not with mode == "pca"); kept if
     mode == "on", or if it raises the dev queries' mean NDCG@10 over `dims` against the whole corpus.
@@ -107,15 +116,23 @@ def choose_rotation(
             else np.zeros((0, dim), np.float32)
         )
 
-    matrix, decision = decide_rotation(encode, dim, data, dims, mode, seed)
+    matrix, decision = decide_rotation(encode, dim, data, dims, mode, seed, adaptor)
     return (add_rotation(model, matrix) if matrix is not None else model), decision
 
 
 def decide_rotation(
-    encode, dim: int, data: RotationData, dims: list[int], mode: str = "auto", seed: int = 0
+    encode,
+    dim: int,
+    data: RotationData,
+    dims: list[int],
+    mode: str = "auto",
+    seed: int = 0,
+    adaptor: str = "auto",
 ) -> tuple[np.ndarray | None, RotationDecision]:
     """choose_rotation on an encoder: `encode(texts, role)` -> unit vectors ("query" / "document"). Returns the
-    matrix to apply (None: no rotation) and the decision; benchmarks/small_dims.py calls it on cached embeddings."""
+    matrix to apply (None: no rotation) and the decision; benchmarks/small_dims.py calls it on cached embeddings.
+    With mode and adaptor "auto", a Matryoshka-Adaptor started from the chosen rotation is the last candidate
+    (`_maybe_adapt`)."""
     if mode == "off":
         return None, RotationDecision(False, "rotation: off", {}, {}, 0)
     rng = np.random.default_rng(seed)
@@ -147,15 +164,18 @@ def decide_rotation(
     identity = np.eye(dim, dtype=np.float32)
     before = dev(identity)
     chosen, how = pca, "PCA"
-    if pairs and min(dims) < dim and mode != "pca":  # without a truncated dim nothing to refine for
+    refine = pairs and min(dims) < dim and mode != "pca"  # without a truncated dim nothing to refine for
+    if refine:
         from training.rotation_learning import learn_rotation
 
         position = {t: i for i, t in enumerate(corpus)}
         anchor_row = {a: i for i, a in enumerate(anchors)}
+        pair_anchors = anchor_emb[[anchor_row[a] for a, _ in pairs]]
+        pair_positives = np.array([position[p] for _, p in pairs])
         learned = learn_rotation(
             pca,
-            anchor_emb[[anchor_row[a] for a, _ in pairs]],
-            np.array([position[p] for _, p in pairs]),
+            pair_anchors,
+            pair_positives,
             corpus_emb,
             [{position[t] for t in labelled.get(a, ()) if t in position and t != p} for a, p in pairs],
             dims,
@@ -170,6 +190,19 @@ def decide_rotation(
                 chosen, how = learned.rotation, f"{refined}, {over_pca.describe()} over PCA"
             else:
                 how = f"PCA only: {refined} gained {over_pca.describe()} over PCA"
+    if refine and mode == "auto" and adaptor == "auto":
+        chosen, how = _maybe_adapt(
+            chosen,
+            how,
+            np.vstack([corpus_emb, anchor_emb]),
+            pair_anchors,
+            pair_positives,
+            corpus_emb,
+            dims,
+            per_query,
+            per_dim,
+            seed,
+        )
     after = dev(chosen)
     gain = paired_gain(per_query(chosen), per_query(identity), seed)
     by_dim = {
@@ -198,6 +231,34 @@ def decide_rotation(
         gain.to_dict(),
         {str(dim): g.to_dict() for dim, g in by_dim.items()},
     )
+
+
+def _maybe_adapt(chosen, how, texts, anchors, positives, corpus_emb, dims, per_query, per_dim, seed):
+    """The chosen rotation, or a Matryoshka-Adaptor started from it (training/matryoshka_adaptor.py, with the
+    ranking term on the training pairs) when that gains on the dev queries beyond noise and no dim, the full one
+    included, loses beyond noise. Unlike the rotation the adaptor is not orthogonal, so full-dim quality may move:
+    that is what the per-dim check guards. Its steps are fixed (no dev early stopping), so its dev gain is not
+    optimistic the way the refinement's is; it still must clear the noise, because on 2 of 5 sets it lost
+    (docs/decisions.md)."""
+    from training.dev_noise import paired_gain
+    from training.matryoshka_adaptor import learn_adaptor
+
+    adapted = learn_adaptor(
+        chosen, texts, dims, anchors, positives, corpus_emb, rank_weight=ADAPTOR_RANK_WEIGHT, seed=seed
+    ).matrix
+    over = paired_gain(per_query(adapted), per_query(chosen), seed)
+    hurt = [
+        f"d{d} {g.mean:+.4f}"
+        for d, g in (
+            (d, paired_gain(a, b, seed))
+            for (d, a), b in zip(per_dim(adapted).items(), per_dim(chosen).values(), strict=True)
+        )
+        if g.high < 0
+    ]
+    if over.beyond_noise and not hurt:
+        return adapted, f"{how}, then a Matryoshka-Adaptor: {over.describe()} over it"
+    why = f"loses beyond noise at {', '.join(hurt)}" if hurt else "not beyond noise"
+    return chosen, f"{how}; a Matryoshka-Adaptor on top gained {over.describe()} ({why}): not kept"
 
 
 def _sample_corpus(corpus: list[str], needed: set[str], rng) -> list[str]:

@@ -182,3 +182,65 @@ def test_a_rotation_that_loses_beyond_noise_at_one_dim_is_not_applied(monkeypatc
     assert decision.applied == applied and (matrix is not None) == applied
     assert decision.dev_gain_by_dim["16"]["mean"] == pytest.approx(d16_change)
     assert ("loses beyond noise at d16 -0.1000" in decision.reason) == (not applied)
+
+
+@pytest.mark.parametrize(
+    ("adaptor", "d32_change", "kept"),
+    [("auto", 0.0, True), ("auto", -0.1, False), ("off", 0.0, False)],
+)
+def test_the_adaptor_candidate_is_kept_only_beyond_noise_and_never_when_a_dim_loses(
+    monkeypatch, adaptor, d32_change, kept
+):
+    """Last in the chain, a Matryoshka-Adaptor started from the chosen rotation: kept when dev gains beyond noise
+    and no dim (the full one included: the adaptor is not orthogonal) loses beyond noise; never tried with
+    adaptor="off". Here the refinement is a no-op, so the chosen rotation is PCA; the adaptor gains 0.2 at d8 on
+    every dev query and changes the full dim by `d32_change`."""
+    import training.matryoshka_adaptor as adaptors
+    import training.rotation as rotation
+    import training.rotation_learning as learning
+
+    adapted = np.diag(np.linspace(1.0, 2.0, 32)).astype(
+        np.float32
+    )  # any matrix the dev scorer can tell apart
+    calls = []
+
+    def fake_adaptor(init, texts, dims, anchors, positives, corpus, rank_weight=0.0, seed=0, **_):
+        calls.append({"rank_weight": rank_weight, "anchors": anchors.shape})
+        return adaptors.LearnedAdaptor(adapted.copy(), 300, [])
+
+    monkeypatch.setattr(adaptors, "learn_adaptor", fake_adaptor)
+    monkeypatch.setattr(
+        learning,
+        "learn_rotation",
+        lambda init, *a, **k: learning.LearnedRotation(init.copy(), 0, 0.0, []),
+    )
+    rng = np.random.default_rng(0)
+    base = {32: rng.uniform(0.4, 0.6, 6), 16: rng.uniform(0.4, 0.6, 6), 8: rng.uniform(0.2, 0.4, 6)}
+    gained = {32: base[32] + 0.3, 16: base[16] + 0.3, 8: base[8] + 0.3}  # any rotation beats none
+
+    def by_dim(r):
+        if np.allclose(r, np.eye(32)):
+            return dict(base)
+        if np.array_equal(r, adapted):
+            return {32: gained[32] + d32_change, 16: gained[16], 8: gained[8] + 0.2}
+        return dict(gained)
+
+    def mean(r):
+        return np.mean(list(by_dim(r).values()), axis=0)
+
+    monkeypatch.setattr(
+        rotation,
+        "_whole_corpus_dev",
+        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
+    )
+    data = _rotation_data()
+    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
+    matrix, decision = decide_rotation(encode, 32, data, [32, 16, 8], adaptor=adaptor)
+    assert decision.applied and matrix is not None  # the rotation itself beats none either way
+    assert np.array_equal(matrix, adapted) == kept
+    assert len(calls) == (0 if adaptor == "off" else 1)
+    if calls:
+        assert calls[0]["rank_weight"] == rotation.ADAPTOR_RANK_WEIGHT
+        assert calls[0]["anchors"] == (54, 32)  # the training pairs' anchors, one row per pair
+        assert ("then a Matryoshka-Adaptor" in decision.reason) == kept
+        assert ("loses beyond noise at d32 -0.1000" in decision.reason) == (d32_change < 0)
