@@ -4,6 +4,7 @@ same graph in-process (the limit), sentence-transformers in-process, and infinit
     python benchmarks/serve_throughput.py                              # ~6 min on 2 cores; exports MiniLM once
     python benchmarks/serve_throughput.py --scifact PATH/TO/BEIR/scifact --compare-rev main
     python benchmarks/serve_throughput.py --systems ours-fp32 --variant delay2ms:EMBEDGATE_MAX_BATCH_DELAY_MS=2
+    python benchmarks/serve_throughput.py --systems ours-fp32 --compare-rev HEAD~1 --workloads c1,c16 --rounds 3
 
 The model is all-MiniLM-L6-v2 exported by `embedgate export` and served at 128 dims (as the demo's champion:
 the full-dim graph, truncated and re-normalised). Load comes from wrk (and hey for a fixed rate), C/Go programs
@@ -112,7 +113,21 @@ def main() -> None:
         help="keeps the MiniLM export, the registry and infinity's venv between runs",
     )
     parser.add_argument("--port", type=int, default=3977, help="first of consecutive ports for the servers")
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (e.g. c1,c16 for a quick A/B with --compare-rev); "
+        "the target check needs all of them",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure each workload this many times, interleaved (default 1)"
+    )
     args = parser.parse_args()
+    workloads = [name.strip() for name in args.workloads.split(",") if name.strip()]
+    if not workloads or set(workloads) - set(WORKLOADS):
+        parser.error(f"--workloads: got {args.workloads!r}; choose from {','.join(WORKLOADS)}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be >= 1, got {args.rounds}")
     for tool in ("wrk", "hey"):
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             parser.error(f"{tool} is not installed: apt-get install -y wrk hey")
@@ -139,12 +154,14 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         servers = start_servers(stack, systems, args, model_dir, registry)
         # Workload by workload, every system in turn: a neighbour's changing load falls on all of them alike.
-        for workload in WORKLOADS:
-            for name, server in servers.items():
-                figures = measure_served(server, workload, bodies, results["in-process"], args)
-                results.setdefault(name, {})[workload] = figures
-                print_progress({name: {workload: figures}})
-    print_table(results)
+        for round_index in range(args.rounds):
+            for workload in workloads:
+                for name, server in servers.items():
+                    figures = measure_served(server, workload, bodies, results["in-process"], args)
+                    key = name if round_index == 0 else f"{name} #{round_index + 1}"
+                    results.setdefault(key, {})[workload] = figures
+                    print_progress({key: {workload: figures}})
+    print_table(results, complete=set(workloads) == set(WORKLOADS))
     out = args.workdir / f"results-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
     print(f"written {out}")
@@ -659,7 +676,7 @@ def print_progress(results: dict[str, dict[str, dict]]) -> None:
             print(f"  {system:<22} {workload:<9} {shown}", flush=True)
 
 
-def print_table(results: dict[str, dict[str, dict]]) -> None:
+def print_table(results: dict[str, dict[str, dict]], complete: bool = True) -> None:
     limit, served = results["in-process"], [name for name in results if name not in ("in-process", "st")]
     columns = ["in-process", "st", *served]
     print("\n| workload | " + " | ".join(columns) + " |")
@@ -703,6 +720,9 @@ def print_table(results: dict[str, dict[str, dict]]) -> None:
                     "" if value is None else f"{value:.3g}" if key == "share_of_model" else f"{value:.1f}"
                 )
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if not complete:
+        print("\n(some workloads were not run: no target check)")
+        return
     print("\ntargets (issue 19):")
     for name in served:
         if not name.startswith("ours"):
