@@ -119,14 +119,31 @@ def compare_paired(
         centred_null = null
     else:
         centred_null = boot_means - observed
+    return _comparison(
+        method,
+        len(query_ids),
+        (float(np.mean(candidate_scores)), float(np.mean(baseline_scores)), observed),
+        (ci_low, ci_high, confidence),
+        centred_null,
+        n_resamples,
+        seed,
+        exact,
+    )
+
+
+def _comparison(method, n, means, interval, centred_null, n_resamples, seed, exact) -> PairedComparison:
+    """The result, with its p-values read off the null distribution centred on 0. `means`: (candidate, baseline,
+    observed delta); `interval`: (low, high, confidence)."""
+    mean_candidate, mean_baseline, observed = means
+    ci_low, ci_high, confidence = interval
     adjustment = 0 if exact else 1  # a sampled null counts the observed assignment too: p is never 0
     p_greater = _tail_share(centred_null >= observed - _tolerance(observed), adjustment)
     p_less = _tail_share(centred_null <= observed + _tolerance(observed), adjustment)
     return PairedComparison(
         method=method,
-        n=len(query_ids),
-        mean_candidate=float(np.mean(candidate_scores)),
-        mean_baseline=float(np.mean(baseline_scores)),
+        n=n,
+        mean_candidate=mean_candidate,
+        mean_baseline=mean_baseline,
         mean_delta=observed,
         ci_low=ci_low,
         ci_high=ci_high,
@@ -206,22 +223,14 @@ def compare_correlations(
         )
     tail = (1 - confidence) / 2
     ci_low, ci_high = (float(v) for v in np.quantile(boot, [tail, 1 - tail]))
-    centred = boot - observed
-    p_greater = _tail_share(centred >= observed - _tolerance(observed), 1)
-    p_less = _tail_share(centred <= observed + _tolerance(observed), 1)
-    return PairedComparison(
-        method="bootstrap",
-        n=n,
-        mean_candidate=mean_candidate,
-        mean_baseline=mean_baseline,
-        mean_delta=observed,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        confidence=confidence,
-        p_value_greater=p_greater,
-        p_value_two_sided=min(1.0, 2 * min(p_greater, p_less)),
-        n_resamples=n_resamples,
-        seed=seed,
+    return _comparison(
+        "bootstrap",
+        n,
+        (mean_candidate, mean_baseline, observed),
+        (ci_low, ci_high, confidence),
+        boot - observed,
+        n_resamples,
+        seed,
         exact=False,
     )
 
