@@ -9,6 +9,7 @@ rank 0 writes the run directory's files).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -147,18 +148,19 @@ def train(
     checkpoint = _last_checkpoint(paths) if resume is not None else None
     if checkpoint is not None and is_main_process():
         truncate_log_after_checkpoint(paths.train_log, checkpoint)
-    if not progress:  # the model card's "Computing widget examples" bar runs in the Trainer's constructor
+    if not progress:
         import datasets
 
         datasets.disable_progress_bars()
-    trainer = SentenceTransformerTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_rows,
-        loss=loss,
-        evaluator=evaluator,
-        callbacks=[JsonlLogCallback(paths.train_log), *stopper, *(callbacks or [])],
-    )
+    with _model_card_bar_silenced(not progress):
+        trainer = SentenceTransformerTrainer(
+            model=model,
+            args=args,
+            train_dataset=train_rows,
+            loss=loss,
+            evaluator=evaluator,
+            callbacks=[JsonlLogCallback(paths.train_log), *stopper, *(callbacks or [])],
+        )
     if not progress:  # no bars and no printed log dicts: the pipeline reports stages itself
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -221,6 +223,25 @@ def train(
     if is_main_process():
         write_json_atomic(paths.train / "summary.json", result.to_dict())
     return result
+
+
+@contextlib.contextmanager
+def _model_card_bar_silenced(silenced: bool):
+    """The Trainer's constructor fills the model card's widget examples behind a tqdm bar ("Computing widget
+    examples") that neither `datasets.disable_progress_bars` nor TQDM_DISABLE (read when tqdm is imported) turns
+    off; in a pipeline log it is a stray carriage-return line. sentence-transformers has no switch, so the bar is
+    disabled through the module's own `tqdm` name while the Trainer is built."""
+    if not silenced:
+        yield
+        return
+    from sentence_transformers.base import model_card
+
+    original = model_card.tqdm
+    model_card.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        model_card.tqdm = original
 
 
 def data_notes(data) -> list[str]:

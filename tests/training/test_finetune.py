@@ -70,6 +70,17 @@ def test_run_directory_layout_and_dev_evaluation(tmp_path, tiny_model_dir, tiny_
     assert recorded.epochs == 2 and recorded.batch_size == 16 and recorded.matryoshka_dims == [32]
 
 
+def test_a_quiet_run_prints_no_progress_bar_and_a_loud_one_does(tmp_path, tiny_model_dir, pairs_csv, capfd):
+    """The pipeline trains with progress=False and reports stages itself: no tqdm bar may leak into its log (the
+    model card's "Computing widget examples" did). With progress=True the bars are the user's to see."""
+    train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="quiet"), progress=False)
+    quiet = capfd.readouterr()
+    assert "Computing widget examples" not in quiet.err + quiet.out
+    train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="loud"), progress=True)
+    loud = capfd.readouterr()
+    assert "Computing widget examples" in loud.err + loud.out
+
+
 def test_runs_are_immutable(tmp_path, tiny_model_dir, pairs_csv):
     cfg = _config(tmp_path, tiny_model_dir, pairs_csv, run_id="fixed", max_steps=2, dev_fraction=0.0)
     train(cfg, progress=False)
