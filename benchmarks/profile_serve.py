@@ -26,7 +26,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from serve_throughput import WRK_SCRIPT, Server  # noqa: E402
+from serve_throughput import WRK_SCRIPT, Server, service_argv  # noqa: E402
 
 # Frames where a thread waits for work (executor queues, the event loop's poll): not CPU spent on a request.
 IDLE_FRAMES = (
@@ -72,17 +72,7 @@ def main() -> None:
         "EMBEDGATE_THREADS": "2",
         "PYTHONPATH": str(REPO_ROOT),
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "service.app:EmbedgateService",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-    ]
+    argv = service_argv(args.port)
     raw = args.out.with_suffix(".raw")
     try:
         with Server(

@@ -23,7 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serve_throughput import prepare  # noqa: E402
+from benchmarks.serve_throughput import prepare, service_argv  # noqa: E402
 from gates.serve_process import start_server, stop_server  # noqa: E402
 
 WORDS = (
@@ -63,15 +63,7 @@ def main() -> None:
         "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
-        "serve",
-        "service.app:EmbedgateService",
-        "--port",
-        str(args.port),
-    ]
+    argv = service_argv(args.port)
     with open(args.workdir / "memory-server.log", "wb") as log:
         process = start_server(argv, env, stdout=log, stderr=log)
         try:

@@ -368,6 +368,22 @@ class Server:
         self._log.close()
 
 
+def service_argv(port: int) -> list[str]:
+    """`bentoml serve` of our service on 127.0.0.1:`port`, with this interpreter (the code root comes from the
+    process's PYTHONPATH and working directory)."""
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        "service.app:EmbedgateService",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
 def start_servers(
     stack: contextlib.ExitStack, systems: list[str], args: argparse.Namespace, model_dir: Path, registry: Path
 ) -> dict[str, Server]:
@@ -398,19 +414,8 @@ def start_servers(
             "EMBEDGATE_THREADS": str(THREADS),
             **extra,
         }
-        argv = [
-            sys.executable,
-            "-m",
-            "bentoml",
-            "serve",
-            "service.app:EmbedgateService",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
         servers[name] = stack.enter_context(
-            Server(name, argv, env, port, args.workdir / f"{_safe(name)}.log", root)
+            Server(name, service_argv(port), env, port, args.workdir / f"{_safe(name)}.log", root)
         )
         port += 1
     if "infinity" in systems:
