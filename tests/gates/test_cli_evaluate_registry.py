@@ -59,58 +59,21 @@ def test_evaluate_then_gate_blocks_a_model_no_better_than_base(untrained_run, ca
 def test_forced_promotion_then_rollback_and_history(untrained_run, capsys):
     root, run, _ = untrained_run
     registry = root / "registry-forced"
+
+    def force_promote(run_dir):
+        argv = ["promote", str(run_dir), "--registry", str(registry), "--force", "--reason", "drill"]
+        return main([*argv, "--no-bento-store"])
+
     assert main(["promote", str(run), "--registry", str(registry), "--force", "--no-bento-store"]) == 2
     assert "--force needs --reason" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "promote",
-                str(run),
-                "--registry",
-                str(registry),
-                "--force",
-                "--reason",
-                "drill",
-                "--no-bento-store",
-            ]
-        )
-        == 0
-    )
+    assert force_promote(run) == 0
     capsys.readouterr()
     # The same run again is a duplicate, refused (exit 1); a copy under another run id is a new version.
-    assert (
-        main(
-            [
-                "promote",
-                str(run),
-                "--registry",
-                str(registry),
-                "--force",
-                "--reason",
-                "drill",
-                "--no-bento-store",
-            ]
-        )
-        == 1
-    )
+    assert force_promote(run) == 1
     assert "run same-as-base is already v0001 of this registry" in capsys.readouterr().err
     copy = run.parent / "same-as-base-again"
     shutil.copytree(run, copy)
-    assert (
-        main(
-            [
-                "promote",
-                str(copy),
-                "--registry",
-                str(registry),
-                "--force",
-                "--reason",
-                "drill",
-                "--no-bento-store",
-            ]
-        )
-        == 0
-    )
+    assert force_promote(copy) == 0
     assert "promoted same-as-base-again as v0002 (previous champion: v0001" in capsys.readouterr().out
     assert main(["rollback", "--registry", str(registry), "--reason", "drill over"]) == 0
     assert "v0001 is the champion" in capsys.readouterr().out
