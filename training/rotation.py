@@ -8,7 +8,8 @@ to 96% of 384d after MatryoshkaLoss training; benchmarks/results/sweep_h100_scif
 labels (texts only), then refined on the training pairs (training/rotation_learning.py: still orthogonal), and
 kept only when it improves the held-out dev queries' mean NDCG@10 over the Matryoshka dims by more than the dev
 set's noise (training/dev_noise.py), so a domain where it does not help does not get it. The conservative chain:
-the refinement must beat PCA beyond noise (else PCA only), and the rotation must beat none beyond noise (else none),
+the refinement must beat PCA beyond noise (else PCA only), a Matryoshka-Adaptor learned from the chosen rotation
+must beat it beyond noise (else not kept; `_maybe_adapt`), and the result must beat none beyond noise (else none),
 without any single dim losing beyond noise: one graph serves every dim (the runtime truncates the full vector, and a
 smaller dim must stay a prefix of the larger), so one transform is chosen for all of them. Stored as a bias-free linear `Dense` layer before
 `Normalize`, so it is part of the saved model and of every exported ONNX graph.
