@@ -26,9 +26,8 @@ MAX_CORPUS_TEXTS = (
     10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
 )
 MIN_DEV_QUERIES = 5
-ADAPTOR_RANK_WEIGHT = (
-    0.1  # the ranking term's weight in the adaptor candidate (benchmarks/small_dims.py's default)
-)
+# The ranking term's weight in the adaptor candidate (benchmarks/small_dims.py's default).
+ADAPTOR_RANK_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -151,7 +150,8 @@ def decide_rotation(
         )
 
     corpus_emb, anchor_emb = encode(corpus, "document"), encode(anchors, "query")
-    pca = fit_rotation(np.vstack([corpus_emb, anchor_emb]))
+    domain_emb = np.vstack([corpus_emb, anchor_emb])  # the domain's texts: what the PCA and the adaptor fit
+    pca = fit_rotation(domain_emb)
     scorers = _whole_corpus_dev(
         data.dev_queries, corpus, labelled, dims, lambda t: encode(t, "query"), corpus_emb
     )
@@ -195,7 +195,7 @@ def decide_rotation(
         chosen, how = _maybe_adapt(
             chosen,
             how,
-            np.vstack([corpus_emb, anchor_emb]),
+            domain_emb,
             pair_anchors,
             pair_positives,
             corpus_emb,
