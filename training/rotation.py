@@ -6,8 +6,9 @@ directions of largest variance of the domain's embeddings. A rotation changes no
 dim, so full-dim quality is untouched, while small dims gain a lot (measured on SciFact: NDCG@10 at 64d from 92%
 to 96% of 384d after MatryoshkaLoss training; benchmarks/results/sweep_h100_scifact.jsonl). It is fitted without
 labels (texts only), then refined on the training pairs (training/rotation_learning.py: still orthogonal), and
-kept only when it improves the held-out dev queries' mean NDCG@10 over the Matryoshka dims by more than the dev
-set's noise (training/dev_noise.py), so a domain where it does not help does not get it. The conservative chain:
+kept only when it improves the held-out dev queries' NDCG@10 by more than the dev set's noise (training/dev_noise.py)
+on the mean over the Matryoshka dims or at the smallest dim (the dim it is for), so a domain where it does not help
+does not get it. The conservative chain:
 the refinement must beat PCA beyond noise (else PCA only), a Matryoshka-Adaptor learned from the chosen rotation
 must beat it beyond noise (else not kept; `_maybe_adapt`), and the result must beat none beyond noise (else none),
 without any single dim losing beyond noise: one graph serves every dim (the runtime truncates the full vector, and a
@@ -211,14 +212,19 @@ def decide_rotation(
         for (dim, a), b in zip(per_dim(chosen).items(), per_dim(identity).values(), strict=True)
     }
     # One graph serves every dim (the served runtime truncates the full vector), so one transform must do for all:
-    # it is kept for its mean gain over the dims, but never when it makes one dim worse beyond noise.
+    # it is kept for its mean gain over the dims or for its gain at the smallest dim (the one it exists for: the
+    # mean over four dims, one of them unchanged, dilutes that), never when it makes one dim worse beyond noise.
     hurt = [
         f"d{dim} {g.mean:+.4f} (95% upper bound {g.high:+.4f})" for dim, g in by_dim.items() if g.high < 0
     ]
-    applied = mode == "on" or (gain.beyond_noise and not hurt)
+    smallest = min(dims)
+    at_smallest = by_dim.get(smallest) if smallest < dim else None
+    helps = gain.beyond_noise or (at_smallest is not None and at_smallest.beyond_noise)
+    applied = mode == "on" or (helps and not hurt)
     reason = (
         f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
         f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {gain.describe()}"
+        f"{f'; at d{smallest} {at_smallest.describe()}' if at_smallest is not None else ''}"
         f"{'; but it loses beyond noise at ' + ', '.join(hurt) if hurt else ''}: "
         f"{'applied' if applied else 'not applied'}"
     )
