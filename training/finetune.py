@@ -131,7 +131,7 @@ def train(
     args = _training_arguments(
         config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts, device
     )
-    stopper, stopping = _early_stopping(config, args, prepared, len(train_rows))
+    stopper, stopping = _early_stopping(config, args, prepared, len(train_rows), evaluator)
     if report is not None:
         from training.progress import epoch_reporter
 
@@ -175,6 +175,8 @@ def train(
             "epochs_run": round(float(trainer.state.epoch or 0), 2),
             "epochs_scheduled": config.epochs,
         }
+        if stopper and hasattr(stopper[0], "summary"):
+            stopping |= stopper[0].summary()
     rotation = checkpoint_choice = None
     if is_main_process():
         from training.checkpoint_choice import choose_checkpoint
@@ -468,9 +470,10 @@ def _training_arguments(
 
 
 def _early_stopping(
-    config: TrainConfig, args, prepared: TrainingData, n_rows: int
+    config: TrainConfig, args, prepared: TrainingData, n_rows: int, evaluator=None
 ) -> tuple[list, dict | None]:
-    """transformers' EarlyStoppingCallback with the patience from the data, when there is a dev set to watch."""
+    """Stopping on dev gains beyond noise (training/early_stopping.py) with the patience from the data, when there
+    is a dev set to watch."""
     if not config.early_stopping or args.eval_strategy == "no":
         return [], None
     from training.early_stopping import early_stopping_callback, patience_from_data
@@ -478,13 +481,19 @@ def _early_stopping(
     total = (
         args.max_steps if args.max_steps > 0 else int(max(1, -(-n_rows // config.batch_size)) * config.epochs)
     )
-    patience, why = patience_from_data(max(1, -(-total // args.eval_steps)), prepared.dev["size"])
+    # An STS dev set has no per-query scores, so there any rise counts (transformers' own callback).
+    beyond_noise = getattr(evaluator, "per_query_history", None) is not None
+    patience, why = patience_from_data(
+        max(1, -(-total // args.eval_steps)), prepared.dev["size"], beyond_noise
+    )
     if config.early_stopping_patience is not None:
-        patience, why = (
-            config.early_stopping_patience,
-            f"stop after {config.early_stopping_patience} evaluations without a dev gain (configured)",
+        patience = config.early_stopping_patience
+        why = (
+            f"stop after {patience} evaluations without a dev gain{' beyond noise' if beyond_noise else ''} "
+            "(configured)"
         )
-    return [early_stopping_callback(patience)], {"patience": patience, "reason": why}
+    callback = early_stopping_callback(patience, evaluator, config.seed)
+    return [callback], {"patience": patience, "reason": why}
 
 
 def _best_metric_name(evaluator) -> str:
