@@ -220,6 +220,45 @@ def test_a_rotation_is_applied_for_a_gain_at_the_smallest_dim_alone(monkeypatch,
     )
 
 
+@pytest.mark.parametrize(("d8_gain", "refined"), [(0.06, True), (0.0, False)])
+def test_the_refinement_is_kept_for_a_gain_at_the_smallest_dim_alone(monkeypatch, d8_gain, refined):
+    """Every step of the chain uses the same rule: the refinement beats PCA on a gain beyond noise at the smallest
+    dim even when its mean over dims is within noise (and with no gain there it falls back to PCA)."""
+    import training.rotation as rotation
+    import training.rotation_learning as learning
+
+    permutation = np.eye(32, dtype=np.float32)[::-1].copy()
+    monkeypatch.setattr(
+        learning, "learn_rotation", lambda init, *a, **k: learning.LearnedRotation(permutation, 9, 0.0, [])
+    )
+    monkeypatch.setattr(rotation, "_maybe_adapt", lambda chosen, how, *a: (chosen, how))
+    rng = np.random.default_rng(0)
+    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+    pca = {d: v + 0.3 for d, v in base.items()}  # PCA beats no rotation by far at every dim
+    d16_noise, d8_noise = rng.normal(-0.04, 0.2, 20), rng.normal(0, 0.02, 20)
+
+    def by_dim(r):
+        if np.allclose(r, np.eye(32)):
+            return dict(base)
+        if np.array_equal(r, permutation):
+            return {32: pca[32], 16: pca[16] + d16_noise, 8: pca[8] + d8_gain + d8_noise}
+        return dict(pca)
+
+    def mean(r):
+        return np.mean(list(by_dim(r).values()), axis=0)
+
+    monkeypatch.setattr(
+        rotation,
+        "_whole_corpus_dev",
+        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
+    )
+    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
+    matrix, decision = decide_rotation(encode, 32, _rotation_data(), [32, 16, 8])
+    assert decision.applied and np.array_equal(matrix, permutation) == refined
+    assert decision.reason.startswith("rotation (PCA only:") != refined
+    assert "for 9 steps" in decision.reason and "; at d8 " in decision.reason
+
+
 @pytest.mark.parametrize(
     ("adaptor", "d32_change", "kept"),
     [("auto", 0.0, True), ("auto", -0.1, False), ("off", 0.0, False)],
