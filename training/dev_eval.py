@@ -51,6 +51,11 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         self.per_query_history: dict[
             int, np.ndarray
         ] = {}  # global step -> per-query scores (checkpoint choice)
+        # step -> (query, corpus) embeddings, for the best and the latest step only: the model training ends with is
+        # one of them (training/checkpoint_choice.py), and the rotation's decision and the final dev metrics reuse
+        # them instead of encoding the whole corpus twice more (`encodings_of`). 15 MB each for 10,000 x 384.
+        self._encodings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._best: tuple[float, int] | None = None
 
     def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
         # encode_query / encode_document apply the model's query and document prompts (training/prompts.py).
@@ -84,11 +89,50 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
 
     def __call__(self, model, output_path=None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
         q, d = self.encode(model)
+        scores = self.scores(q, d)
         if steps >= 0:
             self.per_query_history[steps] = self.per_query(q, d)
-        metrics = self.prefix_name_to_metrics(self.scores(q, d), self.name)
+            self._keep(steps, q, d, scores["ndcg@10_mean"])  # primary_metric gets the name prefix
+        metrics = self.prefix_name_to_metrics(scores, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
+
+    def _keep(self, step: int, q: np.ndarray, d: np.ndarray, primary: float) -> None:
+        if (
+            self._best is None or primary > self._best[0]
+        ):  # the Trainer's rule too: strictly greater is better
+            self._best = (primary, step)
+        self._encodings[step] = (q, d)
+        for old in [s for s in self._encodings if s not in (step, self._best[1])]:
+            del self._encodings[old]
+
+    def encodings_of(self, model, probe: int = 16) -> dict[tuple[str, str], np.ndarray]:
+        """{(role, text): embedding} of the dev queries and corpus from a kept step whose model this is (checked
+        by encoding `probe` dev queries again: cosine >= 0.9999 to the kept ones), or {} when none is."""
+        texts = self.queries[:probe]
+        if not self._encodings or not texts:
+            return {}
+        fresh = model.encode_query(
+            texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
+        for q, d in self._encodings.values():
+            if float(np.min(np.sum(_unit(fresh) * _unit(q[: len(texts)]), axis=1))) >= 0.9999:
+                return {
+                    **{("query", t): e for t, e in zip(self.queries, q, strict=True)},
+                    **{("document", t): e for t, e in zip(self.corpus, d, strict=True)},
+                }
+        return {}
+
+    def metrics_from(
+        self, known: dict[tuple[str, str], np.ndarray], matrix: np.ndarray | None = None
+    ) -> dict:
+        """The dev metrics (as __call__ returns them) from known embeddings, optionally with a linear transform
+        applied to them (training/rotation.py: the model's last layer before Normalize)."""
+        q = np.stack([known[("query", t)] for t in self.queries])
+        d = np.stack([known[("document", t)] for t in self.corpus])
+        if matrix is not None:
+            q, d = q @ matrix.T, d @ matrix.T
+        return self.prefix_name_to_metrics(self.scores(q, d), self.name)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -101,24 +101,35 @@ def choose_rotation(
     adaptor: str = "auto",
 ) -> tuple[object, RotationDecision]:
     """PCA rotation, refined on the training pairs when there are any (not with mode == "pca"); kept if
-    mode == "on", or if it raises the dev queries' mean NDCG@10 over `dims` against the whole corpus.
+    mode == "on", or if it beats none on the dev queries ranked against the whole corpus (decide_rotation).
 
-    Why the whole corpus: the dev set used during training ranks against a few hundred distractors (cheap at
-    every epoch), where small dims look fine; against the full corpus they lose what the test split loses."""
+    Why the whole corpus: against a few hundred distractors small dims look fine; against the full corpus they
+    lose what the test split loses."""
     if mode == "off":
         return model, RotationDecision(False, "rotation: off", {}, {}, 0)
     dim = model.get_embedding_dimension()
-
-    def encode(texts: list[str], role: str) -> np.ndarray:  # with the model's query / document prompt
-        method = model.encode_query if role == "query" else model.encode_document
-        return (
-            method(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-            if texts
-            else np.zeros((0, dim), np.float32)
-        )
-
-    matrix, decision = decide_rotation(encode, dim, data, dims, mode, seed, adaptor)
+    matrix, decision = decide_rotation(model_encoder(model, batch_size), dim, data, dims, mode, seed, adaptor)
     return (add_rotation(model, matrix) if matrix is not None else model), decision
+
+
+def model_encoder(model, batch_size: int = 64, known: dict | None = None):
+    """`encode(texts, role)` for decide_rotation: the model's query / document encoding (with its prompts), taking
+    what `known` ({(role, text): embedding} of this very model, e.g. from the dev evaluation) already has."""
+    known = known or {}
+    dim = model.get_embedding_dimension()
+
+    def encode(texts: list[str], role: str) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if (role, t) not in known))
+        fresh = {}
+        if missing:
+            method = model.encode_query if role == "query" else model.encode_document
+            vectors = method(missing, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+            fresh = dict(zip(missing, vectors, strict=True))
+        if not texts:
+            return np.zeros((0, dim), np.float32)
+        return np.stack([fresh[t] if t in fresh else known[(role, t)] for t in texts]).astype(np.float32)
+
+    return encode
 
 
 def decide_rotation(

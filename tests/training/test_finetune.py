@@ -39,7 +39,16 @@ class _Crash(TrainerCallback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-def test_run_directory_layout_and_dev_evaluation(tmp_path, tiny_model_dir, tiny_ir_dir):
+def test_run_directory_layout_and_dev_evaluation(tmp_path, tiny_model_dir, tiny_ir_dir, monkeypatch):
+    from training.dev_eval import MatryoshkaRetrievalEvaluator
+
+    found = []  # the kept step's encodings, reused for the rotation and the final dev metrics
+    original = MatryoshkaRetrievalEvaluator.encodings_of
+    monkeypatch.setattr(
+        MatryoshkaRetrievalEvaluator,
+        "encodings_of",
+        lambda self, model, **k: found.append(original(self, model, **k)) or found[-1],
+    )
     cfg = _config(
         tmp_path,
         tiny_model_dir,
@@ -65,6 +74,14 @@ def test_run_directory_layout_and_dev_evaluation(tmp_path, tiny_model_dir, tiny_
     assert any("loss" in r for r in log) and any("eval_dev_ndcg@10_mean" in r for r in log)
     assert result.best_checkpoint is not None and result.best_metric is not None
     assert 0.0 <= result.dev_metrics["dev_ndcg@10_mean"] <= 1.0
+    assert len(found) == 1 and found[0], (
+        "the kept model's dev encodings were not found: the corpus was encoded again"
+    )
+    best = max(r["eval_dev_ndcg@10_mean"] for r in log if "eval_dev_ndcg@10_mean" in r)
+    if not result.rotation["applied"]:  # then the final dev metrics are the kept step's own
+        assert result.dev_metrics["dev_ndcg@10_mean"] == pytest.approx(
+            best, abs=1e-5
+        ) or "last checkpoint" in (result.checkpoint_choice or "")
     assert result.mining["strategy"] == "curriculum"
     recorded = load_config(run / "config.yaml")  # the resolved config: no nulls left for data-driven fields
     assert recorded.epochs == 2 and recorded.batch_size == 16 and recorded.matryoshka_dims == [32]
