@@ -205,6 +205,11 @@ def _run_stages(
             [
                 f"early stopping: {stopping['reason']}; ran {stopping['epochs_run']:g} of "
                 f"{stopping['epochs_scheduled']:g} epochs"
+                + (
+                    f"; the last dev gain beyond noise at step {stopping['last_gain_beyond_noise_at_step']}"
+                    if stopping.get("last_gain_beyond_noise_at_step") is not None
+                    else ""
+                )
             ]
             if stopping
             else []

@@ -64,6 +64,9 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     assert general["status"] in {"pass", "fail"} and general["delta"] is not None, general
     assert "general_domain_sts" in out.out + out.err
     assert "early stopping: stop after" in out.out + out.err  # on by default, with the patience and why
+    assert re.search(
+        r"without a dev gain beyond noise .*the last dev gain beyond noise at step \d+", out.out + out.err
+    )
     assert decision["baseline"].startswith("base model")
     pipeline = json.loads((run / "pipeline.json").read_text())
     assert [s["name"] for s in pipeline["stages"]] == [
