@@ -1,7 +1,8 @@
 """Is a gain measured on the dev set larger than the dev set's noise? A paired percentile bootstrap over dev queries.
 
-Every choice training makes on dev data (training/rotation.py: rotation or not, refined or PCA-only) is taken only
-when the lower end of the gain's one-sided 95% bootstrap interval is above zero; otherwise the run keeps the
+Every choice training makes on dev data (training/rotation.py: rotation or not, refined or PCA-only, the adaptor;
+training/checkpoint_choice.py; training/early_stopping.py: whether an epoch improved) is taken only when the lower
+end of the gain's one-sided 95% bootstrap interval is above zero; otherwise the run keeps the
 conservative option and says so. On the 30-80 dev queries most sets give, a gain of 0.01-0.02 NDCG@10 is within
 the noise (the legal demo accepted a refinement on +0.01 dev that lost 0.027 at 64d on test).
 
