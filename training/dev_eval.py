@@ -98,9 +98,8 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         return metrics
 
     def _keep(self, step: int, q: np.ndarray, d: np.ndarray, primary: float) -> None:
-        if (
-            self._best is None or primary > self._best[0]
-        ):  # the Trainer's rule too: strictly greater is better
+        # Strictly greater is better: the Trainer's rule for its best checkpoint too.
+        if self._best is None or primary > self._best[0]:
             self._best = (primary, step)
         self._encodings[step] = (q, d)
         for old in [s for s in self._encodings if s not in (step, self._best[1])]:

@@ -57,7 +57,9 @@ class BeyondNoiseStopping(TrainerCallback):
         self.patience, self.history, self.seed = patience, history, seed
         self.bar: tuple[int, object] | None = None  # (step, per-query scores)
         self.waited = 0
-        self.gains: list[dict] = []  # per evaluation: step, gain over the bar, whether it counted
+        self.gains: list[
+            dict
+        ] = []  # per evaluation after the first: step, gain over the bar, whether it counted
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         scores = self.history.get(state.global_step)
@@ -69,7 +71,14 @@ class BeyondNoiseStopping(TrainerCallback):
         from training.dev_noise import paired_gain
 
         gain = paired_gain(scores, self.bar[1], self.seed)
-        self.gains.append({"step": state.global_step, "over_step": self.bar[0], **gain.to_dict()})
+        self.gains.append(
+            {
+                "step": state.global_step,
+                "over_step": self.bar[0],
+                **gain.to_dict(),
+                "counted": gain.beyond_noise,
+            }
+        )
         if gain.beyond_noise:
             self.bar, self.waited = (state.global_step, scores), 0
         else:

@@ -112,7 +112,8 @@ def test_only_a_dev_gain_beyond_noise_resets_the_patience():
     summary = callback.summary()
     assert summary["last_gain_beyond_noise_at_step"] == 20
     assert [g["step"] for g in summary["gains"]] == [20, 30, 40, 50]
-    assert all(g["over_step"] == 20 and g["low"] <= 0 for g in summary["gains"][1:])
+    assert all(g["over_step"] == 20 and g["low"] <= 0 and not g["counted"] for g in summary["gains"][1:])
+    assert summary["gains"][0]["counted"]
 
 
 def test_a_slow_climb_that_adds_up_beyond_noise_counts():
