@@ -100,6 +100,12 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     report = (run / "report.html").read_text()
     assert "report.html" in manifest and "PROMOTED" in report and "v0001 is the champion" in report
     assert "ndcg@10_mean" in report and "Gate decision" in report  # the dev log table and the decision
+    # Why training stopped when it did, and which checkpoint became the model.
+    assert re.search(r"Early stopping: stop after \d+ evaluations without a dev gain beyond noise", report)
+    assert (
+        re.search(r"Checkpoint: (best dev|last) checkpoint", report)
+        or "Checkpoint: checkpoint at step" in report
+    )
     registry = Registry(root / "registry")
     assert registry.champion().version == "v0001"
     assert registry.verify("v0001")["run_id"] == "first"
