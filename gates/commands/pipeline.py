@@ -23,7 +23,7 @@ encoded again by the next run; after each run the cache is pruned, least recentl
 and `cache.max_age_days` (`embedgate cache info / prune`). `device` (or $EMBEDGATE_DEVICE): auto, cpu, cuda or
 cuda:N; on a CUDA device the export also writes fp16 graphs (`export.fp16`, kept where they keep parity).
 """
-DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (7-12 minutes on 2 CPU cores),
+DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (4-12 minutes on 2 CPU cores),
 ending with the gate decision table.
 
 Example:
