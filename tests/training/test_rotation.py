@@ -154,31 +154,42 @@ def test_in_auto_a_refinement_within_dev_noise_falls_back_to_pca(tiny_model, mon
     assert "within the dev set's noise" in decision.reason
 
 
+def _decide_on_dev_scores(monkeypatch, by_dim, data=None, **kwargs):
+    """decide_rotation with the dev scorers replaced: `by_dim(matrix)` -> {dim: per-query NDCG@10} (the mean over
+    dims follows), and random embeddings for the texts (the scores no longer depend on them)."""
+    import training.rotation as rotation
+
+    def mean(r):
+        return np.mean(list(by_dim(r).values()), axis=0)
+
+    monkeypatch.setattr(
+        rotation,
+        "_whole_corpus_dev",
+        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
+    )
+    texts = [f"text {i}" for i in range(40)]
+    data = data or RotationData(texts, [], {}, texts[:20])
+    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
+    return decide_rotation(encode, 32, data, [32, 16, 8], **kwargs)
+
+
+def _dev_base(rng, n: int = 20) -> dict:
+    return {32: rng.uniform(0.4, 0.6, n), 16: rng.uniform(0.4, 0.6, n), 8: rng.uniform(0.2, 0.4, n)}
+
+
 @pytest.mark.parametrize(("d16_change", "applied"), [(-0.1, False), (0.0, True)])
 def test_a_rotation_that_loses_beyond_noise_at_one_dim_is_not_applied(monkeypatch, d16_change, applied):
     """One graph serves every dim, so a rotation is kept for its mean gain over the dims only if no single dim
     loses beyond noise: here d8 gains 0.3 on every dev query, and d16 loses 0.1 on each (or nothing)."""
-    import training.rotation as rotation
-
     identity = np.eye(32, dtype=np.float32)
-    rng = np.random.default_rng(0)
-    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+    base = _dev_base(np.random.default_rng(0))
 
     def by_dim(r):
         if np.array_equal(r, identity):
             return dict(base)
         return {32: base[32], 16: base[16] + d16_change, 8: base[8] + 0.3}
 
-    def mean(r):
-        return np.mean(list(by_dim(r).values()), axis=0)
-
-    def scorers(queries, corpus, labelled, dims, encode, corpus_emb):
-        return (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim)
-
-    monkeypatch.setattr(rotation, "_whole_corpus_dev", scorers)
-    texts = [f"text {i}" for i in range(40)]
-    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
-    matrix, decision = decide_rotation(encode, 32, RotationData(texts, [], {}, texts[:20]), [32, 16, 8])
+    matrix, decision = _decide_on_dev_scores(monkeypatch, by_dim)
     assert decision.dev_gain["low"] > 0  # the mean over dims gains beyond noise either way
     assert decision.applied == applied and (matrix is not None) == applied
     assert decision.dev_gain_by_dim["16"]["mean"] == pytest.approx(d16_change)
@@ -190,11 +201,9 @@ def test_a_rotation_is_applied_for_a_gain_at_the_smallest_dim_alone(monkeypatch,
     """The rotation exists for the smallest dims; averaged with the full dim (which an orthogonal rotation cannot
     change) its gain there can drown: SciFact's 64d gained +0.030 beyond noise while the mean over four dims was
     within noise. Here the mean stays within noise and only d8 moves: applied exactly when d8 gains beyond noise."""
-    import training.rotation as rotation
-
     identity = np.eye(32, dtype=np.float32)
     rng = np.random.default_rng(0)
-    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+    base = _dev_base(rng)
     d16_noise, d8_noise = rng.normal(-0.04, 0.2, 20), rng.normal(0, 0.02, 20)
 
     def by_dim(r):
@@ -202,16 +211,7 @@ def test_a_rotation_is_applied_for_a_gain_at_the_smallest_dim_alone(monkeypatch,
             return dict(base)
         return {32: base[32], 16: base[16] + d16_noise, 8: base[8] + d8_gain + d8_noise}
 
-    def mean(r):
-        return np.mean(list(by_dim(r).values()), axis=0)
-
-    def scorers(queries, corpus, labelled, dims, encode, corpus_emb):
-        return (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim)
-
-    monkeypatch.setattr(rotation, "_whole_corpus_dev", scorers)
-    texts = [f"text {i}" for i in range(40)]
-    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
-    matrix, decision = decide_rotation(encode, 32, RotationData(texts, [], {}, texts[:20]), [32, 16, 8])
+    matrix, decision = _decide_on_dev_scores(monkeypatch, by_dim)
     assert decision.dev_gain["low"] <= 0  # the mean over dims: within noise either way
     assert decision.dev_gain_by_dim["16"]["high"] >= 0  # no dim loses beyond noise
     assert decision.applied == applied and (matrix is not None) == applied
@@ -234,7 +234,7 @@ def test_the_refinement_is_kept_for_a_gain_at_the_smallest_dim_alone(monkeypatch
     )
     monkeypatch.setattr(rotation, "_maybe_adapt", lambda chosen, how, *a: (chosen, how))
     rng = np.random.default_rng(0)
-    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+    base = _dev_base(rng)
     pca = {d: v + 0.3 for d, v in base.items()}  # PCA beats no rotation by far at every dim
     d16_noise, d8_noise = rng.normal(-0.04, 0.2, 20), rng.normal(0, 0.02, 20)
 
@@ -245,16 +245,7 @@ def test_the_refinement_is_kept_for_a_gain_at_the_smallest_dim_alone(monkeypatch
             return {32: pca[32], 16: pca[16] + d16_noise, 8: pca[8] + d8_gain + d8_noise}
         return dict(pca)
 
-    def mean(r):
-        return np.mean(list(by_dim(r).values()), axis=0)
-
-    monkeypatch.setattr(
-        rotation,
-        "_whole_corpus_dev",
-        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
-    )
-    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
-    matrix, decision = decide_rotation(encode, 32, _rotation_data(), [32, 16, 8])
+    matrix, decision = _decide_on_dev_scores(monkeypatch, by_dim, _rotation_data())
     assert decision.applied and np.array_equal(matrix, permutation) == refined
     assert decision.reason.startswith("rotation (PCA only:") != refined
     assert "for 9 steps" in decision.reason and "; at d8 " in decision.reason
@@ -290,8 +281,7 @@ def test_the_adaptor_candidate_is_kept_only_beyond_noise_and_never_when_a_dim_lo
         "learn_rotation",
         lambda init, *a, **k: learning.LearnedRotation(init.copy(), 0, 0.0, []),
     )
-    rng = np.random.default_rng(0)
-    base = {32: rng.uniform(0.4, 0.6, 6), 16: rng.uniform(0.4, 0.6, 6), 8: rng.uniform(0.2, 0.4, 6)}
+    base = _dev_base(np.random.default_rng(0), n=6)
     gained = {32: base[32] + 0.3, 16: base[16] + 0.3, 8: base[8] + 0.3}  # any rotation beats none
 
     def by_dim(r):
@@ -301,17 +291,7 @@ def test_the_adaptor_candidate_is_kept_only_beyond_noise_and_never_when_a_dim_lo
             return {32: gained[32] + d32_change, 16: gained[16], 8: gained[8] + 0.2}
         return dict(gained)
 
-    def mean(r):
-        return np.mean(list(by_dim(r).values()), axis=0)
-
-    monkeypatch.setattr(
-        rotation,
-        "_whole_corpus_dev",
-        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
-    )
-    data = _rotation_data()
-    encode = lambda t, role: np.random.default_rng(len(t)).normal(size=(len(t), 32)).astype(np.float32)  # noqa: E731
-    matrix, decision = decide_rotation(encode, 32, data, [32, 16, 8], adaptor=adaptor)
+    matrix, decision = _decide_on_dev_scores(monkeypatch, by_dim, _rotation_data(), adaptor=adaptor)
     assert decision.applied and matrix is not None  # the rotation itself beats none either way
     assert np.array_equal(matrix, adapted) == kept
     assert len(calls) == (0 if adaptor == "off" else 1)
