@@ -2,7 +2,7 @@
 
 Why: a rotation rule is decided after training, so a change to it can be measured on a trained model in minutes
 instead of rerunning a pipeline (96 min on SciFact on 2 cores). It rebuilds the run's dev split exactly as training
-did (same data, dev fraction and seed), runs training.rotation.choose_rotation on the run's saved model, and ranks
+did (same data, dev fraction and seed), runs training.rotation.decide_rotation on the run's saved model, and ranks
 the test queries against the whole corpus at each Matryoshka dim with and without the re-decided transform
 (torch fp32; the pipeline's ONNX fp32 scores agree to ~1e-4).
 
@@ -40,7 +40,7 @@ def main() -> int:
     from training.loading import load_dataset
     from training.prepare import prepare_training_data
     from training.prompts import strip_prepared
-    from training.rotation import decide_rotation
+    from training.rotation import decide_rotation, model_encoder
 
     summary = json.loads((args.run / "train" / "summary.json").read_text())
     if (summary.get("rotation") or {}).get("applied"):
@@ -51,15 +51,9 @@ def main() -> int:
     prepared = strip_prepared(prepared, config.prompts.model_dump() if config.prompts else {})
     model = SentenceTransformer(str(args.run / "model"), device="cpu")
     dims, dim = _dev_dims(config), model.get_embedding_dimension()
-    seen: dict[tuple[str, str], np.ndarray] = {}  # the corpus is encoded once for the decision and the test
-
-    def encode(texts: list[str], role: str) -> np.ndarray:
-        new = [t for t in dict.fromkeys(texts) if (role, t) not in seen]
-        if new:
-            method = model.encode_query if role == "query" else model.encode_document
-            for t, e in zip(new, method(new, batch_size=64, convert_to_numpy=True), strict=True):
-                seen[(role, t)] = e
-        return np.stack([seen[(role, t)] for t in texts]) if texts else np.zeros((0, dim), np.float32)
+    encode = model_encoder(
+        model, known={}
+    )  # keeps what it encodes: the corpus once for the decision and the test
 
     # Every candidate the chain tried, scored on test too: what the dev queries could not show.
     import training.matryoshka_adaptor as adaptors

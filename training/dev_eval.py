@@ -55,7 +55,6 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         # one of them (training/checkpoint_choice.py), and the rotation's decision and the final dev metrics reuse
         # them instead of encoding the whole corpus twice more (`encodings_of`). 15 MB each for 10,000 x 384.
         self._encodings: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._best: tuple[float, int] | None = None
 
     def encode(self, model) -> tuple[np.ndarray, np.ndarray]:
         # encode_query / encode_document apply the model's query and document prompts (training/prompts.py).
@@ -92,17 +91,17 @@ class MatryoshkaRetrievalEvaluator(BaseEvaluator):
         scores = self.scores(q, d)
         if steps >= 0:
             self.per_query_history[steps] = self.per_query(q, d)
-            self._keep(steps, q, d, scores["ndcg@10_mean"])  # primary_metric gets the name prefix
+            self._keep(steps, q, d)
         metrics = self.prefix_name_to_metrics(scores, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
 
-    def _keep(self, step: int, q: np.ndarray, d: np.ndarray, primary: float) -> None:
-        # Strictly greater is better: the Trainer's rule for its best checkpoint too.
-        if self._best is None or primary > self._best[0]:
-            self._best = (primary, step)
+    def _keep(self, step: int, q: np.ndarray, d: np.ndarray) -> None:
+        # The best step by mean NDCG@10 (the mean of a step's per-query scores); the first of equals, as the
+        # Trainer's strictly-greater rule picks its best checkpoint.
+        best = max(self.per_query_history, key=lambda s: float(self.per_query_history[s].mean()))
         self._encodings[step] = (q, d)
-        for old in [s for s in self._encodings if s not in (step, self._best[1])]:
+        for old in [s for s in self._encodings if s not in (step, best)]:
             del self._encodings[old]
 
     def encodings_of(self, model, probe: int = 16) -> dict[tuple[str, str], np.ndarray]:

@@ -40,9 +40,15 @@ def patience_from_data(evaluations: int, dev_size: int, beyond_noise: bool = Tru
     )
 
 
+def stops_beyond_noise(evaluator) -> bool:
+    """Whether `evaluator` keeps per-query dev scores by step (retrieval dev sets), which beyond-noise stopping
+    needs; an STS dev set does not, so there any rise counts (transformers' own callback)."""
+    return getattr(evaluator, "per_query_history", None) is not None
+
+
 def early_stopping_callback(patience: int, evaluator=None, seed: int = 0):
     """Beyond-noise stopping when `evaluator` keeps per-query dev scores by step, else transformers' own."""
-    if getattr(evaluator, "per_query_history", None) is None:
+    if not stops_beyond_noise(evaluator):
         from transformers import EarlyStoppingCallback
 
         return EarlyStoppingCallback(early_stopping_patience=patience)

@@ -494,13 +494,12 @@ def _early_stopping(
     is a dev set to watch."""
     if not config.early_stopping or args.eval_strategy == "no":
         return [], None
-    from training.early_stopping import early_stopping_callback, patience_from_data
+    from training.early_stopping import early_stopping_callback, patience_from_data, stops_beyond_noise
 
     total = (
         args.max_steps if args.max_steps > 0 else int(max(1, -(-n_rows // config.batch_size)) * config.epochs)
     )
-    # An STS dev set has no per-query scores, so there any rise counts (transformers' own callback).
-    beyond_noise = getattr(evaluator, "per_query_history", None) is not None
+    beyond_noise = stops_beyond_noise(evaluator)
     patience, why = patience_from_data(
         max(1, -(-total // args.eval_steps)), prepared.dev["size"], beyond_noise
     )

@@ -115,20 +115,20 @@ def choose_rotation(
 
 def model_encoder(model, batch_size: int = 64, known: dict | None = None):
     """`encode(texts, role)` for decide_rotation: the model's query / document encoding (with its prompts), taking
-    what `known` ({(role, text): embedding} of this very model, e.g. from the dev evaluation) already has."""
-    known = known or {}
+    what `known` ({(role, text): embedding} of this very model, e.g. from the dev evaluation) already has and
+    adding what it encodes, so no text is encoded twice."""
+    known = {} if known is None else known
     dim = model.get_embedding_dimension()
 
     def encode(texts: list[str], role: str) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if (role, t) not in known))
-        fresh = {}
         if missing:
             method = model.encode_query if role == "query" else model.encode_document
             vectors = method(missing, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
-            fresh = dict(zip(missing, vectors, strict=True))
+            known.update(((role, t), v) for t, v in zip(missing, vectors, strict=True))
         if not texts:
             return np.zeros((0, dim), np.float32)
-        return np.stack([fresh[t] if t in fresh else known[(role, t)] for t in texts]).astype(np.float32)
+        return np.stack([known[(role, t)] for t in texts]).astype(np.float32)
 
     return encode
 

@@ -4,6 +4,7 @@ numbers as encoding again."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from training.dev_eval import MatryoshkaRetrievalEvaluator
@@ -50,12 +51,8 @@ def test_another_model_gets_nothing(tiny_model, tiny_model_dir):
 
 def test_only_the_best_and_the_latest_step_are_kept(tiny_model, monkeypatch):
     evaluator = _evaluator()
-    scores = iter([0.5, 0.7, 0.6, 0.65])
-    monkeypatch.setattr(
-        evaluator,
-        "scores",
-        lambda q, d: {"ndcg@10_d32": 0.0, "ndcg@10_d8": 0.0, "ndcg@10_mean": next(scores)},
-    )
+    scores = iter([0.5, 0.7, 0.6, 0.65])  # each step's mean NDCG@10 over its dev queries
+    monkeypatch.setattr(evaluator, "per_query", lambda q, d: np.full(len(q), next(scores)))
     for step in (1, 2, 3, 4):
         evaluator(tiny_model, steps=step)
     assert sorted(evaluator._encodings) == [2, 4]  # best (0.7) and latest
