@@ -15,6 +15,7 @@ webhook, is POSTed as a signed event (gates/promotion_events.py).
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,40 @@ PROMOTION_MODES = ("immediate", "staged")
 
 class PromotionRefused(EmbedgateGateError):
     """The run's gate did not pass (or it was never gated) and promotion was not forced."""
+
+
+class BaselineNotChampion(PromotionRefused):
+    """The run's gate compared it with another model than the registry's current champion."""
+
+
+def gated_against(decision: dict) -> tuple[str | None, str | None]:
+    """(the champion version the gate compared the run with, None for the base model; its Registry.fingerprint,
+    None when not recorded). Decisions written before these fields name the champion only in `baseline`."""
+    if "baseline_version" in decision:
+        return decision["baseline_version"], decision.get("baseline_fingerprint")
+    match = re.fullmatch(r"champion (v\d{4,})", str(decision.get("baseline", "")))
+    return (match.group(1) if match else None), None
+
+
+def baseline_mismatch(decision: dict, registry: Registry) -> str | None:
+    """Why the run's gate does not speak for a promotion into `registry` now (None: it does). The gate's promise
+    is "better than what it replaces": a gate against the base model, an older champion, or another registry's
+    champion of the same name proves nothing about the champion it would replace."""
+    version, fingerprint = gated_against(decision)
+    champion = registry.champion()
+    current = champion.version if champion else None
+    if version != current:
+        compared = f"champion {version}" if version else f"the base model ({decision.get('baseline')})"
+        return (
+            f"its gate compared it with {compared}, but the champion of {registry.location} is "
+            f"{current or 'none'}"
+        )
+    if current is not None and fingerprint is not None and fingerprint != registry.fingerprint(current):
+        return (
+            f"its gate compared it with a champion {version} whose files differ from {registry.location}'s "
+            f"{current} (another registry's {version}?)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,26 @@ def promote_run(
         "baseline": decision["baseline"],
         "gate_passed": decision["passed"],
     }
+    try:  # checked again under the registry's lock; first here, where it is the clearest refusal
+        registry.refuse_duplicate(run.run_id, metadata)
+    except DuplicatePromotion as duplicate:
+        raise PromotionRefused(f"{duplicate}; nothing was promoted") from None
+    mismatch = baseline_mismatch(decision, registry)
+    if mismatch is not None and not force:
+        champion = registry.champion()
+        registry.record_refusal(
+            run_id=run.run_id,
+            who=who,
+            reason=f"not gated against the champion: {mismatch}",
+            metrics=served_metrics(decision),
+        )
+        raise BaselineNotChampion(
+            f"run {run.run_id} cannot be promoted: {mismatch}, so its gate says nothing about the model it "
+            f"would replace. Re-gate it against {champion.version if champion else 'the base model'}:\n"
+            f"  embedgate evaluate {run.root} --data EVAL_SET --registry {registry.location}\n"
+            f"  embedgate gate {run.root}\n"
+            f"then promote again; or --force --reason '...' to override (recorded)"
+        )
     staged = mode == "staged"
     previous = (
         registry.champion()
@@ -132,14 +187,18 @@ def promote_run(
             sources,
             metadata=metadata,
             who=who,
-            reason=reason or "gate passed",
-            forced=force and not decision["passed"],
+            reason=(reason or "gate passed")
+            + (f" (forced past: {mismatch})" if mismatch is not None else ""),
+            forced=force and (not decision["passed"] or mismatch is not None),
             run_id=run.run_id,
             metrics=served_metrics(decision),
             make_champion=not staged,
             alias=aliases.CANDIDATE if staged else None,
             reembed_required=reembed,
             refuse_duplicate_run=True,
+            # the champion the gate compared against must still be the champion at the switch (a race with
+            # another promotion); forced past a mismatch: the champion read under the registry's lock
+            **({} if mismatch is not None else {"expected_champion": gated_against(decision)[0]}),
         )
     except DuplicatePromotion as duplicate:
         raise PromotionRefused(f"{duplicate}; nothing was promoted") from None
@@ -182,7 +241,7 @@ def promote_run(
         version,
         previous_version,
         run.run_id,
-        force and not decision["passed"],
+        force and (not decision["passed"] or mismatch is not None),
         decision["serving_dim"],
         tag,
         bento_error,

@@ -37,12 +37,15 @@ ALIASES_FILE = "aliases.json"
 
 @dataclass(frozen=True)
 class AliasState:
-    """What a client can ask for: the aliases that point somewhere and every version not retired."""
+    """What a client can ask for: the aliases that point somewhere and every version that was served (promoted,
+    staged, cut over or rolled back to) and not retired."""
 
     champion: str | None
     candidate: str | None
     retired: tuple[str, ...]
     servable: tuple[str, ...]  # version ids, oldest first
+    # stored but never served (refused at the champion switch, or a killed promotion): 404, never loaded
+    never_served: tuple[str, ...] = ()
 
     def aliases(self) -> dict[str, str]:
         return {
@@ -81,8 +84,14 @@ def read_state(registry: Registry) -> AliasState:
     data = _read_file(registry)
     champion = registry.champion()
     retired = tuple(sorted(set(data["retired"])))
-    servable = tuple(v for v in registry.versions() if v not in retired)
-    return AliasState(champion.version if champion else None, data["candidate"], retired, servable)
+    current = {v for v in (champion.version if champion else None, data["candidate"]) if v is not None}
+    served = current | registry.served_versions()
+    versions = registry.versions()
+    servable = tuple(v for v in versions if v in served and v not in retired)
+    never_served = tuple(v for v in versions if v not in served and v not in retired)
+    return AliasState(
+        champion.version if champion else None, data["candidate"], retired, servable, never_served
+    )
 
 
 def _write_file(registry: Registry, candidate: str | None, retired: list[str]) -> None:
@@ -128,6 +137,9 @@ def set_candidate(registry: Registry, version: str | None) -> None:
             registry.version_dir(version)
             if version in data["retired"]:
                 raise RegistryError(f"{version} is retired; promote a new version instead")
+            never_served = registry.never_served_reason(version)
+            if never_served is not None:
+                raise RegistryError(f"cannot stage {version}: {never_served}; promote its run again instead")
         _write_file(registry, version, data["retired"])
 
 
@@ -165,6 +177,12 @@ def cutover(
         registry.version_dir(version)  # RegistryError listing the versions when it does not exist
         if version in data["retired"]:
             raise RegistryError(f"cannot cut over to {version}: it is retired")
+        never_served = registry.never_served_reason(version)
+        if never_served is not None:
+            raise RegistryError(
+                f"cannot cut over to {version}: {never_served}; gate its run against the current champion "
+                f"and promote it again (embedgate promote RUN_DIR --staged)"
+            )
         current = registry.champion()
         if current is not None and current.version == version:
             raise RegistryError(f"{version} is already the champion")

@@ -84,6 +84,7 @@ class ObjectRegistry(Registry):
         self.root = Path(cache_dir) if cache_dir else _default_cache(self.url)
         self.repairs: list[str] = []
         self._read_etags: dict[str, str | None] | None = None  # set inside `_locked`
+        self._history_read: dict[str, HistoryEntry] = {}  # history events already read (immutable objects)
 
     @property
     def location(self) -> str:
@@ -145,6 +146,13 @@ class ObjectRegistry(Registry):
                 f"{self.url}/versions/{version}.json: unreadable version marker ({err}); refusing to load"
             ) from None
 
+    def manifest(self, version: str) -> dict[str, Any]:
+        marker = self._marker(version)
+        if marker is None:
+            known = ", ".join(self.versions()) or "none"
+            raise RegistryError(f"version {version} not found in {self.url} (versions: {known})")
+        return marker
+
     def _manifest_field(self, version: str, name: str) -> Any:
         try:
             marker = self._marker(version)
@@ -194,14 +202,21 @@ class ObjectRegistry(Registry):
         return final
 
     def history(self) -> list[HistoryEntry]:
+        """Every event, in key order. Each event object is created once and never rewritten, so the ones already
+        read are kept: a serving replica polls the history (which versions may be served) with one listing and a
+        GET per new event, not one per event ever written."""
         self.history_problems = []
         entries = []
         for key in self._keys("history/"):
+            if key in self._history_read:
+                entries.append(self._history_read[key])
+                continue
             found = self._get(key)
             if found is None:
                 continue
             try:
                 entries.append(HistoryEntry.from_json_line(found[0].decode("utf-8")))
+                self._history_read[key] = entries[-1]
             except (UnicodeDecodeError, ValueError, TypeError) as err:
                 problem = f"{key} skipped, not a history entry ({type(err).__name__}: {str(err)[:120]})"
                 self.history_problems.append(problem)

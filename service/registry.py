@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -39,6 +40,10 @@ MANIFEST = "manifest.json"
 # Tests only: the name of a promotion step at which the process SIGKILLs itself (tests/service/test_registry_faults.py).
 KILL_AT_ENV = "EMBEDGATE_TEST_KILL_AT"
 RECONCILER = "embedgate (recorded at the next registry command)"
+# History actions that put a version in front of clients (champion, candidate, or staged by name), and those that
+# record a version stored but never served.
+SERVED_ACTIONS = frozenset({"promote", "cutover", "rollback"})
+NEVER_SERVED_ACTIONS = frozenset({"refused", "interrupted"})
 logger = logging.getLogger("embedgate.registry")
 
 
@@ -237,6 +242,17 @@ class Registry:
     def verify(self, version: str) -> dict[str, Any]:
         return verify_manifest(self.version_dir(version))
 
+    def manifest(self, version: str) -> dict[str, Any]:
+        """The version's manifest as stored (not re-verified; nothing is downloaded on object storage)."""
+        return json.loads((self.version_dir(version) / MANIFEST).read_text(encoding="utf-8"))
+
+    def fingerprint(self, version: str) -> str:
+        """sha256 of the version's file listing (every path with its sha256 and size): the same model files give
+        the same fingerprint in any registry, while another registry's v0001 gives another. A gate records its
+        baseline's; promotion compares it with the champion's."""
+        files = self.manifest(version)["files"]
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
     def history(self) -> list[HistoryEntry]:
         """Every readable history entry, oldest first. A damaged line (not JSON, invalid UTF-8, a missing or null
         field) is skipped and described in `self.history_problems` (and the log): the champion pointer and the
@@ -258,6 +274,32 @@ class Registry:
                 self.history_problems.append(problem)
                 logger.warning("%s", problem)
         return entries
+
+    def served_versions(self) -> set[str]:
+        """The versions the history says were promoted, cut over or rolled back to: only those may be served. A
+        version stored but refused at the switch (a lost race: "refused") or left by a killed promotion
+        ("interrupted") has no such line and is never served, listed or preloaded.
+
+        When some history lines are damaged (`history_problems`), a served version's line may be among them, so
+        the rule falls back to every version except those the history names as refused or interrupted."""
+        entries = self.history()
+        served = {entry.version for entry in entries if entry.action in SERVED_ACTIONS and entry.version}
+        if self.history_problems:
+            never = {e.version for e in entries if e.action in NEVER_SERVED_ACTIONS and e.version}
+            served |= {version for version in self.versions() if version not in never}
+        return served
+
+    def never_served_reason(self, version: str) -> str | None:
+        """Why `version` may not be served (refused at its promotion, or interrupted), or None when it may."""
+        if version in self.served_versions():
+            return None
+        champion = self.champion()
+        if champion is not None and champion.version == version:
+            return None
+        for entry in reversed(self.history()):
+            if entry.version == version and entry.action in NEVER_SERVED_ACTIONS:
+                return f"{version} was {entry.action} at its promotion ({entry.reason}) and was never served"
+        return f"{version} was never promoted (no history line promotes it) and was never served"
 
     # ---- writing (gates: promotion and rollback) ----
     @contextlib.contextmanager
@@ -289,7 +331,10 @@ class Registry:
         name; one killed between the version's rename and the switch leaves a version nobody recorded. Both get
         their line now, marked as recorded afterwards (`who`), from the pointer and the version's manifest."""
         entries = self.history()
-        recorded = {entry.version for entry in entries if entry.action in ("promote", "interrupted")}
+        # a version refused at its switch (object storage: a lost compare-and-swap) is recorded by its refusal
+        recorded = {
+            entry.version for entry in entries if entry.action in ("promote", "interrupted", "refused")
+        }
         champion = self.champion()
         last_switch = next((entry.version for entry in reversed(entries) if _moved_the_champion(entry)), None)
         for version in self.versions():
@@ -370,14 +415,15 @@ class Registry:
         reembed_required: bool | None = None,
         alias: str | None = None,
         refuse_duplicate_run: bool = False,
-        expected_champion: str | None = None,
+        expected_champion: str | None | object = ...,
     ) -> str:
         """Store `sources` ({name in version: file or folder}) as a new immutable version; optionally switch the
         champion to it. `alias` names the alias a staged promotion moves instead (recorded; service.aliases moves
         it). `refuse_duplicate_run`: DuplicatePromotion when `run_id` is already a version with the same serving
-        dim and precision. `expected_champion`: the champion the gate compared against (default: the one read
-        when this call starts); another one at the switch -> ChampionChanged, recorded as a refusal naming the
-        version that was stored but not served. Returns the version id.
+        dim and precision. `expected_champion`: the champion the gate compared against (None: none, the gate
+        compared against the base model; default: the one read when this call starts); another one at the switch
+        -> ChampionChanged, recorded as a refusal naming the version that was stored but not served (and never
+        served). A staged version (`make_champion=False`) is checked the same way. Returns the version id.
 
         The steps are the same on a folder and on object storage; the backend supplies `_locked` (a flock, or
         compare-and-swap on every pointer read inside it), `_store_version` (copy + rename, or upload + marker)
@@ -389,23 +435,33 @@ class Registry:
         with self._locked():
             current = self.champion()  # under the lock / the etag the switch is conditional on
             if refuse_duplicate_run and run_id is not None:
-                self._refuse_duplicate(run_id, metadata)
+                self.refuse_duplicate(run_id, metadata)
             gated_against = (
-                expected_champion if expected_champion is not None else (current.version if current else None)
+                expected_champion if expected_champion is not ... else (current.version if current else None)
             )
+            if (current.version if current else None) != gated_against:
+                # refused before anything is stored; on object storage the switch below checks it again, since
+                # another writer can still move the champion while this one uploads
+                err = ChampionChanged(champion_changed_message(gated_against, current))
+                self._append_history(
+                    HistoryEntry(
+                        _now(), "refused", None, gated_against, who, str(err), forced, run_id, metrics
+                    )
+                )
+                raise err
             version = self._store_version(sources, {"created_at": _now(), "run_id": run_id, **metadata})
             _kill_point("version_visible")
-            if make_champion:
-                try:
-                    if (current.version if current else None) != gated_against:
-                        raise ChampionChanged(champion_changed_message(gated_against, current))
+            try:
+                if (current.version if current else None) != gated_against:
+                    raise ChampionChanged(champion_changed_message(gated_against, current))
+                if make_champion:
                     self._switch(version, gated_against)
-                except ChampionChanged as err:
-                    refused = HistoryEntry(
-                        _now(), "refused", version, gated_against, who, str(err), forced, run_id, metrics
-                    )
-                    self._append_history(refused)
-                    raise
+            except ChampionChanged as err:
+                refused = HistoryEntry(
+                    _now(), "refused", version, gated_against, who, str(err), forced, run_id, metrics
+                )
+                self._append_history(refused)
+                raise
             _kill_point("champion_switched")
             # After the switch: a kill in between is repaired by the next locked command (_reconcile_history).
             self._append_history(
@@ -444,7 +500,8 @@ class Registry:
         fsync_dir(final.parent)
         return version
 
-    def _refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
+    def refuse_duplicate(self, run_id: str, metadata: dict[str, Any]) -> None:
+        """DuplicatePromotion when `run_id` is already a served version with the same serving dim and precision."""
         same = ("serving_dim", "serve_precision")
         # interrupted before its switch, or (object storage) refused at the switch: a retry must go through
         never_served = {
@@ -512,6 +569,14 @@ class Registry:
                 )
             if target == current.version:
                 raise RegistryError(f"{target} is already the champion")
+            if target not in self.versions():
+                self.version_dir(target)  # RegistryError: not found, with the versions there are
+            never_served = self.never_served_reason(target)
+            if never_served is not None:
+                raise RegistryError(
+                    f"cannot roll back to {target}: {never_served}; roll back to a version that served "
+                    f"(embedgate history lists them)"
+                )
             self.verify(target)  # never switch to a version that would be refused at load
             before = self._previous_of(target)
             self._switch(target, before)

@@ -199,6 +199,11 @@ class VersionPool:
         available = state.names()
         if requested in state.retired:
             why = f"version {requested} was retired"
+        elif requested in state.never_served:
+            why = (
+                f"version {requested} was refused at its promotion (or its promotion was interrupted) and is "
+                f"never served; `embedgate history` says why"
+            )
         else:
             why = f"model {requested!r} is not served here"
         return VersionNotFound(

@@ -100,7 +100,10 @@ def promote(
     run_dir: Annotated[Path, typer.Argument(help="A gated run directory.")],
     registry: Registry = Path("registry"),
     force: Annotated[
-        bool, typer.Option(help="Promote even though the gate failed (needs --reason).")
+        bool,
+        typer.Option(
+            help="Promote even though the gate failed or compared the run with another model than the current champion (needs --reason)."
+        ),
     ] = False,
     reason: Reason = "",
     no_bento_store: Annotated[bool, typer.Option(help="Skip saving to the BentoML model store.")] = False,

@@ -55,6 +55,8 @@ class Baseline:
     name: str
     encoders: tuple[Encoder, ...]
     path: str
+    registry_version: str | None = None  # the champion's version; None for the base model
+    version_fingerprint: str | None = None  # Registry.fingerprint of that version
 
 
 @dataclass(frozen=True)
@@ -187,8 +189,11 @@ def evaluate_model(
     cache: EmbeddingCache | None = None,
     quiet: bool = False,
     pairs: StsSet | None = None,
+    registry_version: str | None = None,
+    version_fingerprint: str | None = None,
 ) -> EvalResults:
-    """Retrieval on `split` (a BEIR split view), or, with `split` None, scored `pairs` (an STS eval set)."""
+    """Retrieval on `split` (a BEIR split view), or, with `split` None, scored `pairs` (an STS eval set).
+    `registry_version`/`version_fingerprint`: which registry version the model is, when it is one."""
     qrels = {q: docs for q, docs in split.qrels.items() if q in split.queries} if split is not None else {}
     query_ids = sorted(qrels)
     doc_ids = sorted(split.corpus) if split is not None else []
@@ -205,7 +210,13 @@ def evaluate_model(
         if pairs is not None:
             scored += score_pairs(encoder, pairs, usable, timings, label, cache, quiet)
     return EvalResults(
-        model=ModelIdentity(label=label, name=name, path=path),
+        model=ModelIdentity(
+            label=label,
+            name=name,
+            path=path,
+            registry_version=registry_version,
+            version_fingerprint=version_fingerprint,
+        ),
         retrieval=tuple(retrieval),
         scored_pairs=tuple(scored),
         sts=tuple(sts_results),
@@ -263,7 +274,13 @@ def resolve_baseline(
             registry.verify(champion.version)
             onnx_dir = registry.version_dir(champion.version) / "onnx"
             encoders = tuple(onnx_encoder(onnx_dir, b.removeprefix("onnx-"), device=device) for b in backends)
-            return Baseline(f"champion {champion.version}", encoders, str(onnx_dir))
+            return Baseline(
+                f"champion {champion.version}",
+                encoders,
+                str(onnx_dir),
+                champion.version,
+                registry.fingerprint(champion.version),
+            )
     from training.export import export_run
     from training.models import resolve_model_path
 
@@ -357,6 +374,8 @@ def run_evaluation(
         cache,
         quiet,
         pairs,
+        baseline.registry_version,
+        baseline.version_fingerprint,
     )
     run.eval.mkdir(parents=True, exist_ok=True)
     files = {"candidate": run.eval / "candidate.json", "baseline": run.eval / "baseline.json"}

@@ -48,6 +48,10 @@ class ModelIdentity(_Frozen):
     label: Literal["candidate", "baseline"]
     name: str = Field(min_length=1)
     path: str | None = None
+    # A registry champion as baseline: its version and the fingerprint of its files (Registry.fingerprint), which
+    # tells it apart from another registry's v0001. Promotion checks both against the champion it would replace.
+    registry_version: str | None = None
+    version_fingerprint: str | None = None
 
 
 class RetrievalResult(_Frozen):

@@ -246,7 +246,9 @@ def _run_stages(
         run,
         config.evaluation_data(),
         config.evaluation.split,
-        registry_root=registry,
+        # The registry's champion is the baseline even with promotion disabled: a run promoted later
+        # (`embedgate promote`) must have been gated against the model it would replace, or it is refused.
+        registry_root=config.promotion.registry,
         base_model=config.train.base_model,
         backends=backends,
         sts=sts,

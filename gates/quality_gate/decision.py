@@ -35,6 +35,9 @@ class GateDecision:
     candidate: str
     baseline: str
     passed: bool = field(init=False)
+    # the champion the candidate was compared against (None: the base model) and its Registry.fingerprint
+    baseline_version: str | None = None
+    baseline_fingerprint: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "passed", not any(row.blocks for row in self.rows))
@@ -54,6 +57,8 @@ class GateDecision:
             "serving_dim_reason": self.serving_dim_reason,
             "candidate": self.candidate,
             "baseline": self.baseline,
+            "baseline_version": self.baseline_version,
+            "baseline_fingerprint": self.baseline_fingerprint,
             "n_failures": len(self.failures),
             "n_warnings": len(self.warnings),
             "checks": [row.to_dict() for row in self.rows],
@@ -118,6 +123,8 @@ def decide(
         policy=policy,
         candidate=candidate.model.name,
         baseline=baseline.model.name,
+        baseline_version=baseline.model.registry_version,
+        baseline_fingerprint=baseline.model.version_fingerprint,
     )
 
 

@@ -124,3 +124,33 @@ def test_evaluate_the_torch_backend_alone(tmp_path, untrained_run, capsys):
     assert "| candidate | torch | 32 |" in capsys.readouterr().out
     candidate = json.loads((copy / "eval" / "candidate.json").read_text())
     assert {(e["backend"], e["dim"]) for e in candidate["retrieval"]} == {("torch", 32), ("torch", 16)}
+
+
+def test_the_gate_records_the_champion_it_compared_against_and_promote_checks_it(
+    untrained_run, tmp_path, capsys
+):
+    """decision.json names the champion the evaluation used (version and file fingerprint): promotion into a
+    registry whose champion is another refuses with the re-gate commands."""
+    from service.registry import Registry
+
+    root, run, data = untrained_run
+    registry = tmp_path / "registry"
+    forced = ["--registry", str(registry), "--no-bento-store", "--force", "--reason", "first version"]
+    assert main(["promote", str(run), *forced]) == 0
+    copy = tmp_path / "runs" / "candidate"
+    shutil.copytree(run, copy)
+    assert main(["evaluate", str(copy), "--data", str(data), "--registry", str(registry)]) == 0
+    main(["gate", str(copy)])
+    decision = json.loads((copy / "gate" / "decision.json").read_text())
+    assert decision["baseline"] == "champion v0001" and decision["baseline_version"] == "v0001"
+    assert decision["baseline_fingerprint"] == Registry(registry).fingerprint("v0001")
+    # The untrained copy fails its gate; let it pass so that promotion gets to the baseline check.
+    (copy / "gate" / "decision.json").write_text(json.dumps({**decision, "passed": True}))
+    capsys.readouterr()
+    other = tmp_path / "other-registry"  # its champion is also v0001, but another model
+    shutil.copytree(run, tmp_path / "runs" / "other")
+    (tmp_path / "runs" / "other" / "onnx" / "embedder.json").write_text("{}")
+    assert main(["promote", str(tmp_path / "runs" / "other"), "--registry", str(other), *forced[2:]]) == 0
+    capsys.readouterr()
+    assert main(["promote", str(copy), "--registry", str(other), "--no-bento-store"]) == 1
+    assert "whose files differ from" in capsys.readouterr().err

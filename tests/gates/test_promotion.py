@@ -11,7 +11,9 @@ from service.registry import Registry
 from training.run_dir import RunPaths
 
 
-def _gated_run(tmp_path: Path, name: str, passed: bool) -> RunPaths:
+def _gated_run(tmp_path: Path, name: str, passed: bool, registry: Path | str | None = None) -> RunPaths:
+    """A run with an export and a gate decision. `registry`: the decision records that registry's current
+    champion as the baseline, as a gate run against it would (None: the base model)."""
     run = RunPaths(tmp_path / "runs" / name)
     (run.onnx / "d32").mkdir(parents=True)
     (run.onnx / "d32" / "model.onnx").write_bytes(f"graph of {name}".encode())
@@ -43,7 +45,23 @@ def _gated_run(tmp_path: Path, name: str, passed: bool) -> RunPaths:
         )
     )
     (run.root / "config.yaml").write_text("data: {path: x}\n")
+    if registry is not None:
+        regate(run, registry)
     return run
+
+
+def regate(run: RunPaths, registry: Path | str) -> None:
+    """Record `registry`'s current champion as the run's gate baseline (what re-running the gate against it does;
+    the scores stay)."""
+    reg = Registry(registry)
+    champion = reg.champion()
+    decision = json.loads((run.gate / "decision.json").read_text())
+    decision.update(
+        baseline=f"champion {champion.version}" if champion else "base model",
+        baseline_version=champion.version if champion else None,
+        baseline_fingerprint=reg.fingerprint(champion.version) if champion else None,
+    )
+    (run.gate / "decision.json").write_text(json.dumps(decision))
 
 
 def test_passing_run_is_promoted_with_metadata_and_history(tmp_path):
@@ -100,7 +118,7 @@ def test_promoted_version_lands_in_the_bentoml_model_store(tmp_path, monkeypatch
         assert tag.startswith("embedgate-embedder:v0001-")
         assert save_to_bento_store(Registry(registry), "v0001") == tag  # same content: reused, no error
         model = bentoml.models.get(tag)
-        promote_run(_gated_run(tmp_path, "newer", True), registry, bento_store=True)
+        promote_run(_gated_run(tmp_path, "newer", True, registry), registry, bento_store=True)
         assert bentoml.models.get("embedgate-embedder:latest").info.labels["registry_version"] == "v0002"
         from gates.promotion import rollback
 
@@ -113,3 +131,73 @@ def test_promoted_version_lands_in_the_bentoml_model_store(tmp_path, monkeypatch
         assert (Path(model.path) / "onnx" / "d32" / "model.onnx").read_bytes() == b"graph of good"
     finally:
         BentoMLContainer.model_store.reset()
+
+
+def _refused_message(run, registry, **kwargs) -> str:
+    with pytest.raises(PromotionRefused) as refused:
+        promote_run(run, registry, bento_store=False, **kwargs)
+    return str(refused.value)
+
+
+@pytest.mark.parametrize("mode", ["immediate", "staged"])
+def test_a_run_gated_against_the_base_model_is_not_promoted_over_a_champion(tmp_path, mode):
+    """The issue's case: a run gated against the base model (or a pipeline with promotion disabled) must not
+    replace, or be staged beside, a champion it was never compared with."""
+    registry = tmp_path / "registry"
+    promote_run(_gated_run(tmp_path, "champion", True), registry, bento_store=False)
+    message = _refused_message(_gated_run(tmp_path, "rb", True), registry, mode=mode)
+    assert "its gate compared it with the base model" in message and "the champion of" in message
+    assert "is v0001" in message and "Re-gate it against v0001" in message
+    assert "embedgate evaluate" in message and "embedgate gate" in message and "--force" in message
+    reg = Registry(registry)
+    assert reg.versions() == ["v0001"] and reg.champion().version == "v0001"
+    last = reg.history()[-1]
+    assert (last.action, last.run_id) == ("refused", "rb") and "not gated against the champion" in last.reason
+
+
+def test_a_run_gated_against_an_older_champion_is_refused_and_regating_lets_it_through(tmp_path):
+    registry = tmp_path / "registry"
+    promote_run(_gated_run(tmp_path, "first", True), registry, bento_store=False)
+    late = _gated_run(tmp_path, "late", True, registry)  # gated against v0001 ...
+    promote_run(_gated_run(tmp_path, "second", True, registry), registry, bento_store=False)  # ... v0002 wins
+    message = _refused_message(late, registry)
+    assert (
+        "its gate compared it with champion v0001, but the champion of" in message and "is v0002" in message
+    )
+    regate(late, registry)
+    assert promote_run(late, registry, bento_store=False).previous == "v0002"
+
+
+def test_a_run_gated_against_another_registrys_champion_of_the_same_name_is_refused(tmp_path):
+    ours, theirs = tmp_path / "registry", tmp_path / "other-registry"
+    promote_run(_gated_run(tmp_path, "ours", True), ours, bento_store=False)
+    other = _gated_run(tmp_path, "theirs", True)
+    (other.onnx / "d32" / "model.onnx").write_bytes(b"another graph")
+    promote_run(other, theirs, bento_store=False)
+    run = _gated_run(tmp_path, "new", True, theirs)  # gated against the other registry's v0001
+    message = _refused_message(run, ours)
+    assert "whose files differ from" in message and "v0001" in message
+
+
+def test_forcing_past_a_baseline_mismatch_needs_a_reason_and_is_recorded(tmp_path):
+    registry = tmp_path / "registry"
+    promote_run(_gated_run(tmp_path, "first", True), registry, bento_store=False)
+    run = _gated_run(tmp_path, "hotfix", True)
+    with pytest.raises(EmbedgateGateError, match="--force needs --reason"):
+        promote_run(run, registry, bento_store=False, force=True)
+    result = promote_run(run, registry, bento_store=False, force=True, reason="on-call approved")
+    assert result.forced and result.previous == "v0001"
+    entry = Registry(registry).history()[-1]
+    assert entry.forced and "on-call approved" in entry.reason and "forced past" in entry.reason
+
+
+def test_cli_promote_exits_1_and_prints_the_regate_commands(tmp_path, capsys):
+    from gates.cli import main
+
+    registry = tmp_path / "registry"
+    args = ["--registry", str(registry), "--no-bento-store"]
+    assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
+    assert main(["promote", str(_gated_run(tmp_path, "second", True).root), *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("refused: run second cannot be promoted") and "re-gate".lower() in err.lower()
+    assert f"embedgate evaluate {tmp_path / 'runs' / 'second'}" in err

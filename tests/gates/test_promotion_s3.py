@@ -10,7 +10,8 @@ from gates.promotion import promote_run
 from service.errors import RegistryError
 from service.object_registry import ObjectRegistry
 from service.registry import Registry
-from tests.gates.test_promotion import _gated_run
+from tests.gates.test_promotion import _gated_run, regate
+from training.run_dir import RunPaths
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +22,7 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
     args = ["--registry", s3_registry_url, "--no-bento-store"]
     assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
     real_switch = ObjectRegistry._switch_cas
-    rival = _gated_run(tmp_path, "rival", True)
+    rival = _gated_run(tmp_path, "rival", True, s3_registry_url)
 
     def switch_after_a_rival_promotes(self, version, previous, etag):
         # Another CI job promotes between this one's champion read and its switch (the race, made deterministic).
@@ -31,7 +32,7 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
 
     monkeypatch.setattr(ObjectRegistry, "_switch_cas", switch_after_a_rival_promotes)
     capsys.readouterr()
-    assert main(["promote", str(_gated_run(tmp_path, "second", True).root), *args]) == 1
+    assert main(["promote", str(_gated_run(tmp_path, "second", True, s3_registry_url).root), *args]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("refused: the champion changed since the gate ran (it was v0001, it is now v0003)")
     assert "re-gate" in err and len(err.splitlines()) == 1
@@ -42,7 +43,15 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
         ("promote", "v0003", "rival"),
         ("refused", "v0002", "second"),
     ]
-    # re-gated (here: the same decision) and promoted again: not a duplicate of the refused v0002
+    from service.aliases import read_state
+
+    state = read_state(registry)  # the refused v0002 is stored but never served (nor listed, nor preloaded)
+    assert (state.servable, state.never_served) == (("v0001", "v0003"), ("v0002",))
+    # promoted again as it was: its gate compared it with v0001, not with the champion v0003
+    assert main(["promote", str(tmp_path / "runs" / "second"), *args]) == 1
+    assert "its gate compared it with champion v0001, but the champion of" in capsys.readouterr().err
+    # re-gated against v0003 (here: the same scores) and promoted again: not a duplicate of the refused v0002
+    regate(RunPaths(tmp_path / "runs" / "second"), s3_registry_url)
     assert main(["promote", str(tmp_path / "runs" / "second"), *args]) == 0
     assert registry.champion().version == "v0004" and registry.champion().previous == "v0003"
     assert main(["history", *args[:2]]) == 0
@@ -55,7 +64,8 @@ def test_staged_promotion_cutover_and_retire_on_the_s3_registry(tmp_path, s3_reg
 
     args = ["--registry", s3_registry_url, "--no-bento-store"]
     assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
-    assert main(["promote", str(_gated_run(tmp_path, "second", True).root), *args, "--staged"]) == 0
+    second = _gated_run(tmp_path, "second", True, s3_registry_url)
+    assert main(["promote", str(second.root), *args, "--staged"]) == 0
     state = read_state(Registry(s3_registry_url))
     assert (state.champion, state.candidate) == ("v0001", "v0002")
     assert main(["cutover", "v0002", "--registry", s3_registry_url]) == 0

@@ -62,7 +62,7 @@ def test_a_promotion_killed_at_any_step_leaves_a_registry_whose_history_tells_th
 ):
     registry = tmp_path / "registry"
     assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
-    second = _gated_run(tmp_path, "second", True)
+    second = _gated_run(tmp_path, "second", True, registry)
     killed = _promote_cli(second, registry, kill_at=step)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
@@ -113,7 +113,7 @@ def test_leftovers_are_removed_by_the_next_command_that_takes_the_lock(tmp_path,
 def test_a_damaged_history_line_is_skipped_with_a_warning_and_rollback_still_works(tmp_path, capsys, damage):
     registry = tmp_path / "registry"
     assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
-    assert _promote_cli(_gated_run(tmp_path, "second", True), registry).returncode == 0
+    assert _promote_cli(_gated_run(tmp_path, "second", True, registry), registry).returncode == 0
     with open(registry / "history.jsonl", "ab") as handle:
         handle.write(damage)
     capsys.readouterr()
@@ -149,18 +149,36 @@ def test_embedgate_promote_keeps_the_runs_drift_reference(tmp_path):
     assert "reference/spec.json" in manifest["files"]
 
 
-def test_concurrent_promotions_each_report_the_champion_they_replaced(tmp_path):
-    """The previous champion is read under the lock: four promotions at once report four different ones (a chain),
-    never the same one twice."""
+def test_concurrent_promotions_gated_against_the_same_champion_promote_one(tmp_path):
+    """Four CI jobs whose gates all compared against the same champion (none) promote at once: one becomes the
+    champion; the other three are refused (each was not gated against it), recorded, and nothing of theirs is
+    stored. The champion is read under the lock, so no two of them can both win."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from gates.promotion import promote_run
+    from gates.promotion import PromotionRefused, promote_run
 
     registry = tmp_path / "registry"
     runs = [_gated_run(tmp_path, f"run-{index}", True) for index in range(4)]
+
+    def attempt(run):
+        try:
+            return promote_run(run, registry, bento_store=False)
+        except PromotionRefused as refused:
+            return refused
+
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda run: promote_run(run, registry, bento_store=False), runs))
-    previous = [result.previous for result in results]
-    assert sorted(previous, key=str) == sorted([None, *sorted(r.version for r in results)[:-1]], key=str)
-    chain = {result.version: result.previous for result in results}
-    assert chain == {entry.version: entry.from_version for entry in Registry(registry).history()}
+        outcomes = list(pool.map(attempt, runs))
+    promoted = [o for o in outcomes if not isinstance(o, PromotionRefused)]
+    refused = [o for o in outcomes if isinstance(o, PromotionRefused)]
+    assert len(promoted) == 1 and promoted[0].version == "v0001" and promoted[0].previous is None
+    assert len(refused) == 3
+    for error in refused:
+        message = str(error)
+        assert "champion" in message and ("re-gate" in message.lower()), message
+    reg = Registry(registry)
+    assert reg.versions() == ["v0001"] and reg.champion().version == "v0001"
+    history = reg.history()
+    assert [entry.action for entry in history].count("refused") == 3
+    assert {entry.run_id for entry in history if entry.action == "refused"} == {
+        run.run_id for run in runs
+    } - {promoted[0].run_id}

@@ -21,7 +21,7 @@ from gates.promotion_events import SECRET_ENV, Webhook, WebhookConfigError
 from service.aliases import CutoverRefused, read_state
 from service.errors import RegistryError
 from service.registry import Registry
-from tests.gates.test_promotion import _gated_run
+from tests.gates.test_promotion import _gated_run, regate
 from tests.service.serving import free_port
 from training.run_dir import RunPaths
 
@@ -29,7 +29,8 @@ SECRET = "test-webhook-secret-7f3a"
 
 
 def _run(tmp_path, name, serving_dim=32):
-    run = _gated_run(tmp_path, name, True)
+    """A passing run gated against the champion of tmp_path/registry (the registry every test here uses)."""
+    run = _gated_run(tmp_path, name, True, tmp_path / "registry")
     decision = json.loads((run.gate / "decision.json").read_text())
     (run.gate / "decision.json").write_text(json.dumps({**decision, "serving_dim": serving_dim}))
     return run
@@ -104,6 +105,7 @@ def test_same_graphs_need_no_reembedding(tmp_path):
     promote_run(run, root, bento_store=False)
     # The same export under another run id (a re-gated run; the same run twice is refused as a duplicate).
     regated = RunPaths(shutil.copytree(run.root, run.root.with_name("first-regated")))
+    regate(regated, root)
     again = promote_run(regated, root, bento_store=False)
     assert (again.version, again.reembed_required) == ("v0002", False)
 

@@ -96,7 +96,8 @@ def test_a_lost_compare_and_swap_is_refused_and_recorded(s3_registry_url, tmp_pa
         _promote(reg, _artifact(tmp_path, "b", b"two"), expected_champion="v0000")
     assert reg.champion().version == "v0001"
     last = reg.history()[-1]
-    assert (last.action, last.version) == ("refused", "v0002") and "re-gate" in last.reason
+    assert (last.action, last.version) == ("refused", None) and "re-gate" in last.reason
+    assert reg.versions() == ["v0001"]  # refused before its upload: nothing stored
 
 
 RACER = textwrap.dedent("""

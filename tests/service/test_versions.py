@@ -210,3 +210,50 @@ def test_keep_versions_preloads_the_newest_and_a_retired_one_is_unloaded(registr
     assert read_state(registry).retired == ("v0003",)
     history = [json.loads(line)["action"] for line in registry.history_path.read_text().splitlines()]
     assert history[-1] == "retire"
+
+
+def test_a_version_refused_at_its_switch_is_never_served_listed_preloaded_or_cut_over_to(
+    registry, tiny_exports, monkeypatch
+):
+    """A promotion that loses the champion's compare-and-swap (object storage: another writer switched first)
+    leaves its version stored and recorded as refused: it must answer 404, be absent from /v1/models, never be
+    preloaded (keep_versions), and cutover/rollback must not make it the champion."""
+    from service.errors import RegistryError
+    from service.registry import ChampionChanged, champion_changed_message
+
+    promote(registry, tiny_exports["a"])  # v0001, the champion
+
+    def lose_the_race(self, version, previous):
+        raise ChampionChanged(champion_changed_message(previous, self.champion()))
+
+    monkeypatch.setattr(Registry, "_switch", lose_the_race)
+    with pytest.raises(ChampionChanged):
+        promote(registry, tiny_exports["b"], run_id="loser")
+    monkeypatch.undo()
+    assert registry.versions() == ["v0001", "v0002"] and registry.history()[-1].action == "refused"
+    state = read_state(registry)
+    assert state.servable == ("v0001",) and state.never_served == ("v0002",)
+    runtime = ServingRuntime.create(
+        ServeSettings(registry=registry.root, threads=1, keep_versions=3),
+        metrics=_metrics(),
+        drift=None,
+        registry_chosen=True,
+    )
+    assert runtime.versions.loaded() == ["v0001"]
+
+    async def scenario(client):
+        return (
+            await client.post("/v1/embeddings", json={"input": "heart", "model": "v0002"}),
+            await client.get("/v1/models"),
+        )
+
+    refused, models = asyncio.run(_serve(runtime, scenario))
+    assert refused.status_code == 404
+    assert "v0002 was refused at its promotion" in refused.json()["error"]["message"]
+    assert "v0002" not in [row["id"] for row in models.json()["data"]]
+    assert "v0002" not in runtime.versions.loaded()
+    with pytest.raises(RegistryError, match="cannot cut over to v0002: v0002 was refused"):
+        cutover(registry, "v0002", who="tests")
+    with pytest.raises(RegistryError, match="cannot roll back to v0002: v0002 was refused"):
+        registry.rollback(to="v0002", who="tests")
+    assert registry.champion().version == "v0001"
