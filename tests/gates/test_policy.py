@@ -133,6 +133,31 @@ def test_improvement_within_noise_fails(baseline_per_query, baseline) -> None:
     assert not decision.passed
 
 
+def test_a_candidate_worse_beyond_noise_is_said_to_be_worse(baseline_per_query, baseline) -> None:
+    # Issue 31 item 5: a run trained on permuted labels was blocked with "95% CI [-0.4976, -0.3499] includes 0".
+    # An interval entirely below 0 is evidence of a loss, not a lack of evidence.
+    worse = _results("candidate", _shifted(baseline_per_query, {m: -0.1 for m in METRICS}))
+    primary = decide(default_policy(), worse, baseline, parity=GOOD_PARITY).rows[0]
+    assert primary.status == "fail"
+    assert primary.ci_high < 0
+    ci = f"95% CI [{primary.ci_low:+.4f}, {primary.ci_high:+.4f}]"
+    assert primary.reason == (
+        f"no improvement: delta {primary.delta:+.4f}; worse beyond noise: {ci} is entirely below 0 "
+        f"(p {primary.p_value:.4f} for an improvement)"
+    )
+
+
+def test_an_interval_straddling_0_is_said_to_include_it(baseline_per_query, baseline) -> None:
+    # Half the queries 0.02 better, half 0.02 worse: a mean of about 0, an interval on both sides.
+    mixed = {q: dict(v) for q, v in baseline_per_query.items()}
+    for i, qid in enumerate(mixed):
+        mixed[qid]["ndcg@10"] += 0.02 if i % 2 else -0.02
+    primary = decide(default_policy(), _results("candidate", mixed), baseline, parity=GOOD_PARITY).rows[0]
+    assert primary.ci_low < 0 < primary.ci_high
+    assert primary.reason.endswith(f"95% CI [{primary.ci_low:+.4f}, {primary.ci_high:+.4f}] includes 0")
+    assert "worse" not in primary.reason
+
+
 def test_significance_is_what_fails_when_margins_are_zero(baseline_per_query, baseline) -> None:
     # Four of 200 queries 0.01 better, the rest identical. Every difference is >= 0, so the percentile bootstrap
     # interval sits just above 0; the randomization test is what sees four queries as too few.

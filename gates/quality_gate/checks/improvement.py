@@ -82,12 +82,19 @@ def evaluate(check: ImprovementCheck, ctx: CheckContext) -> list[GateRow]:
         over = " over pairs" if check.metric in CORRELATION_METRICS else ""
         rule += f"; {sig.test}{over} p < {sig.alpha:g} and {sig.confidence:.0%} CI low > 0"
         fields.update(sig.model_dump())
-        if comparison.p_value_greater >= sig.alpha:
-            problems.append(f"not significant: p {comparison.p_value_greater:.4f} >= alpha {sig.alpha:g}")
-        if comparison.ci_low <= 0:
+        ci = f"{sig.confidence:.0%} CI [{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}]"
+        if comparison.ci_high < 0:
+            # The whole interval below 0 is evidence the candidate is worse, not a lack of evidence either way:
+            # "not significant" or "includes 0" would read as noise.
             problems.append(
-                f"{sig.confidence:.0%} CI [{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}] includes 0"
+                f"worse beyond noise: {ci} is entirely below 0 (p {comparison.p_value_greater:.4f} for an "
+                "improvement)"
             )
+        else:
+            if comparison.p_value_greater >= sig.alpha:
+                problems.append(f"not significant: p {comparison.p_value_greater:.4f} >= alpha {sig.alpha:g}")
+            if comparison.ci_low <= 0:
+                problems.append(f"{ci} includes 0")
     unit = "pairs" if check.metric in CORRELATION_METRICS else "queries"
     evidence = (
         f"; p {comparison.p_value_greater:.4f}, {comparison.confidence:.0%} CI "
