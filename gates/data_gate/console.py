@@ -21,10 +21,11 @@ def summary_text(report: DataGateReport, written: WrittenReport | None = None) -
     if flagged:
         table = [HEADER] + [_row(r) for r in flagged]
         widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
-        lines += [
-            "  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in table
-        ]
+        lines.append(_line(HEADER, widths))
+        # Each flagged row is followed by its rule: "observed 1,893" means nothing without "at least 2,000 pairs".
+        rule_indent = " " * (2 + widths[0] + 2)
+        for row, result in zip(table[1:], flagged, strict=True):
+            lines += [_line(row, widths), f"{rule_indent}expected: {result.description}"]
     lines += [f"  note: {note}" for note in data.notes]
     if written is not None:
         lines.append(f"report: {written.report_json}")
@@ -32,6 +33,10 @@ def summary_text(report: DataGateReport, written: WrittenReport | None = None) -
             lines.append(f"docs:   {written.docs_index.parent / 'summary.html'} (every check; works offline)")
             lines.append(f"        {written.docs_index} (Great Expectations Data Docs)")
     return "\n".join(lines)
+
+
+def _line(cells: tuple[str, ...], widths: list[int]) -> str:
+    return "  " + "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
 
 
 def _row(result: ExpectationResult) -> tuple[str, ...]:

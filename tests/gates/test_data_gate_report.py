@@ -110,6 +110,16 @@ def test_summary_text_lists_failures_warnings_and_paths(tmp_path, blank_report):
     )
 
 
+def test_summary_text_says_the_rule_each_flagged_check_missed(blank_report):
+    # Issue 31 item 13: `rows.minimum  observed 10` without "at least 2,000 pairs" only report.json explained.
+    lines = summary_text(blank_report).splitlines()
+    for check in ("rows.minimum", "anchor.not_blank"):
+        at = next(i for i, line in enumerate(lines) if f" {check} " in line)
+        rule = blank_report.result(check).description
+        assert lines[at + 1].split() == ["expected:", *rule.split()]
+    assert "at least 2,000 pairs" in blank_report.result("rows.minimum").description
+
+
 # --- tokenizers -------------------------------------------------------------------------------------------
 
 
