@@ -4,10 +4,10 @@ written with conditional puts instead of appends and renames.
     s3://bucket/drift/windows/<start>-h<host>-p<pid>-r<writer id>-<version>.jsonl.part   open: rewritten whole
     s3://bucket/drift/windows/<start>-h<host>-p<pid>-r<writer id>-<version>.jsonl        sealed: created once
 
-Object stores cannot append, so a writer keeps its open window's rows in memory and re-uploads the whole `.part`
-every flush interval (`EMBEDGATE_DRIFT_FLUSH_INTERVAL_S`, also when idle: that upload is its heartbeat), each
-time with If-Match on the etag of its own previous upload. Sealing creates the `.jsonl` with If-None-Match: * and
-then deletes the `.part`. A window is at most ~1 MB (500 rows), so the re-uploads are cheap; a crash loses the rows
+Object stores cannot append, so a writer keeps its open windows' rows in memory (one open window per model
+version, as on a folder) and re-uploads each whole `.part` every flush interval (`EMBEDGATE_DRIFT_FLUSH_INTERVAL_S`,
+also when idle: that upload is its heartbeat), each time with If-Match on the etag of its own previous upload.
+Sealing creates the `.jsonl` with If-None-Match: * and then deletes the `.part`. A window is at most ~1 MB (500 rows), so the re-uploads are cheap; a crash loses the rows
 of at most one flush interval (on a folder: none written).
 
 A dead replica's open window (on any host) is sealed by whoever sees it stale, i.e. not updated for the lease
@@ -27,6 +27,7 @@ import os
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from service import object_store
@@ -46,9 +47,20 @@ CLAIM_KEY = (
 )
 
 
+@dataclass
+class _OpenObjectWindow:
+    """One version's open window: its rows in memory, and what of them the last successful upload holds."""
+
+    name: str
+    lines: list[bytes] = field(default_factory=list)
+    uploaded: int = 0  # rows in the last successful upload of the window
+    etag: str | None = None  # that upload's etag (None: not uploaded yet)
+    last_upload: float = 0.0
+
+
 class ObjectWindowWriter:
-    """`WindowWriter`'s interface (append, seal, close, tick) on an object store. Not thread-safe: the capture's
-    single writer thread owns it."""
+    """`WindowWriter`'s interface (append, seal, close, tick) on an object store: one open window per model
+    version, each filling on its own. Not thread-safe: the capture's single writer thread owns it."""
 
     def __init__(
         self,
@@ -74,13 +86,8 @@ class ObjectWindowWriter:
         self.sealed_count = 0
         self.deleted_count = 0
         self.taken_over = 0  # windows another host sealed under this writer (it was stalled past the lease)
-        self._lines: list[bytes] = []
-        self._uploaded = 0  # rows in the last successful upload of the open window
-        self._etag: str | None = None  # that upload's etag (None: not uploaded yet)
-        self._name: str | None = None
-        self._version: str | None = None
-        self._last_upload = 0.0
-        self._started = ""
+        self._open_windows: dict[str, _OpenObjectWindow] = {}
+        self._started: dict[str, str] = {}  # each version's last window start (a new one must not reuse it)
         self.repairs = seal_stale_parts(self.store, self.lease_s)
 
     @property
@@ -89,83 +96,90 @@ class ObjectWindowWriter:
 
     @property
     def current_rows(self) -> int:
-        return len(self._lines)
+        """Rows in the open windows, every version together."""
+        return sum(len(window.lines) for window in self._open_windows.values())
+
+    def open_rows(self) -> dict[str, int]:
+        """Rows in each version's open window."""
+        return {version: len(window.lines) for version, window in self._open_windows.items()}
 
     def append(self, rows: Sequence[CapturedRow]) -> None:
         for row in rows:
-            if self._name is not None and row.model_version != self._version:
-                self.seal()  # a hot swap: the new version's rows go to a window of their own
-            if self._name is None:
-                self._open(row.model_version)
-            self._lines.append((json.dumps(row.to_dict(), separators=(",", ":")) + "\n").encode())
-            if len(self._lines) >= self.window_rows:
-                self.seal()
+            version = row.model_version
+            window = self._open_windows.get(version) or self._open(version)
+            window.lines.append((json.dumps(row.to_dict(), separators=(",", ":")) + "\n").encode())
+            if len(window.lines) >= self.window_rows:
+                self.seal(version)
         # no upload here: the capture calls `tick` after each batch, so a store error is counted as a failed
         # upload, never as lost rows (they stay in memory for the next tick)
 
     def tick(self) -> None:
-        """Upload the open window when a flush interval has passed since the last upload (new rows or not)."""
-        if self._name is not None and time.time() - self._last_upload >= self.flush_interval_s:
-            self._upload()
+        """Upload each open window a flush interval after its last upload (new rows or not: the heartbeat)."""
+        now = time.time()
+        for version, window in list(self._open_windows.items()):
+            if now - window.last_upload >= self.flush_interval_s:
+                self._upload(version, window)
 
-    def seal(self) -> str | None:
-        """Create the sealed window from every row of the open one; returns its key (None: nothing to seal)."""
-        if self._name is None:
-            return None
-        name, lines, uploaded, etag = self._name, self._lines, self._uploaded, self._etag
-        self._reset()
-        if not lines:
-            if etag is not None:
-                object_store.delete(self.store, WINDOWS + name + PART_SUFFIX)
-            return None
-        key = WINDOWS + name + SEALED_SUFFIX
-        if not object_store.create(self.store, key, b"".join(lines)):
-            # A sealer took the window after this writer's last upload: those rows are sealed; the rest move.
-            self.taken_over += 1
-            if len(lines) == uploaded:
-                return None
-            self._open(self._version_of(name))
-            self._lines = lines[uploaded:]
-            return self.seal()
-        if etag is not None:
-            object_store.delete(self.store, WINDOWS + name + PART_SUFFIX)
-        self.sealed_count += 1
-        self.deleted_count += rotate(self.store, self.keep_windows)
-        return key
+    def seal(self, version: str | None = None) -> list[str]:
+        """Create the sealed window from every row of the open window of `version` (None: of every version);
+        returns the sealed keys."""
+        versions = list(self._open_windows) if version is None else [version]
+        sealed = []
+        for name in versions:
+            window = self._open_windows.pop(name, None)
+            if window is not None:
+                sealed.extend(self._seal(name, window))
+        return sealed
 
     def close(self) -> None:
         self.seal()
 
     # ---- internals ----
-    def _upload(self) -> None:
+    def _seal(self, version: str, window: _OpenObjectWindow) -> list[str]:
+        if not window.lines:
+            if window.etag is not None:
+                object_store.delete(self.store, WINDOWS + window.name + PART_SUFFIX)
+            return []
+        key = WINDOWS + window.name + SEALED_SUFFIX
+        if not object_store.create(self.store, key, b"".join(window.lines)):
+            # A sealer took the window after this writer's last upload: those rows are sealed; the rest move.
+            self.taken_over += 1
+            if len(window.lines) == window.uploaded:
+                return []
+            rest = self._open(version)
+            rest.lines = window.lines[window.uploaded :]
+            return self.seal(version)
+        if window.etag is not None:
+            object_store.delete(self.store, WINDOWS + window.name + PART_SUFFIX)
+        self.sealed_count += 1
+        self.deleted_count += rotate(self.store, self.keep_windows)
+        return [key]
+
+    def _upload(self, version: str, window: _OpenObjectWindow) -> None:
         etag = object_store.put_if(
-            self.store, WINDOWS + self._name + PART_SUFFIX, b"".join(self._lines), self._etag
+            self.store, WINDOWS + window.name + PART_SUFFIX, b"".join(window.lines), window.etag
         )
-        self._last_upload = time.time()
+        window.last_upload = time.time()
         if etag is not None:
-            self._etag, self._uploaded = etag, len(self._lines)
+            window.etag, window.uploaded = etag, len(window.lines)
             return
         # Claimed by a sealer (this writer was stalled past the lease): the rows of the last upload are sealed
         # there; the rows since go into a new window.
         self.taken_over += 1
-        rest, version = self._lines[self._uploaded :], self._version
-        self._reset()
+        rest = window.lines[window.uploaded :]
+        del self._open_windows[version]
         if rest:
-            self._open(version)
-            self._lines = rest
-            self._upload()
+            moved = self._open(version)
+            moved.lines = rest
+            self._upload(version, moved)
 
-    def _open(self, version: str) -> None:
-        self._name, self._started = window_name(version, self.host, self.pid, self.writer_id, self._started)
-        self._version = version
-        self._lines, self._uploaded, self._etag, self._last_upload = [], 0, None, 0.0
-
-    def _reset(self) -> None:
-        self._name, self._version, self._lines, self._uploaded, self._etag = None, None, [], 0, None
-
-    @staticmethod
-    def _version_of(name: str) -> str:
-        return WINDOW_NAME.match(name)["version"]
+    def _open(self, version: str) -> _OpenObjectWindow:
+        name, self._started[version] = window_name(
+            version, self.host, self.pid, self.writer_id, self._started.get(version)
+        )
+        window = _OpenObjectWindow(name)
+        self._open_windows[version] = window
+        return window
 
 
 def seal_stale_parts(store: Any, lease_s: float, now: float | None = None) -> list[str]:

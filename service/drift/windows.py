@@ -3,7 +3,7 @@
     drift/windows/20260101T120000.123456Z-hreplica_a-p4242-r9f3c01aa-v0003.jsonl.part
                      being filled by process 4242 on host replica-a (writer id 9f3c01aa, model v0003)
     drift/windows/20260101T115512.000001Z-hreplica_a-p4242-r9f3c01aa-v0003.jsonl
-                     sealed: full, or cut short by a model swap or a shutdown
+                     sealed: full, or cut short by a shutdown
     (names without -h/-r, from earlier versions, are still read)
 
 One JSON line per captured text: time, model_version, dim, the descriptors, and the embedding as base64 float32
@@ -11,8 +11,9 @@ One JSON line per captured text: time, model_version, dim, the descriptors, and 
 traffic may hold personal data. Each writer writes its own files (host, pid and a random id are in the name: two
 containers on two hosts are often both pid 1), so several BentoML workers or replicas sharing one folder never
 interleave lines. Names start with the UTC start time, so sorting them sorts windows in time. A window is sealed
-by an atomic rename, so readers only ever see complete files. A window never mixes model versions: a hot swap
-seals the current one, because each version is compared to its own reference.
+by an atomic rename, so readers only ever see complete files. A window never mixes model versions, since each
+version is compared to its own reference: a writer keeps one open window per version, each filling on its own, so
+pinned clients on one version and default clients on another (docs/versions.md) both fill whole windows.
 
 Who seals an open window besides its writer: on the same host, the next writer or judge, once its pid is gone; on
 another host (whose pids mean nothing here), any writer or judge, once the window has not been updated for the
@@ -124,10 +125,22 @@ class WindowData:
         }
 
 
-class WindowWriter:
-    """Appends captured rows to this process's current window; seals it at `window_rows`, keeps `keep_windows`.
+@dataclass
+class _OpenWindow:
+    """One version's open window: its `.part` file, the handle appending to it, and its rows so far."""
 
-    Not thread-safe: the capture's single writer thread owns it."""
+    part: Path
+    handle: Any
+    rows: int = 0
+
+
+class WindowWriter:
+    """Appends captured rows to this process's open window of their model version; seals a window at
+    `window_rows`, keeps `keep_windows`.
+
+    One open window per version, each filling on its own: with pinned and default clients on different versions,
+    every version still gets full windows (sealing at each change of version left windows of a few rows that
+    could not be judged). Not thread-safe: the capture's single writer thread owns it."""
 
     def __init__(
         self,
@@ -138,7 +151,7 @@ class WindowWriter:
         host: str | None = None,
         flush_interval_s: float | None = None,
     ) -> None:
-        """`flush_interval_s`: how often `tick` touches the open window (its heartbeat), and so the lease
+        """`flush_interval_s`: how often `tick` touches the open windows (their heartbeat), and so the lease
         (LEASE_FLUSHES intervals) after which this writer seals another host's open window; None: no heartbeat,
         and other hosts' windows are never sealed."""
         for name, value, low in (("window_rows", window_rows, 1), ("keep_windows", keep_windows, 1)):
@@ -149,16 +162,13 @@ class WindowWriter:
         self.keep_windows = keep_windows
         self.pid = os.getpid() if pid is None else pid
         self.host = host_label(host)
-        self.writer_id = secrets.token_hex(
-            4
-        )  # tells apart two writers with the same host and pid (containers)
+        # tells apart two writers with the same host and pid (containers)
+        self.writer_id = secrets.token_hex(4)
         self.windows_dir.mkdir(parents=True, exist_ok=True)
         self.sealed_count = 0
         self.deleted_count = 0
-        self._handle: Any = None
-        self._part: Path | None = None
-        self._version: str | None = None
-        self._rows = 0
+        self._open_windows: dict[str, _OpenWindow] = {}
+        self._started: dict[str, str] = {}  # each version's last window start (a new one must not reuse it)
         self.flush_interval_s = flush_interval_s
         self._touched = 0.0
         seal_orphaned_parts(self.windows_dir, own_pid=self.pid, host=self.host, lease_s=self.lease_s)
@@ -168,53 +178,68 @@ class WindowWriter:
         return None if self.flush_interval_s is None else LEASE_FLUSHES * self.flush_interval_s
 
     def tick(self) -> None:
-        """The heartbeat (called by the capture's writer thread at least every flush interval): touch the open
+        """The heartbeat (called by the capture's writer thread at least every flush interval): touch every open
         window, so other hosts see it is alive even when no traffic comes."""
-        if self._handle is None or self.flush_interval_s is None:
+        if not self._open_windows or self.flush_interval_s is None:
             return
         now = time.time()
         if now - self._touched < self.flush_interval_s:
             return
-        if not self._part.exists():  # sealed by another host after the lease (this writer was stalled)
-            self._taken_over()
-            return
-        os.utime(self._part)
+        self._forget_taken_over()
+        for window in self._open_windows.values():
+            with contextlib.suppress(FileNotFoundError):  # sealed by another host this instant: next tick
+                os.utime(window.part)
         self._touched = now
 
     @property
     def current_rows(self) -> int:
-        return self._rows
+        """Rows in the open windows, every version together."""
+        return sum(window.rows for window in self._open_windows.values())
+
+    def open_rows(self) -> dict[str, int]:
+        """Rows in each version's open window."""
+        return {version: window.rows for version, window in self._open_windows.items()}
 
     def append(self, rows: Sequence[CapturedRow]) -> None:
-        if self._handle is not None and not self._part.exists():
-            self._taken_over()  # another host sealed it after the lease: the rows written so far are in it
+        self._forget_taken_over()
+        written: dict[str, _OpenWindow] = {}
         for row in rows:
-            if self._handle is not None and row.model_version != self._version:
-                self.seal()  # a hot swap: the new version's rows go to a window of their own
-            if self._handle is None:
-                self._open(row.model_version)
-            self._handle.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
-            self._rows += 1
-            if self._rows >= self.window_rows:
-                self.seal()
-        if self._handle is not None:
-            self._handle.flush()  # a crash loses at most the rows still in the capture queue
+            window = self._open_windows.get(row.model_version) or self._open(row.model_version)
+            window.handle.write(json.dumps(row.to_dict(), separators=(",", ":")) + "\n")
+            window.rows += 1
+            written[row.model_version] = window
+            if window.rows >= self.window_rows:
+                self.seal(row.model_version)
+        for version, window in written.items():
+            if self._open_windows.get(version) is window:
+                window.handle.flush()  # a crash loses at most the rows still in the capture queue
+        if written:
             self._touched = time.time()
 
-    def _taken_over(self) -> None:
-        """Forget the open window another host sealed (its rows are in the sealed file); the next row opens one."""
-        self._handle.close()
-        self._handle, self._part, self._rows = None, None, 0
+    def _forget_taken_over(self) -> None:
+        """Forget open windows another host sealed after the lease (this writer was stalled): their rows are in
+        the sealed files; the next row of that version opens a new window."""
+        for version, window in list(self._open_windows.items()):
+            if not window.part.exists():
+                window.handle.close()
+                del self._open_windows[version]
 
-    def seal(self) -> Path | None:
-        """Close the current window (if it has rows) and make it visible to readers; returns its sealed path."""
-        if self._handle is None:
-            return None
-        handle, part = self._handle, self._part
-        self._handle, self._part, self._rows = None, None, 0
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
+    def seal(self, version: str | None = None) -> list[Path]:
+        """Close the open window of `version` (None: of every version) if it has rows, and make it visible to
+        readers; returns the sealed paths."""
+        versions = list(self._open_windows) if version is None else [version]
+        sealed = []
+        for name in versions:
+            window = self._open_windows.pop(name, None)
+            if window is not None and (final := self._seal(window)) is not None:
+                sealed.append(final)
+        return sealed
+
+    def _seal(self, window: _OpenWindow) -> Path | None:
+        window.handle.flush()
+        os.fsync(window.handle.fileno())
+        window.handle.close()
+        part = window.part
         try:
             if part.stat().st_size == 0:
                 part.unlink()
@@ -233,11 +258,14 @@ class WindowWriter:
     def close(self) -> None:
         self.seal()
 
-    def _open(self, version: str) -> None:
-        name, _ = window_name(version, self.host, self.pid, self.writer_id)
-        self._part = self.windows_dir / f"{name}{PART_SUFFIX}"
-        self._handle = open(self._part, "a", encoding="utf-8")
-        self._version = version
+    def _open(self, version: str) -> _OpenWindow:
+        name, self._started[version] = window_name(
+            version, self.host, self.pid, self.writer_id, self._started.get(version)
+        )
+        part = self.windows_dir / f"{name}{PART_SUFFIX}"
+        window = _OpenWindow(part, open(part, "a", encoding="utf-8"))
+        self._open_windows[version] = window
+        return window
 
 
 def window_name(

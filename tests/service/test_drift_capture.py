@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +16,14 @@ import pytest
 from service.drift.capture import DriftCapture
 from service.drift.descriptors import DESCRIPTOR_NAMES, describe_text, describe_texts
 from service.drift.settings import DriftSettings, DriftSettingsError
-from service.drift.windows import CapturedRow, WindowWriter, list_windows, read_window, rotate
+from service.drift.windows import (
+    CapturedRow,
+    WindowWriter,
+    list_windows,
+    read_window,
+    rotate,
+    seal_orphaned_parts,
+)
 
 
 def unit_rows(count: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -114,14 +123,63 @@ def test_a_window_is_sealed_when_full_and_reads_back_exactly(tmp_path):
     assert len(list_windows(tmp_path)) == 3 and not list(tmp_path.glob("*.part"))
 
 
-def test_a_model_swap_seals_the_window_so_versions_never_mix(tmp_path):
-    writer = WindowWriter(tmp_path, window_rows=100, keep_windows=10)
-    writer.append(captured(3, "v0001") + captured(4, "v0002"))
-    writer.close()
-    assert [(w.model_version, read_window(w, DESCRIPTOR_NAMES).rows) for w in list_windows(tmp_path)] == [
-        ("v0001", 3),
-        ("v0002", 4),
+def interleaved(versions: tuple[str, ...], per_version: int, request_rows: int) -> list[list[CapturedRow]]:
+    """Requests of `request_rows` rows taking turns between `versions` (pinned and default clients during a
+    cutover), `per_version` rows each; row i of a version has time 1 + i."""
+    rows = {version: captured(per_version, version) for version in versions}
+    return [
+        rows[version][start : start + request_rows]
+        for start in range(0, per_version, request_rows)
+        for version in versions
     ]
+
+
+def test_versions_never_mix_and_each_fills_its_own_window(tmp_path):
+    """Issue 31 item 6: requests of two versions taking turns used to seal the window at each change of version
+    (windows of 3 rows, never judged); each version's window now fills on its own."""
+    writer = WindowWriter(tmp_path, window_rows=10, keep_windows=100)
+    for request in interleaved(("v0001", "v0002"), per_version=25, request_rows=3):
+        writer.append(request)
+    sealed = [(w.model_version, read_window(w, DESCRIPTOR_NAMES)) for w in list_windows(tmp_path)]
+    assert (
+        sorted((version, data.rows) for version, data in sealed) == [("v0001", 10)] * 2 + [("v0002", 10)] * 2
+    )
+    for version in ("v0001", "v0002"):  # every row once, in order, in its own version's windows
+        times = [t for v, data in sealed if v == version for t in data.times.tolist()]
+        assert times == [1.0 + i for i in range(20)], version
+    assert writer.open_rows() == {"v0001": 5, "v0002": 5}
+    writer.close()
+    rows = sorted(read_window(w, DESCRIPTOR_NAMES).rows for w in list_windows(tmp_path))
+    assert rows == [5, 5] + [10] * 4  # the partial ones sealed on close
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_the_heartbeat_keeps_every_versions_open_window_alive(tmp_path):
+    writer = WindowWriter(tmp_path, window_rows=50, keep_windows=100, host="replica-a", flush_interval_s=0.1)
+    writer.append(captured(3, "v0001") + captured(2, "v0002"))
+    old = time.time() - 60
+    for part in tmp_path.glob("*.part"):
+        os.utime(part, (old, old))
+    time.sleep(0.15)
+    writer.tick()  # touches both versions' windows, not only the one written last
+    assert seal_orphaned_parts(tmp_path, own_pid=os.getpid(), host="judge", lease_s=writer.lease_s) == []
+    writer.close()
+
+
+def test_interleaved_pinned_and_default_requests_through_record_fill_whole_windows(tmp_path):
+    capture = DriftCapture(settings_for(tmp_path, window_rows=10))
+    for request in interleaved(("v0001", "v0002"), per_version=30, request_rows=3):
+        vectors = np.stack([row.embedding for row in request])
+        texts = [f"text {row.time}" for row in request]
+        capture.record(
+            texts, vectors, [4] * len(request), [False] * len(request), request[0].model_version, 8
+        )
+    assert capture.close().written == 60
+    sealed = [
+        (w.model_version, read_window(w, DESCRIPTOR_NAMES).rows)
+        for w in list_windows(tmp_path / "drift" / "windows")
+    ]
+    assert sorted(sealed) == [("v0001", 10)] * 3 + [("v0002", 10)] * 3
 
 
 def test_only_the_last_k_windows_are_kept(tmp_path):

@@ -19,7 +19,7 @@ from service.drift.object_mirror import RunLease
 from service.drift.object_windows import CLAIM_KEY, ObjectWindowWriter, seal_stale_parts, sealed_keys
 from service.drift.settings import DriftSettings
 from service.drift.windows import WindowWriter, list_windows, read_window, seal_orphaned_parts
-from tests.service.test_drift_capture import captured, unit_rows
+from tests.service.test_drift_capture import captured, interleaved, unit_rows
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +109,28 @@ def test_a_stalled_writer_that_wakes_after_its_window_was_sealed_moves_its_new_r
     assert writer.taken_over == 1
     writer.close()
     assert sorted(_rows_by_window(store).values()) == [4, 5] and _parts(store) == []
+
+
+def test_on_s3_each_version_fills_its_own_window_while_requests_take_turns(drift_url):
+    """Issue 31 item 6 on object storage: pinned and default clients on two versions, requests of 3 rows taking
+    turns; every window holds one version and fills to `window_rows`, and the heartbeat uploads both."""
+    store = object_store.open_store(drift_url, "test")
+    writer = ObjectWindowWriter(drift_url, 10, 100, flush_interval_s=0.1, host="replica-a", store=store)
+    for request in interleaved(("v0001", "v0002"), per_version=25, request_rows=3):
+        writer.append(request)
+        writer.tick()
+    assert sorted(_rows_by_window(store).values()) == [10] * 4
+    for key in sealed_keys(store):  # one version per window
+        versions = {
+            json.loads(line)["model_version"] for line in object_store.get(store, key)[0].splitlines()
+        }
+        assert versions == {key.rsplit("-", 1)[1].split(".", 1)[0]}, key
+    time.sleep(0.15)
+    writer.tick()
+    assert sorted(key.rsplit("-", 1)[1] for key in _parts(store)) == ["v0001.jsonl.part", "v0002.jsonl.part"]
+    assert writer.open_rows() == {"v0001": 5, "v0002": 5}
+    writer.close()
+    assert sorted(_rows_by_window(store).values()) == [5, 5] + [10] * 4 and _parts(store) == []
 
 
 def test_a_window_claimed_by_a_killed_sealer_is_finished_by_the_next(drift_url):
