@@ -2,7 +2,7 @@
 
     capture = DriftCapture.from_env()      # None when EMBEDGATE_DRIFT_SAMPLE_RATE=0
     capture.record(texts, vectors, token_counts, truncated, model_version="v0003", dim=384)   # enqueue only
-    capture.close()                        # drain the queue, seal the current window
+    capture.close()                        # drain the queue, seal the open windows (one per version)
 
 `record` costs one random draw per text and, for the sampled texts, a copy of their vectors and one non-blocking
 `put` (benchmarks/drift_capture_overhead.py measures it against the embedding call). Descriptors, JSON and disk
@@ -150,7 +150,7 @@ class DriftCapture:
         )
 
     def close(self, timeout_s: float = 10.0) -> CaptureStats:
-        """Stop sampling, write what is queued, seal the current (partial) window. Safe to call twice."""
+        """Stop sampling, write what is queued, seal the open (partial) windows. Safe to call twice."""
         if not self._closed:
             self._closed = True
             try:
