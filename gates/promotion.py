@@ -294,11 +294,15 @@ def save_to_bento_store(registry: Registry, version: str, make_latest: bool = Fa
 @dataclass(frozen=True)
 class RollbackResult:
     version: str
-    previous: str | None
+    previous: str | None  # where a further rollback would go (None: `version` was the first champion)
     bento_tag: str | None
     bento_error: str | None = None
     reembed_required: bool | None = None
     webhook_error: str | None = None
+    rolled_back_from: str | None = None
+    previous_dim: int | None = None
+    serving_dim: int | None = None
+    dim_changed: bool = False
 
 
 def rollback(
@@ -307,33 +311,43 @@ def rollback(
     who: str | None = None,
     reason: str = "",
     to: str | None = None,
+    allow_dim_change: bool = False,
     bento_store: bool = True,
     webhook: Webhook | None = None,
 ) -> RollbackResult:
+    """Move the champion back (service.aliases.rollback: cutover's guards, the dim change included), then save the
+    restored champion to BentoML's model store and send the event. A refused dim change raises RollbackRefused."""
     registry = Registry(registry_root)
-    current = registry.champion()
-    target = to or (current.previous if current else None)
-    reembed = None
-    if current is not None and target is not None and target in registry.versions():
-        reembed = aliases.reembed_required(registry, current.version, target)
-    champion = registry.rollback(who=who, reason=reason, to=to, reembed_required=reembed)
+    done = aliases.rollback(registry, to=to, allow_dim_change=allow_dim_change, who=who, reason=reason)
     tag, error = None, None
     if bento_store:
         try:
-            tag = save_to_bento_store(registry, champion.version, make_latest=True)
+            tag = save_to_bento_store(registry, done.version, make_latest=True)
         except Exception as err:  # reported, not fatal: the registry rollback stands
             error = f"{type(err).__name__}: {err}"
     event = build_event(
         "rollback",
         registry_root,
-        version=champion.version,
-        previous=current.version,
+        version=done.version,
+        previous=done.rolled_back_from,
         alias=aliases.CHAMPION,
-        reembed_required=reembed,
-        serving_dim=aliases.version_space(registry, champion.version)[1],
+        reembed_required=done.reembed_required,
+        serving_dim=done.serving_dim,
+        previous_dim=done.previous_dim,
     )
     webhook_error = notify(webhook, registry_root, event)
-    return RollbackResult(champion.version, champion.previous, tag, error, reembed, webhook_error)
+    return RollbackResult(
+        done.version,
+        done.previous,
+        tag,
+        error,
+        done.reembed_required,
+        webhook_error,
+        done.rolled_back_from,
+        done.previous_dim,
+        done.serving_dim,
+        done.dim_changed,
+    )
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,60 @@ class CutoverResult:
     reembed_required: bool
 
 
-class CutoverRefused(RegistryError):
+class DimChangeRefused(RegistryError):
+    """A champion move (cutover or rollback) would change the default `dimensions` without --allow-dim-change."""
+
+
+class CutoverRefused(DimChangeRefused):
     """The cutover would change the champion's default `dimensions` and --allow-dim-change was not given."""
+
+
+class RollbackRefused(DimChangeRefused):
+    """The rollback would change the champion's default `dimensions` and --allow-dim-change was not given."""
+
+
+def _dims(registry: Registry, current: str | None, version: str) -> tuple[int | None, int | None, bool, bool]:
+    """(the champion's default dim, `version`'s, whether it changes, whether clients must re-embed)."""
+    new_dim = version_space(registry, version)[1]
+    old_dim = version_space(registry, current)[1] if current else None
+    return (
+        old_dim,
+        new_dim,
+        old_dim is not None and new_dim != old_dim,
+        reembed_required(registry, current, version),
+    )
+
+
+def _refuse_dim_change(
+    registry: Registry,
+    action: str,
+    version: str,
+    current: str,
+    old_dim: Any,
+    new_dim: Any,
+    who: str,
+    reembed: bool,
+) -> None:
+    """Record `<action>_refused` and raise: cutover and rollback move the same alias, so they share one guard."""
+    registry._append_history(
+        HistoryEntry(
+            _now(),
+            f"{action}_refused",
+            version,
+            current,
+            who,
+            f"default dimensions would change {old_dim} -> {new_dim}; not allowed without --allow-dim-change",
+            alias=CHAMPION,
+            reembed_required=reembed,
+        )
+    )
+    error = CutoverRefused if action == "cutover" else RollbackRefused
+    raise error(
+        f"{action} to {version} refused: the champion's default dimensions would change "
+        f"from {old_dim} to {new_dim}, so clients that omit `dimensions` would get vectors "
+        f"of another size. Re-embed with {version} at the new dim, then run again with "
+        f"--allow-dim-change (recorded)"
+    )
 
 
 def cutover(
@@ -187,29 +239,11 @@ def cutover(
         if current is not None and current.version == version:
             raise RegistryError(f"{version} is already the champion")
         registry.verify(version)  # never point the alias at a version the service would refuse
-        new_dim = version_space(registry, version)[1]
-        old_dim = version_space(registry, current.version)[1] if current else None
-        dim_changed = old_dim is not None and new_dim != old_dim
-        reembed = reembed_required(registry, current.version if current else None, version)
+        old_dim, new_dim, dim_changed, reembed = _dims(
+            registry, current.version if current else None, version
+        )
         if dim_changed and not allow_dim_change:
-            registry._append_history(
-                HistoryEntry(
-                    _now(),
-                    "cutover_refused",
-                    version,
-                    current.version,
-                    who,
-                    f"default dimensions would change {old_dim} -> {new_dim}; not allowed without --allow-dim-change",
-                    alias=CHAMPION,
-                    reembed_required=reembed,
-                )
-            )
-            raise CutoverRefused(
-                f"cutover to {version} refused: the champion's default dimensions would change "
-                f"from {old_dim} to {new_dim}, so clients that omit `dimensions` would get vectors "
-                f"of another size. Re-embed with {version} at the new dim, then run again with "
-                f"--allow-dim-change (recorded)"
-            )
+            _refuse_dim_change(registry, "cutover", version, current.version, old_dim, new_dim, who, reembed)
         registry._switch(version, current.version if current else None)
         if data["candidate"] == version:  # the candidate became the champion: nothing is staged any more
             _write_file(registry, None, data["retired"])
@@ -230,6 +264,91 @@ def cutover(
     return CutoverResult(
         version, current.version if current else None, old_dim, new_dim, dim_changed, reembed
     )
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    version: str  # the champion now
+    rolled_back_from: str  # the champion it replaced
+    previous: str | None  # where a further `rollback` would go (None: `version` was the first champion)
+    previous_dim: int | None  # the default dim before the move
+    serving_dim: int | None
+    dim_changed: bool
+    reembed_required: bool
+
+
+def rollback(
+    registry: Registry,
+    *,
+    to: str | None = None,
+    allow_dim_change: bool = False,
+    who: str | None = None,
+    reason: str = "",
+) -> RollbackResult:
+    """Move `champion` back to the champion the current one replaced (or to `to`), with cutover's guards: the
+    version must be servable and not retired, it is verified first, and a change of the default dim is refused
+    (and recorded) unless `allow_dim_change`. Rolling back to the candidate clears the candidate, as a cutover
+    to it does."""
+    who = who or _user()
+    if not registry._has_champion_pointer():  # checked before the lock, which would create the folder
+        raise RegistryError(
+            f"nothing to roll back: {registry.location} has no champion yet (is --registry / "
+            f"EMBEDGATE_REGISTRY the right folder?)"
+        )
+    with registry._locked():
+        current = registry.champion()
+        if current is None:
+            raise RegistryError(f"nothing to roll back: {registry.location} has no champion yet")
+        data = _read_file(registry)
+        target = to or current.previous
+        if target is None:
+            others = [v for v in read_state(registry).servable if v != current.version]
+            fix = (
+                f"to serve another version, name it: embedgate rollback --to {others[-1]} (servable: "
+                f"{', '.join(others)})"
+                if others
+                else "promote another version instead"
+            )
+            raise RegistryError(
+                f"cannot roll back: {current.version} is the first champion (no champion before it); {fix}"
+            )
+        if target == current.version:
+            raise RegistryError(f"{target} is already the champion")
+        registry.version_dir(target)  # RegistryError listing the versions when it does not exist
+        if target in data["retired"]:
+            raise RegistryError(
+                f"cannot roll back to {target}: it is retired (requests naming it get 404); roll back to a "
+                f"servable version (embedgate history lists them)"
+            )
+        never_served = registry.never_served_reason(target)
+        if never_served is not None:
+            raise RegistryError(
+                f"cannot roll back to {target}: {never_served}; roll back to a version that served "
+                f"(embedgate history lists them)"
+            )
+        registry.verify(target)  # never switch to a version that would be refused at load
+        old_dim, new_dim, dim_changed, reembed = _dims(registry, current.version, target)
+        if dim_changed and not allow_dim_change:
+            _refuse_dim_change(registry, "rollback", target, current.version, old_dim, new_dim, who, reembed)
+        before = registry.previous_of(target)  # so that repeated rollbacks walk back the champions
+        registry._switch(target, before)
+        if data["candidate"] == target:  # the candidate is the champion now: nothing is staged any more
+            _write_file(registry, None, data["retired"])
+        note = f" (default dimensions {old_dim} -> {new_dim}, allowed)" if dim_changed else ""
+        registry._append_history(
+            HistoryEntry(
+                _now(),
+                "rollback",
+                target,
+                current.version,
+                who,
+                reason + note,
+                forced=dim_changed,
+                alias=CHAMPION,
+                reembed_required=reembed,
+            )
+        )
+    return RollbackResult(target, current.version, before, old_dim, new_dim, dim_changed, reembed)
 
 
 def retire(registry: Registry, version: str, *, who: str | None = None, reason: str = "") -> None:

@@ -548,51 +548,14 @@ class Registry:
         who: str | None = None,
         reason: str = "",
         to: str | None = None,
-        reembed_required: bool | None = None,
+        allow_dim_change: bool = False,
     ) -> Champion:
-        """Make the previous champion (or `to`) the champion again; verified before the switch."""
-        who = who or _user()
-        if not self._has_champion_pointer():  # checked before the lock, which would create the folder
-            raise RegistryError(
-                f"nothing to roll back: {self.location} has no champion yet (is --registry / "
-                f"EMBEDGATE_REGISTRY the right folder?)"
-            )
-        with self._locked():
-            current = self.champion()
-            if current is None:
-                raise RegistryError(f"nothing to roll back: {self.location} has no champion yet")
-            target = to or current.previous
-            if target is None:
-                raise RegistryError(
-                    f"cannot roll back: {current.version} is the first champion (no previous "
-                    f"version); promote another version instead"
-                )
-            if target == current.version:
-                raise RegistryError(f"{target} is already the champion")
-            if target not in self.versions():
-                self.version_dir(target)  # RegistryError: not found, with the versions there are
-            never_served = self.never_served_reason(target)
-            if never_served is not None:
-                raise RegistryError(
-                    f"cannot roll back to {target}: {never_served}; roll back to a version that served "
-                    f"(embedgate history lists them)"
-                )
-            self.verify(target)  # never switch to a version that would be refused at load
-            before = self._previous_of(target)
-            self._switch(target, before)
-            self._append_history(
-                HistoryEntry(
-                    _now(),
-                    "rollback",
-                    target,
-                    current.version,
-                    who,
-                    reason,
-                    alias="champion",
-                    reembed_required=reembed_required,
-                )
-            )
-            return self.champion()
+        """Make the previous champion (or `to`) the champion again, with the guards a cutover has (servable, not
+        retired, verified, no change of the default dim unless `allow_dim_change`): service.aliases.rollback."""
+        from service.aliases import rollback  # aliases sits on the registry; one rollback, beside cutover
+
+        rollback(self, to=to, allow_dim_change=allow_dim_change, who=who, reason=reason)
+        return self.champion()
 
     def previous_of(self, version: str) -> str | None:
         """The champion that `version` replaced when it was last promoted (None: the first, or not recorded)."""

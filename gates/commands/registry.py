@@ -64,6 +64,15 @@ Registry = Annotated[
     ),
 ]
 Reason = Annotated[str, typer.Option(help="Why (recorded in the history).")]
+# One flag, named explicitly: a bool parameter called no_bento_store would also get --no-no-bento-store.
+NoBentoStore = Annotated[
+    bool,
+    typer.Option(
+        "--no-bento-store",
+        help="Do not save the champion to the BentoML model store (`embedgate build-bento` packs it from there).",
+    ),
+]
+AllowDimChange = Annotated[bool, typer.Option(help="Allow a different default `dimensions` (recorded).")]
 WebhookUrl = Annotated[
     str | None,
     typer.Option(
@@ -106,7 +115,7 @@ def promote(
         ),
     ] = False,
     reason: Reason = "",
-    no_bento_store: Annotated[bool, typer.Option(help="Skip saving to the BentoML model store.")] = False,
+    no_bento_store: NoBentoStore = False,
     staged: Annotated[
         bool,
         typer.Option(
@@ -147,10 +156,25 @@ def promote(
             f"{'yes' if result.reembed_required else 'no'})"
         )
     _report_webhook(result.webhook_error)
+    _warn_without_drift_reference(registry, result.version, run_dir)
     if result.bento_error:
         typer.echo(
             f"warning: not saved to the BentoML model store ({result.bento_error}); the registry "
-            f"promotion stands, but `bentoml build` will not package this version",
+            f"promotion stands, and `embedgate build-bento` saves the champion there when it builds",
+            err=True,
+        )
+
+
+def _warn_without_drift_reference(registry: str | Path, version: str, run_dir: Path) -> None:
+    """A version without reference/ is served but never judged for drift; the service would say so only in its log."""
+    from service.registry import Registry as Store
+
+    files = Store(registry).manifest(version)["files"]
+    if not any(name.startswith("reference/") for name in files):
+        typer.echo(
+            f"warning: {version} carries no drift reference ({run_dir / 'reference'} did not exist), so the "
+            f"service will not monitor it for drift; `embedgate pipeline` builds the reference before it "
+            f"promotes (docs/drift.md)",
             err=True,
         )
 
@@ -161,37 +185,57 @@ def rollback(
     to: Annotated[
         str | None, typer.Option(help="A specific version (default: the previous champion).")
     ] = None,
-    no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
+    allow_dim_change: AllowDimChange = False,
+    no_bento_store: NoBentoStore = False,
     webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import rollback as do_rollback
+    from service.aliases import RollbackRefused
 
     _report_repairs(registry)
-    result = do_rollback(
-        registry, reason=reason, to=to, bento_store=not no_bento_store, webhook=_webhook(webhook)
+    try:
+        result = do_rollback(
+            registry,
+            reason=reason,
+            to=to,
+            allow_dim_change=allow_dim_change,
+            bento_store=not no_bento_store,
+            webhook=_webhook(webhook),
+        )
+    except RollbackRefused as refused:
+        typer.echo(f"refused: {refused}", err=True)
+        raise typer.Exit(code=1) from None
+    further = (
+        f"a further rollback goes to {result.previous}"
+        if result.previous
+        else f"{result.version} was the first champion: `embedgate rollback --to VERSION` serves another"
     )
     typer.echo(
-        f"rolled back: {result.version} is the champion (previous: {result.previous or 'none'}; "
-        f"bento model {result.bento_tag or 'not saved'} is :latest; clients must re-embed: "
-        f"{'yes' if result.reembed_required else 'no'})"
+        f"rolled back: {result.version} is the champion (was {result.rolled_back_from}; "
+        f"{_dims_note(result.previous_dim, result.serving_dim, result.dim_changed)}; clients must re-embed: "
+        f"{'yes' if result.reembed_required else 'no'}"
+        + (f"; bento model {result.bento_tag}" if result.bento_tag else "")
+        + f"); {further}"
     )
     _report_webhook(result.webhook_error)
     if result.bento_error:
         typer.echo(
-            f"warning: BentoML's model store not updated ({result.bento_error}); a Bento built now would "
-            f"pack the last promoted version",
+            f"warning: BentoML's model store not updated ({result.bento_error}); `embedgate build-bento` "
+            f"saves the champion there when it builds",
             err=True,
         )
+
+
+def _dims_note(old: int | None, new: int | None, changed: bool) -> str:
+    return f"default dimensions {old} -> {new}, allowed" if changed else f"default dimensions {new}"
 
 
 def cutover(
     version: Annotated[str, typer.Argument(help="The version to serve as the champion, e.g. v0003.")],
     registry: Registry = Path("registry"),
-    allow_dim_change: Annotated[
-        bool, typer.Option(help="Allow a different default `dimensions` (recorded).")
-    ] = False,
+    allow_dim_change: AllowDimChange = False,
     reason: Reason = "",
-    no_bento_store: Annotated[bool, typer.Option(help="Leave BentoML's model store as it is.")] = False,
+    no_bento_store: NoBentoStore = False,
     webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import cutover as do_cutover
@@ -211,11 +255,7 @@ def cutover(
         typer.echo(f"refused: {refused}", err=True)
         raise typer.Exit(code=1) from None
     result = outcome.result
-    dims = (
-        f"default dimensions {result.previous_dim} -> {result.serving_dim}"
-        if result.dim_changed
-        else f"default dimensions {result.serving_dim}"
-    )
+    dims = _dims_note(result.previous_dim, result.serving_dim, result.dim_changed)
     typer.echo(
         f"cut over: {result.version} is the champion (previous: {result.previous or 'none'}; {dims}; "
         f"clients must re-embed: {'yes' if result.reembed_required else 'no'}); undo with `embedgate "
@@ -223,8 +263,8 @@ def cutover(
     )
     if outcome.bento_error:
         typer.echo(
-            f"warning: BentoML's model store not updated ({outcome.bento_error}); a Bento built now would "
-            f"pack the last promoted version",
+            f"warning: BentoML's model store not updated ({outcome.bento_error}); `embedgate build-bento` "
+            f"saves the champion there when it builds",
             err=True,
         )
     _report_webhook(outcome.webhook_error)

@@ -197,6 +197,7 @@ def test_cli_promote_exits_1_and_prints_the_regate_commands(tmp_path, capsys):
     registry = tmp_path / "registry"
     args = ["--registry", str(registry), "--no-bento-store"]
     assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
+    capsys.readouterr()  # the first promotion's warnings (no drift reference)
     assert main(["promote", str(_gated_run(tmp_path, "second", True).root), *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("refused: run second cannot be promoted") and "re-gate".lower() in err.lower()

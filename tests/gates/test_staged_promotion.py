@@ -18,7 +18,7 @@ import pytest
 from gates.cli import main
 from gates.promotion import cutover, promote_run, rollback
 from gates.promotion_events import SECRET_ENV, Webhook, WebhookConfigError
-from service.aliases import CutoverRefused, read_state
+from service.aliases import CutoverRefused, RollbackRefused, read_state
 from service.errors import RegistryError
 from service.registry import Registry
 from tests.gates.test_promotion import _gated_run, regate
@@ -216,10 +216,113 @@ def test_cli_stage_cutover_refusal_rollback_and_history(tmp_path, capsys):
     assert "default dimensions would change from 32 to 16" in capsys.readouterr().err
     assert main(["cutover", "v0002", *args, "--allow-dim-change"]) == 0
     assert "v0002 is the champion (previous: v0001; default dimensions 32 -> 16" in capsys.readouterr().out
-    assert main(["rollback", *args]) == 0
+    assert main(["rollback", *args]) == 1  # back to 32: the same dim guard as cutover
+    assert "rollback to v0001 refused: the champion's default dimensions would change from 16 to 32" in (
+        capsys.readouterr().err
+    )
+    assert main(["rollback", *args, "--allow-dim-change"]) == 0
+    assert "default dimensions 16 -> 32, allowed" in capsys.readouterr().out
     assert main(["retire", "v0002", "--registry", str(root)]) == 0
     assert main(["history", "--registry", str(root)]) == 0
     table = capsys.readouterr().out
     assert "champion: v0001; candidate: none; servable: v0001; retired: v0002" in table
-    for action in ("promote", "cutover_refused", "cutover", "rollback", "retire"):
+    for action in ("promote", "cutover_refused", "cutover", "rollback_refused", "rollback", "retire"):
         assert f" {action} " in table
+
+
+def test_a_rollback_that_changes_the_default_dim_is_refused_like_a_cutover_and_clears_the_candidate(tmp_path):
+    """Issue 31 item 7: `rollback --to` the candidate at another dim went through silently and left the version
+    both champion and candidate."""
+    root = tmp_path / "registry"
+    registry = Registry(root)
+    promote_run(_run(tmp_path, "first", serving_dim=32), root, bento_store=False)
+    promote_run(_run(tmp_path, "second", serving_dim=16), root, bento_store=False, mode="staged")
+    with pytest.raises(
+        RollbackRefused, match=r"rollback to v0002 refused: .* from 32 to 16.*--allow-dim-change"
+    ):
+        rollback(root, to="v0002", bento_store=False)
+    assert registry.champion().version == "v0001"
+    assert registry.history()[-1].action == "rollback_refused"
+    done = rollback(root, to="v0002", allow_dim_change=True, bento_store=False)
+    assert (done.version, done.rolled_back_from, done.previous_dim, done.serving_dim, done.dim_changed) == (
+        "v0002",
+        "v0001",
+        32,
+        16,
+        True,
+    )
+    state = read_state(registry)
+    assert (state.champion, state.candidate) == ("v0002", None)
+    entry = registry.history()[-1]
+    assert entry.action == "rollback" and entry.forced and "32 -> 16, allowed" in entry.reason
+
+
+def test_after_cutover_and_rollback_a_further_rollback_names_the_servable_version(tmp_path, capsys):
+    """Issue 31 item 7: after cutover then rollback, the output said "previous: none" and a second rollback told
+    the user to promote another version although the one just left is servable."""
+    root = tmp_path / "registry"
+    args = ["--registry", str(root), "--no-bento-store"]
+    assert main(["promote", str(_run(tmp_path, "first").root), *args]) == 0
+    assert main(["promote", str(_run(tmp_path, "second").root), *args, "--staged"]) == 0
+    assert main(["cutover", "v0002", *args]) == 0
+    capsys.readouterr()
+    assert main(["rollback", *args]) == 0
+    out = capsys.readouterr().out
+    assert "rolled back: v0001 is the champion (was v0002; default dimensions 32;" in out
+    assert "v0001 was the first champion: `embedgate rollback --to VERSION` serves another" in out
+    assert main(["rollback", *args]) == 2
+    err = capsys.readouterr().err
+    assert "v0001 is the first champion (no champion before it)" in err
+    assert "embedgate rollback --to v0002 (servable: v0002)" in err
+    assert main(["rollback", *args, "--to", "v0002"]) == 0
+    assert Registry(root).champion().version == "v0002"
+    assert "a further rollback goes to v0001" in capsys.readouterr().out
+
+
+def test_rollback_refuses_a_retired_version_as_cutover_does(tmp_path):
+    root = tmp_path / "registry"
+    promote_run(_run(tmp_path, "first"), root, bento_store=False)
+    promote_run(_run(tmp_path, "second"), root, bento_store=False)
+    assert main(["retire", "v0001", "--registry", str(root)]) == 0
+    with pytest.raises(RegistryError, match=r"cannot roll back to v0001: it is retired"):
+        rollback(root, bento_store=False)
+    assert Registry(root).champion().version == "v0002"
+
+
+@pytest.mark.parametrize("command", ["promote", "cutover", "rollback"])
+def test_the_bento_store_flag_is_one_plain_flag(command, monkeypatch, capsys):
+    """Issue 31 item 9: a bool parameter named no_bento_store also offered --no-no-bento-store."""
+    monkeypatch.setenv("COLUMNS", "250")
+    assert main([command, "--help"]) == 0
+    shown = capsys.readouterr().out
+    assert "--no-bento-store" in shown and "no-no-bento-store" not in shown
+
+
+def test_rollback_without_the_bento_store_says_nothing_about_a_bento_model(tmp_path, capsys):
+    root = tmp_path / "registry"
+    args = ["--registry", str(root), "--no-bento-store"]
+    assert main(["promote", str(_run(tmp_path, "first").root), *args]) == 0
+    assert main(["promote", str(_run(tmp_path, "second").root), *args]) == 0
+    capsys.readouterr()
+    assert main(["rollback", *args]) == 0
+    out = capsys.readouterr().out
+    assert "rolled back: v0001 is the champion" in out and "bento" not in out
+
+
+def test_promote_warns_when_the_version_carries_no_drift_reference(tmp_path, capsys):
+    """Issue 31 item 6: a version promoted (or staged) without a drift reference was never monitored, and only
+    the server's log said so."""
+    root = tmp_path / "registry"
+    args = ["--registry", str(root), "--no-bento-store"]
+    bare = _run(tmp_path, "first")
+    assert main(["promote", str(bare.root), *args]) == 0
+    err = capsys.readouterr().err
+    assert "warning: v0001 carries no drift reference" in err and "not monitor it for drift" in err
+    staged = _run(tmp_path, "second")
+    assert main(["promote", str(staged.root), *args, "--staged"]) == 0
+    assert "warning: v0002 carries no drift reference" in capsys.readouterr().err
+    with_reference = _run(tmp_path, "third")
+    (with_reference.root / "reference").mkdir()
+    (with_reference.root / "reference" / "reference.json").write_text("{}")
+    assert main(["promote", str(with_reference.root), *args]) == 0
+    assert "drift reference" not in capsys.readouterr().err
