@@ -62,10 +62,14 @@ class ChampionWatcher:
         holder: ModelHolder,
         load: Callable[[Path], ServingModel],
         metrics: Any | None = None,
+        fetch: Callable[[str], Path] | None = None,
     ) -> None:
         self.registry = registry
         self.holder = holder
         self._load = load
+        # the version's local folder; on object storage the service passes VersionPool.fetch, which downloads only
+        # what it serves (registry.version_dir would download every graph of the version)
+        self._fetch = fetch or registry.version_dir
         self._metrics = metrics
         self._last_seen: Champion | None = None
         self.last_checked_at: float | None = None  # unix time of the last look at the pointer (/info)
@@ -100,7 +104,7 @@ class ChampionWatcher:
 
     def _switch_to(self, version: str) -> SwapOutcome:
         try:
-            model = self._load(self.registry.version_dir(version))
+            model = self._load(self._fetch(version))
         except Exception as err:  # any failure to load (bad manifest, bad graph, I/O) refuses the version
             return self._refuse(version, err)
         old = self.holder.swap(model)
@@ -150,7 +154,7 @@ class ChampionWatcher:
         if current is None:
             return None
         try:
-            verify_manifest(self.registry.version_dir(current.version))
+            verify_manifest(self._fetch(current.version))
         except (
             Exception
         ) as err:  # changed, missing, unreadable: all the same to a restart, which would refuse it

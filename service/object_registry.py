@@ -16,26 +16,29 @@ champion before its gate and finds it changed at the switch loses the compare-an
 Why obstore and not s3fs: s3fs needs aiobotocore -> botocore, which requires python-dateutil<3 while the lock
 pins python-dateutil 4; obstore (the Rust `object_store` crate) installs beside it, reads the standard AWS_*
 environment variables (credentials, AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP) and exposes both conditional
-put modes, which s3fs does not. Readers (`embedgate serve`) download a version into a local cache and verify
-every sha256 before use (`version_dir`), so the rest of the service reads ordinary files.
+put modes, which s3fs does not. Readers download into a local cache and verify every sha256 before use
+(`version_dir`), so the rest of the service reads ordinary files; a replica (`embedgate serve`) fetches only what
+serving reads (service.serving_model.serving_files: one graph of the several a version holds, its tokenizer and
+json, the drift reference), and a part asked for later is fetched then.
 """
 
 from __future__ import annotations
 
 import calendar
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from service import object_store
-from service.atomic_files import sha256_of
+from service.atomic_files import sha256_of, write_json_atomic
 from service.errors import RegistryError
 from service.object_store import is_object_url
 from service.registry import (
@@ -54,7 +57,6 @@ from service.registry import (
     champion_changed_message,
     logger,
     unrecorded_switch_action,
-    verify_manifest,
 )
 
 CACHE_ENV = "EMBEDGATE_REGISTRY_CACHE"
@@ -160,46 +162,87 @@ class ObjectRegistry(Registry):
             return None
         return None if marker is None else marker.get(name)
 
-    def version_dir(self, version: str) -> Path:
-        """The version's files in the local cache, downloaded once and sha256-verified against its marker."""
-
+    def version_dir(self, version: str, parts: Iterable[str] | None = None) -> Path:
+        """The version's files in the local cache, each sha256-verified against the version's marker before it is
+        placed. `parts`: path prefixes inside the version ("onnx/tokenizer/", "onnx/d384/model.onnx"); only the
+        files they match are fetched, since a replica runs one graph of the several a version holds (None: every
+        file). A part asked for later is fetched then. The cached manifest.json lists the files the cache holds
+        (a subset of the marker's), so `verify_manifest` checks exactly those."""
         if not VERSION_PATTERN.match(version or ""):
             raise RegistryError(f"invalid version {version!r}: expected v0001-style ids")
+        prefixes = _prefixes(parts)
         final = self.root / "versions" / version
-        if (final / MANIFEST).is_file():
-            return final  # verified when it was placed; the service re-verifies it every verify interval
-        marker = self._marker(version)
-        if marker is None:
-            known = ", ".join(self.versions()) or "none"
-            raise RegistryError(f"version {version} not found in {self.url} (versions: {known})")
+        marker = _read_json(final.with_name(f".{version}.json"))
+        if marker is not None and _wanted(marker, prefixes) <= _held(final):
+            return final  # verified when placed; the service re-verifies it every verify interval
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(final.with_name(f".{version}.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one fetch per version at a time, across this host's processes
+            self._fetch(version, prefixes, final)
+        return final
+
+    def _fetch(self, version: str, prefixes: tuple[str, ...] | None, final: Path) -> None:
+        """Download what `prefixes` match and the cache lacks into a staging folder, verify each file, then move
+        them into `final` and rewrite its manifest.json to list them (under the caller's lock)."""
+        marker = self._cached_marker(version, final.with_name(f".{version}.json"))
+        held = _held(final)
+        missing = sorted(_wanted(marker, prefixes) - held)
+        if not missing and (final / MANIFEST).is_file():
+            return
         staging = final.with_name(f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
+            for rel in missing:
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                (staging / rel).write_bytes(self._verified_object(version, marker, rel))
+            listed = {**marker, "files": {rel: marker["files"][rel] for rel in sorted(held | set(missing))}}
+            manifest = (json.dumps(listed, indent=2) + "\n").encode()
+            if not final.is_dir():  # the first fetch: the folder appears complete or not at all
+                (staging / MANIFEST).write_bytes(manifest)
+                os.rename(staging, final)
+                return
+            # A part fetched later: every file is verified before any is placed, and the manifest that lists them
+            # replaces the old one right after, so a reader hashing the folder meanwhile sees at most a few renames.
+            for rel in missing:
+                (final / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / rel, final / rel)
+            (staging / MANIFEST).write_bytes(manifest)
+            os.replace(staging / MANIFEST, final / MANIFEST)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _verified_object(self, version: str, marker: dict[str, Any], rel: str) -> bytes:
+        """One file of the version, checked against the marker's size and sha256."""
+        found = object_store.get(self.store, f"{marker['blobs']}/{rel}")
+        if found is None:
+            raise RegistryError(
+                f"{self.url}/{marker['blobs']}/{rel} is missing although {version}'s marker lists it "
+                f"(deleted by hand?); refusing to load {version}: roll back or promote another version"
+            )
+        expected = marker["files"][rel]
+        data = found[0]
+        if len(data) != expected.get("size") or hashlib.sha256(data).hexdigest() != expected.get("sha256"):
+            raise RegistryError(
+                f"{self.url}/{marker['blobs']}/{rel}: sha256 does not match the manifest of {version} (the "
+                f"object changed after promotion); refusing to load {version}: roll back or promote another version"
+            )
+        return data
+
+    def _cached_marker(self, version: str, path: Path) -> dict[str, Any]:
+        """The version's marker: the local copy (markers are immutable), else read from the store and kept."""
+        marker = _read_json(path)
+        if marker is None:
+            marker = self._marker(version)
+            if marker is None:
+                known = ", ".join(self.versions()) or "none"
+                raise RegistryError(f"version {version} not found in {self.url} (versions: {known})")
             for rel in marker["files"]:
-                if rel.startswith("/") or ".." in Path(rel).parts:
+                if rel.startswith("/") or ".." in Path(rel).parts or rel == MANIFEST:
                     raise RegistryError(
                         f"{self.url}/versions/{version}.json lists {rel!r}; expected paths inside "
                         f"the version; refusing to load"
                     )
-                target = staging / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                found = object_store.get(self.store, f"{marker['blobs']}/{rel}")
-                if found is None:
-                    raise RegistryError(
-                        f"{self.url}/{marker['blobs']}/{rel} is missing although {version}'s marker lists it "
-                        f"(deleted by hand?); refusing to load {version}: roll back or promote another version"
-                    )
-                target.write_bytes(found[0])
-            (staging / MANIFEST).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-            verify_manifest(staging)  # a changed or truncated object is refused before anything can load it
-            final.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(staging, final)
-            except OSError:  # another process of this host placed it first: same verified content
-                if not (final / MANIFEST).is_file():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return final
+            write_json_atomic(path, marker)
+        return marker
 
     def history(self) -> list[HistoryEntry]:
         """Every event, in key order. Each event object is created once and never rewritten, so the ones already
@@ -386,6 +429,45 @@ class ObjectRegistry(Registry):
         return self._claim_version({**manifest, **fields, "blobs": blobs})
 
 
+def fetched_dir(registry: Registry, version: str, parts: Iterable[str]) -> Path:
+    """`registry.version_dir(version)` holding at least the files `parts` match: on object storage only those are
+    fetched (and verified); a folder registry holds every file already."""
+    if isinstance(registry, ObjectRegistry):
+        return registry.version_dir(version, parts)
+    return registry.version_dir(version)
+
+
+def _prefixes(parts: Iterable[str] | None) -> tuple[str, ...] | None:
+    if parts is None:
+        return None
+    if isinstance(parts, str):  # iterating it would give one-letter prefixes, matching nearly every file
+        raise RegistryError(
+            f"parts={parts!r}: expected a list of path prefixes inside the version, got one string; "
+            f"pass [{parts!r}]"
+        )
+    return tuple(parts)
+
+
+def _wanted(marker: dict[str, Any], prefixes: tuple[str, ...] | None) -> set[str]:
+    """The marker's files that `prefixes` match (all of them for None)."""
+    return {rel for rel in marker["files"] if prefixes is None or rel.startswith(prefixes)}
+
+
+def _held(folder: Path) -> set[str]:
+    """The files a cached version folder lists in its manifest.json (placed after verification)."""
+    manifest = _read_json(folder / MANIFEST)
+    files = manifest.get("files") if manifest else None
+    return set(files) if isinstance(files, dict) else set()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def build_manifest_of_sources(sources: dict[str, Path]) -> dict[str, Any]:
     """The manifest of the files `sources` would put in a version ({name in version: file or folder})."""
     files: dict[str, Any] = {}
@@ -398,4 +480,11 @@ def build_manifest_of_sources(sources: dict[str, Path]) -> dict[str, Any]:
     return {"files": dict(sorted(files.items()))}
 
 
-__all__ = ["ChampionChanged", "DuplicatePromotion", "ObjectRegistry", "is_object_url", "local_path_of"]
+__all__ = [
+    "ChampionChanged",
+    "DuplicatePromotion",
+    "ObjectRegistry",
+    "fetched_dir",
+    "is_object_url",
+    "local_path_of",
+]

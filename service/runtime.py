@@ -21,6 +21,7 @@ from typing import Any
 
 from service.batch_plan import default_batch_tokens
 from service.batcher import MicroBatcher
+from service.compat_spaces import load_compatible
 from service.errors import EmbedgateServiceError
 from service.hot_swap import ChampionWatcher, ModelHolder
 from service.limits import ConcurrencyLimit
@@ -84,9 +85,18 @@ class ServingRuntime:
             load = functools.partial(load_version, precision=settings.precision, threads=settings.threads)
             # Every version (the champion too) is loaded through the pool, so a version is in memory once.
             versions = VersionPool(
-                registry, load, settings.keep_versions, int(settings.on_demand_memory_mb * 2**20)
+                registry,
+                load,
+                settings.keep_versions,
+                int(settings.on_demand_memory_mb * 2**20),
+                precision=settings.precision,
             )
-            watcher = ChampionWatcher(registry, holder, load=versions.load_dir, metrics=metrics)
+            versions.load_space = functools.partial(
+                load_compatible, precision=settings.precision, threads=settings.threads
+            )
+            watcher = ChampionWatcher(
+                registry, holder, load=versions.load_dir, metrics=metrics, fetch=versions.fetch
+            )
             watcher.check()
             versions.refresh()
             runtime = cls(

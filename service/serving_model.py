@@ -10,6 +10,7 @@ no model code is executed.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,16 @@ from typing import Any
 
 from service.embedder import OnnxEmbedder
 from service.errors import ModelLoadError
-from service.registry import verify_manifest
+from service.object_registry import fetched_dir
+from service.registry import MANIFEST, Registry, verify_manifest
 
 WARM_UP_TEXT = "embedgate warm-up: a short sentence to run the graph once before serving."
 # BentoML's model store keeps its own record beside the files it was given.
 BENTO_STORE_FILES = frozenset({"model.yaml"})
+# What serving a version reads besides its graph: the export's json and tokenizer, the gate's decision, the drift
+# reference. Not the other graphs (every exported dim, fp32 and int8): the service runs the full-dim graph of one
+# precision and truncates it to any dim.
+SERVING_PARTS = ("onnx/embedder.json", "onnx/export.json", "onnx/tokenizer/", "decision.json", "reference/")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,22 @@ class ServingModel:
             "graph_sha256": self.embedder.info.graph_sha256,
             "prompts": self.embedder.info.prompts or {},
         }
+
+
+def serving_files(registry: Registry, version: str, precision: str | None) -> Path:
+    """The version's folder holding what `load_version` and the drift monitor read: on object storage only those
+    files are fetched and sha256-verified (87 MiB of a 459 MB MiniLM version), the graph at `precision` (None:
+    the version's serve_precision, else fp32) named by embedder.json. A graph it does not name is left to
+    `load_version`, which says what the export holds."""
+    root = fetched_dir(registry, version, SERVING_PARTS)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+        config = json.loads((root / "onnx" / "embedder.json").read_text(encoding="utf-8"))
+        precision = precision or manifest.get("serve_precision") or "fp32"
+        graph = config["graphs"][str(config["full_dim"])][precision]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return root
+    return fetched_dir(registry, version, (*SERVING_PARTS, f"onnx/{graph}"))
 
 
 def load_version(

@@ -107,10 +107,11 @@ class ReferenceCache:
 
     def _load(self, model_version: str) -> DriftReference:
         from service.atomic_files import sha256_of
+        from service.object_registry import fetched_dir
         from service.registry import Registry
 
-        try:
-            version_dir = Registry(self.registry_root).version_dir(model_version)
+        try:  # on object storage, only the reference is fetched (not the version's graphs)
+            version_dir = fetched_dir(Registry(self.registry_root), model_version, (f"{REFERENCE_DIR}/",))
         except RegistryError as err:
             raise DriftReferenceError(f"no drift reference for {model_version}: {err}") from None
         ref_dir = version_dir / REFERENCE_DIR

@@ -1,6 +1,7 @@
 """Three serving replicas on one S3 registry (moto on 127.0.0.1), under load, and a promotion: each serves from its
 own verified local cache, every replica is on the new version within the poll interval (+ the load time), no
-request fails, and /info says which version each serves and when it last checked."""
+request fails, and /info says which version each serves and when it last checked. Each replica downloads only
+the graph it serves, not the version's other dims and precisions (issue 31, item 3)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import contextlib
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
 from service.registry import Registry
-from tests.service.serving import ServerProcess, free_port, promote
+from tests.service.serving import TINY_DIMS, ServerProcess, free_port, promote
 
 pytestmark = pytest.mark.integration
 HEADER = "x-embedgate-model-version"
@@ -51,8 +53,11 @@ def test_three_replicas_on_the_s3_registry_follow_a_promotion_under_load(
             )
             info = httpx.get(f"{server.base_url}/info").json()
             assert info["replica"]["serving_version"] == "v0001" and info["replica"]["last_checked_at"]
-        for i in range(REPLICAS):  # each replica verified its own copy
+        for i in range(
+            REPLICAS
+        ):  # each replica verified its own copy of the one graph it serves (fp32, full dim)
             assert list((tmp_path / f"cache-{i}").glob("*/versions/v0001/manifest.json"))
+            assert _graphs(tmp_path / f"cache-{i}", "v0001") == [f"d{TINY_DIMS[0]}/model.onnx"]
 
         failures, served, stop = [], {i: set() for i in range(REPLICAS)}, threading.Event()
 
@@ -92,3 +97,12 @@ def test_three_replicas_on_the_s3_registry_follow_a_promotion_under_load(
         assert max(lags.values()) < 15, (
             lags
         )  # poll interval 0.5 s + download, verify and load on a busy machine
+        for i in range(REPLICAS):
+            assert _graphs(tmp_path / f"cache-{i}", "v0002") == [f"d{TINY_DIMS[0]}/model.onnx"]
+
+
+def _graphs(cache: Path, version: str) -> list[str]:
+    """The graphs a replica's cache holds for `version` (a version has one per exported dim and precision)."""
+    return sorted(
+        p.relative_to(p.parents[1]).as_posix() for p in cache.glob(f"*/versions/{version}/onnx/*/*.onnx")
+    )
