@@ -1,6 +1,6 @@
 """Map a table's source column names to canonical ones, and detect the dataset type from them.
 
-Mapping order: explicit `--columns canonical=source` overrides first, then the aliases in `formats.ALIASES`.
+Mapping order: the caller's column map (canonical=source) first, then the aliases in `formats.ALIASES`.
 Mapping is lenient about *missing* required columns when the type is given: the data gate reports those as
 failed checks (with every other problem) instead of stopping at the first one.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from training.errors import DataFormatError
+from training.errors import ColumnMappingError, DataFormatError
 from training.formats import (
     ALIASES,
     NEGATIVE_COLUMN,
@@ -22,7 +22,7 @@ from training.formats import (
 CANONICAL = tuple(ALIASES) + ("negative_<i>",)
 
 
-def parse_column_overrides(spec: str | dict[str, str] | None) -> dict[str, str]:
+def parse_column_overrides(spec: str | dict[str, str] | None, source: str = "") -> dict[str, str]:
     """`"anchor=question1,positive=question2"` -> {"anchor": "question1", "positive": "question2"}."""
     if not spec:
         return {}
@@ -34,17 +34,22 @@ def parse_column_overrides(spec: str | dict[str, str] | None) -> dict[str, str]:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise DataFormatError(
-                    f"--columns: expected canonical=source pairs like 'anchor=question1,positive=question2', "
-                    f"got {part.strip()!r}"
+                raise ColumnMappingError(
+                    f"{_prefix(source)}column map: expected canonical=source pairs like "
+                    f"'anchor=question1,positive=question2', got {part.strip()!r}",
+                    "correct",
+                    source,
                 )
             key, value = part.split("=", 1)
             pairs.append((key.strip(), value.strip()))
     out = {}
     for key, value in pairs:
         if key not in ALIASES and not NEGATIVE_COLUMN.match(key) and not key.startswith("negative_"):
-            raise DataFormatError(
-                f"--columns: unknown canonical column {key!r}; expected one of {', '.join(CANONICAL)}"
+            raise ColumnMappingError(
+                f"{_prefix(source)}column map: unknown canonical column {key!r}; expected one of "
+                f"{', '.join(CANONICAL)}",
+                "correct",
+                source,
             )
         out[key] = value
     return out
@@ -66,9 +71,11 @@ def map_columns(
     column_map: dict[str, str] = {}
     for canonical, src in overrides.items():
         if src not in frame.columns:
-            raise DataFormatError(
-                f"{source}: --columns {canonical}={src}: no column {src!r} in the file; "
-                f"available columns: {', '.join(map(str, frame.columns))}"
+            raise ColumnMappingError(
+                f"{_prefix(source)}column map {canonical}={src}: no column {src!r} in the file; "
+                f"available columns: {', '.join(map(str, frame.columns))}",
+                "correct",
+                source,
             )
         column_map[canonical] = src
     used = set(column_map.values())
@@ -93,7 +100,7 @@ def map_columns(
     unmapped = [str(col) for col in frame.columns if col not in used]
     if unmapped:
         notes.append(
-            f"ignored columns with no canonical name: {', '.join(unmapped)} (map one with --columns)"
+            f"ignored columns with no canonical name: {', '.join(unmapped)} (a column map can name one)"
         )
     out = _expand_lists(out, notes)
     detected = dataset_type or detect_type(out.columns, out, source, found=frame.columns)
@@ -138,12 +145,17 @@ def detect_type(columns, frame=None, source: str = "", found=None) -> DatasetTyp
             return DatasetType.TRIPLETS
         return DatasetType.PAIRS
     expected = "; ".join(f"{t.value}: {', '.join(c)}" for t, c in REQUIRED_COLUMNS.items())
-    raise DataFormatError(
-        f"{source}: cannot tell the dataset type from columns "
+    raise ColumnMappingError(
+        f"{_prefix(source)}cannot tell the dataset type from columns "
         f"{sorted(map(str, columns if found is None else found))}; expected one of "
-        f"[{expected}] (hard_negatives: anchor, positive, negative_1..n). Pass --type, and --columns "
-        f"canonical=source to map your names (e.g. --columns anchor=question1,positive=question2)"
+        f"[{expected}] (hard_negatives: anchor, positive, negative_1..n)",
+        "name",
+        source,
     )
+
+
+def _prefix(source: str) -> str:
+    return f"{source}: " if source else ""
 
 
 def _looks_like_nli_labels(series) -> bool:

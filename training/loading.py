@@ -12,7 +12,7 @@ from pathlib import Path
 
 from training.beir import IRDataset, load_beir
 from training.columns import map_columns, parse_column_overrides
-from training.errors import DataFormatError
+from training.errors import ColumnMappingError
 from training.formats import DatasetType, negative_columns, parse_type
 from training.hf_datasets import is_hf_source, read_hf_table
 from training.readers import read_table
@@ -41,18 +41,20 @@ def load_dataset(
     dataset_type = parse_type(dataset_type)
     if dataset_type is not DatasetType.IR and is_hf_source(path):  # save_to_disk folder or hf:// Hub dataset
         mapped = map_columns(
-            read_hf_table(path), dataset_type, parse_column_overrides(columns), source=str(path)
+            read_hf_table(path), dataset_type, parse_column_overrides(columns, str(path)), source=str(path)
         )
         return TableDataset(mapped.dataset_type, mapped.frame, path, mapped.column_map, mapped.notes)
     if dataset_type is DatasetType.IR or (dataset_type is None and path.is_dir()):
         if columns:
-            raise DataFormatError(
-                "--columns applies to table files; an IR dataset uses the BEIR layout "
-                "(corpus.jsonl: _id,title,text; queries.jsonl: _id,text; qrels/<split>.tsv)"
+            raise ColumnMappingError(
+                f"{path}: a column map applies to table files; an IR dataset uses the BEIR layout's own names "
+                "(corpus.jsonl: _id,title,text; queries.jsonl: _id,text; qrels/<split>.tsv)",
+                "remove",
+                str(path),
             )
         return load_beir(path)
     frame = read_table(path)
-    mapped = map_columns(frame, dataset_type, parse_column_overrides(columns), source=str(path))
+    mapped = map_columns(frame, dataset_type, parse_column_overrides(columns, str(path)), source=str(path))
     return TableDataset(mapped.dataset_type, mapped.frame, path, mapped.column_map, mapped.notes)
 
 

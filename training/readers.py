@@ -11,7 +11,7 @@ import io
 import json
 from pathlib import Path
 
-from training.errors import DataFormatError
+from training.errors import ColumnMappingError, DataFormatError
 
 SUFFIXES = {
     ".csv": "csv",
@@ -41,9 +41,7 @@ def require_file(path: Path) -> Path:
             f"{path}: file not found (check the path; relative paths are from {Path.cwd()})"
         )
     if path.is_dir():
-        raise DataFormatError(
-            f"{path}: expected a file, got a directory (an IR dataset is a BEIR folder: pass --type ir)"
-        )
+        raise ColumnMappingError(f"{path}: expected a table file, got a directory", "ir", str(path))
     return path
 
 

@@ -60,27 +60,30 @@ def evaluate(
         str | None, typer.Option(help="auto, cpu, cuda or cuda:N (default: $EMBEDGATE_DEVICE, else auto).")
     ] = None,
 ) -> None:
+    from gates.commands.data_settings import fixes_named_for
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
     from training.device import resolve_device
     from training.run_dir import open_run_dir
 
     run = open_run_dir(run_dir)
-    sts = load_sts_set(general_sts) if general_sts else None
     resolved = resolve_device(device)
     if resolved.note:
         typer.echo(resolved.note, err=True)
     cache = None if no_cache else (cache_dir or run.root.resolve().parent.parent / "cache")
-    outcome = run_evaluation(
-        run,
-        data,
-        split,
-        registry_root=registry,
-        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
-        sts=sts,
-        cache_dir=cache,
-        device=resolved.name,
-        onnx_device="auto" if resolved.requested == "auto" else resolved.name,
-    )
+    # evaluate takes no dataset type or column map: its tables must use the canonical names
+    with fixes_named_for(None):
+        sts = load_sts_set(general_sts) if general_sts else None
+        outcome = run_evaluation(
+            run,
+            data,
+            split,
+            registry_root=registry,
+            backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+            sts=sts,
+            cache_dir=cache,
+            device=resolved.name,
+            onnx_device="auto" if resolved.requested == "auto" else resolved.name,
+        )
     typer.echo((run.eval / "summary.md").read_text())
     typer.echo(f"wrote {', '.join(outcome.files.values())}")
 

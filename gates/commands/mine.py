@@ -63,6 +63,7 @@ def mine_command(
 
     from pydantic import ValidationError
 
+    from gates.commands.data_settings import FLAGS, fixes_named_for
     from gates.pipeline.stages import validate_mined
     from training.config import MiningConfig, format_validation_error
     from training.errors import ConfigError
@@ -76,7 +77,8 @@ def mine_command(
             f"{out / 'hard_negatives.jsonl'} already exists; choose another --out (mined sets are "
             f"not overwritten)"
         )
-    data_set = load_dataset(data, dataset_type, columns)
+    with fixes_named_for(FLAGS, data):
+        data_set = load_dataset(data, dataset_type, columns)
     prepared = prepare_training_data(data_set, split, dev_fraction=0.0, seed=seed)
     try:
         cfg = MiningConfig(
@@ -94,7 +96,8 @@ def mine_command(
     scorer = None if strategy == "contradiction" else load_sentence_transformer(model)
     mined = mine_training_rows(prepared, cfg, scorer, seed=seed)
     path = mined.save(out)
-    gate = validate_mined(path, eval_path, tokenizer=resolve_model_path(model))
+    with fixes_named_for(None):  # the --eval set: no type or column map is given for it
+        gate = validate_mined(path, eval_path, tokenizer=resolve_model_path(model))
     typer.echo(json.dumps(mined.summary(), indent=2))
     typer.echo(gate.summary)
     if not gate.passed:

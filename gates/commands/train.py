@@ -104,10 +104,9 @@ def train(
 ) -> None:
     import json
 
-    from gates.pipeline.stages import data_gate
+    from gates.commands.data_settings import TRAIN, fixes_named_for
     from training.finetune import train as run_training
     from training.models import is_main_process
-    from training.run_dir import new_run_dir
 
     if resume is not None:
         result = run_training(resume=resume)
@@ -127,17 +126,8 @@ def train(
                 "run_id": run_id,
             },
         )
-        paths = new_run_dir(cfg)
-        if not skip_data_gate:
-            gate = data_gate(cfg, paths.data)
-            if is_main_process():
-                typer.echo(gate.summary)
-            if not gate.passed:
-                typer.echo(f"data gate failed: training stopped; see {paths.data / 'report.json'}", err=True)
-                raise typer.Exit(code=1)
-        result = run_training(
-            cfg, run_dir=paths.root, check_mined=None if skip_data_gate else _mined_gate(cfg)
-        )
+        with fixes_named_for(TRAIN, cfg.data.path):
+            result = _gated_training(cfg, skip_data_gate)
     if is_main_process():
         typer.echo(
             json.dumps(
@@ -160,6 +150,24 @@ def train(
         )
         for tip in result.advice:
             typer.echo(f"advice: {tip['message']}")
+
+
+def _gated_training(cfg, skip_data_gate: bool):
+    """The data gate (unless skipped), then training into a new run directory."""
+    from gates.pipeline.stages import data_gate
+    from training.finetune import train as run_training
+    from training.models import is_main_process
+    from training.run_dir import new_run_dir
+
+    paths = new_run_dir(cfg)
+    if not skip_data_gate:
+        gate = data_gate(cfg, paths.data)
+        if is_main_process():
+            typer.echo(gate.summary)
+        if not gate.passed:
+            typer.echo(f"data gate failed: training stopped; see {paths.data / 'report.json'}", err=True)
+            raise typer.Exit(code=1)
+    return run_training(cfg, run_dir=paths.root, check_mined=None if skip_data_gate else _mined_gate(cfg))
 
 
 def _mined_gate(cfg):

@@ -67,12 +67,14 @@ def validate(
         typer.Option(help="Model folder holding tokenizer.json (default: the bundled all-MiniLM-L6-v2)."),
     ] = None,
 ) -> None:
+    from gates.commands.data_settings import FLAGS, fixes_named_for
     from gates.data_gate import validate_dataset, write_report
     from gates.data_gate.console import summary_text
     from training.loading import load_dataset
 
-    data = load_dataset(path, dataset_type, columns)
-    eval_data = load_dataset(eval_path) if eval_path is not None else None
+    with fixes_named_for(FLAGS, path):
+        data = load_dataset(path, dataset_type, columns)
+        eval_data = load_dataset(eval_path) if eval_path is not None else None
     report = validate_dataset(data, eval_data=eval_data, max_seq_length=max_seq_length, tokenizer=tokenizer)
     written = write_report(report, out or Path("artifacts") / "data-gate" / (path.stem or path.name))
     typer.echo(summary_text(report, written))

@@ -17,9 +17,25 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from training.config import TrainConfig, config_from_mapping, format_validation_error, read_yaml_mapping
-from training.errors import ConfigError
+from training.errors import ColumnMappingError, ConfigError, DataSettings
 
 Backend = Literal["onnx-fp32", "onnx-int8", "torch"]
+
+# Where a pipeline config sets its training table's type and column map: the fix a ColumnMappingError names.
+DATA_SETTINGS = DataSettings(
+    type="data.type: {value}",
+    columns="data.columns in the config",
+    columns_example="data: {columns: {anchor: question1, positive: question2}} in the config, or "
+    "--set data.columns.anchor=question1 --set data.columns.positive=question2",
+)
+
+
+def worded_for_config(err: BaseException, config: PipelineConfig) -> BaseException:
+    """`err` with a column-mapping fix in the config's terms (data.type, data.columns) when it is about the
+    training data; about another file (an eval set) the fix is renaming its columns. Other errors unchanged."""
+    if not isinstance(err, ColumnMappingError):
+        return err
+    return err.for_caller(DATA_SETTINGS if err.is_about(config.train.data.path) else None)
 
 
 class _Section(BaseModel):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gates.errors import EmbedgateGateError
-from gates.pipeline.config import PipelineConfig
+from gates.pipeline.config import PipelineConfig, worded_for_config
 from service.errors import EmbedgateServiceError
 from training.errors import EmbedgateTrainingError
 from training.run_dir import RunPaths, write_json_atomic
@@ -75,9 +75,10 @@ STAGE_DOES = {  # what a person watching the run is told each stage is doing
 class _Stages:
     """Runs named stages, timing each and recording its status."""
 
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: Progress, reword=lambda err: err):
         self.records: list[StageRecord] = []
         self.progress = progress
+        self.reword = reword  # an error as the pipeline's user should read it (see config.worded_for_config)
 
     def run(self, name: str, func, *args, **kwargs):
         self.progress(f"[{name}] {STAGE_DOES.get(name, '...')}")
@@ -88,7 +89,10 @@ class _Stages:
             self._record(name, "blocked", started, {"reason": str(blocked)})
             raise
         except BaseException as err:
-            self._record(name, "error", started, {"error": f"{type(err).__name__}: {err}"})
+            reworded = self.reword(err)
+            self._record(name, "error", started, {"error": f"{type(reworded).__name__}: {reworded}"})
+            if reworded is not err:
+                raise reworded from None
             raise
         self._record(name, "passed", started, {})
         return result
@@ -116,7 +120,7 @@ def run_pipeline(
     )  # a device that cannot be used stops the run before anything is written
     started = time.time()
     run = new_run_dir(config.train)
-    stages = _Stages(progress)
+    stages = _Stages(progress, lambda err: worded_for_config(err, config))
     outcome = PipelineOutcome(run.root, "error", "", stages.records)
     try:
         _run_stages(config, run, stages, outcome, progress, quiet)
@@ -124,7 +128,7 @@ def run_pipeline(
         outcome.status, outcome.reason = "blocked", str(blocked)
     except (EmbedgateGateError, EmbedgateTrainingError, EmbedgateServiceError) as err:
         # Every user-facing error ends the run the same way: recorded in pipeline.json, exit code 2.
-        outcome.status, outcome.reason = "error", str(err)
+        outcome.status, outcome.reason = "error", str(worded_for_config(err, config))
     finally:
         outcome.cache_prune = _prune_cache(config, started, progress)
         write_json_atomic(run.root / "pipeline.json", outcome.to_dict())

@@ -143,7 +143,7 @@ def test_unreadable_input_exits_2_with_one_line(tmp_path, capsys, name, content,
     ("args", "message"),
     [
         (["--type", "pears"], r"unknown dataset type 'pears'"),
-        (["--columns", "anchor=nope"], r"--columns anchor=nope: no column 'nope'"),
+        (["--columns", "anchor=nope"], r"column map anchor=nope: no column 'nope'.*; correct --columns$"),
         (["--max-seq-length", "0"], r"max_seq_length: expected a positive whole number, got 0"),
         (["--tokenizer", "/no/such/model"], r"--tokenizer /no/such/model: expected a model folder"),
     ],

@@ -144,7 +144,9 @@ def test_beir_errors_name_the_file(tmp_path, setup, message):
 
 def test_columns_option_is_refused_for_a_beir_folder(tmp_path):
     root = write_beir(tmp_path / "ir", {"test.tsv": "q1\td1\t1\n"})
-    with pytest.raises(DataFormatError, match=r"--columns applies to table files"):
+    with pytest.raises(
+        DataFormatError, match=r"a column map applies to table files.*; remove the columns argument$"
+    ):
         load_dataset(root, columns="anchor=text")
 
 
@@ -185,7 +187,8 @@ def test_columns_override_beats_aliases_and_unused_columns_are_noted(tmp_path):
         ("query_text=left", r"unknown canonical column 'query_text'"),
         (
             "anchor=nope",
-            r"--columns anchor=nope: no column 'nope' in the file; available columns: left, right",
+            r"column map anchor=nope: no column 'nope' in the file; available columns: left, right; "
+            r"correct the columns argument$",
         ),
     ],
 )
@@ -225,7 +228,9 @@ def test_undetectable_columns_name_the_fix(tmp_path):
     path = tmp_path / "mystery.csv"
     path.write_text("foo,bar\na,b\n", encoding="utf-8")
     with pytest.raises(
-        DataFormatError, match=r"cannot tell the dataset type from columns \['bar', 'foo'\].*--columns"
+        DataFormatError,
+        match=r"cannot tell the dataset type from columns \['bar', 'foo'\].*dataset_type='pairs'.*"
+        r"columns='anchor=question1,positive=question2'",
     ):
         load_dataset(path)
 
@@ -331,7 +336,9 @@ def test_unreadable_files_get_one_line_errors(tmp_path, name, content, message):
 def test_missing_file_and_directory_given_as_a_table(tmp_path):
     with pytest.raises(DataFormatError, match=r"nope\.csv: file not found \(check the path"):
         load_dataset(tmp_path / "nope.csv")
-    with pytest.raises(DataFormatError, match=r"expected a file, got a directory"):
+    with pytest.raises(
+        DataFormatError, match=r"expected a table file, got a directory; .* type to ir \(dataset_type='ir'\)"
+    ):
         load_dataset(tmp_path, "pairs")
 
 
