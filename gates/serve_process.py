@@ -10,6 +10,14 @@ started left the arbiter's workers re-parented and still serving on the port. So
 process group (its own session), every stop signal is forwarded to that whole group, and whatever is left of the
 group after the drain is killed. If this process is itself killed (SIGKILL cannot be caught), the kernel sends the
 arbiter SIGTERM (PR_SET_PDEATHSIG), and the arbiter stops its workers.
+
+Why the server starts as `python -m gates.serve_process serve ...` rather than `python -m bentoml serve ...`:
+BentoML 1.4 gives every server on a host the same Prometheus multiprocess folder, `$BENTOML_HOME/
+prometheus_multiproc_dir` (`ensure_prometheus_dir`), wipes it whenever one starts, and overrides any
+PROMETHEUS_MULTIPROC_DIR in its workers' environment. Two replicas on one host then summed each other's counters
+in /metrics, and each start reset the others'. `bentoml_with_own_metrics_dir` runs the same `bentoml` command
+line with a folder of its own (a fresh temporary folder, removed when the server exits), so each replica's
+/metrics counts its own workers and nobody else's.
 """
 
 from __future__ import annotations
@@ -17,13 +25,18 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 SERVICE = "service.app:EmbedgateService"
+# How the server is started: `bentoml_with_own_metrics_dir` below runs `bentoml` with a metrics folder of its own.
+LAUNCHER = [sys.executable, "-m", "gates.serve_process"]
+METRICS_DIR_PREFIX = "embedgate-metrics-"
 # After the drain timeout, the workers cancel what is left; this much more and the group is killed outright.
 KILL_MARGIN_S = 10.0
 _PR_SET_PDEATHSIG = 1
@@ -69,9 +82,7 @@ def serve_command(
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     settings = ServeSettings.from_env(env)  # fail here, with the variable named, rather than in every worker
     argv = [
-        sys.executable,
-        "-m",
-        "bentoml",
+        *LAUNCHER,
         "serve",
         SERVICE,
         "--host",
@@ -174,3 +185,23 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def bentoml_with_own_metrics_dir(args: list[str]) -> None:
+    """The server process's entry point (`python -m gates.serve_process ARGS`): the `bentoml` command line `args`
+    with a Prometheus multiprocess folder of its own instead of the one every BentoML server on this host shares
+    (module docstring). Exits as bentoml does (click's SystemExit), after removing the folder."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml_cli.cli import cli
+
+    folder = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
+    # What `ensure_prometheus_dir` reads; bentoml passes the folder to its workers as PROMETHEUS_MULTIPROC_DIR.
+    BentoMLContainer.prometheus_multiproc_dir.set(folder)
+    try:
+        cli.main(args=args, prog_name="bentoml")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    bentoml_with_own_metrics_dir(sys.argv[1:])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from gates.cli import main
-from gates.serve_process import SERVICE, serve_command
+from gates.serve_process import METRICS_DIR_PREFIX, SERVICE, serve_command
 from service.settings import SettingsError
 
 
@@ -37,18 +38,21 @@ def test_flags_become_embedgate_variables_and_bentoml_arguments(tmp_path):
         poll_interval=0.5,
         environ={"MY_KEY": " s3cret "},
     )
-    assert argv[1:] == [
-        "-m",
-        "bentoml",
-        "serve",
-        SERVICE,
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "3123",
-        "--timeout-graceful-shutdown",
-        "30",
-    ]
+    assert (
+        argv[1:]
+        == [
+            "-m",
+            "gates.serve_process",  # bentoml, with a Prometheus folder of its own (tests/gates/test_serve_replicas.py)
+            "serve",
+            SERVICE,
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "3123",
+            "--timeout-graceful-shutdown",
+            "30",
+        ]
+    )
     assert "s3cret" not in " ".join(argv)  # the key travels in the environment, not on the command line
     assert env["EMBEDGATE_API_KEY"] == "s3cret" and env["EMBEDGATE_PRECISION"] == "int8"
     assert env["EMBEDGATE_REGISTRY"] == str((tmp_path / "registry").resolve())
@@ -77,3 +81,19 @@ def test_bad_settings_exit_2_with_the_variable_named(capsys):
     assert main(["serve", "--precision", "bf16", "--registry", str(Path("registry"))]) == 2
     assert "EMBEDGATE_PRECISION='bf16': Input should be 'fp32', 'int8' or 'fp16'" in capsys.readouterr().err
     assert main(["serve", "--port", "0"]) == 2
+
+
+def test_the_launcher_exits_as_bentoml_does_and_leaves_no_metrics_folder(tmp_path):
+    """`python -m gates.serve_process ARGS` is `bentoml ARGS` with a metrics folder of its own, gone afterwards."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    launcher = [sys.executable, "-m", "gates.serve_process"]
+    done = subprocess.run([*launcher, "--version"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "bentoml" in done.stdout.lower(), done.stderr[-2000:]
+    failed = subprocess.run(
+        [*launcher, "serve", "no_such_module:Service"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert failed.returncode != 0
+    assert not list(tmp_path.glob(f"{METRICS_DIR_PREFIX}*"))
