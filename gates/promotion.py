@@ -1,7 +1,7 @@
 """Promotion: copy a gated run's served artifacts into the registry as a new immutable version and make it the
 champion (atomically), record who/when/why and the metrics; refuse a run whose gate did not pass unless forced
-with a recorded reason. Also saves the version to the BentoML model store (`embedgate-embedder:<version>`) so
-`bentoml build` packages the champion.
+with a recorded reason. Also saves the version to the BentoML model store (`embedgate-embedder-<registry
+id>:<version>-<hash>`), from where `embedgate build-bento` packs the champion (gates/bento.py).
 
     embedgate promote artifacts/runs/<run_id>        # exit 0 promoted, 1 refused
     embedgate promote artifacts/runs/<run_id> --staged   # servable by name and as `candidate`; champion stays
@@ -15,6 +15,8 @@ webhook, is POSTed as a signed event (gates/promotion_events.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -251,21 +253,35 @@ def promote_run(
     )
 
 
+def registry_id(registry: Registry) -> str:
+    """A short id no other registry shares: the hash of its first version's manifest (its creation time and run),
+    which never changes, so the id survives moving or re-mounting the folder."""
+    versions = registry.versions()
+    if not versions:
+        raise EmbedgateGateError(
+            f"{registry.location} has no version yet: promote a run first (`embedgate promote RUN_DIR`)"
+        )
+    first = json.dumps(registry.manifest(versions[0]), sort_keys=True)
+    return hashlib.sha256(first.encode()).hexdigest()[:10]
+
+
+def bento_model_name(registry: Registry) -> str:
+    """This registry's model name in BentoML's model store. The store is shared by every registry of a user; a
+    name of its own gives each registry its own `:latest`, so one registry's promotion never moves another's."""
+    return f"{BENTO_MODEL_NAME}-{registry_id(registry)}"
+
+
 def save_to_bento_store(registry: Registry, version: str, make_latest: bool = False) -> str:
-    """The version folder, as is, into BentoML's model store: `bentoml build` then packages the champion.
-
-    The tag's version is the registry version plus a hash of its manifest, because the BentoML store is shared by
-    every registry on the machine (two registries both have a v0001); saving the same content twice reuses it,
-    unless `make_latest` (after a rollback): then it is saved again so that `:latest`, which `bentofile.yaml`
-    packs, is the champion again."""
-    import hashlib
-
+    """The version folder, as is, into BentoML's model store as `embedgate-embedder-<registry id>:<version>-<manifest
+    hash>`: `embedgate build-bento` packs the champion's exact tag from there (gates/bento.py). Saving the same
+    content twice reuses it, unless `make_latest` (after a rollback or cutover): then it is saved again so that
+    this registry's `:latest` is its champion again."""
     import bentoml
     from bentoml.exceptions import NotFound
 
     manifest = registry.verify(version)
     digest = hashlib.sha256((registry.version_dir(version) / "manifest.json").read_bytes()).hexdigest()[:10]
-    tag = f"{BENTO_MODEL_NAME}:{version}-{digest}"
+    tag = f"{bento_model_name(registry)}:{version}-{digest}"
     try:
         bentoml.models.get(tag)
         if not make_latest:
@@ -274,13 +290,16 @@ def save_to_bento_store(registry: Registry, version: str, make_latest: bool = Fa
     except NotFound:
         pass
     labels = {
+        "registry_id": registry_id(registry),
         "registry_version": version,
         "run_id": str(manifest.get("run_id")),
         "serving_dim": str(manifest.get("serving_dim")),
         "serve_precision": str(manifest.get("serve_precision")),
     }
     with bentoml.models.create(
-        tag, labels=labels, metadata={"manifest_files": len(manifest["files"])}
+        tag,
+        labels=labels,
+        metadata={"manifest_files": len(manifest["files"]), "registry": registry.location},
     ) as model_ref:
         source = registry.version_dir(version)
         for path in source.rglob("*"):

@@ -56,6 +56,18 @@ embedgate history --registry registry
 ```
 """
 
+BUILD_BENTO_HELP = """Build a Bento that carries the registry's champion: saves it to BentoML's model store under
+this registry's own name and packs exactly that tag (BentoML's store is shared by every registry on the machine,
+so its `:latest` may be another registry's). The Bento serves it with no registry mounted.
+
+Examples:
+
+```
+embedgate build-bento --registry registry
+embedgate build-bento --registry s3://models/embedgate
+```
+"""
+
 Registry = Annotated[
     str,
     typer.Option(
@@ -88,6 +100,7 @@ def register(app: typer.Typer) -> None:
     app.command("cutover", help=CUTOVER_HELP)(cutover)
     app.command("retire", help=RETIRE_HELP)(retire)
     app.command("history", help=HISTORY_HELP)(history)
+    app.command("build-bento", help=BUILD_BENTO_HELP)(build_bento)
 
 
 def _webhook(url: str | None):
@@ -334,3 +347,21 @@ def _report_repairs(registry: Path) -> None:
     store.history()
     for problem in store.history_problems:
         typer.echo(f"warning: {problem}", err=True)
+
+
+def build_bento(
+    registry: Registry = Path("registry"),
+    build_ctx: Annotated[
+        Path | None,
+        typer.Option(
+            help="The embedgate project folder (bentofile.yaml, service/); default: this installation's."
+        ),
+    ] = None,
+) -> None:
+    from gates.bento import build_bento as do_build
+
+    built = do_build(registry, build_ctx)
+    typer.echo(
+        f"built {built.bento_tag}: carries {built.version}, the champion of {registry} ({built.model_tag}); "
+        f"run it with `bentoml serve {built.bento_tag}` or `bentoml containerize {built.bento_tag}`"
+    )

@@ -19,6 +19,7 @@ COMMANDS = (
     "cutover",
     "retire",
     "history",
+    "build-bento",
     "embed",
     "pipeline",
     "demo",

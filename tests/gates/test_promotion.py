@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from gates.errors import EmbedgateGateError, RunDirectoryError
-from gates.promotion import PromotionRefused, promote_run, save_to_bento_store
+from gates.promotion import PromotionRefused, bento_model_name, promote_run, save_to_bento_store
 from service.registry import Registry
 from training.run_dir import RunPaths
 
@@ -115,18 +115,17 @@ def test_promoted_version_lands_in_the_bentoml_model_store(tmp_path, monkeypatch
         registry = tmp_path / "registry"
         promote_run(_gated_run(tmp_path, "good", True), registry, bento_store=False)
         tag = save_to_bento_store(Registry(registry), "v0001")
-        assert tag.startswith("embedgate-embedder:v0001-")
+        name = bento_model_name(Registry(registry))  # this registry's own name (issue 31 item 10)
+        assert name.startswith("embedgate-embedder-") and tag.startswith(f"{name}:v0001-")
         assert save_to_bento_store(Registry(registry), "v0001") == tag  # same content: reused, no error
         model = bentoml.models.get(tag)
         promote_run(_gated_run(tmp_path, "newer", True, registry), registry, bento_store=True)
-        assert bentoml.models.get("embedgate-embedder:latest").info.labels["registry_version"] == "v0002"
+        assert bentoml.models.get(f"{name}:latest").info.labels["registry_version"] == "v0002"
         from gates.promotion import rollback
 
         rolled = rollback(registry, reason="bad p99")
         assert rolled.version == "v0001" and rolled.bento_tag == tag
-        assert (
-            str(bentoml.models.get("embedgate-embedder:latest").tag) == tag
-        )  # a Bento built now packs v0001
+        assert str(bentoml.models.get(f"{name}:latest").tag) == tag  # a Bento built now packs v0001
         assert model.info.labels["registry_version"] == "v0001" and model.info.labels["serving_dim"] == "32"
         assert (Path(model.path) / "onnx" / "d32" / "model.onnx").read_bytes() == b"graph of good"
     finally:

@@ -1,4 +1,4 @@
-"""The deployment path: a promoted version saved to BentoML's model store, `bentoml build` offline, and the built
+"""The deployment path: `embedgate build-bento` (the champion saved to BentoML's model store, built offline), and the built
 Bento served with no registry at all (it must serve the model it carries). A private BENTOML_HOME keeps the
 user's store untouched."""
 
@@ -42,27 +42,19 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     import os
 
     registry = Registry(tmp_path / "registry")
-    version = promote(registry, tiny_exports["a"])
+    assert promote(registry, tiny_exports["a"]) == "v0001"
     env = {**os.environ, "BENTOML_HOME": str(tmp_path / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
-    _run(
-        [
-            "-c",
-            "import sys; from pathlib import Path; from gates.promotion import save_to_bento_store; "
-            "from service.registry import Registry; "
-            f"print(save_to_bento_store(Registry(Path({str(registry.root)!r})), {version!r}))",
-        ],
-        env,
-    )
-
-    tag = _run(["-m", "bentoml", "build", "--output", "tag"], env).strip().splitlines()[-1]
-    tag = tag.removeprefix("__tag__:")
+    # `embedgate build-bento` saves the champion to the store under the registry's own name and packs that tag.
+    out = _run(["-m", "gates.cli", "build-bento", "--registry", str(registry.root)], env)
+    tag = out.split()[1].rstrip(":")
     assert tag.startswith("embedgate:"), tag
     bento_dir = tmp_path / "bentoml" / "bentos" / "embedgate" / tag.split(":")[1]
     requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime==" in requirements and not HEAVY.findall(requirements)
-    assert (
-        "embedgate-embedder:v0001-" in (bento_dir / "bento.yaml").read_text()
-    )  # tag: version + manifest hash
+    bento_yaml = (bento_dir / "bento.yaml").read_text()
+    assert re.search(
+        r"embedgate-embedder-[0-9a-f]{10}:v0001-", bento_yaml
+    )  # registry id, version, manifest hash
     packed = {path.name for path in (bento_dir / "src" / "service").rglob("*.py")}
     assert {"app.py", "routes.py", "embedder.py", "capture.py"} <= packed
 
@@ -77,7 +69,9 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
     with server:
         info = httpx.get(f"{server.base_url}/info").json()
         assert info["source"] == "bentoml-model-store:embedgate-embedder:latest"
-        assert info["model"]["source"].startswith("bentoml-model-store:embedgate-embedder:v0001-")
+        assert re.match(
+            r"bentoml-model-store:embedgate-embedder-[0-9a-f]{10}:v0001-", info["model"]["source"]
+        )
         response = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": ["heart", "the lease"]})
         assert response.status_code == 200 and response.headers["x-embedgate-model-version"] == "v0001"
         vectors = np.array([row["embedding"] for row in response.json()["data"]], dtype=np.float32)
