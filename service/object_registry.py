@@ -173,7 +173,7 @@ class ObjectRegistry(Registry):
         prefixes = _prefixes(parts)
         final = self.root / "versions" / version
         marker = _read_json(final.with_name(f".{version}.json"))
-        if marker is not None and _wanted(marker, prefixes) <= _held(final):
+        if marker is not None and (final / MANIFEST).is_file() and _wanted(marker, prefixes) <= _held(final):
             return final  # verified when placed; the service re-verifies it every verify interval
         final.parent.mkdir(parents=True, exist_ok=True)
         with open(final.with_name(f".{version}.lock"), "a+") as lock:
@@ -191,6 +191,7 @@ class ObjectRegistry(Registry):
             return
         staging = final.with_name(f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         try:
+            staging.mkdir()
             for rel in missing:
                 (staging / rel).parent.mkdir(parents=True, exist_ok=True)
                 (staging / rel).write_bytes(self._verified_object(version, marker, rel))

@@ -150,3 +150,16 @@ def test_the_periodic_check_fetches_nothing_and_reports_a_removed_graph(s3_regis
     graph.unlink()  # not silently fetched again: the served files changed, /ready says so
     assert "no longer match its manifest" in watcher.reverify()
     assert not graph.exists()
+
+
+def test_a_part_matching_nothing_still_gives_a_verified_folder(s3_registry_url, tiny_exports):
+    reg = Registry(s3_registry_url)
+    version = promote(reg, tiny_exports["a"])  # promoted without a drift reference
+    marker = reg.manifest(version)
+    rel = "onnx/embedder.json"
+    obstore.put(reg.store, f"{marker['blobs']}/{rel}", b" " * marker["files"][rel]["size"])
+    with pytest.raises(RegistryError, match="sha256 does not match"):
+        serving_files(reg, version, None)  # refused: nothing placed (the marker's copy is kept)
+    folder = fetched_dir(reg, version, ["reference/"])  # what the drift monitor asks for
+    # a folder holding none of the version's files, not a missing one
+    assert verify_manifest(folder)["files"] == {}
