@@ -10,6 +10,15 @@ over the replicas (what a load balancer does), --seconds per configuration after
 summed over the replicas, failed requests, and each replica's resident memory (RSS of its whole process tree,
 after the load), with the load average before and after. On a machine with fewer cores than replicas x threads
 expect no gain from more replicas: they share the same cores, and each costs its own model copy in memory.
+
+    PYTHONPATH=. python benchmarks/registry_replicas.py --swap --replicas 3 --before-code DIR
+
+--swap measures instead how long a promotion takes to reach every replica: the replicas serve the champion under
+the same wrk load, the same export is promoted again (a new version: new objects, so every replica downloads it), and
+the lag of each replica is the time from `promote` returning until its /info serves the new version (polled
+every 0.1 s). Printed with the promotion's own time and the bytes of the new version in each replica's cache
+(what it downloaded to swap). --before-code runs the replicas from another checkout (e.g. `git archive` of
+an older commit into DIR) first, so both are measured in one run on the same machine and registry.
 """
 
 from __future__ import annotations
@@ -84,7 +93,16 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=12)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.5, help="EMBEDGATE_POLL_INTERVAL_S of the replicas"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "embedgate-serve-bench")
+    parser.add_argument(
+        "--swap", action="store_true", help="measure the promotion-to-replica swap lag instead"
+    )
+    parser.add_argument(
+        "--before-code", type=Path, help="with --swap: also run the replicas from this checkout"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     _, local_registry = prepare(args.workdir)
@@ -130,32 +148,54 @@ def main() -> None:
                 flush=True,
             )
             for count in [int(n) for n in args.replicas.split(",")]:
-                measure(count, url, s3_env, script, tmp_path, args)
+                if not args.swap:
+                    measure(count, url, s3_env, script, tmp_path, args)
+                    continue
+                codes = [("before", args.before_code)] if args.before_code else []
+                for label, code in [*codes, ("after", BENCH_DIR.parent)]:
+                    export = Path(local_registry) / "versions" / "v0001" / "onnx"
+                    measure_swap(count, url, s3_env, script, tmp_path, args, label, code.resolve(), export)
     finally:
         moto.terminate()
         moto.wait(timeout=10)
 
 
+def start_replicas(
+    stack: contextlib.ExitStack,
+    count: int,
+    url: str,
+    s3_env: dict,
+    tmp_path: Path,
+    args,
+    label: str,
+    code: Path,
+) -> list[Server]:
+    """`count` replicas running the code in `code`, each with its own empty cache, ready to answer."""
+    servers = []
+    for i in range(count):
+        port = _free_port()
+        env = {
+            **os.environ,
+            **s3_env,
+            "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / f"cache-{label}-{count}-{i}"),
+            "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
+            "EMBEDGATE_POLL_INTERVAL_S": str(args.poll_interval),
+            "PYTHONPATH": str(code),
+        }
+        argv = [
+            sys.executable, "-m", "gates.cli", "serve", "--registry", url, "--port", str(port),
+            "--threads", str(args.threads),
+        ]  # fmt: skip
+        log = tmp_path / f"replica-{label}-{count}-{i}.log"
+        servers.append(stack.enter_context(Server(f"replica-{i}", argv, env, port, log, cwd=code)))
+    for server in servers:
+        server.wait_ready()
+    return servers
+
+
 def measure(count: int, url: str, s3_env: dict, script: Path, tmp_path: Path, args) -> None:
     with contextlib.ExitStack() as stack:
-        servers = []
-        for i in range(count):
-            port = _free_port()
-            env = {
-                **os.environ,
-                **s3_env,
-                "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / f"cache-{count}-{i}"),
-                "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
-                "PYTHONPATH": str(BENCH_DIR.parent),
-            }
-            argv = [
-                sys.executable, "-m", "gates.cli", "serve", "--registry", url, "--port", str(port),
-                "--threads", str(args.threads),
-            ]  # fmt: skip
-            server = Server(f"replica-{i}", argv, env, port, tmp_path / f"replica-{count}-{i}.log")
-            servers.append(stack.enter_context(server))
-        for server in servers:
-            server.wait_ready()
+        servers = start_replicas(stack, count, url, s3_env, tmp_path, args, "rate", BENCH_DIR.parent)
         urls = [server.url for server in servers]
         wrk_many(urls, args.connections, args.warmup, script)
         load_before = os.getloadavg()[0]
@@ -165,6 +205,84 @@ def measure(count: int, url: str, s3_env: dict, script: Path, tmp_path: Path, ar
             f"{count} replica(s): {rate:7.1f} sentences/s, {failed} failed; RSS per replica "
             f"{', '.join(f'{r:.0f}' for r in rss)} MiB (total {sum(rss):.0f} MiB); load "
             f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+
+
+def serving_version(server: Server) -> str | None:
+    import httpx
+
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        info = httpx.get(server.url.replace("/v1/embeddings", "/info"), timeout=5).json()
+        return info["replica"]["serving_version"]
+    return None
+
+
+def cache_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def measure_swap(
+    count: int,
+    url: str,
+    s3_env: dict,
+    script: Path,
+    tmp_path: Path,
+    args,
+    label: str,
+    code: Path,
+    export: Path,
+) -> None:
+    """Under load, promote the export again and time how long each replica takes to serve the new version."""
+    from service.registry import Registry
+
+    registry = Registry(url)
+    with contextlib.ExitStack() as stack:
+        servers = start_replicas(stack, count, url, s3_env, tmp_path, args, label, code)
+        old = {serving_version(server) for server in servers}
+        per = max(1, args.connections // count)
+        load = [
+            subprocess.Popen(
+                ["wrk", "-t1", f"-c{per}", "-d600s", "-s", str(script), server.url],
+                stdout=subprocess.DEVNULL,
+            )
+            for server in servers
+        ]
+        try:
+            time.sleep(args.warmup)
+            load_before = os.getloadavg()[0]
+            started = time.monotonic()
+            version = registry.add_version(
+                {"onnx": export},
+                metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
+                who="benchmark",
+                reason=f"registry_replicas --swap ({label})",
+                run_id=f"swap-{label}-{time.time_ns()}",
+            )
+            promoted = time.monotonic()
+            lags: dict[int, float] = {}
+            while len(lags) < count and time.monotonic() - promoted < 300:
+                for i, server in enumerate(servers):
+                    if i not in lags and serving_version(server) == version:
+                        lags[i] = time.monotonic() - promoted
+                time.sleep(0.1)
+        finally:
+            for proc in load:
+                proc.terminate()
+                proc.wait(timeout=10)
+        sizes = [
+            sum(
+                cache_bytes(path)
+                for path in (tmp_path / f"cache-{label}-{count}-{i}").glob(f"*/versions/{version}")
+            )
+            for i in range(count)
+        ]
+        print(
+            f"{label}: {count} replica(s) on {sorted(v for v in old if v)} -> {version}: promote "
+            f"{promoted - started:.1f} s; lag per replica "
+            f"{', '.join(f'{lags[i]:.1f}' if i in lags else 'none in 300' for i in range(count))} s "
+            f"(max {max(lags.values(), default=float('nan')):.1f}); {version} in each replica's cache "
+            f"{', '.join(f'{b / 1e6:.0f}' for b in sizes)} MB; load {load_before:.1f} -> {os.getloadavg()[0]:.1f}",
             flush=True,
         )
 

@@ -66,7 +66,7 @@ class ServingModel:
 
 def serving_files(registry: Registry, version: str, precision: str | None) -> Path:
     """The version's folder holding what `load_version` and the drift monitor read: on object storage only those
-    files are fetched and sha256-verified (87 MiB of a 459 MB MiniLM version), the graph at `precision` (None:
+    files are fetched and sha256-verified (MiniLM, fp32: 91 MB of the version's 454 MB), the graph at `precision` (None:
     the version's serve_precision, else fp32) named by embedder.json. A graph it does not name is left to
     `load_version`, which says what the export holds."""
     root = fetched_dir(registry, version, SERVING_PARTS)
