@@ -1,0 +1,175 @@
+"""Upgrades without re-embedding (issue 25): how much of a new model's gain reaches clients who keep the vectors
+they stored with an older version, through a backward map into the old space (training/compat.py).
+
+    OMP_NUM_THREADS=2 nice -n 19 python benchmarks/compat_upgrade.py --sets legal medical scifact \
+        --shared ../shared/datasets --work artifacts/compat --out benchmarks/results
+
+A chain of three versions per set, each trained on the training queries only (never the test split):
+  v1 = the base model (all-MiniLM-L6-v2) as served;  v2 = fine-tuned on half the training pairs;
+  v3 = fine-tuned on all of them (more data). The same short recipe as benchmarks/small_dims.py.
+For each upgrade (v1 -> v2, v1 -> v3, v2 -> v3) and each of the old version's dims (384/256/128/64), test NDCG@10
+of every test query against the whole corpus, for:
+  old-old     the old model's queries against its own stored document vectors (what the client has today)
+  compat-ls   new queries mapped by the least-squares map into the old space, against the old document vectors
+  compat      the shipped map: least-squares start + ranking against the frozen old vectors (training/compat.py)
+  new-new     the new model against its own re-embedded documents (what a full re-embedding gives); the map does
+              not change the new model, so its price on new-new is zero by construction
+  composed    (v1 -> v3 only) v3 mapped into v2's space, then by v2's map into v1's: chaining vs training directly
+The 95% paired bootstrap interval of compat - old-old is printed per dim, and the share of the new-new gain that
+compat recovers. Writes compat_upgrade.json and compat_upgrade.md under --out.
+Development only: needs ../shared for all sets but legal (a user's clone has the legal set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.small_dims import DIMS, bootstrap_low_high, encoder, finetune, load_set, ndcg_at_10  # noqa: E402
+
+
+def _fit(train_new, doc_new, doc_old, positives, ranking: bool, train_old=None):
+    from training.compat import fit_backward_map
+
+    return fit_backward_map(
+        train_new, doc_new, doc_old, positives, list(DIMS), old_queries=train_old, ranking=ranking
+    )
+
+
+def _mapped(vectors: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    out = vectors @ weight
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def run_set(name: str, shared: Path, args) -> dict:
+    corpus, queries, train, test = load_set(name, shared, args)
+    doc_ids = sorted(corpus)
+    row = {d: i for i, d in enumerate(doc_ids)}
+    docs = [corpus[d] for d in doc_ids]
+    train_ids = sorted(q for q in train if q in queries)
+    test_ids = sorted(q for q in test if q in queries)
+    rng = np.random.default_rng(args.seed)
+    half = set(rng.choice(train_ids, len(train_ids) // 2, replace=False).tolist())
+    pairs_all = [(queries[q], corpus[d]) for q in train_ids for d in sorted(train[q])]
+    pairs_half = [(queries[q], corpus[d]) for q in train_ids if q in half for d in sorted(train[q])]
+    print(f"{name}: {len(docs)} docs, {len(train_ids)} train / {len(test_ids)} test queries", flush=True)
+    started = time.perf_counter()
+    models = {
+        "v1": args.model,
+        "v2": finetune(args.model, pairs_half, args.epochs, args.work / f"compat_{name}_half"),
+        "v3": finetune(args.model, pairs_all, args.epochs, args.work / f"compat_{name}_all"),
+    }
+    emb = {}
+    for version, ref in models.items():
+        encode, _ = encoder(ref, args.work)
+        emb[version] = {
+            "docs": encode(docs, "document"),
+            "train": encode([queries[q] for q in train_ids], "query"),
+            "test": encode([queries[q] for q in test_ids], "query"),
+        }
+    train_pos = [{row[d] for d in train[q] if d in row} for q in train_ids]
+    test_rel = [{row[d]: s for d, s in test[q].items() if d in row} for q in test_ids]
+
+    def ndcg(q, d, dim):
+        return ndcg_at_10(q, d, test_rel, dim)
+
+    maps = {}
+    result = {
+        "docs": len(docs),
+        "train_queries": len(train_ids),
+        "test_queries": len(test_ids),
+        "upgrades": {},
+    }
+    for old, new in (("v1", "v2"), ("v1", "v3"), ("v2", "v3")):
+        e_old, e_new = emb[old], emb[new]
+        fits = {
+            "compat-ls": _fit(e_new["train"], e_new["docs"], e_old["docs"], train_pos, False, e_old["train"]),
+            "compat": _fit(e_new["train"], e_new["docs"], e_old["docs"], train_pos, True, e_old["train"]),
+        }
+        maps[(old, new)] = fits["compat"].weight
+        systems = {"old-old": (e_old["test"], e_old["docs"])}
+        for label, fit in fits.items():
+            systems[label] = (_mapped(e_new["test"], fit.weight), e_old["docs"])
+        if (old, new) == ("v1", "v3"):
+            composed = _mapped(
+                _mapped(e_new["test"], _fit_weight(maps, "v2", "v3", emb, train_pos)), maps[("v1", "v2")]
+            )
+            systems["composed"] = (composed, e_old["docs"])
+        systems["new-new"] = (e_new["test"], e_new["docs"])
+        per_dim = {}
+        for dim in DIMS:
+            scores = {label: ndcg(q, d, dim) for label, (q, d) in systems.items()}
+            base = scores["old-old"]
+            gain_new = scores["new-new"].mean() - base.mean()
+            entry = {label: round(float(s.mean()), 4) for label, s in scores.items()}
+            for label in ("compat", "compat-ls", "composed"):
+                if label in scores:
+                    low, high = bootstrap_low_high(scores[label] - base, args.seed)
+                    entry[f"{label}_ci"] = [round(low, 4), round(high, 4)]
+            entry["recovered"] = (
+                round(float((scores["compat"].mean() - base.mean()) / gain_new), 3) if gain_new > 0 else None
+            )
+            per_dim[dim] = entry
+        result["upgrades"][f"{old}->{new}"] = {
+            "per_dim": per_dim,
+            "fit": {
+                label: {k: v for k, v in fit.to_dict().items() if k != "history"}
+                for label, fit in fits.items()
+            },
+        }
+        print(_table(name, f"{old}->{new}", per_dim), flush=True)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _fit_weight(maps, old, new, emb, train_pos):
+    if (old, new) not in maps:
+        maps[(old, new)] = _fit(
+            emb[new]["train"], emb[new]["docs"], emb[old]["docs"], train_pos, True, emb[old]["train"]
+        ).weight
+    return maps[(old, new)]
+
+
+def _table(name: str, upgrade: str, per_dim: dict) -> str:
+    labels = [k for k in next(iter(per_dim.values())) if not k.endswith("_ci") and k != "recovered"]
+    lines = [f"\n{name} {upgrade}", "| dim | " + " | ".join(labels) + " | compat - old-old (95% CI) | recovered |",
+             "|---" * (len(labels) + 3) + "|"]  # fmt: skip
+    for dim, entry in per_dim.items():
+        low, high = entry["compat_ci"]
+        cells = " | ".join(f"{entry[label]:.4f}" for label in labels)
+        lines.append(
+            f"| {dim} | {cells} | {entry['compat'] - entry['old-old']:+.4f} [{low:+.4f}, {high:+.4f}] | {entry['recovered']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["legal"])
+    parser.add_argument("--shared", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--work", type=Path, default=Path("artifacts/compat"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scifact-corpus", type=int, default=None)
+    parser.add_argument("--max-train", type=int, default=2000)
+    args = parser.parse_args()
+    results = {}
+    for name in args.sets:
+        results[name] = run_set(name, args.shared, args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "compat_upgrade.json").write_text(json.dumps(results, indent=2))
+    tables = [_table(n, u, r["per_dim"]) for n, res in results.items() for u, r in res["upgrades"].items()]
+    (args.out / "compat_upgrade.md").write_text("\n".join(tables) + "\n")
+
+
+if __name__ == "__main__":
+    main()

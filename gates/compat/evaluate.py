@@ -1,0 +1,160 @@
+"""Judge a compatible graph on the evaluation split, on the exact served graphs, at every dim of the old version:
+
+    old-old   the old version's queries against its own document vectors: what its clients have stored today
+    compat    the candidate's queries through the compatible graph, against the SAME old document vectors
+    new-new   the candidate against its own document vectors: what a full re-embedding would give
+
+The space is offered only when compat beats old-old beyond noise at the old version's serving dim (the one its
+clients stored unless they asked for another; one-sided paired randomization p < alpha and the bootstrap interval
+above 0, the gate's improvement rule) and no dim loses beyond noise (interval below 0). The map does not change
+the candidate, so new-new is exactly the candidate's own result: the price of compatibility is zero by construction.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PRIMARY = "ndcg@10"
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class CompatVerdict:
+    old_version: str
+    offered: bool
+    reason: str
+    serving_dim: int  # the old version's serving dim (the default `dimensions` of the compatible name)
+    rows: list[dict] = field(default_factory=list)  # one per old dim
+
+    def to_dict(self) -> dict:
+        return {
+            "old_version": self.old_version,
+            "offered": self.offered,
+            "reason": self.reason,
+            "serving_dim": self.serving_dim,
+            "metric": PRIMARY,
+            "rows": self.rows,
+        }
+
+
+def judge(
+    old_version: str,
+    old_serving_dim: int,
+    per_dim: dict[int, dict[str, dict[str, float]]],
+    alpha: float = ALPHA,
+) -> CompatVerdict:
+    """`per_dim[dim]` = {"old-old": {qid: score}, "compat": {...}, "new-new": {...} (optional)}."""
+    from gates.evaluation.significance import compare_paired
+
+    rows, losing = [], []
+    serving = None
+    for dim in sorted(per_dim, reverse=True):
+        scores = per_dim[dim]
+        comparison = compare_paired(scores["compat"], scores["old-old"], seed=dim)
+        row = {
+            "dim": dim,
+            "old-old": round(comparison.mean_baseline, 4),
+            "compat": round(comparison.mean_candidate, 4),
+            "new-new": round(_mean(scores["new-new"]), 4) if scores.get("new-new") else None,
+            "delta": round(comparison.mean_delta, 4),
+            "ci": [round(comparison.ci_low, 4), round(comparison.ci_high, 4)],
+            "p_value": round(comparison.p_value_greater, 4),
+            "queries": comparison.n,
+            "beyond_noise": "gain"
+            if comparison.is_significant(alpha)
+            else "loss"
+            if comparison.ci_high < 0
+            else "none",
+        }
+        gain_new = (row["new-new"] - row["old-old"]) if row["new-new"] is not None else None
+        row["recovered"] = round(row["delta"] / gain_new, 3) if gain_new and gain_new > 0 else None
+        rows.append(row)
+        if row["beyond_noise"] == "loss":
+            losing.append(dim)
+        if dim == old_serving_dim:
+            serving = row
+    if serving is None:
+        return CompatVerdict(
+            old_version,
+            False,
+            f"no score at {old_version}'s serving dim {old_serving_dim}",
+            old_serving_dim,
+            rows,
+        )
+    if losing:
+        reason = f"refused: compat loses to {old_version}'s own queries beyond noise at dim(s) {losing}"
+        return CompatVerdict(old_version, False, reason, old_serving_dim, rows)
+    interval = f"{serving['delta']:+.4f} {PRIMARY} (95% CI [{serving['ci'][0]:+.4f}, {serving['ci'][1]:+.4f}], p={serving['p_value']:.4f})"
+    if serving["beyond_noise"] != "gain":
+        return CompatVerdict(
+            old_version, False,
+            f"refused: at {old_version}'s serving dim {old_serving_dim} compat vs old-old {interval} is not a gain "
+            f"beyond noise, so its clients would gain nothing certain; they keep {old_version} (or re-embed)",
+            old_serving_dim, rows,
+        )  # fmt: skip
+    recovered = (
+        f", {serving['recovered']:.0%} of the re-embedding gain" if serving["recovered"] is not None else ""
+    )
+    return CompatVerdict(
+        old_version, True,
+        f"offered: at {old_version}'s serving dim {old_serving_dim} compat beats old-old by {interval}{recovered}; "
+        f"no dim loses beyond noise",
+        old_serving_dim, rows,
+    )  # fmt: skip
+
+
+def _mean(scores: dict[str, float]) -> float:
+    return sum(scores.values()) / len(scores)
+
+
+def evaluate_compatible(
+    run_onnx: Path,
+    compat_onnx: Path,
+    old_version: str,
+    old_onnx: Path,
+    old_serving_dim: int,
+    eval_data: Path,
+    split: str = "test",
+    cache_dir: Path | None = None,
+    quiet: bool = True,
+) -> CompatVerdict:
+    from gates.compat.encode import encode_roles
+    from gates.evaluation.encoders import onnx_encoder
+    from gates.evaluation.evaluate import load_eval_set
+
+    view, pairs = load_eval_set(eval_data, split)
+    if view is None:
+        return CompatVerdict(
+            old_version,
+            False,
+            "not judged: the evaluation set is scored pairs, not retrieval",
+            old_serving_dim,
+        )
+    qrels = {q: docs for q, docs in view.qrels.items() if q in view.queries}
+    query_ids, doc_ids = sorted(qrels), sorted(view.corpus)
+    queries, docs = [view.queries[q] for q in query_ids], [view.corpus[d] for d in doc_ids]
+    old_q, old_d = encode_roles(old_onnx, queries, docs, cache_dir, f"compat {old_version}", quiet)
+    new_q, new_d = encode_roles(run_onnx, queries, docs, cache_dir, "compat new", quiet)
+    compat_q, _ = encode_roles(compat_onnx, queries, [], cache_dir, "compat queries", quiet)
+    dims = json.loads((Path(compat_onnx) / "embedder.json").read_text())["dims"]
+    new_dims = set(json.loads((Path(run_onnx) / "embedder.json").read_text())["dims"])
+    old_encoder = onnx_encoder(Path(old_onnx), "fp32")
+    per_dim = {}
+    for dim in dims:
+        per_dim[dim] = {
+            "old-old": _scores(old_encoder, dim, old_q, old_d, query_ids, doc_ids, qrels),
+            "compat": _scores(old_encoder, dim, compat_q, old_d, query_ids, doc_ids, qrels),
+        }
+        if dim in new_dims:
+            per_dim[dim]["new-new"] = _scores(old_encoder, dim, new_q, new_d, query_ids, doc_ids, qrels)
+    return judge(old_version, old_serving_dim, per_dim)
+
+
+def _scores(encoder, dim, q, d, query_ids, doc_ids, qrels) -> dict[str, float]:
+    """Per-query PRIMARY at `dim` (the encoder only names the backend in the result)."""
+    from gates.evaluation.evaluate import _retrieval_at
+
+    result = _retrieval_at(encoder, dim, q, d, query_ids, doc_ids, qrels)
+    return {qid: values[PRIMARY] for qid, values in result.per_query.items()}

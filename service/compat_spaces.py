@@ -1,0 +1,84 @@
+"""Serving a version in an older version's embedding space (backward-compatible upgrades, docs/versions.md).
+
+A version promoted with compatible spaces stores, beside its own graphs, one export per older version it answers
+for (`compat/v0001/onnx/`: the new model plus a map into v0001's space, truncation and L2 inside the graph) and
+lists them in its manifest (`compatible_spaces: {"v0001": {"serving_dim": 128, "dims": [...], ...}}`).
+
+Names a client may send as `model` (the same with the service-name prefix, `embedgate-embedder:v0002@v0001`):
+    v0002@v0001      v0002's model, answering in v0001's space: its vectors compare with vectors stored by v0001
+    champion@v0001   the newest version, up to the champion, that answers in v0001's space (v0001 itself when no
+                     later version does): set once, a v0001 client gets every compatible upgrade as it is promoted
+    candidate@v0001  the same, up to the candidate
+    v0001@v0001      v0001 itself
+`dimensions` defaults to the old version's serving dim and may be any of its dims. The response's `model` and the
+`x-embedgate-model-version` header name both (`v0002@v0001`). Pinned `v0001` is unchanged, byte for byte.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from service.embedder import OnnxEmbedder
+from service.errors import ModelLoadError
+from service.registry import VERSION_PATTERN, verify_manifest
+from service.serving_model import ServingModel, warm_up
+
+SEPARATOR = "@"
+
+
+def split_space(name: str) -> tuple[str, str | None]:
+    """ "v0002@v0001" -> ("v0002", "v0001"); a name without "@" -> (name, None). The space must be a version id."""
+    base, sep, space = name.partition(SEPARATOR)
+    if not sep:
+        return name, None
+    if not VERSION_PATTERN.match(space):
+        raise ValueError(
+            f"model {name!r}: after {SEPARATOR!r} expected the version whose space is wanted (e.g. v0001), "
+            f"got {space!r}"
+        )
+    return base, space
+
+
+def spaces_in_manifest(manifest: dict[str, Any]) -> tuple[str, ...]:
+    spaces = manifest.get("compatible_spaces") or {}
+    return tuple(sorted(spaces, key=lambda v: int(v[1:]))) if isinstance(spaces, dict) else ()
+
+
+def load_compatible(
+    version_dir: Path, space: str, *, precision: str | None, threads: int | None, source: str | None = None
+) -> ServingModel:
+    """The version's graph for `space`, verified (manifest) and warmed up like any version."""
+    version_dir = Path(version_dir)
+    manifest = verify_manifest(version_dir)
+    entry = (manifest.get("compatible_spaces") or {}).get(space)
+    version = str(manifest.get("version") or version_dir.name)
+    if entry is None:
+        raise ModelLoadError(
+            f"{version} answers in no {space} space; its compatible spaces: {list(spaces_in_manifest(manifest))}"
+        )
+    precision = precision or manifest.get("serve_precision") or "fp32"
+    embedder = OnnxEmbedder.from_export_dir(
+        version_dir / "compat" / space / "onnx",
+        precision=precision,
+        threads=threads,
+        verify_sha256=False,  # the manifest was just verified
+        allow_spinning=False,
+    )
+    serving_dim = int(entry.get("serving_dim") or embedder.dims[0])
+    if serving_dim not in embedder.dims:
+        raise ModelLoadError(
+            f"{version_dir}: {space}'s serving_dim {serving_dim} is not among the compatible graph's dims "
+            f"{list(embedder.dims)}; promote the version again"
+        )
+    return ServingModel(
+        version=f"{version}{SEPARATOR}{space}",
+        embedder=embedder,
+        serving_dim=serving_dim,
+        precision=precision,
+        source=source or str(version_dir),
+        run_id=manifest.get("run_id"),
+        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        warm_up_ms=warm_up(embedder, serving_dim),
+    )
