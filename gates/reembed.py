@@ -27,9 +27,13 @@ shards, so both engines share the writer and the resume logic.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -43,6 +47,8 @@ PLAN = "plan.json"
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 FORMAT_VERSION = 1
+MIN_SHARDS, MIN_SHARD_ROWS, MAX_SHARD_ROWS = 32, 64, 4096
+LOCAL_RAY = "local"  # --ray-address local: a private Ray instance for this command, stopped with it
 
 
 class ReembedError(EmbedgateGateError):
@@ -184,7 +190,7 @@ def embed_corpus(
     out: Path,
     *,
     dim: int | None = None,
-    shard_size: int = 4096,
+    shard_size: int | None = None,
     threads: int | None = None,
     ray_address: str | None = None,
     workers: int = 2,
@@ -192,7 +198,9 @@ def embed_corpus(
     progress: Callable[[int, int], None] = lambda done, total: None,
 ) -> EmbedResult:
     """Embed `corpus` into `out` (resuming what an earlier identical run finished). `progress(done, total)` is
-    called with row counts after each shard."""
+    called with row counts after each shard. `shard_size` None: `auto_shard_size`. `threads` None: every core
+    locally, one per Ray actor (each actor reserves as many CPUs as it runs threads)."""
+    shard_size = shard_size or auto_shard_size(len(corpus.ids))
     if shard_size < 1 or batch_size < 1 or workers < 1:
         raise ReembedError(
             f"shard size, batch size and workers must be >= 1 (got {shard_size}, {batch_size}, {workers})"
@@ -229,11 +237,12 @@ def embed_corpus(
             ray_address=ray_address,
             workers=workers,
         )
-        for n, vectors in batches:
-            rows = slice(starts[n], starts[n] + len(vectors))
-            _write_shard(shards_dir / _shard_name(n), corpus.ids[rows], vectors, version, dim)
-            done_rows += len(vectors)
-            progress(done_rows, len(corpus.ids))
+        with contextlib.closing(batches):  # stopped early (Ctrl-C, an error): Ray is shut down at once
+            for n, vectors in batches:
+                rows = slice(starts[n], starts[n] + len(vectors))
+                _write_shard(shards_dir / _shard_name(n), corpus.ids[rows], vectors, version, dim)
+                done_rows += len(vectors)
+                progress(done_rows, len(corpus.ids))
     seconds = time.perf_counter() - started
     _write_manifest(out, plan, folder, len(starts))
     embedded = sum(min(shard_size, len(corpus.ids) - starts[n]) for n in todo)
@@ -248,6 +257,13 @@ def embed_corpus(
         engine,
         len(corpus.ids) - embedded,
     )
+
+
+def auto_shard_size(rows: int) -> int:
+    """Rows per shard when none is given: about MIN_SHARDS shards, so that Ray's actors all get work and a killed
+    run keeps most of what it did, but no fewer than MIN_SHARD_ROWS rows (a shard is a task and a file) and no
+    more than MAX_SHARD_ROWS (bounded memory per shard). Depends on the row count only, so a resume gets the same."""
+    return max(MIN_SHARD_ROWS, min(MAX_SHARD_ROWS, -(-rows // MIN_SHARDS)))
 
 
 def _shard_name(n: int) -> str:
@@ -368,6 +384,38 @@ class EmbedActor:
         return {"shard": batch["shard"], "row": batch["row"], "vector": vectors}
 
 
+def connect_ray(address: str) -> bool:
+    """Connect to the Ray cluster at `address` ("local": start a private one). -> whether this call started Ray
+    (then the caller shuts it down). ReembedError, with the fix, when no cluster answers."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    on_sigterm = signal.getsignal(signal.SIGTERM) if _main_thread() else None
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            include_dashboard=False,  # nothing of ours reads it, and it is the first thing to fail on a small box
+            logging_level=logging.WARNING,
+        )
+    except ConnectionError as err:
+        raise ReembedError(
+            f"--ray-address {address}: no Ray cluster answered ({str(err).splitlines()[0]}). Start one "
+            f"(`ray start --head`, then --ray-address auto), or pass --ray-address {LOCAL_RAY} to run on a "
+            f"private Ray instance started and stopped with this command"
+        ) from None
+    if on_sigterm is not None:
+        # ray.init replaces the process's SIGTERM handling with its own, which logs a stack and ends the process
+        # without running its `finally`s (where Ray is shut down): keep what the caller had.
+        signal.signal(signal.SIGTERM, on_sigterm)
+    return True
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def _ray_batches(
     corpus: Corpus,
     starts: list[int],
@@ -382,47 +430,59 @@ def _ray_batches(
     ray_address: str,
     workers: int,
 ) -> Iterator[tuple[int, Any]]:
+    """Each shard is one block of a Ray Data pipeline; a shard is yielded (and written) as soon as its rows are
+    all back, in whatever order the actors finish, so a killed run keeps every shard finished before the kill."""
     import numpy as np
     import ray
 
-    if not ray.is_initialized():
-        ray.init(address=ray_address, log_to_driver=False)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # shards come back whole and in order
-    context.enable_progress_bars = False  # ours counts texts; Ray's would interleave with it
-    rows = [
-        {"shard": n, "row": i, "text": corpus.texts[i]}
-        for n in todo
-        for i in range(starts[n], min(starts[n] + shard_size, len(corpus.texts)))
-    ]
-    dataset = ray.data.from_items(rows, override_num_blocks=max(1, len(todo)))
-    embedded = dataset.map_batches(
-        EmbedActor,
-        batch_size=batch_size * 4,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        num_cpus=1,
-        fn_constructor_kwargs={
-            "folder": str(folder),
-            "precision": precision,
-            "dim": dim,
-            "threads": threads or 1,
-            "batch_size": batch_size,
-        },
-    )
-    pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
-    expected = {n: min(shard_size, len(corpus.texts) - starts[n]) for n in todo}
-    for batch in embedded.iter_batches(batch_format="numpy", batch_size=None):
-        for n in np.unique(batch["shard"]):
-            n = int(n)
-            mine = batch["shard"] == n
-            pending.setdefault(n, []).append((batch["row"][mine], batch["vector"][mine]))
-            if sum(len(rows) for rows, _ in pending[n]) == expected[n]:
-                parts = pending.pop(n)
-                rows = np.concatenate([r for r, _ in parts])
-                vectors = np.concatenate([v for _, v in parts])
-                yield n, vectors[np.argsort(rows, kind="stable")]  # in corpus order, whatever Ray did
-    if pending:
-        raise ReembedError(
-            f"Ray returned incomplete shards {sorted(pending)}; run the command again to resume"
+    started = connect_ray(ray_address)
+    try:
+        context = ray.data.DataContext.get_current()
+        # Out of order: an ordered stream holds every finished shard behind the slowest earlier one.
+        context.execution_options.preserve_order = False
+        context.enable_progress_bars = False  # ours counts texts; Ray's would interleave with it
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # its "bars disabled" notice
+        context.print_on_execution_start = False
+        rows = [
+            {"shard": n, "row": i, "text": corpus.texts[i]}
+            for n in todo
+            for i in range(starts[n], min(starts[n] + shard_size, len(corpus.texts)))
+        ]
+        dataset = ray.data.from_items(rows, override_num_blocks=len(todo))
+        per_actor = threads or 1
+        embedded = dataset.map_batches(
+            EmbedActor,
+            batch_size=shard_size,  # a whole shard per call: the block of one shard comes back as one piece
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            num_cpus=per_actor,  # Ray reserves the CPUs each actor's onnxruntime threads use
+            # No actor restarts: Ray logs an error-level line on every run for a restartable actor whose constructor
+            # arguments sit in its object store (ray-project/ray#53727); a failed run resumes from its shards instead.
+            max_restarts=0,
+            fn_constructor_kwargs={
+                "folder": str(folder),
+                "precision": precision,
+                "dim": dim,
+                "threads": per_actor,
+                "batch_size": batch_size,
+            },
         )
+        pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        expected = {n: min(shard_size, len(corpus.texts) - starts[n]) for n in todo}
+        for batch in embedded.iter_batches(batch_format="numpy", batch_size=None, prefetch_batches=0):
+            for n in np.unique(batch["shard"]):
+                n = int(n)
+                mine = batch["shard"] == n
+                pending.setdefault(n, []).append((batch["row"][mine], batch["vector"][mine]))
+                if sum(len(rows) for rows, _ in pending[n]) == expected[n]:
+                    parts = pending.pop(n)
+                    rows = np.concatenate([r for r, _ in parts])
+                    vectors = np.concatenate([v for _, v in parts])
+                    yield n, vectors[np.argsort(rows, kind="stable")]  # in corpus order, whatever Ray did
+        if pending:
+            raise ReembedError(
+                f"Ray returned incomplete shards {sorted(pending)}; run the command again to resume"
+            )
+    finally:
+        if started:  # a private instance, or a connection this command opened: not left behind
+            ray.shutdown()

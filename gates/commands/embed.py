@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -10,14 +11,17 @@ import typer
 
 EMBED_HELP = """Embed a corpus (JSONL, CSV, Parquet, or a BEIR folder) with one registry version, through the
 exact ONNX graph the service serves, into resumable Parquet shards (id, vector, version, dim) plus a manifest.
-Run it again after a crash or Ctrl-C: finished shards are skipped. With --ray-address (or RAY_ADDRESS) it runs on
-that Ray cluster (Ray Data, one model copy per actor).
+Run it again after a crash, Ctrl-C or a kill: every shard finished before it is kept and skipped. With
+--ray-address (or RAY_ADDRESS) it runs on Ray Data, one model copy per actor: `auto` or `ray://host:10001` joins a
+running cluster (`ray start --head` starts one); `local` starts a private Ray instance for this command and stops
+it when the command ends or is stopped.
 
 Examples:
 
 ```
 embedgate embed corpus.jsonl --version v0003 --out embeddings/v0003
 embedgate embed corpus.csv --version candidate --dim 128 --id-column doc_id --out embeddings/v0003-128
+embedgate embed corpus.parquet --version v0003 --out embeddings/v0003 --ray-address local --workers 2
 embedgate embed corpus.parquet --version v0003 --out embeddings/v0003 --ray-address auto --workers 8
 embedgate embed corpus.jsonl --version candidate --out embeddings/v0003 --cutover
 ```
@@ -29,6 +33,10 @@ def read_champion(registry: Path) -> str | None:
 
     champion = Registry(registry).champion()
     return champion.version if champion else None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def register(app: typer.Typer) -> None:
@@ -45,12 +53,26 @@ def embed(
     dim: Annotated[int | None, typer.Option(help="Output dims (default: the version's serving dim).")] = None,
     id_column: Annotated[str | None, typer.Option(help="Id column (default: id or _id).")] = None,
     text_column: Annotated[str, typer.Option(help="Text column.")] = "text",
-    shard_size: Annotated[int, typer.Option(help="Rows per Parquet shard (the unit of resume).")] = 4096,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Rows per Parquet shard, the unit of resume (default: about 32 shards, 64 to 4096 rows each)."
+        ),
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="onnxruntime threads, local engine (default: all cores).")
+        int | None,
+        typer.Option(
+            help="onnxruntime threads: of the one model locally (default: all cores), or of each Ray actor, "
+            "which reserves as many CPUs (default: 1)."
+        ),
     ] = None,
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster address ('auto', ray://host:10001).", envvar="RAY_ADDRESS")
+        str | None,
+        typer.Option(
+            help="Run on Ray: 'auto' or ray://host:10001 (a running cluster), or 'local' (a private instance "
+            "for this command).",
+            envvar="RAY_ADDRESS",
+        ),
     ] = None,
     workers: Annotated[int, typer.Option(help="Ray actors, one model copy each.")] = 2,
     cutover: Annotated[
@@ -74,6 +96,9 @@ def embed(
     def progress(done: int, total: int) -> None:
         bar.update(done - bar.n)
 
+    # `kill` (SIGTERM) stops the command as Ctrl-C does, through the `finally`s that shut Ray down: Python's default
+    # would end the process at once and leave a private Ray instance's processes running.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         result = embed_corpus(
             texts,
@@ -82,12 +107,13 @@ def embed(
             out,
             dim=dim,
             shard_size=shard_size,
-            threads=threads or os.cpu_count(),
+            threads=threads,
             ray_address=ray_address,
             workers=workers,
             progress=progress,
         )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
     if result.skipped_shards == result.shards:
         typer.echo(
