@@ -84,6 +84,9 @@ class PromotionResult:
     alias: str = aliases.CHAMPION  # the alias that moved: champion (immediate) or candidate (staged)
     reembed_required: bool = False
     webhook_error: str | None = None
+    # older versions whose stored vectors this version answers in (`<version>@<old>`), and those dropped, with why
+    compatible_spaces: tuple[str, ...] = ()
+    compat_dropped: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -150,11 +153,16 @@ def promote_run(
         reference_dir = run.root / "reference"
     if reference_dir is not None and reference_dir.is_dir():
         sources["reference"] = reference_dir
+    spaces, dropped = compatible_spaces(run, registry)
+    for old in spaces:
+        sources[f"compat/{old}/onnx"] = run.root / "compat" / old / "onnx"
+        sources[f"compat/{old}/compat.json"] = run.root / "compat" / old / "compat.json"
     metadata = {
         "serving_dim": decision["serving_dim"],
         "serve_precision": precision,
         "baseline": decision["baseline"],
         "gate_passed": decision["passed"],
+        **({"compatible_spaces": spaces} if spaces else {}),
     }
     try:  # checked again under the registry's lock; first here, where it is the clearest refusal
         registry.refuse_duplicate(run.run_id, metadata)
@@ -190,7 +198,12 @@ def promote_run(
             metadata=metadata,
             who=who,
             reason=(reason or "gate passed")
-            + (f" (forced past: {mismatch})" if mismatch is not None else ""),
+            + (f" (forced past: {mismatch})" if mismatch is not None else "")
+            + (
+                f"; answers in the stored spaces of {', '.join(spaces)} too (no re-embedding needed)"
+                if spaces
+                else ""
+            ),
             forced=force and (not decision["passed"] or mismatch is not None),
             run_id=run.run_id,
             metrics=served_metrics(decision),
@@ -237,6 +250,7 @@ def promote_run(
         reembed_required=reembed,
         serving_dim=decision["serving_dim"],
         run_id=run.run_id,
+        compatible_spaces=list(spaces),
     )
     webhook_error = notify(webhook, registry_root, event)
     return PromotionResult(
@@ -250,7 +264,35 @@ def promote_run(
         alias,
         reembed,
         webhook_error,
+        tuple(spaces),
+        tuple(dropped),
     )
+
+
+def compatible_spaces(run: RunPaths, registry: Registry) -> tuple[dict[str, dict], list[str]]:
+    """The run's offered compatible spaces (gates/compat/) that belong to this registry: {old version: what the
+    manifest records}, and the dropped ones with why (refused by their evaluation, or built against another
+    registry's version of that name)."""
+    import json
+
+    spaces, dropped = {}, []
+    for record_path in sorted((run.root / "compat").glob("v*/compat.json")):
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        old = record["old_version"]
+        if not record.get("offered"):
+            continue
+        if old not in registry.versions() or record.get("old_fingerprint") != registry.fingerprint(old):
+            dropped.append(f"{old}: built against another registry's {old}; not promoted")
+            continue
+        serving = next((row for row in record["rows"] if row["dim"] == record["serving_dim"]), {})
+        spaces[old] = {
+            "serving_dim": record["serving_dim"],
+            "dims": [row["dim"] for row in record["rows"]],
+            "compat": serving.get("compat"),
+            "old-old": serving.get("old-old"),
+            "new-new": serving.get("new-new"),
+        }
+    return spaces, dropped
 
 
 def registry_id(registry: Registry) -> str:

@@ -73,7 +73,10 @@ def build_event(
     serving_dim: int | None,
     previous_dim: int | None = None,
     run_id: str | None = None,
+    compatible_spaces: list[str] | None = None,
 ) -> dict[str, Any]:
+    """`compatible_spaces`: the older versions whose stored vectors get this version's gain without re-embedding
+    (clients query `<version>@<old version>`, docs/versions.md)."""
     return {
         "event": event,
         "version": version,
@@ -83,6 +86,7 @@ def build_event(
         "serving_dim": serving_dim,
         "previous_dim": previous_dim,
         "run_id": run_id,
+        "compatible_spaces": list(compatible_spaces or []),
         "registry": str(registry) if "://" in str(registry) else str(Path(registry).resolve()),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "delivery": uuid.uuid4().hex,

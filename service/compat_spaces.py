@@ -46,6 +46,27 @@ def spaces_in_manifest(manifest: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(spaces, key=lambda v: int(v[1:]))) if isinstance(spaces, dict) else ()
 
 
+def compat_files(registry: Any, version: str, space: str, precision: str | None) -> Path:
+    """The version's folder holding what serving it in `space` reads: on object storage only the compatible
+    export's json, tokenizer and the full-dim graph of `precision` are fetched (and verified), as for a version
+    (service.serving_model.serving_files)."""
+    import json
+
+    from service.object_registry import fetched_dir
+
+    prefix = f"compat/{space}/onnx/"
+    parts = ("manifest.json", f"{prefix}embedder.json", f"{prefix}export.json", f"{prefix}tokenizer/")
+    root = fetched_dir(registry, version, parts)
+    try:
+        manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
+        config = json.loads((root / prefix / "embedder.json").read_text(encoding="utf-8"))
+        precision = precision or manifest.get("serve_precision") or "fp32"
+        graph = config["graphs"][str(config["full_dim"])][precision]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return root  # load_compatible says what is missing
+    return fetched_dir(registry, version, (*parts, prefix + graph))
+
+
 def load_compatible(
     version_dir: Path, space: str, *, precision: str | None, threads: int | None, source: str | None = None
 ) -> ServingModel:

@@ -21,6 +21,7 @@ from typing import Any
 
 from service.batch_plan import default_batch_tokens
 from service.batcher import MicroBatcher
+from service.compat_spaces import load_compatible
 from service.errors import EmbedgateServiceError
 from service.hot_swap import ChampionWatcher, ModelHolder
 from service.limits import ConcurrencyLimit
@@ -89,6 +90,9 @@ class ServingRuntime:
                 settings.keep_versions,
                 int(settings.on_demand_memory_mb * 2**20),
                 precision=settings.precision,
+            )
+            versions.load_space = functools.partial(
+                load_compatible, precision=settings.precision, threads=settings.threads
             )
             watcher = ChampionWatcher(
                 registry, holder, load=versions.load_dir, metrics=metrics, fetch=versions.fetch

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.aliases import CANDIDATE, CHAMPION, AliasState, read_state
+from service.compat_spaces import SEPARATOR, compat_files, spaces_in_manifest, split_space
 from service.errors import EmbedgateServiceError
 from service.registry import VERSION_PATTERN, Registry
 from service.serving_model import ServingModel, serving_files
@@ -67,6 +68,10 @@ class VersionPool:
         self._loading: dict[str, threading.Lock] = {}
         self._pinned: frozenset[str] = frozenset()
         self._failed: dict[str, str] = {}  # version -> why its last load failed (not retried by refresh)
+        # Keys of the LRU may also be "v0002@v0001" (a version in an older version's space: service/compat_spaces.py),
+        # loaded by `load_space(version_dir, space)`; a version's spaces never change (its manifest is immutable).
+        self.load_space: Callable[[Path, str], ServingModel] | None = None
+        self._spaces: dict[str, tuple[str, ...]] = {}
         self.state = AliasState(None, None, (), ())
 
     # ---- what is servable ----
@@ -87,7 +92,7 @@ class VersionPool:
         with self._lock:
             self.state = state
             self._pinned = frozenset(pinned)
-            for version in [v for v in self._loaded if v not in state.servable]:
+            for version in [v for v in self._loaded if split_space(v)[0] not in state.servable]:
                 self._drop(version, "retired or removed")
         for version in sorted(pinned - set(self._loaded) - set(self._failed), key=lambda v: int(v[1:])):
             try:
@@ -135,14 +140,15 @@ class VersionPool:
             if model is not None:
                 return model
             gate = self._loading.setdefault(version, threading.Lock())
-        if verify_servable and version not in self._state_naming(version).servable:
-            raise self._not_found(version)
+        base, space = split_space(version)
+        if verify_servable and base not in self._state_naming(base).servable:
+            raise self._not_found(base)
         with gate:  # one load per version: concurrent requests for it wait for the same load
             with self._lock:
                 model = self._touch(version)
                 if model is not None:
                     return model
-                estimate = _graph_bytes(self.registry.root / "versions" / version)
+                estimate = _graph_bytes(self.registry.root / "versions" / base)
                 if version not in self._pinned:
                     self._evict(estimate)
                     if self._on_demand_total() + estimate > self.on_demand_bytes:
@@ -153,7 +159,12 @@ class VersionPool:
                             f"(versions in use are evicted when idle) or raise the bound"
                         )
             try:
-                model = self._load(self.fetch(version))
+                if space is None:
+                    model = self._load(self.fetch(version))
+                else:
+                    if self.load_space is None:
+                        raise VersionUnavailable(f"{version}: this service does not serve compatible spaces")
+                    model = self.load_space(compat_files(self.registry, base, space, self.precision), space)
             except Exception as err:
                 self._failed[version] = f"{type(err).__name__}: {err}"
                 raise
@@ -175,6 +186,23 @@ class VersionPool:
     def fetch(self, version: str) -> Path:
         """The version's folder with the files serving it reads (on object storage only those are downloaded)."""
         return serving_files(self.registry, version, self.precision)
+
+    def spaces(self, version: str) -> tuple[str, ...]:
+        """The older versions whose spaces `version` answers in (from its manifest; cached: it never changes)."""
+        if version not in self._spaces:
+            try:
+                self._spaces[version] = spaces_in_manifest(self.registry.manifest(version))
+            except Exception as err:  # unreadable: none, and said once
+                logger.warning("cannot read %s's compatible spaces: %s", version, err)
+                self._spaces[version] = ()
+        return self._spaces[version]
+
+    def newest_in_space(self, upto: str, space: str) -> str | None:
+        """The newest servable version up to `upto` that answers in `space` (the space's own version counts)."""
+        for version in sorted(self.state.servable, key=lambda v: -int(v[1:])):
+            if int(version[1:]) <= int(upto[1:]) and (version == space or space in self.spaces(version)):
+                return version
+        return None
 
     def peek(self, version: str) -> ServingModel | None:
         with self._lock:
@@ -222,6 +250,8 @@ class VersionPool:
     async def resolve(self, requested: str | None, service_name: str, champion: ServingModel) -> ServingModel:
         """The model a request's `model` names; `champion` is what the request took when it started."""
         name = requested
+        if name is not None and SEPARATOR in name:
+            return await self._resolve_space(requested, service_name, champion)
         if name is None or name in (service_name, CHAMPION, f"{service_name}:{CHAMPION}"):
             return champion
         if name.startswith(f"{service_name}:"):
@@ -248,6 +278,53 @@ class VersionPool:
             raise
         except EmbedgateServiceError as err:  # bad manifest, bad graph: the version is refused, others serve
             raise VersionUnavailable(f"{version} could not be loaded: {err}") from err
+
+    async def _resolve_space(self, requested: str, service_name: str, champion: ServingModel) -> ServingModel:
+        """`<version or alias>@<old version>` (service/compat_spaces.py)."""
+        try:
+            base, space = split_space(requested.removeprefix(f"{service_name}:"))
+        except ValueError as err:
+            raise VersionNotFound(str(err), self.available()) from None
+        if base in (service_name, CHAMPION, CANDIDATE):
+            upto = champion.version if base in (service_name, CHAMPION) else self.state.candidate
+            upto = upto or self._reread().candidate
+            version = self.newest_in_space(upto, space) if upto else None
+            if version is None:
+                raise VersionNotFound(
+                    f"no servable version up to {base} ({upto or 'none'}) answers in {space}'s space; ask for "
+                    f"one of {self.available()}",
+                    self.available(),
+                )
+        elif VERSION_PATTERN.match(base):
+            version = base
+        else:
+            raise self._not_found(requested)
+        if version == space:  # a version's own space is the version itself
+            return (
+                champion
+                if version == champion.version
+                else await self.resolve(version, service_name, champion)
+            )
+        if version not in self._state_naming(version).servable:
+            raise self._not_found(version)
+        loop = asyncio.get_running_loop()
+        spaces = await loop.run_in_executor(None, self.spaces, version)
+        if space not in spaces:
+            raise VersionNotFound(
+                f"{version} answers in no {space} space (its compatible spaces: {list(spaces)}); ask for "
+                f"one of {self.available()}",
+                self.available(),
+            )
+        key = f"{version}{SEPARATOR}{space}"
+        model = self.peek(key)
+        if model is not None:
+            return model
+        try:
+            return await loop.run_in_executor(None, self.get, key)
+        except (VersionNotFound, VersionUnavailable):
+            raise
+        except EmbedgateServiceError as err:
+            raise VersionUnavailable(f"{key} could not be loaded: {err}") from err
 
     def _reread(self) -> AliasState:
         with self._lock:
@@ -284,6 +361,7 @@ def list_versions(pool: VersionPool, created: int) -> list[dict]:
     version, with whether it is loaded now (an unloaded one answers its first request after a load)."""
     state = pool.state
     loaded = set(pool.loaded())
+    spaces = [(version, space) for version in state.servable for space in pool.spaces(version)]
     rows = [
         {"id": alias, "object": "model", "created": created, "owned_by": "embedgate", "version": version}
         for alias, version in state.aliases().items()
@@ -299,5 +377,17 @@ def list_versions(pool: VersionPool, created: int) -> list[dict]:
             "kept_loaded": version in pool.pinned(),
         }
         for version in state.servable
+    ]
+    rows += [
+        {
+            "id": f"{version}{SEPARATOR}{space}",
+            "object": "model",
+            "created": created,
+            "owned_by": "embedgate",
+            "version": version,
+            "space": space,
+            "loaded": f"{version}{SEPARATOR}{space}" in loaded,
+        }
+        for version, space in spaces
     ]
     return rows

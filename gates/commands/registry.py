@@ -168,6 +168,13 @@ def promote(
             f"{result.bento_tag or 'not saved'}; clients must re-embed: "
             f"{'yes' if result.reembed_required else 'no'})"
         )
+    for old in result.compatible_spaces:  # stored vectors that gain without re-embedding (docs/versions.md)
+        typer.echo(
+            f"  clients holding {old} vectors: query with model {result.version}@{old} (or champion@{old}) "
+            f"to get {result.version}'s gain without re-embedding"
+        )
+    for dropped in result.compat_dropped:
+        typer.echo(f"warning: compatible space {dropped}", err=True)
     _report_webhook(result.webhook_error)
     _warn_without_drift_reference(registry, result.version, run_dir)
     if result.bento_error:

@@ -7,6 +7,7 @@ evaluation: {split: test, backends: [onnx-fp32, onnx-int8]}   # add torch for th
 cache: {dir: null, enabled: true, max_gb: 2, max_age_days: 30}   # null dir = <output_dir>/../cache; LRU-pruned
 gate: {policy: null}                  # null = the packaged default policy
 promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
+compatibility: auto                   # or off, or {with: [v0001]}: also answer in older versions' spaces
 """
 
 from __future__ import annotations
@@ -95,6 +96,16 @@ class PromotionSection(_Section):
     reference_corpus: int = Field(1000, ge=10)
 
 
+class CompatibilitySection(_Section):
+    """Backward-compatible upgrades (gates/compat/, docs/versions.md). auto: when the registry has a champion, the
+    run also answers in the champion's space and in every space the champion answers in; off: never; `with`: these
+    versions' spaces. A space is offered only when it beats the old version's own queries beyond noise."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    mode: Literal["auto", "off"] = "auto"
+    versions: list[str] | None = Field(None, alias="with")
+
+
 class CacheSection(_Section):
     """Embeddings (and the base model's export) kept between runs: an unchanged baseline is never re-encoded."""
 
@@ -121,6 +132,7 @@ class PipelineConfig(_Section):
     evaluation: EvaluationSection = EvaluationSection()
     gate: GateSection = GateSection()
     promotion: PromotionSection = PromotionSection()
+    compatibility: CompatibilitySection = CompatibilitySection()
     cache: CacheSection = CacheSection()
     tracking: TrackingSection = TrackingSection()
 
@@ -181,6 +193,7 @@ SECTIONS = {
     "evaluation": EvaluationSection,
     "gate": GateSection,
     "promotion": PromotionSection,
+    "compatibility": CompatibilitySection,
     "cache": CacheSection,
     "tracking": TrackingSection,
 }
@@ -193,6 +206,8 @@ def load_pipeline_config(path: Path | None, overrides: dict[str, Any] | None = N
     sections = {}
     for name in SECTIONS:
         section = raw.pop(name, None) or {}
+        if name == "compatibility" and isinstance(section, str | bool):  # `compatibility: auto | off`
+            section = {"mode": "off" if section in (False, "off") else section}
         if not isinstance(section, dict):
             raise ConfigError(
                 f"invalid config {path or '(flags)'}: section '{name}' must be a mapping of "

@@ -293,6 +293,10 @@ def _run_stages(
             )
         reasons = "; ".join(f"{r.check} [{r.metric}]: {r.reason}" for r in decision.failures)
         raise StageBlocked(f"quality gate failed, not promoted: {reasons}")
+    compat = stages.run("compatibility", _compatibility, config, run, quiet, progress)
+    stages.note(**compat.to_dict())
+    if compat.skipped and config.compatibility.mode != "off":
+        progress(f"compatibility: none built ({compat.skipped})")
     if not config.promotion.enabled:
         outcome.status, outcome.reason = "passed", "gate passed; promotion disabled in the config"
         return
@@ -397,6 +401,28 @@ def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, prog
         else ""
     )
     progress(f"tracking: MLflow run {logged['run_id']} in experiment {section.experiment}{alias}")
+
+
+def _compatibility(config: PipelineConfig, run: RunPaths, quiet: bool, progress: Progress):
+    """Answer in older versions' spaces too (gates/compat/stage.py), fitted on the training data."""
+    from gates.compat.stage import run_compatibility
+    from training.loading import load_dataset
+
+    data = config.train.data
+    return run_compatibility(
+        run,
+        config.promotion.registry,
+        load_dataset(data.path, data.type, data.columns),
+        config.evaluation_data(),
+        config.evaluation.split,
+        split=data.split,
+        mode=config.compatibility.mode,
+        versions=config.compatibility.versions,
+        int8=config.export.int8,
+        cache_dir=config.cache_dir(),
+        quiet=quiet,
+        progress=progress,
+    )
 
 
 def _prune_cache(config: PipelineConfig, started: float, progress: Progress) -> dict | None:

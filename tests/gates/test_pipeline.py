@@ -75,9 +75,13 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
         "export",
         "evaluate",
         "gate",
+        "compatibility",
         "drift reference",
         "promote",
     ]
+    assert pipeline["stages"][5]["detail"]["skipped"].startswith(
+        "no champion"
+    )  # nothing to be compatible with
     assert "reference/reference.json" in json.loads((run / "manifest.json").read_text())["files"]
     assert "reference/reference.json" in Registry(root / "registry").verify("v0001")["files"]
     assert list(pipeline["stages"]), "nothing to check: pipeline['stages'] is empty"
@@ -151,3 +155,108 @@ def test_config_errors_exit_2(workspace, capsys):
     _, config = workspace
     assert main(["pipeline", str(config), "--set", "evaluation.split=7", "--set", "gate.bogus=1"]) == 2
     assert "unknown field 'gate.bogus'" in capsys.readouterr().err
+
+
+def _ndcg_at_10(queries, docs, doc_ids, qrels: list[dict[str, int]]) -> float:
+    """Mean graded NDCG@10 of `queries` (rows, unit length) against stored `docs`."""
+    import numpy as np
+
+    discount = 1.0 / np.log2(np.arange(2, 12))
+    total = 0.0
+    for row, rel in zip(np.argsort(-(queries @ docs.T), axis=1)[:, :10], qrels, strict=True):
+        dcg = sum(rel.get(doc_ids[d], 0) * discount[r] for r, d in enumerate(row))
+        ideal = sorted(rel.values(), reverse=True)[:10]
+        total += dcg / float(np.dot(ideal, discount[: len(ideal)]))
+    return total / len(qrels)
+
+
+def test_an_upgrade_answers_in_the_stored_space_so_old_vectors_gain_without_reembedding(
+    workspace, tmp_path, tiny_model_dir, capsys
+):
+    """Issue 25 end to end: v0001 is the base model as served; the first run's fine-tuned model, gated against
+    it, is fitted into v0001's space (gates/compat/), offered only beyond noise, promoted as v0002 answering in
+    v0001's space too, and served for real: a v0001 client switches its query model name (the openai client) and
+    the NDCG@10 over the document vectors it stored with v0001 rises; pinned v0001 is unchanged."""
+    import shutil
+
+    import httpx
+    import numpy as np
+    import openai
+
+    from gates.compat.stage import run_compatibility
+    from service.embedder import OnnxEmbedder
+    from tests.service.serving import ServerProcess, promote
+    from training.export import export_run
+    from training.loading import load_dataset
+    from training.run_dir import RunPaths
+
+    root, _ = workspace
+    data, registry = root / "data", tmp_path / "registry"
+    export_run(tiny_model_dir, tmp_path / "onnx-base", dims=[32, 16])
+    promote(Registry(registry), tmp_path / "onnx-base", serving_dim=16)  # v0001: the base model as served
+    run = RunPaths(shutil.copytree(root / "runs" / "first", tmp_path / "runs" / "upgrade"))
+    for leftover in ("eval", "gate", "compat"):
+        shutil.rmtree(run.root / leftover, ignore_errors=True)
+    registry_args = ["--registry", str(registry)]
+    evaluate = [
+        "evaluate",
+        str(run.root),
+        "--data",
+        str(data),
+        *registry_args,
+        "--backends",
+        "onnx-fp32,onnx-int8",
+    ]
+    assert main(evaluate) == 0 and main(["gate", str(run.root)]) == 0  # gated against v0001
+    capsys.readouterr()
+
+    outcome = run_compatibility(run, registry, load_dataset(data, "ir"), data, "test", int8=False)
+    [verdict] = outcome.verdicts
+    assert verdict["offered"], verdict["reason"]
+    served = next(row for row in verdict["rows"] if row["dim"] == 16)
+    assert served["compat"] > served["old-old"] and served["ci"][0] > 0 and served["recovered"] >= 0.5
+    assert json.loads((run.root / "compat" / "v0001" / "compat.json").read_text())["offered"] is True
+
+    assert main(["promote", str(run.root), *registry_args, "--no-bento-store"]) == 0
+    manifest = Registry(registry).verify("v0002")
+    assert manifest["compatible_spaces"]["v0001"]["serving_dim"] == 16
+    assert "compat/v0001/onnx/embedder.json" in manifest["files"]
+    assert "v0001" in Registry(registry).history()[-1].reason  # the history says which stored space gains
+
+    view = load_dataset(data, "ir").split("test")
+    query_ids = sorted(q for q in view.qrels if q in view.queries)
+    doc_ids = sorted(view.corpus)
+    queries = [view.queries[q] for q in query_ids]
+    env = {"EMBEDGATE_REGISTRY": str(registry), "EMBEDGATE_DRIFT_SAMPLE_RATE": "0"}
+    with ServerProcess(env, tmp_path / "server.log") as server:
+        server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, what="/ready")
+        client = openai.OpenAI(base_url=f"{server.base_url}/v1", api_key="unused")
+
+        def embed(model: str, texts: list[str], answered_by: str | None = None) -> np.ndarray:
+            response = client.embeddings.create(model=model, input=texts)
+            assert response.model == f"embedgate-embedder:{answered_by or model}", response.model
+            return np.array([row.embedding for row in response.data], dtype=np.float32)
+
+        stored = embed("v0001", [view.corpus[d] for d in doc_ids])  # what a v0001 client stored
+        qrels = [view.qrels[q] for q in query_ids]
+        before = _ndcg_at_10(embed("v0001", queries), stored, doc_ids, qrels)
+        after = _ndcg_at_10(embed("v0002@v0001", queries), stored, doc_ids, qrels)
+        assert after > before + 0.05, (before, after)
+        # champion@v0001 follows the newest version that answers in v0001's space: now v0002
+        np.testing.assert_array_equal(
+            embed("champion@v0001", queries[:3], "v0002@v0001"), embed("v0002@v0001", queries[:3])
+        )
+        # the served compatible space is the exported compatible graph, exactly as gated
+        in_process = OnnxEmbedder.from_export_dir(run.root / "compat" / "v0001" / "onnx").embed(
+            queries[:3], dimensions=16
+        )
+        np.testing.assert_allclose(embed("v0002@v0001", queries[:3]), in_process, atol=1e-5)
+        # pinned v0001 is the base graph, unchanged
+        base = OnnxEmbedder.from_export_dir(tmp_path / "onnx-base").embed(queries[:3], dimensions=16)
+        np.testing.assert_allclose(embed("v0001", queries[:3]), base, atol=1e-6)
+        listed = [row["id"] for row in httpx.get(f"{server.base_url}/v1/models").json()["data"]]
+        assert "v0002@v0001" in listed
+        response = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": "x", "model": "v0001@v0002"})
+        assert response.status_code == 404 and "v0001 answers in no v0002 space" in response.text
+        header = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": "x", "model": "v0002@v0001"})
+        assert header.headers["x-embedgate-model-version"] == "v0002@v0001"
