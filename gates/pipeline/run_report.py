@@ -66,6 +66,8 @@ def report_context(run: RunPaths) -> dict[str, Any]:
         "timings": _json(run.eval / "timings.json"),
         "decision": _json(run.gate / "decision.json"),
         "promotion": (pipeline or {}).get("promotion"),
+        # backward-compatible spaces (gates/compat/): one verdict per old version, with old-old/compat/new-new
+        "compat": [_json(path) for path in sorted((run.root / "compat").glob("v*/compat.json"))],
     }
 
 

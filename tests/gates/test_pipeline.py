@@ -216,6 +216,14 @@ def test_an_upgrade_answers_in_the_stored_space_so_old_vectors_gain_without_reem
     served = next(row for row in verdict["rows"] if row["dim"] == 16)
     assert served["compat"] > served["old-old"] and served["ci"][0] > 0 and served["recovered"] >= 0.5
     assert json.loads((run.root / "compat" / "v0001" / "compat.json").read_text())["offered"] is True
+    from gates.pipeline.run_report import build_report
+
+    page = build_report(run).read_text()  # report.html shows old-old, compat and new-new per dim
+    assert (
+        "v0001: offered: at v0001&#39;s serving dim 16" in page
+        or "v0001: offered: at v0001's serving dim 16" in page
+    )
+    assert "share of the re-embedding gain" in page
 
     assert main(["promote", str(run.root), *registry_args, "--no-bento-store"]) == 0
     manifest = Registry(registry).verify("v0002")
