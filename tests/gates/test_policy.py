@@ -209,10 +209,39 @@ def test_general_domain_check_applies_when_sts_exists(baseline_per_query) -> Non
     candidate = _results("candidate", shifted, sts=0.75)
     baseline = _results("baseline", baseline_per_query, sts=0.80)
     decision = decide(default_policy(), candidate, baseline, parity=GOOD_PARITY)
-    sts_row = next(row for row in decision.rows if row.check == "general_domain_sts")
-    assert (sts_row.status, sts_row.severity) == ("fail", "warning")
-    assert sts_row.delta == pytest.approx(-0.05)
+    sts_rows = [row for row in decision.rows if row.check == "general_domain_sts"]
+    assert [row.dim for row in sts_rows] == sorted(DIMS, reverse=True)  # every dim a client can ask for
+    assert all((row.status, row.severity) == ("fail", "warning") for row in sts_rows)
+    assert sts_rows[0].delta == pytest.approx(-0.05)
     assert decision.passed  # a warning
+
+
+def test_forgetting_is_checked_at_every_dim_so_a_small_dim_that_forgets_is_flagged(
+    baseline_per_query,
+) -> None:
+    """Issue 30: the full dim holds on the general domain while the smallest forgets; a check at the serving dim
+    alone missed it. `tolerance_per_dim` gives a dim its own threshold."""
+    candidate = _results("candidate", _shifted(baseline_per_query, {m: 0.05 for m in METRICS}), sts=0.80)
+    smallest = min(DIMS)
+    raw_sts = [e.model_dump() for e in candidate.sts]
+    for entry in raw_sts:
+        if entry["dim"] == smallest:
+            entry.update(spearman=0.70, pearson=0.70)
+    candidate = EvalResults.from_dict({**candidate.to_dict(), "sts": raw_sts})
+    baseline = _results("baseline", baseline_per_query, sts=0.80)
+    rows = {r.dim: r for r in decide(default_policy(), candidate, baseline, parity=GOOD_PARITY).rows
+            if r.check == "general_domain_sts"}  # fmt: skip
+    assert rows[smallest].status == "fail" and f"at {smallest}d" in rows[smallest].reason
+    assert all(row.status == "pass" for dim, row in rows.items() if dim != smallest)
+    raw = default_policy().model_dump()
+    for check in raw["checks"]:
+        if check["kind"] == "general_domain":
+            check["tolerance_per_dim"] = {smallest: 0.15}
+    relaxed = decide(policy_from_dict(raw), candidate, baseline, parity=GOOD_PARITY)
+    assert (
+        next(r for r in relaxed.rows if r.check == "general_domain_sts" and r.dim == smallest).status
+        == "pass"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,9 @@
 """general_domain: a general-domain STS correlation may not drop more than `tolerance` below the baseline's
 (catastrophic forgetting). Skipped, with the reason in its row, when no STS results were produced.
+
+`dim: all` (the default policy's) checks every dim both models were scored at, one row each: a client may ask for
+any Matryoshka dim (`dimensions: 64`), and small dims can forget what the full dim keeps. `tolerance_per_dim`
+({64: 0.05}) sets a dim's own threshold; the others use `tolerance`.
 """
 
 from __future__ import annotations
@@ -14,14 +18,30 @@ from gates.quality_gate.check_base import CheckContext, CheckSpec, GateRow, Seve
 
 class GeneralDomainCheck(CheckSpec):
     kind: Literal["general_domain"]
+    dim: int | Literal["serving", "all"] = "serving"
     metric: StsMetric = "spearman"
     tolerance: float = Field(0.02, ge=0)
+    tolerance_per_dim: dict[int, float] = Field(default_factory=dict)
     severity: Severity = "warning"
+
+    def tolerance_at(self, dim: int) -> float:
+        return self.tolerance_per_dim.get(dim, self.tolerance)
 
 
 def evaluate(check: GeneralDomainCheck, ctx: CheckContext) -> list[GateRow]:
-    dim = ctx.dim(check.dim)
-    rule, fields = f"delta >= -{check.tolerance:g}", {"tolerance": check.tolerance}
+    if check.dim != "all":
+        return _at(check, ctx, ctx.dim(check.dim))
+    scored = {e.dim for e in ctx.candidate.sts if e.backend == check.backend} & {
+        e.dim for e in ctx.baseline.sts if e.backend == check.backend
+    }
+    if not scored:
+        return _at(check, ctx, ctx.serving_dim)  # says what is missing
+    return [row for dim in sorted(scored, reverse=True) for row in _at(check, ctx, dim)]
+
+
+def _at(check: GeneralDomainCheck, ctx: CheckContext, dim: int) -> list[GateRow]:
+    tolerance = check.tolerance_at(dim)
+    rule, fields = f"delta >= -{tolerance:g}", {"tolerance": tolerance}
     lacking = [r.model.label for r in (ctx.candidate, ctx.baseline) if not r.sts]
     if lacking:
         reason = (
@@ -47,10 +67,10 @@ def evaluate(check: GeneralDomainCheck, ctx: CheckContext) -> list[GateRow]:
         ]
     new = ctx.candidate.sts_metric(check.metric, check.backend, dim)
     old = ctx.baseline.sts_metric(check.metric, check.backend, dim)
-    ok = new - old >= -check.tolerance
+    ok = new - old >= -tolerance
     verdict = "within" if ok else "beyond"
     reason = (
-        f"STS {check.metric} {new:.4f} vs {old:.4f}: delta {new - old:+.4f} {verdict} {check.tolerance:g}"
+        f"STS {check.metric} at {dim}d {new:.4f} vs {old:.4f}: delta {new - old:+.4f} {verdict} {tolerance:g}"
     )
     return [
         compared_row(
