@@ -26,7 +26,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from serve_throughput import WRK_SCRIPT, Server, service_argv  # noqa: E402
+from serve_throughput import (  # noqa: E402
+    API_KEY,
+    WRK_SCRIPT,
+    Server,
+    _wrk_env,
+    per_request_cpu,
+    service_argv,
+    worker_thread_cpu,
+)
 
 # Frames where a thread waits for work (executor queues, the event loop's poll): not CPU spent on a request.
 IDLE_FRAMES = (
@@ -50,6 +58,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--port", type=int, default=3967)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second (default 250)")
     args = parser.parse_args()
     if not (args.registry / "champion.json").is_file():
         parser.error(
@@ -70,6 +79,7 @@ def main() -> None:
         "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
         "EMBEDGATE_REGISTRY": str(args.registry),
         "EMBEDGATE_THREADS": "2",
+        "EMBEDGATE_API_KEY": API_KEY,
         "PYTHONPATH": str(REPO_ROOT),
     }
     argv = service_argv(args.port)
@@ -93,12 +103,14 @@ def main() -> None:
                     str(script),
                     server.url,
                 ],
-                env={**os.environ, "BODIES": str(bodies)},
+                env=_wrk_env(bodies),
                 stdout=subprocess.PIPE,
                 text=True,
             )
             time.sleep(2)
-            for output, fmt in ((args.out.with_suffix(".svg"), "flamegraph"), (raw, "raw")):
+            spent: dict = {}
+            for output, fmt in ((raw, "raw"), (args.out.with_suffix(".svg"), "flamegraph")):
+                before, started = worker_thread_cpu(server.process.pid), _requests_answered(server)
                 subprocess.run(
                     [
                         _py_spy(),
@@ -108,7 +120,7 @@ def main() -> None:
                         "-d",
                         str(int(args.seconds / 2)),
                         "-r",
-                        "100",
+                        str(args.rate),
                         "--threads",
                         "-f",
                         fmt,
@@ -118,12 +130,17 @@ def main() -> None:
                     check=True,
                     capture_output=True,
                 )
+                if fmt == "raw":  # the event loop's CPU per request over the sampled window: samples -> µs
+                    answered = _requests_answered(server) - started
+                    spent = per_request_cpu(before, worker_thread_cpu(server.process.pid), answered)
             wrk_out = load.communicate()[0]
-        summary = summarize(raw.read_text().splitlines())
+        summary = summarize(raw.read_text().splitlines(), loop_ms=spent.get("loop_cpu_ms_per_request"))
         rate = next((line.strip() for line in wrk_out.splitlines() if line.startswith("RESULT")), "")
         text = (
             f"py-spy, {args.connections} wrk connections, one short sentence per request; load "
-            f"{os.getloadavg()[0]:.1f}\n{rate}\n{summary}"
+            f"{os.getloadavg()[0]:.1f}\n{rate}\nCPU ms per request: "
+            + ", ".join(f"{key} {value:.3f}" for key, value in spent.items())
+            + f"\n{summary}"
         )
         args.out.with_suffix(".txt").write_text(text)
         print(text)
@@ -151,8 +168,15 @@ def _worker_pid(parent: int) -> int:
     return int(out[0])
 
 
-def summarize(lines: list[str], top: int = 40) -> str:
-    """Share of busy samples per function, inclusive and self, from py-spy's raw (collapsed-stack) output."""
+def summarize(lines: list[str], top: int = 40, loop_ms: float | None = None) -> str:
+    """Share of busy samples per function, inclusive and self, from py-spy's raw (collapsed-stack) output; then the
+    event loop's thread (MainThread) alone, in µs per request when `loop_ms` (its CPU ms per request) is known."""
+    every = _shares(lines, top)
+    main = _shares([line for line in lines if "MainThread" in line.partition(";")[0]], top, loop_ms)
+    return f"all threads: {every}\nevent loop (MainThread) only: {main}"
+
+
+def _shares(lines: list[str], top: int, loop_ms: float | None = None) -> str:
     inclusive: collections.Counter = collections.Counter()
     own: collections.Counter = collections.Counter()
     busy = idle = 0
@@ -167,15 +191,41 @@ def summarize(lines: list[str], top: int = 40) -> str:
         for frame in set(frames):
             inclusive[_short(frame)] += count
         own[_short(frames[-1])] += count
+    if busy == 0:
+        return "no busy samples"
+
+    def cell(n: int) -> str:
+        share = f"{100 * n / busy:5.1f}%"
+        return share if loop_ms is None else f"{share} {1000 * loop_ms * n / busy:6.0f} µs/request"
+
     rows = [f"busy samples {busy}, idle {idle}", "inclusive:"]
-    rows += [f"  {100 * n / busy:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
-    rows += ["self:"] + [f"  {100 * n / busy:5.1f}%  {name}" for name, n in own.most_common(top // 2)]
+    rows += [f"  {cell(n)}  {name}" for name, n in inclusive.most_common(top)]
+    rows += ["self:"] + [f"  {cell(n)}  {name}" for name, n in own.most_common(top // 2)]
     return "\n".join(rows)
 
 
+def _requests_answered(server: Server) -> int:
+    """The service's count of answered embedding requests (its /metrics), to turn CPU into CPU per request."""
+    import httpx
+
+    text = httpx.get(server.url.rsplit("/v1/", 1)[0] + "/metrics", headers=_auth(), timeout=10).text
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("embedgate_requests_total{") and 'route="/v1/embeddings"' in line
+        )
+    )
+
+
+def _auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {API_KEY}"}
+
+
 def _short(frame: str) -> str:
+    """`function (file.py)`: one row per function, its lines summed (py-spy names the line of each sample)."""
     name, _, where = frame.partition(" (")
-    return f"{name} ({where.rsplit('/', 1)[-1]}" if where else name
+    return f"{name} ({where.rsplit('/', 1)[-1].split(':')[0]})" if where else name
 
 
 if __name__ == "__main__":

@@ -58,10 +58,15 @@ MODEL_NAME = (
 INFINITY_PINS = ("torch==2.13.0", "infinity-emb[server,torch]==0.0.78")
 DEFAULT_TEXTS = REPO_ROOT / "training" / "data" / "legal_lay"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Our servers require this key, as a deployment would (the key check is part of every request's cost); wrk and
+# hey send it to every system (infinity ignores it).
+API_KEY = "serve-throughput-benchmark-key"
+AUTH_HEADER = {"Authorization": f"Bearer {API_KEY}"}
 WRK_SCRIPT = """
 local bodies = {}
 for line in io.lines(os.getenv("BODIES")) do bodies[#bodies + 1] = line end
 local headers = {["Content-Type"] = "application/json"}
+if os.getenv("API_KEY") then headers["Authorization"] = "Bearer " .. os.getenv("API_KEY") end
 request = function() return wrk.format("POST", nil, headers, bodies[math.random(#bodies)]) end
 done = function(summary, latency, requests)
   local errors = summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write
@@ -128,7 +133,7 @@ def main() -> None:
         parser.error(f"--workloads: got {args.workloads!r}; choose from {','.join(WORKLOADS)}")
     if args.rounds < 1:
         parser.error(f"--rounds must be >= 1, got {args.rounds}")
-    for tool in ("wrk", "hey"):
+    for tool in ("wrk", "hey") if "steady50" in workloads else ("wrk",):  # hey paces only steady50
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             parser.error(f"{tool} is not installed: apt-get install -y wrk hey")
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
@@ -352,7 +357,7 @@ class Server:
                 raise SystemExit(f"{self.name}: {self.argv} exited; see {self.log_path}")
             with contextlib.suppress(httpx.HTTPError):
                 body = {"input": ["ready?"], "model": MODEL_NAME, "dimensions": SERVING_DIM}
-                if httpx.post(self.url, json=body, timeout=10).status_code == 200:
+                if httpx.post(self.url, json=body, headers=AUTH_HEADER, timeout=10).status_code == 200:
                     return
             time.sleep(1)
         raise SystemExit(f"{self.name} did not answer within {timeout_s:.0f} s; see {self.log_path}")
@@ -412,6 +417,7 @@ def start_servers(
             "PYTHONPATH": str(root),
             "EMBEDGATE_REGISTRY": str(registry.resolve()),
             "EMBEDGATE_THREADS": str(THREADS),
+            "EMBEDGATE_API_KEY": API_KEY,
             **extra,
         }
         servers[name] = stack.enter_context(
@@ -506,10 +512,14 @@ def wrk(url: str, bodies: Path, connections: int, seconds: float, script: Path) 
         str(script),
         url,
     ]
-    run = subprocess.run(argv, env={**os.environ, "BODIES": str(bodies)}, capture_output=True, text=True)
+    run = subprocess.run(argv, env=_wrk_env(bodies), capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({run.returncode}): {run.stdout}{run.stderr}")
     return _wrk_result(run.stdout)
+
+
+def _wrk_env(bodies: Path) -> dict[str, str]:
+    return {**os.environ, "BODIES": str(bodies), "API_KEY": API_KEY}
 
 
 def _duration(seconds: float) -> str:
@@ -540,6 +550,8 @@ def hey_steady(url: str, bodies: Path, rate: int, seconds: float) -> dict:
         "POST",
         "-T",
         "application/json",
+        "-H",
+        f"Authorization: Bearer {API_KEY}",
         "-d",
         body,
         "-o",
@@ -567,10 +579,12 @@ def measure_served(server: Server, workload: str, bodies: dict[str, Path], limit
     if workload in ("c1", "c16", "batch32"):
         body, connections = {"c1": ("single", 1), "c16": ("single", 16), "batch32": ("batch32", 4)}[workload]
         wrk(server.url, bodies[body], connections, args.warmup, script)
+        threads_before = worker_thread_cpu(server.process.pid)
         with _others_cpu(server.process.pid) as others:
             result = wrk(server.url, bodies[body], connections, args.seconds, script)
         per_request = 32 if workload == "batch32" else 1
-        return {**result, "texts_per_s": result["requests_per_s"] * per_request, **others}
+        spent = per_request_cpu(threads_before, worker_thread_cpu(server.process.pid), result["requests"])
+        return {**result, "texts_per_s": result["requests_per_s"] * per_request, **others, **spent}
     if workload == "steady50":
         with _others_cpu() as others:
             steady = hey_steady(server.url, bodies["single"], 50, args.seconds)
@@ -593,7 +607,7 @@ def measure_served(server: Server, workload: str, bodies: dict[str, Path], limit
                     str(script),
                     server.url,
                 ],
-                env={**os.environ, "BODIES": str(bodies["passages"])},
+                env=_wrk_env(bodies["passages"]),
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -634,6 +648,54 @@ def _others_cpu(server_pid: int | None = None):
             server_cores=round(server / CLOCK_TICKS / elapsed, 2),
             client_cores=round(max(0, own - server) / CLOCK_TICKS / elapsed, 2),
         )
+
+
+def worker_thread_cpu(server_pid: int) -> dict[str, int]:
+    """CPU nanoseconds so far of the server's BentoML workers, by role: `loop` is each worker's main thread (the
+    event loop: HTTP, routing, validation, tokenising short texts, JSON), `model` every other thread (onnxruntime's,
+    the batcher's model thread, executors). Empty for a server that is not ours (no BentoML worker)."""
+    spent = {"loop": 0, "model": 0}
+    workers = [pid for pid in _descendants(server_pid) if b"_bentoml_impl.worker" in _cmdline(pid)]
+    for pid in workers:
+        for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
+            try:
+                nanoseconds = int((task / "schedstat").read_text().split()[0])
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile, or a kernel without schedstat
+            spent["loop" if int(task.name) == pid else "model"] += nanoseconds
+    return spent if workers else {}
+
+
+def per_request_cpu(before: dict[str, int], after: dict[str, int], requests: int) -> dict:
+    """Milliseconds of CPU per request in the event loops and in the model's threads, between two readings."""
+    if not before or not after or requests == 0:
+        return {}
+    return {
+        f"{role}_cpu_ms_per_request": (after[role] - before[role]) / 1e6 / requests
+        for role in ("loop", "model")
+    }
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, grew = {root}, True
+    while grew:
+        children = {pid for pid, ppid in parents.items() if ppid in found} - found
+        found |= children
+        grew = bool(children)
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _busy_ticks() -> int:
@@ -700,6 +762,9 @@ def print_table(results: dict[str, dict[str, dict]], complete: bool = True) -> N
         ("mixed share of model speed", "mixed", "share_of_model"),
         ("mixed short p50 ms", "mixed", "p50_ms"),
         ("mixed short p99 ms", "mixed", "p99_ms"),
+        ("c1 event-loop CPU ms / request", "c1", "loop_cpu_ms_per_request"),
+        ("c16 event-loop CPU ms / request", "c16", "loop_cpu_ms_per_request"),
+        ("c16 model-thread CPU ms / request", "c16", "model_cpu_ms_per_request"),
         ("c16 cores: server / load generator", "c16", "cores"),
         ("load 1m / others' cores", "c16", None),
     )
@@ -721,9 +786,8 @@ def print_table(results: dict[str, dict[str, dict]], complete: bool = True) -> N
                 )
             else:
                 value = figures.get(key)
-                cells.append(
-                    "" if value is None else f"{value:.3g}" if key == "share_of_model" else f"{value:.1f}"
-                )
+                exact = key == "share_of_model" or key.endswith("_per_request")
+                cells.append("" if value is None else f"{value:.3g}" if exact else f"{value:.1f}")
         print(f"| {label} | " + " | ".join(cells) + " |")
     if not complete:
         print("\n(some workloads were not run: no target check)")
