@@ -10,7 +10,9 @@ Everything here raises `ApiError(422)`; the body has already been read as a JSON
                          "model": "champion" | "candidate" | "v0003", "input_type": "query" | "document",
                          "prompt_name": "query"}
 
-`input_type` / `prompt_name` pick the model's query or document prompt (service/prompts.py).
+`input_type` / `prompt_name` pick the model's query or document prompt, and so does a role suffix on `model`
+(`"model": "v0003:query"`, service/prompts.py): the parsed request carries the name without it and the role as
+its input_type.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.api_errors import ApiError, describe_value
-from service.prompts import parse_input_type, parse_prompt_name
+from service.prompts import parse_input_type, parse_prompt_name, split_role, with_role
 
 OPENAI_FIELDS = ("input", "model", "dimensions", "encoding_format", "user", "input_type")
 NATIVE_FIELDS = ("inputs", "dimensions", "normalize", "truncate", "model", "input_type", "prompt_name")
@@ -40,7 +42,7 @@ class EmbeddingRequest:
     dimensions: int | None  # None: the version's serving_dim
     truncate: bool
     encoding_format: str = "float"
-    model: str | None = None  # None: whatever is served
+    model: str | None = None  # None: whatever is served; never with its role suffix (that is input_type)
     input_type: str | None = None  # "query" | "document": which of the model's prompts to prepend
     prompt_name: str | None = None  # TEI: a prompt of the model by name
 
@@ -63,13 +65,14 @@ def parse_openai_request(body: dict[str, Any], limits: RequestLimits) -> Embeddi
             "user",
             f"user: expected a string (an end-user id, not used for embedding), got {describe_value(user)}",
         )
+    model, role = split_role(_model(body.get("model")))
     return EmbeddingRequest(
         texts=_texts(body, "input", limits),
         dimensions=_dimensions(body.get("dimensions")),
         truncate=limits.default_truncate,
         encoding_format=encoding_format,
-        model=_model(body.get("model")),
-        input_type=parse_input_type(body.get("input_type")),
+        model=model,
+        input_type=with_role(model, role, parse_input_type(body.get("input_type"))),
     )
 
 
@@ -84,13 +87,15 @@ def parse_native_request(body: dict[str, Any], limits: RequestLimits) -> Embeddi
             "vectors (and truncated ones are re-normalised); omit normalize or send true",
             code="unsupported_option",
         )
+    model, role = split_role(_model(body.get("model")))
+    prompt_name = parse_prompt_name(body.get("prompt_name"))
     return EmbeddingRequest(
         texts=_texts(body, "inputs", limits),
         dimensions=_dimensions(body.get("dimensions")),
         truncate=_optional_bool(body, "truncate", default=limits.default_truncate),
-        model=_model(body.get("model")),
-        input_type=parse_input_type(body.get("input_type")),
-        prompt_name=parse_prompt_name(body.get("prompt_name")),
+        model=model,
+        input_type=with_role(model, role, parse_input_type(body.get("input_type")), prompt_name),
+        prompt_name=prompt_name,
     )
 
 

@@ -5,8 +5,11 @@ text before tokenisation (`SentenceTransformer.encode(text, prompt_name="query")
     texts = apply_prompt(["what is a lease?"], prompt_for(prompts, input_type="query"))
 
 A request picks its prompt with `input_type` ("query" | "document", as Cohere/Voyage/Jina clients send it; Cohere's
-"search_query" / "search_document" are accepted as the same) or with text-embeddings-inference's `prompt_name`
-(any prompt the export recorded). No input_type and no prompt_name: no prompt, the text as sent. A text that
+"search_query" / "search_document" are accepted as the same), with text-embeddings-inference's `prompt_name`
+(any prompt the export recorded), or with a role suffix on the model name, `v0003:query` / `champion:document`
+(`split_role`): the only way for clients that send nothing but `model` and `input` (the openai client without
+extra_body, LangChain's OpenAIEmbeddings, LlamaIndex's OpenAIEmbedding). No role, input_type or prompt_name: no
+prompt, the text as sent (so a name without a suffix keeps returning the vectors clients stored). A text that
 already starts with its prompt is left as it is, so a client that adds the prompt itself never gets it twice.
 
 Hand-written because the ONNX runtime has no sentence-transformers (the service ships without torch); the gates
@@ -97,3 +100,53 @@ def prompt_for(
     if input_type is not None:
         return role_prompt(prompts, input_type)
     return ""
+
+
+# The model-name suffix that picks a role: `<any model name>:query`, after the version or the space
+# (`embedgate-embedder:v0003:query`, `v0002@v0001:document`), so it composes with every other name.
+ROLE_SEPARATOR = ":"
+
+
+def split_role(name: str | None) -> tuple[str | None, str | None]:
+    """ "v0003:query" -> ("v0003", "query"); a name without a role suffix -> (name, None)."""
+    if name is None:
+        return None, None
+    base, sep, role = name.rpartition(ROLE_SEPARATOR)
+    if not sep or role not in INPUT_TYPES:
+        return name, None
+    if not base:
+        raise ApiError(
+            404,
+            "model_not_found",
+            f"model {name!r}: expected a model name before {sep}{role}, e.g. "
+            f"'champion{sep}{role}' or 'v0003{sep}{role}'",
+            param="model",
+        )
+    return base, role
+
+
+def with_role(
+    model: str | None, role: str | None, input_type: str | None, prompt_name: str | None = None
+) -> str | None:
+    """The request's input_type once the model name's role is counted; a role that another field contradicts
+    is a 400 (which prompt the client meant cannot be guessed)."""
+    if role is None:
+        return input_type
+    for field, value in (("input_type", input_type), ("prompt_name", prompt_name)):
+        if value is not None and value != role:
+            raise ApiError(
+                400,
+                "conflicting_prompt",
+                f"model '{model}{ROLE_SEPARATOR}{role}' asks for the {role} prompt but {field} {value!r} asks for "
+                f"another; send one of them (the {ROLE_SEPARATOR}{role} suffix or {field})",
+                param=field,
+            )
+    return role
+
+
+def role_rows(row: Mapping[str, object], prompts: Mapping[str, str] | None) -> list[dict]:
+    """/v1/models rows `<id>:query` and `<id>:document` after a prompted model's row; none for a model without
+    query or document prompts (its roles still answer, with the text as sent)."""
+    if not any(role_prompt(prompts, role) for role in INPUT_TYPES):
+        return []
+    return [{**row, "id": f"{row['id']}{ROLE_SEPARATOR}{role}", "role": role} for role in INPUT_TYPES]

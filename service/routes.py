@@ -4,8 +4,10 @@
     GET  /ready           200 once a model has loaded and passed its warm-up embed, else 503 saying why
     GET  /info            served version, dims, max tokens, limits and every EMBEDGATE_* setting
     GET  /metrics         Prometheus text (ours; BentoML's path-labelled HTTP metrics are off)
-    GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version
-    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format", "input_type"}
+    GET  /v1/models       OpenAI's model list: the service name, the aliases, every servable version (and, for a
+                          loaded prompted model, its role names `v0003:query` / `v0003:document`)
+    POST /v1/embeddings   OpenAI embeddings: {"input", "model", "dimensions", "encoding_format", "input_type"};
+                          `"model": "<name>:query"` picks the query prompt for clients that send no input_type
     POST /embed           text-embeddings-inference: {"inputs", "dimensions", "normalize", "truncate", "input_type",
                           "prompt_name"} -> [[...]]
     anything else         404, in the same JSON error shape
@@ -46,7 +48,7 @@ from service.api_responses import dumps, native_body, openai_body
 from service.embedder import truncate_dims
 from service.limits import check_request_tokens, parse_json_object, read_body
 from service.memory import TRIM_AFTER_CHARS, release_freed_memory
-from service.prompts import apply_prompt, prompt_for
+from service.prompts import apply_prompt, prompt_for, role_rows
 from service.redact import hide_paths, hide_paths_in
 from service.version_header import NO_MODEL, VERSION_HEADER
 from service.version_pool import VersionNotFound, VersionUnavailable, list_versions
@@ -258,14 +260,13 @@ class EmbeddingApi:
 
     async def _list_models(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
         created = calendar.timegm(time.strptime(model.loaded_at, "%Y-%m-%dT%H:%M:%SZ"))
-        data = [
-            {
-                "id": runtime.settings.model_name,
-                "object": "model",
-                "created": created,
-                "owned_by": "embedgate",
-            }
-        ]
+        service_row = {
+            "id": runtime.settings.model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "embedgate",
+        }
+        data = [service_row, *role_rows(service_row, model.embedder.info.prompts)]
         if runtime.versions is not None:
             data += list_versions(runtime.versions, created)
         return self._json({"object": "list", "data": data}, 200, model.version)
@@ -293,9 +294,9 @@ class EmbeddingApi:
         name = runtime.settings.model_name
         model = await self._resolve_model(runtime, parsed.model, model)
         embedded = await self._embed(runtime, model, parsed, "/v1/embeddings")
-        payload = openai_body(
-            embedded.vectors, embedded.processed_tokens, f"{name}:{model.version}", parsed.encoding_format
-        )
+        # The role too (`embedgate-embedder:v0003:query`): a client can see which prompt its vectors got.
+        label = f"{name}:{model.version}" + (f":{parsed.input_type}" if parsed.input_type else "")
+        payload = openai_body(embedded.vectors, embedded.processed_tokens, label, parsed.encoding_format)
         return self._embedded_response(payload, runtime, model, parsed, embedded)
 
     async def _native_embed(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:

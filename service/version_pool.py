@@ -29,6 +29,7 @@ from pathlib import Path
 from service.aliases import CANDIDATE, CHAMPION, AliasState, read_state
 from service.compat_spaces import SEPARATOR, compat_files, spaces_in_manifest, split_space
 from service.errors import EmbedgateServiceError
+from service.prompts import role_rows
 from service.registry import VERSION_PATTERN, Registry
 from service.serving_model import ServingModel, serving_files
 
@@ -358,9 +359,13 @@ def _loaded_bytes(model: ServingModel, fallback: int) -> int:
 
 def list_versions(pool: VersionPool, created: int) -> list[dict]:
     """/v1/models rows after the service name: each alias (with the version it points to), then every servable
-    version, with whether it is loaded now (an unloaded one answers its first request after a load)."""
+    version, with whether it is loaded now (an unloaded one answers its first request after a load). A loaded
+    prompted model's rows are followed by its role names (`v0003:query`, service/prompts.py); an unloaded one's
+    prompts are not known without loading it, which listing must not do."""
     state = pool.state
-    loaded = set(pool.loaded())
+    with pool._lock:  # a snapshot, not `peek`: listing must not reorder the LRU
+        models = dict(pool._loaded)
+    loaded = set(models)
     spaces = [(version, space) for version in state.servable for space in pool.spaces(version)]
     rows = [
         {"id": alias, "object": "model", "created": created, "owned_by": "embedgate", "version": version}
@@ -390,4 +395,8 @@ def list_versions(pool: VersionPool, created: int) -> list[dict]:
         }
         for version, space in spaces
     ]
-    return rows
+    with_roles = []
+    for row in rows:
+        model = models.get(row["id"] if "space" in row else row["version"])
+        with_roles += [row, *role_rows(row, model.embedder.info.prompts if model else None)]
+    return with_roles

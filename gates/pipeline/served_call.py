@@ -1,7 +1,9 @@
 """Start the service on a registry's champion, call it once through the official `openai` client, stop it.
 
 The last step of `embedgate demo`: it shows the path ends in an endpoint a client can use, and what the client
-gets back (shape, unit norm, the model version header).
+gets back (shape, unit norm, the model version header). The demo's texts are queries, so it asks for the
+`embedgate-embedder:query` model: a prompted champion (e5, bge style) embeds them with its query prompt, as a plain
+openai client can only ask through the model name (docs/serving.md, "Query and document prompts").
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def call_served_champion(
     dimensions: int | None = None,
     startup_timeout_s: float = 180.0,
     log_path: Path | None = None,
+    role: str | None = "query",
 ) -> ServedCall:
+    """`role`: what the texts are ("query" | "document"; None: no prompt), sent as the model name's suffix."""
     import httpx
     from openai import OpenAI
 
@@ -96,7 +100,8 @@ def call_served_champion(
         ready = time.perf_counter() - started
         client = OpenAI(base_url=f"{url}/v1", api_key=os.environ.get("EMBEDGATE_API_KEY", "not-needed"))
         kwargs = {"dimensions": dimensions} if dimensions else {}
-        raw = client.embeddings.with_raw_response.create(model="embedgate-embedder", input=texts, **kwargs)
+        model = "embedgate-embedder" + (f":{role}" if role else "")
+        raw = client.embeddings.with_raw_response.create(model=model, input=texts, **kwargs)
         result = raw.parse()
         import numpy as np
 
