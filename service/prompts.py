@@ -136,7 +136,7 @@ def with_role(
         if value is not None and value != role:
             raise ApiError(
                 400,
-                "conflicting_prompt",
+                "conflicting_role",
                 f"model '{model}{ROLE_SEPARATOR}{role}' asks for the {role} prompt but {field} {value!r} asks for "
                 f"another; send one of them (the {ROLE_SEPARATOR}{role} suffix or {field})",
                 param=field,

@@ -51,7 +51,7 @@ def test_the_role_becomes_the_requests_input_type_and_leaves_the_model_name(pars
 def test_a_role_and_a_conflicting_input_type_are_a_400_naming_both(parse, field):
     with pytest.raises(ApiError) as err:
         parse({field: ["a lease"], "model": "champion:query", "input_type": "document"}, LIMITS)
-    assert err.value.status == 400 and err.value.code == "conflicting_prompt"
+    assert err.value.status == 400 and err.value.code == "conflicting_role"
     assert "model 'champion:query' asks for the query prompt but input_type 'document'" in err.value.message
     assert "send one of them" in err.value.message
 
