@@ -21,7 +21,16 @@ embedgate drift                                  # EMBEDGATE_DRIFT_DIR (default 
 embedgate drift --registry registry --all --json
 embedgate drift --list                           # verdicts so far, nothing computed
 embedgate drift --registry s3://models/embedgate --drift-dir s3://models/drift   # every replica's windows
+embedgate drift --list --novel                   # each window's novel queries too
+embedgate drift --export to_label.csv --corpus data/corpus.jsonl   # drifted windows' novel queries + top passages
+embedgate drift --add-labels to_label.csv --into data --out data-v2   # labelled rows into the next training data
 ```
+
+Each judged window lists its novel queries (rows further from every reference query than the novelty cutoff,
+near-duplicates grouped, the nearest reference query beside each); a drifted window's are printed. --export
+writes them (ids, anchor, count, windows) with the champion's top passages from --corpus, for a person to fill
+`positive`; `embedgate validate` reads the labelled file as a pairs set. --add-labels puts the labelled rows into
+a copy of the domain's BEIR folder (half of them evaluated beside the old test queries) for `embedgate pipeline`.
 """
 
 
@@ -63,6 +72,36 @@ def drift(
         typer.Option("--snapshots/--no-snapshots", help="Write an Evidently snapshot per judged window."),
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    novel: Annotated[
+        bool,
+        typer.Option("--novel", help="Print every shown window's novel queries, not only drifted ones'."),
+    ] = False,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the novel queries of the drifted windows of the served version (or of --window) to this "
+            ".csv/.jsonl for labelling; needs --corpus. Judges nothing."
+        ),
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(help="With --export: the passages to rank (a BEIR folder or an id/text .jsonl/.csv)."),
+    ] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="With --export: passages listed per query.")] = 5,
+    add_labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="A labelled export (`positive` filled): add its rows to a copy of --into as --out. Judges nothing."
+        ),
+    ] = None,
+    into: Annotated[
+        Path | None, typer.Option(help="With --add-labels: the domain's BEIR folder (the old training data).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="With --add-labels: the new BEIR folder to write.")] = None,
+    eval_share: Annotated[
+        float,
+        typer.Option(help="With --add-labels: share of labelled queries kept for evaluation (test split)."),
+    ] = 0.5,
 ) -> None:
     from service.drift.errors import DriftInputError
     from service.drift.runner import DriftRunResult, alert_states, run_drift, served_version
@@ -71,11 +110,17 @@ def drift(
 
     if window and all_windows:
         raise DriftInputError(f"--window {window} and --all both choose windows; pass one of them")
+    if add_labels is not None:
+        _add_labels(add_labels, into, out, eval_share, as_json)
+        return
     settings = DriftSettings.from_env()
     overrides = {"dir": drift_dir} if drift_dir else {}
     if alert_windows:
         overrides["alert_windows"] = alert_windows
     settings = DriftSettings.model_validate({**settings.model_dump(), **overrides})  # a URL stays a URL
+    if export is not None:
+        _export(settings, registry, export, corpus, window, top_k, as_json)
+        return
     if list_only:
         if settings.on_object_store:
             from service.drift.object_mirror import pull_for_reading
@@ -94,12 +139,59 @@ def drift(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
-        _print(result, settings)
+        _print(result, settings, novel)
     if result.alerting:
         raise typer.Exit(1)
 
 
-def _print(result, settings) -> None:
+def _export(settings, registry, export: Path, corpus: Path | None, window, top_k: int, as_json: bool) -> None:
+    from gates.drift_labels import DriftLabelsError, export_novel
+
+    if corpus is None:
+        raise DriftLabelsError(
+            f"--export {export} needs --corpus: the passages the champion ranks for each novel query (a BEIR "
+            f"folder or an id/text table)"
+        )
+    if settings.on_object_store:
+        from service.drift.object_mirror import pull_for_reading
+
+        pull_for_reading(settings, ("summaries/",))
+    done = export_novel(settings, Path(str(registry)), corpus, export, window_ids=window or None, top_k=top_k)
+    if as_json:
+        typer.echo(json.dumps(done.to_dict(), indent=2))
+        return
+    typer.echo(
+        f"wrote {done.rows} novel queries of {len(done.windows)} window(s) to {done.out}, each with the top "
+        f"{done.top_k} passages of {corpus} by {done.version} at dim {done.dim}.\nNext: fill `positive` (copy the "
+        f"right rank_N passage; leave it empty to skip a row), check it with `embedgate validate {done.out}`, then "
+        f"`embedgate drift --add-labels {done.out} --into <BEIR folder> --out <new folder>`."
+    )
+
+
+def _add_labels(
+    labelled: Path, into: Path | None, out: Path | None, eval_share: float, as_json: bool
+) -> None:
+    from gates.drift_labels import DriftLabelsError, add_labels
+
+    if into is None or out is None:
+        raise DriftLabelsError(
+            f"--add-labels {labelled} needs --into (the domain's BEIR folder, the old training data) and --out "
+            f"(the new folder to write); got --into {into}, --out {out}"
+        )
+    done = add_labels(labelled, into, out, eval_share=eval_share)
+    if as_json:
+        typer.echo(json.dumps(done.to_dict(), indent=2))
+        return
+    typer.echo(
+        f"wrote {done.out}: {done.labelled} labelled queries added ({done.train} to train, {done.test} to test and "
+        f"to the `novel` split), {done.new_documents} new document(s); {done.unlabelled} row(s) without a positive "
+        f"left out.\nNext: `embedgate pipeline` with data.path {done.out}: the gate compares the candidate with "
+        f"the champion on the old test queries and the new ones together; "
+        f"`embedgate evaluate RUN --data {done.out} --split novel` scores the new ones alone."
+    )
+
+
+def _print(result, settings, all_novel: bool = False) -> None:
     from service.drift.runner import read_summaries
 
     shown = result.computed or tuple(read_summaries(settings.summaries_dir))
@@ -123,6 +215,8 @@ def _print(result, settings) -> None:
             + " ".join(f"{cell:>15}" for cell in cells)
             + f"  {verdict}"
         )
+        if window.novel and (window.drifted or all_novel):
+            _print_novel(window.novel)
     if not shown:
         typer.echo(
             f"(no judged windows in {settings.dir}; windows fill at EMBEDGATE_DRIFT_WINDOW_ROWS="
@@ -136,4 +230,24 @@ def _print(result, settings) -> None:
         typer.echo(
             f"{state.model_version}{served}: {state.consecutive} drifted window(s) in a row, alert at "
             f"{state.alert_windows}: {status}"
+        )
+
+
+def _print_novel(novel: dict, limit: int = 5) -> None:
+    """A window's novel-query groups under its line: size, examples, the nearest reference query."""
+    from service.drift.novelty import NovelQueries, headline
+
+    found = NovelQueries.from_dict(novel)
+    typer.echo(f"    novel queries: {headline(found)}")
+    for group in found.groups[:limit]:
+        examples = " | ".join(f"{text[:70]!r}" for text in group.examples) or f"(texts {found.texts})"
+        typer.echo(f"      {group.rows:>4}x {examples}")
+        if group.nearest_reference_query is not None:
+            typer.echo(
+                f"            nearest reference query ({group.nearest_reference_cosine:.2f}): "
+                f"{group.nearest_reference_query[:70]!r}"
+            )
+    if len(found.groups) > limit:
+        typer.echo(
+            f"      ... {found.novel_groups - limit} more group(s): embedgate drift --export FILE --corpus ..."
         )

@@ -16,6 +16,7 @@ sink for sampled request data) with a bounded queue, a writer thread and rolling
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import random
@@ -175,7 +176,7 @@ class DriftCapture:
             try:
                 if item is _STOP:
                     break
-                rows = _rows_from(*item)
+                rows = _rows_from(*item, texts_mode=self.settings.texts)
                 self._writer.append(rows)
                 self._add("written", len(rows))
             except Exception as err:
@@ -222,6 +223,7 @@ def _rows_from(
     vectors: np.ndarray,
     token_counts: list[int],
     truncated: list[bool],
+    texts_mode: str = "keep",
 ) -> list[CapturedRow]:
     """Check one enqueued sample and turn it into rows (on the writer thread)."""
     if not isinstance(model_version, str) or not model_version:
@@ -230,12 +232,24 @@ def _rows_from(
         raise ValueError(
             f"embeddings: expected shape ({len(texts)}, {dim}) (texts x dim), got {vectors.shape}"
         )
-    descriptors = describe_texts([str(text) for text in texts], token_counts, truncated)
+    texts = [str(text) for text in texts]
+    descriptors = describe_texts(texts, token_counts, truncated)
     vectors = vectors.astype(np.float32, copy=False)
+    # The descriptors are computed: from here on the text is kept, hashed or dropped (EMBEDGATE_DRIFT_TEXTS).
+    stored = [stored_text(text, texts_mode) for text in texts]
     return [
-        CapturedRow(when, model_version, int(dim), row, vector)
-        for row, vector in zip(descriptors, vectors, strict=True)
+        CapturedRow(when, model_version, int(dim), row, vector, text)
+        for row, vector, text in zip(descriptors, vectors, stored, strict=True)
     ]
+
+
+def stored_text(text: str, mode: str) -> str | None:
+    """What a window keeps of a served text: the text (keep), `sha256:<hex>` (hash) or nothing (drop)."""
+    if mode == "keep":
+        return text
+    if mode == "hash":
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return None
 
 
 def _writer_for(settings: DriftSettings) -> Any:

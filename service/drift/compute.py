@@ -63,6 +63,8 @@ class WindowDriftResult:
     skipped_reason: str | None = None
     seconds: float = 0.0
     snapshot_id: str | None = None
+    # the window's novel queries (service/drift/novelty.py NovelQueries.to_dict()); None when not measured
+    novel: dict[str, Any] | None = None
 
     @property
     def skipped(self) -> bool:
@@ -98,8 +100,9 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
         from service.drift.calibration import novelty_window_threshold
 
         thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(embeddings))
-    report, metrics = _report(reference, measure_vectors, thresholds)
     current = _frame(window.descriptors, embeddings, comparable, reference)
+    novel = _novel(window, embeddings, comparable, reference) if measure_vectors else None
+    report, metrics = _report(reference, measure_vectors, thresholds, novel)
     with _quiet_correlations():
         snapshot = report.run(
             _dataset(current, reference, measure_vectors),
@@ -138,9 +141,31 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
         )
     drifted = any(signal.drifted for signal in signals if signal.in_alarm)
     result = WindowDriftResult(
-        **base, drifted=drifted, signals=tuple(signals), seconds=round(time.perf_counter() - started, 3)
+        **base,
+        drifted=drifted,
+        signals=tuple(signals),
+        seconds=round(time.perf_counter() - started, 3),
+        novel=novel.to_dict() if novel is not None else None,
     )
     return result, snapshot
+
+
+def _novel(
+    window: WindowData, embeddings: np.ndarray, comparable: np.ndarray, reference: DriftReference
+) -> Any:
+    """The window's novel rows, grouped (the rows the novelty signal counts), with their texts as captured."""
+    from service.drift.novelty import novel_queries
+
+    texts = window.texts or (None,) * window.rows
+    row_ids = np.flatnonzero(comparable)
+    return novel_queries(
+        embeddings,
+        [texts[row] for row in row_ids],
+        reference.queries,
+        reference.query_texts,
+        reference.spec.novelty_cutoff,
+        row_ids=row_ids,
+    )
 
 
 def descriptor_drift_share(current: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> float:
@@ -179,7 +204,7 @@ def _quiet_correlations():
 
 # ---- the report ----
 def _report(
-    reference: DriftReference, measure_vectors: bool, thresholds: dict[str, float]
+    reference: DriftReference, measure_vectors: bool, thresholds: dict[str, float], novel: Any = None
 ) -> tuple[Any, dict[str, Any]]:
     from evidently import Report
     from evidently.legacy.metrics.data_drift.embedding_drift_methods import ModelDriftMethod
@@ -189,6 +214,7 @@ def _report(
     from service.drift.evidently_metrics import (
         EmbedgateEmbeddingDrift,
         EmbedgateMeanDrop,
+        EmbedgateNovelQueries,
         EmbedgateTailShare,
         EmbedgateThreshold,
     )
@@ -218,6 +244,13 @@ def _report(
     metrics += [EmbedgateThreshold(signal=name, value=value) for name, value in thresholds.items()]
     if measure_vectors:
         metrics += [MeanValue(column=NEAREST_COLUMN), MeanValue(column=NOVELTY_COLUMN)]
+    if novel is not None:
+        from service.drift.novelty import table_rows
+
+        header, rows, title = table_rows(novel)
+        metrics.append(
+            EmbedgateNovelQueries(groups=novel.novel_groups, title=title, header=header, table=rows)
+        )
     metrics += [ValueDrift(column=name) for name in DESCRIPTOR_NAMES]
     metrics += [MeanValue(column=name) for name in DESCRIPTOR_NAMES]
     return Report(metrics), signal_metrics

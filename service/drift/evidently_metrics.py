@@ -8,6 +8,7 @@ series). Imports Evidently: import this module only where a drift computation ru
     EmbedgateTailShare        share of current rows below a cutoff (the novelty signal)
     EmbedgateThreshold        the calibrated alarm threshold of a signal, recorded with every window so the
                               dashboard can draw it beside the score (Evidently panels have no threshold line)
+    EmbedgateNovelQueries     the number of novel-query groups, and their table in the window's report
 
 The UI reads these results as plain single values: it does not need this module to show them.
 """
@@ -94,3 +95,28 @@ class EmbedgateThresholdCalculation(SingleValueCalculation[EmbedgateThreshold]):
 
     def display_name(self) -> str:
         return f"Alarm threshold: {self.metric.signal}"
+
+
+class EmbedgateNovelQueries(SingleValueMetric):
+    """A window's novel-query groups (service/drift/novelty.py), computed before the report: the value is how many
+    groups there are, the widget the table of groups (examples, size, nearest reference query) that the window's
+    report shows in the Evidently UI."""
+
+    groups: int
+    title: str
+    header: list[str]
+    table: list[list[str]]
+
+
+class EmbedgateNovelQueriesCalculation(SingleValueCalculation[EmbedgateNovelQueries]):
+    def calculate(self, context: Any, current_data: Any, reference_data: Any) -> SingleValue:
+        from evidently.legacy.renderers.html_widgets import table_data
+
+        result = self.result(float(self.metric.groups))
+        result.widget = [
+            table_data(column_names=self.metric.header, data=self.metric.table, title=self.metric.title)
+        ]
+        return result
+
+    def display_name(self) -> str:
+        return "Novel queries: groups of rows further from every reference query than the novelty cutoff"

@@ -207,7 +207,9 @@ def judging(settings: Any, wait: bool = True, snapshots: bool = True) -> Iterato
             for prefix in prefixes:
                 mirror.pull(prefix)
             yield mirror
-            for prefix in prefixes[1:]:
+            # windows/ too: nothing there changes locally, but windows past the retention period were deleted
+            # here (service/drift/retention.py) and must go from the store as well
+            for prefix in prefixes:
                 mirror.push(prefix)
     finally:
         lease.release()

@@ -3,7 +3,8 @@
     registry/versions/v0003/reference/
       queries.npy         float32 [queries, dim]  the domain's queries, embedded through the served runtime
       corpus.npy          float32 [docs, dim]     a corpus sample (the retrieval signal's documents)
-      descriptors.jsonl   one line per text: {"set": "queries"|"corpus", "held_out": bool (queries), <descriptors>}
+      descriptors.jsonl   one line per text: {"set": "queries"|"corpus", "held_out": bool (queries), <descriptors>,
+                          "text" (queries: the domain's own query, shown beside a window's novel queries)}
       reference.json      dim, counts, the baselines new traffic is compared with, the calibration per signal
 
 Written by `service.drift.reference_builder.build_reference` at promotion, read here by the drift computation. The window
@@ -157,6 +158,8 @@ class DriftReference:
     query_nearest: np.ndarray = field(repr=False)
     held_out: np.ndarray = field(repr=False)  # bool [queries]
     query_novelty: np.ndarray = field(repr=False)  # each query's cosine to its nearest other reference query
+    # each query's text (the novel-query list shows the nearest one); empty for a reference written without them
+    query_texts: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def dim(self) -> int:
@@ -174,8 +177,11 @@ def write_reference(
     query_descriptors: Sequence[dict[str, float]],
     corpus_descriptors: Sequence[dict[str, float]],
     held_out: Sequence[bool],
+    query_texts: Sequence[str] = (),
 ) -> list[Path]:
-    """Write the four reference files into `out_dir` (created; must not hold a reference already)."""
+    """Write the four reference files into `out_dir` (created; must not hold a reference already). `query_texts`
+    (optional, one per query) go into the query lines of descriptors.jsonl: the domain's own queries, shown beside
+    a window's novel queries as the nearest known one."""
     out_dir = Path(out_dir)
     if (out_dir / SPEC_FILE).exists():
         raise DriftReferenceError(
@@ -187,12 +193,17 @@ def write_reference(
             f"held_out: expected {len(query_descriptors)} flags with {spec.held_out_count} "
             f"set (reference.json), got {len(held_out)} with {sum(map(bool, held_out))}"
         )
+    if query_texts and len(query_texts) != len(query_descriptors):
+        raise DriftReferenceError(
+            f"query_texts: expected one text per query ({len(query_descriptors)}), got {len(query_texts)}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / QUERIES_FILE, np.asarray(queries, dtype=np.float32))
     np.save(out_dir / CORPUS_FILE, np.asarray(corpus, dtype=np.float32))
+    texts = list(query_texts) or [None] * len(query_descriptors)
     lines = [
-        json.dumps({"set": "queries", "held_out": bool(flag), **row})
-        for row, flag in zip(query_descriptors, held_out, strict=True)
+        json.dumps({"set": "queries", "held_out": bool(flag), **row, **({"text": text} if text else {})})
+        for row, flag, text in zip(query_descriptors, held_out, texts, strict=True)
     ]
     lines += [json.dumps({"set": "corpus", **row}) for row in corpus_descriptors]
     (out_dir / DESCRIPTORS_FILE).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
@@ -239,7 +250,9 @@ def load_reference(ref_dir: Path) -> DriftReference:
                 f"{ref_dir}: {name}.npy has shape {matrix.shape}, reference.json says "
                 f"({count}, {spec.dim}); the reference is damaged: {how}"
             )
-    query_descriptors, corpus_descriptors, held_out = _load_descriptors(ref_dir / DESCRIPTORS_FILE, spec, how)
+    query_descriptors, corpus_descriptors, held_out, texts = _load_descriptors(
+        ref_dir / DESCRIPTORS_FILE, spec, how
+    )
     return DriftReference(
         ref_dir,
         spec,
@@ -250,6 +263,7 @@ def load_reference(ref_dir: Path) -> DriftReference:
         nearest_doc_cosine(queries, corpus),
         held_out,
         _leave_one_out_nearest(queries),
+        texts,
     )
 
 
@@ -279,7 +293,7 @@ def _load_matrix(path: Path, how: str) -> np.ndarray:
 
 def _load_descriptors(
     path: Path, spec: ReferenceSpec, how: str
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray, tuple[str, ...]]:
     if tuple(spec.descriptor_names) != DESCRIPTOR_NAMES:
         raise DriftReferenceError(
             f"{path}: descriptors {list(spec.descriptor_names)}, this runtime computes "
@@ -312,4 +326,6 @@ def _load_descriptors(
             f"{path}: {int(held_out.sum())} queries marked held_out, reference.json says "
             f"{spec.held_out_count}; {how}"
         )
-    return result[0], result[1], held_out
+    texts = tuple(record.get("text") for record in rows["queries"])
+    # all or nothing: a reference written before texts were stored has none
+    return result[0], result[1], held_out, texts if all(isinstance(t, str) for t in texts) else ()

@@ -142,7 +142,9 @@ def build_reference(
         },
     )
     calibration = spec.calibration
-    files = write_reference(out_dir, spec, query_vectors, corpus_vectors, query_rows, corpus_rows, held_out)
+    files = write_reference(
+        out_dir, spec, query_vectors, corpus_vectors, query_rows, corpus_rows, held_out, query_texts=queries
+    )
     return ReferenceSummary(
         out_dir=str(out_dir),
         files=tuple(path.name for path in files),

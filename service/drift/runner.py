@@ -216,6 +216,9 @@ def _run_locked(
     write_snapshots: bool,
     references: ReferenceCache,
 ) -> DriftRunResult:
+    from service.drift.retention import expire
+
+    expire(settings)  # past the retention period: never judged or shown again
     windows = list_windows(settings.windows_dir)
     chosen = _choose(windows, settings.summaries_dir, window_ids, recompute)
     workspace = None

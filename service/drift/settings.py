@@ -13,7 +13,7 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -124,6 +124,23 @@ class DriftSettings(BaseModel):
         500,
         ge=1,
         description=("Evidently snapshots kept per model version in the workspace (oldest deleted first)"),
+    )
+
+    texts: Literal["keep", "hash", "drop"] = Field(
+        "keep",
+        description=(
+            "what a captured row keeps of its text once the descriptors are computed: keep (the novel queries of a "
+            "window can be read and exported for labelling), hash (sha256 only: repeats still group, nothing "
+            "readable), drop (embeddings and descriptors only)"
+        ),
+    )
+    retention_days: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "windows, their verdicts (which list the novel queries) and snapshots older than this many days are "
+            "deleted by the judge; 0 keeps them until keep_windows / keep_snapshots rotate them out"
+        ),
     )
 
     @classmethod

@@ -6,9 +6,10 @@
                      sealed: full, or cut short by a shutdown
     (names without -h/-r, from earlier versions, are still read)
 
-One JSON line per captured text: time, model_version, dim, the descriptors, and the embedding as base64 float32
-(exact, and 3x smaller than a JSON list). No text is stored: drift needs descriptors and vectors, and captured
-traffic may hold personal data. Each writer writes its own files (host, pid and a random id are in the name: two
+One JSON line per captured text: time, model_version, dim, the descriptors, the embedding as base64 float32
+(exact, and 3x smaller than a JSON list), and the text as EMBEDGATE_DRIFT_TEXTS says: kept (so a drifted
+window's novel queries can be read and labelled), hashed, or dropped. The signals need only descriptors and
+vectors; captured traffic may hold personal data, so texts are also bounded by EMBEDGATE_DRIFT_RETENTION_DAYS. Each writer writes its own files (host, pid and a random id are in the name: two
 containers on two hosts are often both pid 1), so several BentoML workers or replicas sharing one folder never
 interleave lines. Names start with the UTC start time, so sorting them sorts windows in time. A window is sealed
 by an atomic rename, so readers only ever see complete files. A window never mixes model versions, since each
@@ -59,6 +60,7 @@ class CapturedRow:
     dim: int
     descriptors: dict[str, float]
     embedding: np.ndarray  # float32 [dim], unit length as served
+    text: str | None = None  # the text, its "sha256:<hex>", or None (EMBEDGATE_DRIFT_TEXTS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class CapturedRow:
             "dim": self.dim,
             **self.descriptors,
             "embedding_b64": base64.b64encode(np.asarray(self.embedding, "<f4").tobytes()).decode("ascii"),
+            **({"text": self.text} if self.text is not None else {}),
         }
 
 
@@ -100,6 +103,7 @@ class WindowData:
     descriptors: dict[str, np.ndarray] = field(repr=False)  # name -> float64 [rows]
     vectors: tuple[np.ndarray, ...] = field(repr=False)
     bad_lines: int = 0
+    texts: tuple[str | None, ...] = field(default=(), repr=False)  # per row; None where not kept
 
     @property
     def rows(self) -> int:
@@ -309,7 +313,7 @@ def list_windows(windows_dir: Path) -> list[WindowInfo]:
 
 def read_window(info: WindowInfo, descriptor_names: Sequence[str]) -> WindowData:
     """Load a sealed window. A line that does not parse (a torn write) is skipped and counted in `bad_lines`."""
-    times, dims, vectors, bad = [], [], [], 0
+    times, dims, vectors, texts, bad = [], [], [], [], 0
     columns: dict[str, list[float]] = {name: [] for name in descriptor_names}
     with open(info.path, encoding="utf-8") as handle:
         for line in handle:
@@ -324,6 +328,8 @@ def read_window(info: WindowInfo, descriptor_names: Sequence[str]) -> WindowData
                 bad += 1
                 continue
             times.append(when)
+            text = record.get("text")
+            texts.append(text if isinstance(text, str) else None)
             dims.append(len(vector))
             vectors.append(vector)
             for name, value in zip(descriptor_names, values, strict=True):
@@ -335,6 +341,7 @@ def read_window(info: WindowInfo, descriptor_names: Sequence[str]) -> WindowData
         {name: np.asarray(values, dtype=np.float64) for name, values in columns.items()},
         tuple(vectors),
         bad,
+        tuple(texts),
     )
 
 

@@ -98,6 +98,21 @@ class DriftWorkspace:
         self._workspace.save_dashboard(project.id, dashboard_model(model_version))
         return project.id
 
+    def delete_before(self, oldest: float) -> int:
+        """Delete every drift snapshot written before `oldest` (unix seconds): the retention period."""
+        from service.drift.retention import snapshot_time
+
+        deleted = 0
+        with self._locked():
+            for project in self._workspace.list_projects():
+                if not project.name.startswith(PROJECT_PREFIX):
+                    continue
+                for snapshot_id in self._workspace.list_runs(project.id):
+                    if snapshot_time(snapshot_id) < oldest:
+                        self._workspace.delete_run(project.id, snapshot_id)
+                        deleted += 1
+        return deleted
+
     def _prune(self, project_id: Any, keep: int) -> None:
         runs = sorted(self._workspace.list_runs(project_id))  # uuid7 ids sort by creation time
         for snapshot_id in runs[: max(len(runs) - keep, 0)]:
@@ -138,7 +153,8 @@ def dashboard_model(model_version: str) -> Any:
                 "One point per captured window. A window drifts when an alarm signal's score is above its threshold "
                 "(calibrated on held-out queries the model was never trained on); alarm signals: embedding, retrieval "
                 "and novelty (the reference says which, if too few held-out queries kept one out). Windows that "
-                "drifted are tagged 'drifted'; open a snapshot for the descriptor distributions."
+                "drifted are tagged 'drifted'; open a window's report (Reports) for its novel queries and the "
+                "descriptor distributions."
             ),
         ),
         score_panel(
@@ -166,6 +182,16 @@ def dashboard_model(model_version: str) -> Any:
             metric("DriftedColumnsCount", "share of drifted descriptors", value_type="share"),
             "descriptors",
             "share of text descriptors whose distribution drifted (Evidently tests)",
+        ),
+        line_plot_panel(
+            "Novel queries: groups per window (open a window's report for the list)",
+            [metric("EmbedgateNovelQueries", "novel-query groups")],
+            description=(
+                "near-duplicate groups of the rows the novelty signal counts; each window's report (Reports) lists "
+                "them with a few examples, their size and the nearest reference query; `embedgate drift export` "
+                "writes them out for labelling"
+            ),
+            size="half",
         ),
         line_plot_panel(
             "Nearest-document and nearest-query cosine (window means)",
