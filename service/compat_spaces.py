@@ -16,14 +16,13 @@ Names a client may send as `model` (the same with the service-name prefix, `embe
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from service.embedder import OnnxEmbedder
 from service.errors import ModelLoadError
 from service.registry import VERSION_PATTERN, verify_manifest
-from service.serving_model import ServingModel, warm_up
+from service.serving_model import ServingModel, ready_model
 
 SEPARATOR = "@"
 
@@ -87,19 +86,12 @@ def load_compatible(
         verify_sha256=False,  # the manifest was just verified
         allow_spinning=False,
     )
-    serving_dim = int(entry.get("serving_dim") or embedder.dims[0])
-    if serving_dim not in embedder.dims:
-        raise ModelLoadError(
-            f"{version_dir}: {space}'s serving_dim {serving_dim} is not among the compatible graph's dims "
-            f"{list(embedder.dims)}; promote the version again"
-        )
-    return ServingModel(
-        version=f"{version}{SEPARATOR}{space}",
-        embedder=embedder,
-        serving_dim=serving_dim,
-        precision=precision,
-        source=source or str(version_dir),
-        run_id=manifest.get("run_id"),
-        loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        warm_up_ms=warm_up(embedder, serving_dim),
+    return ready_model(
+        f"{version}{SEPARATOR}{space}",
+        embedder,
+        int(entry.get("serving_dim") or embedder.dims[0]),
+        precision,
+        source or str(version_dir),
+        manifest.get("run_id"),
+        f"{version_dir}: the {space} space's serving_dim",
     )

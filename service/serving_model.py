@@ -97,22 +97,42 @@ def load_version(
     embedder = OnnxEmbedder.from_export_dir(
         version_dir / "onnx", precision=precision, threads=threads, verify_sha256=False, allow_spinning=False
     )
-    serving_dim = manifest.get("serving_dim") or embedder.dims[0]
+    return ready_model(
+        str(manifest.get("version") or version_dir.name),
+        embedder,
+        manifest.get("serving_dim") or embedder.dims[0],
+        precision,
+        source or str(version_dir),
+        manifest.get("run_id"),
+        f"{version_dir}: manifest serving_dim",
+    )
+
+
+def ready_model(
+    version: str,
+    embedder: OnnxEmbedder,
+    serving_dim: int,
+    precision: str,
+    source: str,
+    run_id: str | None,
+    what: str,
+) -> ServingModel:
+    """A loaded graph made servable: its serving dim checked against its dims (`what` names where that dim came
+    from, for the error), warmed up."""
     if serving_dim not in embedder.dims:
         raise ModelLoadError(
-            f"{version_dir}: manifest serving_dim {serving_dim!r} is not among the exported dims "
-            f"{list(embedder.dims)}; promote the version again with a served dim"
+            f"{what} {serving_dim!r} is not among the exported dims {list(embedder.dims)}; promote the "
+            f"version again with a served dim"
         )
-    warm_up_ms = warm_up(embedder, serving_dim)
     return ServingModel(
-        version=str(manifest.get("version") or version_dir.name),
+        version=version,
         embedder=embedder,
         serving_dim=serving_dim,
         precision=precision,
-        source=source or str(version_dir),
-        run_id=manifest.get("run_id"),
+        source=source,
+        run_id=run_id,
         loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        warm_up_ms=warm_up_ms,
+        warm_up_ms=warm_up(embedder, serving_dim),
     )
 
 
