@@ -56,7 +56,8 @@ def workspace(tmp_path_factory):
     rows = [describe_text("what does the lease clause say about the deposit?", 14, False)] * 80
     held_out = np.arange(80) >= 40  # the model was trained on the first 40
     spec = reference_spec(queries, held_out, corpus, rows, DIM, WINDOW, splits=8)
-    write_reference(root / "reference", spec, queries, corpus, rows, rows[:40], held_out)
+    texts = [f"lease question {i}" for i in range(80)]
+    write_reference(root / "reference", spec, queries, corpus, rows, rows[:40], held_out, query_texts=texts)
     registry = Registry(root / "registry")
     registry.add_version({"reference": root / "reference"}, metadata={})
     settings = DriftSettings(dir=root / "drift", window_rows=WINDOW)
@@ -72,7 +73,7 @@ def workspace(tmp_path_factory):
         served_at = time.time() - 3600 * (len(traffic) - hour)
         writer.append(
             [
-                CapturedRow(served_at, "v0001", DIM, descriptors, vector)
+                CapturedRow(served_at, "v0001", DIM, descriptors, vector, text)
                 for vector in unit(rng, centre, WINDOW)
             ]
         )
@@ -162,6 +163,7 @@ def test_chromium_renders_the_project_with_its_panels(dashboard_url, tmp_path):
         "Retrieval: drop in nearest-document cosine",
         "Descriptor drift vs threshold",
         "alarm threshold",
+        "Novel queries: groups per window",
     ):
         assert text in dom, text
     shot = tmp_path / "dashboard.png"
@@ -172,4 +174,25 @@ def test_chromium_renders_the_project_with_its_panels(dashboard_url, tmp_path):
     assert len(colours) > 200  # text, axes and coloured lines, not a blank or error page
     assert max(count for count, _ in colours) < 0.97 * 1400 * 1000  # the background does not fill the page
     if os.environ.get("EMBEDGATE_SCREENSHOT_DIR"):  # keep it for a human to look at
+        shutil.copy(shot, os.environ["EMBEDGATE_SCREENSHOT_DIR"])
+
+
+def test_chromium_renders_a_drifted_windows_novel_queries(dashboard_url, workspace, tmp_path):
+    """The window's report (a page of the same UI) lists its novel queries beside the nearest reference query."""
+    from PIL import Image
+
+    from service.drift.runner import read_summaries
+
+    (project,) = get_json(f"{dashboard_url}/api/projects")
+    drifted = [s for s in read_summaries(workspace.parent / "summaries") if s.drifted]
+    page = f"{dashboard_url}/projects/{project['id']}/reports/{drifted[-1].snapshot_id}"
+    dom = chromium(["--dump-dom", page], tmp_path / "profile-dom").stdout
+    for text in ("Novel queries:", "nearest reference query", "¿Dónde está la farmacia?", "lease question"):
+        assert text in dom, text
+    assert "30 of 30 rows novel" in dom
+    shot = tmp_path / "novel.png"
+    chromium([f"--screenshot={shot}", page], tmp_path / "profile-shot")
+    colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
+    assert len(colours) > 200 and max(count for count, _ in colours) < 0.97 * 1400 * 1000
+    if os.environ.get("EMBEDGATE_SCREENSHOT_DIR"):
         shutil.copy(shot, os.environ["EMBEDGATE_SCREENSHOT_DIR"])
