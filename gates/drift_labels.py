@@ -138,7 +138,8 @@ def _chosen_windows(
                 f"from `embedgate drift --list`"
             )
         return [summaries[w] for w in window_ids]
-    drifted = [s for s in summaries.values() if s.drifted and s.model_version == served]
+    # without a champion (a registry elsewhere) and no kept window to name a version: every drifted window
+    drifted = [s for s in summaries.values() if s.drifted and served in (None, s.model_version)]
     if not drifted:
         raise DriftLabelsError(
             f"no drifted window of the served version {served or '(none)'} among {len(summaries)} judged "
