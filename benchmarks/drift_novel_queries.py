@@ -9,7 +9,9 @@ about the 1% the cutoff lets through, and the alarm stays off).
 
 The reference is rebuilt by `build_reference` from `pipeline_reference_texts(run config)`: the same texts, dim and
 calibration as the run's stored reference, now with the query texts the list shows beside each novel group. The
-in-domain stream is the reference's held-out queries (never trained on), drawn with replacement.
+in-domain stream is held-out queries (never trained on), drawn with replacement: with --cross-fit (default) half of
+them, the reference holding only the other half, so the stream is also new to the reference (as in
+drift_detection.py); with --no-cross-fit all of them, which the reference holds.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", type=Path)
+    parser.add_argument("run", type=Path, nargs="?", help="a pipeline run (its onnx/ and config.yaml)")
+    parser.add_argument("--onnx", type=Path, help="an ONNX export instead of RUN/onnx")
+    parser.add_argument("--config", type=Path, help="a pipeline config instead of RUN/config.yaml")
     parser.add_argument("--datasets", type=Path, required=True)
     parser.add_argument("--window-rows", type=int, default=200)
     parser.add_argument("--windows", type=int, default=8, help="mixed windows per other domain")
@@ -43,6 +47,7 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--cross-fit", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
 
     from gates.pipeline.config import load_pipeline_config
@@ -57,26 +62,30 @@ def main() -> None:
     from service.embedder import OnnxEmbedder
     from service.registry import Registry
 
-    config = load_pipeline_config(args.run / "config.yaml")
+    onnx = args.onnx or args.run / "onnx"
+    config = load_pipeline_config(args.config or args.run / "config.yaml")
     texts = pipeline_reference_texts(config)
-    dims = json.loads((args.run / "onnx" / "embedder.json").read_text())["dims"]
+    dims = json.loads((onnx / "embedder.json").read_text())["dims"]
     dim = min(dims)
     scratch = Path(tempfile.mkdtemp(prefix="novel-queries-"))
     started = time.perf_counter()
+    held_out = list(texts.held_out_queries)
+    # --cross-fit: half the held-out queries in the reference, the other half (never in it) as the in-domain
+    # stream; else the stream is queries the reference holds (their nearest reference query is themselves)
+    in_reference, normal = (held_out[::2], held_out[1::2]) if args.cross_fit else (held_out, held_out)
     build_reference(
-        args.run / "onnx",
+        onnx,
         texts.queries,
         texts.corpus_sample,
         scratch / "reference",
         dim=dim,
-        held_out_queries=texts.held_out_queries,
+        held_out_queries=in_reference,
         window_rows=args.window_rows,
     )
     registry = Registry(scratch / "registry")
     registry.add_version({"reference": scratch / "reference"}, metadata={})
-    embedder = OnnxEmbedder.from_export_dir(args.run / "onnx")
+    embedder = OnnxEmbedder.from_export_dir(onnx)
     rng = random.Random(args.seed)
-    normal = list(texts.held_out_queries)
     domains = {k: v for k, v in other_domains(args.datasets).items() if k != "junk"}
     streams: list[tuple[str, list[str], set[str]]] = [
         ("same", [rng.choice(normal) for _ in range(args.window_rows)], set())
@@ -92,9 +101,11 @@ def main() -> None:
             streams.append((name, rows, set(pool)))
     report = {
         "run": str(args.run),
+        "onnx": str(onnx),
         "dim": dim,
         "window_rows": args.window_rows,
         "share": args.share,
+        "cross_fit": args.cross_fit,
         "windows": [],
     }
     for index, (name, rows, other) in enumerate(streams):
