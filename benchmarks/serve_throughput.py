@@ -356,7 +356,7 @@ class Server:
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.name}: {self.argv} exited; see {self.log_path}")
             with contextlib.suppress(httpx.HTTPError):
-                body = {"input": ["ready?"], "model": MODEL_NAME, "dimensions": SERVING_DIM}
+                body = {"input": ["ready?"], "model": MODEL_NAME}  # its serving dim, whatever the model
                 if httpx.post(self.url, json=body, headers=AUTH_HEADER, timeout=10).status_code == 200:
                     return
             time.sleep(1)
