@@ -226,9 +226,9 @@ class EmbeddingApi:
             with runtime.concurrency.admit():
                 if model is None:
                     raise ApiError(503, "model_not_ready", runtime.holder.not_ready_reason)
-                response = await asyncio.wait_for(
-                    handle(request, runtime, model), runtime.settings.request_timeout_s
-                )
+                # A deadline on this task, not wait_for's extra task per request (~20 µs of event-loop CPU).
+                async with asyncio.timeout(runtime.settings.request_timeout_s):
+                    response = await handle(request, runtime, model)
         except ApiError as err:
             response = self._error(err, version, route)
         except TimeoutError:
