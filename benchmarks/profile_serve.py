@@ -188,8 +188,8 @@ def _shares(lines: list[str], top: int, loop_ms: float | None = None) -> str:
             idle += count
             continue
         busy += count
-        for frame in set(frames):
-            inclusive[_short(frame)] += count
+        for name in {_short(frame) for frame in frames}:  # a function seen at two lines counts once
+            inclusive[name] += count
         own[_short(frames[-1])] += count
     if busy == 0:
         return "no busy samples"
