@@ -352,15 +352,20 @@ class Server:
         import httpx
 
         deadline = time.monotonic() + timeout_s
+        last = "no answer"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise SystemExit(f"{self.name}: {self.argv} exited; see {self.log_path}")
             with contextlib.suppress(httpx.HTTPError):
                 body = {"input": ["ready?"], "model": MODEL_NAME}  # its serving dim, whatever the model
-                if httpx.post(self.url, json=body, headers=AUTH_HEADER, timeout=10).status_code == 200:
+                answer = httpx.post(self.url, json=body, headers=AUTH_HEADER, timeout=10)
+                if answer.status_code == 200:
                     return
+                last = f"HTTP {answer.status_code}: {answer.text[:300]}"
             time.sleep(1)
-        raise SystemExit(f"{self.name} did not answer within {timeout_s:.0f} s; see {self.log_path}")
+        raise SystemExit(
+            f"{self.name} did not answer within {timeout_s:.0f} s (last: {last}); see {self.log_path}"
+        )
 
     def __exit__(self, *exc_info) -> None:
         if self.process.poll() is None:
