@@ -218,8 +218,11 @@ def _embedder(export_dir: Path, precision: str, device: str):
 
 
 def server_env(registry: Path, precision: str, device: str) -> dict[str, str]:
+    # The caller's EMBEDGATE_* settings are not inherited: the check serves with exactly the settings below, so its
+    # numbers do not depend on what the shell (or a test process) happened to export.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("EMBEDGATE_")}
     env = {
-        **os.environ,
+        **inherited,
         "BENTOML_DO_NOT_TRACK": "true",
         "TOKENIZERS_PARALLELISM": "false",
         "HF_HUB_OFFLINE": "1",
