@@ -95,8 +95,9 @@ def run_compatibility(
         progress(f"compatibility: fitting a map into {version}'s space on {pairs.n_pairs} training pairs ...")
         built = build_compatible(run, version, old_onnx, pairs, int8=int8, cache_dir=cache_dir, quiet=quiet)
         verdict = evaluate_compatible(
-            run.onnx, built.onnx, version, old_onnx, serving_dim, eval_data, eval_split, cache_dir, quiet
-        )
+            run.onnx, built.onnx, version, old_onnx, serving_dim, eval_data, eval_split, cache_dir, quiet,
+            trained_answers={pairs.documents[d] for docs in pairs.positives for d in docs},
+        )  # fmt: skip
         # which v0001 this is: promotion into a registry whose v0001 has other files drops the space
         record = {**verdict.to_dict(), "old_fingerprint": registry.fingerprint(version), "fit": built.fit}
         (built.folder / "compat.json").write_text(json.dumps(record, indent=2), encoding="utf-8")

@@ -160,3 +160,22 @@ def test_promotion_keeps_offered_spaces_of_this_registry_and_drops_the_rest(tmp_
         "v0001": {"serving_dim": 16, "dims": [16], "compat": 0.7, "old-old": 0.5, "new-new": 0.75}
     }
     assert dropped == ["v0002: built against another registry's v0002; not promoted"]
+
+
+def test_a_space_whose_gain_comes_from_answers_seen_in_training_is_refused():
+    """SciFact measured: the map learns which documents are answers; on the test queries whose answers no training
+    query had, compat lost beyond noise while the whole test set showed a gain. Such a space is refused."""
+    seen, new = (
+        _scores({"old-old": 0, "compat": 0.15}, n=60, seed=1),
+        _scores({"old-old": 0, "compat": -0.08}, n=40, seed=2),
+    )
+    merged = {name: {**seen[name], **{f"u{q}": v for q, v in new[name].items()}} for name in seen}
+    unseen = {f"u{q}" for q in new["compat"]}
+    assert judge("v0001", 64, {64: merged}).offered  # without the guard it would be offered
+    verdict = judge("v0001", 64, {64: merged}, unseen=unseen)
+    assert not verdict.offered and "whose answers no training query had" in verdict.reason
+    assert (
+        verdict.rows[0]["unseen_answers"]["queries"] == 40 and verdict.rows[0]["unseen_answers"]["ci"][1] < 0
+    )
+    few = {f"u{q}" for q in list(new["compat"])[:5]}  # too few to judge: the guard is skipped, not failed
+    assert "unseen_answers" not in judge("v0001", 64, {64: merged}, unseen=few).rows[0]
