@@ -149,7 +149,9 @@ def _fit_weight(maps, old, new, emb, train_pos):
 
 
 def _table(name: str, upgrade: str, per_dim: dict) -> str:
-    labels = [k for k in next(iter(per_dim.values())) if not k.endswith("_ci") and k != "recovered"]
+    labels = [
+        k for k in next(iter(per_dim.values())) if not k.endswith("_ci") and k not in ("recovered", "unseen")
+    ]
     lines = [f"\n{name} {upgrade}", "| dim | " + " | ".join(labels) + " | compat - old-old (95% CI) | recovered |",
              "|---" * (len(labels) + 3) + "|"]  # fmt: skip
     for dim, entry in per_dim.items():
