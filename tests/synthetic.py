@@ -109,3 +109,18 @@ def write_untrained_run(run: Path, model_dir: Path, data: Path, dims=(32, 16), i
     shutil.copytree(model_dir, run / "model")
     export_run(run / "model", run / "onnx", dims=list(dims), int8=int8)
     return run
+
+
+def tiny_pipeline_config(base_model: Path, data: Path, root: Path) -> dict:
+    """The short pipeline the tiny-model tests run: 4 epochs on a BEIR folder, Matryoshka 32/16, a registry in root."""
+    return {
+        "base_model": str(base_model),
+        "data": {"path": str(data), "type": "ir"},
+        "output_dir": str(root / "runs"),
+        "epochs": 4,
+        "batch_size": 16,
+        "learning_rate": 1e-3,
+        "matryoshka_dims": [32, 16],
+        "seed": 5,
+        "promotion": {"registry": str(root / "registry")},
+    }

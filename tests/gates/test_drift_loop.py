@@ -25,7 +25,7 @@ from service.drift.runner import read_summaries
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
-from tests.synthetic import FILLER, LAY_JARGON, write_lay_jargon_beir
+from tests.synthetic import FILLER, LAY_JARGON, tiny_pipeline_config, write_lay_jargon_beir
 
 pytestmark = [
     pytest.mark.slow,
@@ -72,17 +72,7 @@ def loop(tmp_path_factory, tiny_model_dir):
     # 120 eval queries (90 after the drop): windows drawn from them repeat less, so the novelty threshold is tighter
     full = write_lay_jargon_beir(root / "full", test_queries=120)
     data = _drop_topics(full, root / "data")
-    config = {
-        "base_model": str(tiny_model_dir),
-        "data": {"path": str(data), "type": "ir"},
-        "output_dir": str(root / "runs"),
-        "epochs": 4,
-        "batch_size": 16,
-        "learning_rate": 1e-3,
-        "matryoshka_dims": [32, 16],
-        "seed": 5,
-        "promotion": {"registry": str(root / "registry")},
-    }
+    config = tiny_pipeline_config(tiny_model_dir, data, root)
     (root / "pipeline.yaml").write_text(yaml.safe_dump(config))
     assert main(["pipeline", str(root / "pipeline.yaml"), "--set", "run_id=first", "-q"]) == 0
     registry = Registry(root / "registry")

@@ -11,7 +11,7 @@ import yaml
 
 from gates.cli import main
 from service.registry import Registry
-from tests.synthetic import write_lay_jargon_beir
+from tests.synthetic import tiny_pipeline_config, write_lay_jargon_beir
 
 pytestmark = pytest.mark.slow  # three short pipelines: ~1-2 minutes on 2 cores
 
@@ -21,21 +21,7 @@ def workspace(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("pipeline")
     data = write_lay_jargon_beir(root / "data")
     config = root / "pipeline.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "base_model": str(tiny_model_dir),
-                "data": {"path": str(data), "type": "ir"},
-                "output_dir": str(root / "runs"),
-                "epochs": 4,
-                "batch_size": 16,
-                "learning_rate": 1e-3,
-                "matryoshka_dims": [32, 16],
-                "seed": 5,
-                "promotion": {"registry": str(root / "registry")},
-            }
-        )
-    )
+    config.write_text(yaml.safe_dump(tiny_pipeline_config(tiny_model_dir, data, root)))
     return root, config
 
 
