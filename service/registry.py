@@ -275,14 +275,15 @@ class Registry:
                 logger.warning("%s", problem)
         return entries
 
-    def served_versions(self) -> set[str]:
+    def served_versions(self, entries: list[HistoryEntry] | None = None) -> set[str]:
         """The versions the history says were promoted, cut over or rolled back to: only those may be served. A
         version stored but refused at the switch (a lost race: "refused") or left by a killed promotion
         ("interrupted") has no such line and is never served, listed or preloaded.
 
         When some history lines are damaged (`history_problems`), a served version's line may be among them, so
-        the rule falls back to every version except those the history names as refused or interrupted."""
-        entries = self.history()
+        the rule falls back to every version except those the history names as refused or interrupted.
+        `entries`: the history, when the caller has just read it (`history_problems` is then that read's)."""
+        entries = self.history() if entries is None else entries
         served = {entry.version for entry in entries if entry.action in SERVED_ACTIONS and entry.version}
         if self.history_problems:
             never = {e.version for e in entries if e.action in NEVER_SERVED_ACTIONS and e.version}
@@ -291,12 +292,13 @@ class Registry:
 
     def never_served_reason(self, version: str) -> str | None:
         """Why `version` may not be served (refused at its promotion, or interrupted), or None when it may."""
-        if version in self.served_versions():
+        entries = self.history()
+        if version in self.served_versions(entries):
             return None
         champion = self.champion()
         if champion is not None and champion.version == version:
             return None
-        for entry in reversed(self.history()):
+        for entry in reversed(entries):
             if entry.version == version and entry.action in NEVER_SERVED_ACTIONS:
                 return f"{version} was {entry.action} at its promotion ({entry.reason}) and was never served"
         return f"{version} was never promoted (no history line promotes it) and was never served"

@@ -270,15 +270,19 @@ class VersionPool:
             raise self._not_found(requested)
         if version == champion.version:
             return champion
-        model = self.peek(version)
+        return await self._loaded_model(version)
+
+    async def _loaded_model(self, key: str) -> ServingModel:
+        """The model a pool key names (`v0003`, or `v0002@v0001`), loaded in a worker thread when it is not yet."""
+        model = self.peek(key)
         if model is not None:
             return model
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, self.get, version)
+            return await asyncio.get_running_loop().run_in_executor(None, self.get, key)
         except (VersionNotFound, VersionUnavailable):
             raise
         except EmbedgateServiceError as err:  # bad manifest, bad graph: the version is refused, others serve
-            raise VersionUnavailable(f"{version} could not be loaded: {err}") from err
+            raise VersionUnavailable(f"{key} could not be loaded: {err}") from err
 
     async def _resolve_space(self, requested: str, service_name: str, champion: ServingModel) -> ServingModel:
         """`<version or alias>@<old version>` (service/compat_spaces.py)."""
@@ -287,8 +291,10 @@ class VersionPool:
         except ValueError as err:
             raise VersionNotFound(str(err), self.available()) from None
         if base in (service_name, CHAMPION, CANDIDATE):
-            upto = champion.version if base in (service_name, CHAMPION) else self.state.candidate
-            upto = upto or self._reread().candidate
+            if base == CANDIDATE:
+                upto = self.state.candidate or self._reread().candidate
+            else:
+                upto = champion.version
             version = self.newest_in_space(upto, space) if upto else None
             if version is None:
                 raise VersionNotFound(
@@ -301,11 +307,7 @@ class VersionPool:
         else:
             raise self._not_found(requested)
         if version == space:  # a version's own space is the version itself
-            return (
-                champion
-                if version == champion.version
-                else await self.resolve(version, service_name, champion)
-            )
+            return await self.resolve(version, service_name, champion)
         if version not in self._state_naming(version).servable:
             raise self._not_found(version)
         loop = asyncio.get_running_loop()
@@ -316,16 +318,7 @@ class VersionPool:
                 f"one of {self.available()}",
                 self.available(),
             )
-        key = f"{version}{SEPARATOR}{space}"
-        model = self.peek(key)
-        if model is not None:
-            return model
-        try:
-            return await loop.run_in_executor(None, self.get, key)
-        except (VersionNotFound, VersionUnavailable):
-            raise
-        except EmbedgateServiceError as err:
-            raise VersionUnavailable(f"{key} could not be loaded: {err}") from err
+        return await self._loaded_model(f"{version}{SEPARATOR}{space}")
 
     def _reread(self) -> AliasState:
         with self._lock:

@@ -152,7 +152,6 @@ def evaluate_compatible(
 ) -> CompatVerdict:
     """`trained_answers`: the texts of the training queries' relevant documents (for the unseen-answer guard)."""
     from gates.compat.encode import encode_roles
-    from gates.evaluation.encoders import onnx_encoder
     from gates.evaluation.evaluate import load_eval_set
 
     view, pairs = load_eval_set(eval_data, split)
@@ -171,24 +170,23 @@ def evaluate_compatible(
     compat_q, _ = encode_roles(compat_onnx, queries, [], cache_dir, "compat queries", quiet)
     dims = json.loads((Path(compat_onnx) / "embedder.json").read_text())["dims"]
     new_dims = set(json.loads((Path(run_onnx) / "embedder.json").read_text())["dims"])
-    old_encoder = onnx_encoder(Path(old_onnx), "fp32")
     per_dim = {}
     for dim in dims:
         per_dim[dim] = {
-            "old-old": _scores(old_encoder, dim, old_q, old_d, query_ids, doc_ids, qrels),
-            "compat": _scores(old_encoder, dim, compat_q, old_d, query_ids, doc_ids, qrels),
+            "old-old": _scores(dim, old_q, old_d, query_ids, doc_ids, qrels),
+            "compat": _scores(dim, compat_q, old_d, query_ids, doc_ids, qrels),
         }
         if dim in new_dims:
-            per_dim[dim]["new-new"] = _scores(old_encoder, dim, new_q, new_d, query_ids, doc_ids, qrels)
+            per_dim[dim]["new-new"] = _scores(dim, new_q, new_d, query_ids, doc_ids, qrels)
     unseen = None
     if trained_answers is not None:
         unseen = {q for q in query_ids if not any(view.corpus.get(d) in trained_answers for d in qrels[q])}
     return judge(old_version, old_serving_dim, per_dim, unseen=unseen)
 
 
-def _scores(encoder, dim, q, d, query_ids, doc_ids, qrels) -> dict[str, float]:
-    """Per-query PRIMARY at `dim` (the encoder only names the backend in the result)."""
+def _scores(dim, q, d, query_ids, doc_ids, qrels) -> dict[str, float]:
+    """Per-query PRIMARY at `dim`: the evaluation's own retrieval scoring, on vectors already encoded."""
     from gates.evaluation.evaluate import _retrieval_at
 
-    result = _retrieval_at(encoder, dim, q, d, query_ids, doc_ids, qrels)
+    result = _retrieval_at("onnx-fp32", dim, q, d, query_ids, doc_ids, qrels)
     return {qid: values[PRIMARY] for qid, values in result.per_query.items()}

@@ -108,7 +108,7 @@ def score_encoder(
     retrieval, sts_results = [], []
     for dim in dims:
         if query_ids:
-            retrieval.append(_retrieval_at(encoder, dim, q_full, d_full, query_ids, doc_ids, qrels))
+            retrieval.append(_retrieval_at(encoder.backend, dim, q_full, d_full, query_ids, doc_ids, qrels))
         if sts_full is not None:
             a, b = truncate_dims(sts_full[0], dim), truncate_dims(sts_full[1], dim)
             sts_results.append(
@@ -117,13 +117,13 @@ def score_encoder(
     return retrieval, sts_results
 
 
-def _retrieval_at(encoder, dim, q_full, d_full, query_ids, doc_ids, qrels) -> RetrievalResult:
+def _retrieval_at(backend, dim, q_full, d_full, query_ids, doc_ids, qrels) -> RetrievalResult:
     q, d = truncate_dims(q_full, dim), truncate_dims(d_full, dim)
     run: dict[str, dict[str, float]] = {}
     for start in range(0, len(query_ids), QUERY_CHUNK):
         chunk = q[start : start + QUERY_CHUNK] @ d.T
         run.update(top_k_run(query_ids[start : start + QUERY_CHUNK], doc_ids, chunk, k=max(KS)))
-    return RetrievalResult.from_scores(encoder.backend, dim, evaluate_run(qrels, run, ks=KS))
+    return RetrievalResult.from_scores(backend, dim, evaluate_run(qrels, run, ks=KS))
 
 
 def score_pairs(
