@@ -28,6 +28,10 @@ MAX_CORPUS_TEXTS = (
     10000  # corpus texts encoded: enough for a 384-dim PCA and a realistic ranking, minutes on CPU
 )
 MIN_DEV_QUERIES = 5
+# The general texts' share of the PCA's sample, as a fraction of the domain's total energy (their rows are weighted
+# so that a few hundred everyday sentences count as much as 10,000 domain texts would at 1.0).
+GENERAL_WEIGHT = 1.0
+NEIGHBOURS = 10  # general_retention: the full dim's nearest neighbours a truncated dim should keep
 # The ranking term's weight in the adaptor candidate (benchmarks/small_dims.py's default).
 ADAPTOR_RANK_WEIGHT = 0.1
 
@@ -41,6 +45,7 @@ class RotationDecision:
     fit_texts: int
     dev_gain: dict | None = None  # the kept choice's gain over no rotation, with its bootstrap bound
     dev_gain_by_dim: dict | None = None  # dim -> that gain at each dim alone (no dim may lose beyond noise)
+    general: dict | None = None  # the general-domain guard: texts fitted / held out, per-dim retention gain
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -90,6 +95,9 @@ class RotationData:
     pairs: list[tuple[str, str]] = ()  # training (anchor, positive): what the learned refinement ranks
     labelled: dict[str, set[str]] | None = None  # anchor -> every labelled positive (dev relevance, masking)
     dev_queries: list[str] = ()  # held-out anchors, ranked against the whole corpus to decide
+    # Texts from outside the domain (training/general_texts.py): the first half joins the PCA's sample, the second
+    # guards the decision (general_retention); empty: the domain alone decides, as before issue 30.
+    general_texts: list[str] = ()
 
 
 def choose_rotation(
@@ -163,8 +171,17 @@ def decide_rotation(
         )
 
     corpus_emb, anchor_emb = encode(corpus, "document"), encode(anchors, "query")
-    domain_emb = np.vstack([corpus_emb, anchor_emb])  # the domain's texts: what the PCA and the adaptor fit
-    pca = fit_rotation(domain_emb)
+    from training.general_texts import split_general
+
+    general_fit, general_guard = split_general(list(data.general_texts))
+    # Symmetric everyday text: the query side, as the gate's general STS check encodes it.
+    general_emb = encode(general_fit, "query") if general_fit else np.zeros((0, dim), np.float32)
+    # The domain's texts (and the general ones, weighted): what the PCA and the adaptor fit. The general texts keep
+    # the first dims from holding the domain's directions only (issue 30: small dims forgot other domains;
+    # measured in benchmarks/forgetting.py, docs/decisions.md).
+    domain_emb = np.vstack([corpus_emb, anchor_emb])
+    pca = fit_rotation(_with_general(domain_emb, general_emb))
+    fitted += len(general_fit)
     scorers = _whole_corpus_dev(
         data.dev_queries, corpus, labelled, dims, lambda t: encode(t, "query"), corpus_emb
     )
@@ -215,6 +232,7 @@ def decide_rotation(
             per_query,
             per_dim,
             seed,
+            general_emb,
         )
     after = dev(chosen)
     # One graph serves every dim (the served runtime truncates the full vector), so one transform must do for all
@@ -229,6 +247,25 @@ def decide_rotation(
     verdict = "applied" if applied else "not applied"
     if by_default and mode != "on":
         verdict = "applied (the PCA ordering is the default: no dim loses beyond noise)"
+    general = None
+    if applied and mode != "on" and len(general_guard) > NEIGHBOURS:
+        # Other domains: the dev queries are the training domain's, so they cannot see what a small dim forgets
+        # elsewhere. Held-out everyday texts can: a truncated dim that keeps fewer of their full-dim neighbours
+        # than the dims' original order, beyond noise, falls back to the PCA ordering, then to no rotation.
+        guard_emb = encode(general_guard, "query")
+        check = _GeneralCheck.of(chosen, guard_emb, dims, seed)
+        if check.hurt and chosen is not pca:
+            fallback = _GeneralCheck.of(pca, guard_emb, dims, seed)
+            pca_over_none = _Comparison.of(pca, identity, per_query, per_dim, dim, seed)
+            if not fallback.hurt and not pca_over_none.hurt:
+                how = f"PCA only: {how}, but that {check.describe()}"
+                chosen, check, over_none, after = pca, fallback, pca_over_none, dev(pca)
+                verdict = "applied (the PCA ordering)"
+        if check.hurt:
+            applied, verdict = False, f"not applied: {check.describe()}"
+        else:
+            verdict += f"; {check.describe()}"
+        general = check.to_dict() | {"fitted": len(general_fit)}
     reason = (
         f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
         f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {over_none.describe()}: {verdict}"
@@ -242,10 +279,11 @@ def decide_rotation(
         fitted,
         over_none.mean.to_dict(),
         {str(d): g.to_dict() for d, g in over_none.by_dim.items()},
+        general,
     )
 
 
-def _maybe_adapt(chosen, how, texts, anchors, positives, corpus_emb, dims, per_query, per_dim, seed):
+def _maybe_adapt(chosen, how, texts, anchors, positives, corpus_emb, dims, per_query, per_dim, seed, general):
     """The chosen rotation, or a Matryoshka-Adaptor started from it (training/matryoshka_adaptor.py, with the
     ranking term on the training pairs) when it beats the chosen one on the dev queries (`_Comparison`; the full
     dim is among the dims that may not lose). Unlike the rotation the adaptor is not orthogonal, so full-dim quality may move:
@@ -254,6 +292,7 @@ def _maybe_adapt(chosen, how, texts, anchors, positives, corpus_emb, dims, per_q
     (docs/decisions.md)."""
     from training.matryoshka_adaptor import learn_adaptor
 
+    texts = np.vstack([texts, general])  # neighbourhoods to preserve: the general texts' too
     adapted = learn_adaptor(
         chosen, texts, dims, anchors, positives, corpus_emb, rank_weight=ADAPTOR_RANK_WEIGHT, seed=seed
     ).matrix
@@ -305,6 +344,74 @@ class _Comparison:
         if self.hurt:
             text += f"; but it loses beyond noise at {', '.join(self.hurt)}"
         return text
+
+
+def _with_general(domain: np.ndarray, general: np.ndarray) -> np.ndarray:
+    """The PCA's sample: the domain's rows and the general rows, weighted to GENERAL_WEIGHT of the domain's energy
+    (an uncentered PCA of unit vectors weighs each row by its squared norm)."""
+    if not len(general):
+        return domain
+    scale = np.sqrt(GENERAL_WEIGHT * len(domain) / len(general))
+    return np.vstack([domain, general * scale])
+
+
+def general_retention(matrix: np.ndarray, texts: np.ndarray, dims: list[int]) -> dict[int, np.ndarray]:
+    """dim -> per text, the share of its NEIGHBOURS nearest other texts at the untransformed full dim that the
+    transformed, truncated embedding still ranks among its NEIGHBOURS nearest (labels not needed)."""
+    reference = _nearest(texts)
+    rotated = texts @ matrix.T
+    out = {}
+    for d in dims:
+        kept = _nearest(rotated[:, :d])
+        out[d] = np.array([len(set(a) & set(b)) / NEIGHBOURS for a, b in zip(reference, kept, strict=True)])
+    return out
+
+
+def _nearest(vectors: np.ndarray) -> np.ndarray:
+    """Each row's NEIGHBOURS most cosine-similar other rows."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :NEIGHBOURS]
+
+
+@dataclass(frozen=True)
+class _GeneralCheck:
+    """A transform against the dims' original order on held-out general texts: per dim, the gain in the share of
+    full-dim neighbours kept (general_retention), with its bootstrap interval over texts."""
+
+    by_dim: dict  # dim -> training.dev_noise.DevGain
+
+    @classmethod
+    def of(cls, candidate, texts: np.ndarray, dims: list[int], seed: int) -> _GeneralCheck:
+        from training.dev_noise import paired_gain
+
+        identity = np.eye(texts.shape[1], dtype=np.float32)
+        mine, original = general_retention(candidate, texts, dims), general_retention(identity, texts, dims)
+        return cls({d: paired_gain(mine[d], original[d], seed) for d in sorted(dims, reverse=True)})
+
+    @property
+    def hurt(self) -> list[str]:
+        return [
+            f"d{d} {g.mean:+.4f} (95% upper bound {g.high:+.4f})"
+            for d, g in self.by_dim.items()
+            if g.high < 0
+        ]
+
+    def describe(self) -> str:
+        n = next(iter(self.by_dim.values())).n
+        gains = ", ".join(f"d{d} {g.mean:+.3f}" for d, g in self.by_dim.items())
+        if self.hurt:
+            return (
+                f"on {n} held-out general texts it keeps fewer full-dim neighbours than the original order beyond "
+                f"noise at {', '.join(self.hurt)}"
+            )
+        return f"general-domain neighbours kept vs the original order over {n} held-out texts: {gains} (no loss beyond noise)"
+
+    def to_dict(self) -> dict:
+        return {"texts": next(iter(self.by_dim.values())).n} | {
+            "retention_gain_by_dim": {str(d): g.to_dict() for d, g in self.by_dim.items()}
+        }
 
 
 def _sample_corpus(corpus: list[str], needed: set[str], rng) -> list[str]:

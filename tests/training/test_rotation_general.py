@@ -1,0 +1,113 @@
+"""The rotation and other domains (issue 30): general texts join the PCA's sample, and a held-out half guards
+the decision so that a small dim does not forget what lies outside the training domain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import training.rotation as rotation
+from training.general_texts import load_general_texts, split_general
+from training.rotation import RotationData, decide_rotation, general_retention
+
+DIM = 32
+IDENTITY = np.eye(DIM, dtype=np.float32)
+REVERSED = IDENTITY[::-1].copy()  # moves the first axes, where the general texts live, to the end
+
+
+def _encoder():
+    """Domain texts spread over every axis; general texts ("general ...") mostly over the first 8, so a transform
+    that moves those axes out of the first 8 dims scrambles their neighbours at d8."""
+
+    def encode(texts, role):
+        out = []
+        for t in texts:
+            rng = np.random.default_rng(abs(hash(t)) % 2**32)
+            v = rng.normal(size=DIM)
+            if t.startswith("general"):
+                v[8:] *= 0.05
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), DIM)
+
+    return encode
+
+
+def _decide(monkeypatch, matrix, general: int = 60):
+    """decide_rotation where the PCA is `matrix` and the dev queries see a gain beyond noise at d8 only."""
+    rng = np.random.default_rng(0)
+    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+
+    def by_dim(r):
+        gain = 0.0 if np.array_equal(r, IDENTITY) else 0.2
+        return {32: base[32], 16: base[16], 8: base[8] + gain}
+
+    def mean(r):
+        return np.mean(list(by_dim(r).values()), axis=0)
+
+    monkeypatch.setattr(
+        rotation,
+        "_whole_corpus_dev",
+        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
+    )
+    monkeypatch.setattr(rotation, "fit_rotation", lambda emb: matrix)
+    texts = [f"domain text {i}" for i in range(40)]
+    general_texts = [f"general text {i}" for i in range(general)]
+    data = RotationData(texts, [], {}, texts[:20], general_texts=general_texts)
+    return decide_rotation(_encoder(), DIM, data, [32, 16, 8])
+
+
+def test_general_retention_is_one_at_the_full_dim_and_falls_where_the_structure_moved():
+    texts = _encoder()([f"general text {i}" for i in range(50)], "query")
+    kept = general_retention(IDENTITY, texts, [32, 8])
+    assert np.all(kept[32] == 1.0)
+    moved = general_retention(REVERSED, texts, [32, 8])
+    assert np.all(moved[32] == 1.0)  # a rotation keeps every full-dim neighbour
+    assert moved[8].mean() < kept[8].mean() - 0.3
+
+
+def test_a_rotation_that_forgets_the_general_texts_is_not_applied(monkeypatch):
+    matrix, decision = _decide(monkeypatch, REVERSED)
+    assert matrix is None and not decision.applied
+    assert "not applied: on 30 held-out general texts it keeps fewer full-dim neighbours" in decision.reason
+    gain = decision.general["retention_gain_by_dim"]["8"]
+    assert gain["high"] < 0 and decision.general["fitted"] == 30 and decision.general["texts"] == 30
+
+
+def test_a_rotation_that_keeps_the_general_texts_is_applied_and_says_so(monkeypatch):
+    matrix, decision = _decide(monkeypatch, IDENTITY[[1, 0, *range(2, DIM)]].copy())
+    assert decision.applied and matrix is not None
+    assert "general-domain neighbours kept vs the original order over 30 held-out texts" in decision.reason
+    assert decision.general["retention_gain_by_dim"]["8"]["high"] >= 0
+    assert decision.fit_texts == 40 + 30  # the domain texts and the fitted general half
+
+
+def test_without_general_texts_the_domain_alone_decides(monkeypatch):
+    matrix, decision = _decide(monkeypatch, REVERSED, general=0)
+    assert decision.applied and decision.general is None and decision.fit_texts == 40
+
+
+def test_the_general_texts_weigh_in_the_pca():
+    """500 domain rows along axes 0 and 2, 10 general rows along axis 1: alone the domain's two axes lead; with
+    the general rows weighted to the domain's energy, axis 1 is among the first two."""
+    rng = np.random.default_rng(0)
+    domain = np.zeros((500, 4))
+    domain[:, 0], domain[:, 2] = 1.0, 0.5 * rng.normal(size=500)
+    general = np.zeros((10, 4))
+    general[:, 1] = 1.0
+    on_axis_1 = lambda r: float(np.linalg.norm(r[:2, 1]))  # noqa: E731  (axis 1's share of the first two rows)
+    assert on_axis_1(rotation.fit_rotation(domain)) < 0.01
+    assert on_axis_1(rotation.fit_rotation(rotation._with_general(domain, general))) > 0.99
+
+
+def test_the_packaged_general_texts_split_by_position(tmp_path):
+    texts = load_general_texts()
+    fit, guard = split_general(texts)
+    assert len(texts) > 300 and len(set(texts)) == len(texts)
+    assert fit + guard == texts and abs(len(fit) - len(guard)) <= 1
+
+
+def test_a_bad_general_table_says_what_it_expected(tmp_path):
+    path = tmp_path / "sts.jsonl"
+    path.write_text('{"sentence1": "a", "sentence2": "b", "score": 1}\n{"text": "c"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"sts.jsonl:2: expected a JSON object with sentence1 and sentence2"):
+        load_general_texts(path)

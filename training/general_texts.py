@@ -1,0 +1,38 @@
+"""General-domain texts for the post-hoc rotation: what a client may send besides the training domain.
+
+The packaged general STS set (training.data.GENERAL_STS, 316 everyday sentences grouped by topic) is split in two
+halves by position, so by topic: the first half joins the rotation's PCA sample (its ordering then serves the
+domain and everyday text, not the domain alone), the second half guards the decision on topics the fit never saw
+(training/rotation.py, `general_retention`). Why halves by topic: a paraphrase of a fitted sentence in the guard
+half would make the guard see its own fit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def load_general_texts(path: Path | None = None) -> list[str]:
+    """The distinct sentences of an STS table (jsonl rows with sentence1 and sentence2), in file order."""
+    from training.data import GENERAL_STS
+
+    path = Path(path or GENERAL_STS)
+    texts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if not isinstance(row, dict) or not {"sentence1", "sentence2"} <= set(row):
+            raise ValueError(
+                f"{path}:{number}: expected a JSON object with sentence1 and sentence2, got {line[:80]!r}; "
+                "give an STS table in the format of training/data/general_sts/sts.jsonl"
+            )
+        texts += [str(row["sentence1"]), str(row["sentence2"])]
+    return list(dict.fromkeys(texts))
+
+
+def split_general(texts: list[str]) -> tuple[list[str], list[str]]:
+    """(fit half, guard half): the first and the second half of the list, in order."""
+    middle = len(texts) // 2
+    return list(texts[:middle]), list(texts[middle:])
