@@ -16,6 +16,7 @@ Names a client may send as `model` (the same with the service-name prefix, `embe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,17 @@ def split_space(name: str) -> tuple[str, str | None]:
 def spaces_in_manifest(manifest: dict[str, Any]) -> tuple[str, ...]:
     spaces = manifest.get("compatible_spaces") or {}
     return tuple(sorted(spaces, key=lambda v: int(v[1:]))) if isinstance(spaces, dict) else ()
+
+
+def newest_in_space(
+    servable: Iterable[str], upto: str, space: str, spaces_of: Callable[[str], Iterable[str]]
+) -> str | None:
+    """The newest of `servable` up to `upto` that answers in `space` (the space's own version counts): what
+    `champion@<space>` serves when `upto` is the champion. `spaces_of(version)`: the spaces a version answers in."""
+    for version in sorted(servable, key=lambda v: -int(v[1:])):
+        if int(version[1:]) <= int(upto[1:]) and (version == space or space in spaces_of(version)):
+            return version
+    return None
 
 
 def compat_files(registry: Any, version: str, space: str, precision: str | None) -> Path:

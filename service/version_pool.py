@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.aliases import CANDIDATE, CHAMPION, AliasState, read_state
-from service.compat_spaces import SEPARATOR, compat_files, spaces_in_manifest, split_space
+from service.compat_spaces import SEPARATOR, compat_files, newest_in_space, spaces_in_manifest, split_space
 from service.errors import EmbedgateServiceError
 from service.prompts import role_rows
 from service.registry import VERSION_PATTERN, Registry
@@ -200,10 +200,7 @@ class VersionPool:
 
     def newest_in_space(self, upto: str, space: str) -> str | None:
         """The newest servable version up to `upto` that answers in `space` (the space's own version counts)."""
-        for version in sorted(self.state.servable, key=lambda v: -int(v[1:])):
-            if int(version[1:]) <= int(upto[1:]) and (version == space or space in self.spaces(version)):
-                return version
-        return None
+        return newest_in_space(self.state.servable, upto, space, self.spaces)
 
     def peek(self, version: str) -> ServingModel | None:
         with self._lock:

@@ -179,3 +179,42 @@ def test_a_space_whose_gain_comes_from_answers_seen_in_training_is_refused():
     )
     few = {f"u{q}" for q in list(new["compat"])[:5]}  # too few to judge: the guard is skipped, not failed
     assert "unseen_answers" not in judge("v0001", 64, {64: merged}, unseen=few).rows[0]
+
+
+def test_a_space_an_earlier_upgrade_already_serves_is_offered_only_beyond_noise_over_that_upgrade():
+    """Chained upgrades never take v0001's clients a step back: after v0002@v0001, a candidate's space must beat
+    what champion@v0001 serves today (v0002@v0001) beyond noise, at the serving dim and without a loss at any dim."""
+    level = _scores({"old-old": 0, "compat": 0.08, "current": 0.08})  # beats v0001, ties v0002@v0001
+    verdict = judge("v0001", 64, {64: level}, current="v0002@v0001")
+    assert not verdict.offered and verdict.current == "v0002@v0001"
+    assert "compat vs v0002@v0001 (what champion@v0001 serves today)" in verdict.reason
+    assert "its clients keep v0002@v0001" in verdict.reason
+    assert verdict.rows[0]["vs_current"]["beyond_noise"] == "none" and verdict.rows[0]["current"] > 0
+    assert judge("v0001", 64, {64: level}).offered  # without an earlier upgrade the same scores are offered
+    better = _scores({"old-old": 0, "compat": 0.16, "current": 0.08})
+    verdict = judge("v0001", 64, {64: better}, current="v0002@v0001")
+    assert verdict.offered and "v0002@v0001 (served today) by +0.0" in verdict.reason
+    assert verdict.to_dict()["current"] == "v0002@v0001"
+    worse_small = {
+        64: _scores({"old-old": 0, "compat": 0.16, "current": 0.08}),
+        32: _scores({"old-old": 0, "compat": 0.04, "current": 0.12}),
+    }
+    verdict = judge("v0001", 64, worse_small, current="v0002@v0001")
+    assert not verdict.offered and "loses to v0002@v0001, what champion@v0001 serves today" in verdict.reason
+    assert "dim(s) [32]" in verdict.reason
+
+
+def test_auto_keeps_a_space_an_earlier_version_answers_in_after_a_promotion_that_did_not(tmp_path, tiny_exports):
+    """v0002 answers in v0001's space, v0003 could not offer it: v0001's clients are on v0002@v0001, and the next
+    candidate still targets v0001 (against v0002@v0001, what they get today)."""
+    from gates.compat.stage import current_in_space
+
+    registry = Registry(tmp_path / "registry")
+    promote(registry, tiny_exports["a"])
+    assert current_in_space(registry, "v0001") is None  # its own version serves it
+    _version_with_spaces(registry, tiny_exports["b"], {"v0001": {"serving_dim": 16}})
+    name, path = current_in_space(registry, "v0001")
+    assert name == "v0002@v0001" and path == registry.version_dir("v0002") / "compat" / "v0001" / "onnx"
+    _version_with_spaces(registry, tiny_exports["a"], {})  # v0003: no space offered
+    assert target_versions(registry, "auto", None) == ["v0003", "v0001"]
+    assert current_in_space(registry, "v0001")[0] == "v0002@v0001"
