@@ -5,7 +5,7 @@ they stored with an older version, through a backward map into the old space (tr
         --shared ../shared/datasets --work artifacts/compat --out benchmarks/results
 
 A chain of three versions per set, each trained on the training queries only (never the test split):
-  v1 = the base model (all-MiniLM-L6-v2) as served;  v2 = fine-tuned on half the training pairs;
+  v1 = the base model (all-MiniLM-L6-v2) as served;  v2 = fine-tuned on half the training pairs (--v2-fraction);
   v3 = fine-tuned on all of them (more data). The same short recipe as benchmarks/small_dims.py.
 For each upgrade (v1 -> v2, v1 -> v3, v2 -> v3) and each of the old version's dims (384/256/128/64), test NDCG@10
 of every test query against the whole corpus, for:
@@ -57,14 +57,14 @@ def run_set(name: str, shared: Path, args) -> dict:
     train_ids = sorted(q for q in train if q in queries)
     test_ids = sorted(q for q in test if q in queries)
     rng = np.random.default_rng(args.seed)
-    half = set(rng.choice(train_ids, len(train_ids) // 2, replace=False).tolist())
+    half = set(rng.choice(train_ids, int(len(train_ids) * args.v2_fraction), replace=False).tolist())
     pairs_all = [(queries[q], corpus[d]) for q in train_ids for d in sorted(train[q])]
     pairs_half = [(queries[q], corpus[d]) for q in train_ids if q in half for d in sorted(train[q])]
     print(f"{name}: {len(docs)} docs, {len(train_ids)} train / {len(test_ids)} test queries", flush=True)
     started = time.perf_counter()
     models = {
         "v1": args.model,
-        "v2": finetune(args.model, pairs_half, args.epochs, args.work / f"compat_{name}_half"),
+        "v2": finetune(args.model, pairs_half, args.epochs, args.work / f"compat_{name}_{_share(args.v2_fraction)}"),
         "v3": finetune(args.model, pairs_all, args.epochs, args.work / f"compat_{name}_all"),
     }
     emb = {}
@@ -86,7 +86,7 @@ def run_set(name: str, shared: Path, args) -> dict:
     def ndcg(q, d, dim):
         return ndcg_at_10(q, d, test_rel, dim)
 
-    maps = {}
+    maps, batch_maps = {}, {}
     result = {
         "docs": len(docs),
         "train_queries": len(train_ids),
@@ -94,18 +94,20 @@ def run_set(name: str, shared: Path, args) -> dict:
         "upgrades": {},
         "unseen_positive_queries": int(unseen.sum()),
     }
+    # A version's map is fitted on the training pairs its own run had (v2: its share, v3: all), as the pipeline
+    # does: a map fitted on queries the new model never trained on also carries labels the model did not see
+    seen = {"v2": np.array([q in half for q in train_ids]), "v3": np.ones(len(train_ids), dtype=bool)}
     for old, new in (("v1", "v2"), ("v1", "v3"), ("v2", "v3")):
-        e_old, e_new = emb[old], emb[new]
+        e_old, e_new, rows = emb[old], emb[new], seen[new]
+        pos = [p for p, keep in zip(train_pos, rows, strict=True) if keep]
+        fit_args = (e_new["train"][rows], e_new["docs"], e_old["docs"], pos)
         fits = {
-            "compat-ls": _fit(e_new["train"], e_new["docs"], e_old["docs"], train_pos, False, e_old["train"]),
-            "compat": _fit(
-                e_new["train"], e_new["docs"], e_old["docs"], train_pos, True, e_old["train"], "corpus"
-            ),
-            "compat-batch": _fit(
-                e_new["train"], e_new["docs"], e_old["docs"], train_pos, True, e_old["train"]
-            ),
+            "compat-ls": _fit(*fit_args, False, e_old["train"][rows]),
+            "compat": _fit(*fit_args, True, e_old["train"][rows], "corpus"),
+            "compat-batch": _fit(*fit_args, True, e_old["train"][rows]),
         }
         maps[(old, new)] = fits["compat"].weight
+        batch_maps[(old, new)] = fits["compat-batch"].weight
         systems = {"old-old": (e_old["test"], e_old["docs"])}
         for label, fit in fits.items():
             systems[label] = (_mapped(e_new["test"], fit.weight), e_old["docs"])
@@ -143,8 +145,48 @@ def run_set(name: str, shared: Path, args) -> dict:
         }
         print(_table(name, f"{old}->{new}", per_dim), flush=True)
         print(_unseen_table(per_dim, int(unseen.sum())), flush=True)
+    result["chain"] = _chain(emb, batch_maps, lambda q, d, dim: ndcg(q, d, dim), args.seed)
+    print(_chain_table(name, result["chain"]), flush=True)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
+
+
+def _share(fraction: float) -> str:
+    return "half" if fraction == 0.5 else f"f{fraction:g}"
+
+
+def _chain(emb, batch_maps, ndcg, seed) -> dict:
+    """What v1's clients get at each promotion with the shipped default (in-batch maps, each trained directly
+    against v1's stored vectors): v1 itself, then v2@v1, then v3@v1, each step's paired interval against the
+    previous step's answer (the pipeline offers v3@v1 only when it beats v2@v1, what champion@v1 serves then)."""
+    stored = emb["v1"]["docs"]
+    steps = {
+        "v1": emb["v1"]["test"],
+        "v2@v1": _mapped(emb["v2"]["test"], batch_maps[("v1", "v2")]),
+        "v3@v1": _mapped(emb["v3"]["test"], batch_maps[("v1", "v3")]),
+    }
+    out = {}
+    for dim in DIMS:
+        scores = {label: ndcg(q, stored, dim) for label, q in steps.items()}
+        entry = {label: round(float(s.mean()), 4) for label, s in scores.items()}
+        for label, previous in (("v2@v1", "v1"), ("v3@v1", "v2@v1")):
+            low, high = bootstrap_low_high(scores[label] - scores[previous], seed)
+            entry[f"{label} - {previous}"] = [round(float((scores[label] - scores[previous]).mean()), 4),
+                                               round(low, 4), round(high, 4)]  # fmt: skip
+        out[dim] = entry
+    return out
+
+
+def _chain_table(name: str, chain: dict) -> str:
+    lines = [f"\n{name} chain: what v1's clients get over their stored v1 vectors (in-batch maps, the default)",
+             "| dim | v1 | v2@v1 | v3@v1 | v2@v1 - v1 (95% CI) | v3@v1 - v2@v1 (95% CI) |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for dim, e in chain.items():
+        a, b = e["v2@v1 - v1"], e["v3@v1 - v2@v1"]
+        lines.append(
+            f"| {dim} | {e['v1']:.4f} | {e['v2@v1']:.4f} | {e['v3@v1']:.4f} | {a[0]:+.4f} [{a[1]:+.4f}, {a[2]:+.4f}] "
+            f"| {b[0]:+.4f} [{b[1]:+.4f}, {b[2]:+.4f}] |"
+        )
+    return "\n".join(lines)
 
 
 def _fit_weight(maps, old, new, emb, train_pos):
@@ -195,6 +237,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scifact-corpus", type=int, default=None)
     parser.add_argument("--max-train", type=int, default=2000)
+    parser.add_argument(
+        "--v2-fraction", type=float, default=0.5, help="share of the training queries v2 is trained on (v3: all)"
+    )
     args = parser.parse_args()
     results = {}
     for name in args.sets:
@@ -205,7 +250,7 @@ def main() -> None:
         _table(n, u, r["per_dim"]) + "\n\n" + _unseen_table(r["per_dim"], res["unseen_positive_queries"])
         for n, res in results.items()
         for u, r in res["upgrades"].items()
-    ]
+    ] + [_chain_table(n, res["chain"]) for n, res in results.items()]
     (args.out / "compat_upgrade.md").write_text("\n".join(tables) + "\n")
 
 
