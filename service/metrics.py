@@ -6,10 +6,18 @@ random paths grew /metrics without bound. Ours label by route from the route tab
 Created when the service starts, never at import: BentoML sets PROMETHEUS_MULTIPROC_DIR in each worker before the
 service is built, and prometheus_client must be imported after that for the workers' values to be aggregated.
 Tests pass their own CollectorRegistry.
+
+Per-request values are buffered (`add`, `observe_later`, `request_started` / `request_finished`) and written to
+Prometheus' values in one go (`flush`), scheduled with `call_soon` when the first value arrives: every request that
+finishes in the same turn of the event loop (a batch resolves up to 32 at once) shares one write per series instead
+of paying ~8 locked mmap writes each (22.7 µs per request in isolation, 78 µs in the c16 profile). Nothing waits for
+a timer, so /metrics lags by one turn of the loop at most, and the /metrics route flushes its own worker first.
 """
 
 from __future__ import annotations
 
+import asyncio
+from bisect import bisect_left
 from typing import Any
 
 LATENCY_BUCKETS_S = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -92,6 +100,66 @@ class ServiceMetrics:
             ["version", "reason"],
             registry=registry,
         )
+
+        self._counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+        # (histogram, labels) -> [observations per bucket (non-cumulative, as prometheus_client keeps them), sum]
+        self._histograms: dict[tuple[Any, tuple[str, ...]], list] = {}
+        self._in_flight = 0
+        self._in_flight_written: int | None = None
+        self._flush_scheduled = False
+
+    # ---- buffered per-request values: written by `flush`, one write per series per turn of the event loop ----
+    def add(self, counter: Any, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        key = (counter, labels)
+        self._counts[key] = self._counts.get(key, 0.0) + amount
+        self._schedule_flush()
+
+    def observe_later(self, histogram: Any, labels: tuple[str, ...], value: float) -> None:
+        key = (histogram, labels)
+        pending = self._histograms.get(key)
+        if pending is None:
+            child = histogram.labels(*labels) if labels else histogram
+            pending = self._histograms[key] = [[0] * len(child._upper_bounds), 0.0, child]
+        # The first bucket whose upper bound is >= value: what Histogram.observe picks (`amount <= bound`).
+        pending[0][bisect_left(pending[2]._upper_bounds, value)] += 1
+        pending[1] += value
+        self._schedule_flush()
+
+    def request_started(self) -> None:
+        self._in_flight += 1
+        self._schedule_flush()
+
+    def request_finished(self) -> None:
+        self._in_flight -= 1
+        self._schedule_flush()
+
+    def flush(self) -> None:
+        """Write everything buffered to the Prometheus values (this process' share of the multiprocess files)."""
+        self._flush_scheduled = False
+        counts, self._counts = self._counts, {}
+        for (counter, labels), amount in counts.items():
+            (counter.labels(*labels) if labels else counter).inc(amount)
+        histograms, self._histograms = self._histograms, {}
+        for per_bucket, total, child in histograms.values():
+            # Histogram.observe's own writes, summed: its `_sum` and the one bucket each value falls in.
+            child._sum.inc(total)
+            for index, observed in enumerate(per_bucket):
+                if observed:
+                    child._buckets[index].inc(observed)
+        if self._in_flight != self._in_flight_written:
+            self.in_flight.set(self._in_flight)
+            self._in_flight_written = self._in_flight
+
+    def _schedule_flush(self) -> None:
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (a test, a thread): write now
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
 
     def record_model(self, new: Any, old: Any | None) -> None:
         """Mark `new` (a ServingModel) as served and `old` as no longer served."""

@@ -45,7 +45,6 @@ from service.api_models import (
     resolve_dimensions,
 )
 from service.api_responses import dumps, native_body, openai_body
-from service.embedder import truncate_dims
 from service.limits import check_request_tokens, parse_json_object, read_body
 from service.memory import TRIM_AFTER_CHARS, release_freed_memory
 from service.prompts import apply_prompt, prompt_for, role_rows
@@ -65,7 +64,8 @@ logger = logging.getLogger("embedgate.service")
 # The routes that run the model: the hot path, left out of BentoML's request tracing by default (service/app.py).
 EMBEDDING_PATHS = ("/v1/embeddings", "/embed")
 
-# Below this many characters, counting tokens on the event loop is cheaper than handing it to a thread.
+# Up to this many characters a request is tokenised in the model's thread, batched with the others (a few ms at
+# most); a longer one on a thread of its own, so that it never holds up the model.
 INLINE_TOKENIZE_CHARS = 4096
 
 
@@ -176,6 +176,7 @@ class EmbeddingApi:
     async def metrics(self, request: Request) -> Response:
         from service.metrics import exposition
 
+        self._runtime().metrics.flush()  # this worker's buffered values first; the others flush every loop turn
         body, content_type = await asyncio.to_thread(exposition)  # reads every worker's files: off the loop
         return Response(body, 200, media_type=content_type, headers={VERSION_HEADER: self._current_version()})
 
@@ -221,7 +222,7 @@ class EmbeddingApi:
         started = time.perf_counter()
         model = runtime.model
         version = model.version if model else NO_MODEL
-        metrics.in_flight.inc()
+        metrics.request_started()
         try:
             with runtime.concurrency.admit():
                 if model is None:
@@ -253,9 +254,10 @@ class EmbeddingApi:
                 route,
             )
         finally:
-            metrics.in_flight.dec()
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+            metrics.request_finished()
+        # Buffered: written once per turn of the event loop for every request finishing in it (service/metrics.py).
+        metrics.add(metrics.requests, (route, str(response.status_code)))
+        metrics.observe_later(metrics.latency, (route,), time.perf_counter() - started)
         return response
 
     async def _list_models(self, request: Request, runtime: ServingRuntime, model: ServingModel) -> Response:
@@ -315,32 +317,43 @@ class EmbeddingApi:
         dimensions = resolve_dimensions(parsed.dimensions, model.dims, model.serving_dim)
         prompt = prompt_for(model.embedder.info.prompts, parsed.input_type, parsed.prompt_name)
         texts = tuple(apply_prompt(parsed.texts, prompt))  # the model reads prompt + text, as it was trained
-        encoded = await _encode(model, texts)  # the request's only tokenisation: the batcher reuses the ids
-        counts, truncated = encoded.token_counts, encoded.truncated
         max_tokens = model.embedder.max_seq_length
-        check_request_tokens(counts, max_tokens, runtime.settings.max_request_tokens)
-        if any(truncated) and not parsed.truncate:
-            over = [(index, count) for index, count in enumerate(counts) if count > max_tokens]
-            listed = ", ".join(f"text {index} has {count}" for index, count in over[:5])
-            raise ApiError(
-                422,
-                "too_many_tokens",
-                f"{listed} tokens; the model reads at most {max_tokens} (special "
-                f'tokens included) and truncation is off: shorten the text, or send "truncate": true '
-                f"(/embed) / set EMBEDGATE_TRUNCATE=true",
-                param="truncate",
-            )
-        vectors = await runtime.batcher.embed_tokens(model, encoded.ids)
-        if sum(len(text) for text in texts) >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
+
+        def check(encoded: TokenizedTexts) -> None:
+            """The token limits, once the texts are tokenised (the request's only tokenisation)."""
+            check_request_tokens(encoded.token_counts, max_tokens, runtime.settings.max_request_tokens)
+            if any(encoded.truncated) and not parsed.truncate:
+                over = [
+                    (index, count) for index, count in enumerate(encoded.token_counts) if count > max_tokens
+                ]
+                listed = ", ".join(f"text {index} has {count}" for index, count in over[:5])
+                raise ApiError(
+                    422,
+                    "too_many_tokens",
+                    f"{listed} tokens; the model reads at most {max_tokens} (special "
+                    f'tokens included) and truncation is off: shorten the text, or send "truncate": true '
+                    f"(/embed) / set EMBEDGATE_TRUNCATE=true",
+                    param="truncate",
+                )
+
+        chars = sum(len(text) for text in texts)
+        if chars <= INLINE_TOKENIZE_CHARS:
+            # Tokenised, cut to `dimensions` and re-normalised in the model's thread, batched with the other requests
+            # queued meanwhile (service/batcher.py): none of it on the event loop.
+            encoded, vectors = await runtime.batcher.embed_texts(model, texts, dimensions, check)
+        else:  # a long request is tokenised on its own thread, never holding the model's thread for it
+            encoded = await asyncio.get_running_loop().run_in_executor(None, model.embedder.encode, texts)
+            check(encoded)
+            vectors = await runtime.batcher.embed_tokens(model, encoded.ids, dimensions)
+        if chars >= TRIM_AFTER_CHARS:  # hand the request's peak back to the OS
             asyncio.get_running_loop().run_in_executor(None, release_freed_memory)
-        if dimensions < vectors.shape[1]:
-            vectors = truncate_dims(vectors, dimensions)  # Matryoshka: the first `dimensions`, re-normalised
+        counts, truncated = encoded.token_counts, encoded.truncated
         processed = sum(min(count, max_tokens) for count in counts)
         metrics = runtime.metrics
-        metrics.inputs.labels(route).inc(len(counts))
-        metrics.tokens.labels(route).inc(processed)
+        metrics.add(metrics.inputs, (route,), len(counts))
+        metrics.add(metrics.tokens, (route,), processed)
         if any(truncated):
-            metrics.truncated.labels(route).inc(sum(truncated))
+            metrics.add(metrics.truncated, (route,), sum(truncated))
         return Embedded(vectors, dimensions, counts, truncated, processed)
 
     def _embedded_response(
@@ -373,7 +386,8 @@ class EmbeddingApi:
         )
 
     def _error(self, error: ApiError, version: str, route: str) -> Response:
-        self._runtime().metrics.errors.labels(route, error.code).inc()
+        metrics = self._runtime().metrics
+        metrics.add(metrics.errors, (route, error.code))
         if (
             error.status >= 500
         ):  # server-side reasons (a refused version, a missing registry) name server files
@@ -389,12 +403,6 @@ class EmbeddingApi:
 def _limits(runtime: ServingRuntime) -> RequestLimits:
     settings = runtime.settings
     return RequestLimits(settings.max_inputs_per_request, settings.max_input_chars, settings.truncate)
-
-
-async def _encode(model: ServingModel, texts: tuple[str, ...]) -> TokenizedTexts:
-    if sum(len(text) for text in texts) <= INLINE_TOKENIZE_CHARS:
-        return model.embedder.encode(texts)
-    return await asyncio.get_running_loop().run_in_executor(None, model.embedder.encode, texts)
 
 
 def _record_drift(capture: Any, texts: tuple[str, ...], embedded: Embedded, version: str) -> None:
