@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +18,6 @@ from gates.evaluation.retrieval_metrics import parse_metric_key
 
 if TYPE_CHECKING:
     from gates.evaluation.significance import PairedComparison
-    from gates.quality_gate.policy import GatePolicy
 
 Severity = Literal["critical", "warning"]
 Status = Literal["pass", "fail", "skip"]
@@ -119,11 +118,22 @@ class GateRow:
         }
 
 
+class PolicySettings(Protocol):
+    """The policy-wide settings an evaluator reads (gates.quality_gate.policy.GatePolicy has them). A protocol and
+    not GatePolicy itself: the policy imports every check, so a check importing the policy would close a circle."""
+
+    @property
+    def primary_metric(self) -> str: ...
+
+    @property
+    def serve_precision(self) -> Literal["fp32", "int8"]: ...
+
+
 @dataclass(frozen=True)
 class CheckContext:
     """What an evaluator reads: the policy, both models' results, the export's parity record, the serving dim."""
 
-    policy: GatePolicy
+    policy: PolicySettings
     candidate: EvalResults
     baseline: EvalResults
     parity: ParityRecord | None
