@@ -33,3 +33,100 @@ def test_package_imports_only_what_it_may(package):
     offenders = {str(m.relative_to(ROOT)): sorted(_imported_roots(m) & FORBIDDEN[package]) for m in modules}
     offenders = {name: bad for name, bad in offenders.items() if bad}
     assert not offenders, f"{package}/ may not import {sorted(FORBIDDEN[package])}: {offenders}"
+
+
+# ---- no import circles among our modules ----
+# A circle makes import order matter (a half-initialised module raises ImportError far from the cause) and ties
+# modules that should change alone. Module-level imports count, `if TYPE_CHECKING:` ones too (a type-only circle
+# is the same tie); an import inside a function runs later and does not.
+PACKAGES = ("service", "training", "gates")
+
+
+def _module_name(path: Path, root: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_level_imports(body: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    found: list[ast.Import | ast.ImportFrom] = []
+    for node in body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.append(node)
+        # if/try/with/class bodies run at import; a function's body runs later
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                found += _module_level_imports(getattr(node, field, None) or [])
+    return found
+
+
+def _imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """Our modules `name` imports at module level: `from a.b import c` names a.b, and a.b.c when c is a module."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    targets: set[str] = set()
+    for node in _module_level_imports(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body):
+        if isinstance(node, ast.Import):
+            targets |= {alias.name for alias in node.names}
+            continue
+        base = node.module or ""
+        if node.level:  # relative: `from . import x`, `from ..a import b`
+            base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+        targets |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return (targets & known) - {name}
+
+
+def import_graph(root: Path = ROOT, packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    paths = {_module_name(p, root): p for package in packages for p in sorted((root / package).rglob("*.py"))}
+    return {name: _imported_modules(name, path, set(paths)) for name, path in paths.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """One circle per back edge a depth-first search meets (each as a path that returns to its start)."""
+    cycles: list[list[str]] = []
+    state: dict[str, str] = {}  # "open" while on the current path, "done" after
+    path: list[str] = []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                cycles.append(path[path.index(target) :] + [target])
+            elif target not in state:
+                visit(target)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return cycles
+
+
+def test_no_import_circles():
+    graph = import_graph()
+    assert len(graph) > 100, f"found only {len(graph)} modules under {PACKAGES}: is ROOT right?"
+    cycles = [" -> ".join(cycle) for cycle in import_cycles(graph)]
+    assert not cycles, (
+        "module-level import circles (move what both sides need into a small module they both import, or pass "
+        "it in):\n" + "\n".join(cycles)
+    )
+
+
+def test_cycle_finder_sees_circles_and_only_circles(tmp_path):
+    """The finder on a throw-away package: a circle through three modules (one leg a relative, TYPE_CHECKING
+    import) is found; an import inside a function and a one-way chain are not."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from pkg.b import thing\n")
+    (package / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import c\n"
+    )
+    (package / "c.py").write_text("import pkg.a\n")
+    (package / "d.py").write_text(
+        "from pkg import a\n\ndef later():\n    from pkg import d\n    import pkg.e\n"
+    )
+    (package / "e.py").write_text("def later():\n    from pkg.d import later\n")
+    graph = import_graph(tmp_path, ("pkg",))
+    assert graph["pkg.d"] == {"pkg", "pkg.a"} and graph["pkg.e"] == set()
+    assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
