@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 SERVICE = "service.app:EmbedgateService"
+# Split mode (`http_workers`): HTTP workers apart from one model process (service/split_app.py, docs/serving.md).
+SPLIT_SERVICE = "service.split_app:EmbedgateHttp"
 # How the server is started: `bentoml_with_own_metrics_dir` below runs `bentoml` with a metrics folder of its own.
 LAUNCHER = [sys.executable, "-m", "gates.serve_process"]
 METRICS_DIR_PREFIX = "embedgate-metrics-"
@@ -53,9 +55,19 @@ def serve_command(
     threads: int | None,
     poll_interval: float | None,
     environ: dict[str, str] | None = None,
+    http_workers: int | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The `bentoml serve` command line and its environment, settings checked first (SettingsError names them)."""
+    """The `bentoml serve` command line and its environment, settings checked first (SettingsError names them).
+    `http_workers`: split mode, that many HTTP worker processes in front of one model process (None: one process
+    does both, the default)."""
     from service.settings import ServeSettings, SettingsError
+
+    if http_workers is not None and (http_workers < 1 or workers != 1):
+        raise SettingsError(
+            f"--http-workers {http_workers} with --workers {workers}: split mode runs one model process and "
+            f"N >= 1 HTTP workers; drop --workers (or set it to 1), or drop --http-workers for {workers} "
+            f"single-process workers"
+        )
 
     env = dict(os.environ if environ is None else environ)
     if registry is not None:
@@ -78,13 +90,16 @@ def serve_command(
         # Each worker runs its own onnxruntime session: share the cores instead of oversubscribing them.
         env["EMBEDGATE_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     options = env.get("BENTOML_CONFIG_OPTIONS", "")
-    env["BENTOML_CONFIG_OPTIONS"] = f"{options} services.embedgate.workers={workers}".strip()
+    if http_workers is None:
+        env["BENTOML_CONFIG_OPTIONS"] = f"{options} services.embedgate.workers={workers}".strip()
+    else:
+        env["BENTOML_CONFIG_OPTIONS"] = f"{options} services.embedgate_http.workers={http_workers}".strip()
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     settings = ServeSettings.from_env(env)  # fail here, with the variable named, rather than in every worker
     argv = [
         *LAUNCHER,
         "serve",
-        SERVICE,
+        SERVICE if http_workers is None else SPLIT_SERVICE,
         "--host",
         host,
         "--port",

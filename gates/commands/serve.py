@@ -20,6 +20,7 @@ Examples:
 ```
 embedgate serve --registry registry --port 3000
 MY_KEY=s3cret embedgate serve --api-key-env MY_KEY --workers 2 --precision int8
+EMBEDGATE_DEVICE=cuda embedgate serve --http-workers 8     # HTTP apart from the model (a GPU host)
 ```
 """
 
@@ -48,6 +49,15 @@ def serve(
         ),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes, each with its own model copy.")] = 1,
+    http_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Split mode: this many HTTP worker processes (HTTP, JSON, tokenising) in front of one model "
+            "process that runs the graph; for machines with more cores than the model needs (a GPU host). "
+            "Default: one process does both, faster on a few cores (docs/serving.md).",
+        ),
+    ] = None,
     precision: Annotated[
         str | None,
         typer.Option(
@@ -74,6 +84,7 @@ def serve(
         precision=precision,
         threads=threads,
         poll_interval=poll_interval,
+        http_workers=http_workers,
     )
     drain_timeout_s = ServeSettings.from_env(env).drain_timeout_s
     typer.echo(

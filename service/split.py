@@ -1,0 +1,144 @@
+"""Split mode's two halves (service/split_app.py): HTTP workers that tokenise and answer, one model process that runs
+the graph. This module holds what each side does besides BentoML's plumbing.
+
+    batcher = RemoteBatcher(call=model_service.embed_ids)      # in each HTTP worker, in place of MicroBatcher
+    encoded, vectors = await batcher.embed_texts(model, texts, dimensions, check)
+    vectors = await model_side_embed(runtime, "v0003", ids)    # in the model process, behind the API
+
+Why rows travel in bulk: a call to the model service is an HTTP request over a Unix socket that the model process
+answers through its own server (uvicorn, BentoML's API layer, pickle), about as costly as one of ours. One call
+per client request would put that cost back on the model's core. So each HTTP worker sends whatever rows it has
+queued in one call, at most `max_in_flight` calls at a time: under load the rows of many requests share a call,
+and the model process batches the calls of all HTTP workers together (its own MicroBatcher).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from service.embedder import truncate_dims
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from service.runtime import ServingRuntime
+    from service.serving_model import ServingModel
+    from service.tokenization import TokenizedTexts
+
+# Calls to the model service one HTTP worker keeps open: two, so the next call is queued in the model process while
+# the answer to the last one travels back.
+MAX_IN_FLIGHT = 2
+
+
+class ModelServiceError(RuntimeError):
+    """The model process refused or failed a call; the message says which version and why."""
+
+
+class RemoteBatcher:
+    """MicroBatcher's interface (`embed_texts`, `embed_tokens`, `start`, `stop`) over calls to the model service."""
+
+    def __init__(
+        self,
+        call: Callable[[str, list[list[int]]], Awaitable[Any]],
+        max_batch_tokens: int,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self._call = call
+        self.max_batch_tokens = max_batch_tokens  # the model process's budget, shown by /info
+        self._max_in_flight = max_in_flight
+        self._queued: list[tuple[str, Sequence[Sequence[int]], asyncio.Future]] = []
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        """Nothing to start: calls are made as rows arrive."""
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for _, _, future in self._queued:
+            if not future.done():
+                future.set_exception(RuntimeError("the service is shutting down"))
+        self._queued.clear()
+
+    async def embed_texts(
+        self,
+        model: ServingModel,
+        texts: Sequence[str],
+        dimensions: int | None = None,
+        check: Callable[[TokenizedTexts], None] | None = None,
+    ) -> tuple[TokenizedTexts, np.ndarray]:
+        """Tokenised here, in the HTTP worker (the model process only runs the graph), checked, then embedded."""
+        encoded = model.embedder.encode(texts)
+        if check is not None:
+            check(encoded)
+        return encoded, await self.embed_tokens(model, encoded.ids, dimensions)
+
+    async def embed_tokens(
+        self, model: ServingModel, ids: Sequence[Sequence[int]], dimensions: int | None = None
+    ) -> np.ndarray:
+        if not ids:
+            raise ValueError("embed_tokens needs at least one row of token ids, got none")
+        future = asyncio.get_running_loop().create_future()
+        self._queued.append((model.version, ids, future))
+        self._send_if_free()
+        vectors = await future
+        if dimensions is not None and dimensions < vectors.shape[1]:
+            vectors = truncate_dims(vectors, dimensions)  # Matryoshka: the first `dimensions`, re-normalised
+        return vectors
+
+    def _send_if_free(self) -> None:
+        while self._queued and self._in_flight < self._max_in_flight:
+            version = self._queued[0][0]
+            calls = [entry for entry in self._queued if entry[0] == version and not entry[2].done()]
+            self._queued = [entry for entry in self._queued if entry[0] != version and not entry[2].done()]
+            if not calls:
+                continue
+            self._in_flight += 1
+            task = asyncio.get_running_loop().create_task(self._send(version, calls))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _send(
+        self, version: str, calls: list[tuple[str, Sequence[Sequence[int]], asyncio.Future]]
+    ) -> None:
+        rows = [list(row) for _, ids, _ in calls for row in ids]
+        try:
+            vectors = await self._call(version, rows)
+        except Exception as err:  # every request in this call answers with it (a 500 in the route)
+            for _, _, future in calls:
+                if not future.done():
+                    future.set_exception(ModelServiceError(f"the model service failed for {version}: {err}"))
+            return
+        finally:
+            self._in_flight -= 1
+            self._send_if_free()
+        start = 0
+        for _, ids, future in calls:
+            end = start + len(ids)
+            if not future.done():
+                future.set_result(vectors[start:end])
+            start = end
+
+
+async def model_side_embed(runtime: ServingRuntime, version: str, ids: list[list[int]]) -> np.ndarray:
+    """In the model process: full-dim vectors of `ids` from `version` (the one the HTTP worker tokenised for),
+    batched with every other call. A version it does not serve raises ModelServiceError naming what it has."""
+    champion = runtime.model
+    if champion is None:
+        raise ModelServiceError(
+            f"no model loaded in the model process yet: {runtime.holder.not_ready_reason}"
+        )
+    model = champion
+    if version != champion.version:
+        if runtime.versions is None:
+            raise ModelServiceError(
+                f"version {version!r} asked for, but the model process serves only {champion.version} "
+                f"(BentoML model store): restart both services on the same model"
+            )
+        model = await runtime.versions.resolve(version, runtime.settings.model_name, champion)
+    return await runtime.batcher.embed_tokens(model, ids)

@@ -1,0 +1,134 @@
+"""Split mode: HTTP workers apart from the model (issue 26 part 2), as BentoML composes services (`bentoml.depends`).
+
+    EMBEDGATE_REGISTRY=registry bentoml serve service.split_app:EmbedgateHttp --port 3000
+    embedgate serve --registry registry --http-workers 4            # the same, with the HTTP workers counted
+
+`EmbedgateHttp` (N workers, `services.embedgate_http.workers`) answers every route exactly as the single-process
+service does (service/app.py: the same routes, middleware, limits, metrics and drift capture) and tokenises, but runs
+no model: it sends token ids to `EmbedgateModel` (one worker per device), which runs the graph with its batcher
+and returns full-dim vectors (service/split.py). Each HTTP worker loads the served versions too, for their
+tokenizers, dims and prompts (its graphs run only the warm-up, with one thread each), so both sides follow
+promotions on their own; a version the model process has not loaded yet is loaded there on first use.
+
+Single process stays the default: on 2 cores the extra hop and the second server cost more than they free
+(docs/serving.md, "HTTP workers apart from the model", measured).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+import numpy as np
+
+from service.app import _current_version, _runtime_if_started
+from service.edge_guard import ApiKeyGate, JsonErrors
+from service.http_protocol import install as install_http_protocol
+from service.routes import EMBEDDING_PATHS, create_http_app, known_routes
+from service.settings import MAX_REQUEST_TIMEOUT_S
+from service.version_header import VERSION_HEADER, ModelVersionHeader
+
+install_http_protocol()
+
+
+def _current_runtime():
+    return bentoml.get_current_service().runtime
+
+
+def _service_logging() -> None:
+    # BentoML's server logging passes only warnings from other loggers; swaps and refusals are worth INFO.
+    service_logger = logging.getLogger("embedgate")
+    service_logger.setLevel(logging.INFO)
+    service_logger.disabled = False
+
+
+@bentoml.service(
+    name="embedgate_model",
+    traffic={"timeout": MAX_REQUEST_TIMEOUT_S},
+    workers=1,  # one process per device: it batches the calls of every HTTP worker together
+    metrics={"enabled": False, "namespace": "bentoml_service"},
+)
+class EmbedgateModel:
+    """Runs the graph: token ids in, full-dim vectors out, batched across every HTTP worker's calls."""
+
+    def __init__(self) -> None:
+        from service.runtime import ServingRuntime
+        from service.settings import ServeSettings
+
+        _service_logging()
+        # No drift capture here: the HTTP workers capture what they answer, as the single process does.
+        self.runtime = ServingRuntime.create(ServeSettings.from_env(), drift=None)
+
+    @bentoml.on_startup
+    async def start_background_work(self) -> None:
+        await self.runtime.start()
+
+    @bentoml.on_shutdown
+    async def stop_background_work(self) -> None:
+        await self.runtime.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.model is not None
+
+    @bentoml.api
+    async def embed_ids(self, version: str, ids: list[list[int]]) -> np.ndarray:
+        from service.split import model_side_embed
+
+        return await model_side_embed(self.runtime, version, ids)
+
+
+http_app = create_http_app(_current_runtime)
+
+
+@bentoml.asgi_app(http_app, path="/")
+@bentoml.service(
+    name="embedgate_http",
+    traffic={"timeout": MAX_REQUEST_TIMEOUT_S},
+    workers=1,  # `embedgate serve --http-workers N` sets services.embedgate_http.workers
+    metrics={"enabled": False, "namespace": "bentoml_service"},
+    labels={"project": "embedgate", "model_version_header": VERSION_HEADER},
+    tracing={
+        "excluded_urls": [f"{path}$" for path in EMBEDDING_PATHS]
+    },  # as service/app.py, for the same reason
+)
+class EmbedgateHttp:
+    """The single-process service's routes, with the model in `EmbedgateModel`."""
+
+    model_service = bentoml.depends(EmbedgateModel)
+
+    def __init__(self) -> None:
+        from service.runtime import ServingRuntime
+        from service.settings import ServeSettings
+        from service.split import RemoteBatcher
+
+        _service_logging()
+        settings = ServeSettings.from_env()
+        # This process's graphs only run their warm-up: one thread each, the cores are the model process's.
+        self.runtime = ServingRuntime.create(settings.model_copy(update={"threads": 1}))
+        model_service = self.model_service
+
+        async def call(version: str, ids: list[list[int]]) -> np.ndarray:
+            return await model_service.embed_ids(version=version, ids=ids)
+
+        self.runtime.batcher = RemoteBatcher(call, self.runtime.batcher.max_batch_tokens)
+
+    @bentoml.on_startup
+    async def start_background_work(self) -> None:
+        import gc
+
+        await self.runtime.start()
+        gc.freeze()  # as service/app.py: what exists now lives as long as the process
+
+    @bentoml.on_shutdown
+    async def stop_background_work(self) -> None:
+        await self.runtime.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.model is not None and self.runtime.holder.integrity_problem is None
+
+
+EmbedgateHttp.add_asgi_middleware(JsonErrors)
+EmbedgateHttp.add_asgi_middleware(ModelVersionHeader, current_version=_current_version)
+EmbedgateHttp.add_asgi_middleware(
+    ApiKeyGate, get_runtime=_runtime_if_started, known_routes=known_routes(http_app)
+)
