@@ -56,6 +56,19 @@ embedgate history --registry registry
 ```
 """
 
+REGISTER_BASE_HELP = """Start an empty registry from the model clients use today: the base model, exported as
+every version is (fp32 and int8, its Matryoshka dims), becomes v0001 and the champion, recorded as not gated. The
+first fine-tuned run is then gated against it, and its compatibility stage lets clients who stored the base
+model's vectors query with `champion@v0001` and get the fine-tuned model's gain without re-embedding
+(docs/versions.md). Refused (exit 1) on a registry that already has versions.
+
+Examples:
+
+```
+embedgate register-base all-MiniLM-L6-v2 --registry registry
+embedgate register-base path/to/sentence-transformers-folder --registry s3://models/embedgate --dims 384,256 --serving-dim 256
+```
+"""
 BUILD_BENTO_HELP = """Build a Bento that carries the registry's champion: saves it to BentoML's model store under
 this registry's own name and packs exactly that tag (BentoML's store is shared by every registry on the machine,
 so its `:latest` may be another registry's). The Bento serves it with no registry mounted.
@@ -101,6 +114,7 @@ def register(app: typer.Typer) -> None:
     app.command("retire", help=RETIRE_HELP)(retire)
     app.command("history", help=HISTORY_HELP)(history)
     app.command("build-bento", help=BUILD_BENTO_HELP)(build_bento)
+    app.command("register-base", help=REGISTER_BASE_HELP)(register_base)
 
 
 def _webhook(url: str | None):
@@ -288,6 +302,42 @@ def cutover(
             err=True,
         )
     _report_webhook(outcome.webhook_error)
+
+
+def register_base(
+    base_model: Annotated[
+        str,
+        typer.Argument(help="The bundled model name (all-MiniLM-L6-v2) or a sentence-transformers folder."),
+    ] = "all-MiniLM-L6-v2",
+    registry: Registry = Path("registry"),
+    serving_dim: Annotated[
+        int | None,
+        typer.Option(help="The dim clients stored their vectors at (default: the model's full dim)."),
+    ] = None,
+    dims: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated dims to export, e.g. 384,256 (default: the model's own)."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32 or int8: the graph served by default.")] = "fp32",
+) -> None:
+    from gates.base_version import BaseRegistrationRefused
+    from gates.base_version import register_base as do_register
+
+    try:
+        wanted = [int(d) for d in dims.split(",")] if dims else None
+    except ValueError:
+        typer.echo(f"refused: --dims {dims!r}: expected comma-separated integers such as 384,256", err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        base = do_register(registry, base_model, serving_dim=serving_dim, dims=wanted, precision=precision)
+    except BaseRegistrationRefused as refused:
+        typer.echo(f"refused: {refused}", err=True)
+        raise typer.Exit(code=1) from None
+    typer.echo(
+        f"registered {base.base_model} as {base.version} (champion; serving dim {base.serving_dim}; dims "
+        f"{list(base.dims)}); the next gated run is compared with it and, with `compatibility: auto`, also answers "
+        f"in its space"
+    )
 
 
 def retire(

@@ -20,6 +20,7 @@ COMMANDS = (
     "retire",
     "history",
     "build-bento",
+    "register-base",
     "embed",
     "pipeline",
     "demo",
