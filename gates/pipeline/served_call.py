@@ -28,6 +28,9 @@ class ServedCall:
     norms: tuple[float, ...]
     prompt_tokens: int
     seconds_to_ready: float
+    # the same texts asked for as `champion@<old>` (clients that stored an older version's vectors), when the
+    # champion also answers in older versions' spaces: (the name asked, the version header that answered)
+    spaces: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> str:
         norms = ", ".join(f"{n:.4f}" for n in self.norms)
@@ -51,8 +54,10 @@ def call_served_champion(
     startup_timeout_s: float = 180.0,
     log_path: Path | None = None,
     role: str | None = "query",
+    spaces: tuple[str, ...] = (),
 ) -> ServedCall:
-    """`role`: what the texts are ("query" | "document"; None: no prompt), sent as the model name's suffix."""
+    """`role`: what the texts are ("query" | "document"; None: no prompt), sent as the model name's suffix.
+    `spaces`: older versions whose space to ask in as well (`champion@v0001`), on the same server."""
     import httpx
     from openai import OpenAI
 
@@ -106,6 +111,11 @@ def call_served_champion(
         import numpy as np
 
         vectors = np.array([item.embedding for item in result.data], dtype=np.float32)
+        answered = []
+        for space in spaces:
+            name = f"embedgate-embedder:champion@{space}" + (f":{role}" if role else "")
+            in_space = client.embeddings.with_raw_response.create(model=name, input=texts)
+            answered.append((name, in_space.headers.get("x-embedgate-model-version", "?")))
         return ServedCall(
             url,
             raw.headers.get("x-embedgate-model-version", "?"),
@@ -115,6 +125,7 @@ def call_served_champion(
             tuple(float(n) for n in np.linalg.norm(vectors, axis=1)),
             result.usage.prompt_tokens,
             ready,
+            tuple(answered),
         )
     finally:
         # The whole process group, drained then killed if need be; a group that is gone already (the service
