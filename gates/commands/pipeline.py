@@ -24,12 +24,18 @@ and `cache.max_age_days` (`embedgate cache info / prune`). `device` (or $EMBEDGA
 cuda:N; on a CUDA device the export also writes fp16 graphs (`export.fp16`, kept where they keep parity).
 """
 DEMO_HELP = """The whole pipeline on the embedded lay-vs-legal retrieval set (4-12 minutes on 2 CPU cores),
-ending with the gate decision table.
+ending with the gate decision table and one call to the served champion.
 
-Example:
+With --from-base the demo registry starts from the base model as v0001, as if clients had stored its vectors:
+the run is gated against it and also answers in its space (`champion@v0001`), the upgrade without re-embedding
+(docs/versions.md; a minute or two more). A second run into the same registry is gated against the first's
+champion: an identical candidate is blocked, which is the gate working.
+
+Examples:
 
 ```
 embedgate demo
+embedgate demo --from-base --out artifacts/demo-upgrade
 ```
 """
 
@@ -93,8 +99,17 @@ def demo(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only the final stage table and verdict.")
     ] = False,
+    from_base: Annotated[
+        bool,
+        typer.Option(
+            "--from-base",
+            help="Start an empty demo registry from the base model (v0001): the run also answers in its space.",
+        ),
+    ] = False,
 ) -> None:
     registry = out / "registry"
+    if from_base:
+        _start_from_base(registry)
     code = _run(
         DEMO_CONFIG, sets, {"output_dir": str(out / "runs"), "promotion.registry": str(registry)}, quiet=quiet
     )
@@ -108,5 +123,36 @@ def demo(
     from gates.pipeline.served_call import call_served_champion
 
     typer.echo("\n[serve] starting the service on the champion and calling it with the openai client ...")
-    call = call_served_champion(registry, DEMO_QUERIES, log_path=out / "serve.log")
+    from service.compat_spaces import spaces_in_manifest
+    from service.registry import Registry
+
+    store = Registry(registry)
+    champion = store.champion()
+    spaces = spaces_in_manifest(store.manifest(champion.version)) if champion else ()
+    call = call_served_champion(registry, DEMO_QUERIES, log_path=out / "serve.log", spaces=spaces)
     typer.echo(f"[serve] {call.summary()}")
+    for name, answered in call.spaces:
+        space = name.split("@", 1)[1].split(":", 1)[0]
+        typer.echo(
+            f"[serve] clients holding {space} vectors ask for {name}: answered by {answered}, in {space}'s space "
+            f"(no re-embedding)"
+        )
+
+
+def _start_from_base(registry: Path) -> None:
+    """An empty demo registry gets the base model as v0001 (gates/base_version.py); one with versions is left as
+    it is (a second --from-base run continues from its champion)."""
+    import yaml
+
+    from gates.base_version import register_base
+    from service.registry import Registry
+
+    if Registry(registry).versions():
+        typer.echo(f"[demo] {registry} already has versions: continuing from its champion")
+        return
+    base_model = yaml.safe_load(DEMO_CONFIG.read_text())["base_model"]
+    base = register_base(registry, base_model, who="embedgate demo")
+    typer.echo(
+        f"[demo] registered the base model {base_model} as {base.version} (serving dim {base.serving_dim}): "
+        f"the clients' stored vectors"
+    )
