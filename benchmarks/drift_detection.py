@@ -194,7 +194,7 @@ def option_scores(reference, window: np.ndarray) -> dict[str, float]:
 
 
 def verdict(reference, window: np.ndarray, scores: dict[str, float], signals: tuple[str, ...]) -> bool:
-    from service.drift.calibration import novelty_window_threshold
+    from service.drift.thresholds import novelty_window_threshold
     from service.drift.signals import effective_rows
 
     thresholds = {s.name: s.threshold for s in reference.spec.calibration.signals}

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from service.drift.compute import descriptor_drift_share
 from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftInputError
 from service.drift.reference import Calibration, ReferenceSpec, SignalThreshold
@@ -49,18 +50,12 @@ from service.drift.signals import (
     retrieval_drop,
     tail_share,
 )
+from service.drift.thresholds import FLOORS, MIN_HELD_OUT, NOVELTY_ALPHA, enough_held_out
 
 DEFAULT_SPLITS = 40
 DEFAULT_K = 4.0
-# Lowest threshold per signal, whatever the null spread (see the module docstring for where they come from).
-FLOORS = {"embedding": 0.55, "retrieval": 0.05, "novelty": 0.05, "descriptors": 0.5}
 DEFAULT_ALARM_SIGNALS = ("embedding", "retrieval", "novelty")
 MIN_REFERENCE_QUERIES = 20
-# Held-out queries a signal needs before it may alarm: pseudo-windows of >= 10 against >= 10 held-out queries;
-# novelty's cutoff is an order statistic of >= 20 held-out queries in each pseudo-reference.
-MIN_HELD_OUT = {"embedding": 20, "retrieval": 20, "novelty": 40, "descriptors": 20}
-# Novelty's per-window false-alarm probability: its threshold is exact (order statistics), not resampled.
-NOVELTY_ALPHA = 0.001
 
 
 @dataclass(frozen=True)
@@ -73,23 +68,12 @@ class ReferenceStatistics:
     novelty_cutoff: float
 
 
-def _enough(held_out: int) -> bool:
-    return held_out >= min(MIN_HELD_OUT.values())
-
-
-def novelty_window_threshold(spec: ReferenceSpec, rows: int) -> float:
-    """Novelty's threshold for a window of `rows` effective rows (signals.novelty_threshold) against the queries
-    the cutoff came from (the held-out ones, or all when there are too few)."""
-    baseline = spec.held_out_count if _enough(spec.held_out_count) else spec.query_count
-    return novelty_threshold(rows, baseline, NOVELTY_ALPHA, FLOORS["novelty"])
-
-
 def reference_statistics(
     queries: np.ndarray, held_out: np.ndarray, corpus: np.ndarray
 ) -> ReferenceStatistics:
     """The retrieval baseline and novelty cutoff of a reference (what `build_reference` stores)."""
     queries, held_out = np.asarray(queries, dtype=np.float32), _mask(held_out, len(queries))
-    baseline = held_out if _enough(int(held_out.sum())) else np.ones(len(queries), dtype=bool)
+    baseline = held_out if enough_held_out(int(held_out.sum())) else np.ones(len(queries), dtype=bool)
     rows = np.flatnonzero(baseline)
     nearest = nearest_doc_cosine(queries[rows], corpus)
     return ReferenceStatistics(
@@ -163,8 +147,6 @@ def calibrate(
     """Null distributions and thresholds for each signal, for windows of `window_rows` rows.
 
     `held_out` marks the queries the model was not trained on (default: none, so nothing can alarm)."""
-    from service.drift.compute import descriptor_drift_share
-
     started = time.perf_counter()
     queries = np.asarray(queries, dtype=np.float32)
     _check(queries, window_rows, splits, k, alarm_signals)
@@ -195,6 +177,7 @@ def calibrate(
             )
         )
     held_count = int(held.sum())
+    baseline_held_out = enough_held_out(held_count)
     signals = tuple(
         _threshold(name, np.asarray(scores[name]), k, name in alarm_signals, held_count) for name in SIGNALS
     )
@@ -212,7 +195,7 @@ def calibrate(
         seconds=round(time.perf_counter() - started, 2),
         signals=signals,
         held_out_rows=held_count,
-        null_from="held-out queries" if _enough(held_count) else "reference queries (too few held-out)",
+        null_from="held-out queries" if baseline_held_out else "reference queries (too few held-out)",
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from service.drift.reference import DriftReference
 from service.drift.signals import effective_rows, nearest_doc_cosine, nearest_query_cosine
+from service.drift.thresholds import novelty_window_threshold
 from service.drift.windows import WindowData
 
 EMBEDDINGS_NAME = "embedding"
@@ -97,8 +98,6 @@ def compute_window(window: WindowData, reference: DriftReference) -> tuple[Windo
     measure_vectors = len(embeddings) >= calibration.current_rows
     thresholds = {signal.name: signal.threshold for signal in calibration.signals}
     if measure_vectors:  # novelty's threshold depends on how many independent rows this window holds
-        from service.drift.calibration import novelty_window_threshold
-
         thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(embeddings))
     current = _frame(window.descriptors, embeddings, comparable, reference)
     novel = _novel(window, embeddings, comparable, reference) if measure_vectors else None
