@@ -26,8 +26,7 @@ from gates.errors import EmbedgateGateError
 from gates.promotion_events import Webhook, build_event, notify
 from gates.quality_gate.stage import read_decision
 from service import aliases
-from service.object_registry import ChampionChanged
-from service.registry import DuplicatePromotion, Registry
+from service.registry import ChampionChanged, DuplicatePromotion, Registry
 from training.run_dir import RunPaths
 
 BENTO_MODEL_NAME = "embedgate-embedder"

@@ -40,7 +40,6 @@ from typing import Any
 from service import object_store
 from service.atomic_files import sha256_of, write_json_atomic
 from service.errors import RegistryError
-from service.object_store import is_object_url
 from service.registry import (
     MANIFEST,
     RECONCILER,
@@ -58,17 +57,12 @@ from service.registry import (
     logger,
     unrecorded_switch_action,
 )
+from service.registry_backend import is_object_url, local_path_of
 
 CACHE_ENV = "EMBEDGATE_REGISTRY_CACHE"
 VERSION_CLAIM_TRIES = 20
 STALE_UPLOAD_S = 3600.0  # an upload untouched this long with no marker is a killed promotion's
 RECORD_SWITCH_AFTER_S = 60.0  # a champion this long without its history event: its writer was killed
-
-
-def local_path_of(location: str | Path) -> Path:
-    """A local folder from a path or a `file://` URL."""
-    text = str(location)
-    return Path(text[len("file://") :]) if text.startswith("file://") else Path(location)
 
 
 def _default_cache(url: str) -> Path:

@@ -34,6 +34,7 @@ from typing import Any
 
 from service.atomic_files import fsync_dir, sha256_of, write_json_atomic
 from service.errors import RegistryError
+from service.registry_backend import backend_class, local_path_of
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 MANIFEST = "manifest.json"
@@ -191,14 +192,11 @@ class Registry:
     """A local folder (or `file://` URL); an object-store URL (`s3://bucket/prefix`) opens an ObjectRegistry."""
 
     def __new__(cls, root: str | Path, *args: Any, **kwargs: Any):
-        if cls is Registry and "://" in str(root) and not str(root).startswith("file://"):
-            from service.object_registry import ObjectRegistry
-
-            return super().__new__(ObjectRegistry)
-        return super().__new__(cls)
+        # `Registry(location)` opens whichever backend the location names (service.registry_backend chooses)
+        return super().__new__(backend_class(root) if cls is Registry else cls)
 
     def __init__(self, root: str | Path):
-        self.root = Path(str(root)[len("file://") :]) if str(root).startswith("file://") else Path(root)
+        self.root = local_path_of(root)
 
     # ---- reading (the service) ----
     @property

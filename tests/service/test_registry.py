@@ -13,6 +13,7 @@ import pytest
 
 from service.errors import RegistryError
 from service.registry import Registry, verify_manifest
+from service.registry_backend import FOLDER, OBJECT_STORAGE, backend_name
 
 
 def _artifact(tmp_path: Path, name: str, payload: bytes = b"graph") -> Path:
@@ -25,6 +26,37 @@ def _artifact(tmp_path: Path, name: str, payload: bytes = b"graph") -> Path:
 
 def _promote(reg: Registry, src: Path, **kw) -> str:
     return reg.add_version({"onnx": src}, metadata={"serving_dim": 32}, who="tester", reason="test", **kw)
+
+
+@pytest.mark.parametrize(
+    ("location", "backend"),
+    [
+        ("registry", FOLDER),
+        ("/abs/registry", FOLDER),
+        ("file:///abs/registry", FOLDER),
+        ("s3://b/p", OBJECT_STORAGE),
+    ],
+)
+def test_the_location_names_the_backend(location, backend):
+    assert backend_name(location) == backend
+
+
+def test_a_file_url_opens_the_folder_it_names(tmp_path):
+    reg = Registry(f"file://{tmp_path / 'registry'}")
+    assert type(reg) is Registry and reg.root == tmp_path / "registry"
+
+
+def test_a_folder_registry_loads_no_object_storage_code(tmp_path):
+    """service.registry_backend imports a backend when a location asks for it: a folder registry (what the
+    service reads in most deployments) never loads the object-storage backend or obstore."""
+    script = (
+        "import sys; from service.registry import Registry; "
+        f"Registry({str(tmp_path)!r}).versions(); "
+        "print(sorted(m for m in sys.modules if m in ('service.object_registry', 'obstore')))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_promote_creates_immutable_verified_version_and_moves_champion(tmp_path):
