@@ -5,12 +5,18 @@ same graph in-process (the limit), sentence-transformers in-process, and infinit
     python benchmarks/serve_throughput.py --scifact PATH/TO/BEIR/scifact --compare-rev main
     python benchmarks/serve_throughput.py --systems ours-fp32 --variant delay2ms:EMBEDGATE_MAX_BATCH_DELAY_MS=2
     python benchmarks/serve_throughput.py --systems ours-fp32 --compare-rev HEAD~1 --workloads c1,c16 --rounds 3
+    python benchmarks/serve_throughput.py --systems ours-fp32,ours-split --skip-st --workloads c1,c16 \
+        --pin-model 0 --pin-http 1 --pin-single 0        # split mode on 1 + 1 cores against one core alone
 
 The model is all-MiniLM-L6-v2 exported by `embedgate export` and served at 128 dims (as the demo's champion:
 the full-dim graph, truncated and re-normalised). Load comes from wrk (and hey for a fixed rate), C/Go programs
 that take little CPU from the 2 cores the servers share (`apt-get install -y wrk hey`). Workloads:
   c1        one short sentence per request, 1 connection            -> p50 against in-process embed of 1 text
   c16       one short sentence per request, 16 connections          -> sentences/s against in-process batches of 32
+Split mode (`ours-split`, `embedgate serve --http-workers N`): HTTP workers apart from one model process. With
+--pin-model / --pin-http its model process and its HTTP workers are pinned (taskset) to those CPUs and the model
+gets one onnxruntime thread per pinned CPU; --pin-single pins the single-process servers likewise. The CPU columns
+then say where each request's CPU went: per process (HTTP workers, model process) and per thread kind.
   steady50  one short sentence per request at 50 requests/s (hey)   -> p50 / p99
   batch32   32 short sentences per request, 4 connections           -> sentences/s against in-process batches of 32
   mixed     passages and short queries, 1:4 by requests (2 + 8 connections, measured concurrently) -> the share of
@@ -90,7 +96,14 @@ def main() -> None:
     parser.add_argument(
         "--systems",
         default="ours-fp32,ours-int8,infinity",
-        help="served systems, comma-separated: ours-fp32, ours-int8, infinity",
+        help="served systems, comma-separated: ours-fp32, ours-int8, ours-split, infinity",
+    )
+    parser.add_argument("--http-workers", type=int, default=1, help="ours-split's HTTP workers (default 1)")
+    parser.add_argument("--pin-model", help="CPUs (taskset list, e.g. 0) for ours-split's model process")
+    parser.add_argument("--pin-http", help="CPUs (taskset list, e.g. 1) for ours-split's HTTP workers")
+    parser.add_argument("--pin-single", help="CPUs (taskset list) for the single-process servers' workers")
+    parser.add_argument(
+        "--skip-st", action="store_true", help="leave out sentence-transformers in-process (quick A/Bs)"
     )
     parser.add_argument(
         "--compare-rev",
@@ -137,9 +150,13 @@ def main() -> None:
         if subprocess.run(["which", tool], capture_output=True).returncode != 0:
             parser.error(f"{tool} is not installed: apt-get install -y wrk hey")
     systems = [name.strip() for name in args.systems.split(",") if name.strip()]
-    unknown = set(systems) - {"ours-fp32", "ours-int8", "infinity"}
+    unknown = set(systems) - {"ours-fp32", "ours-int8", "ours-split", "infinity"}
     if unknown:
-        parser.error(f"--systems: unknown {sorted(unknown)}; choose from ours-fp32, ours-int8, infinity")
+        parser.error(
+            f"--systems: unknown {sorted(unknown)}; choose from ours-fp32, ours-int8, ours-split, infinity"
+        )
+    if args.http_workers < 1:
+        parser.error(f"--http-workers must be >= 1, got {args.http_workers}")
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     model_dir, registry = prepare(args.workdir)
@@ -153,8 +170,15 @@ def main() -> None:
     )
 
     results: dict[str, dict[str, dict]] = {}
-    results["in-process"] = in_process_onnx(registry, texts)
-    results["st"] = in_process_st(model_dir, texts)
+    if args.pin_model:  # the limit on the model's CPUs alone: this process pinned there, one thread per CPU
+        everywhere = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, _cpu_list(args.pin_model))
+        results["in-process"] = in_process_onnx(registry, texts, threads=len(_cpu_list(args.pin_model)))
+        os.sched_setaffinity(0, everywhere)
+    else:
+        results["in-process"] = in_process_onnx(registry, texts)
+    if not args.skip_st:
+        results["st"] = in_process_st(model_dir, texts)
     print_progress(results)
     with contextlib.ExitStack() as stack:
         servers = start_servers(stack, systems, args, model_dir, registry)
@@ -248,13 +272,13 @@ def write_bodies(folder: Path, texts: dict) -> dict[str, Path]:
 # ---- in-process: the limit (the same graph) and sentence-transformers ----
 
 
-def in_process_onnx(registry: Path, texts: dict) -> dict[str, dict]:
+def in_process_onnx(registry: Path, texts: dict, threads: int = THREADS) -> dict[str, dict]:
     from service.embedder import OnnxEmbedder
     from service.registry import Registry
 
     store = Registry(registry)
     embedder = OnnxEmbedder.from_export_dir(
-        store.version_dir(store.champion().version) / "onnx", threads=THREADS
+        store.version_dir(store.champion().version) / "onnx", threads=threads
     )
     return _in_process(lambda batch: embedder.embed(batch, dimensions=SERVING_DIM), texts)
 
@@ -406,6 +430,8 @@ def start_servers(
     }
     specs: list[tuple[str, dict[str, str], Path]] = []  # our service: (name, extra env, code root)
     for name in systems:
+        if name == "ours-split":
+            continue
         if name.startswith("ours-"):
             specs.append((name, {"EMBEDGATE_PRECISION": name.removeprefix("ours-")}, REPO_ROOT))
     for rev in args.compare_rev:
@@ -421,13 +447,35 @@ def start_servers(
             **base_env,
             "PYTHONPATH": str(root),
             "EMBEDGATE_REGISTRY": str(registry.resolve()),
-            "EMBEDGATE_THREADS": str(THREADS),
+            "EMBEDGATE_THREADS": str(len(_cpu_list(args.pin_single)) if args.pin_single else THREADS),
             "EMBEDGATE_API_KEY": API_KEY,
             **extra,
         }
         servers[name] = stack.enter_context(
             Server(name, service_argv(port), env, port, args.workdir / f"{_safe(name)}.log", root)
         )
+        servers[name].pins = {"": args.pin_single} if args.pin_single else {}
+        port += 1
+    if "ours-split" in systems:
+        model_threads = len(_cpu_list(args.pin_model)) if args.pin_model else THREADS
+        env = {
+            **base_env,
+            "PYTHONPATH": str(REPO_ROOT),
+            "EMBEDGATE_REGISTRY": str(registry.resolve()),
+            "EMBEDGATE_THREADS": str(model_threads),
+            "EMBEDGATE_API_KEY": API_KEY,
+            "EMBEDGATE_PRECISION": "fp32",
+            "BENTOML_CONFIG_OPTIONS": f"services.embedgate_http.workers={args.http_workers}",
+        }
+        argv = service_argv(port)
+        argv[argv.index("service.app:EmbedgateService")] = "service.split_app:EmbedgateHttp"
+        name = f"ours-split-h{args.http_workers}"
+        servers[name] = stack.enter_context(Server(name, argv, env, port, args.workdir / f"{name}.log"))
+        servers[name].pins = {
+            role: cpus
+            for role, cpus in (("embedgate_model", args.pin_model), ("embedgate_http", args.pin_http))
+            if cpus
+        }
         port += 1
     if "infinity" in systems:
         python = infinity_venv(args.workdir)
@@ -463,7 +511,31 @@ def start_servers(
         )
     for server in servers.values():
         server.wait_ready()
+        for role, cpus in getattr(server, "pins", {}).items():
+            pin_workers(server.process.pid, role, cpus)
     return servers
+
+
+def _cpu_list(cpus: str) -> list[int]:
+    """CPUs of a taskset list such as `0`, `0,1` or `0-1`."""
+    found: list[int] = []
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        found += list(range(int(low), int(high or low) + 1))
+    return found
+
+
+def pin_workers(server_pid: int, role: str, cpus: str) -> None:
+    """Pin every thread of the server's BentoML workers of `role` (a service name; "" for all) to `cpus`."""
+    pids = [
+        pid
+        for pid in _descendants(server_pid)
+        if b"_bentoml_impl.worker" in _cmdline(pid) and role.encode() in _cmdline(pid)
+    ]
+    if not pids:
+        raise SystemExit(f"no BentoML worker of {role or 'the server'} under pid {server_pid} to pin")
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
 
 
 def checkout(rev: str, workdir: Path) -> Path:
@@ -657,18 +729,28 @@ def _others_cpu(server_pid: int | None = None):
 
 def worker_thread_cpu(server_pid: int) -> dict[str, int]:
     """CPU nanoseconds so far of the server's BentoML workers, by role: `loop` is each worker's main thread (the
-    event loop: HTTP, routing, validation, tokenising short texts, JSON), `model` every other thread (onnxruntime's,
-    the batcher's model thread, executors). Empty for a server that is not ours (no BentoML worker)."""
-    spent = {"loop": 0, "model": 0}
+    event loop: HTTP, routing, validation, JSON), `model` every other thread (onnxruntime's, the batcher's model
+    thread, executors). In split mode the same per process kind: `http_loop`, `http_threads` (HTTP workers),
+    `model_loop` (the model process's own server, answering the HTTP workers' calls), `model_threads`. Empty for
+    a server that is not ours (no BentoML worker)."""
+    spent: dict[str, int] = {}
     workers = [pid for pid in _descendants(server_pid) if b"_bentoml_impl.worker" in _cmdline(pid)]
     for pid in workers:
+        cmdline = _cmdline(pid)
+        if b"embedgate_model" in cmdline:
+            main, other = "model_loop", "model_threads"
+        elif b"embedgate_http" in cmdline:
+            main, other = "http_loop", "http_threads"
+        else:
+            main, other = "loop", "model"
         for task in Path(f"/proc/{pid}/task").glob("[0-9]*"):
             try:
                 nanoseconds = int((task / "schedstat").read_text().split()[0])
             except (OSError, IndexError, ValueError):
                 continue  # exited meanwhile, or a kernel without schedstat
-            spent["loop" if int(task.name) == pid else "model"] += nanoseconds
-    return spent if workers else {}
+            role = main if int(task.name) == pid else other
+            spent[role] = spent.get(role, 0) + nanoseconds
+    return spent
 
 
 def per_request_cpu(before: dict[str, int], after: dict[str, int], requests: int) -> dict:
@@ -676,8 +758,7 @@ def per_request_cpu(before: dict[str, int], after: dict[str, int], requests: int
     if not before or not after or requests == 0:
         return {}
     return {
-        f"{role}_cpu_ms_per_request": (after[role] - before[role]) / 1e6 / requests
-        for role in ("loop", "model")
+        f"{role}_cpu_ms_per_request": (after[role] - before.get(role, 0)) / 1e6 / requests for role in after
     }
 
 
@@ -750,7 +831,7 @@ def print_progress(results: dict[str, dict[str, dict]]) -> None:
 
 def print_table(results: dict[str, dict[str, dict]], complete: bool = True) -> None:
     limit, served = results["in-process"], [name for name in results if name not in ("in-process", "st")]
-    columns = ["in-process", "st", *served]
+    columns = ["in-process", *(["st"] if "st" in results else []), *served]
     print("\n| workload | " + " | ".join(columns) + " |")
     print("|---|" + "---:|" * len(columns))
     rows = (
@@ -770,6 +851,10 @@ def print_table(results: dict[str, dict[str, dict]], complete: bool = True) -> N
         ("c1 event-loop CPU ms / request", "c1", "loop_cpu_ms_per_request"),
         ("c16 event-loop CPU ms / request", "c16", "loop_cpu_ms_per_request"),
         ("c16 model-thread CPU ms / request", "c16", "model_cpu_ms_per_request"),
+        ("split c1: HTTP loop / threads CPU ms / request", "c1", "http"),
+        ("split c1: model loop / threads CPU ms / request", "c1", "model_process"),
+        ("split c16: HTTP loop / threads CPU ms / request", "c16", "http"),
+        ("split c16: model loop / threads CPU ms / request", "c16", "model_process"),
         ("c16 cores: server / load generator", "c16", "cores"),
         ("load 1m / others' cores", "c16", None),
     )
@@ -777,7 +862,13 @@ def print_table(results: dict[str, dict[str, dict]], complete: bool = True) -> N
         cells = []
         for column in columns:
             figures = results[column].get(workload, {})
-            if key == "cores":
+            if key in ("http", "model_process"):
+                prefix = "http" if key == "http" else "model"
+                loop, threads = (
+                    figures.get(f"{prefix}_{part}_cpu_ms_per_request") for part in ("loop", "threads")
+                )
+                cells.append("" if loop is None else f"{loop:.3g} / {threads or 0:.3g}")
+            elif key == "cores":
                 cells.append(
                     f"{figures['server_cores']:.2f} / {figures['client_cores']:.2f}"
                     if "server_cores" in figures
