@@ -1,6 +1,6 @@
 """Promotion time and a reader's first fetch: a local registry folder vs the same registry on an S3 server.
 
-    make s3-test-server && PYTHONPATH=. python benchmarks/registry_object_storage.py --size-mb 90 --rounds 3
+    make s3-test-server && python benchmarks/registry_object_storage.py --size-mb 90 --rounds 3
 
 The S3 server is moto's (tests/service/s3_server.py, started on 127.0.0.1 and stopped after): it runs in Python on
 the same cores, so the S3 numbers are an upper bound for the request count and a lower bound for network cost
@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
+import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
-from service.registry import Registry
-from tests.service.s3_server import _free_port, moto_server_executable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import load_text, moto_s3, timed  # noqa: E402
+from service.registry import Registry  # noqa: E402
 
 
 def _artifact(root: Path, size_mb: int) -> Path:
@@ -35,12 +35,12 @@ def _artifact(root: Path, size_mb: int) -> Path:
 def _time_promotions(location: str, src: Path, rounds: int) -> tuple[list[float], list[float]]:
     promote, fetch = [], []
     for _ in range(rounds):
-        started = time.perf_counter()
-        version = Registry(location).add_version({"onnx": src}, metadata={}, who="bench", reason="bench")
-        promote.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        Registry(location).version_dir(version)
-        fetch.append(time.perf_counter() - started)
+        with timed() as took:
+            version = Registry(location).add_version({"onnx": src}, metadata={}, who="bench", reason="bench")
+        promote.append(took.seconds)
+        with timed() as took:
+            Registry(location).version_dir(version)
+        fetch.append(took.seconds)
     return promote, fetch
 
 
@@ -49,54 +49,21 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=90)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    port = _free_port()
-    server = subprocess.Popen(
-        [moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = Path(tmp)
-            os.environ.update(
-                {
-                    "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-                    "AWS_ACCESS_KEY_ID": "bench",
-                    "AWS_SECRET_ACCESS_KEY": "bench",
-                    "AWS_REGION": "us-east-1",
-                    "AWS_ALLOW_HTTP": "true",
-                    "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "cache"),
-                }
-            )
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(
-                        urllib.request.Request(f"http://127.0.0.1:{port}/bench", method="PUT")
-                    )
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            src = _artifact(tmp_path / "artifact", args.size_mb)
+    with moto_s3() as s3_env, tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        os.environ.update({**s3_env, "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "cache")})
+        src = _artifact(tmp_path / "artifact", args.size_mb)
+        print(f"artifact: {args.size_mb} MiB graph + 20 small files; {args.rounds} rounds; {load_text()}")
+        results = {}
+        for name, location in (("local folder", str(tmp_path / "registry")), ("s3 (moto)", "s3://bench/reg")):
+            results[name] = _time_promotions(location, src, args.rounds)
+            promote, fetch = results[name]
             print(
-                f"artifact: {args.size_mb} MiB graph + 20 small files; {args.rounds} rounds; load "
-                f"{os.getloadavg()[0]:.1f}"
+                f"{name:13s} promote median {statistics.median(promote):6.2f} s   first fetch + verify "
+                f"median {statistics.median(fetch):6.2f} s"
             )
-            results = {}
-            for name, location in (
-                ("local folder", str(tmp_path / "registry")),
-                ("s3 (moto)", "s3://bench/reg"),
-            ):
-                results[name] = _time_promotions(location, src, args.rounds)
-                promote, fetch = results[name]
-                print(
-                    f"{name:13s} promote median {statistics.median(promote):6.2f} s   first fetch + verify "
-                    f"median {statistics.median(fetch):6.2f} s"
-                )
-            ratio = statistics.median(results["s3 (moto)"][0]) / statistics.median(results["local folder"][0])
-            print(f"promotion s3/local: {ratio:.1f}x; load after {os.getloadavg()[0]:.1f}")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+        ratio = statistics.median(results["s3 (moto)"][0]) / statistics.median(results["local folder"][0])
+        print(f"promotion s3/local: {ratio:.1f}x; after: {load_text()}")
 
 
 if __name__ == "__main__":
