@@ -18,6 +18,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import httpx
+
 from service.embedder import truncate_dims
 
 if TYPE_CHECKING:
@@ -108,7 +110,12 @@ class RemoteBatcher:
     ) -> None:
         rows = [list(row) for _, ids, _ in calls for row in ids]
         try:
-            vectors = await self._call(version, rows)
+            try:
+                vectors = await self._call(version, rows)
+            except httpx.TransportError:
+                # The model process closed an idle keep-alive connection just as this call reused it ("Server
+                # disconnected", seen after 5 s idle): the call never ran there, and embedding is idempotent.
+                vectors = await self._call(version, rows)
         except Exception as err:  # every request in this call answers with it (a 500 in the route)
             for _, _, future in calls:
                 if not future.done():

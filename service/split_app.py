@@ -47,6 +47,10 @@ def _service_logging() -> None:
     traffic={"timeout": MAX_REQUEST_TIMEOUT_S},
     workers=1,  # one process per device: it batches the calls of every HTTP worker together
     metrics={"enabled": False, "namespace": "bentoml_service"},
+    # Each call carries many client requests, which the HTTP workers log and trace already; per call, BentoML's
+    # access log line and OpenTelemetry's dropped spans are CPU on the model's core.
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/embed_ids$"]},
 )
 class EmbedgateModel:
     """Runs the graph: token ids in, full-dim vectors out, batched across every HTTP worker's calls."""
