@@ -32,6 +32,8 @@ class StageRecord:
     status: str  # passed | blocked | skipped | error
     seconds: float
     detail: dict = field(default_factory=dict)
+    cpu_seconds: float | None = None  # user + system, this process and its finished children
+    peak_rss_mb: float | None = None  # this process and its live children (gates/pipeline/stage_cost.py)
 
 
 @dataclass
@@ -81,30 +83,35 @@ class _Stages:
         self.reword = reword  # an error as the pipeline's user should read it (see config.worded_for_config)
 
     def run(self, name: str, func, *args, **kwargs):
+        from gates.pipeline.stage_cost import measure
+
         self.progress(f"[{name}] {STAGE_DOES.get(name, '...')}")
-        started = time.perf_counter()
+        outcome: tuple[str, dict] = ("passed", {})
         try:
-            result = func(*args, **kwargs)
-        except StageBlocked as blocked:
-            self._record(name, "blocked", started, {"reason": str(blocked)})
-            raise
-        except BaseException as err:
-            reworded = self.reword(err)
-            self._record(name, "error", started, {"error": f"{type(reworded).__name__}: {reworded}"})
-            if reworded is not err:
-                raise reworded from None
-            raise
-        self._record(name, "passed", started, {})
-        return result
+            with measure() as cost:
+                try:
+                    return func(*args, **kwargs)
+                except StageBlocked as blocked:
+                    outcome = ("blocked", {"reason": str(blocked)})
+                    raise
+                except BaseException as err:
+                    reworded = self.reword(err)
+                    outcome = ("error", {"error": f"{type(reworded).__name__}: {reworded}"})
+                    if reworded is not err:
+                        raise reworded from None
+                    raise
+        finally:
+            self._record(name, *outcome, cost)
 
     def note(self, **detail) -> None:
         """Attach what the last stage produced (counts, paths) to its record."""
         self.records[-1].detail.update(detail)
 
-    def _record(self, name, status, started, detail):
-        seconds = round(time.perf_counter() - started, 2)
-        self.records.append(StageRecord(name, status, seconds, detail))
-        self.progress(f"[{name}] {status} in {seconds:.1f}s")
+    def _record(self, name, status, detail, cost):
+        self.records.append(StageRecord(name, status, cost.wall_s, detail, cost.cpu_s, cost.peak_rss_mb))
+        self.progress(
+            f"[{name}] {status} in {cost.wall_s:.1f}s ({cost.cpu_s:.0f} CPU s, peak RSS {cost.peak_rss_mb:.0f} MB)"
+        )
 
 
 def run_pipeline(
