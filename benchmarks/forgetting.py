@@ -113,7 +113,9 @@ def run_train_set(name: str, others: list[str], args, rules: dict[str, dict]) ->
     pairs = [(queries[q], corpus[d]) for q in fit_ids for d in sorted(train[q])]
     epochs = args.epochs.get(name, 1.0)
     started = time.perf_counter()
-    model = finetune(args.model, pairs, epochs, args.work / f"ft_{name}_{epochs:g}", seed=args.seed)
+    model = args.model  # epochs 0: the rotation alone, on the base model
+    if epochs:
+        model = finetune(args.model, pairs, epochs, args.work / f"ft_{name}_{epochs:g}", seed=args.seed)
     finetune_s = time.perf_counter() - started
     encode, full = encoder(model, args.work)
     base_encode, _ = encoder(args.model, args.work)
@@ -212,7 +214,12 @@ def main() -> None:
     parser.add_argument("--model", default="all-MiniLM-L6-v2")
     parser.add_argument("--work", type=Path, default=REPO / "artifacts" / "forgetting")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--epochs", nargs="*", default=["legal=4", "medical=1"], help="SET=EPOCHS")
+    parser.add_argument(
+        "--epochs",
+        nargs="*",
+        default=["legal=4", "medical=1"],
+        help="SET=EPOCHS (0: no fine-tune, the base model)",
+    )
     parser.add_argument("--rules", nargs="+", default=["today", "general"], choices=["today", "general"])
     parser.add_argument("--tag", default="20261207")
     parser.add_argument("--seed", type=int, default=0)

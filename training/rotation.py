@@ -46,6 +46,7 @@ class RotationDecision:
     dev_gain: dict | None = None  # the kept choice's gain over no rotation, with its bootstrap bound
     dev_gain_by_dim: dict | None = None  # dim -> that gain at each dim alone (no dim may lose beyond noise)
     general: dict | None = None  # the general-domain guard: texts fitted / held out, per-dim retention gain
+    learned_steps: list[str] = ()  # the learned steps kept on top of PCA ("refinement", "adaptor"); () if none
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -194,6 +195,7 @@ def decide_rotation(
     identity = np.eye(dim, dtype=np.float32)
     before = dev(identity)
     chosen, how = pca, "PCA"
+    kept_steps = []
     refine = pairs and min(dims) < dim and mode != "pca"  # without a truncated dim nothing to refine for
     if refine:
         from training.rotation_learning import learn_rotation
@@ -218,9 +220,11 @@ def decide_rotation(
             over_pca = _Comparison.of(learned.rotation, pca, per_query, per_dim, dim, seed)
             if mode == "on" or over_pca.wins:
                 chosen, how = learned.rotation, f"{refined}, {over_pca.describe()} over PCA"
+                kept_steps.append("refinement")
             else:
                 how = f"PCA only: {refined} gained {over_pca.describe()} over PCA"
     if refine and mode == "auto" and adaptor == "auto":
+        previous = chosen
         chosen, how = _maybe_adapt(
             chosen,
             how,
@@ -234,6 +238,8 @@ def decide_rotation(
             seed,
             general_emb,
         )
+        if chosen is not previous:  # _maybe_adapt kept the adaptor
+            kept_steps.append("adaptor")
     after = dev(chosen)
     # One graph serves every dim (the served runtime truncates the full vector), so one transform must do for all
     # (_Comparison: a gain on the mean or at the smallest dim, and no dim worse beyond noise).
@@ -260,6 +266,7 @@ def decide_rotation(
             if not fallback.hurt and not pca_over_none.hurt:
                 how = f"PCA only: {how}, but that {check.describe()}"
                 chosen, check, over_none, after = pca, fallback, pca_over_none, dev(pca)
+                kept_steps = []
                 verdict = "applied (the PCA ordering)"
         if check.hurt:
             applied, verdict = False, f"not applied: {check.describe()}"
@@ -280,6 +287,7 @@ def decide_rotation(
         over_none.mean.to_dict(),
         {str(d): g.to_dict() for d, g in over_none.by_dim.items()},
         general,
+        kept_steps if applied else [],
     )
 
 

@@ -258,6 +258,7 @@ def test_the_refinement_is_kept_for_a_gain_at_the_smallest_dim_alone(monkeypatch
     matrix, decision = _decide_on_dev_scores(monkeypatch, by_dim, _rotation_data())
     assert decision.applied and np.array_equal(matrix, permutation) == refined
     assert decision.reason.startswith("rotation (PCA only:") != refined
+    assert decision.learned_steps == (["refinement"] if refined else [])
     assert "for 9 steps" in decision.reason and "; at d8 " in decision.reason
 
 
