@@ -1,6 +1,6 @@
 """Serving throughput with 1 vs 3 `embedgate serve` replicas on one S3 registry, and what each replica costs.
 
-    make s3-test-server && PYTHONPATH=. nice -n 19 python benchmarks/registry_replicas.py --seconds 20
+    make s3-test-server && nice -n 19 python benchmarks/registry_replicas.py --seconds 20
 
 The registry is on moto's S3 server (tests/service/s3_server.py, 127.0.0.1); the model is all-MiniLM-L6-v2 exported
 once (benchmarks/serve_throughput.py's `prepare`, reused from --workdir) and served at 128 dims, fp32. Each
@@ -11,7 +11,7 @@ summed over the replicas, failed requests, and each replica's resident memory (R
 after the load), with the load average before and after. On a machine with fewer cores than replicas x threads
 expect no gain from more replicas: they share the same cores, and each costs its own model copy in memory.
 
-    PYTHONPATH=. python benchmarks/registry_replicas.py --swap --replicas 3 --before-code DIR
+    python benchmarks/registry_replicas.py --swap --replicas 3 --before-code DIR
 
 --swap measures instead how long a promotion takes to reach every replica: the replicas serve the champion under
 the same wrk load, the same export is promoted again (a new version: new objects, so every replica downloads it), and
@@ -31,16 +31,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 sys.path.insert(0, str(BENCH_DIR))
 
-from serve_throughput import SERVING_DIM, Server, prepare  # noqa: E402
+from serve_throughput import SERVING_DIM, prepare  # noqa: E402
 
-from tests.service.s3_server import _free_port, moto_server_executable  # noqa: E402
+from benchmarks.harness import Served, load_text, moto_s3, served  # noqa: E402
 
 LUA = (
     'wrk.method = "POST"\n'
@@ -106,58 +105,33 @@ def main() -> None:
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     _, local_registry = prepare(args.workdir)
-    port = _free_port()
-    moto = subprocess.Popen(
-        [moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp_path = Path(tmp)
-            s3_env = {
-                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-                "AWS_ACCESS_KEY_ID": "bench",
-                "AWS_SECRET_ACCESS_KEY": "bench",
-                "AWS_REGION": "us-east-1",
-                "AWS_ALLOW_HTTP": "true",
-            }
-            os.environ.update({**s3_env, "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "promoter-cache")})
-            for _ in range(100):
-                try:
-                    urllib.request.urlopen(
-                        urllib.request.Request(f"{s3_env['AWS_ENDPOINT_URL']}/bench", method="PUT")
-                    )
-                    break
-                except OSError:
-                    time.sleep(0.2)
-            from service.registry import Registry
+    with moto_s3() as s3_env, tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        os.environ.update({**s3_env, "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "promoter-cache")})
+        from service.registry import Registry
 
-            url = "s3://bench/registry"
-            Registry(url).add_version(
-                {"onnx": Path(local_registry) / "versions" / "v0001" / "onnx"},
-                metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
-                who="benchmark",
-                reason="registry_replicas",
-            )
-            script = tmp_path / "post.lua"
-            script.write_text(LUA)
-            print(
-                f"MiniLM fp32 at {SERVING_DIM} dims from {url} (moto); {args.threads} thread(s) per replica; "
-                f"{args.connections} connections in all; {os.cpu_count()} CPUs; load {os.getloadavg()[0]:.1f}",
-                flush=True,
-            )
-            for count in [int(n) for n in args.replicas.split(",")]:
-                if not args.swap:
-                    measure(count, url, s3_env, script, tmp_path, args)
-                    continue
-                codes = [("before", args.before_code)] if args.before_code else []
-                for label, code in [*codes, ("after", BENCH_DIR.parent)]:
-                    export = Path(local_registry) / "versions" / "v0001" / "onnx"
-                    measure_swap(count, url, s3_env, script, tmp_path, args, label, code.resolve(), export)
-    finally:
-        moto.terminate()
-        moto.wait(timeout=10)
+        url = "s3://bench/registry"
+        Registry(url).add_version(
+            {"onnx": Path(local_registry) / "versions" / "v0001" / "onnx"},
+            metadata={"serving_dim": SERVING_DIM, "serve_precision": "fp32"},
+            who="benchmark",
+            reason="registry_replicas",
+        )
+        script = tmp_path / "post.lua"
+        script.write_text(LUA)
+        print(
+            f"MiniLM fp32 at {SERVING_DIM} dims from {url} (moto); {args.threads} thread(s) per replica; "
+            f"{args.connections} connections in all; {os.cpu_count()} CPUs; {load_text()}",
+            flush=True,
+        )
+        for count in [int(n) for n in args.replicas.split(",")]:
+            if not args.swap:
+                measure(count, url, s3_env, script, tmp_path, args)
+                continue
+            codes = [("before", args.before_code)] if args.before_code else []
+            for label, code in [*codes, ("after", BENCH_DIR.parent)]:
+                export = Path(local_registry) / "versions" / "v0001" / "onnx"
+                measure_swap(count, url, s3_env, script, tmp_path, args, label, code.resolve(), export)
 
 
 def start_replicas(
@@ -169,34 +143,32 @@ def start_replicas(
     args,
     label: str,
     code: Path,
-) -> list[Server]:
+) -> list[Served]:
     """`count` replicas running the code in `code`, each with its own empty cache, ready to answer."""
     servers = []
     for i in range(count):
-        port = _free_port()
         env = {
-            **os.environ,
             **s3_env,
             "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / f"cache-{label}-{count}-{i}"),
             "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
             "EMBEDGATE_POLL_INTERVAL_S": str(args.poll_interval),
             "PYTHONPATH": str(code),
         }
-        argv = [
+        argv = lambda port: [  # noqa: E731
             sys.executable, "-m", "gates.cli", "serve", "--registry", url, "--port", str(port),
             "--threads", str(args.threads),
         ]  # fmt: skip
         log = tmp_path / f"replica-{label}-{count}-{i}.log"
-        servers.append(stack.enter_context(Server(f"replica-{i}", argv, env, port, log, cwd=code)))
-    for server in servers:
-        server.wait_ready()
+        servers.append(stack.enter_context(served(argv, env=env, log_path=log, cwd=code, wait=False)))
+    for server in servers:  # started together, then each waited for
+        server.wait_ready("/ready", timeout_s=600)
     return servers
 
 
 def measure(count: int, url: str, s3_env: dict, script: Path, tmp_path: Path, args) -> None:
     with contextlib.ExitStack() as stack:
         servers = start_replicas(stack, count, url, s3_env, tmp_path, args, "rate", BENCH_DIR.parent)
-        urls = [server.url for server in servers]
+        urls = [f"{server.url}/v1/embeddings" for server in servers]
         wrk_many(urls, args.connections, args.warmup, script)
         load_before = os.getloadavg()[0]
         rate, failed = wrk_many(urls, args.connections, args.seconds, script)
@@ -209,11 +181,11 @@ def measure(count: int, url: str, s3_env: dict, script: Path, tmp_path: Path, ar
         )
 
 
-def serving_version(server: Server) -> str | None:
+def serving_version(server: Served) -> str | None:
     import httpx
 
     with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-        info = httpx.get(server.url.replace("/v1/embeddings", "/info"), timeout=5).json()
+        info = httpx.get(f"{server.url}/info", timeout=5).json()
         return info["replica"]["serving_version"]
     return None
 
@@ -243,7 +215,7 @@ def measure_swap(
         per = max(1, args.connections // count)
         load = [
             subprocess.Popen(
-                ["wrk", "-t1", f"-c{per}", "-d600s", "-s", str(script), server.url],
+                ["wrk", "-t1", f"-c{per}", "-d600s", "-s", str(script), f"{server.url}/v1/embeddings"],
                 stdout=subprocess.DEVNULL,
             )
             for server in servers

@@ -6,16 +6,14 @@
 Starts `bentoml serve service.app:EmbedgateService` on a registry holding all-MiniLM-L6-v2 (fp32), measures the
 worker's RSS when ready, after one small request, then after each of `--requests` requests of `--texts` texts of
 `--chars` characters (truncated to the model's 256 tokens), then after 20 small requests. Prints the RSS series,
-the growth from the 10th large request to the last (the part that would be a leak), and the 1-minute load average.
+the growth from the 10th large request to the last (the part that would be a leak), and the load averages.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -23,8 +21,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import load_text, served, timed  # noqa: E402
 from benchmarks.serve_throughput import prepare, service_argv  # noqa: E402
-from gates.serve_process import start_server, stop_server  # noqa: E402
 
 WORDS = (
     "the patient took a tablet for the pain in the heart and the doctor wrote a note about blood pressure "
@@ -46,7 +44,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--texts", type=int, default=66)
     parser.add_argument("--chars", type=int, default=30_000)
-    parser.add_argument("--port", type=int, default=3917)
+    parser.add_argument("--port", type=int, default=None, help="default: a free port")
     args = parser.parse_args()
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +53,6 @@ def main() -> None:
     text = " ".join(rng.choice(WORDS) for _ in range(args.chars // 5))[: args.chars]
     large = {"input": [text] * args.texts}
     env = {
-        **os.environ,
         "EMBEDGATE_REGISTRY": str(registry),
         "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
         "EMBEDGATE_MAX_PAYLOAD_BYTES": str(4 * args.texts * args.chars + 1000),
@@ -63,38 +60,24 @@ def main() -> None:
         "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
         "BENTOML_DO_NOT_TRACK": "true",
     }
-    argv = service_argv(args.port)
-    with open(args.workdir / "memory-server.log", "wb") as log:
-        process = start_server(argv, env, stdout=log, stderr=log)
-        try:
-            url = f"http://127.0.0.1:{args.port}"
-            deadline = time.monotonic() + 300
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            root = psutil.Process(process.pid)
-            with httpx.Client(base_url=url, timeout=300) as client:
-                client.post("/v1/embeddings", json={"input": "warm up"}).raise_for_status()
-                series = [("ready + 1 small", worker_rss_mb(root))]
-                started = time.perf_counter()
+    log = args.workdir / "memory-server.log"
+    with served(service_argv, ready="/ready", env=env, port=args.port, log_path=log) as server:
+        root = psutil.Process(server.process.pid)
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            client.post("/v1/embeddings", json={"input": "warm up"}).raise_for_status()
+            series = [("ready + 1 small", worker_rss_mb(root))]
+            with timed() as took:
                 for index in range(1, args.requests + 1):
                     response = client.post("/v1/embeddings", json=large)
                     response.raise_for_status()
                     if index in (1, 2, 5, 10, 25, 50, 75, 100) or index == args.requests:
                         series.append((f"after large #{index}", worker_rss_mb(root)))
-                seconds = time.perf_counter() - started
-                for _ in range(20):
-                    client.post("/v1/embeddings", json={"input": "small"}).raise_for_status()
-                series.append(("after 20 small", worker_rss_mb(root)))
-        finally:
-            stop_server(process, drain_timeout_s=10)
+            for _ in range(20):
+                client.post("/v1/embeddings", json={"input": "small"}).raise_for_status()
+            series.append(("after 20 small", worker_rss_mb(root)))
     print(
-        f"{args.requests} requests x {args.texts} texts x {args.chars} chars in {seconds:.1f} s; "
-        f"load average {os.getloadavg()[0]:.1f}"
+        f"{args.requests} requests x {args.texts} texts x {args.chars} chars in {took.seconds:.1f} s; "
+        f"{load_text()}"
     )
     for label, rss in series:
         print(f"  {label:<20} {rss:8.1f} MB")
