@@ -19,28 +19,22 @@ Their sum is the throughput a CPU-bound service gives up. The machine load is pr
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.harness import load_beir_texts, load_text  # noqa: E402
 
 BATCH_SIZES = (1, 8, 32)
 
 
-def load_str() -> str:
-    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
 def legal_queries() -> list[str]:
-    path = Path(__file__).resolve().parents[1] / "training" / "data" / "legal_lay" / "queries.jsonl"
-    return [
-        json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    return list(load_beir_texts(REPO / "training" / "data" / "legal_lay").queries.values())
 
 
 def export_minilm(target: Path) -> Path:
@@ -123,7 +117,7 @@ def main() -> None:
             tuple[int, float], list[float]
         ] = {}  # (batch, rate) -> [embed s, record s, embed cpu s, texts]
         for round_index in range(args.rounds):
-            print(f"round {round_index + 1}/{args.rounds} ({load_str()})", flush=True)
+            print(f"round {round_index + 1}/{args.rounds} ({load_text()})", flush=True)
             for batch in BATCH_SIZES:
                 for rate, capture in captures.items():
                     measured = request_path(embedder, capture, texts, batch)
@@ -137,7 +131,7 @@ def main() -> None:
         )
         print(
             f"\nMiniLM fp32, {args.threads} threads, {args.rounds} rounds x {len(texts)} texts per batch size "
-            f"and rate ({load_str()} at the end); writer CPU per captured text {writer_cpu * 1e6:.0f} us"
+            f"and rate ({load_text()} at the end); writer CPU per captured text {writer_cpu * 1e6:.0f} us"
         )
         print(
             f"{'batch':>5} {'rate':>5} {'embed texts/s':>14} {'record/call':>12} {'request path':>13} "

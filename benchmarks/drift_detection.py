@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import random
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.harness import load_beir_texts, load_text  # noqa: E402
 
 JUNK = [
     "   ",
@@ -56,19 +57,11 @@ JUNK = [
 REQUEST = 10  # texts per request
 
 
-def load_str() -> str:
-    return "load {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def other_domains(datasets: Path, limit: int = 1000) -> dict[str, list[str]]:
     """Texts of other domains: a BEIR folder's queries (SciFact claims), STS-B sentences, medical questions."""
     found = {}
     if (datasets / "scifact" / "queries.jsonl").is_file():
-        found["scifact"] = [q["text"] for q in read_jsonl(datasets / "scifact" / "queries.jsonl")][:limit]
+        found["scifact"] = list(load_beir_texts(datasets / "scifact").queries.values())[:limit]
     if (datasets / "stsb" / "test.csv").is_file():
         with open(datasets / "stsb" / "test.csv", encoding="utf-8") as handle:
             found["stsb"] = [row["sentence1"] for row in csv.DictReader(handle)][:limit]
@@ -194,8 +187,8 @@ def option_scores(reference, window: np.ndarray) -> dict[str, float]:
 
 
 def verdict(reference, window: np.ndarray, scores: dict[str, float], signals: tuple[str, ...]) -> bool:
-    from service.drift.thresholds import novelty_window_threshold
     from service.drift.signals import effective_rows
+    from service.drift.thresholds import novelty_window_threshold
 
     thresholds = {s.name: s.threshold for s in reference.spec.calibration.signals}
     thresholds["novelty"] = novelty_window_threshold(reference.spec, effective_rows(window))
@@ -253,7 +246,7 @@ def main() -> None:
             f"{s.name} {s.threshold:.4f}{'' if s.in_alarm else ' (reported)'}"
             for s in stored.spec.calibration.signals
         )
-        + f"; {load_str()}",
+        + f"; {load_text()}",
         flush=True,
     )
     assert len(texts.held_out_queries) == stored.spec.held_out_count, "config and stored reference disagree"
@@ -268,7 +261,7 @@ def main() -> None:
         + [t for pool in domains.values() for t in pool]
     )
     print(
-        f"embedded {len(vectors.cache)} texts in {time.perf_counter() - started:.0f} s ({load_str()})",
+        f"embedded {len(vectors.cache)} texts in {time.perf_counter() - started:.0f} s ({load_text()})",
         flush=True,
     )
     held = sorted(texts.held_out_queries)
@@ -336,7 +329,7 @@ def main() -> None:
                     }
                     print(
                         f"fold {fold}: shipped design, {len(fit)} held-out queries calibrate, {len(stream)} "
-                        f"stream; thresholds {thresholds} ({load_str()})",
+                        f"stream; thresholds {thresholds} ({load_text()})",
                         flush=True,
                     )
                     judged = serve_and_judge(vectors, registry.root, scratch, f"same{fold}", same, rows)
@@ -350,7 +343,7 @@ def main() -> None:
                         )
                         shipped["other"].setdefault(other, []).append([w.drifted for w in judged])
         print(
-            f"\n== shipped design through the capture and run_drift, {rows}-row windows, 2 folds ({load_str()})"
+            f"\n== shipped design through the capture and run_drift, {rows}-row windows, 2 folds ({load_text()})"
         )
         print(
             f"same distribution (held-out queries never in the reference): {sum(shipped['same'])} of "
@@ -368,7 +361,7 @@ def main() -> None:
                 f"flagged (alert) in {sum(all(run) for run in runs)} of {len(runs)}"
             )
         print(
-            f"\n== options on the same folds (arrays; alarm on embedding+retrieval / + novelty) ({load_str()})"
+            f"\n== options on the same folds (arrays; alarm on embedding+retrieval / + novelty) ({load_text()})"
         )
         print(f"{'option':<48} {'same: false alarms':>22} {'20% mix: flagged':>20} {'other domains':>16}")
         for name, kinds in option_rows.items():

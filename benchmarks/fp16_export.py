@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.encode_speed import cpu_name, load_str, short_sentences  # noqa: E402
+from benchmarks.encode_speed import cpu_name, short_sentences  # noqa: E402
+from benchmarks.harness import load_text  # noqa: E402
 
 
 def main() -> None:
@@ -56,7 +57,7 @@ def main() -> None:
     print(
         f"{cpu_name()}, {os.cpu_count()} CPUs, onnxruntime {ort.__version__} {ort.get_available_providers()}"
     )
-    print(f"threads {args.threads}, device {args.device}; before: {load_str()}")
+    print(f"threads {args.threads}, device {args.device}; before: {load_text()}")
     with tempfile.TemporaryDirectory() as scratch:
         exports = {}
         for fp16 in (False, True):
@@ -64,7 +65,7 @@ def main() -> None:
             started = time.perf_counter()
             export_run(model_dir, out, fp16=fp16)
             exports[fp16] = out
-            print(f"export fp16={fp16}: {time.perf_counter() - started:.1f} s ({load_str()})")
+            print(f"export fp16={fp16}: {time.perf_counter() - started:.1f} s ({load_text()})")
         record = json.loads((exports[True] / "export.json").read_text())
         sizes: dict[str, int] = {}
         for graph in record["graphs"]:
@@ -109,12 +110,12 @@ def main() -> None:
                 embedder.embed(sentences, batch_size=32)
                 rates[precision].append(len(sentences) / (time.perf_counter() - started))
                 print(
-                    f"  round {round_number} {precision}: {rates[precision][-1]:7.0f} sent/s ({load_str()})"
+                    f"  round {round_number} {precision}: {rates[precision][-1]:7.0f} sent/s ({load_text()})"
                 )
         print(f"\n{'precision':<10} {'median':>8} {'best':>8}  sentences/s on {args.device}")
         for precision, values in rates.items():
             print(f"{precision:<10} {statistics.median(values):8.0f} {max(values):8.0f}")
-    print(f"after: {load_str()}")
+    print(f"after: {load_text()}")
 
 
 def _texts(corpus: Path, limit: int = 2000) -> list[str]:
