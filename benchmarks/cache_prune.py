@@ -19,6 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import load_text, timed  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -32,35 +34,33 @@ def main() -> None:
     from gates.cache_prune import CacheBounds, cache_info, prune_cache
     from training.embedding_cache import EmbeddingCache
 
-    load = "load {:.2f} {:.2f} {:.2f}".format
     with tempfile.TemporaryDirectory() as scratch:
         cache = EmbeddingCache(Path(scratch) / "embeddings")
         vectors = np.ones((64, 384), dtype=np.float32)
-        started = time.perf_counter()
-        for i in range(args.entries):
-            cache.encode([str(i)] * 64, model=f"m{i}", backend="onnx-fp32", dim=384, encode=lambda _: vectors)
-        print(
-            f"built {args.entries} entries in {time.perf_counter() - started:.1f} s ({load(*os.getloadavg())})"
-        )
+        with timed() as took:
+            for i in range(args.entries):
+                cache.encode(
+                    [str(i)] * 64, model=f"m{i}", backend="onnx-fp32", dim=384, encode=lambda _: vectors
+                )
+        print(f"built {args.entries} entries in {took.seconds:.1f} s ({load_text()})")
         for path in Path(scratch, "embeddings").glob("??/*.npy"):
             stamp = time.time() - (int(path.stem[:8], 16) % 60) * 86_400
             os.utime(path, (stamp, stamp))
 
-        started = time.perf_counter()
-        info = cache_info(Path(scratch))
+        with timed() as took:
+            info = cache_info(Path(scratch))
         print(
-            f"cache_info: {len(info.items)} entries, {info.total()[1] / 1e6:.0f} MB in "
-            f"{(time.perf_counter() - started) * 1e3:.0f} ms"
+            f"cache_info: {len(info.items)} entries, {info.total()[1] / 1e6:.0f} MB in {took.seconds * 1e3:.0f} ms"
         )
         bounds = CacheBounds(max_gb=info.total()[1] / 2e9, max_age_days=30)
-        started = time.perf_counter()
-        dry = prune_cache(Path(scratch), bounds, dry_run=True)
-        print(f"dry run: would remove {len(dry.removed)} in {(time.perf_counter() - started) * 1e3:.0f} ms")
-        started = time.perf_counter()
-        done = prune_cache(Path(scratch), bounds)
+        with timed() as took:
+            dry = prune_cache(Path(scratch), bounds, dry_run=True)
+        print(f"dry run: would remove {len(dry.removed)} in {took.seconds * 1e3:.0f} ms")
+        with timed() as took:
+            done = prune_cache(Path(scratch), bounds)
         print(
             f"prune: removed {len(done.removed)} ({done.removed_bytes / 1e6:.0f} MB), kept {len(done.kept)} in "
-            f"{(time.perf_counter() - started) * 1e3:.0f} ms ({load(*os.getloadavg())})"
+            f"{took.seconds * 1e3:.0f} ms ({load_text()})"
         )
 
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import load_text  # noqa: E402
 
 
 def run(data: Path, strategy: str, work: Path, domain_texts: Path | None) -> dict:
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         for strategy in args.strategies.split(","):
             results.append(run(args.data.resolve(), strategy, Path(tmp), args.domain_texts))
             print(json.dumps({k: v for k, v in results[-1].items() if k != "mining"}), flush=True)
-    print(f"load {os.getloadavg()}")
+    print(load_text())
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

@@ -11,9 +11,12 @@ Prints NDCG@10 per exported dim for: no prompts, and the given prompts (default:
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
@@ -29,6 +32,7 @@ def main() -> None:
     parser.add_argument("--document-prompt", default=None, help="default: the model's own")
     args = parser.parse_args()
 
+    from benchmarks.harness import markdown_table
     from gates.evaluation.encoders import onnx_encoder
     from gates.evaluation.evaluate import score_encoder
     from training.export import export_run
@@ -61,11 +65,11 @@ def main() -> None:
         f"{args.model} on {args.data} ({args.split}: {len(query_ids)} queries, {len(doc_ids)} docs), NDCG@10, "
         f"served ONNX fp32"
     )
-    print("| prompts | " + " | ".join(f"d{d}" for d in dims) + " | s |")
-    print("|---|" + "---:|" * (len(dims) + 1))
+    table = []
     for prompts, scores, seconds in rows.values():
         label = "none" if not any(prompts.values()) else ", ".join(f"{k}={v!r}" for k, v in prompts.items())
-        print(f"| {label} | " + " | ".join(f"{scores[d]:.4f}" for d in dims) + f" | {seconds:.0f} |")
+        table.append([label, *(f"{scores[d]:.4f}" for d in dims), f"{seconds:.0f}"])
+    print(markdown_table(["prompts", *(f"d{d}" for d in dims), "s"], table))
 
 
 if __name__ == "__main__":

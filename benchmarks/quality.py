@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.harness import markdown_table  # noqa: E402
+
 METRICS = ("ndcg@10", "mrr@10", "recall@10")
 RECIPES = {
     "plain": {
@@ -150,22 +152,17 @@ def table(results: dict, dims) -> dict:
 
 
 def markdown(name: str, scores: dict, walls: dict, dims) -> str:
-    lines = [
-        f"### {name}",
-        "",
-        "| system | backend | "
-        + " | ".join(f"NDCG@10 d{d}" for d in dims)
-        + " | MRR@10 d384 | Recall@10 d384 | d64 / d384 | wall |",
-        "|---|---|" + "---:|" * (len(dims) + 4),
-    ]
+    header = ["system", "backend", *(f"NDCG@10 d{d}" for d in dims), "MRR@10 d384", "Recall@10 d384"]
+    rows = []
     for system, backends in scores.items():
         for backend, by_dim in backends.items():
             full = by_dim[max(dims)]
-            cells = " | ".join(f"{by_dim[d]['ndcg@10']:.4f}" for d in dims)
-            lines.append(
-                f"| {system} | {backend} | {cells} | {full['mrr@10']:.4f} | {full['recall@10']:.4f} | "
-                f"{by_dim[min(dims)]['ndcg@10'] / full['ndcg@10']:.1%} | {walls.get(system, 0):.0f}s |"
+            rows.append(
+                [system, backend, *(f"{by_dim[d]['ndcg@10']:.4f}" for d in dims), f"{full['mrr@10']:.4f}"]
+                + [f"{full['recall@10']:.4f}", f"{by_dim[min(dims)]['ndcg@10'] / full['ndcg@10']:.1%}"]
+                + [f"{walls.get(system, 0):.0f}s"]
             )
+    lines = [f"### {name}", "", markdown_table([*header, "d64 / d384", "wall"], rows, left=2)]
     base = scores["base"]["onnx-fp32"]
     plain = scores["plain"]["onnx-fp32"]
     ours = scores["embedgate"]["onnx-fp32"]

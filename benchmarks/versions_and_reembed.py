@@ -29,6 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.harness import load_text  # noqa: E402
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(
@@ -41,7 +43,7 @@ def main() -> None:
     parser.add_argument("--reloads", type=int, default=3)
     args = parser.parse_args()
     registry = prepare(args.workdir)
-    print(f"load {os.getloadavg()[0]:.2f} at start", flush=True)
+    print(f"{load_text()} at start", flush=True)
     memory(registry)
     reload_time(registry, args.reloads)
     reembed(registry, args)
@@ -197,7 +199,8 @@ def http_embed(registry_root: Path, texts: list[str]) -> float:
     """Seconds to embed `texts` through a running server (its start-up not counted)."""
     import httpx
 
-    from tests.service.serving import ServerProcess
+    from benchmarks.harness import served, timed
+    from benchmarks.serve_throughput import service_argv
 
     env = {
         "EMBEDGATE_REGISTRY": str(registry_root),
@@ -205,14 +208,15 @@ def http_embed(registry_root: Path, texts: list[str]) -> float:
         "EMBEDGATE_KEEP_VERSIONS": "0",
         "EMBEDGATE_DRIFT_SAMPLE_RATE": "0",
         "EMBEDGATE_REQUEST_TIMEOUT_S": "600",
+        "BENTOML_DO_NOT_TRACK": "true",
+        "TOKENIZERS_PARALLELISM": "false",
     }
     log = registry_root.parent / "server.log"
-    with ServerProcess(env, log, startup_timeout_s=300) as server:
-        server.wait_for(lambda: httpx.get(f"{server.base_url}/ready").status_code == 200, 300, "/ready")
+    with served(service_argv, ready="/ready", env=env, log_path=log, cwd=REPO) as server:
 
         async def run() -> None:
             chunks = [texts[i : i + 32] for i in range(0, len(texts), 32)]
-            async with httpx.AsyncClient(base_url=server.base_url, timeout=600) as client:
+            async with httpx.AsyncClient(base_url=server.url, timeout=600) as client:
 
                 async def worker(mine):
                     for chunk in mine:
@@ -223,9 +227,9 @@ def http_embed(registry_root: Path, texts: list[str]) -> float:
 
                 await asyncio.gather(*(worker(chunks[k::4]) for k in range(4)))
 
-        started = time.perf_counter()
-        asyncio.run(run())
-        return time.perf_counter() - started
+        with timed() as took:
+            asyncio.run(run())
+        return took.seconds
 
 
 if __name__ == "__main__":
