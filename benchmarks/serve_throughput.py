@@ -99,6 +99,11 @@ def main() -> None:
         help="served systems, comma-separated: ours-fp32, ours-int8, ours-split, infinity",
     )
     parser.add_argument("--http-workers", type=int, default=1, help="ours-split's HTTP workers (default 1)")
+    parser.add_argument(
+        "--split-calls-in-flight",
+        type=int,
+        help="ours-split's EMBEDGATE_SPLIT_CALLS_IN_FLIGHT (default: its own)",
+    )
     parser.add_argument("--pin-model", help="CPUs (taskset list, e.g. 0) for ours-split's model process")
     parser.add_argument("--pin-http", help="CPUs (taskset list, e.g. 1) for ours-split's HTTP workers")
     parser.add_argument("--pin-single", help="CPUs (taskset list) for the single-process servers' workers")
@@ -467,6 +472,8 @@ def start_servers(
             "EMBEDGATE_PRECISION": "fp32",
             "BENTOML_CONFIG_OPTIONS": f"services.embedgate_http.workers={args.http_workers}",
         }
+        if args.split_calls_in_flight:
+            env["EMBEDGATE_SPLIT_CALLS_IN_FLIGHT"] = str(args.split_calls_in_flight)
         argv = service_argv(port)
         argv[argv.index("service.app:EmbedgateService")] = "service.split_app:EmbedgateHttp"
         name = f"ours-split-h{args.http_workers}"

@@ -142,6 +142,15 @@ class ServeSettings(BaseModel):
             "free (under load texts queue while a batch runs, so batches fill without waiting)"
         ),
     )
+    split_calls_in_flight: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "split mode (embedgate serve --http-workers N) only: calls to the model process one HTTP worker keeps "
+            "open; the rows queued meanwhile go in its next call, so fewer calls carry more requests each"
+        ),
+    )
     poll_interval_s: float = Field(
         5.0,
         gt=0,

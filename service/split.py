@@ -108,7 +108,7 @@ class RemoteBatcher:
     async def _send(
         self, version: str, calls: list[tuple[str, Sequence[Sequence[int]], asyncio.Future]]
     ) -> None:
-        rows = [list(row) for _, ids, _ in calls for row in ids]
+        rows = [row for _, ids, _ in calls for row in ids]
         try:
             try:
                 vectors = await self._call(version, rows)
@@ -130,6 +130,74 @@ class RemoteBatcher:
             if not future.done():
                 future.set_result(vectors[start:end])
             start = end
+
+
+# Packed calls (what the HTTP workers send): version, row lengths and token ids as little-endian int32, answered
+# with float32 bytes; no pickle, no pydantic, no BentoML API layer on the model's core.
+PACKED_PATH = "/packed/embed"
+
+
+def packed_client(url: str, timeout_s: float) -> httpx.AsyncClient:
+    """An HTTP client for the model process at `url`, as BentoML hands a dependency's address to its dependents:
+    `file:///...sock` (a Unix socket, `bentoml serve` on one host), `tcp://host:port`, or `http(s)://...`."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        transport = httpx.AsyncHTTPTransport(uds=unquote(parsed.path))
+        return httpx.AsyncClient(transport=transport, base_url="http://embedgate-model", timeout=timeout_s)
+    if parsed.scheme == "tcp":
+        return httpx.AsyncClient(base_url=f"http://{parsed.netloc}", timeout=timeout_s)
+    if parsed.scheme in ("http", "https"):
+        return httpx.AsyncClient(base_url=url, timeout=timeout_s)
+    raise ModelServiceError(
+        f"model service address {url!r}: expected file://, tcp:// or http(s)://, as BentoML gives its dependencies"
+    )
+
+
+def pack_ids(version: str, ids: Sequence[Sequence[int]]) -> bytes:
+    """[u16 version length][version utf-8][u32 rows][i32 length per row][i32 ids of every row, in order]."""
+    import itertools
+
+    import numpy as np
+
+    name = version.encode("utf-8")
+    lengths = np.fromiter((len(row) for row in ids), dtype="<i4", count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype="<i4", count=int(lengths.sum()))
+    header = len(name).to_bytes(2, "little") + name + len(ids).to_bytes(4, "little")
+    return header + lengths.tobytes() + flat.tobytes()
+
+
+def unpack_ids(body: bytes) -> tuple[str, list[np.ndarray]]:
+    """`pack_ids`' version and rows (int32 arrays); ValueError naming what is wrong with a malformed body."""
+    import numpy as np
+
+    try:
+        size = int.from_bytes(body[:2], "little")
+        version = body[2 : 2 + size].decode("utf-8")
+        rows = int.from_bytes(body[2 + size : 6 + size], "little")
+        lengths = np.frombuffer(body, dtype="<i4", count=rows, offset=6 + size)
+        flat = np.frombuffer(body, dtype="<i4", offset=6 + size + 4 * rows)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"packed ids: not a pack_ids body ({len(body)} bytes): {err}") from err
+    if rows < 1 or (lengths < 1).any() or int(lengths.sum()) != len(flat):
+        raise ValueError(
+            f"packed ids: {rows} rows of lengths summing to {int(lengths.sum())}, but {len(flat)} ids arrived; "
+            f"expected a pack_ids body"
+        )
+    return version, np.split(flat, np.cumsum(lengths)[:-1])
+
+
+def pack_vectors(vectors: np.ndarray) -> bytes:
+    rows, dims = vectors.shape
+    return rows.to_bytes(4, "little") + dims.to_bytes(4, "little") + vectors.astype("<f4").tobytes()
+
+
+def unpack_vectors(body: bytes) -> np.ndarray:
+    import numpy as np
+
+    rows, dims = int.from_bytes(body[:4], "little"), int.from_bytes(body[4:8], "little")
+    return np.frombuffer(body, dtype="<f4", offset=8).reshape(rows, dims)
 
 
 async def model_side_embed(runtime: ServingRuntime, version: str, ids: list[list[int]]) -> np.ndarray:

@@ -20,6 +20,10 @@ import logging
 
 import bentoml
 import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from service.app import _current_version, _runtime_if_started
 from service.edge_guard import ApiKeyGate, JsonErrors
@@ -42,6 +46,27 @@ def _service_logging() -> None:
     service_logger.disabled = False
 
 
+async def _packed_embed(request: Request) -> Response:
+    """The HTTP workers' call (service/split.py, `pack_ids`): 200 with float32 bytes, else 4xx/5xx with the reason."""
+    from service.split import ModelServiceError, model_side_embed, pack_vectors, unpack_ids
+
+    try:
+        version, ids = unpack_ids(await request.body())
+        vectors = await model_side_embed(bentoml.get_current_service().runtime, version, ids)
+    except ValueError as err:
+        return Response(str(err).encode(), 400, media_type="text/plain")
+    except ModelServiceError as err:
+        return Response(str(err).encode(), 503, media_type="text/plain")
+    except Exception as err:  # the version failed to load, the graph failed: the HTTP worker answers 500
+        logging.getLogger("embedgate.service").exception("packed embed failed")
+        return Response(f"{type(err).__name__}: {err}".encode(), 500, media_type="text/plain")
+    return Response(pack_vectors(vectors), media_type="application/octet-stream")
+
+
+packed_app = Starlette(routes=[Route("/embed", _packed_embed, methods=["POST"])])
+
+
+@bentoml.asgi_app(packed_app, path="/packed")
 @bentoml.service(
     name="embedgate_model",
     traffic={"timeout": MAX_REQUEST_TIMEOUT_S},
@@ -50,7 +75,7 @@ def _service_logging() -> None:
     # Each call carries many client requests, which the HTTP workers log and trace already; per call, BentoML's
     # access log line and OpenTelemetry's dropped spans are CPU on the model's core.
     logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/embed_ids$"]},
+    tracing={"excluded_urls": ["/embed_ids$", "/packed/embed$"]},
 )
 class EmbedgateModel:
     """Runs the graph: token ids in, full-dim vectors out, batched across every HTTP worker's calls."""
@@ -103,18 +128,29 @@ class EmbedgateHttp:
     def __init__(self) -> None:
         from service.runtime import ServingRuntime
         from service.settings import ServeSettings
-        from service.split import RemoteBatcher
+        from service.split import PACKED_PATH, RemoteBatcher, pack_ids, packed_client, unpack_vectors
 
         _service_logging()
         settings = ServeSettings.from_env()
         # This process's graphs only run their warm-up: one thread each, the cores are the model process's.
         self.runtime = ServingRuntime.create(settings.model_copy(update={"threads": 1}))
-        model_service = self.model_service
+        from bentoml._internal.configuration.containers import BentoMLContainer
+
+        # The model process's address, as BentoML gives it to `bentoml.depends` (a Unix socket on one host). Packed
+        # calls, not `self.model_service.embed_ids(...)`: BentoML's API call cost the model's core 2.3 ms per call
+        # (pickle, pydantic, its API layer; docs/serving.md "Split mode, measured").
+        url = BentoMLContainer.remote_runner_mapping.get()[EmbedgateModel.name]
+        client = packed_client(url, MAX_REQUEST_TIMEOUT_S)
 
         async def call(version: str, ids: list[list[int]]) -> np.ndarray:
-            return await model_service.embed_ids(version=version, ids=ids)
+            answer = await client.post(PACKED_PATH, content=pack_ids(version, ids))
+            if answer.status_code != 200:
+                raise RuntimeError(f"HTTP {answer.status_code}: {answer.text[:500]}")
+            return unpack_vectors(answer.content)
 
-        self.runtime.batcher = RemoteBatcher(call, self.runtime.batcher.max_batch_tokens)
+        self.runtime.batcher = RemoteBatcher(
+            call, self.runtime.batcher.max_batch_tokens, max_in_flight=settings.split_calls_in_flight
+        )
 
     @bentoml.on_startup
     async def start_background_work(self) -> None:

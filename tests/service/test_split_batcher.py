@@ -84,3 +84,39 @@ def test_bad_arguments_are_refused():
         RemoteBatcher(FakeModelService(), max_batch_tokens=512, max_in_flight=0)
     with pytest.raises(ValueError, match="at least one row"):
         asyncio.run(RemoteBatcher(FakeModelService(), max_batch_tokens=512).embed_tokens(_model(), []))
+
+
+def test_calls_in_flight_setting_is_checked():
+    from service.settings import ServeSettings, SettingsError
+
+    assert ServeSettings.from_env({"EMBEDGATE_SPLIT_CALLS_IN_FLIGHT": "1"}).split_calls_in_flight == 1
+    with pytest.raises(
+        SettingsError, match="EMBEDGATE_SPLIT_CALLS_IN_FLIGHT='0'.*greater than or equal to 1"
+    ):
+        ServeSettings.from_env({"EMBEDGATE_SPLIT_CALLS_IN_FLIGHT": "0"})
+
+
+def test_packed_ids_and_vectors_travel_exactly():
+    from service.split import pack_ids, pack_vectors, unpack_ids, unpack_vectors
+
+    version, rows = unpack_ids(pack_ids("v0002@v0001", [[101, 7592, 102], [101, 102], [5]]))
+    assert version == "v0002@v0001" and [row.tolist() for row in rows] == [[101, 7592, 102], [101, 102], [5]]
+    vectors = np.random.default_rng(0).random((3, 5), dtype=np.float32)
+    assert unpack_vectors(pack_vectors(vectors)).tobytes() == vectors.tobytes()
+
+
+@pytest.mark.parametrize("body", [b"", b"\x05\x00v0001\x02\x00\x00\x00\x03\x00\x00\x00", b"\xff\xff"])
+def test_a_malformed_packed_body_is_refused(body):
+    from service.split import unpack_ids
+
+    with pytest.raises(ValueError, match="packed ids"):
+        unpack_ids(body)
+
+
+def test_packed_client_takes_the_addresses_bentoml_gives():
+    from service.split import packed_client
+
+    assert str(packed_client("tcp://127.0.0.1:4000", 5).base_url) == "http://127.0.0.1:4000"
+    assert str(packed_client("file:///tmp/x/1.sock", 5).base_url) == "http://embedgate-model"
+    with pytest.raises(ModelServiceError, match="expected file://, tcp:// or http"):
+        packed_client("ftp://host", 5)
