@@ -5,7 +5,6 @@ exits 0 / 1 / 2 on that."""
 from __future__ import annotations
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -19,27 +18,9 @@ from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
-from tests.synthetic import FILLER, TOPICS
-from training.export import export_run
+from tests.gates.drift_traffic import LEGAL, MEDICAL, WINDOW, legal_reference, sentences, serve
 
-LEGAL = [word for topic in ("lease", "contract", "court", "insurance") for word in TOPICS[topic]]
-MEDICAL = [word for topic in ("heart", "kidney", "child") for word in TOPICS[topic]]
-WINDOW = 20
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def sentences(words: list[str], count: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [
-        " ".join(rng.sample(words, 3) + rng.sample(FILLER, 2) + rng.sample(words, 2)) for _ in range(count)
-    ]
-
-
-@pytest.fixture(scope="module")
-def onnx_dir(tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("drift-export") / "onnx"
-    export_run(tiny_model_dir, out, dims=[32, 16], int8=False)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -47,35 +28,10 @@ def promoted(onnx_dir, tmp_path_factory):
     """A registry whose champion carries a reference built from legal queries, as promotion builds it: 40 the
     model was trained on (this one was not, which does not matter here) and 60 held out."""
     root = tmp_path_factory.mktemp("drift-promoted")
-    summary = build_reference(
-        onnx_dir,
-        sentences(LEGAL, 40, seed=1),
-        sentences(LEGAL, 40, seed=2),
-        root / "stage" / "reference",
-        dim=16,
-        window_rows=WINDOW,
-        splits=10,
-        held_out_queries=sentences(LEGAL, 60, seed=11),
-    )
+    summary = legal_reference(onnx_dir, root / "stage" / "reference")
     registry = Registry(root / "registry")
     registry.add_version({"onnx": onnx_dir, "reference": root / "stage" / "reference"}, metadata={})
     return registry, summary
-
-
-def serve(embedder: OnnxEmbedder, capture: DriftCapture, texts: list[str], dim: int = 16) -> None:
-    """What the service's route does per request of 10 texts: embed, then hand the result to the capture."""
-    for start in range(0, len(texts), 10):
-        batch = texts[start : start + 10]
-        counts = embedder.count_tokens(batch)
-        capture.record(
-            batch,
-            embedder.embed(batch, dimensions=dim),
-            counts,
-            [count > embedder.max_seq_length for count in counts],
-            "v0001",
-            dim,
-        )
-    assert capture.wait_idle()
 
 
 def test_build_reference_writes_the_served_embeddings_descriptors_and_calibration(onnx_dir, promoted):

@@ -11,19 +11,18 @@ import pytest
 from gates.cli import main
 from gates.commands import dashboard as dashboard_command
 from service.drift.capture import DriftCapture
-from service.drift.reference_builder import build_reference
 from service.drift.settings import DriftSettings
 from service.drift.workspace import DriftWorkspace
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
-from tests.gates.test_drift import LEGAL, MEDICAL, WINDOW, onnx_dir, sentences, serve  # noqa: F401 (fixture)
+from tests.gates.drift_traffic import LEGAL, MEDICAL, WINDOW, legal_reference, sentences, serve
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("where", ["folder", "s3"])
 def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
-    onnx_dir,  # noqa: F811 - the fixture imported above
+    onnx_dir,
     s3_registry_url,
     tmp_path,
     capsys,
@@ -31,17 +30,7 @@ def test_one_drift_run_judges_two_replicas_against_the_s3_registry(
     where,
 ):
     reference = tmp_path / "stage" / "reference"
-    build_reference(
-        onnx_dir,
-        sentences(LEGAL, 80, seed=1),
-        sentences(LEGAL, 40, seed=2),
-        reference,
-        dim=16,
-        window_rows=WINDOW,
-        splits=10,
-        # the queries that calibrate the alarms (docs/drift.md)
-        held_out_queries=sentences(LEGAL, 60, seed=11),
-    )
+    legal_reference(onnx_dir, reference, trained=80)
     Registry(s3_registry_url).add_version({"onnx": onnx_dir, "reference": reference}, metadata={})
     drift_dir = tmp_path / "drift" if where == "folder" else s3_registry_url.rsplit("/", 1)[0] + "/drift"
     monkeypatch.setenv("EMBEDGATE_DRIFT_CACHE_DIR", str(tmp_path / "judge-copy"))

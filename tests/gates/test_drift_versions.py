@@ -8,32 +8,22 @@ from __future__ import annotations
 import pytest
 
 from service.drift.capture import DriftCapture
-from service.drift.reference_builder import build_reference
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.embedder import OnnxEmbedder
 from service.registry import Registry
-from tests.gates.test_drift import LEGAL, MEDICAL, WINDOW, onnx_dir, sentences  # noqa: F401 (fixture)
+from tests.gates.drift_traffic import LEGAL, MEDICAL, WINDOW, legal_reference, sentences
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 REQUEST = 3  # texts per request, as in the issue's windows of 3 rows
 
 
 @pytest.fixture(scope="module")
-def two_versions(onnx_dir, tmp_path_factory):  # noqa: F811 (the imported fixture)
+def two_versions(onnx_dir, tmp_path_factory):
     """v0001 and v0002, each with a reference of legal queries (the same model: what matters is that each
     version's windows are judged against its own reference)."""
     root = tmp_path_factory.mktemp("drift-versions")
-    build_reference(
-        onnx_dir,
-        sentences(LEGAL, 40, seed=1),
-        sentences(LEGAL, 40, seed=2),
-        root / "reference",
-        dim=16,
-        window_rows=WINDOW,
-        splits=10,
-        held_out_queries=sentences(LEGAL, 60, seed=11),
-    )
+    legal_reference(onnx_dir, root / "reference")
     registry = Registry(root / "registry")
     for _ in range(2):
         registry.add_version({"onnx": onnx_dir, "reference": root / "reference"}, metadata={})
@@ -41,7 +31,7 @@ def two_versions(onnx_dir, tmp_path_factory):  # noqa: F811 (the imported fixtur
 
 
 def test_pinned_and_default_clients_on_two_versions_are_each_judged_on_full_windows(
-    onnx_dir,  # noqa: F811
+    onnx_dir,
     two_versions,
     tmp_path,
 ):
