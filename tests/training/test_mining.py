@@ -169,3 +169,25 @@ def test_dense_rankings_break_ties_by_index():
     q = np.array([[1.0, 0.0]])
     c = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.5, 0.5]])
     assert dense_rankings(q, c, k=3).tolist() == [[1, 2, 3]]
+
+
+def test_dense_rankings_score_a_large_corpus_in_bounded_blocks(monkeypatch):
+    """The same top-k whatever the block size: the block only bounds memory (no query x corpus matrix at once)."""
+    import training.mining.retrievers as retrievers
+
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(37, 8)).astype(np.float32)
+    c = rng.normal(size=(500, 8)).astype(np.float32)
+    whole = dense_rankings(q, c, k=10)
+    shapes = []
+    real_matmul = np.ndarray.__matmul__
+
+    class Spy(np.ndarray):
+        def __matmul__(self, other):
+            out = real_matmul(np.asarray(self), other)
+            shapes.append(out.shape)
+            return out
+
+    monkeypatch.setattr(retrievers, "SCORE_BLOCK_BYTES", 500 * 4 * 5)  # five queries' rows per block
+    assert dense_rankings(q.view(Spy), c, k=10).tolist() == whole.tolist()
+    assert shapes and max(rows for rows, _ in shapes) == 5 and sum(rows for rows, _ in shapes) == 37

@@ -18,9 +18,16 @@ def bm25_rankings(queries: list[str], corpus: list[str], k: int) -> np.ndarray:
     return np.asarray(docs)
 
 
+SCORE_BLOCK_BYTES = 64 * 2**20  # one block of query x corpus scores; the rest is never materialised
+
+
 def dense_rankings(query_emb: np.ndarray, corpus_emb: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-    """The model's own top-k by cosine (embeddings are unit-norm), ties broken by corpus index."""
+    """The model's own top-k by cosine (embeddings are unit-norm), ties broken by corpus index. Scores are made
+    `chunk` queries at a time, fewer when the corpus is large, so a block stays under SCORE_BLOCK_BYTES (1,024
+    queries against 500k passages would be 2 GB in float32)."""
     k = min(k, corpus_emb.shape[0])
+    row_bytes = max(1, corpus_emb.shape[0]) * np.dtype(np.result_type(query_emb, corpus_emb)).itemsize
+    chunk = max(1, min(chunk, SCORE_BLOCK_BYTES // row_bytes))
     out = np.empty((query_emb.shape[0], k), dtype=np.int64)
     for start in range(0, query_emb.shape[0], chunk):
         scores = query_emb[start : start + chunk] @ corpus_emb.T
