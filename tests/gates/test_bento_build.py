@@ -16,7 +16,7 @@ from gates.bento import SERVED_TAG, build_bento
 from gates.errors import EmbedgateGateError
 from gates.promotion import bento_model_name, promote_run
 from service.registry import Registry
-from tests.gates.test_promotion import _gated_run
+from tests.gates.gated_runs import make_gated_run
 from tests.service.serving import REPO_ROOT
 
 
@@ -43,8 +43,8 @@ def bento_home(tmp_path, monkeypatch):
 def _two_registries(tmp_path):
     """The demo's registry and a project's, each with its own champion v0001, the project's promoted last."""
     demo, project = tmp_path / "demo" / "registry", tmp_path / "project" / "registry"
-    promote_run(_gated_run(tmp_path / "demo", "demo-run", True), demo)
-    promote_run(_gated_run(tmp_path / "project", "project-run", True), project)
+    promote_run(make_gated_run(tmp_path / "demo", "demo-run", True), demo)
+    promote_run(make_gated_run(tmp_path / "project", "project-run", True), project)
     return Registry(demo), Registry(project)
 
 
@@ -80,12 +80,12 @@ def test_a_bento_carries_the_champion_of_the_registry_it_was_built_from(tmp_path
     demo, project = tmp_path / "demo" / "registry", tmp_path / "project" / "registry"
     promote = ["-m", "gates.cli", "promote"]
     _cli(
-        [*promote, str(_gated_run(tmp_path / "demo", "demo-run", True).root), "--registry", str(demo)],
+        [*promote, str(make_gated_run(tmp_path / "demo", "demo-run", True).root), "--registry", str(demo)],
         home,
         tmp_path,
     )
     # The project's champion is saved to the shared store last: before, it was the store's :latest, which the Bento packed.
-    run = _gated_run(tmp_path / "project", "project-run", True)
+    run = make_gated_run(tmp_path / "project", "project-run", True)
     _cli([*promote, str(run.root), "--registry", str(project)], home, tmp_path)
 
     out = _cli(["-m", "gates.cli", "build-bento", "--registry", str(demo)], home, tmp_path)
@@ -110,6 +110,6 @@ def test_building_needs_a_champion_and_the_project_folder(tmp_path, bento_home):
     with pytest.raises(EmbedgateGateError, match="has no champion: promote a run first"):
         build_bento(tmp_path / "empty")
     demo = tmp_path / "registry"
-    promote_run(_gated_run(tmp_path, "r", True), demo, bento_store=False)
+    promote_run(make_gated_run(tmp_path, "r", True), demo, bento_store=False)
     with pytest.raises(EmbedgateGateError, match=r"expected the embedgate project folder .*--build-ctx"):
         build_bento(demo, tmp_path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.drift.windows import CapturedRow, WindowWriter
 from service.registry import Registry
+from tests.service.serving import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore")]
 DIM, WINDOW = 16, 30
@@ -80,12 +80,6 @@ def workspace(tmp_path_factory):
     result = run_drift(settings, registry.root)
     assert [w.drifted for w in result.computed] == [False, False, True, True]
     return settings.workspace_dir
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str):

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -8,65 +7,12 @@ import pytest
 from gates.errors import EmbedgateGateError, RunDirectoryError
 from gates.promotion import PromotionRefused, bento_model_name, promote_run, save_to_bento_store
 from service.registry import Registry
-from training.run_dir import RunPaths
-
-
-def _gated_run(tmp_path: Path, name: str, passed: bool, registry: Path | str | None = None) -> RunPaths:
-    """A run with an export and a gate decision. `registry`: the decision records that registry's current
-    champion as the baseline, as a gate run against it would (None: the base model)."""
-    run = RunPaths(tmp_path / "runs" / name)
-    (run.onnx / "d32").mkdir(parents=True)
-    (run.onnx / "d32" / "model.onnx").write_bytes(f"graph of {name}".encode())
-    (run.onnx / "embedder.json").write_text("{}")
-    run.gate.mkdir(parents=True)
-    checks = [
-        {
-            "check": "primary_improves",
-            "kind": "improvement",
-            "metric": "ndcg@10",
-            "status": "pass" if passed else "fail",
-            "severity": "critical",
-            "candidate": 0.7,
-            "baseline": 0.6,
-            "delta": 0.1,
-            "p_value": 0.001 if passed else 0.3,
-            "reason": "ok" if passed else "delta +0.0020 not significant (p=0.300 >= 0.05)",
-        }
-    ]
-    (run.gate / "decision.json").write_text(
-        json.dumps(
-            {
-                "passed": passed,
-                "serving_dim": 32,
-                "baseline": "base model",
-                "checks": checks,
-                "policy": {"serve_precision": "fp32"},
-            }
-        )
-    )
-    (run.root / "config.yaml").write_text("data: {path: x}\n")
-    if registry is not None:
-        regate(run, registry)
-    return run
-
-
-def regate(run: RunPaths, registry: Path | str) -> None:
-    """Record `registry`'s current champion as the run's gate baseline (what re-running the gate against it does;
-    the scores stay)."""
-    reg = Registry(registry)
-    champion = reg.champion()
-    decision = json.loads((run.gate / "decision.json").read_text())
-    decision.update(
-        baseline=f"champion {champion.version}" if champion else "base model",
-        baseline_version=champion.version if champion else None,
-        baseline_fingerprint=reg.fingerprint(champion.version) if champion else None,
-    )
-    (run.gate / "decision.json").write_text(json.dumps(decision))
+from tests.gates.gated_runs import make_gated_run, regate
 
 
 def test_passing_run_is_promoted_with_metadata_and_history(tmp_path):
     registry = tmp_path / "registry"
-    result = promote_run(_gated_run(tmp_path, "good", True), registry, who="ci", bento_store=False)
+    result = promote_run(make_gated_run(tmp_path, "good", True), registry, who="ci", bento_store=False)
     assert (result.version, result.previous, result.forced, result.serving_dim) == ("v0001", None, False, 32)
     reg = Registry(registry)
     manifest = reg.verify("v0001")
@@ -79,9 +25,9 @@ def test_passing_run_is_promoted_with_metadata_and_history(tmp_path):
 
 def test_failing_run_is_refused_and_the_refusal_recorded(tmp_path):
     registry = tmp_path / "registry"
-    promote_run(_gated_run(tmp_path, "good", True), registry, bento_store=False)
+    promote_run(make_gated_run(tmp_path, "good", True), registry, bento_store=False)
     with pytest.raises(PromotionRefused, match=r"(?s)did not pass its gate.*not significant"):
-        promote_run(_gated_run(tmp_path, "bad", False), registry, bento_store=False)
+        promote_run(make_gated_run(tmp_path, "bad", False), registry, bento_store=False)
     reg = Registry(registry)
     assert reg.champion().version == "v0001" and reg.versions() == ["v0001"]
     assert reg.history()[-1].action == "refused" and reg.history()[-1].run_id == "bad"
@@ -89,7 +35,7 @@ def test_failing_run_is_refused_and_the_refusal_recorded(tmp_path):
 
 def test_force_needs_a_reason_and_is_recorded(tmp_path):
     registry = tmp_path / "registry"
-    bad = _gated_run(tmp_path, "bad", False)
+    bad = make_gated_run(tmp_path, "bad", False)
     with pytest.raises(EmbedgateGateError, match="--force needs --reason"):
         promote_run(bad, registry, force=True, bento_store=False)
     result = promote_run(bad, registry, force=True, reason="incident 42: hotfix", bento_store=False)
@@ -98,7 +44,7 @@ def test_force_needs_a_reason_and_is_recorded(tmp_path):
 
 
 def test_ungated_run_cannot_be_promoted(tmp_path):
-    run = _gated_run(tmp_path, "r", True)
+    run = make_gated_run(tmp_path, "r", True)
     (run.gate / "decision.json").unlink()
     with pytest.raises(RunDirectoryError, match="decision.json is missing: gate the run first"):
         promote_run(run, tmp_path / "registry", bento_store=False)
@@ -113,13 +59,13 @@ def test_promoted_version_lands_in_the_bentoml_model_store(tmp_path, monkeypatch
     BentoMLContainer.model_store.reset()
     try:
         registry = tmp_path / "registry"
-        promote_run(_gated_run(tmp_path, "good", True), registry, bento_store=False)
+        promote_run(make_gated_run(tmp_path, "good", True), registry, bento_store=False)
         tag = save_to_bento_store(Registry(registry), "v0001")
         name = bento_model_name(Registry(registry))  # this registry's own name (issue 31 item 10)
         assert name.startswith("embedgate-embedder-") and tag.startswith(f"{name}:v0001-")
         assert save_to_bento_store(Registry(registry), "v0001") == tag  # same content: reused, no error
         model = bentoml.models.get(tag)
-        promote_run(_gated_run(tmp_path, "newer", True, registry), registry, bento_store=True)
+        promote_run(make_gated_run(tmp_path, "newer", True, registry), registry, bento_store=True)
         assert bentoml.models.get(f"{name}:latest").info.labels["registry_version"] == "v0002"
         from gates.promotion import rollback
 
@@ -143,8 +89,8 @@ def test_a_run_gated_against_the_base_model_is_not_promoted_over_a_champion(tmp_
     """The issue's case: a run gated against the base model (or a pipeline with promotion disabled) must not
     replace, or be staged beside, a champion it was never compared with."""
     registry = tmp_path / "registry"
-    promote_run(_gated_run(tmp_path, "champion", True), registry, bento_store=False)
-    message = _refused_message(_gated_run(tmp_path, "rb", True), registry, mode=mode)
+    promote_run(make_gated_run(tmp_path, "champion", True), registry, bento_store=False)
+    message = _refused_message(make_gated_run(tmp_path, "rb", True), registry, mode=mode)
     assert "its gate compared it with the base model" in message and "the champion of" in message
     assert "is v0001" in message and "Re-gate it against v0001" in message
     assert "embedgate evaluate" in message and "embedgate gate" in message and "--force" in message
@@ -156,9 +102,11 @@ def test_a_run_gated_against_the_base_model_is_not_promoted_over_a_champion(tmp_
 
 def test_a_run_gated_against_an_older_champion_is_refused_and_regating_lets_it_through(tmp_path):
     registry = tmp_path / "registry"
-    promote_run(_gated_run(tmp_path, "first", True), registry, bento_store=False)
-    late = _gated_run(tmp_path, "late", True, registry)  # gated against v0001 ...
-    promote_run(_gated_run(tmp_path, "second", True, registry), registry, bento_store=False)  # ... v0002 wins
+    promote_run(make_gated_run(tmp_path, "first", True), registry, bento_store=False)
+    late = make_gated_run(tmp_path, "late", True, registry)  # gated against v0001 ...
+    promote_run(
+        make_gated_run(tmp_path, "second", True, registry), registry, bento_store=False
+    )  # ... v0002 wins
     message = _refused_message(late, registry)
     assert (
         "its gate compared it with champion v0001, but the champion of" in message and "is v0002" in message
@@ -169,19 +117,19 @@ def test_a_run_gated_against_an_older_champion_is_refused_and_regating_lets_it_t
 
 def test_a_run_gated_against_another_registrys_champion_of_the_same_name_is_refused(tmp_path):
     ours, theirs = tmp_path / "registry", tmp_path / "other-registry"
-    promote_run(_gated_run(tmp_path, "ours", True), ours, bento_store=False)
-    other = _gated_run(tmp_path, "theirs", True)
+    promote_run(make_gated_run(tmp_path, "ours", True), ours, bento_store=False)
+    other = make_gated_run(tmp_path, "theirs", True)
     (other.onnx / "d32" / "model.onnx").write_bytes(b"another graph")
     promote_run(other, theirs, bento_store=False)
-    run = _gated_run(tmp_path, "new", True, theirs)  # gated against the other registry's v0001
+    run = make_gated_run(tmp_path, "new", True, theirs)  # gated against the other registry's v0001
     message = _refused_message(run, ours)
     assert "whose files differ from" in message and "v0001" in message
 
 
 def test_forcing_past_a_baseline_mismatch_needs_a_reason_and_is_recorded(tmp_path):
     registry = tmp_path / "registry"
-    promote_run(_gated_run(tmp_path, "first", True), registry, bento_store=False)
-    run = _gated_run(tmp_path, "hotfix", True)
+    promote_run(make_gated_run(tmp_path, "first", True), registry, bento_store=False)
+    run = make_gated_run(tmp_path, "hotfix", True)
     with pytest.raises(EmbedgateGateError, match="--force needs --reason"):
         promote_run(run, registry, bento_store=False, force=True)
     result = promote_run(run, registry, bento_store=False, force=True, reason="on-call approved")
@@ -195,9 +143,9 @@ def test_cli_promote_exits_1_and_prints_the_regate_commands(tmp_path, capsys):
 
     registry = tmp_path / "registry"
     args = ["--registry", str(registry), "--no-bento-store"]
-    assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
+    assert main(["promote", str(make_gated_run(tmp_path, "first", True).root), *args]) == 0
     capsys.readouterr()  # the first promotion's warnings (no drift reference)
-    assert main(["promote", str(_gated_run(tmp_path, "second", True).root), *args]) == 1
+    assert main(["promote", str(make_gated_run(tmp_path, "second", True).root), *args]) == 1
     err = capsys.readouterr().err
     assert err.startswith("refused: run second cannot be promoted") and "re-gate".lower() in err.lower()
     assert f"embedgate evaluate {tmp_path / 'runs' / 'second'}" in err

@@ -10,7 +10,7 @@ from gates.promotion import promote_run
 from service.errors import RegistryError
 from service.object_registry import ObjectRegistry
 from service.registry import Registry
-from tests.gates.test_promotion import _gated_run, regate
+from tests.gates.gated_runs import make_gated_run, regate
 from training.run_dir import RunPaths
 
 pytestmark = pytest.mark.integration
@@ -20,9 +20,9 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
     tmp_path, s3_registry_url, monkeypatch, capsys
 ):
     args = ["--registry", s3_registry_url, "--no-bento-store"]
-    assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
+    assert main(["promote", str(make_gated_run(tmp_path, "first", True).root), *args]) == 0
     real_switch = ObjectRegistry._switch_cas
-    rival = _gated_run(tmp_path, "rival", True, s3_registry_url)
+    rival = make_gated_run(tmp_path, "rival", True, s3_registry_url)
 
     def switch_after_a_rival_promotes(self, version, previous, etag):
         # Another CI job promotes between this one's champion read and its switch (the race, made deterministic).
@@ -32,7 +32,7 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
 
     monkeypatch.setattr(ObjectRegistry, "_switch_cas", switch_after_a_rival_promotes)
     capsys.readouterr()
-    assert main(["promote", str(_gated_run(tmp_path, "second", True, s3_registry_url).root), *args]) == 1
+    assert main(["promote", str(make_gated_run(tmp_path, "second", True, s3_registry_url).root), *args]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("refused: the champion changed since the gate ran (it was v0001, it is now v0003)")
     assert "re-gate" in err and len(err.splitlines()) == 1
@@ -63,8 +63,8 @@ def test_staged_promotion_cutover_and_retire_on_the_s3_registry(tmp_path, s3_reg
     from service.aliases import read_state
 
     args = ["--registry", s3_registry_url, "--no-bento-store"]
-    assert main(["promote", str(_gated_run(tmp_path, "first", True).root), *args]) == 0
-    second = _gated_run(tmp_path, "second", True, s3_registry_url)
+    assert main(["promote", str(make_gated_run(tmp_path, "first", True).root), *args]) == 0
+    second = make_gated_run(tmp_path, "second", True, s3_registry_url)
     assert main(["promote", str(second.root), *args, "--staged"]) == 0
     state = read_state(Registry(s3_registry_url))
     assert (state.champion, state.candidate) == ("v0001", "v0002")
@@ -85,7 +85,7 @@ def test_an_alias_write_that_lost_to_another_writer_is_refused(tmp_path, s3_regi
         main(
             [
                 "promote",
-                str(_gated_run(tmp_path, "first", True).root),
+                str(make_gated_run(tmp_path, "first", True).root),
                 "--registry",
                 s3_registry_url,
                 "--no-bento-store",

@@ -15,7 +15,7 @@ import pytest
 
 from gates.cli import main
 from service.registry import KILL_AT_ENV, RECONCILER, Registry
-from tests.gates.test_promotion import _gated_run
+from tests.gates.gated_runs import make_gated_run
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -61,8 +61,8 @@ def test_a_promotion_killed_at_any_step_leaves_a_registry_whose_history_tells_th
     tmp_path, capsys, step, champion, versions
 ):
     registry = tmp_path / "registry"
-    assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
-    second = _gated_run(tmp_path, "second", True, registry)
+    assert _promote_cli(make_gated_run(tmp_path, "first", True), registry).returncode == 0
+    second = make_gated_run(tmp_path, "second", True, registry)
     killed = _promote_cli(second, registry, kill_at=step)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
 
@@ -90,7 +90,7 @@ def test_a_promotion_killed_at_any_step_leaves_a_registry_whose_history_tells_th
 
 def test_leftovers_are_removed_by_the_next_command_that_takes_the_lock(tmp_path, capsys):
     registry = tmp_path / "registry"
-    assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
+    assert _promote_cli(make_gated_run(tmp_path, "first", True), registry).returncode == 0
     (registry / ".champion.json.tmp-4242").write_text('{"version": "v00')
     (registry / "versions" / ".tmp-v0002-4242" / "onnx").mkdir(parents=True)
     (registry / "versions" / ".tmp-v0002-4242" / "onnx" / "big.bin").write_bytes(b"x" * 4096)
@@ -112,8 +112,8 @@ def test_leftovers_are_removed_by_the_next_command_that_takes_the_lock(tmp_path,
 )
 def test_a_damaged_history_line_is_skipped_with_a_warning_and_rollback_still_works(tmp_path, capsys, damage):
     registry = tmp_path / "registry"
-    assert _promote_cli(_gated_run(tmp_path, "first", True), registry).returncode == 0
-    assert _promote_cli(_gated_run(tmp_path, "second", True, registry), registry).returncode == 0
+    assert _promote_cli(make_gated_run(tmp_path, "first", True), registry).returncode == 0
+    assert _promote_cli(make_gated_run(tmp_path, "second", True, registry), registry).returncode == 0
     with open(registry / "history.jsonl", "ab") as handle:
         handle.write(damage)
     capsys.readouterr()
@@ -128,7 +128,7 @@ def test_a_damaged_history_line_is_skipped_with_a_warning_and_rollback_still_wor
 
 def test_the_same_run_promoted_twice_is_refused_as_a_duplicate(tmp_path, capsys):
     registry = tmp_path / "registry"
-    run = _gated_run(tmp_path, "first", True)
+    run = make_gated_run(tmp_path, "first", True)
     assert _promote_cli(run, registry).returncode == 0
     again = _promote_cli(run, registry)
     assert again.returncode == 1
@@ -141,7 +141,7 @@ def test_the_same_run_promoted_twice_is_refused_as_a_duplicate(tmp_path, capsys)
 
 def test_embedgate_promote_keeps_the_runs_drift_reference(tmp_path):
     registry = tmp_path / "registry"
-    run = _gated_run(tmp_path, "first", True)
+    run = make_gated_run(tmp_path, "first", True)
     (run.root / "reference").mkdir()
     (run.root / "reference" / "spec.json").write_text('{"dim": 32}')
     assert _promote_cli(run, registry).returncode == 0
@@ -158,7 +158,7 @@ def test_concurrent_promotions_gated_against_the_same_champion_promote_one(tmp_p
     from gates.promotion import PromotionRefused, promote_run
 
     registry = tmp_path / "registry"
-    runs = [_gated_run(tmp_path, f"run-{index}", True) for index in range(4)]
+    runs = [make_gated_run(tmp_path, f"run-{index}", True) for index in range(4)]
 
     def attempt(run):
         try:

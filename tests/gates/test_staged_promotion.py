@@ -21,7 +21,7 @@ from gates.promotion_events import SECRET_ENV, Webhook, WebhookConfigError
 from service.aliases import CutoverRefused, RollbackRefused, read_state
 from service.errors import RegistryError
 from service.registry import Registry
-from tests.gates.test_promotion import _gated_run, regate
+from tests.gates.gated_runs import make_gated_run, regate
 from tests.service.serving import free_port
 from training.run_dir import RunPaths
 
@@ -30,7 +30,7 @@ SECRET = "test-webhook-secret-7f3a"
 
 def _run(tmp_path, name, serving_dim=32):
     """A passing run gated against the champion of tmp_path/registry (the registry every test here uses)."""
-    run = _gated_run(tmp_path, name, True, tmp_path / "registry")
+    run = make_gated_run(tmp_path, name, True, tmp_path / "registry")
     decision = json.loads((run.gate / "decision.json").read_text())
     (run.gate / "decision.json").write_text(json.dumps({**decision, "serving_dim": serving_dim}))
     return run

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from gates.cli import main
+from tests.service.serving import free_port
 from tests.synthetic import write_lay_jargon_beir, write_untrained_run
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,6 @@ def mlflow_binary() -> str:
     if os.environ.get("CI"):
         pytest.fail("the MLflow server is missing: CI must run `make mlflow-server` before the tests")
     pytest.skip("no MLflow server environment: run `make mlflow-server` (or set EMBEDGATE_MLFLOW_SERVER)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

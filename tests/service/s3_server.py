@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.service.serving import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,16 +34,10 @@ def moto_server_executable() -> str:
     return str(path)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """The moto server's URL; the process is stopped (and reaped) at the end of the session."""
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [moto_server_executable(), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

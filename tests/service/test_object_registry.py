@@ -13,7 +13,7 @@ import pytest
 from service.errors import RegistryError
 from service.object_registry import ChampionChanged, ObjectRegistry
 from service.registry import Registry
-from tests.service.test_registry import _artifact, _promote
+from tests.service.fake_versions import fake_export, promote_export
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +35,8 @@ def test_location_picks_the_backend(location):
 def test_promote_verify_and_read_back(location, tmp_path):
     reg = Registry(location)
     assert reg.champion() is None and reg.versions() == []
-    v1 = _promote(reg, _artifact(tmp_path, "a", b"one"), run_id="run-a")
-    v2 = _promote(reg, _artifact(tmp_path, "b", b"two"), run_id="run-b")
+    v1 = promote_export(reg, fake_export(tmp_path, "a", b"one"), run_id="run-a")
+    v2 = promote_export(reg, fake_export(tmp_path, "b", b"two"), run_id="run-b")
     assert (v1, v2) == ("v0001", "v0002") and reg.versions() == ["v0001", "v0002"]
     champion = Registry(location).champion()  # a fresh reader sees the switch
     assert champion.version == "v0002" and champion.previous == "v0001"
@@ -52,7 +52,7 @@ def test_promote_verify_and_read_back(location, tmp_path):
 def test_rollback_walks_back_and_is_recorded(location, tmp_path):
     reg = Registry(location)
     for name in "abc":
-        _promote(reg, _artifact(tmp_path, name, name.encode()))
+        promote_export(reg, fake_export(tmp_path, name, name.encode()))
     assert reg.rollback(reason="p99").version == "v0002"
     assert reg.rollback(reason="again").version == "v0001"
     with pytest.raises(RegistryError, match="first champion"):
@@ -71,7 +71,7 @@ def test_a_changed_object_is_refused_at_download(s3_registry_url, tmp_path):
     import obstore
 
     reg = Registry(s3_registry_url)
-    version = _promote(reg, _artifact(tmp_path, "a", b"graph"))
+    version = promote_export(reg, fake_export(tmp_path, "a", b"graph"))
     marker = json.loads(bytes(obstore.get(reg.store, f"versions/{version}.json").bytes()))
     obstore.put(reg.store, f"{marker['blobs']}/onnx/d32/model.onnx", b"GRAPH")  # same size, other bytes
     with pytest.raises(RegistryError, match="sha256 does not match the manifest"):
@@ -86,14 +86,16 @@ def test_a_version_claimed_by_another_writer_takes_the_next_number(s3_registry_u
 
     reg = Registry(s3_registry_url)
     obstore.put(reg.store, "versions/v0001.json", b'{"files": {}, "blobs": "blobs/x"}', mode="create")
-    assert _promote(reg, _artifact(tmp_path, "a")) == "v0002"  # If-None-Match refused v0001, v0002 was free
+    assert (
+        promote_export(reg, fake_export(tmp_path, "a")) == "v0002"
+    )  # If-None-Match refused v0001, v0002 was free
 
 
 def test_a_lost_compare_and_swap_is_refused_and_recorded(s3_registry_url, tmp_path):
     reg = Registry(s3_registry_url)
-    _promote(reg, _artifact(tmp_path, "a", b"one"))
+    promote_export(reg, fake_export(tmp_path, "a", b"one"))
     with pytest.raises(ChampionChanged, match=r"champion changed since the gate ran .*re-gate"):
-        _promote(reg, _artifact(tmp_path, "b", b"two"), expected_champion="v0000")
+        promote_export(reg, fake_export(tmp_path, "b", b"two"), expected_champion="v0000")
     assert reg.champion().version == "v0001"
     last = reg.history()[-1]
     assert (last.action, last.version) == ("refused", None) and "re-gate" in last.reason
@@ -122,8 +124,8 @@ def test_two_promotions_racing_one_champion_both_recorded(s3_registry_url, tmp_p
     import time
 
     reg = Registry(s3_registry_url)
-    _promote(reg, _artifact(tmp_path, "base", b"base"))
-    sources = [_artifact(tmp_path, f"r{i}", f"racer-{i}".encode()) for i in range(2)]
+    promote_export(reg, fake_export(tmp_path, "base", b"base"))
+    sources = [fake_export(tmp_path, f"r{i}", f"racer-{i}".encode()) for i in range(2)]
     # The race window is the upload between the champion read and the switch: make it wide with a bigger file.
     for src in sources:
         (src / "d32" / "weights.bin").write_bytes(b"w" * (4 << 20))
@@ -163,10 +165,10 @@ def test_a_promotion_killed_at_any_step_leaves_a_readable_registry(s3_registry_u
     import os
 
     reg = Registry(s3_registry_url)
-    _promote(reg, _artifact(tmp_path, "a", b"one"))
-    _promote(reg, _artifact(tmp_path, "b", b"two"))
+    promote_export(reg, fake_export(tmp_path, "a", b"one"))
+    promote_export(reg, fake_export(tmp_path, "b", b"two"))
     proc = subprocess.run(
-        [sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(_artifact(tmp_path, "c"))],
+        [sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(fake_export(tmp_path, "c"))],
         env={**os.environ, "EMBEDGATE_TEST_KILL_AT": step},
         capture_output=True,
         timeout=120,
@@ -184,7 +186,7 @@ def test_reconcile_removes_only_stale_unmarked_uploads(s3_registry_url, tmp_path
     import obstore
 
     reg = Registry(s3_registry_url)
-    version = _promote(reg, _artifact(tmp_path, "a"))
+    version = promote_export(reg, fake_export(tmp_path, "a"))
     obstore.put(reg.store, "blobs/killed/onnx/d32/model.onnx", b"half")  # a killed promotion's upload
     assert reg.reconcile(stale_after_s=3600) == []  # too young: it could be a live upload
     assert reg.reconcile(stale_after_s=0) == ["removed 1 object(s) of an interrupted upload (blobs/killed)"]
@@ -198,9 +200,9 @@ def test_a_switch_killed_before_its_history_event_is_recorded_once(s3_registry_u
     from service.registry import RECONCILER
 
     reg = Registry(s3_registry_url)
-    _promote(reg, _artifact(tmp_path, "a", b"one"))
+    promote_export(reg, fake_export(tmp_path, "a", b"one"))
     proc = subprocess.run(
-        [sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(_artifact(tmp_path, "b"))],
+        [sys.executable, "-c", KILLED_PROMOTER, s3_registry_url, str(fake_export(tmp_path, "b"))],
         env={**os.environ, "EMBEDGATE_TEST_KILL_AT": "champion_switched"},
         capture_output=True,
         timeout=120,

@@ -14,18 +14,7 @@ import pytest
 from service.errors import RegistryError
 from service.registry import Registry, verify_manifest
 from service.registry_backend import FOLDER, OBJECT_STORAGE, backend_name
-
-
-def _artifact(tmp_path: Path, name: str, payload: bytes = b"graph") -> Path:
-    src = tmp_path / name
-    (src / "d32").mkdir(parents=True)
-    (src / "d32" / "model.onnx").write_bytes(payload)
-    (src / "embedder.json").write_text(json.dumps({"dims": [32]}))
-    return src
-
-
-def _promote(reg: Registry, src: Path, **kw) -> str:
-    return reg.add_version({"onnx": src}, metadata={"serving_dim": 32}, who="tester", reason="test", **kw)
+from tests.service.fake_versions import fake_export, promote_export
 
 
 @pytest.mark.parametrize(
@@ -62,8 +51,8 @@ def test_a_folder_registry_loads_no_object_storage_code(tmp_path):
 def test_promote_creates_immutable_verified_version_and_moves_champion(tmp_path):
     reg = Registry(tmp_path / "registry")
     assert reg.champion() is None and reg.versions() == []
-    v1 = _promote(reg, _artifact(tmp_path, "a", b"one"), run_id="run-a")
-    v2 = _promote(reg, _artifact(tmp_path, "b", b"two"), run_id="run-b")
+    v1 = promote_export(reg, fake_export(tmp_path, "a", b"one"), run_id="run-a")
+    v2 = promote_export(reg, fake_export(tmp_path, "b", b"two"), run_id="run-b")
     assert (v1, v2) == ("v0001", "v0002")
     champion = reg.champion()
     assert champion.version == "v0002" and champion.previous == "v0001"
@@ -74,7 +63,7 @@ def test_promote_creates_immutable_verified_version_and_moves_champion(tmp_path)
 
 def test_tampered_or_extra_files_are_refused(tmp_path):
     reg = Registry(tmp_path / "registry")
-    version = _promote(reg, _artifact(tmp_path, "a"))
+    version = promote_export(reg, fake_export(tmp_path, "a"))
     graph = reg.version_dir(version) / "onnx" / "d32" / "model.onnx"
     graph.write_bytes(b"GRAPH")  # same size, different content
     with pytest.raises(RegistryError, match="sha256 does not match the manifest"):
@@ -93,7 +82,7 @@ def test_tampered_or_extra_files_are_refused(tmp_path):
 def test_rollback_walks_back_and_is_recorded(tmp_path):
     reg = Registry(tmp_path / "registry")
     for name in "abc":
-        _promote(reg, _artifact(tmp_path, name, name.encode()))
+        promote_export(reg, fake_export(tmp_path, name, name.encode()))
     assert reg.rollback(who="oncall", reason="bad latency").version == "v0002"
     assert reg.champion().previous == "v0001"
     assert reg.rollback(who="oncall", reason="still bad").version == "v0001"
@@ -112,8 +101,8 @@ def test_rollback_walks_back_and_is_recorded(tmp_path):
 
 def test_rollback_refuses_a_tampered_target(tmp_path):
     reg = Registry(tmp_path / "registry")
-    _promote(reg, _artifact(tmp_path, "a"))
-    _promote(reg, _artifact(tmp_path, "b"))
+    promote_export(reg, fake_export(tmp_path, "a"))
+    promote_export(reg, fake_export(tmp_path, "b"))
     (reg.version_dir("v0001") / "onnx" / "embedder.json").write_text("{}")
     with pytest.raises(RegistryError, match="sha256 does not match|files do not match"):
         reg.rollback()
@@ -126,16 +115,16 @@ def test_rollback_errors(tmp_path):
         reg.rollback()
     with pytest.raises(RegistryError, match="invalid version 'latest'"):
         reg.version_dir("latest")
-    _promote(reg, _artifact(tmp_path, "a"))
+    promote_export(reg, fake_export(tmp_path, "a"))
     with pytest.raises(RegistryError, match=r"version v0009 not found .*\(versions: v0001\)"):
         reg.version_dir("v0009")
 
 
 def test_history_is_append_only(tmp_path):
     reg = Registry(tmp_path / "registry")
-    _promote(reg, _artifact(tmp_path, "a"))
+    promote_export(reg, fake_export(tmp_path, "a"))
     before = reg.history_path.read_bytes()
-    _promote(reg, _artifact(tmp_path, "b"))
+    promote_export(reg, fake_export(tmp_path, "b"))
     reg.record_refusal(run_id="r3", who="ci", reason="gate failed: ndcg@10 not significant")
     reg.rollback()
     after = reg.history_path.read_bytes()
@@ -150,7 +139,7 @@ def _promote_in_process(args):
 
 def test_concurrent_promotions_do_not_corrupt_the_pointer(tmp_path):
     root = tmp_path / "registry"
-    sources = [str(_artifact(tmp_path, f"s{i}", f"payload-{i}".encode())) for i in range(8)]
+    sources = [str(fake_export(tmp_path, f"s{i}", f"payload-{i}".encode())) for i in range(8)]
     with multiprocessing.get_context("spawn").Pool(4) as pool:
         versions = pool.map(_promote_in_process, [(str(root), s, i) for i, s in enumerate(sources)])
     reg = Registry(root)
@@ -168,8 +157,8 @@ def test_concurrent_promotions_do_not_corrupt_the_pointer(tmp_path):
 def test_crash_between_copy_and_switch_leaves_the_old_champion(tmp_path):
     root = tmp_path / "registry"
     reg = Registry(root)
-    _promote(reg, _artifact(tmp_path, "old", b"old"))
-    big = _artifact(tmp_path, "new", b"new")
+    promote_export(reg, fake_export(tmp_path, "old", b"old"))
+    big = fake_export(tmp_path, "new", b"new")
     for i in range(20):
         (big / f"part{i}.bin").write_bytes(os.urandom(1024))
     script = textwrap.dedent(f"""
@@ -193,14 +182,14 @@ def test_crash_between_copy_and_switch_leaves_the_old_champion(tmp_path):
     assert reg.versions() == ["v0001"]  # the half-built version is not visible
     assert len(reg.history()) == 1
     # The next promotion cleans the debris and proceeds normally.
-    assert _promote(reg, big) == "v0002"
+    assert promote_export(reg, big) == "v0002"
     assert not list((root / "versions").glob(".tmp-*"))
     reg.verify("v0002")
 
 
 def test_damaged_pointer_and_manifest_are_registry_errors(tmp_path):
     reg = Registry(tmp_path / "registry")
-    version = _promote(reg, _artifact(tmp_path, "a"))
+    version = promote_export(reg, fake_export(tmp_path, "a"))
     reg.champion_path.write_text('["v0001"]')
     with pytest.raises(RegistryError, match=r"champion.json: unreadable champion pointer \(TypeError"):
         reg.champion()
@@ -217,7 +206,7 @@ def test_a_single_file_source_is_copied_into_the_version(tmp_path):
     decision = tmp_path / "decision.json"
     decision.write_text('{"passed": true}')
     version = reg.add_version(
-        {"onnx": _artifact(tmp_path, "a"), "gate/decision.json": decision}, metadata={}, who="t", reason="t"
+        {"onnx": fake_export(tmp_path, "a"), "gate/decision.json": decision}, metadata={}, who="t", reason="t"
     )
     assert reg.verify(version)["files"]["gate/decision.json"]["size"] == len('{"passed": true}')
 
