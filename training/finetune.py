@@ -67,6 +67,7 @@ def train(
     keep_checkpoints: bool = True,
     report=None,
     embedding_cache: Path | None = None,
+    gradient_checkpointing: bool = False,
 ) -> TrainResult:
     """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config.
 
@@ -74,6 +75,9 @@ def train(
     here; it raises to stop). keep_checkpoints=False deletes train/checkpoints once the model is saved.
     report: called with one readable line per stage step and dev evaluation (the pipeline's progress).
     embedding_cache: folder of training.embedding_cache; mining's base-model encodings are read from / kept there.
+    gradient_checkpointing: keep only each layer's input during the forward pass and recompute the rest in the
+        backward pass: the same gradients (dropout's random state is replayed) at about half the peak memory of a
+        step, for ~25% more CPU per step (measured in docs/performance.md, "Pipeline cost").
     """
     if resume is not None:
         paths = open_run_dir(resume)
@@ -131,6 +135,10 @@ def train(
     args = _training_arguments(
         config, paths, choice, stages, evaluator, len(train_rows), progress, row_prompts, device
     )
+    if gradient_checkpointing:
+        # Non-reentrant: also correct when the inputs need no gradient (frozen embeddings).
+        args.gradient_checkpointing = True
+        args.gradient_checkpointing_kwargs = {"use_reentrant": False}
     stopper, stopping = _early_stopping(config, args, prepared, len(train_rows), evaluator)
     if report is not None:
         from training.progress import epoch_reporter

@@ -119,6 +119,39 @@ def test_same_seed_same_weights(tmp_path, tiny_model_dir, pairs_csv):
     assert all((wa[k] == wb[k]).all() for k in wa)
 
 
+def test_gradient_checkpointing_trains_the_same_weights(tmp_path, tiny_model_dir, pairs_csv, monkeypatch):
+    """Recomputing activations in the backward pass (less memory) changes no gradient: dropout's random state is
+    replayed, so the weights match a run that kept every activation."""
+    import numpy as np
+    from transformers import Trainer
+
+    enabled = []
+    original = Trainer.train
+    monkeypatch.setattr(
+        Trainer,
+        "train",
+        lambda self, *a, **k: enabled.append(self.args.gradient_checkpointing) or original(self, *a, **k),
+    )
+    common = {"max_steps": 4, "dev_fraction": 0.0}
+    plain = train(_config(tmp_path, tiny_model_dir, pairs_csv, run_id="plain", **common), progress=False)
+    saved = train(
+        _config(tmp_path, tiny_model_dir, pairs_csv, run_id="ckpt", **common),
+        progress=False,
+        gradient_checkpointing=True,
+    )
+    assert enabled == [False, True]
+    wa, wb = _weights(plain.run_dir), _weights(saved.run_dir)
+    assert list(wa), "nothing to check: no weights saved"
+    assert all(np.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    assert any(not np.allclose(wa[k], _base_weight(tiny_model_dir, k)) for k in wa)  # training moved them
+
+
+def _base_weight(model_dir, key):
+    from safetensors.numpy import load_file
+
+    return load_file(str(next(model_dir.rglob("model.safetensors"))))[key]
+
+
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, tiny_model_dir, pairs_csv):
     import numpy as np
 
