@@ -195,6 +195,7 @@ def _run_stages(
         keep_checkpoints=False,
         report=None if quiet else progress,
         embedding_cache=config.cache_dir(),
+        gradient_checkpointing=config.memory.wants_checkpointing(config.train.device),
     )
     stages.note(
         loss=trained.loss,

@@ -87,3 +87,14 @@ def test_export_fp16_setting_follows_the_device_when_auto():
     )
     with pytest.raises(ConfigError, match="fp16"):
         load_pipeline_config(None, {"data.path": "x", "export.fp16": "sometimes"})
+
+
+def test_gradient_checkpointing_is_on_for_cpu_training_unless_the_config_says_otherwise(tmp_path):
+    config = load_pipeline_config(None, {"data.path": "x", "device": "cpu"})
+    assert config.memory.wants_checkpointing(config.train.device) is True  # auto on the CPU
+    off = load_pipeline_config(None, {"data.path": "x", "memory.gradient_checkpointing": False})
+    assert off.memory.wants_checkpointing("cpu") is False
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("data: {path: data}\nmemory: {gradient_checkpointing: sometimes}\n")
+    with pytest.raises(ConfigError, match=r"memory\.gradient_checkpointing.*sometimes"):
+        load_pipeline_config(path)
