@@ -6,6 +6,7 @@ fp32 and fp16 on onnxruntime's CUDA provider, and print served sentences/s and p
     python benchmarks/gpu_check.py                              # --device cuda; MiniLM, served at 128 dims
     python benchmarks/gpu_check.py --cpu-sentences-per-s 470   # also judge ">= 10x the 2-core CPU figure"
     python benchmarks/gpu_check.py --device cpu --seconds 1 --connections 1,4   # the CPU run CI makes
+    python benchmarks/gpu_check.py --http-workers 8            # also fp32 in split mode (8 HTTP workers, 1 model)
 
 Load comes from wrk when it is installed (`apt-get install -y wrk`), else from a Python closed loop (fine for the
 CPU smoke run, too slow to saturate a GPU: install wrk there). Every server requires an API key, as a deployment
@@ -76,7 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=3991)
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto", help="load generator")
+    parser.add_argument(
+        "--http-workers",
+        type=int,
+        help="also serve fp32 in split mode (`embedgate serve --http-workers N`: N HTTP workers, one model process)",
+    )
     args = parser.parse_args(argv)
+    if args.http_workers is not None and args.http_workers < 1:
+        parser.error(f"--http-workers must be >= 1, got {args.http_workers}")
     try:
         dims = tuple(int(dim) for dim in args.dims.split(","))
         loads = tuple(int(count) for count in args.connections.split(","))
@@ -115,13 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             export_dir, precision, args.device, sentences, args.serving_dim
         )
     bodies = write_bodies(args.workdir, sentences, args.serving_dim)
-    for index, precision in enumerate(PRECISIONS):
-        port = args.port + index
+    systems = [
+        (precision, precision, service_argv(args.port + index)) for index, precision in enumerate(PRECISIONS)
+    ]
+    if args.http_workers:
+        argv_split = service_argv(args.port + len(PRECISIONS))
+        argv_split[argv_split.index("service.app:EmbedgateService")] = "service.split_app:EmbedgateHttp"
+        systems.append((f"fp32 split h{args.http_workers}", "fp32", argv_split))
+    for name, precision, server_argv in systems:
         env = server_env(registry, precision, args.device)
-        log = args.workdir / f"serve-{precision}.log"
-        with Server(f"ours-{precision}", service_argv(port), env, port, log) as server:
+        if name != precision:
+            env["BENTOML_CONFIG_OPTIONS"] = f"services.embedgate_http.workers={args.http_workers}"
+        log = args.workdir / f"serve-{name.replace(' ', '-')}.log"
+        port = int(server_argv[server_argv.index("--port") + 1])
+        with Server(f"ours-{name}", server_argv, env, port, log) as server:
             server.wait_ready(timeout_s=300)
-            results["served"][precision] = measure(server, bodies, loads, args.seconds, load, args.workdir)
+            results["served"][name] = measure(server, bodies, loads, args.seconds, load, args.workdir)
     results["seconds"] = round(time.monotonic() - started, 1)
     out = args.workdir / f"gpu-check-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))
@@ -329,11 +346,11 @@ def report(results: dict, loads: tuple[int, ...], cpu_sentences_per_s: float | N
         f"mean {parity['mean_cosine']:.6f}",
         "",
         "| | "
-        + " | ".join(f"{p} in-process" for p in PRECISIONS)
-        + " | "
-        + " | ".join(f"{p} served" for p in PRECISIONS)
+        + " | ".join(
+            [f"{p} in-process" for p in PRECISIONS] + [f"{name} served" for name in results["served"]]
+        )
         + " |",
-        "|---|" + "---:|" * (2 * len(PRECISIONS)),
+        "|---|" + "---:|" * (len(PRECISIONS) + len(results["served"])),
     ]
     inside, served = results["in_process"], results["served"]
     rows.append(
@@ -344,7 +361,7 @@ def report(results: dict, loads: tuple[int, ...], cpu_sentences_per_s: float | N
         + " | "
         + " | ".join(
             f"{served[p]['c1']['p50_ms']:.2f} / {served[p]['c1']['p99_ms']:.2f}" if "c1" in served[p] else ""
-            for p in PRECISIONS
+            for p in served
         )
         + " |"
     )
@@ -355,13 +372,14 @@ def report(results: dict, loads: tuple[int, ...], cpu_sentences_per_s: float | N
         cells = " | ".join(
             f"{served[p][name]['sentences_per_s']:.0f} sent/s, p50 {served[p][name]['p50_ms']:.1f} / p99 "
             f"{served[p][name]['p99_ms']:.1f} ms"
-            for p in PRECISIONS
+            for p in served
         )
         rows.append(f"| {name} | {limit} | {cells} |")
     rows.append("")
     top = f"c{max(loads)}"
-    for precision in PRECISIONS:
-        share = served[precision][top]["sentences_per_s"] / inside[precision]["batched_sentences_per_s"]
+    for precision in served:  # a split-mode system is judged against its precision's in-process speed
+        graph = precision.split()[0]
+        share = served[precision][top]["sentences_per_s"] / inside[graph]["batched_sentences_per_s"]
         rows.append(
             _bar(
                 f"{precision} served {top} >= {MIN_SERVED_SHARE}x in-process batched",

@@ -67,9 +67,13 @@ class ApiKeyGate:
         if runtime is None:  # still starting: the key is not known yet, so nothing but the probes is answered
             await send_error(send, ApiError(503, "model_not_ready", "the service is starting; retry shortly"))
             return
-        headers = dict(_decoded_headers(scope))
+        # Only the one header is decoded (every request passes here).
+        authorization = next(
+            (value.decode("latin-1") for name, value in scope["headers"] if name.lower() == b"authorization"),
+            None,
+        )
         try:
-            check_api_key(headers.get("authorization"), runtime.settings.api_key)
+            check_api_key(authorization, runtime.settings.api_key)
         except ApiError as err:
             route = route_label(scope["path"], self.known_routes)
             runtime.metrics.errors.labels(route, err.code).inc()
@@ -94,9 +98,10 @@ class JsonErrors:
         async def send_json_errors(message: dict) -> None:
             if message["type"] == "http.response.start":
                 state["started"] = True
-                headers = dict(_decoded_headers(message))
-                status = message["status"]
-                if status >= 400 and not headers.get("content-type", "").startswith("application/json"):
+                # Headers are decoded only for an error: a 200 passes through untouched (the hot path).
+                if message["status"] >= 400 and not dict(_decoded_headers(message)).get(
+                    "content-type", ""
+                ).startswith("application/json"):
                     state["rewrite"] = message  # hold the start until the body is known
                     return
             elif message["type"] == "http.response.body" and state["rewrite"] is not None:
