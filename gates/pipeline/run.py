@@ -83,7 +83,7 @@ class _Stages:
         self.reword = reword  # an error as the pipeline's user should read it (see config.worded_for_config)
 
     def run(self, name: str, func, *args, **kwargs):
-        from gates.pipeline.stage_cost import measure
+        from gates.pipeline.stage_cost import measure, release_memory
 
         self.progress(f"[{name}] {STAGE_DOES.get(name, '...')}")
         outcome: tuple[str, dict] = ("passed", {})
@@ -101,6 +101,7 @@ class _Stages:
                         raise reworded from None
                     raise
         finally:
+            release_memory()  # what the stage freed goes back to the system, not into the next stage's peak
             self._record(name, *outcome, cost)
 
     def note(self, **detail) -> None:

@@ -10,6 +10,10 @@ what `/usr/bin/time` and a CI runner's own accounting read for the whole process
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
+import gc
 import os
 import resource
 import sys
@@ -71,6 +75,27 @@ class _Sampler(threading.Thread):
         self._stopped.set()
         self.join()
         return max(self.peak_bytes, self.sample())
+
+
+def release_memory() -> None:
+    """Hand memory freed by a finished stage back to the system before the next one starts. Collect the reference
+    cycles a stage leaves (a Trainer and its model, callbacks and optimizer hold each other), then ask glibc to
+    return its free heap pages: it keeps them otherwise, so the process's RSS stays at the training step's peak
+    through export and evaluation (3,000 freed 64 KB arrays: RSS 209 -> 32 MB after malloc_trim). A no-op for
+    the allocator elsewhere (macOS, musl)."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
 
 
 @contextlib.contextmanager

@@ -68,3 +68,16 @@ def test_stage_records_carry_the_cost_whatever_the_outcome():
     assert all(r.cpu_seconds is not None and r.peak_rss_mb > 0 for r in stages.records)
     assert stages.records[0].peak_rss_mb >= 150 and stages.records[2].detail == {"error": "ValueError: bad"}
     assert "[fine] passed in" in lines[1] and "peak RSS" in lines[1]
+
+
+def test_memory_a_stage_freed_goes_back_to_the_system():
+    from gates.pipeline.stage_cost import release_memory
+
+    keep, big = [], []
+    for _ in range(3000):  # heap-sized blocks between small survivors: glibc keeps such pages after free
+        big.append(np.ones(64 * 1024 // 8))
+        keep.append(np.ones(16))
+    held = _rss_mb()
+    del big
+    release_memory()
+    assert _rss_mb() < held - 100, (held, _rss_mb())
