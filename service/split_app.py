@@ -142,7 +142,7 @@ class EmbedgateHttp:
         # calls, not `self.model_service.embed_ids(...)`: BentoML's API call cost the model's core 2.3 ms per call
         # (pickle, pydantic, its API layer; docs/serving.md "Split mode, measured").
         url = BentoMLContainer.remote_runner_mapping.get()[EmbedgateModel.name]
-        client = packed_client(url, MAX_REQUEST_TIMEOUT_S)
+        client = self._model_client = packed_client(url, MAX_REQUEST_TIMEOUT_S)
 
         async def call(version: str, ids: list[list[int]]) -> np.ndarray:
             answer = await client.post(PACKED_PATH, content=pack_ids(version, ids))
@@ -164,6 +164,7 @@ class EmbedgateHttp:
     @bentoml.on_shutdown
     async def stop_background_work(self) -> None:
         await self.runtime.stop()
+        await self._model_client.aclose()
 
     def __is_ready__(self) -> bool:
         return self.runtime.model is not None and self.runtime.holder.integrity_problem is None
