@@ -152,7 +152,7 @@ def run_set(name: str, shared: Path, args) -> dict:
 
 
 def _share(fraction: float) -> str:
-    return "half" if fraction == 0.5 else f"f{fraction:g}"
+    return "half" if fraction == 0.5 else f"p{round(fraction * 100)}"
 
 
 def _chain(emb, batch_maps, ndcg, seed) -> dict:
@@ -165,9 +165,15 @@ def _chain(emb, batch_maps, ndcg, seed) -> dict:
         "v2@v1": _mapped(emb["v2"]["test"], batch_maps[("v1", "v2")]),
         "v3@v1": _mapped(emb["v3"]["test"], batch_maps[("v1", "v3")]),
     }
+    # documents a client adds after the upgrade go through the compatible graph too (as `champion@v1` documents):
+    # half the corpus stored by v1, the other half added through v2@v1; queried by v2@v1
+    added = np.arange(len(stored)) % 2 == 1
+    mixed = stored.copy()
+    mixed[added] = _mapped(emb["v2"]["docs"][added], batch_maps[("v1", "v2")])
     out = {}
     for dim in DIMS:
         scores = {label: ndcg(q, stored, dim) for label, q in steps.items()}
+        scores["v2@v1, half the docs added by it"] = ndcg(steps["v2@v1"], mixed, dim)
         entry = {label: round(float(s.mean()), 4) for label, s in scores.items()}
         for label, previous in (("v2@v1", "v1"), ("v3@v1", "v2@v1")):
             low, high = bootstrap_low_high(scores[label] - scores[previous], seed)
@@ -179,12 +185,13 @@ def _chain(emb, batch_maps, ndcg, seed) -> dict:
 
 def _chain_table(name: str, chain: dict) -> str:
     lines = [f"\n{name} chain: what v1's clients get over their stored v1 vectors (in-batch maps, the default)",
-             "| dim | v1 | v2@v1 | v3@v1 | v2@v1 - v1 (95% CI) | v3@v1 - v2@v1 (95% CI) |", "|---|---|---|---|---|---|"]  # fmt: skip
+             "| dim | v1 | v2@v1 | v3@v1 | v2@v1 - v1 (95% CI) | v3@v1 - v2@v1 (95% CI) | v2@v1, half the docs added by it |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for dim, e in chain.items():
         a, b = e["v2@v1 - v1"], e["v3@v1 - v2@v1"]
         lines.append(
             f"| {dim} | {e['v1']:.4f} | {e['v2@v1']:.4f} | {e['v3@v1']:.4f} | {a[0]:+.4f} [{a[1]:+.4f}, {a[2]:+.4f}] "
-            f"| {b[0]:+.4f} [{b[1]:+.4f}, {b[2]:+.4f}] |"
+            f"| {b[0]:+.4f} [{b[1]:+.4f}, {b[2]:+.4f}] | {e['v2@v1, half the docs added by it']:.4f} |"
         )
     return "\n".join(lines)
 
