@@ -254,3 +254,14 @@ def test_an_upgrade_answers_in_the_stored_space_so_old_vectors_gain_without_reem
         assert response.status_code == 404 and "v0001 answers in no v0002 space" in response.text
         header = httpx.post(f"{server.base_url}/v1/embeddings", json={"input": "x", "model": "v0002@v0001"})
         assert header.headers["x-embedgate-model-version"] == "v0002@v0001"
+
+    # The next candidate (here the same model again) targets v0002's space and v0001's, and in v0001's it must beat
+    # v0002@v0001, what champion@v0001 serves now: an equal one is refused, so v0001's clients never step back
+    again = RunPaths(shutil.copytree(run.root, tmp_path / "runs" / "again"))
+    shutil.rmtree(again.root / "compat")
+    chained = run_compatibility(again, registry, load_dataset(data, "ir"), data, "test", int8=False)
+    by_space = {v["old_version"]: v for v in chained.verdicts}
+    assert list(by_space) == ["v0002", "v0001"] and by_space["v0001"]["current"] == "v0002@v0001"
+    assert not by_space["v0001"]["offered"], by_space["v0001"]["reason"]
+    assert "its clients keep v0002@v0001" in by_space["v0001"]["reason"]
+    assert all(row["vs_current"]["beyond_noise"] != "gain" for row in by_space["v0001"]["rows"])
