@@ -49,6 +49,7 @@ from service.limits import check_request_tokens, parse_json_object, read_body
 from service.memory import TRIM_AFTER_CHARS, release_freed_memory
 from service.prompts import apply_prompt, prompt_for, role_rows
 from service.redact import hide_paths, hide_paths_in
+from service.split import ModelServiceError
 from service.version_header import NO_MODEL, VERSION_HEADER
 from service.version_pool import VersionNotFound, VersionUnavailable, list_versions
 
@@ -232,6 +233,8 @@ class EmbeddingApi:
                     response = await handle(request, runtime, model)
         except ApiError as err:
             response = self._error(err, version, route)
+        except ModelServiceError as err:  # split mode: the model process is not there or refused the call
+            response = self._error(ApiError(503, "model_not_ready", str(err)), version, route)
         except TimeoutError:
             response = self._error(
                 ApiError(

@@ -120,3 +120,31 @@ def test_packed_client_takes_the_addresses_bentoml_gives():
     assert str(packed_client("file:///tmp/x/1.sock", 5).base_url) == "http://embedgate-model"
     with pytest.raises(ModelServiceError, match="expected file://, tcp:// or http"):
         packed_client("ftp://host", 5)
+
+
+def test_a_model_process_that_fails_is_a_503_not_a_500(tmp_path, tiny_exports):
+    """In process: the routes over a RemoteBatcher whose model process drops every call."""
+    from prometheus_client import CollectorRegistry
+    from starlette.testclient import TestClient
+
+    from service.metrics import ServiceMetrics
+    from service.registry import Registry
+    from service.routes import create_http_app
+    from service.runtime import ServingRuntime
+    from service.settings import ServeSettings
+    from tests.service.serving import promote
+
+    registry = Registry(tmp_path / "registry")
+    promote(registry, tiny_exports["a"])
+    runtime = ServingRuntime.create(
+        ServeSettings(registry=registry.root, threads=1),
+        ServiceMetrics(CollectorRegistry()),
+        drift=None,
+        registry_chosen=True,
+    )
+    runtime.batcher = RemoteBatcher(FakeModelService(fail=99), max_batch_tokens=512)
+    with TestClient(create_http_app(lambda: runtime)) as client:
+        answer = client.post("/v1/embeddings", json={"input": "the tenant pays rent"})
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "model_not_ready" and "model service failed for v0001" in error["message"]
