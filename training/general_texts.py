@@ -2,9 +2,9 @@
 
 The packaged general STS set (training.data.GENERAL_STS, 316 everyday sentences grouped by topic) is split in two
 halves by position, so by topic: the first half joins the rotation's PCA sample (its ordering then serves the
-domain and everyday text, not the domain alone), the second half guards the decision on topics the fit never saw
-(training/rotation.py, `general_retention`). Why halves by topic: a paraphrase of a fitted sentence in the guard
-half would make the guard see its own fit.
+domain and everyday text, not the domain alone); the second half is left unseen, so a measurement on it
+(benchmarks/forgetting.py) is not a measurement on the fit. Why by topic: a paraphrase of a fitted sentence in the
+other half would make that half see its own fit.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ MIN_DEV_QUERIES = 5
 # The general texts' share of the PCA's sample, as a fraction of the domain's total energy (their rows are weighted
 # so that a few hundred everyday sentences count as much as 10,000 domain texts would at 1.0).
 GENERAL_WEIGHT = 1.0
-NEIGHBOURS = 10  # general_retention: the full dim's nearest neighbours a truncated dim should keep
 # The ranking term's weight in the adaptor candidate (benchmarks/small_dims.py's default).
 ADAPTOR_RANK_WEIGHT = 0.1
 
@@ -45,8 +44,10 @@ class RotationDecision:
     fit_texts: int
     dev_gain: dict | None = None  # the kept choice's gain over no rotation, with its bootstrap bound
     dev_gain_by_dim: dict | None = None  # dim -> that gain at each dim alone (no dim may lose beyond noise)
-    general: dict | None = None  # the general-domain guard: texts fitted / held out, per-dim retention gain
-    learned_steps: list[str] = ()  # the learned steps kept on top of PCA ("refinement", "adaptor"); () if none
+    general: dict | None = None  # the general texts in the PCA's sample: how many, their weight
+    learned_steps: list[
+        str
+    ] = ()  # the learned steps kept on top of PCA ("refinement", "adaptor"); () if none
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -96,8 +97,8 @@ class RotationData:
     pairs: list[tuple[str, str]] = ()  # training (anchor, positive): what the learned refinement ranks
     labelled: dict[str, set[str]] | None = None  # anchor -> every labelled positive (dev relevance, masking)
     dev_queries: list[str] = ()  # held-out anchors, ranked against the whole corpus to decide
-    # Texts from outside the domain (training/general_texts.py): the first half joins the PCA's sample, the second
-    # guards the decision (general_retention); empty: the domain alone decides, as before issue 30.
+    # Texts from outside the domain (training/general_texts.py): the first half joins the PCA's sample (the second
+    # is left for measuring); empty: the domain alone, as before issue 30.
     general_texts: list[str] = ()
 
 
@@ -174,7 +175,7 @@ def decide_rotation(
     corpus_emb, anchor_emb = encode(corpus, "document"), encode(anchors, "query")
     from training.general_texts import split_general
 
-    general_fit, general_guard = split_general(list(data.general_texts))
+    general_fit, _ = split_general(list(data.general_texts))
     # Symmetric everyday text: the query side, as the gate's general STS check encodes it.
     general_emb = encode(general_fit, "query") if general_fit else np.zeros((0, dim), np.float32)
     # The domain's texts (and the general ones, weighted): what the PCA and the adaptor fit. The general texts keep
@@ -253,26 +254,10 @@ def decide_rotation(
     verdict = "applied" if applied else "not applied"
     if by_default and mode != "on":
         verdict = "applied (the PCA ordering is the default: no dim loses beyond noise)"
-    general = None
-    if applied and mode != "on" and len(general_guard) > NEIGHBOURS:
-        # Other domains: the dev queries are the training domain's, so they cannot see what a small dim forgets
-        # elsewhere. Held-out everyday texts can: a truncated dim that keeps fewer of their full-dim neighbours
-        # than the dims' original order, beyond noise, falls back to the PCA ordering, then to no rotation.
-        guard_emb = encode(general_guard, "query")
-        check = _GeneralCheck.of(chosen, guard_emb, dims, seed)
-        if check.hurt and chosen is not pca:
-            fallback = _GeneralCheck.of(pca, guard_emb, dims, seed)
-            pca_over_none = _Comparison.of(pca, identity, per_query, per_dim, dim, seed)
-            if not fallback.hurt and not pca_over_none.hurt:
-                how = f"PCA only: {how}, but that {check.describe()}"
-                chosen, check, over_none, after = pca, fallback, pca_over_none, dev(pca)
-                kept_steps = []
-                verdict = "applied (the PCA ordering)"
-        if check.hurt:
-            applied, verdict = False, f"not applied: {check.describe()}"
-        else:
-            verdict += f"; {check.describe()}"
-        general = check.to_dict() | {"fitted": len(general_fit)}
+    # What the other domains got: the general texts in the PCA's sample. Not a veto: a label-free check on held-out
+    # general texts (the share of full-dim neighbours kept) could not see the forgetting it is for, since any PCA
+    # ordering keeps more of the full dim's structure than the original order (docs/decisions.md, issue 30).
+    general = {"fitted": len(general_fit), "weight": GENERAL_WEIGHT} if general_fit else None
     reason = (
         f"rotation ({how}): dev mean NDCG@10 over dims against the whole {len(corpus)}-text corpus "
         f"{before['ndcg@10_mean']:.4f} -> {after['ndcg@10_mean']:.4f}, gain {over_none.describe()}: {verdict}"
@@ -361,65 +346,6 @@ def _with_general(domain: np.ndarray, general: np.ndarray) -> np.ndarray:
         return domain
     scale = np.sqrt(GENERAL_WEIGHT * len(domain) / len(general))
     return np.vstack([domain, general * scale])
-
-
-def general_retention(matrix: np.ndarray, texts: np.ndarray, dims: list[int]) -> dict[int, np.ndarray]:
-    """dim -> per text, the share of its NEIGHBOURS nearest other texts at the untransformed full dim that the
-    transformed, truncated embedding still ranks among its NEIGHBOURS nearest (labels not needed)."""
-    reference = _nearest(texts)
-    rotated = texts @ matrix.T
-    out = {}
-    for d in dims:
-        kept = _nearest(rotated[:, :d])
-        out[d] = np.array([len(set(a) & set(b)) / NEIGHBOURS for a, b in zip(reference, kept, strict=True)])
-    return out
-
-
-def _nearest(vectors: np.ndarray) -> np.ndarray:
-    """Each row's NEIGHBOURS most cosine-similar other rows."""
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    similarity = unit @ unit.T
-    np.fill_diagonal(similarity, -np.inf)
-    return np.argsort(-similarity, axis=1, kind="stable")[:, :NEIGHBOURS]
-
-
-@dataclass(frozen=True)
-class _GeneralCheck:
-    """A transform against the dims' original order on held-out general texts: per dim, the gain in the share of
-    full-dim neighbours kept (general_retention), with its bootstrap interval over texts."""
-
-    by_dim: dict  # dim -> training.dev_noise.DevGain
-
-    @classmethod
-    def of(cls, candidate, texts: np.ndarray, dims: list[int], seed: int) -> _GeneralCheck:
-        from training.dev_noise import paired_gain
-
-        identity = np.eye(texts.shape[1], dtype=np.float32)
-        mine, original = general_retention(candidate, texts, dims), general_retention(identity, texts, dims)
-        return cls({d: paired_gain(mine[d], original[d], seed) for d in sorted(dims, reverse=True)})
-
-    @property
-    def hurt(self) -> list[str]:
-        return [
-            f"d{d} {g.mean:+.4f} (95% upper bound {g.high:+.4f})"
-            for d, g in self.by_dim.items()
-            if g.high < 0
-        ]
-
-    def describe(self) -> str:
-        n = next(iter(self.by_dim.values())).n
-        gains = ", ".join(f"d{d} {g.mean:+.3f}" for d, g in self.by_dim.items())
-        if self.hurt:
-            return (
-                f"on {n} held-out general texts it keeps fewer full-dim neighbours than the original order beyond "
-                f"noise at {', '.join(self.hurt)}"
-            )
-        return f"general-domain neighbours kept vs the original order over {n} held-out texts: {gains} (no loss beyond noise)"
-
-    def to_dict(self) -> dict:
-        return {"texts": next(iter(self.by_dim.values())).n} | {
-            "retention_gain_by_dim": {str(d): g.to_dict() for d, g in self.by_dim.items()}
-        }
 
 
 def _sample_corpus(corpus: list[str], needed: set[str], rng) -> list[str]:
