@@ -158,29 +158,74 @@ def _checked(path: Path, ids: list[str], texts: list[str]) -> Corpus:
 
 def resolve_version(registry_root: Path, version: str, dim: int | None) -> tuple[Path, int, str]:
     """(version folder, dim, precision): the version must be servable and `dim` one it was exported for."""
+    target = resolve_target(registry_root, version, dim)
+    if target.space is not None:
+        raise ReembedError(f"{version!r}: expected a version or alias here, not a compatible space")
+    return target.folder, target.dim, target.precision
+
+
+@dataclass(frozen=True)
+class EmbedTarget:
+    folder: Path  # the version's folder in the registry
+    dim: int
+    precision: str
+    name: str  # what the shards and the manifest record: "v0002", or "v0002@v0001"
+    space: str | None = None  # the older version whose space the vectors are in (service/compat_spaces.py)
+
+
+def resolve_target(registry_root: Path, version: str, dim: int | None) -> EmbedTarget:
+    """A servable version or alias, or `<version or alias>@<old version>`: the newer model in the old version's
+    space (documents a client adds beside the vectors it stored with the old version; docs/versions.md)."""
     from service.aliases import read_state
+    from service.compat_spaces import newest_in_space, spaces_in_manifest, split_space
     from service.registry import Registry
 
+    try:
+        base, space = split_space(version)
+    except ValueError as err:
+        raise ReembedError(str(err)) from None
     registry = Registry(registry_root)
     state = read_state(registry)
-    if version in state.aliases():
-        version = state.aliases()[version]
-    if version not in state.servable:
-        why = "is retired" if version in state.retired else "does not exist"
-        raise ReembedError(
-            f"version {version!r} {why} in the registry {registry_root}; servable: "
-            f"{list(state.servable) or 'none'} (aliases: {state.aliases() or 'none'})"
+    aliases = state.aliases()
+    servable_hint = f"servable: {list(state.servable) or 'none'} (aliases: {aliases or 'none'})"
+    if space is not None and base in aliases:  # champion@v0001: the newest version up to it in that space
+        found = newest_in_space(
+            state.servable, aliases[base], space, lambda v: spaces_in_manifest(registry.manifest(v))
         )
-    folder = registry.version_dir(version)
+        if found is None:
+            raise ReembedError(
+                f"no servable version up to {base} ({aliases[base]}) answers in {space}'s space; {servable_hint}"
+            )
+        base = found
+    base = aliases.get(base, base)
+    if base not in state.servable:
+        why = "is retired" if base in state.retired else "does not exist"
+        raise ReembedError(f"version {base!r} {why} in the registry {registry_root}; {servable_hint}")
+    if space == base:
+        space = None  # a version's own space is the version itself
+    folder = registry.version_dir(base)
     manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    export = json.loads((folder / "onnx" / "embedder.json").read_text(encoding="utf-8"))
-    dim = dim or manifest.get("serving_dim") or export["full_dim"]
+    export_dir, default_dim, name = folder / "onnx", manifest.get("serving_dim"), base
+    if space is not None:
+        entry = (manifest.get("compatible_spaces") or {}).get(space)
+        if entry is None:
+            raise ReembedError(
+                f"{base} answers in no {space} space; its compatible spaces: "
+                f"{list(spaces_in_manifest(manifest)) or 'none'} (embedgate history says which each promotion got)"
+            )
+        export_dir, default_dim, name = (
+            folder / "compat" / space / "onnx",
+            entry.get("serving_dim"),
+            f"{base}@{space}",
+        )
+    export = json.loads((export_dir / "embedder.json").read_text(encoding="utf-8"))
+    dim = dim or default_dim or export["full_dim"]
     if dim not in export["dims"]:
         raise ReembedError(
-            f"--dim {dim}: {version} was exported for dims {export['dims']}; pick one of them (or "
-            f"omit --dim for its serving dim {manifest.get('serving_dim')})"
+            f"--dim {dim}: {name} was exported for dims {export['dims']}; pick one of them (or "
+            f"omit --dim for its serving dim {default_dim})"
         )
-    return folder, dim, manifest.get("serve_precision") or "fp32"
+    return EmbedTarget(folder, dim, manifest.get("serve_precision") or "fp32", name, space)
 
 
 def embed_corpus(
@@ -205,8 +250,8 @@ def embed_corpus(
         raise ReembedError(
             f"shard size, batch size and workers must be >= 1 (got {shard_size}, {batch_size}, {workers})"
         )
-    folder, dim, precision = resolve_version(registry_root, version, dim)
-    version = folder.name
+    target = resolve_target(registry_root, version, dim)
+    folder, dim, precision, version = target.folder, target.dim, target.precision, target.name
     plan = {
         "format_version": FORMAT_VERSION,
         "version": version,
@@ -236,6 +281,7 @@ def embed_corpus(
             batch_size,
             ray_address=ray_address,
             workers=workers,
+            space=target.space,
         )
         with contextlib.closing(batches):  # stopped early (Ctrl-C, an error): Ray is shut down at once
             for n, vectors in batches:
@@ -345,7 +391,11 @@ def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: 
     )
 
 
-def _load(folder: Path, precision: str, threads: int | None):
+def _load(folder: Path, precision: str, threads: int | None, space: str | None = None):
+    if space is not None:
+        from service.compat_spaces import load_compatible
+
+        return load_compatible(folder, space, precision=precision, threads=threads)  # verified, warmed up
     from service.serving_model import load_version
 
     return load_version(folder, precision=precision, threads=threads)  # manifest sha256 verified, warmed up
@@ -361,9 +411,10 @@ def _local_batches(
     precision: str,
     threads: int | None,
     batch_size: int,
+    space: str | None = None,
     **_: Any,
 ) -> Iterator[tuple[int, Any]]:
-    model = _load(folder, precision, threads)
+    model = _load(folder, precision, threads, space)
     for n in todo:
         texts = corpus.texts[starts[n] : starts[n] + shard_size]
         yield n, model.embedder.embed(texts, dimensions=dim, batch_size=batch_size)
@@ -372,8 +423,10 @@ def _local_batches(
 class EmbedActor:
     """One Ray Data actor: one copy of the served model, embedding batches of {"shard", "row", "text"}."""
 
-    def __init__(self, folder: str, precision: str, dim: int, threads: int, batch_size: int) -> None:
-        self.model = _load(Path(folder), precision, threads)
+    def __init__(
+        self, folder: str, precision: str, dim: int, threads: int, batch_size: int, space: str | None = None
+    ) -> None:
+        self.model = _load(Path(folder), precision, threads, space)
         self.dim = dim
         self.batch_size = batch_size
 
@@ -429,6 +482,7 @@ def _ray_batches(
     *,
     ray_address: str,
     workers: int,
+    space: str | None = None,
 ) -> Iterator[tuple[int, Any]]:
     """Each shard is one block of a Ray Data pipeline; a shard is yielded (and written) as soon as its rows are
     all back, in whatever order the actors finish, so a killed run keeps every shard finished before the kill."""
@@ -465,6 +519,7 @@ def _ray_batches(
                 "dim": dim,
                 "threads": per_actor,
                 "batch_size": batch_size,
+                "space": space,
             },
         )
         pending: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}

@@ -14,7 +14,8 @@ exact ONNX graph the service serves, into resumable Parquet shards (id, vector, 
 Run it again after a crash, Ctrl-C or a kill: every shard finished before it is kept and skipped. With
 --ray-address (or RAY_ADDRESS) it runs on Ray Data, one model copy per actor: `auto` or `ray://host:10001` joins a
 running cluster (`ray start --head` starts one); `local` starts a private Ray instance for this command and stops
-it when the command ends or is stopped.
+it when the command ends or is stopped. `--version v0003@v0001` (or `champion@v0001`) embeds in v0001's space
+with the newer model (documents added beside vectors stored with v0001; docs/versions.md).
 
 Examples:
 
@@ -24,6 +25,7 @@ embedgate embed corpus.csv --version candidate --dim 128 --id-column doc_id --ou
 embedgate embed corpus.parquet --version v0003 --out embeddings/v0003 --ray-address local --workers 2
 embedgate embed corpus.parquet --version v0003 --out embeddings/v0003 --ray-address auto --workers 8
 embedgate embed corpus.jsonl --version candidate --out embeddings/v0003 --cutover
+embedgate embed new-documents.jsonl --version champion@v0001 --out embeddings/v0001-added
 ```
 """
 
@@ -45,7 +47,13 @@ def register(app: typer.Typer) -> None:
 
 def embed(
     corpus: Annotated[Path, typer.Argument(help="A .jsonl/.csv/.parquet table or a BEIR folder.")],
-    version: Annotated[str, typer.Option(help="Registry version (v0003) or alias (champion, candidate).")],
+    version: Annotated[
+        str,
+        typer.Option(
+            help="Registry version (v0003) or alias (champion, candidate); v0003@v0001 or champion@v0001: in "
+            "v0001's space."
+        ),
+    ],
     out: Annotated[Path, typer.Option(help="Output folder (created; resumed when it holds the same run).")],
     registry: Annotated[
         str, typer.Option(help="Registry folder, or s3://bucket/prefix.", envvar="EMBEDGATE_REGISTRY")
@@ -88,6 +96,13 @@ def embed(
 
     from gates.reembed import embed_corpus, read_corpus
 
+    if cutover and "@" in version:
+        typer.echo(
+            f"--cutover with --version {version}: a compatible space is not a version the champion can move to; "
+            f"embed with a version (v0003) or an alias to cut over",
+            err=True,
+        )
+        raise typer.Exit(code=2)
     texts = read_corpus(corpus, id_column, text_column)  # every input problem is reported before work starts
     bar = tqdm(
         total=len(texts.ids), unit="text", unit_scale=True, desc=f"embed {version}", dynamic_ncols=True

@@ -279,3 +279,41 @@ def test_embed_with_cutover_moves_the_champion_once_every_shard_is_done(tmp_path
     assert entry.reason.startswith("re-embedding done: 2 texts in")
     assert main(args) == 0
     assert "v0002 is already the champion" in capsys.readouterr().out
+
+
+def test_documents_added_beside_stored_vectors_are_embedded_in_the_old_space(tmp_path, tiny_exports, capsys):
+    """`--version v0002@v0001` / `champion@v0001`: the newer model through its compatible graph (what the service
+    answers for that name), so documents a v0001 client adds sit with the ones it stored; a space a version does
+    not answer in, and --cutover to a space, are refused before any work."""
+    from service.embedder import OnnxEmbedder
+
+    registry = Registry(tmp_path / "registry")
+    promote(registry, tiny_exports["a"])  # v0001
+    registry.add_version(  # v0002, answering in v0001's space through its own compatible export
+        {"onnx": tiny_exports["b"], "compat/v0001/onnx": tiny_exports["a"]},
+        metadata={
+            "serving_dim": 16,
+            "serve_precision": "fp32",
+            "compatible_spaces": {"v0001": {"serving_dim": 8}},
+        },
+        who="tests",
+        run_id="run-2",
+    )
+    small = tmp_path / "small.csv"
+    small.write_text("id,text\na,heart attack\nb,chest pain at night\n")
+    corpus = read_corpus(small)
+    result = embed_corpus(corpus, registry.root, "champion@v0001", tmp_path / "out")
+    ids, vectors, manifest = _read_output(tmp_path / "out")
+    assert (
+        manifest["version"] == result.version == "v0002@v0001" and manifest["dim"] == 8
+    )  # v0001's serving dim
+    expected = OnnxEmbedder.from_export_dir(tiny_exports["a"]).embed(corpus.texts, dimensions=8)
+    np.testing.assert_allclose(vectors, expected, atol=1e-6)
+    with pytest.raises(ReembedError, match=r"v0001 answers in no v0002 space; its compatible spaces: none"):
+        embed_corpus(corpus, registry.root, "v0001@v0002", tmp_path / "bad")
+    with pytest.raises(ReembedError, match=r"after '@' expected the version whose space is wanted"):
+        embed_corpus(corpus, registry.root, "v0002@latest", tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    args = ["embed", str(small), "--version", "v0002@v0001", "--out", str(tmp_path / "c"), "--cutover"]
+    assert main([*args, "--registry", str(registry.root)]) == 2
+    assert "a compatible space is not a version the champion can move to" in capsys.readouterr().err
