@@ -374,9 +374,12 @@ def _rotation_data(prepared: TrainingData):
         if prepared.pair_like
         else []
     )
+    from training.general_texts import load_general_texts
+
     dev = prepared.dev or {}
     dev_queries = list(dev["queries"]) if dev.get("kind") == "retrieval" else []
-    return RotationData(texts, pairs, prepared.labelled, dev_queries)
+    # Everyday texts join the PCA's sample so the small dims keep serving other domains (issue 30).
+    return RotationData(texts, pairs, prepared.labelled, dev_queries, general_texts=load_general_texts())
 
 
 def _dev_dims(config: TrainConfig) -> list[int]:

@@ -101,3 +101,21 @@ def test_a_bad_general_table_says_what_it_expected(tmp_path):
     path.write_text('{"sentence1": "a", "sentence2": "b", "score": 1}\n{"text": "c"}\n', encoding="utf-8")
     with pytest.raises(ValueError, match=r"sts.jsonl:2: expected a JSON object with sentence1 and sentence2"):
         load_general_texts(path)
+
+
+def test_training_gives_the_rotation_the_packaged_general_texts():
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from training.finetune import _rotation_data
+
+    prepared = SimpleNamespace(
+        train=Dataset.from_dict({"anchor": ["q1", "q2"], "positive": ["d1", "d2"]}),
+        corpus=["d1", "d2", "d3"],
+        pair_like=True,
+        labelled={"q1": {"d1"}, "q2": {"d2"}},
+        dev={"kind": "retrieval", "queries": ["q2"]},
+    )
+    data = _rotation_data(prepared)
+    assert list(data.general_texts) == load_general_texts() and data.pairs == [("q1", "d1"), ("q2", "d2")]
