@@ -9,6 +9,8 @@ over MNRL, batch 32, lr 5e-5; no mining), split A's training queries into fit / 
 then decide the post-hoc transform with training.rotation.decide_rotation under each rule compared:
 - `none`: the fine-tuned model as trained (the dims' original order);
 - `today`: the default chain before this change (PCA fitted on A's texts, refinement, adaptor; no general texts);
+- `today_on` / `general_on`: those chains applied whatever the dev queries say (mode "on": the cause, when the
+  decision vetoed it);
 - `general`: the same chain given the packaged general-domain texts (training.data.GENERAL_STS): the first half
   joins the PCA's sample, weighted to the domain's energy (training/rotation.py, `general_texts`).
 and scores, at 384/256/128/64: A's own test queries (in-domain) and every other set B's queries (train + test: B
@@ -116,10 +118,12 @@ def run_train_set(name: str, others: list[str], args, rules: dict[str, dict]) ->
     identity = np.eye(full, dtype=np.float32)
     matrices, reasons, decide_s = {"none": identity}, {}, {}
     for rule, extra in rules.items():
-        data = RotationData(docs, pairs, labelled, [queries[q] for q in dev_ids], **extra)
+        general = {k: v for k, v in extra.items() if k == "general_texts"}
+        data = RotationData(docs, pairs, labelled, [queries[q] for q in dev_ids], **general)
         t = time.perf_counter()
+        mode = extra.get("mode", "auto")
         matrix, decision = decide_rotation(
-            encode, full, data, list(DIMS), seed=args.seed, adaptor=args.adaptor
+            encode, full, data, list(DIMS), mode=mode, seed=args.seed, adaptor=args.adaptor
         )
         decide_s[rule] = round(time.perf_counter() - t, 1)
         matrices[rule] = matrix if matrix is not None else identity
@@ -211,7 +215,13 @@ def main() -> None:
         default=["legal=4", "medical=1"],
         help="SET=EPOCHS (0: no fine-tune, the base model)",
     )
-    parser.add_argument("--rules", nargs="+", default=["today", "general"], choices=["today", "general"])
+    parser.add_argument(
+        "--rules",
+        nargs="+",
+        default=["today", "general", "today_on"],
+        choices=["today", "general", "today_on", "general_on"],
+        help="_on: the chain applied whatever the dev queries say (mode on): the cause, not the decision",
+    )
     parser.add_argument("--tag", default="20261207")
     parser.add_argument(
         "--adaptor",
@@ -225,7 +235,12 @@ def main() -> None:
     args = parser.parse_args()
     args.epochs = _epochs(args.epochs)
     general = general_texts()
-    rules = {"today": {}, "general": {"general_texts": general}}
+    rules = {
+        "today": {},
+        "general": {"general_texts": general},
+        "today_on": {"mode": "on"},
+        "general_on": {"general_texts": general, "mode": "on"},
+    }
     rules = {r: rules[r] for r in ["today", *args.rules] if r in rules}  # `today` is the in-domain reference
     runs = []
     for name in args.train:

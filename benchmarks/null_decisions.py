@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--tag", default="20261207")
     parser.add_argument("--scifact-corpus", type=int, default=None)
     parser.add_argument("--max-train", type=int, default=1500)
+    parser.add_argument("--adaptor", default="auto", choices=["auto", "off"], help="off: the refinement only")
     args = parser.parse_args()
     from training.rotation import RotationData, decide_rotation
 
@@ -67,7 +68,7 @@ def main() -> None:
         }
         data = RotationData(docs, shuffled, labelled, dev, general_texts=general_texts())
         started = time.perf_counter()
-        _, decision = decide_rotation(cached, full, data, list(DIMS), seed=max(seed, 0))
+        _, decision = decide_rotation(cached, full, data, list(DIMS), seed=max(seed, 0), adaptor=args.adaptor)
         runs.append(
             {
                 "seed": seed,
@@ -84,6 +85,7 @@ def main() -> None:
     summary = {
         "set": args.set,
         "model": args.model,
+        "adaptor": args.adaptor,
         "fit_pairs": len(pairs),
         "dev_queries": len(dev),
         "seeds_without_a_learned_step": f"{clean} of {len(null)}",
