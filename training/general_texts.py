@@ -36,3 +36,14 @@ def split_general(texts: list[str]) -> tuple[list[str], list[str]]:
     """(fit half, guard half): the first and the second half of the list, in order."""
     middle = len(texts) // 2
     return list(texts[:middle]), list(texts[middle:])
+
+
+def rotation_fit_texts(sts_path: Path) -> set[str]:
+    """The sentences of `sts_path` that the rotation is fitted on (the fit half of the packaged set, which
+    training.finetune passes to the rotation): what a general-domain check must leave out to measure unseen text.
+    Empty for any other STS table (a user's own set is never fitted on)."""
+    from training.data import GENERAL_STS
+
+    if Path(sts_path).resolve() != Path(GENERAL_STS).resolve():
+        return set()
+    return set(split_general(load_general_texts())[0])

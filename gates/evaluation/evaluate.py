@@ -424,15 +424,19 @@ def load_eval_set(data_path: Path, split: str = "test"):
     return None, _sts_set(data, None, Path(str(data_path)).name)
 
 
-def load_sts_set(path: Path, limit: int | None = None) -> StsSet:
-    """A general-domain STS table (sentence1, sentence2, score 0-5), e.g. STS-B test."""
+def load_sts_set(path: Path, limit: int | None = None, exclude: set[str] | None = None) -> StsSet:
+    """A general-domain STS table (sentence1, sentence2, score 0-5), e.g. STS-B test. `exclude`: sentences the
+    model was fitted on (the rotation's general texts): rows with either sentence in it are left out, so the check
+    measures text the fit never saw."""
     from training.loading import load_dataset
 
-    return _sts_set(load_dataset(path, "sts"), limit, Path(path).name)
+    return _sts_set(load_dataset(path, "sts"), limit, Path(path).name, exclude)
 
 
-def _sts_set(data, limit: int | None, name: str) -> StsSet:
+def _sts_set(data, limit: int | None, name: str, exclude: set[str] | None = None) -> StsSet:
     frame = data.frame[["sentence1", "sentence2", "score"]].dropna()
+    if exclude:
+        frame = frame[~(frame["sentence1"].isin(exclude) | frame["sentence2"].isin(exclude))]
     if limit:
         frame = frame.head(limit)
     return StsSet(

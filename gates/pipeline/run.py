@@ -248,9 +248,15 @@ def _run_stages(
         progress(f"  fp16: {exported.fp16['reason']}")
 
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
+    from training.general_texts import rotation_fit_texts
 
     sts_path = config.general_sts()
-    sts = load_sts_set(sts_path, config.evaluation.sts_limit) if sts_path else None
+    # the rotation's PCA is fitted on half the packaged general sentences: the check scores the other half only
+    sts = (
+        load_sts_set(sts_path, config.evaluation.sts_limit, rotation_fit_texts(sts_path))
+        if sts_path
+        else None
+    )
     backends = tuple(b for b in config.evaluation.backends if b != "onnx-int8" or config.export.int8)
     registry = config.promotion.registry if config.promotion.enabled else None
     evaluated = stages.run(

@@ -83,3 +83,19 @@ def test_every_pipeline_scores_the_packaged_set_unless_turned_off(tmp_path):
     config = tmp_path / "pipeline.yaml"
     config.write_text("data: {path: data}\nevaluation: {general_sts: mine.csv}\n", encoding="utf-8")
     assert load_pipeline_config(config).general_sts() == own.resolve()
+
+
+def test_the_pipelines_check_leaves_out_the_sentences_the_rotation_was_fitted_on(tmp_path):
+    """The rotation's PCA sample includes half the packaged general sentences (training/general_texts.py): the
+    general-domain check scores only rows of the other half, so it measures text the fit never saw; a user's own
+    STS table is never fitted on and is scored whole."""
+    from training.general_texts import rotation_fit_texts
+
+    fitted = rotation_fit_texts(GENERAL_STS)
+    whole, held = load_sts_set(GENERAL_STS), load_sts_set(GENERAL_STS, exclude=fitted)
+    assert fitted and 0 < len(held.scores) < len(whole.scores)
+    assert not fitted & (set(held.sentences1) | set(held.sentences2))
+    assert {int(s) for s in held.scores} == {0, 1, 2, 3, 4, 5}  # still every band of the scale
+    own = tmp_path / "own.jsonl"
+    own.write_text(GENERAL_STS.read_text(encoding="utf-8"), encoding="utf-8")
+    assert rotation_fit_texts(own) == set()
