@@ -8,7 +8,7 @@ cache: {dir: null, enabled: true, max_gb: 2, max_age_days: 30}   # null dir = <o
 gate: {policy: null}                  # null = the packaged default policy
 promotion: {registry: registry, enabled: true, mode: immediate}   # or staged; webhook: https://...
 compatibility: auto                   # or off, or {with: [v0001]}: also answer in older versions' spaces
-memory: {gradient_checkpointing: auto}   # auto: on when training runs on the CPU (about half the peak RSS)
+memory: {gradient_checkpointing: auto}   # auto: on for CPU training on a machine under 16 GiB (half the peak RSS)
 """
 
 from __future__ import annotations
@@ -100,18 +100,31 @@ class PromotionSection(_Section):
 class MemorySection(_Section):
     """Peak memory of the training step. Gradient checkpointing keeps only each layer's input and recomputes the rest
     in the backward pass: the same weights, about half the step's peak RSS (MiniLM, demo batch: 3.8 -> 2.0 GB) for
-    ~25% more CPU per step. auto: on when training runs on the CPU, where RAM (a 4-8 GB CI runner) runs out first;
-    off on a GPU, where it would only cost time."""
+    ~25-32% more CPU per step. auto: on when training runs on the CPU of a machine with less than
+    CHECKPOINT_BELOW_GIB of RAM (a 4-8 GB CI runner, where the 4-6 GB peak runs out first); off on a larger machine
+    and on a GPU, where it would only cost time."""
 
     gradient_checkpointing: bool | Literal["auto"] = "auto"
 
-    def wants_checkpointing(self, device: str | None) -> bool:
-        """`device` is the training device setting (auto | cpu | cuda[:N])."""
+    def wants_checkpointing(self, device: str | None, total_ram_gib: float | None = None) -> bool:
+        """`device` is the training device setting (auto | cpu | cuda[:N]); `total_ram_gib` (default: this
+        machine's physical memory) decides `auto` on the CPU."""
         if self.gradient_checkpointing != "auto":
             return bool(self.gradient_checkpointing)
         from training.device import resolve_device
 
-        return not resolve_device(device).is_cuda
+        if resolve_device(device).is_cuda:
+            return False
+        return (total_ram_gib if total_ram_gib is not None else _total_ram_gib()) < CHECKPOINT_BELOW_GIB
+
+
+CHECKPOINT_BELOW_GIB = 16.0
+
+
+def _total_ram_gib() -> float:
+    import psutil
+
+    return psutil.virtual_memory().total / 2**30
 
 
 class CompatibilitySection(_Section):
