@@ -64,7 +64,9 @@ def run_set(name: str, shared: Path, args) -> dict:
     started = time.perf_counter()
     models = {
         "v1": args.model,
-        "v2": finetune(args.model, pairs_half, args.epochs, args.work / f"compat_{name}_{_share(args.v2_fraction)}"),
+        "v2": finetune(
+            args.model, pairs_half, args.epochs, args.work / f"compat_{name}_{_share(args.v2_fraction)}"
+        ),
         "v3": finetune(args.model, pairs_all, args.epochs, args.work / f"compat_{name}_all"),
     }
     emb = {}
@@ -245,7 +247,10 @@ def main() -> None:
     parser.add_argument("--scifact-corpus", type=int, default=None)
     parser.add_argument("--max-train", type=int, default=2000)
     parser.add_argument(
-        "--v2-fraction", type=float, default=0.5, help="share of the training queries v2 is trained on (v3: all)"
+        "--v2-fraction",
+        type=float,
+        default=0.5,
+        help="share of the training queries v2 is trained on (v3: all)",
     )
     args = parser.parse_args()
     results = {}

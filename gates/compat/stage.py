@@ -64,7 +64,9 @@ def target_versions(registry: Any, mode: str, versions: list[str] | None) -> lis
         if int(version[1:]) <= int(state.champion[1:])
         for space in spaces_in_manifest(registry.manifest(version))
     }
-    older = sorted((v for v in live if v in state.servable and v != state.champion), key=lambda v: -int(v[1:]))
+    older = sorted(
+        (v for v in live if v in state.servable and v != state.champion), key=lambda v: -int(v[1:])
+    )
     return [state.champion, *older]
 
 

@@ -204,7 +204,9 @@ def test_a_space_an_earlier_upgrade_already_serves_is_offered_only_beyond_noise_
     assert "dim(s) [32]" in verdict.reason
 
 
-def test_auto_keeps_a_space_an_earlier_version_answers_in_after_a_promotion_that_did_not(tmp_path, tiny_exports):
+def test_auto_keeps_a_space_an_earlier_version_answers_in_after_a_promotion_that_did_not(
+    tmp_path, tiny_exports
+):
     """v0002 answers in v0001's space, v0003 could not offer it: v0001's clients are on v0002@v0001, and the next
     candidate still targets v0001 (against v0002@v0001, what they get today)."""
     from gates.compat.stage import current_in_space
