@@ -7,48 +7,24 @@ import numpy as np
 import pytest
 
 import training.rotation as rotation
+from tests.training.test_rotation import _decide_on_dev_scores, _dev_base
 from training.general_texts import load_general_texts, split_general
-from training.rotation import RotationData, decide_rotation
+from training.rotation import RotationData
 
 DIM = 32
 IDENTITY = np.eye(DIM, dtype=np.float32)
 REVERSED = IDENTITY[::-1].copy()
 
 
-def _encoder():
-    """Domain texts spread over every axis; general texts ("general ...") mostly over the first 8."""
-
-    def encode(texts, role):
-        out = []
-        for t in texts:
-            rng = np.random.default_rng(abs(hash(t)) % 2**32)
-            v = rng.normal(size=DIM)
-            if t.startswith("general"):
-                v[8:] *= 0.05
-            out.append(v / np.linalg.norm(v))
-        return np.asarray(out, dtype=np.float32).reshape(len(texts), DIM)
-
-    return encode
-
-
 def _decide(monkeypatch, matrix, general: int = 60, seen: dict | None = None):
-    """decide_rotation where the PCA is `matrix` and the dev queries see a gain beyond noise at d8 only; `seen`
-    collects what the PCA was fitted on."""
-    rng = np.random.default_rng(0)
-    base = {32: rng.uniform(0.4, 0.6, 20), 16: rng.uniform(0.4, 0.6, 20), 8: rng.uniform(0.2, 0.4, 20)}
+    """decide_rotation (test_rotation's dev-score harness) where the PCA is `matrix` and the dev queries see a gain
+    beyond noise at d8 only; `seen` collects what the PCA was fitted on."""
+    base = _dev_base(np.random.default_rng(0))
 
     def by_dim(r):
         gain = 0.0 if np.array_equal(r, IDENTITY) else 0.2
         return {32: base[32], 16: base[16], 8: base[8] + gain}
 
-    def mean(r):
-        return np.mean(list(by_dim(r).values()), axis=0)
-
-    monkeypatch.setattr(
-        rotation,
-        "_whole_corpus_dev",
-        lambda *a: (lambda r: {"ndcg@10_mean": float(mean(r).mean())}, mean, by_dim),
-    )
     seen = {} if seen is None else seen
 
     def fit(emb):
@@ -59,7 +35,7 @@ def _decide(monkeypatch, matrix, general: int = 60, seen: dict | None = None):
     texts = [f"domain text {i}" for i in range(40)]
     general_texts = [f"general text {i}" for i in range(general)]
     data = RotationData(texts, [], {}, texts[:20], general_texts=general_texts)
-    return decide_rotation(_encoder(), DIM, data, [32, 16, 8])
+    return _decide_on_dev_scores(monkeypatch, by_dim, data=data)
 
 
 def test_the_general_texts_join_the_fit_and_the_decision_records_them(monkeypatch):
