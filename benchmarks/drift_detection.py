@@ -216,8 +216,8 @@ def main() -> None:
     from gates.pipeline.drift_texts import pipeline_reference_texts
     from service.drift.reference import load_reference
     from service.drift.reference_builder import build_reference
-    from service.embedder import OnnxEmbedder
-    from service.registry import Registry
+    from service.model.embedder import OnnxEmbedder
+    from service.registry.registry import Registry
 
     run = args.run_dir.resolve()
     config = load_pipeline_config(run / "config.yaml")

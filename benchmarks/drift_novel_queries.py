@@ -59,8 +59,8 @@ def main() -> None:
     from service.drift.runner import run_drift
     from service.drift.settings import DriftSettings
     from service.drift.windows import list_windows, read_window
-    from service.embedder import OnnxEmbedder
-    from service.registry import Registry
+    from service.model.embedder import OnnxEmbedder
+    from service.registry.registry import Registry
 
     onnx = args.onnx or args.run / "onnx"
     config = load_pipeline_config(args.config or args.run / "config.yaml")

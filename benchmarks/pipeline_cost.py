@@ -38,8 +38,8 @@ DEMO = ROOT / "gates" / "demo.yaml"
 
 # (label, module, attribute): functions timed inside the stages. A class method is "Class.method".
 PROBES = [
-    ("train: load base model", "training.finetune", "load_sentence_transformer"),
-    ("train: load + split data", "training.finetune", "prepare_training_data"),
+    ("train: load base model", "training.finetune.train", "load_sentence_transformer"),
+    ("train: load + split data", "training.finetune.train", "prepare_training_data"),
     ("train: mining (encode + rank)", "training.mining.for_training", "mine_training_rows"),
     ("train: mined-set data gate", "gates.pipeline.stages", "validate_mined"),
     (
@@ -47,13 +47,13 @@ PROBES = [
         "sentence_transformers",
         "SentenceTransformerTrainer.train",
     ),
-    ("train: dev evaluation", "training.dev_eval", "MatryoshkaRetrievalEvaluator.__call__"),
+    ("train: dev evaluation", "training.finetune.dev_eval", "MatryoshkaRetrievalEvaluator.__call__"),
     ("train: checkpoint saves", "transformers.trainer", "Trainer._save_checkpoint"),
-    ("train: checkpoint choice", "training.checkpoint_choice", "choose_checkpoint"),
-    ("train: rotation decision + dev metrics", "training.finetune", "_rotate_and_score"),
-    ("train: loss plot", "training.train_log", "plot_loss_curve"),
-    ("export: load model", "training.export", "_load_model"),
-    ("export: graph + parity (per dim, precision)", "training.export", "_check_graph"),
+    ("train: checkpoint choice", "training.finetune.checkpoint_choice", "choose_checkpoint"),
+    ("train: rotation decision + dev metrics", "training.finetune.train", "_rotate_and_score"),
+    ("train: loss plot", "training.finetune.train_log", "plot_loss_curve"),
+    ("export: load model", "training.export.export_run", "_load_model"),
+    ("export: graph + parity (per dim, precision)", "training.export.export_run", "_check_graph"),
     ("evaluate: baseline resolve/export", "gates.evaluation.evaluate", "resolve_baseline"),
     ("evaluate: encode + score (per encoder)", "gates.evaluation.evaluate", "score_encoder"),
 ]
@@ -215,7 +215,7 @@ def _train_script(data: Path, out: Path, epochs: float) -> Path:
     from sentence_transformers.base.sampler import BatchSamplers
     from sentence_transformers.sentence_transformer import losses
 
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
     from training.models import load_sentence_transformer
 
     model = load_sentence_transformer("all-MiniLM-L6-v2")

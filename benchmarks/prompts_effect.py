@@ -1,5 +1,5 @@
 """What prompts change: one model exported with and without query/document prompts, scored on a BEIR split through
-the served runtime (service.embedder + service.prompts, exactly as the gate scores it).
+the served runtime (service.model.embedder + service.model.prompts, exactly as the gate scores it).
 
     python benchmarks/prompts_effect.py --model all-MiniLM-L6-v2 --data training/data/legal_lay \\
         --query-prompt "query: " --document-prompt "passage: "
@@ -35,8 +35,8 @@ def main() -> None:
     from benchmarks.harness import markdown_table
     from gates.evaluation.encoders import onnx_encoder
     from gates.evaluation.evaluate import score_encoder
-    from training.export import export_run
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
+    from training.export.export_run import export_run
     from training.models import resolve_model_path
 
     view = load_dataset(args.data, "ir").split(args.split)

@@ -59,7 +59,7 @@ RECIPES = {
 def evaluate_onnx(onnx_dir: Path, data_dir: Path, label: str, name: str, timings: dict):
     from gates.evaluation.encoders import onnx_encoder
     from gates.evaluation.evaluate import evaluate_model
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     view = load_dataset(data_dir, "ir").split("test")
     encoders = tuple(onnx_encoder(onnx_dir, p) for p in ("fp32", "int8"))
@@ -68,8 +68,8 @@ def evaluate_onnx(onnx_dir: Path, data_dir: Path, label: str, name: str, timings
 
 def train_recipe(name: str, data_dir: Path, work: Path) -> tuple[Path, float]:
     from training.config import load_config
-    from training.export import export_run
-    from training.finetune import train
+    from training.export.export_run import export_run
+    from training.finetune.train import train
 
     started = time.perf_counter()
     config = load_config(
@@ -110,7 +110,7 @@ def run_embedgate(data_dir: Path, work: Path) -> tuple[Path, float, dict]:
 def compute_system(system: str, data_dir: Path, work: Path, timings: dict):
     """Train (or not) and score one system -> (EvalResults, wall seconds of training/pipeline, extra)."""
     if system == "base":
-        from training.export import export_run
+        from training.export.export_run import export_run
         from training.models import resolve_model_path
 
         shutil.rmtree(work / "base-onnx", ignore_errors=True)

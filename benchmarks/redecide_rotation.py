@@ -2,7 +2,7 @@
 
 Why: a rotation rule is decided after training, so a change to it can be measured on a trained model in minutes
 instead of rerunning a pipeline (96 min on SciFact on 2 cores). It rebuilds the run's dev split exactly as training
-did (same data, dev fraction and seed), runs training.rotation.decide_rotation on the run's saved model, and ranks
+did (same data, dev fraction and seed), runs training.matryoshka.rotation.decide_rotation on the run's saved model, and ranks
 the test queries against the whole corpus at each Matryoshka dim with and without the re-decided transform
 (torch fp32; the pipeline's ONNX fp32 scores agree to ~1e-4).
 
@@ -35,12 +35,12 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from training.config import load_config
-    from training.dev_eval import MatryoshkaRetrievalEvaluator
-    from training.finetune import _dev_dims, _rotation_data
-    from training.loading import load_dataset
-    from training.prepare import prepare_training_data
+    from training.data.loading import load_dataset
+    from training.finetune.dev_eval import MatryoshkaRetrievalEvaluator
+    from training.finetune.prepare import prepare_training_data
+    from training.finetune.train import _dev_dims, _rotation_data
+    from training.matryoshka.rotation import decide_rotation, model_encoder
     from training.prompts import strip_prepared
-    from training.rotation import decide_rotation, model_encoder
 
     summary = json.loads((args.run / "train" / "summary.json").read_text())
     if (summary.get("rotation") or {}).get("applied"):
@@ -56,8 +56,8 @@ def main() -> int:
     )  # keeps what it encodes: the corpus once for the decision and the test
 
     # Every candidate the chain tried, scored on test too: what the dev queries could not show.
-    import training.matryoshka_adaptor as adaptors
-    import training.rotation_learning as learning
+    import training.matryoshka.adaptor as adaptors
+    import training.matryoshka.rotation_learning as learning
 
     candidates: dict[str, np.ndarray] = {}
 

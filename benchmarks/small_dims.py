@@ -5,12 +5,12 @@
 
 Everything is post-hoc on frozen embeddings: each set's corpus and queries are encoded once by the model (cached in
 --work as .npy, so a rerun encodes nothing) and every transform is fitted and scored on those vectors. For each set:
-- the training queries are split into fit and dev exactly as training does (training.prepare.dev_size, 10% raised
+- the training queries are split into fit and dev exactly as training does (training.finetune.prepare.dev_size, 10% raised
   to 50 queries); transforms see the corpus, the fit queries and (for decisions) the dev queries, never the test;
-- systems: `none`; `pca` (the rotation's PCA start); `rotation` (today's default chain, training.rotation.
+- systems: `none`; `pca` (the rotation's PCA start); `rotation` (today's default chain, training.matryoshka.rotation.
   decide_rotation: PCA, refined on the pairs with dev early stopping, each step kept only beyond dev noise;
   the default before the adaptor candidate);
-  `adaptor` (training.matryoshka_adaptor, similarity-preserving terms only, fixed steps, no dev); `adaptor+rank`
+  `adaptor` (training.matryoshka.adaptor, similarity-preserving terms only, fixed steps, no dev); `adaptor+rank`
   (plus the ranking term on the fit pairs); `rotation+adaptor+rank` (the same, started from `rotation`'s matrix);
   `decided` (the default since stop 23: `rotation`'s chain with `rotation+adaptor+rank` as a last candidate, kept
   only beyond dev noise with no dim losing beyond noise); `rotation` is that chain with `adaptor="off"`;
@@ -231,9 +231,9 @@ def serving_dim(per_dim: dict[int, np.ndarray], fraction: float, margin: float, 
 
 # ---------------------------------------------------------------- one set
 def run_set(name: str, shared: Path, args) -> dict:
-    from training.matryoshka_adaptor import learn_adaptor
-    from training.prepare import dev_size
-    from training.rotation import RotationData, decide_rotation, fit_rotation
+    from training.finetune.prepare import dev_size
+    from training.matryoshka.adaptor import learn_adaptor
+    from training.matryoshka.rotation import RotationData, decide_rotation, fit_rotation
 
     corpus, queries, train, test = load_set(name, shared, args)
     doc_ids = sorted(corpus)
@@ -310,7 +310,7 @@ def run_set(name: str, shared: Path, args) -> dict:
         seed=args.seed,
         steps=args.steps,
     ).matrix
-    # Today's default: the rotation chain with the adaptor as a dev-decided last candidate (training.rotation).
+    # Today's default: the rotation chain with the adaptor as a dev-decided last candidate (training.matryoshka.rotation).
     systems["decided"] = decided if decided is not None else systems["none"]
     test_rel = [{row[d]: g for d, g in test[q].items()} for q in test_ids]
     dev_list = sorted(dev_ids)

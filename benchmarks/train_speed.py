@@ -57,7 +57,7 @@ def plain_script(rows, steps: int, out: Path) -> float:
 
 def embedgate_train(data: Path, steps: int, out: Path) -> float:
     from training.config import load_config
-    from training.finetune import train
+    from training.finetune.train import train
 
     config = load_config(
         None,
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
-    from training.loading import load_dataset, to_hf_dataset
+    from training.data.loading import load_dataset, to_hf_dataset
 
     rows = to_hf_dataset(load_dataset(args.data))
     print(f"data: {args.data} ({len(rows)} pairs), {args.steps} steps x batch 32, load {os.getloadavg()}")

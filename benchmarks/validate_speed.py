@@ -50,7 +50,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
     from gates.data_gate import validate_dataset, write_report
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.csv"

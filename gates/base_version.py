@@ -46,8 +46,8 @@ def register_base(
     clients truncated to when they did), and add it as the registry's first version and champion."""
     import json
 
-    from service.registry import Registry
-    from training.export import export_run
+    from service.registry.registry import Registry
+    from training.export.export_run import export_run
     from training.models import resolve_model_path
 
     if precision not in ("fp32", "int8"):

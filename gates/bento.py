@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gates.errors import EmbedgateGateError
 from gates.promotion import bento_model_name, registry_id, save_to_bento_store
-from service.registry import Registry
+from service.registry.registry import Registry
 
 # What service.settings loads from the model store when there is no registry (EMBEDGATE_MODEL_TAG's default);
 # inside a Bento, BentoML resolves this alias to the packed tag (bentoml.models.get reads the Bento's aliases).

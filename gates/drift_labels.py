@@ -192,8 +192,8 @@ def _retrieve(
     onnx_dir: Path, precision: str, dim: int, queries: list[str], corpus: list[str], top_k: int
 ) -> tuple[list[list[int]], list[list[float]]]:
     """The champion's top-k passages per query, embedded as the service embeds them (query / document prompts)."""
-    from service.embedder import OnnxEmbedder
-    from service.prompts import apply_prompt, role_prompt
+    from service.model.embedder import OnnxEmbedder
+    from service.model.prompts import apply_prompt, role_prompt
 
     embedder = OnnxEmbedder.from_export_dir(onnx_dir, precision=precision)
     prompts = embedder.info.prompts
@@ -227,7 +227,7 @@ def add_labels(
     """A new BEIR folder `out`: `into` (the old training data) plus the labelled rows of `labelled`. Of the
     labelled queries, `eval_share` go to the `test` split (beside the old eval queries) and to a `novel` split of
     their own, the rest to `train`. A positive that is not a corpus passage is added as a new document."""
-    from training.beir import load_beir
+    from training.data.beir import load_beir
 
     if not 0 <= eval_share < 1:
         raise DriftLabelsError(f"--eval-share: expected a share in [0, 1), got {eval_share}")

@@ -25,8 +25,8 @@ from pathlib import Path
 from gates.errors import EmbedgateGateError
 from gates.promotion_events import Webhook, build_event, notify
 from gates.quality_gate.stage import read_decision
-from service import aliases
-from service.registry import ChampionChanged, DuplicatePromotion, Registry
+from service.registry import aliases
+from service.registry.registry import ChampionChanged, DuplicatePromotion, Registry
 from training.run_dir import RunPaths
 
 BENTO_MODEL_NAME = "embedgate-embedder"
@@ -375,7 +375,7 @@ def rollback(
     bento_store: bool = True,
     webhook: Webhook | None = None,
 ) -> RollbackResult:
-    """Move the champion back (service.aliases.rollback: cutover's guards, the dim change included), then save the
+    """Move the champion back (service.registry.aliases.rollback: cutover's guards, the dim change included), then save the
     restored champion to BentoML's model store and send the event. A refused dim change raises RollbackRefused."""
     registry = Registry(registry_root)
     done = aliases.rollback(registry, to=to, allow_dim_change=allow_dim_change, who=who, reason=reason)
@@ -428,7 +428,7 @@ def cutover(
     bento_store: bool = True,
     webhook: Webhook | None = None,
 ) -> CutoverOutcome:
-    """Move the champion alias to `version` (service.aliases.cutover), then point BentoML's `:latest` at it and
+    """Move the champion alias to `version` (service.registry.aliases.cutover), then point BentoML's `:latest` at it and
     send the event. A refused cutover (dim change without `allow_dim_change`) raises CutoverRefused."""
     registry = Registry(registry_root)
     result = aliases.cutover(registry, version, allow_dim_change=allow_dim_change, who=who, reason=reason)

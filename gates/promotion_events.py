@@ -138,8 +138,8 @@ def notify(webhook: Webhook | None, registry_root: Path, event: dict[str, Any]) 
         return None
     error = deliver(webhook, event)
     if error is not None:
-        from service.aliases import record_event
-        from service.registry import Registry
+        from service.registry.aliases import record_event
+        from service.registry.registry import Registry
 
         record_event(
             Registry(registry_root),

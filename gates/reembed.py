@@ -96,7 +96,7 @@ def read_corpus(path: Path, id_column: str | None = None, text_column: str = "te
             raise ReembedError(
                 f"corpus {path}: a folder without corpus.jsonl; expected a BEIR folder or a file"
             )
-        from training.beir import IRDataset, _read_jsonl_frame
+        from training.data.beir import IRDataset, _read_jsonl_frame
 
         frame = _read_jsonl_frame(path / "corpus.jsonl", optional=("title",))
         texts = IRDataset(path, frame, None).doc_texts()  # title and text joined as the evaluation joins them
@@ -170,15 +170,17 @@ class EmbedTarget:
     dim: int
     precision: str
     name: str  # what the shards and the manifest record: "v0002", or "v0002@v0001"
-    space: str | None = None  # the older version whose space the vectors are in (service/compat_spaces.py)
+    space: str | None = (
+        None  # the older version whose space the vectors are in (service/versions/compat_spaces.py)
+    )
 
 
 def resolve_target(registry_root: Path, version: str, dim: int | None) -> EmbedTarget:
     """A servable version or alias, or `<version or alias>@<old version>`: the newer model in the old version's
     space (documents a client adds beside the vectors it stored with the old version; docs/versions.md)."""
-    from service.aliases import read_state
-    from service.compat_spaces import newest_in_space, spaces_in_manifest, split_space
-    from service.registry import Registry
+    from service.registry.aliases import read_state
+    from service.registry.registry import Registry
+    from service.versions.compat_spaces import newest_in_space, spaces_in_manifest, split_space
 
     try:
         base, space = split_space(version)
@@ -365,7 +367,7 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, version: str, dim: in
 def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: int) -> None:
     import pyarrow.parquet as pq
 
-    from service.atomic_files import sha256_of
+    from service.storage.atomic_files import sha256_of
 
     shards = []
     for n in range(shard_count):
@@ -393,10 +395,10 @@ def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: 
 
 def _load(folder: Path, precision: str, threads: int | None, space: str | None = None):
     if space is not None:
-        from service.compat_spaces import load_compatible
+        from service.versions.compat_spaces import load_compatible
 
         return load_compatible(folder, space, precision=precision, threads=threads)  # verified, warmed up
-    from service.serving_model import load_version
+    from service.model.serving_model import load_version
 
     return load_version(folder, precision=precision, threads=threads)  # manifest sha256 verified, warmed up
 

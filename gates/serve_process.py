@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 SERVICE = "service.app:EmbedgateService"
-# Split mode (`http_workers`): HTTP workers apart from one model process (service/split_app.py, docs/serving.md).
-SPLIT_SERVICE = "service.split_app:EmbedgateHttp"
+# Split mode (`http_workers`): HTTP workers apart from one model process (service/split/app.py, docs/serving.md).
+SPLIT_SERVICE = "service.split.app:EmbedgateHttp"
 # How the server is started: `bentoml_with_own_metrics_dir` below runs `bentoml` with a metrics folder of its own.
 LAUNCHER = [sys.executable, "-m", "gates.serve_process"]
 METRICS_DIR_PREFIX = "embedgate-metrics-"

@@ -5,7 +5,7 @@
 
 Settings are EMBEDGATE_* variables (service/settings.py, docs/serving.md). This module is what `bentoml serve` and
 `bentoml build` import, so it only defines the service; the model loads in `__init__`, in the worker process.
-The routes are a Starlette app (service/routes.py) mounted at "/", so every answer, errors included, has our JSON
+The routes are a Starlette app (service/api/routes.py) mounted at "/", so every answer, errors included, has our JSON
 shape; BentoML adds process management, /livez, /readyz and Bentos (its path-labelled HTTP metrics are off: our
 /metrics serves ours).
 """
@@ -17,11 +17,11 @@ import logging
 
 import bentoml
 
-from service.edge_guard import ApiKeyGate, JsonErrors
-from service.http_protocol import install as install_http_protocol
-from service.routes import EMBEDDING_PATHS, create_http_app, known_routes
+from service.api.edge_guard import ApiKeyGate, JsonErrors
+from service.api.http_protocol import install as install_http_protocol
+from service.api.routes import EMBEDDING_PATHS, create_http_app, known_routes
 from service.settings import MAX_REQUEST_TIMEOUT_S
-from service.version_header import NO_MODEL, VERSION_HEADER, ModelVersionHeader
+from service.versions.version_header import NO_MODEL, VERSION_HEADER, ModelVersionHeader
 
 
 def _current_runtime():
@@ -41,7 +41,7 @@ def _current_version() -> str:
 
 
 # Runs when BentoML's worker imports this module, before it configures uvicorn: the only point where uvicorn's
-# protocol can still be chosen (service/http_protocol.py says why the limits need it).
+# protocol can still be chosen (service/api/http_protocol.py says why the limits need it).
 install_http_protocol()
 http_app = create_http_app(_current_runtime)
 
@@ -54,7 +54,7 @@ http_app = create_http_app(_current_runtime)
     # One process by default; scale with `embedgate serve --workers N` or replicas (docs/serving.md).
     workers=1,
     # BentoML's HTTP metrics label every series with the raw request path: a random-path flood grew /metrics without
-    # bound. Ours (service/metrics.py, served by our /metrics route) label by route from the route table only.
+    # bound. Ours (service/api/metrics.py, served by our /metrics route) label by route from the route table only.
     metrics={"enabled": False, "namespace": "bentoml_service"},
     labels={"project": "embedgate", "model_version_header": VERSION_HEADER},
     # BentoML runs OpenTelemetry's ASGI middleware on every request even though its tracing samples nothing by
@@ -94,7 +94,7 @@ class EmbedgateService:
 
 
 # Outermost first: every error any inner layer answers becomes JSON; the version header goes on every answer; the
-# API key is checked before routing (service/edge_guard.py).
+# API key is checked before routing (service/api/edge_guard.py).
 EmbedgateService.add_asgi_middleware(JsonErrors)
 EmbedgateService.add_asgi_middleware(ModelVersionHeader, current_version=_current_version)
 EmbedgateService.add_asgi_middleware(

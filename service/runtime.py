@@ -19,17 +19,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from service.batch_plan import default_batch_tokens
-from service.batcher import MicroBatcher
-from service.compat_spaces import load_compatible
+from service.api.limits import ConcurrencyLimit
+from service.api.metrics import ServiceMetrics
+from service.batching.batch_plan import default_batch_tokens
+from service.batching.batcher import MicroBatcher
 from service.errors import EmbedgateServiceError
-from service.hot_swap import ChampionWatcher, ModelHolder
-from service.limits import ConcurrencyLimit
-from service.metrics import ServiceMetrics
-from service.registry import Registry
-from service.serving_model import ServingModel, load_version
+from service.model.serving_model import ServingModel, load_version
+from service.registry.registry import Registry
 from service.settings import ServeSettings
-from service.version_pool import VersionPool
+from service.versions.compat_spaces import load_compatible
+from service.versions.hot_swap import ChampionWatcher, ModelHolder
+from service.versions.version_pool import VersionPool
 
 logger = logging.getLogger("embedgate.service")
 FROM_ENV: Any = object()  # create()'s default for `drift`: ask the drift module (None switches capture off)
@@ -114,7 +114,7 @@ class ServingRuntime:
         return runtime
 
     def _load_from_store(self) -> None:
-        from service.model_store import load_from_store
+        from service.versions.model_store import load_from_store
 
         try:
             model = load_from_store(
@@ -165,7 +165,7 @@ class ServingRuntime:
 def _providers_or_cpu() -> list:
     """The providers the served graphs will run on ($EMBEDGATE_DEVICE), for the default batch budget. A device that
     cannot be had is reported by the model load itself, with its fix; here it only means the CPU's budget."""
-    from service.devices import onnx_providers
+    from service.model.devices import onnx_providers
 
     try:
         return onnx_providers()
@@ -174,7 +174,7 @@ def _providers_or_cpu() -> list:
 
 
 def _store_has(tag: str) -> bool:
-    from service.model_store import store_model_dir
+    from service.versions.model_store import store_model_dir
 
     try:
         store_model_dir(tag)

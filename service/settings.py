@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from service.batch_plan import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+from service.batching.batch_plan import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
 from service.errors import EmbedgateServiceError
 
 ENV_PREFIX = "EMBEDGATE_"

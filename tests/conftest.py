@@ -132,7 +132,7 @@ def tiny_ir_dir(tmp_path) -> Path:
 def tiny_exports(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     """{"a": export of the session's tiny model, "b": export of a second tiny model (another seed)}."""
     from tests.service.serving import TINY_DIMS
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     root = tmp_path_factory.mktemp("tiny-exports")
     second_model = build_tiny_model(root / "model-b", seed=1)
@@ -147,7 +147,7 @@ def tiny_exports(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
 def tiny_export_fp16(tmp_path_factory, tiny_model_dir) -> Path:
     """The session's tiny model exported like tiny_exports["a"], plus its fp16 graphs (export --fp16)."""
     from tests.service.serving import TINY_DIMS
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     out = tmp_path_factory.mktemp("tiny-export-fp16") / "onnx"
     export_run(tiny_model_dir, out, dims=TINY_DIMS, fp16=True)

@@ -100,7 +100,7 @@ def write_untrained_run(run: Path, model_dir: Path, data: Path, dims=(32, 16), i
 
     import yaml
 
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(

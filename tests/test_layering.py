@@ -130,3 +130,67 @@ def test_cycle_finder_sees_circles_and_only_circles(tmp_path):
     graph = import_graph(tmp_path, ("pkg",))
     assert graph["pkg.d"] == {"pkg", "pkg.a"} and graph["pkg.e"] == set()
     assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c", "pkg.a"]]
+
+
+# ---- layers inside service/ and training/ (ARCHITECTURE.md, "Inside service/ and training/") ----
+# Each subpackage may import only the subpackages listed (any import, inside functions too: a lazy import is still
+# a dependency). Top-level modules (`service.errors`, `training.config`, ...) are shared by all and not listed.
+# What is not in the table (the top-level composition: service.app, service.runtime) may import anything.
+MAY_IMPORT = {
+    "service.storage": set(),
+    "service.registry": {"service.storage"},
+    "service.model": {"service.registry", "service.storage"},
+    "service.batching": {"service.model"},
+    "service.versions": {"service.model", "service.registry", "service.storage"},
+    "service.drift": {"service.model", "service.registry", "service.storage"},
+    "service.api": {"service.model", "service.versions", "service.split"},
+    "service.split": {"service.api", "service.model", "service.versions"},
+    "training.data": set(),
+    "training.mining": {"training.data"},
+    "training.finetune": {"training.data", "training.mining", "training.matryoshka"},
+    "training.matryoshka": {"training.data", "training.finetune"},
+    "training.export": {"training.data", "training.finetune"},
+}
+
+
+def _subpackage(module: str) -> str | None:
+    """`service.api.routes` -> `service.api`; a top-level module (`service.errors`) -> None."""
+    parts = module.split(".")
+    if len(parts) < 2 or not (ROOT / parts[0] / parts[1]).is_dir():
+        return None
+    return ".".join(parts[:2])
+
+
+def _all_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_subpackages_import_only_their_lower_layers():
+    offenders = {}
+    for owner, allowed in MAY_IMPORT.items():
+        folder = ROOT / owner.replace(".", "/")
+        assert (folder / "__init__.py").is_file(), f"{owner} is in MAY_IMPORT but {folder} is not a package"
+        for path in sorted(folder.rglob("*.py")):
+            reached = {_subpackage(m) for m in _all_imports(path)} - {None, owner}
+            bad = sorted(s for s in reached if s.split(".")[0] == owner.split(".")[0] and s not in allowed)
+            if bad:
+                offenders[str(path.relative_to(ROOT))] = bad
+    assert not offenders, f"imports against the layers of MAY_IMPORT: {offenders}"
+
+
+def test_every_subpackage_has_a_layer_rule():
+    """A new subpackage gets a row in MAY_IMPORT, so its place in the layers is a decision, not an accident."""
+    found = {
+        f"{package}.{folder.name}"
+        for package in ("service", "training")
+        for folder in (ROOT / package).iterdir()
+        if (folder / "__init__.py").is_file()
+    }
+    packaged_data = {"training.data"}  # code and the packaged datasets it loads
+    assert found - set(MAY_IMPORT) - packaged_data == set()

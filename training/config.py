@@ -5,9 +5,9 @@
     data: {path: data/legal_lay, type: ir, split: train}   # or a datasets save_to_disk folder, or hf://owner/name
     loss: auto                          # auto | mnrl | cached_mnrl | cosent | triplet
     matryoshka_dims: [384, 256, 128, 64]
-    epochs: null                        # null = chosen from the data (see training/defaults.py)
+    epochs: null                        # null = chosen from the data (see training/finetune/defaults.py)
 
-Fields left `null` are resolved from the data by `training.defaults.resolve`; the resolved values are what the
+Fields left `null` are resolved from the data by `training.finetune.defaults.resolve`; the resolved values are what the
 run records in its `config.yaml`. Errors name the field, the value, and the allowed range.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from training.data.formats import DatasetType
 from training.errors import ConfigError
-from training.formats import DatasetType
 
 DEFAULT_BASE_MODEL = "all-MiniLM-L6-v2"
 
@@ -94,7 +94,7 @@ class TrainConfig(_Strict):
     matryoshka: bool = True
     matryoshka_dims: list[int] | None = None  # null = model dim and halvings down to 64
     matryoshka_weights: list[float] | None = None  # null = chosen in defaults.py
-    # Matryoshka rotation before truncation: PCA refined on the training pairs (training/rotation.py). auto = kept
+    # Matryoshka rotation before truncation: PCA refined on the training pairs (training/matryoshka/rotation.py). auto = kept
     # if dev improves; pca = the same without the refinement; on = always kept; off = none.
     rotation: Literal["auto", "pca", "on", "off"] = "auto"
     # With rotation auto: a Matryoshka-Adaptor (a linear map from the chosen rotation, trained on the pairs) is the
@@ -112,7 +112,7 @@ class TrainConfig(_Strict):
     logging_steps: int = Field(5, ge=1)
     eval_steps: int | None = Field(None, ge=1)
     # Stop once dev has not improved for early_stopping_patience evaluations and keep the best checkpoint
-    # (training/early_stopping.py); null patience = chosen from the run's schedule and dev size.
+    # (training/finetune/early_stopping.py); null patience = chosen from the run's schedule and dev size.
     early_stopping: bool = True
     early_stopping_patience: int | None = Field(None, ge=1, le=100)
     max_steps: int | None = Field(None, ge=1)  # cap for smoke runs and tests

@@ -50,7 +50,7 @@ def texts_sha256(texts: Sequence[str]) -> str:
 def folder_fingerprint(folder: Path) -> str:
     """Identity of a model folder: one sha256 over every file's relative path and content."""
     # The same digest the export records as its source model's identity.
-    from training.export import _tree_sha256
+    from training.export.export_run import _tree_sha256
 
     return _tree_sha256(Path(folder))
 

@@ -33,7 +33,7 @@ class DataSettings:
     columns_example: str  # a whole mapping: "--columns anchor=question1,positive=question2"
 
 
-# What a library caller passes: training.loading.load_dataset(path, dataset_type, columns).
+# What a library caller passes: training.data.loading.load_dataset(path, dataset_type, columns).
 LOAD_DATASET_ARGUMENTS = DataSettings(
     type="dataset_type='{value}'",
     columns="the columns argument",

@@ -74,7 +74,7 @@ def strip_prompt_columns(rows: Any, by_column: Mapping[str, str]) -> Any:
 
 
 def strip_prepared(prepared: Any, prompts: Mapping[str, str]) -> Any:
-    """The prepared training data (training.prepare.TrainingData) with prompts already in the data removed from
+    """The prepared training data (training.finetune.prepare.TrainingData) with prompts already in the data removed from
     every text: training rows, mining corpus, labelled positives and the dev set. Mining and dev evaluation then
     add each prompt once (encode_query / encode_document), and so does the trainer."""
     query, document = prompts.get("query") or "", prompts.get("document") or ""

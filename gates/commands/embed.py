@@ -31,7 +31,7 @@ embedgate embed new-documents.jsonl --version champion@v0001 --out embeddings/v0
 
 
 def read_champion(registry: Path) -> str | None:
-    from service.registry import Registry
+    from service.registry.registry import Registry
 
     champion = Registry(registry).champion()
     return champion.version if champion else None

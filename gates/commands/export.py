@@ -65,7 +65,7 @@ def export(
         bool, typer.Option("--overwrite", help="Replace an existing export instead of refusing.")
     ] = False,
 ) -> None:
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     model_dir, out_dir = _resolve_paths(run_dir, model, out)
     result = export_run(

@@ -66,11 +66,11 @@ def mine_command(
     from gates.commands.data_settings import FLAGS, fixes_named_for
     from gates.pipeline.stages import validate_mined
     from training.config import MiningConfig, format_validation_error
+    from training.data.loading import load_dataset
     from training.errors import ConfigError
-    from training.loading import load_dataset
+    from training.finetune.prepare import prepare_training_data
     from training.mining.for_training import mine_training_rows
     from training.models import load_sentence_transformer, resolve_model_path
-    from training.prepare import prepare_training_data
 
     if (out / "hard_negatives.jsonl").exists():
         raise ConfigError(

@@ -123,8 +123,8 @@ def demo(
     from gates.pipeline.served_call import call_served_champion
 
     typer.echo("\n[serve] starting the service on the champion and calling it with the openai client ...")
-    from service.compat_spaces import spaces_in_manifest
-    from service.registry import Registry
+    from service.registry.registry import Registry
+    from service.versions.compat_spaces import spaces_in_manifest
 
     store = Registry(registry)
     champion = store.champion()
@@ -145,7 +145,7 @@ def _start_from_base(registry: Path) -> None:
     import yaml
 
     from gates.base_version import register_base
-    from service.registry import Registry
+    from service.registry.registry import Registry
 
     if Registry(registry).versions():
         typer.echo(f"[demo] {registry} already has versions: continuing from its champion")

@@ -201,7 +201,7 @@ def promote(
 
 def _warn_without_drift_reference(registry: str | Path, version: str, run_dir: Path) -> None:
     """A version without reference/ is served but never judged for drift; the service would say so only in its log."""
-    from service.registry import Registry as Store
+    from service.registry.registry import Registry as Store
 
     files = Store(registry).manifest(version)["files"]
     if not any(name.startswith("reference/") for name in files):
@@ -224,7 +224,7 @@ def rollback(
     webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import rollback as do_rollback
-    from service.aliases import RollbackRefused
+    from service.registry.aliases import RollbackRefused
 
     _report_repairs(registry)
     try:
@@ -273,7 +273,7 @@ def cutover(
     webhook: WebhookUrl = None,
 ) -> None:
     from gates.promotion import cutover as do_cutover
-    from service.aliases import CutoverRefused
+    from service.registry.aliases import CutoverRefused
 
     hook = _webhook(webhook)
     try:
@@ -345,8 +345,8 @@ def retire(
     registry: Registry = Path("registry"),
     reason: Reason = "",
 ) -> None:
-    from service.aliases import retire as do_retire
-    from service.registry import Registry as Store
+    from service.registry.aliases import retire as do_retire
+    from service.registry.registry import Registry as Store
 
     do_retire(Store(registry), version, reason=reason)
     typer.echo(f"retired {version}: requests naming it get 404 from the service's next poll on")
@@ -359,7 +359,7 @@ def history(
     import json
 
     from gates.promotion import history as read_history
-    from service.registry import Registry as Store
+    from service.registry.registry import Registry as Store
 
     _report_repairs(registry)
     entries = read_history(registry)
@@ -367,7 +367,7 @@ def history(
         for entry in entries:
             typer.echo(json.dumps(entry))
         return
-    from service.aliases import read_state
+    from service.registry.aliases import read_state
 
     state = read_state(Store(registry))
     typer.echo(
@@ -389,9 +389,9 @@ def history(
 
 
 def _report_repairs(registry: Path) -> None:
-    """Repair what an interrupted promotion or rollback left (service.registry.Registry.reconcile) and say so;
+    """Repair what an interrupted promotion or rollback left (service.registry.registry.Registry.reconcile) and say so;
     warn about history lines that cannot be read (skipped: the champion and the manifests are the truth)."""
-    from service.registry import Registry as Store
+    from service.registry.registry import Registry as Store
 
     store = Store(registry)
     try:

@@ -105,7 +105,7 @@ def train(
     import json
 
     from gates.commands.data_settings import TRAIN, fixes_named_for
-    from training.finetune import train as run_training
+    from training.finetune.train import train as run_training
     from training.models import is_main_process
 
     if resume is not None:
@@ -155,7 +155,7 @@ def train(
 def _gated_training(cfg, skip_data_gate: bool):
     """The data gate (unless skipped), then training into a new run directory."""
     from gates.pipeline.stages import data_gate
-    from training.finetune import train as run_training
+    from training.finetune.train import train as run_training
     from training.models import is_main_process
     from training.run_dir import new_run_dir
 

@@ -70,7 +70,7 @@ def validate(
     from gates.commands.data_settings import FLAGS, fixes_named_for
     from gates.data_gate import validate_dataset, write_report
     from gates.data_gate.console import summary_text
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     with fixes_named_for(FLAGS, path):
         data = load_dataset(path, dataset_type, columns)

@@ -50,7 +50,7 @@ def build_compatible(
 ) -> CompatBuild:
     from gates.compat.encode import encode_roles
     from training.compat import add_backward_map, fit_backward_map
-    from training.export import export_run
+    from training.export.export_run import export_run
     from training.models import load_sentence_transformer
 
     old_dims = tuple(sorted(json.loads((old_onnx / "embedder.json").read_text())["dims"], reverse=True))

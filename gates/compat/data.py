@@ -27,11 +27,11 @@ class CompatDataError(ValueError):
 
 
 def training_pairs(data: Any, split: str = "train", seed: int = 0) -> CompatPairs:
-    """`data`: a loaded dataset (training.loading.load_dataset)."""
+    """`data`: a loaded dataset (training.data.loading.load_dataset)."""
     import random
 
-    from training.beir import IRDataset
-    from training.formats import negative_columns
+    from training.data.beir import IRDataset
+    from training.data.formats import negative_columns
 
     if isinstance(data, IRDataset):
         view = data.split(split)

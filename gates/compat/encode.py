@@ -18,7 +18,7 @@ def encode_roles(
 ) -> tuple[np.ndarray, np.ndarray]:
     from gates.evaluation.encoders import onnx_encoder
     from gates.evaluation.evaluate import _embedder
-    from service.prompts import apply_prompt, role_prompt
+    from service.model.prompts import apply_prompt, role_prompt
     from training.embedding_cache import EmbeddingCache
 
     encoder = onnx_encoder(Path(onnx_dir), "fp32")

@@ -40,8 +40,8 @@ class CompatOutcome:
 
 def target_versions(registry: Any, mode: str, versions: list[str] | None) -> list[str]:
     """The old versions whose spaces this run should answer in (see the module docstring)."""
-    from service.aliases import read_state
-    from service.compat_spaces import spaces_in_manifest
+    from service.registry.aliases import read_state
+    from service.versions.compat_spaces import spaces_in_manifest
 
     if mode == "off":
         return []
@@ -73,8 +73,8 @@ def target_versions(registry: Any, mode: str, versions: list[str] | None) -> lis
 def current_in_space(registry: Any, space: str) -> tuple[str, Path] | None:
     """What `champion@<space>` serves today when that is an earlier compatible upgrade rather than the space's own
     version: (its name, e.g. "v0002@v0001", and its compatible export). The new space must beat it too."""
-    from service.aliases import read_state
-    from service.compat_spaces import newest_in_space, spaces_in_manifest
+    from service.registry.aliases import read_state
+    from service.versions.compat_spaces import newest_in_space, spaces_in_manifest
 
     state = read_state(registry)
     if state.champion is None:
@@ -105,7 +105,7 @@ def run_compatibility(
     from gates.compat.build import build_compatible
     from gates.compat.data import CompatDataError, training_pairs
     from gates.compat.evaluate import evaluate_compatible
-    from service.registry import Registry
+    from service.registry.registry import Registry
 
     registry = Registry(registry_root)
     targets = target_versions(registry, mode, versions)

@@ -1,6 +1,6 @@
 """The data gate: Great Expectations 1.x suites per dataset type, run on a loaded dataset before training.
 
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
     from gates.data_gate import validate_dataset, write_report
     report = validate_dataset(load_dataset("path/to/scifact")  # a BEIR folder or a table)
     report.passed, [r.check for r in report.failures]

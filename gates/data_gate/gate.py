@@ -1,6 +1,6 @@
 """`validate_dataset`: run the data gate on a loaded dataset and return an immutable `DataGateReport`.
 
-from training.loading import load_dataset
+from training.data.loading import load_dataset
 from gates.data_gate import validate_dataset, write_report
 report = validate_dataset(load_dataset("pairs.csv"), eval_data=load_dataset("eval.csv"))
 write_report(report, "artifacts/data-gate/pairs")      # report.json + docs/index.html
@@ -22,8 +22,8 @@ from gates.data_gate.tokens import (
     model_max_seq_length,
     untruncated,
 )
-from training.beir import IRDataset
-from training.loading import TableDataset, dataset_type_of
+from training.data.beir import IRDataset
+from training.data.loading import TableDataset, dataset_type_of
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -39,7 +39,7 @@ def validate_dataset(
     tokenizer: Tokenizer | str | Path | None = None,
     max_chars: int = MAX_CHARS,
 ) -> DataGateReport:
-    """Validate `data` (what `training.loading.load_dataset` returns) with the suite for its type.
+    """Validate `data` (what `training.data.loading.load_dataset` returns) with the suite for its type.
 
     eval_data: an eval set of any type; its query-side texts must not appear in `data` (leakage is an error).
     tokenizer: a model folder holding tokenizer.json, or a `tokenizers.Tokenizer`; default all-MiniLM-L6-v2.
@@ -84,7 +84,7 @@ def validate_dataset(
 def _require_dataset(value: object, name: str) -> None:
     if not isinstance(value, (TableDataset, IRDataset)):
         raise DataGateError(
-            f"{name}: expected a TableDataset or IRDataset from training.loading.load_dataset, "
+            f"{name}: expected a TableDataset or IRDataset from training.data.loading.load_dataset, "
             f"got {type(value).__name__}; load the file first: load_dataset(path)"
         )
 

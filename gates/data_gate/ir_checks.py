@@ -23,13 +23,13 @@ from gates.data_gate.leakage import (
     judged_splits,
     leaked_to,
 )
-from training.formats import MINIMUM_SIZES, DatasetType
+from training.data.formats import MINIMUM_SIZES, DatasetType
 
 if TYPE_CHECKING:
     import pandas as pd
     from tokenizers import Tokenizer
 
-    from training.beir import IRDataset
+    from training.data.beir import IRDataset
 
 
 def build_ir_tables(

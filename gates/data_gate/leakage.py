@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gates.data_gate.derived import normalise_text
-from training.beir import IRDataset
-from training.formats import DatasetType
+from training.data.beir import IRDataset
+from training.data.formats import DatasetType
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from training.loading import TableDataset
+    from training.data.loading import TableDataset
 
 TRAIN_SPLITS = ("train",)
 EVAL_SPLITS = ("test", "dev", "validation", "val")

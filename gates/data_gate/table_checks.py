@@ -19,13 +19,13 @@ from gates.data_gate.derived import (
     normalise_text,
     not_a_number,
 )
-from training.formats import MINIMUM_SIZES, REQUIRED_COLUMNS, DatasetType, negative_columns, text_columns
+from training.data.formats import MINIMUM_SIZES, REQUIRED_COLUMNS, DatasetType, negative_columns, text_columns
 
 if TYPE_CHECKING:
     import pandas as pd
     from tokenizers import Tokenizer
 
-    from training.loading import TableDataset
+    from training.data.loading import TableDataset
 
 
 def build_table(

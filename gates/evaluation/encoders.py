@@ -1,6 +1,6 @@
 """The ways a model is turned into vectors for evaluation. Each encoder embeds at its full dim; every Matryoshka
 dim is then the first `dim` values re-normalised, which is exactly what the service does with the one graph it
-loads (service.embedder), so the ONNX numbers are the served numbers. `torch` is the SentenceTransformer itself,
+loads (service.model.embedder), so the ONNX numbers are the served numbers. `torch` is the SentenceTransformer itself,
 kept as a reference to show what export and quantisation cost."""
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def _identity(*parts: object) -> str:
 
 def onnx_encoder(onnx_dir: Path, precision: str, threads: int | None = None, device: str = "cpu") -> Encoder:
     """The served graph at full dim (sha256-verified on load); `device` cuda[:N] uses onnxruntime's CUDA provider."""
-    from service.embedder import OnnxEmbedder
+    from service.model.embedder import OnnxEmbedder
     from training.run_dir import sha256_file
 
     embedder = OnnxEmbedder.from_export_dir(

@@ -33,8 +33,8 @@ from gates.evaluation.results import (
     StsResult,
 )
 from gates.evaluation.retrieval_metrics import evaluate_run, sts_correlations, top_k_run
-from service.embedder import truncate_dims
-from service.prompts import apply_prompt, role_prompt
+from service.model.embedder import truncate_dims
+from service.model.prompts import apply_prompt, role_prompt
 from training.embedding_cache import EmbeddingCache
 from training.run_dir import RunPaths, write_json_atomic
 
@@ -157,7 +157,7 @@ def score_pairs(
 def _embedder(encoder: Encoder, cache: EmbeddingCache | None, label: str, quiet: bool = False):
     """texts, what -> full-dim vectors: from the cache when the encoder has an identity, else encoded now (under a
     progress bar with texts/s and ETA on a terminal)."""
-    from training.progress import encode_with_bar
+    from training.finetune.progress import encode_with_bar
 
     def embed(texts: list[str], what: str):
         def encode(batch):
@@ -266,7 +266,7 @@ def resolve_baseline(
     the run the same way, with the run's prompts (`prompts`; None = the base model's own), from
     `cache_dir`/exports when the same base model was exported before (same folder, dims, precisions, prompts)."""
     if registry_root is not None:
-        from service.registry import Registry
+        from service.registry.registry import Registry
 
         registry = Registry(registry_root)
         champion = registry.champion()
@@ -281,7 +281,7 @@ def resolve_baseline(
                 champion.version,
                 registry.fingerprint(champion.version),
             )
-    from training.export import export_run
+    from training.export.export_run import export_run
     from training.models import resolve_model_path
 
     base_dir = resolve_model_path(base_model)
@@ -307,7 +307,7 @@ def _copy_cached_export(
 
     from gates.cache_prune import mark_export_used
     from training.embedding_cache import folder_fingerprint
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     # The prompts are recorded in the export (embedder.json), so exports with other prompts are other entries.
     prompted = (
@@ -403,9 +403,9 @@ def run_evaluation(
 def load_eval_set(data_path: Path, split: str = "test"):
     """The eval set: a BEIR folder -> (its `split` view, None); an STS table (sentence1, sentence2, score; a file,
     a save_to_disk folder or hf://) -> (None, its pairs). Anything else is refused, saying what is accepted."""
-    from training.formats import DatasetType
-    from training.hf_datasets import is_hf_source
-    from training.loading import dataset_type_of, load_dataset
+    from training.data.formats import DatasetType
+    from training.data.hf_datasets import is_hf_source
+    from training.data.loading import dataset_type_of, load_dataset
 
     if Path(data_path).is_dir() and not is_hf_source(data_path):
         view = load_dataset(data_path, "ir").split(split)
@@ -428,7 +428,7 @@ def load_sts_set(path: Path, limit: int | None = None, exclude: set[str] | None 
     """A general-domain STS table (sentence1, sentence2, score 0-5), e.g. STS-B test. `exclude`: sentences the
     model was fitted on (the rotation's general texts): rows with either sentence in it are left out, so the check
     measures text the fit never saw."""
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     return _sts_set(load_dataset(path, "sts"), limit, Path(path).name, exclude)
 

@@ -298,7 +298,7 @@ class ParityRecord(_Frozen):
 
     @classmethod
     def from_export_json(cls, export: Mapping[str, Any], source: str = "export.json") -> ParityRecord:
-        """Read the `graphs` list that training.export writes: path, dim, precision and parity.min_cosine."""
+        """Read the `graphs` list that training.export.export_run writes: path, dim, precision and parity.min_cosine."""
         try:
             graphs = [
                 {
@@ -314,7 +314,7 @@ class ParityRecord(_Frozen):
             raise EvalResultsError(
                 f"{source}: expected "
                 "{'graphs': [{'path', 'dim', 'precision', 'parity': {'min_cosine'}}, ...]} "
-                f"as written by training.export; missing or malformed: {err}"
+                f"as written by training.export.export_run; missing or malformed: {err}"
             ) from None
         except ValidationError as err:
             raise EvalResultsError(

@@ -24,7 +24,7 @@ Why by hand (numpy) rather than ranx: ranx compiles its metrics with numba on fi
 2-core machine that took 49 s in a fresh environment and still 5.6 s per new process with a warm numba cache,
 while this module scores 1,000 queries x 100 docs x 24 metric keys in well under a second with no warm-up.
 The definitions are checked against ranx (all metrics) and pytrec_eval (binary ones) in
-tests/gates/test_metrics.py on the same runs.
+tests/gates/evaluation/test_metrics.py on the same runs.
 """
 
 from __future__ import annotations

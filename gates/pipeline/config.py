@@ -18,7 +18,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from training.config import TrainConfig, config_from_mapping, format_validation_error, read_yaml_mapping
+from training.config import (
+    TrainConfig,
+    config_from_mapping,
+    format_validation_error,
+    read_yaml_mapping,
+)
 from training.errors import ColumnMappingError, ConfigError, DataSettings
 
 Backend = Literal["onnx-fp32", "onnx-int8", "torch"]
@@ -169,7 +174,7 @@ class PipelineConfig(_Section):
     memory: MemorySection = MemorySection()
 
     def needs_holdout(self) -> bool:
-        """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/holdout.py)."""
+        """No BEIR folder to evaluate on: the pipeline holds out part of the training table (training/data/holdout.py)."""
         # A user-given eval set (data.eval_path) is never replaced by a split of the training data.
         return (
             self.evaluation.data is None
@@ -215,7 +220,7 @@ class PipelineConfig(_Section):
 
 
 def _is_beir(path: Path) -> bool:
-    from training.hf_datasets import is_hf_source
+    from training.data.hf_datasets import is_hf_source
 
     return Path(path).is_dir() and not is_hf_source(path)  # a save_to_disk folder is a table
 

@@ -25,8 +25,8 @@ def pipeline_reference_texts(config: Any, seed: int = 0) -> ReferenceTexts:
     (`promotion.reference_queries`, `reference_corpus`) cut: they are the ones that calibrate."""
     import random
 
-    from training.hf_datasets import is_hf_source
-    from training.loading import load_dataset
+    from training.data.hf_datasets import is_hf_source
+    from training.data.loading import load_dataset
 
     eval_path = config.evaluation_data()
     if not Path(eval_path).is_dir() or is_hf_source(eval_path):
@@ -50,7 +50,7 @@ def _scored_pairs_texts(config: Any, eval_path: Path, seed: int) -> ReferenceTex
     the pipeline held out by sentence) calibrate. No corpus: a sample of every sentence stands in for it."""
     import random
 
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     pairs = load_dataset(eval_path, "sts").frame
     trained_texts = _trained_texts(config, None)
@@ -69,8 +69,8 @@ def _scored_pairs_texts(config: Any, eval_path: Path, seed: int) -> ReferenceTex
 
 def _trained_texts(config: Any, eval_data: Any) -> set[str]:
     """Every text the training split holds: its queries (IR), or every text cell of a training table."""
-    from training.beir import IRDataset
-    from training.loading import load_dataset
+    from training.data.beir import IRDataset
+    from training.data.loading import load_dataset
 
     data_config = config.train.data
     same_folder = eval_data is not None and (

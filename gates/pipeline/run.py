@@ -184,7 +184,7 @@ def _run_stages(
                 f"{path.parent / 'data-gate' / 'report.json'}"
             )
 
-    from training.finetune import train
+    from training.finetune.train import train
 
     trained = stages.run(
         "mine + train",
@@ -231,7 +231,7 @@ def _run_stages(
     ]:
         progress(line)
 
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     dims = config.export.dims or trained.config["matryoshka_dims"]
     exported = stages.run(
@@ -248,7 +248,7 @@ def _run_stages(
         progress(f"  fp16: {exported.fp16['reason']}")
 
     from gates.evaluation.evaluate import load_sts_set, run_evaluation
-    from training.general_texts import rotation_fit_texts
+    from training.data.general_texts import rotation_fit_texts
 
     sts_path = config.general_sts()
     # the rotation's PCA is fitted on half the packaged general sentences: the check scores the other half only
@@ -298,7 +298,7 @@ def _run_stages(
         stages.records[-1].status = "blocked"
         if registry is not None:
             from gates.promotion import served_metrics
-            from service.registry import Registry
+            from service.registry.registry import Registry
 
             Registry(registry).record_refusal(
                 run_id=run.run_id,
@@ -348,10 +348,10 @@ def _hold_out(config: PipelineConfig, run: RunPaths, stages: _Stages, progress: 
     anchor into a BEIR folder; STS data by sentence into held-out scored pairs, gated on Spearman), then run the
     data gate's leakage check on the split. -> (the config using the split, the split)."""
     from gates.pipeline.stages import data_gate
-    from training.formats import DatasetType
-    from training.holdout import hold_out_by_anchor
-    from training.holdout_sts import hold_out_scored_pairs
-    from training.loading import load_dataset
+    from training.data.formats import DatasetType
+    from training.data.holdout import hold_out_by_anchor
+    from training.data.holdout_sts import hold_out_scored_pairs
+    from training.data.loading import load_dataset
 
     data = load_dataset(config.train.data.path, config.train.data.type, config.train.data.columns)
     split = stages.run(
@@ -421,7 +421,7 @@ def _track(config: PipelineConfig, run: RunPaths, outcome: PipelineOutcome, prog
 def _compatibility(config: PipelineConfig, run: RunPaths, quiet: bool, progress: Progress):
     """Answer in older versions' spaces too (gates/compat/stage.py), fitted on the training data."""
     from gates.compat.stage import run_compatibility
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     data = config.train.data
     return run_compatibility(
@@ -515,7 +515,7 @@ def _build_reference(config: PipelineConfig, run: RunPaths) -> tuple[Path | None
 
 def write_manifest(run: RunPaths) -> None:
     """sha256 and size of every file in the run (checkpoints excluded: they are deleted after training)."""
-    from service.registry import build_manifest
+    from service.registry.registry import build_manifest
 
     write_json_atomic(
         run.manifest, build_manifest(run.root, {"run_id": run.run_id}, skip_prefixes=("train/checkpoints/",))

@@ -25,7 +25,7 @@ class DataGateOutcome:
 def data_gate(config: TrainConfig, out_dir: Path) -> DataGateOutcome:
     """Validate the training data (and its eval set, for leakage) with the data gate; write report + Data Docs."""
     from gates.data_gate import validate_dataset, write_report
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
     from training.models import is_main_process, resolve_model_path
 
     data = load_dataset(config.data.path, config.data.type, config.data.columns)
@@ -43,7 +43,7 @@ def data_gate(config: TrainConfig, out_dir: Path) -> DataGateOutcome:
 def validate_mined(path: Path, eval_path: Path | None, tokenizer: Path | None = None) -> DataGateOutcome:
     """The mined set is itself a hard-negatives dataset: it must pass the data gate (and not leak eval queries)."""
     from gates.data_gate import validate_dataset, write_report
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     data = load_dataset(path, "hard_negatives")
     eval_data = load_dataset(eval_path) if eval_path is not None else None

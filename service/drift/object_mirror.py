@@ -27,10 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from service import object_store
 from service.drift.errors import DriftError
 from service.drift.object_windows import WINDOWS, seal_stale_parts
 from service.drift.windows import SEALED_SUFFIX
+from service.storage import object_store
 
 RUN_LEASE_KEY = ".run.lock"
 # Renewed every third of it while a pass runs, so a long pass keeps it; after a judge's crash, the next one waits

@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from service import object_store
 from service.drift.settings import LEASE_FLUSHES, DriftSettingsError
 from service.drift.windows import (
     PART_SUFFIX,
@@ -40,6 +39,7 @@ from service.drift.windows import (
     host_label,
     window_name,
 )
+from service.storage import object_store
 
 WINDOWS = "windows/"
 CLAIM_KEY = (

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from service.atomic_files import write_json_atomic
 from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftReferenceError
 from service.drift.signals import SIGNALS, nearest_doc_cosine
+from service.storage.atomic_files import write_json_atomic
 
 # 2: held-out queries marked, baselines and thresholds from them (a format-1 reference false-alarms on new
 # queries of its own domain once the model memorised its training queries: docs/drift.md).

@@ -37,7 +37,7 @@ from service.drift.descriptors import describe_texts
 from service.drift.errors import DriftInputError
 from service.drift.reference import write_reference
 from service.drift.settings import DEFAULT_WINDOW_ROWS
-from service.prompts import apply_prompt, role_prompt
+from service.model.prompts import apply_prompt, role_prompt
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def build_reference(
     `queries`: queries the model was trained on; `held_out_queries`: queries it never saw (at least 20, 40 for
     every signal to alarm). `window_rows` must match the service's EMBEDGATE_DRIFT_WINDOW_ROWS (default both
     500): thresholds are calibrated for that window size."""
-    from service.embedder import OnnxEmbedder
+    from service.model.embedder import OnnxEmbedder
 
     started = time.perf_counter()
     _check_texts("queries", queries, minimum=0)
@@ -114,7 +114,7 @@ def build_reference(
         raise DriftInputError(
             f"dim {dim!r} is not served by the export {onnx_dir}; served dims: {list(embedder.dims)}"
         )
-    # With the export's prompts, as clients sending input_type query / document are served (service/prompts.py).
+    # With the export's prompts, as clients sending input_type query / document are served (service/model/prompts.py).
     query_vectors = embedder.embed(
         apply_prompt(queries, role_prompt(embedder.info.prompts, "query")), dimensions=dim
     )

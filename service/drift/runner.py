@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from service.atomic_files import write_json_atomic
 from service.drift.compute import WindowDriftResult, compute_window
 from service.drift.descriptors import DESCRIPTOR_NAMES
 from service.drift.errors import DriftError, DriftInputError, DriftReferenceError
@@ -28,6 +27,7 @@ from service.drift.reference import REFERENCE_DIR, DriftReference, load_referenc
 from service.drift.settings import DriftSettings
 from service.drift.windows import WindowInfo, list_windows, read_window, seal_orphaned_parts
 from service.errors import RegistryError
+from service.storage.atomic_files import write_json_atomic
 
 RUN_LOCK = ".run.lock"
 
@@ -106,9 +106,9 @@ class ReferenceCache:
         return found
 
     def _load(self, model_version: str) -> DriftReference:
-        from service.atomic_files import sha256_of
-        from service.object_registry import fetched_dir
-        from service.registry import Registry
+        from service.registry.object_registry import fetched_dir
+        from service.registry.registry import Registry
+        from service.storage.atomic_files import sha256_of
 
         try:  # on object storage, only the reference is fetched (not the version's graphs)
             version_dir = fetched_dir(Registry(self.registry_root), model_version, (f"{REFERENCE_DIR}/",))
@@ -254,7 +254,7 @@ def _run_locked(
 
 def served_version(registry_root: Path, windows: Sequence[WindowInfo]) -> str | None:
     """The registry's champion; without a readable one, the version of the newest captured window."""
-    from service.registry import Registry
+    from service.registry.registry import Registry
 
     try:
         champion = Registry(registry_root).champion()

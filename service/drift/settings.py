@@ -18,8 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from service.errors import EmbedgateServiceError
-from service.object_store import is_object_url
 from service.settings import describe_settings, settings_from_env
+from service.storage.object_store import is_object_url
 
 ENV_PREFIX = "EMBEDGATE_DRIFT_"
 # The windows a reference is calibrated for by default (`build_reference(window_rows=...)`): keep the two equal.

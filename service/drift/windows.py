@@ -115,7 +115,7 @@ class WindowData:
         mask = self.dims >= dim
         if not mask.any():
             return np.zeros((0, dim), dtype=np.float32), mask
-        from service.embedder import truncate_dims
+        from service.model.embedder import truncate_dims
 
         rows = np.stack([vector[:dim] for vector, keep in zip(self.vectors, mask, strict=True) if keep])
         return truncate_dims(rows, dim), mask

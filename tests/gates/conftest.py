@@ -11,7 +11,7 @@ from tests.service.s3_server import s3_endpoint, s3_env, s3_registry_url  # noqa
 @pytest.fixture(scope="module")
 def onnx_dir(tiny_model_dir, tmp_path_factory):
     """The tiny model exported at dims 32 and 16, fp32 (the drift tests' served model)."""
-    from training.export import export_run
+    from training.export.export_run import export_run
 
     out = tmp_path_factory.mktemp("drift-export") / "onnx"
     export_run(tiny_model_dir, out, dims=[32, 16], int8=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from service.drift.capture import DriftCapture
 from service.drift.reference_builder import ReferenceSummary, build_reference
-from service.embedder import OnnxEmbedder
+from service.model.embedder import OnnxEmbedder
 from tests.synthetic import FILLER, TOPICS
 
 LEGAL = [word for topic in ("lease", "contract", "court", "insurance") for word in TOPICS[topic]]

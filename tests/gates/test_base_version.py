@@ -8,12 +8,12 @@ import pytest
 
 from gates.base_version import BaseRegistrationRefused, register_base
 from gates.cli import main
-from service.registry import Registry
+from service.registry.registry import Registry
 
 
 def test_the_base_model_becomes_v0001_the_champion_served_as_exported(tmp_path, tiny_model_dir):
-    from service.embedder import OnnxEmbedder
-    from training.export import export_run
+    from service.model.embedder import OnnxEmbedder
+    from training.export.export_run import export_run
 
     base = register_base(tmp_path / "registry", str(tiny_model_dir))
     registry = Registry(tmp_path / "registry")

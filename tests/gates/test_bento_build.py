@@ -15,7 +15,7 @@ import pytest
 from gates.bento import SERVED_TAG, build_bento
 from gates.errors import EmbedgateGateError
 from gates.promotion import bento_model_name, promote_run
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.gates.gated_runs import make_gated_run
 from tests.service.serving import REPO_ROOT
 

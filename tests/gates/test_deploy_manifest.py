@@ -12,7 +12,7 @@ import yaml
 from gates.cli import _register_commands, app
 from service.drift.settings import ENV_PREFIX as DRIFT_PREFIX
 from service.drift.settings import DriftSettings
-from service.object_registry import CACHE_ENV
+from service.registry.object_registry import CACHE_ENV
 from service.settings import ServeSettings, env_var
 
 MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "k8s.yaml"

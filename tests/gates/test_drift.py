@@ -16,8 +16,8 @@ from service.drift.reference import load_reference
 from service.drift.reference_builder import build_reference
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
-from service.embedder import OnnxEmbedder
-from service.registry import Registry
+from service.model.embedder import OnnxEmbedder
+from service.registry.registry import Registry
 from tests.gates.drift_traffic import LEGAL, MEDICAL, WINDOW, legal_reference, sentences, serve
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -168,7 +168,7 @@ def test_the_serving_runtime_runs_the_drift_monitor_beside_the_capture(onnx_dir,
 
     from prometheus_client import CollectorRegistry
 
-    from service.metrics import ServiceMetrics
+    from service.api.metrics import ServiceMetrics
     from service.runtime import ServingRuntime
     from service.settings import ServeSettings
 

@@ -22,7 +22,7 @@ from service.drift.reference import write_reference
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
 from service.drift.windows import CapturedRow, WindowWriter
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.service.serving import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore")]

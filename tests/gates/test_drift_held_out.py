@@ -24,8 +24,8 @@ from service.drift.capture import DriftCapture
 from service.drift.reference_builder import build_reference
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
-from service.embedder import OnnxEmbedder
-from service.registry import Registry
+from service.model.embedder import OnnxEmbedder
+from service.registry.registry import Registry
 from tests.conftest import build_tiny_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore")]  # a 50-step fine-tune, ~20 s
@@ -98,7 +98,7 @@ def demo(tmp_path_factory):
     traffic); a model fine-tuned on its training split; the reference the pipeline's stage builds for it."""
     from gates.pipeline.config import load_pipeline_config
     from gates.pipeline.run import _build_reference
-    from training.export import export_run
+    from training.export.export_run import export_run
     from training.run_dir import RunPaths
 
     root = tmp_path_factory.mktemp("drift-held-out")

@@ -23,8 +23,8 @@ from gates.cli import main
 from service.drift.capture import DriftCapture
 from service.drift.runner import read_summaries
 from service.drift.settings import DriftSettings
-from service.embedder import OnnxEmbedder
-from service.registry import Registry
+from service.model.embedder import OnnxEmbedder
+from service.registry.registry import Registry
 from tests.synthetic import FILLER, LAY_JARGON, tiny_pipeline_config, write_lay_jargon_beir
 
 pytestmark = [

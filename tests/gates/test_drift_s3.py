@@ -13,8 +13,8 @@ from gates.commands import dashboard as dashboard_command
 from service.drift.capture import DriftCapture
 from service.drift.settings import DriftSettings
 from service.drift.workspace import DriftWorkspace
-from service.embedder import OnnxEmbedder
-from service.registry import Registry
+from service.model.embedder import OnnxEmbedder
+from service.registry.registry import Registry
 from tests.gates.drift_traffic import LEGAL, MEDICAL, WINDOW, legal_reference, sentences, serve
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from service.drift.capture import DriftCapture
 from service.drift.runner import run_drift
 from service.drift.settings import DriftSettings
-from service.embedder import OnnxEmbedder
-from service.registry import Registry
+from service.model.embedder import OnnxEmbedder
+from service.registry.registry import Registry
 from tests.gates.drift_traffic import LEGAL, MEDICAL, WINDOW, legal_reference, sentences
 
 pytestmark = pytest.mark.filterwarnings("ignore")

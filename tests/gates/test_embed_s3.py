@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gates.cli import main
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.service.serving import promote
 
 pytestmark = pytest.mark.integration

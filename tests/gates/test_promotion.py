@@ -6,7 +6,7 @@ import pytest
 
 from gates.errors import EmbedgateGateError, RunDirectoryError
 from gates.promotion import PromotionRefused, bento_model_name, promote_run, save_to_bento_store
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.gates.gated_runs import make_gated_run, regate
 
 

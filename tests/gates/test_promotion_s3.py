@@ -8,8 +8,8 @@ import pytest
 from gates.cli import main
 from gates.promotion import promote_run
 from service.errors import RegistryError
-from service.object_registry import ObjectRegistry
-from service.registry import Registry
+from service.registry.object_registry import ObjectRegistry
+from service.registry.registry import Registry
 from tests.gates.gated_runs import make_gated_run, regate
 from training.run_dir import RunPaths
 
@@ -43,7 +43,7 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
         ("promote", "v0003", "rival"),
         ("refused", "v0002", "second"),
     ]
-    from service.aliases import read_state
+    from service.registry.aliases import read_state
 
     state = read_state(registry)  # the refused v0002 is stored but never served (nor listed, nor preloaded)
     assert (state.servable, state.never_served) == (("v0001", "v0003"), ("v0002",))
@@ -60,7 +60,7 @@ def test_the_cli_promotion_that_loses_the_race_is_told_to_regate(
 
 
 def test_staged_promotion_cutover_and_retire_on_the_s3_registry(tmp_path, s3_registry_url, capsys):
-    from service.aliases import read_state
+    from service.registry.aliases import read_state
 
     args = ["--registry", s3_registry_url, "--no-bento-store"]
     assert main(["promote", str(make_gated_run(tmp_path, "first", True).root), *args]) == 0
@@ -78,7 +78,7 @@ def test_staged_promotion_cutover_and_retire_on_the_s3_registry(tmp_path, s3_reg
 
 
 def test_an_alias_write_that_lost_to_another_writer_is_refused(tmp_path, s3_registry_url):
-    from service.aliases import set_candidate
+    from service.registry.aliases import set_candidate
 
     registry = Registry(s3_registry_url)
     assert (

@@ -20,7 +20,7 @@ import pytest
 
 from gates.cli import main
 from gates.reembed import ReembedError, embed_corpus, read_corpus
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.conftest import TINY_WORDS
 from tests.service.serving import (
     REPO_ROOT,
@@ -64,8 +64,8 @@ def _endpoint_vectors(registry: Registry, texts: list[str], version: str, dim: i
     """What the service returns for `texts` pinned to `version` at `dim` (the real routes, in-process)."""
     from prometheus_client import CollectorRegistry
 
-    from service.metrics import ServiceMetrics
-    from service.routes import create_http_app
+    from service.api.metrics import ServiceMetrics
+    from service.api.routes import create_http_app
     from service.runtime import ServingRuntime
     from service.settings import ServeSettings
 
@@ -285,7 +285,7 @@ def test_documents_added_beside_stored_vectors_are_embedded_in_the_old_space(tmp
     """`--version v0002@v0001` / `champion@v0001`: the newer model through its compatible graph (what the service
     answers for that name), so documents a v0001 client adds sit with the ones it stored; a space a version does
     not answer in, and --cutover to a space, are refused before any work."""
-    from service.embedder import OnnxEmbedder
+    from service.model.embedder import OnnxEmbedder
 
     registry = Registry(tmp_path / "registry")
     promote(registry, tiny_exports["a"])  # v0001

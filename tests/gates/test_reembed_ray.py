@@ -19,7 +19,7 @@ import pytest
 
 from gates.cli import main
 from gates.reembed import auto_shard_size, embed_corpus, read_corpus
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.conftest import TINY_WORDS
 from tests.service.serving import REPO_ROOT, promote
 

@@ -1,5 +1,5 @@
 """The registry after a kill, a leftover and a bad line: `embedgate promote` SIGKILLed at each step (a test hook in
-service/registry.py), then every command still reads the registry and the history tells the truth; leftovers are
+service/registry/registry.py), then every command still reads the registry and the history tells the truth; leftovers are
 cleaned by the next command; damaged history lines are skipped with a warning, never a traceback; the same run
 promoted twice is refused; `embedgate promote` keeps the run's drift reference."""
 
@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from gates.cli import main
-from service.registry import KILL_AT_ENV, RECONCILER, Registry
+from service.registry.registry import KILL_AT_ENV, RECONCILER, Registry
 from tests.gates.gated_runs import make_gated_run
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

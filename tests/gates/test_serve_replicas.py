@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from gates.serve_process import METRICS_DIR_PREFIX
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.service.serving import ServerProcess, free_port, metric_value, promote
 
 pytestmark = pytest.mark.integration

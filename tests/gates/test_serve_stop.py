@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from service.registry import Registry
+from service.registry.registry import Registry
 from tests.service.serving import (
     ServerProcess,
     free_port,

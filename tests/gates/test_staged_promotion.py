@@ -1,4 +1,4 @@
-"""Staged promotion, cutover, rollback and the promotion events (gates/promotion.py, service/aliases.py,
+"""Staged promotion, cutover, rollback and the promotion events (gates/promotion.py, service/registry/aliases.py,
 gates/promotion_events.py): the champion moves only on cutover, a dim change needs the flag, rollback restores,
 every move records `reembed_required`, and a signed webhook reaches a real local receiver or is recorded as
 failed without undoing anything."""
@@ -18,9 +18,9 @@ import pytest
 from gates.cli import main
 from gates.promotion import cutover, promote_run, rollback
 from gates.promotion_events import SECRET_ENV, Webhook, WebhookConfigError
-from service.aliases import CutoverRefused, RollbackRefused, read_state
 from service.errors import RegistryError
-from service.registry import Registry
+from service.registry.aliases import CutoverRefused, RollbackRefused, read_state
+from service.registry.registry import Registry
 from tests.gates.gated_runs import make_gated_run, regate
 from tests.service.serving import free_port
 from training.run_dir import RunPaths

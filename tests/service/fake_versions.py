@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.registry import Registry
+from service.registry.registry import Registry
 
 
 def fake_export(tmp_path: Path, name: str, payload: bytes = b"graph") -> Path:

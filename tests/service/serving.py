@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from service.registry import Registry
+from service.registry.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TINY_DIMS = (32, 16, 8)

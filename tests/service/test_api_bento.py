@@ -13,8 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
-from service.embedder import OnnxEmbedder
-from service.registry import Registry
+from service.model.embedder import OnnxEmbedder
+from service.registry.registry import Registry
 from tests.service.serving import (
     REPO_ROOT,
     TINY_SERVING_DIM,
@@ -81,21 +81,21 @@ def test_a_built_bento_carries_and_serves_its_model_without_torch(tmp_path, tiny
         np.testing.assert_allclose(vectors, expected, atol=1e-5)
 
 
-SERVED_MODULES = (
+SERVED_MODULES = (  # paths under service/
     "app",
-    "routes",
+    "api/routes",
     "runtime",
-    "hot_swap",
-    "batcher",
-    "serving_model",
-    "model_store",
+    "versions/hot_swap",
+    "batching/batcher",
+    "model/serving_model",
+    "versions/model_store",
     "settings",
-    "api_models",
-    "api_responses",
-    "api_errors",
-    "auth",
-    "limits",
-    "metrics",
+    "api/request_bodies",
+    "api/response_bodies",
+    "api/errors",
+    "api/auth",
+    "api/limits",
+    "api/metrics",
 )
 
 

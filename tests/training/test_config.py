@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from training.config import load_config
-from training.defaults import check_dims, matryoshka_dims_for, resolve
 from training.errors import ConfigError
+from training.finetune.defaults import check_dims, matryoshka_dims_for, resolve
 
 
 def test_flags_only_config_with_defaults(tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.devices import onnx_providers
 from service.errors import ModelLoadError
+from service.model.devices import onnx_providers
 from training.device import DeviceError, resolve_device
 
 

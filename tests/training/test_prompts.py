@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 
-from service.embedder import OnnxEmbedder
-from service.prompts import apply_prompt
+from service.model.embedder import OnnxEmbedder
+from service.model.prompts import apply_prompt
 from tests import synthetic
 from tests.prompted import DOCUMENT_PROMPT, QUERY_PROMPT
 from training.config import load_config
 from training.errors import ConfigError
-from training.export import export_run
-from training.finetune import train
+from training.export.export_run import export_run
+from training.finetune.train import train
 
 TEXTS = ["what is the dose for a child", "the tenant pays rent", "heart blood pressure after a drug"]
 

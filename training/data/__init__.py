@@ -5,7 +5,7 @@ scores for the forgetting check (`GENERAL_STS`, general_sts/README.md).
 legal questions against passages written in professional legal jargon; see legal_lay/README.md.
 
     from training.data import DEFAULT_DATASET
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
     data = load_dataset(DEFAULT_DATASET)
 """
 

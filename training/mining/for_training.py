@@ -24,7 +24,7 @@ def mine_training_rows(prepared, mining: MiningConfig, model, seed: int, encode=
     """Mine negatives for `prepared.train` with `mining.strategy` (already resolved: not `auto` or `none`).
 
     Args:
-        prepared: a `training.prepare.TrainingData` (train rows with anchor/positive, corpus, labelled positives).
+        prepared: a `training.finetune.prepare.TrainingData` (train rows with anchor/positive, corpus, labelled positives).
         mining: the mining options; `domain_confusion_path` is read here for strategy domain_confusion.
         model: the SentenceTransformer that scores candidates (strategies model, curriculum, domain_confusion).
         seed: random seed for sampling strategies.
@@ -55,7 +55,7 @@ def mine_training_rows(prepared, mining: MiningConfig, model, seed: int, encode=
         )
     domain = None
     if strategy == "domain_confusion":
-        from training.readers import read_text
+        from training.data.readers import read_text
 
         domain = [t for t in read_text(mining.domain_confusion_path).splitlines() if t.strip()]
     return mine(

