@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
 from encode_speed import short_sentences  # noqa: E402
+from harness import free_port  # noqa: E402
 from serve_throughput import (  # noqa: E402
     API_KEY,
     AUTH_HEADER,
@@ -75,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         default=REPO_ROOT / "artifacts" / "bench" / "gpu-check",
         help="export, registry",
     )
-    parser.add_argument("--port", type=int, default=3991)
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=3991,
+        help="the first of consecutive ports, one per service (default 3991); 0: a free port picked for each",
+    )
     parser.add_argument("--load", choices=("auto", "wrk", "python"), default="auto", help="load generator")
     parser.add_argument(
         "--http-workers",
@@ -123,19 +129,18 @@ def main(argv: list[str] | None = None) -> int:
             export_dir, precision, args.device, sentences, args.serving_dim
         )
     bodies = write_bodies(args.workdir, sentences, args.serving_dim)
-    systems = [
-        (precision, precision, service_argv(args.port + index)) for index, precision in enumerate(PRECISIONS)
-    ]
+    systems = [(precision, precision, "service.app:EmbedgateService") for precision in PRECISIONS]
     if args.http_workers:
-        argv_split = service_argv(args.port + len(PRECISIONS))
-        argv_split[argv_split.index("service.app:EmbedgateService")] = "service.split.app:EmbedgateHttp"
-        systems.append((f"fp32 split h{args.http_workers}", "fp32", argv_split))
-    for name, precision, server_argv in systems:
+        systems.append((f"fp32 split h{args.http_workers}", "fp32", "service.split.app:EmbedgateHttp"))
+    for index, (name, precision, target) in enumerate(systems):
+        # --port 0: a free port picked just before its server starts (one free at the outset may not stay so)
+        port = free_port() if args.port == 0 else args.port + index
+        server_argv = service_argv(port)
+        server_argv[server_argv.index("service.app:EmbedgateService")] = target
         env = server_env(registry, precision, args.device)
         if name != precision:
             env["BENTOML_CONFIG_OPTIONS"] = f"services.embedgate_http.workers={args.http_workers}"
         log = args.workdir / f"serve-{name.replace(' ', '-')}.log"
-        port = int(server_argv[server_argv.index("--port") + 1])
         with Server(f"ours-{name}", server_argv, env, port, log) as server:
             server.wait_ready(timeout_s=300)
             results["served"][name] = measure(server, bodies, loads, args.seconds, load, args.workdir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.config import TrainConfig
 
@@ -22,13 +23,15 @@ class DataGateOutcome:
         return summary_text(self.report, self.written)
 
 
-def data_gate(config: TrainConfig, out_dir: Path) -> DataGateOutcome:
-    """Validate the training data (and its eval set, for leakage) with the data gate; write report + Data Docs."""
+def data_gate(config: TrainConfig, out_dir: Path, data: Any = None) -> DataGateOutcome:
+    """Validate the training data (and its eval set, for leakage) with the data gate; write report + Data Docs.
+    data: config.data already loaded (the pipeline's one load); read from config.data when None."""
     from gates.data_gate import validate_dataset, write_report
     from training.data.loading import load_dataset
     from training.models import is_main_process, resolve_model_path
 
-    data = load_dataset(config.data.path, config.data.type, config.data.columns)
+    if data is None:
+        data = load_dataset(config.data.path, config.data.type, config.data.columns)
     eval_data = None
     if config.data.eval_path is not None and Path(config.data.eval_path) != Path(config.data.path):
         eval_data = load_dataset(config.data.eval_path)

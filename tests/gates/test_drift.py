@@ -231,7 +231,7 @@ def test_too_few_held_out_queries_keep_signals_out_of_the_alarm_and_the_promotio
     import yaml
 
     from gates.pipeline.config import load_pipeline_config
-    from gates.pipeline.run import _build_reference
+    from gates.pipeline.steps import drift_reference
     from training.run_dir import RunPaths
 
     config_path = tmp_path / "pipeline.yaml"
@@ -240,7 +240,7 @@ def test_too_few_held_out_queries_keep_signals_out_of_the_alarm_and_the_promotio
     )
     run = RunPaths(tmp_path / "run")
     shutil.copytree(onnx_dir, run.onnx)
-    out, note = _build_reference(load_pipeline_config(config_path), run)
+    out, note = drift_reference(load_pipeline_config(config_path), run)
     assert note.startswith(
         "drift signal embedding: 16 held-out queries (never trained on), 20 needed to calibrate "
         "embedding on unseen traffic: reported, not in the alarm"

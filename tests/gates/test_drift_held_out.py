@@ -97,7 +97,7 @@ def demo(tmp_path_factory):
     """The demo set with half of its test queries taken out of the data the pipeline sees (they are the unseen
     traffic); a model fine-tuned on its training split; the reference the pipeline's stage builds for it."""
     from gates.pipeline.config import load_pipeline_config
-    from gates.pipeline.run import _build_reference
+    from gates.pipeline.steps import drift_reference
     from training.export.export_run import export_run
     from training.run_dir import RunPaths
 
@@ -126,7 +126,7 @@ def demo(tmp_path_factory):
             }
         )
     )
-    reference, note = _build_reference(load_pipeline_config(config), run)
+    reference, note = drift_reference(load_pipeline_config(config), run)
     registry = Registry(root / "registry")
     registry.add_version({"onnx": run.onnx, "reference": reference}, metadata={})
     trained_ids = sorted({q for q, _, _ in train})

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from training.config import PromptsConfig, TrainConfig, load_config
-from training.data.loading import load_dataset
 from training.errors import ConfigError
 from training.finetune.defaults import resolve
 from training.finetune.losses import build_loss, choose_loss
@@ -68,6 +67,7 @@ def train(
     report=None,
     embedding_cache: Path | None = None,
     gradient_checkpointing: bool = False,
+    data=None,
 ) -> TrainResult:
     """Train; `resume` continues an interrupted run from its last checkpoint with its recorded config.
 
@@ -78,6 +78,8 @@ def train(
     gradient_checkpointing: keep only each layer's input during the forward pass and recompute the rest in the
         backward pass: the same gradients (dropout's random state is replayed) at about half the peak memory of a
         step, for ~25% more CPU per step (measured in docs/performance.md, "Pipeline cost").
+    data: `config.data` already loaded (the pipeline loads it once for every stage that reads it); read from
+        config.data when None.
     """
     if resume is not None:
         paths = open_run_dir(resume)
@@ -103,7 +105,10 @@ def train(
 
         torch.cuda.set_device(device.name)  # the Trainer places the model on the current CUDA device
     model = load_sentence_transformer(config.base_model, config.max_seq_length, device=device.name)
-    data = load_dataset(config.data.path, config.data.type, config.data.columns)
+    if data is None:
+        from training.data.loading import load_dataset
+
+        data = load_dataset(config.data.path, config.data.type, config.data.columns)
     prepared = prepare_training_data(data, config.data.split, config.dev_fraction, config.seed)
     resolved = resolve(config, len(prepared.train), model.get_embedding_dimension())
     config = resolved.config

@@ -25,6 +25,26 @@ def workspace(tmp_path_factory, tiny_model_dir):
     return root, config
 
 
+EVAL_SET_READERS = {"load_eval_set", "pipeline_reference_texts"}  # the eval set, here the training folder too
+
+
+def _spy_on_loads(monkeypatch) -> list[tuple[object, str]]:
+    """(resolved path, calling function) of every load_dataset call made through the module's attribute."""
+    import sys
+    from pathlib import Path
+
+    import training.data.loading as loading
+
+    real, loads = loading.load_dataset, []
+
+    def spy(path, *args, **kwargs):
+        loads.append((Path(path).resolve(), sys._getframe(1).f_code.co_name))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_dataset", spy)
+    return loads
+
+
 def _cache_entries(root):
     return [json.loads(p.read_text()) for p in (root / "cache" / "embeddings").rglob("*.json")]
 
@@ -33,8 +53,9 @@ def _runs(root):
     return sorted((root / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
 
 
-def test_first_run_promotes_a_better_model(workspace, capsys):
+def test_first_run_promotes_a_better_model(workspace, capsys, monkeypatch):
     root, config = workspace
+    loads = _spy_on_loads(monkeypatch)
     code = main(["pipeline", str(config), "--set", "run_id=first"])
     out = capsys.readouterr()
     assert code == 0, out.out + out.err
@@ -70,6 +91,12 @@ def test_first_run_promotes_a_better_model(workspace, capsys):
     )  # nothing to be compatible with
     assert "reference/reference.json" in json.loads((run / "manifest.json").read_text())["files"]
     assert "reference/reference.json" in Registry(root / "registry").verify("v0001")["files"]
+    # The training table is read once; every stage that needs it (data gate, mining and training, compatibility,
+    # the drift reference's trained texts) gets that copy. Reads of the same folder as the eval set are not counted.
+    data_path = (root / "data").resolve()
+    assert [caller for path, caller in loads if path == data_path and caller not in EVAL_SET_READERS] == [
+        "_load_and_gate"
+    ]
     assert list(pipeline["stages"]), "nothing to check: pipeline['stages'] is empty"
     assert all(s["status"] == "passed" and s["seconds"] >= 0 for s in pipeline["stages"])
     manifest = json.loads((run / "manifest.json").read_text())["files"]

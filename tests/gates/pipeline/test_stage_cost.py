@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from gates.pipeline.run import StageBlocked, _Stages
 from gates.pipeline.stage_cost import measure
+from gates.pipeline.stage_runner import StageBlocked, Stages
 
 MB = 2**20
 
@@ -66,7 +66,7 @@ def _held_for_samples() -> float:
 
 def test_stage_records_carry_the_cost_whatever_the_outcome():
     lines = []
-    stages = _Stages(lines.append)
+    stages = Stages(lines.append)
     assert stages.run("fine", _held_for_samples) > 0
     with pytest.raises(StageBlocked):
         stages.run("blocked", lambda: (_ for _ in ()).throw(StageBlocked("no")))
