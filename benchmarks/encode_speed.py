@@ -24,6 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.harness import load_text  # noqa: E402
+
 WORDS = (
     "the patient took a tablet twice each day after doctor said that blood pressure and heart rate were "
     "too high for safe exercise while tenant asked landlord about deposit before lease ends under contract "
@@ -37,10 +39,6 @@ def short_sentences(count: int, seed: int = 0) -> list[str]:
         " ".join(rng.choice(WORDS) for _ in range(rng.randint(12, 17))).capitalize() + "."
         for _ in range(count)
     ]
-
-
-def load_str() -> str:
-    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
 def cpu_name() -> str:
@@ -85,7 +83,7 @@ def main() -> None:
             export_dir = Path(scratch) / "onnx"
             started = time.perf_counter()
             export_run(model_dir, export_dir, dims=[384])
-            print(f"exported dim 384 fp32+int8 in {time.perf_counter() - started:.1f} s ({load_str()})")
+            print(f"exported dim 384 fp32+int8 in {time.perf_counter() - started:.1f} s ({load_text()})")
 
         model = SentenceTransformer(str(model_dir), device="cpu")
         backends = {
@@ -114,11 +112,11 @@ def main() -> None:
                 started = time.perf_counter()
                 run(texts)
                 rates[name].append(len(texts) / (time.perf_counter() - started))
-                print(f"  round {round_number}  {name:<42} {rates[name][-1]:7.0f} sent/s  ({load_str()})")
+                print(f"  round {round_number}  {name:<42} {rates[name][-1]:7.0f} sent/s  ({load_text()})")
         print(f"\n{'backend':<42} {'median':>8} {'best':>8}  sentences/s")
         for name, values in rates.items():
             print(f"{name:<42} {statistics.median(values):8.0f} {max(values):8.0f}")
-        print(f"after: {load_str()}")
+        print(f"after: {load_text()}")
 
 
 if __name__ == "__main__":

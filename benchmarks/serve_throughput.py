@@ -40,7 +40,6 @@ import contextlib
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +54,7 @@ sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(BENCH_DIR))
 
 from encode_speed import cpu_name, short_sentences  # noqa: E402
+from harness import Served  # noqa: E402
 
 THREADS = 2
 SERVING_DIM = 128
@@ -342,8 +342,9 @@ def _percentile(values: list[float], q: float) -> float:
 # ---- served systems ----
 
 
-class Server:
-    """A server process in its own process group, stopped (that group only) on exit."""
+class Server(Served):
+    """An embedding server (ours or infinity-emb): harness.Served whose `url` is its embeddings route and which is
+    ready once that route answers a real request with 200 (a model loaded and warm, not only a port open)."""
 
     def __init__(
         self,
@@ -355,56 +356,30 @@ class Server:
         cwd: Path = REPO_ROOT,
         path: str = "/v1/embeddings",
     ) -> None:
-        self.name, self.argv, self.env, self.port, self.log_path, self.cwd = (
-            name,
-            argv,
-            env,
-            port,
-            log_path,
-            cwd,
-        )
-        self.url = f"http://127.0.0.1:{port}{path}"
+        super().__init__(argv, port, env, log_path, cwd)
+        self.name, self.path = name, path
+
+    @property
+    def url(self) -> str:
+        return f"{super().url}{self.path}"
 
     def __enter__(self) -> Server:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
-        self.process = subprocess.Popen(
-            self.argv,
-            cwd=self.cwd,
-            env=self.env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return self
+        return self.start()
 
     def wait_ready(self, timeout_s: float = 600) -> None:
+        super().wait_ready(self._answers, timeout_s)
+
+    @staticmethod
+    def _answers(url: str) -> bool:
         import httpx
 
-        deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"{self.name}: {self.argv} exited; see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                body = {"input": ["ready?"], "model": MODEL_NAME}  # its serving dim, whatever the model
-                answer = httpx.post(self.url, json=body, headers=AUTH_HEADER, timeout=10)
-                if answer.status_code == 200:
-                    return
-                last = f"HTTP {answer.status_code}: {answer.text[:300]}"
-            time.sleep(1)
-        raise SystemExit(
-            f"{self.name} did not answer within {timeout_s:.0f} s (last: {last}); see {self.log_path}"
-        )
+        body = {"input": ["ready?"], "model": MODEL_NAME}  # its serving dim, whatever the model
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.post(url, json=body, headers=AUTH_HEADER, timeout=10).status_code == 200
+        return False
 
     def __exit__(self, *exc_info) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
+        self.stop(drain_timeout_s=30)
 
 
 def service_argv(port: int) -> list[str]:
