@@ -27,23 +27,28 @@ class DevGain:
     low: float  # lower end of the one-sided 95% interval
     high: float
     n: int
+    over: str = (
+        "dev queries"  # what the n queries are (cross-fitted training queries, for the rotation's steps)
+    )
 
     @property
     def beyond_noise(self) -> bool:
         return self.low > 0
 
     def describe(self) -> str:
+        noise = "the dev set's noise" if self.over == "dev queries" else "their noise"
         return (
-            f"{self.mean:+.4f} (95% lower bound {self.low:+.4f} over {self.n} dev queries: "
-            f"{'beyond' if self.beyond_noise else 'within'} the dev set's noise)"
+            f"{self.mean:+.4f} (95% lower bound {self.low:+.4f} over {self.n} {self.over}: "
+            f"{'beyond' if self.beyond_noise else 'within'} {noise})"
         )
 
     def to_dict(self) -> dict:
         return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
 
 
-def paired_gain(after, before, seed: int = 0) -> DevGain:
-    """The mean per-query gain of `after` over `before` (same queries, same order) with its bootstrap interval."""
+def paired_gain(after, before, seed: int = 0, over: str = "dev queries") -> DevGain:
+    """The mean per-query gain of `after` over `before` (same queries, same order) with its bootstrap interval.
+    over: what the queries are, for the description."""
     after, before = np.asarray(after, dtype=np.float64), np.asarray(before, dtype=np.float64)
     if after.ndim != 1 or after.shape != before.shape or after.size < 2:
         raise ValueError(
@@ -53,7 +58,7 @@ def paired_gain(after, before, seed: int = 0) -> DevGain:
     diff = after - before
     mean = float(diff.mean())
     if np.ptp(diff) == 0:  # every query moved by the same amount: no spread to resample (scipy would warn)
-        return DevGain(mean, mean, mean, int(diff.size))
+        return DevGain(mean, mean, mean, int(diff.size), over)
     from scipy.stats import bootstrap
 
     interval = bootstrap(
@@ -64,4 +69,4 @@ def paired_gain(after, before, seed: int = 0) -> DevGain:
         method="percentile",
         random_state=np.random.default_rng(seed),
     ).confidence_interval
-    return DevGain(mean, float(interval.low), float(interval.high), int(diff.size))
+    return DevGain(mean, float(interval.low), float(interval.high), int(diff.size), over)

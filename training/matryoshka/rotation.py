@@ -48,6 +48,9 @@ class RotationDecision:
     learned_steps: list[
         str
     ] = ()  # the learned steps kept on top of PCA ("refinement", "adaptor"); () if none
+    # each learned step's judgement (crossfit.py): the gain over what it would replace on the mean over dims and at
+    # each dim, with its interval and the queries it was measured on (cross-fitted training queries, or dev)
+    evidence: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -198,46 +201,55 @@ def decide_rotation(
     chosen, how = pca, "PCA"
     kept_steps = []
     refine = pairs and min(dims) < dim and mode != "pca"  # without a truncated dim nothing to refine for
+    evidence = {}
     if refine:
+        from training.matryoshka.crossfit import cross_fit
         from training.matryoshka.rotation_learning import learn_rotation
 
         position = {t: i for i, t in enumerate(corpus)}
         anchor_row = {a: i for i, a in enumerate(anchors)}
         pair_anchors = anchor_emb[[anchor_row[a] for a, _ in pairs]]
         pair_positives = np.array([position[p] for _, p in pairs])
-        learned = learn_rotation(
-            pca,
-            pair_anchors,
-            pair_positives,
-            corpus_emb,
-            [{position[t] for t in labelled.get(a, ()) if t in position and t != p} for a, p in pairs],
-            dims,
-            lambda r: dev(r)["ndcg@10_mean"],
-            seed=seed,
-        )
+        also = [{position[t] for t in labelled.get(a, ()) if t in position and t != p} for a, p in pairs]
+
+        def refine_on(rows) -> np.ndarray:  # the refinement fitted on these pairs, stopped on the dev queries
+            return learn_rotation(
+                pca,
+                pair_anchors[rows],
+                pair_positives[rows],
+                corpus_emb,
+                [also[i] for i in rows],
+                dims,
+                lambda r: dev(r)["ndcg@10_mean"],
+                seed=seed,
+            )
+
+        learned = refine_on(np.arange(len(pairs)))
+        # Each learned step is judged on every training query, held out of its fit (crossfit.py); too few of
+        # them: on the dev queries, as before.
+        folds = cross_fit(pairs, pair_anchors, corpus, corpus_emb, labelled, dims, seed)
+        fold_start = {}  # fold -> the transform the adaptor starts from there (PCA, or that fold's refinement)
         if learned.step:
             refined = f"PCA refined on {len(pairs)} training pairs for {learned.step} steps"
-            # The refinement stopped on these dev queries, so its dev gain is optimistic: keep it only beyond noise.
-            over_pca = _Comparison.of(learned.rotation, pca, per_query, per_dim, dim, seed)
+            if folds is not None:
+                fold_refined = {i: refine_on(fold.fit).rotation for i, fold in enumerate(folds.folds)}
+                scores = folds.pooled(lambda i, _: fold_refined[i], lambda i, _: pca)
+                over_pca = _Comparison.from_scores(scores, dim, seed, folds.label)
+            else:  # the refinement stopped on the dev queries, so its dev gain is optimistic: beyond noise only
+                over_pca = _Comparison.of(learned.rotation, pca, per_query, per_dim, dim, seed)
+            evidence["refinement"] = over_pca.to_dict()
             if mode == "on" or over_pca.wins:
                 chosen, how = learned.rotation, f"{refined}, {over_pca.describe()} over PCA"
                 kept_steps.append("refinement")
+                fold_start = fold_refined if folds is not None else {}
             else:
                 how = f"PCA only: {refined} gained {over_pca.describe()} over PCA"
     if refine and mode == "auto" and adaptor == "auto":
         previous = chosen
-        chosen, how = _maybe_adapt(
-            chosen,
-            how,
-            domain_emb,
-            pair_anchors,
-            pair_positives,
-            corpus_emb,
-            dims,
-            per_query,
-            per_dim,
-            seed,
-            general_emb,
+        starts = {i: fold_start.get(i, pca) for i in range(len(folds.folds))} if folds is not None else {}
+        judge = _Judge(per_query, per_dim, folds, starts)
+        chosen, how, evidence["adaptor"] = _maybe_adapt(
+            chosen, how, domain_emb, pair_anchors, pair_positives, corpus_emb, dims, judge, seed, general_emb
         )
         if chosen is not previous:  # _maybe_adapt kept the adaptor
             kept_steps.append("adaptor")
@@ -273,26 +285,53 @@ def decide_rotation(
         {str(d): g.to_dict() for d, g in over_none.by_dim.items()},
         general,
         kept_steps if applied else [],
+        evidence or None,
     )
 
 
-def _maybe_adapt(chosen, how, texts, anchors, positives, corpus_emb, dims, per_query, per_dim, seed, general):
-    """The chosen rotation, or a Matryoshka-Adaptor started from it (training/matryoshka/adaptor.py, with the
-    ranking term on the training pairs) when it beats the chosen one on the dev queries (`_Comparison`; the full
-    dim is among the dims that may not lose). Unlike the rotation the adaptor is not orthogonal, so full-dim quality may move:
-    that is what the per-dim check guards. Its steps are fixed (no dev early stopping), so its dev gain is not
-    optimistic the way the refinement's is; it still must clear the noise, because on 2 of 5 sets it lost
-    (docs/decisions.md)."""
+@dataclass(frozen=True)
+class _Judge:
+    """Where a learned step is judged: on cross-fitted training queries when `folds` is set (each fold's fit
+    starts from `starts[fold]`), else on the dev queries (`per_query`, `per_dim`)."""
+
+    per_query: object
+    per_dim: object
+    folds: object  # training.matryoshka.crossfit.CrossFit | None
+    starts: dict
+
+
+def _maybe_adapt(chosen, how, texts, anchors, positives, corpus_emb, dims, judge: _Judge, seed, general):
+    """The chosen transform, or a Matryoshka-Adaptor started from it (training/matryoshka/adaptor.py, with the
+    ranking term on the training pairs) when it beats the chosen one (`_Comparison`, on cross-fitted training
+    queries: each fold's adaptor fitted on the other folds' pairs; the full dim is among the dims that may not
+    lose). Unlike the rotation the adaptor is not orthogonal, so full-dim quality may move: that is what the per-dim
+    check guards; on 2 of 5 sets it lost (docs/decisions.md). -> (transform, how, the evidence)."""
     from training.matryoshka.adaptor import learn_adaptor
 
     texts = np.vstack([texts, general])  # neighbourhoods to preserve: the general texts' too
-    adapted = learn_adaptor(
-        chosen, texts, dims, anchors, positives, corpus_emb, rank_weight=ADAPTOR_RANK_WEIGHT, seed=seed
-    ).matrix
-    over = _Comparison.of(adapted, chosen, per_query, per_dim, corpus_emb.shape[1], seed)
+
+    def adapt(start, rows):
+        return learn_adaptor(
+            start,
+            texts,
+            dims,
+            anchors[rows],
+            positives[rows],
+            corpus_emb,
+            rank_weight=ADAPTOR_RANK_WEIGHT,
+            seed=seed,
+        ).matrix
+
+    adapted = adapt(chosen, np.arange(len(anchors)))
+    if judge.folds is not None:
+        fold_adapted = {i: adapt(judge.starts[i], fold.fit) for i, fold in enumerate(judge.folds.folds)}
+        scores = judge.folds.pooled(lambda i, _: fold_adapted[i], lambda i, _: judge.starts[i])
+        over = _Comparison.from_scores(scores, corpus_emb.shape[1], seed, judge.folds.label)
+    else:
+        over = _Comparison.of(adapted, chosen, judge.per_query, judge.per_dim, corpus_emb.shape[1], seed)
     if over.wins:
-        return adapted, f"{how}, then a Matryoshka-Adaptor: {over.describe()} over it"
-    return chosen, f"{how}; a Matryoshka-Adaptor on top gained {over.describe()}: not kept"
+        return adapted, f"{how}, then a Matryoshka-Adaptor: {over.describe()} over it", over.to_dict()
+    return chosen, f"{how}; a Matryoshka-Adaptor on top gained {over.describe()}: not kept", over.to_dict()
 
 
 @dataclass(frozen=True)
@@ -308,14 +347,22 @@ class _Comparison:
 
     @classmethod
     def of(cls, candidate, reference, per_query, per_dim, full_dim: int, seed: int) -> _Comparison:
+        """On the dev queries: `per_query(transform)` and `per_dim(transform)` score them."""
+        return cls.from_scores(
+            (per_query(candidate), per_query(reference), per_dim(candidate), per_dim(reference)),
+            full_dim,
+            seed,
+        )
+
+    @classmethod
+    def from_scores(cls, scores, full_dim: int, seed: int, over: str = "dev queries") -> _Comparison:
+        """scores: (candidate per query, reference per query, candidate dim -> per query, reference dim -> ...)."""
         from training.finetune.dev_noise import paired_gain
 
-        by_dim = {
-            d: paired_gain(a, b, seed)
-            for (d, a), b in zip(per_dim(candidate).items(), per_dim(reference).values(), strict=True)
-        }
+        cand_q, ref_q, cand_d, ref_d = scores
+        by_dim = {d: paired_gain(cand_d[d], ref_d[d], seed, over) for d in cand_d}
         smallest = min(by_dim) if min(by_dim) < full_dim else None
-        return cls(paired_gain(per_query(candidate), per_query(reference), seed), by_dim, smallest)
+        return cls(paired_gain(cand_q, ref_q, seed, over), by_dim, smallest)
 
     @property
     def hurt(self) -> list[str]:
@@ -329,6 +376,14 @@ class _Comparison:
     def wins(self) -> bool:
         at_smallest = self.smallest is not None and self.by_dim[self.smallest].beyond_noise
         return (self.mean.beyond_noise or at_smallest) and not self.hurt
+
+    def to_dict(self) -> dict:
+        """The evidence, for train/summary.json: the gain on the mean over dims and at each dim, with intervals."""
+        return {
+            "mean": self.mean.to_dict(),
+            "by_dim": {str(d): g.to_dict() for d, g in self.by_dim.items()},
+            "wins": self.wins,
+        }
 
     def describe(self) -> str:
         text = self.mean.describe()

@@ -116,20 +116,24 @@ def test_the_refined_rotation_is_used_only_when_it_beat_pca_on_dev(tiny_model, m
     import training.matryoshka.rotation_learning as learning
 
     permutation = np.eye(32, dtype=np.float32)[::-1].copy()
-    seen = {}
+    calls = []
 
     def fake_learn(init, anchors, positives, corpus, also_positive, dims, dev_score, seed=0):
-        seen.update(init=init, anchors=anchors.shape, positives=positives, also=also_positive)
+        calls.append(dict(init=init, anchors=anchors.shape, positives=positives, also=also_positive))
         return learning.LearnedRotation(permutation if step else init, step, dev_score(init), [])
 
     monkeypatch.setattr(learning, "learn_rotation", fake_learn)
     data = _rotation_data()
     model, decision = choose_rotation(tiny_model, data, [32, 8], mode="on")
     weight = list(model._modules.values())[2].linear.weight.detach().numpy()
+    seen = calls[0]  # the fit on every pair: what the model keeps
     expected = permutation if step else seen["init"]
     assert np.allclose(weight, expected)
     assert ("refined on 54 training pairs for 7 steps" in decision.reason) == bool(step)
     assert seen["anchors"] == (54, 32)
+    # a refinement that moved is judged on 5 cross-fitted folds: each pair is in the fit of 4 of them
+    assert len(calls) == (6 if step else 1)
+    assert sum(c["anchors"][0] for c in calls[1:]) == (4 * 54 if step else 0)
     assert [data.corpus[i] for i in seen["positives"][:2]] == [p for _, p in data.pairs[:2]]
     assert list(seen["also"]), "nothing to check: seen['also'] is empty"
     assert all(not extra for extra in seen["also"])  # each anchor's only positive is its target
@@ -156,13 +160,23 @@ def test_in_auto_a_refinement_within_dev_noise_falls_back_to_pca(tiny_model, mon
     monkeypatch.setattr(learning, "learn_rotation", no_better)
     model, decision = choose_rotation(tiny_model, _rotation_data(), [32, 8], mode="auto")
     assert "PCA only: PCA refined on 54 training pairs for 5 steps gained +0.0000" in decision.reason
-    assert "within the dev set's noise" in decision.reason
+    # 54 training queries: judged on them, cross-fitted (crossfit.py), not on the 6 dev queries
+    assert "over 54 cross-fitted training queries (5 folds): within their noise" in decision.reason
+    assert decision.evidence["refinement"]["mean"]["n"] == 54 and not decision.evidence["refinement"]["wins"]
+    # too few training queries to cross-fit (24 < crossfit.MIN_QUERIES): the dev queries judge, as before
+    model, decision = choose_rotation(tiny_model, _rotation_data(n=15), [32, 8], mode="auto")
+    assert "PCA only: PCA refined on 24 training pairs for 5 steps gained +0.0000" in decision.reason
+    assert "over 6 dev queries: within the dev set's noise" in decision.reason
 
 
-def _decide_on_dev_scores(monkeypatch, by_dim, data=None, dims=(32, 16, 8), **kwargs):
+def _decide_on_dev_scores(monkeypatch, by_dim, data=None, dims=(32, 16, 8), folds=None, **kwargs):
     """decide_rotation with the dev scorers replaced: `by_dim(matrix)` -> {dim: per-query NDCG@10} (the mean over
-    dims follows), and random embeddings for the texts (the scores no longer depend on them)."""
+    dims follows), and random embeddings for the texts (the scores no longer depend on them). `folds`: the
+    cross-fitted folds the learned steps are judged on (crossfit.CrossFit); None: the dev queries judge them."""
+    import training.matryoshka.crossfit as crossfit
     import training.matryoshka.rotation as rotation
+
+    monkeypatch.setattr(crossfit, "cross_fit", lambda *a, **k: folds)
 
     def mean(r):
         return np.mean(list(by_dim(r).values()), axis=0)
@@ -248,7 +262,7 @@ def test_the_refinement_is_kept_for_a_gain_at_the_smallest_dim_alone(monkeypatch
     monkeypatch.setattr(
         learning, "learn_rotation", lambda init, *a, **k: learning.LearnedRotation(permutation, 9, 0.0, [])
     )
-    monkeypatch.setattr(rotation, "_maybe_adapt", lambda chosen, how, *a: (chosen, how))
+    monkeypatch.setattr(rotation, "_maybe_adapt", lambda chosen, how, *a: (chosen, how, None))
     rng = np.random.default_rng(0)
     base = _dev_base(rng)
     pca = {d: v + 0.3 for d, v in base.items()}  # PCA beats no rotation by far at every dim
@@ -317,3 +331,114 @@ def test_the_adaptor_candidate_is_kept_only_beyond_noise_and_never_when_a_dim_lo
         assert calls[0]["anchors"] == (54, 32)  # the training pairs' anchors, one row per pair
         assert ("then a Matryoshka-Adaptor" in decision.reason) == kept
         assert ("loses beyond noise at d32 -0.1000" in decision.reason) == (d32_change < 0)
+
+
+def _folds(by_dim, per_fold: int = 12, k: int = 5, pairs: int = 54):
+    """Cross-fitted folds whose held-out scores come from `by_dim(matrix, fold)` -> {dim: per-query NDCG@10}."""
+    from training.matryoshka.crossfit import CrossFit, Fold
+
+    def fold(i):
+        mean = lambda r: np.mean(list(by_dim(r, i).values()), axis=0)  # noqa: E731
+        return Fold(np.arange(pairs)[np.arange(pairs) % k != i], mean, lambda r: by_dim(r, i))
+
+    return CrossFit([fold(i) for i in range(k)], per_fold * k)
+
+
+@pytest.mark.parametrize(("held_out_gain", "kept"), [(0.06, True), (0.0, False)])
+def test_the_refinement_is_judged_on_cross_fitted_training_queries_not_on_dev(
+    monkeypatch, held_out_gain, kept
+):
+    """The dev queries stop the refinement, so they flatter it: here they show +0.2 at d8 on every dev query. Kept
+    only when the folds' held-out training queries (each scored by the refinement fitted without them) gain
+    beyond noise too; the evidence (60 queries, 5 folds) is in the decision."""
+    import training.matryoshka.rotation_learning as learning
+
+    permutation = np.eye(32, dtype=np.float32)[::-1].copy()
+    monkeypatch.setattr(
+        learning, "learn_rotation", lambda init, *a, **k: learning.LearnedRotation(permutation, 9, 0.0, [])
+    )
+    rng = np.random.default_rng(0)
+    base, held = _dev_base(rng), {i: _dev_base(rng, 12) for i in range(5)}
+
+    def dev_by_dim(r):
+        if np.allclose(r, np.eye(32)):
+            return dict(base)
+        gain = 0.2 if np.array_equal(r, permutation) else 0.0
+        return {32: base[32] + 0.3, 16: base[16] + 0.3, 8: base[8] + 0.3 + gain}
+
+    def fold_by_dim(r, i):
+        noise = np.random.default_rng(i).normal(0, 0.02, 12)
+        gain = held_out_gain + noise if np.array_equal(r, permutation) else 0.0
+        return {32: held[i][32], 16: held[i][16], 8: held[i][8] + gain}
+
+    matrix, decision = _decide_on_dev_scores(
+        monkeypatch, dev_by_dim, _rotation_data(), folds=_folds(fold_by_dim), adaptor="off"
+    )
+    assert decision.applied and np.array_equal(matrix, permutation) == kept
+    assert decision.learned_steps == (["refinement"] if kept else [])
+    evidence = decision.evidence["refinement"]
+    assert evidence["wins"] == kept and evidence["by_dim"]["8"]["n"] == 60
+    assert evidence["mean"]["over"] == "cross-fitted training queries (5 folds)"
+    assert "over 60 cross-fitted training queries (5 folds)" in decision.reason
+
+
+def test_each_folds_adaptor_starts_from_that_folds_refinement_and_is_scored_on_its_held_out_queries(
+    monkeypatch,
+):
+    """The adaptor's evidence is cross-fitted the same way: fitted per fold on the other folds' pairs, started
+    from what that fold chose (its own refinement, once the refinement is kept), scored against it."""
+    import training.matryoshka.adaptor as adaptors
+    import training.matryoshka.rotation_learning as learning
+
+    permutation = np.eye(32, dtype=np.float32)[::-1].copy()
+    adapted = np.diag(np.linspace(1.0, 2.0, 32)).astype(np.float32)
+    monkeypatch.setattr(
+        learning, "learn_rotation", lambda init, *a, **k: learning.LearnedRotation(permutation, 9, 0.0, [])
+    )
+    starts = []
+
+    def fake_adaptor(init, texts, dims, anchors, positives, corpus, rank_weight=0.0, seed=0, **_):
+        starts.append((init.copy(), anchors.shape[0]))
+        return adaptors.LearnedAdaptor(adapted.copy(), 300, [])
+
+    monkeypatch.setattr(adaptors, "learn_adaptor", fake_adaptor)
+    rng = np.random.default_rng(1)
+    base, held = _dev_base(rng), {i: _dev_base(rng, 12) for i in range(5)}
+    scored = []
+
+    def fold_by_dim(r, i):
+        scored.append(
+            (
+                "adapted"
+                if np.array_equal(r, adapted)
+                else "permutation"
+                if np.array_equal(r, permutation)
+                else "other",
+                i,
+            )
+        )
+        gain = {"adapted": 0.1, "permutation": 0.05}.get(scored[-1][0], 0.0)
+        return {
+            32: held[i][32],
+            16: held[i][16],
+            8: held[i][8] + gain + np.random.default_rng(i).normal(0, 0.01, 12),
+        }
+
+    matrix, decision = _decide_on_dev_scores(
+        monkeypatch,
+        lambda r: {d: v + 0.3 for d, v in base.items()},
+        _rotation_data(),
+        folds=_folds(fold_by_dim),
+    )
+    assert np.array_equal(matrix, adapted) and decision.learned_steps == ["refinement", "adaptor"]
+    # the fit on every pair (54 anchors) first, then one per fold (each without its fold's pairs)
+    assert [n for _, n in starts] == [54] + [
+        54 - len(np.arange(54)[np.arange(54) % 5 == i]) for i in range(5)
+    ]
+    assert all(np.array_equal(init, permutation) for init, _ in starts)  # each fold's refinement, kept
+    assert {kind for kind, _ in scored} == {
+        "adapted",
+        "permutation",
+        "other",
+    }  # PCA scored against the refinement
+    assert decision.evidence["adaptor"]["wins"] and decision.evidence["adaptor"]["mean"]["n"] == 60
