@@ -40,7 +40,17 @@ def main() -> None:
     parser.add_argument("--scifact-corpus", type=int, default=None)
     parser.add_argument("--max-train", type=int, default=1500)
     parser.add_argument("--adaptor", default="auto", choices=["auto", "off"], help="off: the refinement only")
+    parser.add_argument(
+        "--judge",
+        default="crossfit",
+        choices=["crossfit", "dev"],
+        help="where the learned steps are judged: cross-fitted training queries (the default) or the dev queries",
+    )
     args = parser.parse_args()
+    if args.judge == "dev":  # no set cross-fits: the rule before issue 30's cross-fitting
+        import training.matryoshka.crossfit as crossfit
+
+        crossfit.MIN_QUERIES = 10**9
     from training.matryoshka.rotation import RotationData, decide_rotation
 
     corpus, queries, train, _ = load_set(args.set, args.shared, args)
@@ -86,6 +96,7 @@ def main() -> None:
         "set": args.set,
         "model": args.model,
         "adaptor": args.adaptor,
+        "judge": args.judge,
         "fit_pairs": len(pairs),
         "dev_queries": len(dev),
         "seeds_without_a_learned_step": f"{clean} of {len(null)}",
@@ -94,7 +105,7 @@ def main() -> None:
         "runs": runs,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"null_decisions_{args.set}_{args.tag}.json"
+    path = args.out / f"null_decisions_{args.set}_{args.judge}_{args.tag}.json"
     path.write_text(json.dumps(summary, indent=1) + "\n")
     print(f"{clean} of {len(null)} shuffled-label seeds took no learned step -> {path}")
 

@@ -276,6 +276,16 @@ def run_set(name: str, shared: Path, args) -> dict:
     t = time.perf_counter()
     decided, decided_reason = decide_rotation(cached, full, data, dims, adaptor="auto")
     timings["decided_s"] = round(time.perf_counter() - t, 1)
+    # The same chain with its learned steps judged on the dev queries alone (the rule before cross-fitting, issue 30):
+    # crossfit.MIN_QUERIES raised past any set, so no set cross-fits.
+    import training.matryoshka.crossfit as crossfit
+
+    t, saved, crossfit.MIN_QUERIES = time.perf_counter(), crossfit.MIN_QUERIES, 10**9
+    try:
+        decided_dev, decided_dev_reason = decide_rotation(cached, full, data, dims, adaptor="auto")
+    finally:
+        crossfit.MIN_QUERIES = saved
+    timings["decided_dev_s"] = round(time.perf_counter() - t, 1)
     fit_rows = [train_ids.index(q) for q in fit_ids]
     fit_emb = train_emb[fit_rows]
     pca = fit_rotation(np.vstack([doc_emb, fit_emb]))
@@ -312,6 +322,7 @@ def run_set(name: str, shared: Path, args) -> dict:
     ).matrix
     # Today's default: the rotation chain with the adaptor as a dev-decided last candidate (training.matryoshka.rotation).
     systems["decided"] = decided if decided is not None else systems["none"]
+    systems["decided, dev-judged"] = decided_dev if decided_dev is not None else systems["none"]
     test_rel = [{row[d]: g for d, g in test[q].items()} for q in test_ids]
     dev_list = sorted(dev_ids)
     dev_emb = train_emb[[train_ids.index(q) for q in dev_list]]
@@ -354,6 +365,8 @@ def run_set(name: str, shared: Path, args) -> dict:
         "test_queries": len(test_ids),
         "rotation_decision": decision.reason,
         "decided": decided_reason.reason,
+        "decided_evidence": decided_reason.evidence,
+        "decided_dev_judged": decided_dev_reason.reason,
         "timings": timings,
         "systems": results,
     }
