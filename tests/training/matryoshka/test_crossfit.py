@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.matryoshka.crossfit import MIN_QUERIES, cross_fit
+from training.matryoshka.crossfit import FOLDS, MIN_QUERIES, cross_fit
 
 
 def _set(queries: int, seed: int = 0):
@@ -24,7 +24,7 @@ def _set(queries: int, seed: int = 0):
 def test_every_query_is_held_out_once_and_never_in_its_folds_fit():
     pairs, anchor_emb, corpus, corpus_emb = _set(60)
     folds = cross_fit(pairs, anchor_emb, corpus, corpus_emb, {}, [16, 4], seed=3)
-    assert folds is not None and len(folds.folds) == 5 and folds.queries == 60
+    assert folds is not None and len(folds.folds) == FOLDS and folds.queries == 60
     held_sizes = []
     for fold in folds.folds:
         fitted = {pairs[i][0] for i in fold.fit}
@@ -45,7 +45,7 @@ def test_pooled_scores_are_the_held_out_scores_of_each_folds_own_transform():
         return identity
 
     cand_q, ref_q, cand_d, ref_d = folds.pooled(candidate, lambda i, fold: identity)
-    assert seen == [0, 1, 2, 3, 4] and cand_q.shape == ref_q.shape == (60,)
+    assert seen == list(range(FOLDS)) and cand_q.shape == ref_q.shape == (60,)
     assert np.array_equal(cand_q, ref_q) and sorted(cand_d) == [4, 16]
     assert np.allclose(cand_q, (cand_d[16] + cand_d[4]) / 2)
     # each query's own positives (its pairs) are relevant: at the full dim, random vectors rarely rank them first

@@ -131,9 +131,11 @@ def test_the_refined_rotation_is_used_only_when_it_beat_pca_on_dev(tiny_model, m
     assert np.allclose(weight, expected)
     assert ("refined on 54 training pairs for 7 steps" in decision.reason) == bool(step)
     assert seen["anchors"] == (54, 32)
-    # a refinement that moved is judged on 5 cross-fitted folds: each pair is in the fit of 4 of them
-    assert len(calls) == (6 if step else 1)
-    assert sum(c["anchors"][0] for c in calls[1:]) == (4 * 54 if step else 0)
+    # a refinement that moved is judged on cross-fitted folds: each pair is in the fit of all folds but its own
+    from training.matryoshka.crossfit import FOLDS
+
+    assert len(calls) == (1 + FOLDS if step else 1)
+    assert sum(c["anchors"][0] for c in calls[1:]) == ((FOLDS - 1) * 54 if step else 0)
     assert [data.corpus[i] for i in seen["positives"][:2]] == [p for _, p in data.pairs[:2]]
     assert list(seen["also"]), "nothing to check: seen['also'] is empty"
     assert all(not extra for extra in seen["also"])  # each anchor's only positive is its target
@@ -161,7 +163,9 @@ def test_in_auto_a_refinement_within_dev_noise_falls_back_to_pca(tiny_model, mon
     model, decision = choose_rotation(tiny_model, _rotation_data(), [32, 8], mode="auto")
     assert "PCA only: PCA refined on 54 training pairs for 5 steps gained +0.0000" in decision.reason
     # 54 training queries: judged on them, cross-fitted (crossfit.py), not on the 6 dev queries
-    assert "over 54 cross-fitted training queries (5 folds): within their noise" in decision.reason
+    from training.matryoshka.crossfit import FOLDS
+
+    assert f"over 54 cross-fitted training queries ({FOLDS} folds): within their noise" in decision.reason
     assert decision.evidence["refinement"]["mean"]["n"] == 54 and not decision.evidence["refinement"]["wins"]
     # too few training queries to cross-fit (24 < crossfit.MIN_QUERIES): the dev queries judge, as before
     model, decision = choose_rotation(tiny_model, _rotation_data(n=15), [32, 8], mode="auto")
