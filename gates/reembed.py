@@ -358,10 +358,16 @@ def _write_shard(path: Path, ids: list[str], vectors: Any, version: str, dim: in
         }
     )
     tmp = path.with_name(f".tmp-{path.name}")
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)  # whole or absent: a resumed run skips exactly the shards that exist
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)  # whole or absent: a resumed run skips exactly the shards that exist
+    except (
+        BaseException
+    ):  # a stop (SIGTERM, Ctrl-C) mid-write too: no half-written shard left beside the others
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_manifest(out: Path, plan: dict[str, Any], folder: Path, shard_count: int) -> None:

@@ -317,3 +317,19 @@ def test_documents_added_beside_stored_vectors_are_embedded_in_the_old_space(tmp
     args = ["embed", str(small), "--version", "v0002@v0001", "--out", str(tmp_path / "c"), "--cutover"]
     assert main([*args, "--registry", str(registry.root)]) == 2
     assert "a compatible space is not a version the champion can move to" in capsys.readouterr().err
+
+
+def test_a_stop_while_a_shard_is_written_leaves_no_half_written_file(tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C can land inside the parquet write (the Ray test hit it at 60%): the shard is whole or
+    absent, and no .tmp file stays beside the finished ones."""
+    from gates.reembed import _write_shard
+
+    def stopped(table, where):
+        with open(where, "wb") as half:
+            half.write(b"PAR1 half a shard")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _write_shard(tmp_path / "part-00003.parquet", ["a", "b"], np.ones((2, 4)), "v0001", 4)
+    assert list(tmp_path.iterdir()) == []
