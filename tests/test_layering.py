@@ -16,14 +16,19 @@ FORBIDDEN = {
 }
 
 
-def _imported_roots(path: Path) -> set[str]:
-    roots = set()
+def _all_imports(path: Path) -> set[str]:
+    """Every module a file imports, anywhere in it (inside functions too): `from a.b import c` names a.b and a.b.c."""
+    found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
+            found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def _imported_roots(path: Path) -> set[str]:
+    return {name.split(".")[0] for name in _all_imports(path)}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -159,16 +164,6 @@ def _subpackage(module: str) -> str | None:
     if len(parts) < 2 or not (ROOT / parts[0] / parts[1]).is_dir():
         return None
     return ".".join(parts[:2])
-
-
-def _all_imports(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
 
 
 def test_subpackages_import_only_their_lower_layers():
