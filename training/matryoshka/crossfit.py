@@ -31,10 +31,15 @@ MIN_QUERIES = 40  # fewer distinct training queries: the dev set judges, as befo
 @dataclass(frozen=True)
 class Fold:
     fit: np.ndarray  # indices of the pairs the step is fitted on (every other fold's)
-    per_query: Callable[
-        [np.ndarray], np.ndarray
-    ]  # transform -> NDCG@10 per held-out query, averaged over dims
     per_dim: Callable[[np.ndarray], dict[int, np.ndarray]]  # transform -> dim -> NDCG@10 per held-out query
+
+    def per_query(self, transform: np.ndarray) -> np.ndarray:
+        """NDCG@10 per held-out query, averaged over dims (as MatryoshkaRetrievalEvaluator.per_query)."""
+        return _mean_over_dims(self.per_dim(transform))
+
+
+def _mean_over_dims(by_dim: dict[int, np.ndarray]) -> np.ndarray:
+    return np.mean(list(by_dim.values()), axis=0)
 
 
 @dataclass(frozen=True)
@@ -49,19 +54,18 @@ class CrossFit:
     def pooled(
         self, candidate: Callable[[int, Fold], np.ndarray], reference: Callable[[int, Fold], np.ndarray]
     ):
-        """Per fold, `candidate(i, fold)` and `reference(i, fold)` -> transforms; their held-out scores pooled.
-        -> (candidate per query, reference per query, candidate per dim, reference per dim)."""
-        cand_q, ref_q, cand_d, ref_d = [], [], {}, {}
+        """Per fold, `candidate(i, fold)` and `reference(i, fold)` -> transforms; their held-out scores pooled,
+        each transform scored once per fold. -> (candidate per query, reference per query, candidate per dim,
+        reference per dim)."""
+        cand_d: dict[int, list] = {}
+        ref_d: dict[int, list] = {}
         for i, fold in enumerate(self.folds):
-            c, r = candidate(i, fold), reference(i, fold)
-            cand_q.append(fold.per_query(c))
-            ref_q.append(fold.per_query(r))
-            for d, scores in fold.per_dim(c).items():
-                cand_d.setdefault(d, []).append(scores)
-            for d, scores in fold.per_dim(r).items():
-                ref_d.setdefault(d, []).append(scores)
-        join = lambda parts: {d: np.concatenate(v) for d, v in parts.items()}  # noqa: E731
-        return np.concatenate(cand_q), np.concatenate(ref_q), join(cand_d), join(ref_d)
+            for pooled, transform in ((cand_d, candidate(i, fold)), (ref_d, reference(i, fold))):
+                for d, scores in fold.per_dim(transform).items():
+                    pooled.setdefault(d, []).append(scores)
+        cand = {d: np.concatenate(v) for d, v in cand_d.items()}
+        ref = {d: np.concatenate(v) for d, v in ref_d.items()}
+        return _mean_over_dims(cand), _mean_over_dims(ref), cand, ref
 
 
 def cross_fit(
@@ -100,7 +104,6 @@ def cross_fit(
         out.append(
             Fold(
                 np.flatnonzero(pair_fold != f),
-                lambda r, e=evaluator, q=queries: e.per_query(q @ r.T, corpus_emb @ r.T),
                 lambda r, e=evaluator, q=queries: e.per_query_by_dim(q @ r.T, corpus_emb @ r.T),
             )
         )

@@ -228,7 +228,8 @@ def decide_rotation(
         # Each learned step is judged on every training query, held out of its fit (crossfit.py); too few of
         # them: on the dev queries, as before.
         folds = cross_fit(pairs, pair_anchors, corpus, corpus_emb, labelled, dims, seed)
-        fold_start = {}  # fold -> the transform the adaptor starts from there (PCA, or that fold's refinement)
+        # fold -> the transform that fold's adaptor starts from: PCA, or that fold's refinement once it is kept
+        fold_start = {i: pca for i in range(len(folds.folds))} if folds is not None else {}
         if learned.step:
             refined = f"PCA refined on {len(pairs)} training pairs for {learned.step} steps"
             if folds is not None:
@@ -241,13 +242,13 @@ def decide_rotation(
             if mode == "on" or over_pca.wins:
                 chosen, how = learned.rotation, f"{refined}, {over_pca.describe()} over PCA"
                 kept_steps.append("refinement")
-                fold_start = fold_refined if folds is not None else {}
+                if folds is not None:
+                    fold_start = fold_refined
             else:
                 how = f"PCA only: {refined} gained {over_pca.describe()} over PCA"
     if refine and mode == "auto" and adaptor == "auto":
         previous = chosen
-        starts = {i: fold_start.get(i, pca) for i in range(len(folds.folds))} if folds is not None else {}
-        judge = _Judge(per_query, per_dim, folds, starts)
+        judge = _Judge(per_query, per_dim, folds, fold_start)
         chosen, how, evidence["adaptor"] = _maybe_adapt(
             chosen, how, domain_emb, pair_anchors, pair_positives, corpus_emb, dims, judge, seed, general_emb
         )

@@ -342,8 +342,7 @@ def _folds(by_dim, per_fold: int = 12, k: int = 5, pairs: int = 54):
     from training.matryoshka.crossfit import CrossFit, Fold
 
     def fold(i):
-        mean = lambda r: np.mean(list(by_dim(r, i).values()), axis=0)  # noqa: E731
-        return Fold(np.arange(pairs)[np.arange(pairs) % k != i], mean, lambda r: by_dim(r, i))
+        return Fold(np.arange(pairs)[np.arange(pairs) % k != i], lambda r: by_dim(r, i))
 
     return CrossFit([fold(i) for i in range(k)], per_fold * k)
 
